@@ -1,0 +1,68 @@
+"""config.toml -> Settings: every wrong key is named by its TOML path."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailer.config import database_url, load_settings
+from mailer.errors import ConfigError
+
+
+def test_repo_config_loads(repo):
+    s = load_settings(repo / "config.toml")
+    assert s.newsletter.name == "CRANK Call"
+    assert s.delivery.backend == "outbox"
+    assert s.delivery.outbox_dir == repo / "outbox"
+    assert database_url(s) == f"sqlite:///{repo / 'mailer.db'}"
+    assert s.bounces.soft_bounce_limit == 3
+    assert s.webhooks.sendgrid.max_age_seconds == 600
+
+
+NEWSLETTER = """[newsletter]
+name = "CRANK Call"
+from_email = "news@example.org"
+from_name = "CRANK Call"
+reply_to = "editor@example.org"
+postal_address = "1 Example St"
+base_url = "https://news.example.org"
+"""
+
+BAD = [
+    ('[delivery]\nbackend = "pigeon"\n', "[delivery] backend"),
+    ('[delivery]\nbackned = "outbox"\n', "unknown key [delivery] backned"),
+    ('[delivery.smtp]\nport = "25"\n', "[delivery.smtp] port must be int"),
+    ('[delivery.smtp]\nstarttls = 1\n', "[delivery.smtp] starttls must be bool"),
+    ('[bounces]\nsoft_bounce_limit = true\n', "[bounces] soft_bounce_limit must be int"),
+    ('[delivery]\non_interrupted = "maybe"\n', "[delivery] on_interrupted"),
+]
+
+
+@pytest.mark.parametrize("extra, message", BAD)
+def test_bad_keys_are_named(tmp_path, extra, message):
+    path = tmp_path / "config.toml"
+    path.write_text(NEWSLETTER + extra)
+    with pytest.raises(ConfigError, match=__import__("re").escape(message)):
+        load_settings(path)
+
+
+def test_missing_required_key(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[newsletter]\nname = "X"\n')
+    with pytest.raises(ConfigError, match=r"missing key \[newsletter\] from_email"):
+        load_settings(path)
+
+
+def test_missing_file_and_env(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(tmp_path / "nope.toml")
+    monkeypatch.setenv("MAILER_CONFIG", str(tmp_path / "env.toml"))
+    with pytest.raises(ConfigError, match="env.toml"):
+        load_settings()
+
+
+def test_relative_paths_resolve_against_config_folder(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(NEWSLETTER + '[delivery]\noutbox_dir = "out/box"\n[database]\nurl = "sqlite:///d.db"\n')
+    s = load_settings(path)
+    assert s.delivery.outbox_dir == tmp_path / "out" / "box"
+    assert database_url(s) == f"sqlite:///{tmp_path / 'd.db'}"
