@@ -96,6 +96,10 @@ class WebhookSettings:
 class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8000
+    confirm_resend_minutes: int = 10   # at most one confirmation mail per membership in this time
+    confirm_link_days: int = 7         # a confirmation link expires (unsubscribe links never do)
+    subscribe_burst: int = 5           # per client IP: form posts at once ...
+    subscribe_per_hour: int = 30       # ... and sustained
 
 
 @dataclass(frozen=True)

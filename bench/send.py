@@ -1,0 +1,193 @@
+"""Benchmark the send: 100,000 and 1,000,000 readers through the local SendGrid-compatible server,
+and 10,000 messages over SMTP to a local aiosmtpd sink. Writes the "send" section of BENCHMARKS.md.
+
+Each measured send runs in a fresh child process (`--child ...`) doing exactly what `mailer send`
+does (compose once, fix the readers in the ledger, batches, results), so its peak RSS is the send's
+own. The servers run in their own processes, as the provider and the relay would. The database is
+a fresh SQLite file seeded in bulk before the clock starts.
+
+    .venv/bin/python bench/send.py [--sizes 100000,1000000] [--smtp 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SECRET = "bench-secret-0123456789abcdef0123"
+NOW = "2026-11-01 00:00:00.000000"
+
+
+def seed(url: str, n: int) -> None:
+    """n active readers on list "crank", inserted in bulk (the importer's own benchmark covers imports)."""
+    from subscribers.db import connect
+    from subscribers.store import create_list
+
+    engine = connect(url)
+    with engine.begin() as conn:
+        list_id = create_list(conn, "crank").id
+    raw = engine.raw_connection()
+    cur = raw.cursor()
+    for start in range(0, n, 50_000):
+        ids = range(start + 1, min(n, start + 50_000) + 1)
+        cur.executemany("INSERT INTO subscribers (id, email, name, attributes, created_at, updated_at) "
+                        "VALUES (?, ?, ?, '{}', ?, ?)",
+                        [(i, f"reader{i}@example.org", f"Reader {i}", NOW, NOW) for i in ids])
+        cur.executemany("INSERT INTO memberships (list_id, subscriber_id, status, consent_at, consent_source, "
+                        "created_at, updated_at) VALUES (?, ?, 'active', ?, 'import', ?, ?)",
+                        [(list_id, i, NOW, NOW, NOW) for i in ids])
+    raw.commit()
+    raw.close()
+
+
+def child(kind: str, url: str, target: str) -> None:
+    """The measured send, in its own process; prints one JSON line."""
+    import dataclasses
+    import warnings
+
+    warnings.simplefilter("ignore")  # the http base_url of the sample config
+    os.environ.update(MAILER_SECRET_KEY=SECRET, SENDGRID_API_KEY="SG.test")
+    from mailer import dispatch
+    from mailer.compose import compose_issue
+    from mailer.config import load_settings
+
+    s = load_settings(ROOT / "config.toml")
+    delivery = dataclasses.replace(s.delivery, backend=kind, outbox_dir=Path(url).parent / "outbox",
+                                   sendgrid=dataclasses.replace(s.delivery.sendgrid, host=target, timeout=60.0),
+                                   smtp=dataclasses.replace(s.delivery.smtp, port=int(target) if target.isdigit() else 25,
+                                                            starttls=False))
+    s = dataclasses.replace(s, database=dataclasses.replace(s.database, url=url), delivery=delivery)
+    started, cpu = time.perf_counter(), time.process_time()
+    composed = compose_issue(ROOT / "issues" / "2024-11.md", s)
+    if kind == "smtp-backend":
+        sent = backend_alone(s, composed, int(Path(url).name))
+        started, cpu = sent.pop("started"), sent.pop("cpu")
+    else:
+        summary = dispatch.run_send(s, dispatch.plan_send(s, composed, "crank"))
+        sent = {"sent": summary.sent, "failed": summary.failed}
+    print(json.dumps({"wall": time.perf_counter() - started, "cpu": time.process_time() - cpu, **sent,
+                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def backend_alone(settings, composed, n: int) -> dict:
+    """The SMTP backend without the ledger: n messages of the real issue over one connection."""
+    from mailer.deliver.base import create_backend
+    from mailer.personalize import Recipient, personalize, prepare
+
+    edition = prepare(composed, settings.newsletter)
+    outs = [personalize(edition, Recipient(f"1.{i}", f"reader{i}@example.org", f"Reader {i}", "t" * 60))
+            for i in range(n)]
+    started, cpu = time.perf_counter(), time.process_time()
+    with create_backend("smtp", settings) as backend:
+        ok = sum(r.ok for out in outs for r in backend.send_batch([out]))
+    return {"sent": ok, "failed": n - ok, "started": started, "cpu": cpu}
+
+
+def measured(kind: str, n: int, target_for) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-send-") as tmp:
+        url = f"sqlite:///{tmp}/bench.db" if kind != "smtp-backend" else f"{tmp}/{n}"
+        if kind != "smtp-backend":
+            seed(url, n)
+        target, stop = target_for()
+        try:
+            done = subprocess.run([sys.executable, __file__, "--child", kind, url, target],
+                                  capture_output=True, text=True, cwd=ROOT)
+        finally:
+            server = stop()
+        if done.returncode:
+            raise SystemExit(f"the {kind} send failed:\n{done.stderr}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result["server"] = server
+    return result
+
+
+def sendgrid_server():
+    from tests.servers.smtp_sink import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.sendgrid_server", "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc.stdout.readline()
+    url = f"http://127.0.0.1:{port}"
+
+    def stop() -> dict:
+        stats = json.load(urllib.request.urlopen(f"{url}/_stats"))
+        proc.terminate()
+        proc.wait()
+        return stats
+
+    return url, stop
+
+
+def smtp_sink(bulk: bool):
+    def start():
+        proc = subprocess.Popen([sys.executable, "-m", "tests.servers.smtp_sink"] + (["--bulk-data"] if bulk else []),
+                                cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        port = proc.stdout.readline().strip()
+
+        def stop() -> dict:
+            proc.terminate()
+            received = int(proc.stdout.readline() or 0)
+            proc.wait()
+            return {"received": received}
+
+        return port, stop
+
+    return start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", nargs=3)
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--smtp", type=int, default=10_000)
+    args = parser.parse_args()
+    if args.child:
+        return child(*args.child)
+    rows = []
+    for n in [int(x) for x in args.sizes.split(",") if x]:
+        r = measured("sendgrid", n, sendgrid_server)
+        rows.append(("sendgrid", n, r))
+        print(f"sendgrid {n:,}: {r}", flush=True)
+    for kind, bulk, label in (("smtp-backend", True, "SMTP backend alone, bulk-DATA sink"),
+                              ("smtp-backend", False, "SMTP backend alone, stock aiosmtpd sink"),
+                              ("smtp", True, "smtp (`mailer send`), bulk-DATA sink"),
+                              ("smtp", False, "smtp (`mailer send`), stock aiosmtpd sink")):
+        r = measured(kind, args.smtp, smtp_sink(bulk))
+        rows.append((label, args.smtp, r))
+        print(f"{label} {args.smtp:,}: {r}", flush=True)
+    from bench.report import write_section
+
+    write_section("send", report(rows), "bench/run send")
+
+
+def report(rows) -> str:
+    load = os.getloadavg()[0]
+    lines = ["## Send: SendGrid (local compatible server) and SMTP (local aiosmtpd)", "",
+             "Whole `mailer send` runs in a child process: compose once, fix the readers in the ledger "
+             "(SQLite), claim, personalize, deliver, record. Servers in their own processes.", "",
+             "| backend | readers | wall time | readers/s | API calls / expected | peak RSS | nobody twice |",
+             "|---|---|---|---|---|---|---|"]
+    for kind, n, r in rows:
+        server = r["server"]
+        calls = (f"{server['requests']:,} / {-(-n // 1000):,}" if "requests" in server else "-")
+        unique = ("yes" if server.get("duplicate_refs") == 0 and server.get("unique_refs") == n else
+                  (f"{server['received']:,} received" if "received" in server else "NO"))
+        lines.append(f"| {kind} | {n:,} | {r['wall']:.1f} s | {n / r['wall']:,.0f} | {calls} | "
+                     f"{r['peak_mb']:.0f} MB | {unique} |")
+    lines += ["", f"Load average when written: {load:.2f} (2 cores shared with other work)."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""`mailer db upgrade | current`: the database schema (subscribers' migrations, then mailer's).
+
+Also the small helpers the store's commands share: the engine for the configured database and
+the MAILER_SECRET_KEY secret. Only typer is imported at module level.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from mailer.commands.common import app_context, console
+
+app = typer.Typer(help="The database schema: apply migrations, show the current revision.", no_args_is_help=True)
+
+
+def database_url(ctx: typer.Context) -> str:
+    from mailer.config import database_url as configured
+
+    return configured(app_context(ctx).settings)
+
+
+def engine(ctx: typer.Context):
+    """The store's Engine, migrated on first use (subscribers.db.connect)."""
+    from subscribers.db import connect
+
+    return connect(database_url(ctx))
+
+
+def secret(ctx: typer.Context, required: bool = True) -> str | None:
+    """MAILER_SECRET_KEY (the env var the config names). Not required: None when unset, and the
+    store asks for it only if it really needs it (a database with forgotten addresses)."""
+    from mailer.config import secret as read_secret
+    from mailer.errors import ConfigError
+
+    settings = app_context(ctx).settings
+    try:
+        return read_secret(settings.secret_key_env, key="MAILER_SECRET_KEY")
+    except ConfigError:
+        if required:
+            raise
+        return None
+
+
+def _mailer_migrations():
+    try:
+        return importlib.import_module("mailer.migrate")
+    except ModuleNotFoundError as exc:
+        if exc.name == "mailer.migrate":
+            return None
+        raise
+
+
+@app.command()
+def upgrade(ctx: typer.Context) -> None:
+    """Apply every pending migration: the subscriber store's, then mailer's own."""
+    from subscribers import db
+
+    url = database_url(ctx)
+    before = db.current_revision(db.create(url))
+    head = db.upgrade(url)
+    out = console()
+    out.print(f"subscribers schema: {before or 'empty'} -> {head}" if before != head
+              else f"subscribers schema: already at {head}", markup=False, highlight=False)
+    mailer_migrate = _mailer_migrations()
+    if mailer_migrate is not None:
+        result = mailer_migrate.upgrade(url)
+        out.print(f"mailer schema: {result}" if result else "mailer schema: upgraded", markup=False)
+
+
+@app.command()
+def current(ctx: typer.Context) -> None:
+    """Show the database and the subscribers schema revision it is at (and the newest one)."""
+    from sqlalchemy.engine import make_url
+
+    from subscribers import db
+
+    url = database_url(ctx)
+    rev, head = db.current_revision(db.create(url)), db.head_revision()
+    state = "up to date" if rev == head else f"behind (newest {head}; run `mailer db upgrade`)"
+    where = make_url(url).render_as_string(hide_password=True)
+    console().print(f"{where}\nsubscribers schema: {rev or 'empty'} ({state})", markup=False, highlight=False)

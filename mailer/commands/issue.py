@@ -1,0 +1,80 @@
+"""`mailer issue build | preview`: an editor's view of one issue (stages 1-3 plus the lint report).
+
+Only typer is imported here; the stages load inside each command, so `mailer --help` and every
+other command stay fast.
+"""
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mailer.commands.common import app_context
+
+app = typer.Typer(help="Compose an issue: build it to files with a lint report, or preview it live.",
+                  no_args_is_help=True)
+
+ISSUE = typer.Argument(..., help="The issue file, e.g. issues/2024-11.md", show_default=False)
+
+
+@app.command()
+def build(
+    ctx: typer.Context,
+    issue: Path = ISSUE,
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for email.mjml, email.html and "
+                                       "email.txt (default: build/<issue name>)."),
+) -> None:
+    """Compose ISSUE for a preview recipient and print the lint report.
+
+    Exits 1 on an error (the message names file and line) or an error-level lint finding;
+    warnings are printed and do not fail the build.
+    """
+    from mailer.compose import compose, templates_dir
+    from mailer.errors import MailerError
+    from mailer.lint import lint
+    from mailer.preview import fill_preview, preview_values
+    from mailer.source import read_issue
+
+    settings = app_context(ctx).settings
+    parsed = read_issue(issue)
+    composed = compose(parsed, settings)
+    out = out or Path("build") / parsed.slug
+    values = preview_values(settings, parsed.slug)
+    files = {"email.mjml": composed.mjml, "email.html": fill_preview(composed.html, values, "html"),
+             "email.txt": fill_preview(composed.text, values, "text")}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            (out / name).write_text(content, encoding="utf-8")
+    except OSError as exc:
+        raise MailerError(f"cannot write to {out}: {exc.strerror or exc}") from exc
+    typer.echo(f"Wrote {out}/email.mjml, email.html and email.txt (for {values['email']}).")
+    report = lint(parsed, composed, templates_dir(settings))
+    typer.echo(report.render(str(issue)))
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def preview(
+    ctx: typer.Context,
+    issue: Path = ISSUE,
+    port: int = typer.Option(8025, "--port", help="Port on 127.0.0.1."),
+) -> None:
+    """Serve ISSUE on http://127.0.0.1:PORT/, rebuilt whenever the file or a template changes."""
+    from mailer.errors import MailerError
+    from mailer.preview import PreviewServer
+
+    try:
+        server = PreviewServer(issue, app_context(ctx).settings, port=port).start()
+    except OSError as exc:        # most often: the port is taken
+        raise MailerError(f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc} "
+                          f"(try --port {port + 1})") from exc
+    typer.echo(f"Previewing {issue} at {server.url} (the text part at {server.url}email.txt); "
+               "it rebuilds when you save. Ctrl-C stops.")
+    try:
+        server.stop.wait()
+    except KeyboardInterrupt:
+        typer.echo("Stopped.")
+    finally:
+        server.close()

@@ -1,0 +1,86 @@
+"""`mailer lists [create | delete]`: the admins' subscriber lists and their counts per status.
+
+Only typer is imported at module level; the store loads inside each command.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from mailer.commands.common import console
+from mailer.commands.db import engine
+
+app = typer.Typer(help="Subscriber lists. Without a subcommand: a table of lists with counts per status.")
+
+STATUS_COLUMNS = ("active", "unconfirmed", "unsubscribed", "bounced", "complained")
+
+
+@app.callback(invoke_without_command=True)
+def lists(ctx: typer.Context,
+          as_json: bool = typer.Option(False, "--json", help="Print the lists as JSON.")) -> None:
+    """Show every list with its members counted per (effective) status."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from subscribers import store
+
+    with engine(ctx).connect() as conn:
+        rows = store.list_counts(conn)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps([{"name": r.name, "title": r.title, "description": r.description,
+                                "counts": {s: counts.get(s, 0) for s in STATUS_COLUMNS},
+                                "total": sum(counts.values())} for r, counts in rows], indent=2))
+        return
+    if not rows:
+        console().print("No lists yet. Create one with `mailer lists create NAME --title TITLE`.", markup=False)
+        return
+    console().print(_table(rows))
+
+
+def _table(rows):
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, pad_edge=False)
+    table.add_column("list")
+    table.add_column("title")
+    for status in STATUS_COLUMNS:
+        table.add_column(status, justify="right")
+    table.add_column("total", justify="right")
+    for row, counts in rows:  # Text(): a title is data, never rich markup
+        table.add_row(Text(row.name), Text(row.title), *(f"{counts.get(s, 0):,}" for s in STATUS_COLUMNS),
+                      f"{sum(counts.values()):,}")
+    return table
+
+
+@app.command()
+def create(ctx: typer.Context,
+           name: str = typer.Argument(..., help="Short name: lower-case letters, digits, '.', '_', '-'.",
+                                      show_default=False),
+           title: str = typer.Option("", "--title", help="What readers see (default: the name)."),
+           description: str = typer.Option("", "--description", help="A line about the list.")) -> None:
+    """Create a list."""
+    from subscribers import store
+
+    with engine(ctx).begin() as conn:
+        made = store.create_list(conn, name, title, description)
+    console().print(f"Created list {made.name} ({made.title}).", markup=False, highlight=False)
+
+
+@app.command()
+def delete(ctx: typer.Context,
+           name: str = typer.Argument(..., help="The list to delete.", show_default=False),
+           yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask first.")) -> None:
+    """Delete a list and its memberships (subscribers and their history stay)."""
+    from subscribers import store
+
+    eng = engine(ctx)
+    with eng.connect() as conn:
+        found = store.get_list(conn, name)
+        members = next((sum(c.values()) for r, c in store.list_counts(conn) if r.id == found.id), 0)
+    if not yes:
+        typer.confirm(f"Delete list {found.name} ({found.title}) and its {members:,} memberships?", abort=True)
+    with eng.begin() as conn:
+        removed = store.delete_list(conn, name)
+    console().print(f"Deleted list {found.name} and {removed:,} memberships.", markup=False, highlight=False)

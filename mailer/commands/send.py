@@ -1,0 +1,165 @@
+"""`mailer send ISSUE --list NAME` and `mailer issue proof ISSUE --to ADDR[,ADDR...]`.
+
+Only typer is imported here; compose, dispatch and the backends load inside the commands.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mailer.commands.common import app_context, console
+
+
+class BackendName(str, enum.Enum):
+    outbox = "outbox"
+    smtp = "smtp"
+    sendgrid = "sendgrid"
+
+
+ISSUE = typer.Argument(..., help="The issue file (issues/2024-11.md) or its name (2024-11).", show_default=False)
+BACKEND = typer.Option(None, "--backend", help="Override [delivery] backend.", case_sensitive=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("send")(send)
+    try:
+        from mailer.commands import issue as issue_cmds
+    except ModuleNotFoundError:  # pragma: no cover - before the issue commands exist
+        return
+    issue_cmds.app.command("proof")(proof)
+
+
+def send(
+    ctx: typer.Context,
+    issue: str = ISSUE,
+    list_name: str = typer.Option(..., "--list", help="The list to send to.", show_default=False),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Compose and personalize every message; deliver nothing."),
+    backend: Optional[BackendName] = BACKEND,
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Send ISSUE to every active subscriber of a list, exactly once (a rerun resumes)."""
+    from mailer import dispatch
+
+    settings = app_context(ctx).settings
+    err = console(stderr=True)
+    with _warnings_to(err):
+        composed = _compose(issue, settings)
+        plan = dispatch.plan_send(settings, composed, list_name, backend.value if backend else None)
+        if plan.already_sent:
+            summary = dispatch.run_send(settings, plan)
+        elif dry_run:
+            summary = dispatch.dry_run(settings, plan, on_progress=None)
+        else:
+            if not yes:
+                verb = "Resume sending" if plan.send_id else "Send"
+                who = "remaining subscribers" if plan.send_id else "active subscribers"
+                typer.confirm(f"{verb} '{composed.subject}' to {plan.readers:,} {who} of {plan.list_name} "
+                              f"via {plan.backend}?", abort=True, err=True)
+            with _progress(err) as on_progress:
+                summary = dispatch.run_send(settings, plan, on_progress=on_progress,
+                                            notice=lambda message: err.print(f"note: {message}"))
+    _report(summary, composed.subject, as_json)
+
+
+def proof(
+    ctx: typer.Context,
+    issue: str = ISSUE,
+    to: str = typer.Option(..., "--to", help="Comma-separated addresses of the editors.", show_default=False),
+    backend: Optional[BackendName] = BACKEND,
+) -> None:
+    """Send a copy of ISSUE marked as a proof ("[PROOF]" subject) to editors, outside the ledger."""
+    from mailer.dispatch import send_proof
+
+    settings = app_context(ctx).settings
+    addresses = [a.strip() for a in to.split(",") if a.strip()]
+    if not addresses:
+        raise typer.BadParameter("give at least one address", param_hint="--to")
+    with _warnings_to(console(stderr=True)):
+        composed = _compose(issue, settings)
+        results = send_proof(settings, composed, addresses, backend_name=backend.value if backend else None)
+    for address, result in zip(addresses, results):
+        typer.echo(f"{address}: {result.status.value}" + (f" ({result.detail})" if result.detail else ""))
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+def _compose(issue: str, settings):
+    from mailer.compose import compose_issue
+
+    path = Path(issue)
+    if not path.exists() and not issue.endswith(".md"):
+        path = settings.compose.issues_dir / f"{issue}.md"
+    return compose_issue(path, settings)
+
+
+def _report(summary, subject: str, as_json: bool) -> None:
+    if as_json:
+        import json
+
+        data = summary.as_dict()
+        data["duration"] = round(data["duration"], 3)
+        typer.echo(json.dumps(data))
+    elif summary.already_sent:
+        typer.echo(f"'{subject}' was already sent to {summary.list} (send #{summary.send_id}: {summary.sent:,} "
+                   f"sent, {summary.failed:,} failed, {summary.skipped:,} skipped); nothing sent.")
+    elif summary.dry_run:
+        typer.echo(f"Dry run: would send '{subject}' to {summary.sent:,} subscribers of {summary.list} via "
+                   f"{summary.backend}; {summary.failed:,} addresses could not be written; nothing sent.")
+    else:
+        line = (f"Sent '{subject}' to {summary.list} via {summary.backend}: {summary.sent:,} sent, "
+                f"{summary.failed:,} failed, {summary.skipped:,} skipped in {summary.duration:.1f} s.")
+        if summary.deferred:
+            line += f" {summary.deferred:,} deferred (temporary refusals): run the same command later to retry them."
+        typer.echo(line)
+
+
+class _progress:
+    """A rich progress bar on stderr: sent, failed, rate and time left."""
+
+    def __init__(self, err):
+        self.err, self.bar, self.task, self.first = err, None, None, None
+
+    def __enter__(self):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("sending"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+                            TextColumn("sent {task.fields[sent]:,} · failed {task.fields[failed]:,}"),
+                            TextColumn("{task.fields[rate]:,.0f}/s"), TimeRemainingColumn(),
+                            console=self.err, transient=False)
+        self.bar.__enter__()
+        return self.update
+
+    def update(self, s) -> None:
+        done = s.sent + s.failed + s.skipped
+        if self.task is None:
+            self.first = done
+            self.task = self.bar.add_task("send", total=s.total, sent=0, failed=0, rate=0.0)
+        rate = (done - self.first) / s.duration if s.duration else 0.0
+        self.bar.update(self.task, completed=done, sent=s.sent, failed=s.failed, rate=rate)
+
+    def __exit__(self, *exc):
+        self.bar.__exit__(*exc)
+
+
+class _warnings_to:
+    """Show Python warnings (e.g. a non-https base_url) as one `warning:` line each on stderr."""
+
+    def __init__(self, err):
+        self.err = err
+
+    def __enter__(self):
+        import warnings
+
+        self.catcher = warnings.catch_warnings()
+        self.catcher.__enter__()
+        warnings.simplefilter("default")
+        warnings.showwarning = lambda message, *a, **k: self.err.print(f"warning: {message}", markup=False,
+                                                                           soft_wrap=True)
+
+    def __exit__(self, *exc):
+        self.catcher.__exit__(*exc)

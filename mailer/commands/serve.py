@@ -1,0 +1,31 @@
+"""`mailer serve [--host H] [--port P]`: run the web service (uvicorn, one process)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from mailer.commands.common import app_context
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve(
+        ctx: typer.Context,
+        host: Optional[str] = typer.Option(None, "--host", help="Address to listen on (default: web.host in the config)."),
+        port: Optional[int] = typer.Option(None, "--port", help="Port to listen on (default: web.port in the config)."),
+    ) -> None:
+        """Serve subscribe/confirm/unsubscribe pages, the SendGrid webhook and the archive."""
+        import uvicorn
+
+        from mailer.web import create_app
+
+        settings = app_context(ctx).settings
+        web = create_app(settings)          # ConfigError (e.g. no MAILER_SECRET_KEY) stops us here
+        # One process on purpose: the per-IP rate limiter and the archive cache live in memory.
+        # proxy_headers: behind a local reverse proxy (127.0.0.1 trusted by default, or
+        # FORWARDED_ALLOW_IPS), the client address comes from X-Forwarded-For.
+        # No access log: confirm and unsubscribe URLs carry tokens, which a log must not collect.
+        uvicorn.run(web, host=host or settings.web.host, port=port or settings.web.port,
+                    proxy_headers=True, server_header=False, access_log=False, log_level="info")

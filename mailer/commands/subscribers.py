@@ -1,0 +1,275 @@
+"""`mailer subscribers add | remove | show | search | forget | import | export`: the admins' tools.
+
+Only typer is imported at module level; the store loads inside each command. Every command that
+changes data says what it changed; long ones show progress on stderr when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mailer.commands.common import console
+from mailer.commands.db import engine, secret
+
+app = typer.Typer(help="Subscribers: add, remove, show, search, forget, import and export.", no_args_is_help=True)
+
+EMAIL = typer.Argument(..., help="The address (any case; surrounding spaces are ignored).", show_default=False)
+LIST = typer.Option(..., "--list", help="The list's name.", show_default=False)
+JSON = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
+
+
+class StatusName(str, enum.Enum):
+    unconfirmed = "unconfirmed"
+    active = "active"
+    unsubscribed = "unsubscribed"
+    bounced = "bounced"
+    complained = "complained"
+
+
+def _say(text: str) -> None:
+    console().print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def add(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST,
+        name: Optional[str] = typer.Option(None, "--name", help="The subscriber's name."),
+        unconfirmed: bool = typer.Option(False, "--unconfirmed", help="Add as unconfirmed (awaiting opt-in)."),
+        resubscribe: bool = typer.Option(False, "--resubscribe", "--force",
+                                         help="Override a suppression: an unsubscribed, bounced, complained "
+                                              "or forgotten address is subscribed again.")) -> None:
+    """Subscribe EMAIL to a list (an admin's consent record)."""
+    from subscribers import store
+    from subscribers.models import Status
+
+    with engine(ctx).begin() as conn:
+        found = store.get_list(conn, list_name)
+        result = store.add_subscriber(conn, email, found.id, name=name, force=resubscribe,
+                                      status=Status.UNCONFIRMED if unconfirmed else Status.ACTIVE,
+                                      secret=secret(ctx, required=False))
+    if result.outcome == "added":
+        extra = f" ({', '.join(c for c in result.changes if c != 'subscribed')})" if len(result.changes) > 1 else ""
+        _say(f"Added {result.email} to {found.name} ({result.status}){extra}.")
+    elif result.outcome == "updated":
+        _say(f"Updated {result.email} on {found.name}: {', '.join(result.changes)}.")
+    else:
+        _say(f"{result.email} is already on {found.name} ({result.status}); nothing changed.")
+
+
+@app.command()
+def remove(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST) -> None:
+    """Unsubscribe EMAIL from a list (history is kept; re-adding it needs --resubscribe)."""
+    from subscribers import store
+    from subscribers.errors import SubscriberNotFound
+
+    with engine(ctx).begin() as conn:
+        found = store.get_list(conn, list_name)
+        who = store.get_subscriber(conn, email)
+        before = store.membership_status(conn, who.id, found.id)
+        if before is None:
+            raise SubscriberNotFound(f"{who.email} is not on list {found.name}")
+        changed = store.unsubscribe(conn, who.id, found.id, source="admin")
+    if changed:
+        _say(f"Unsubscribed {who.email} from {found.name} (was {before}).")
+    else:
+        _say(f"{who.email} was already unsubscribed from {found.name}; nothing changed.")
+
+
+@app.command()
+def show(ctx: typer.Context, email: str = EMAIL, as_json: bool = JSON) -> None:
+    """Show a subscriber: data, memberships with consent, and history."""
+    from subscribers import store
+
+    with engine(ctx).connect() as conn:
+        who = store.get_subscriber(conn, email)
+        members = store.memberships_of(conn, who.id)
+        history = store.history_of(conn, who.id)
+    if as_json:
+        typer.echo(json.dumps(_show_json(who, members, history), indent=2, ensure_ascii=False, default=str))
+        return
+    _print_show(who, members, history)
+
+
+def _show_json(who, members, history) -> dict:
+    return {"email": who.email, "name": who.name, "attributes": who.attributes, "global_status": who.global_status,
+            "created_at": who.created_at, "memberships": [dict(m._mapping) for m in members],
+            "history": [dict(h._mapping) for h in history]}
+
+
+def _print_show(who, members, history) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from subscribers.normalize import display_email
+
+    out = console()
+    shown = display_email(who.email)
+    out.print(Text(f"{who.email}" + (f"  ({shown})" if shown != who.email else "")), style="bold")
+    out.print(Text(f"name: {who.name or '-'}"))
+    if who.global_status:
+        out.print(Text(f"suppressed on every list: {who.global_status}"))
+    for key, value in sorted((who.attributes or {}).items()):
+        out.print(Text(f"{key}: {value}"))
+    table = Table("list", "status", "consent", "since (UTC)", box=None, pad_edge=False, title="memberships",
+                  title_justify="left")
+    for m in members:
+        consent = " ".join(filter(None, [m.consent_source, m.consent_ip, m.consent_user_agent]))
+        table.add_row(Text(m.list), Text(m.effective), Text(consent), _when(m.consent_at))
+    out.print(table)
+    log = Table("at (UTC)", "list", "action", "status", "source", "detail", box=None, pad_edge=False, title="history",
+                title_justify="left")
+    for h in history:
+        change = f"{h.old_status or ''} -> {h.new_status}" if h.new_status else ""
+        log.add_row(_when(h.at), Text(h.list or "*"), Text(h.action), Text(change), Text(h.source),
+                    Text(json.dumps(h.detail, ensure_ascii=False) if h.detail else ""))
+    out.print(log)
+
+
+def _when(at) -> str:
+    return at.strftime("%Y-%m-%d %H:%M") if at else ""
+
+
+@app.command()
+def search(ctx: typer.Context, text: str = typer.Argument(..., help="Part of an address or a name.",
+                                                          show_default=False),
+           limit: int = typer.Option(50, "--limit", help="Show at most this many."), as_json: bool = JSON) -> None:
+    """Find subscribers whose address or name contains TEXT (any case)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from subscribers import store
+
+    with engine(ctx).connect() as conn:
+        total, found = store.search(conn, text, limit)
+    if as_json:
+        typer.echo(json.dumps({"total": total, "results": [
+            {"id": i, "email": e, "name": n, "lists": lists} for i, e, n, lists in found]}, indent=2, ensure_ascii=False))
+        return
+    table = Table("email", "name", "lists", box=None, pad_edge=False)
+    for _id, email, name, lists in found:
+        table.add_row(Text(email), Text(name or ""), Text(lists or "-"))
+    if found:
+        console().print(table)
+    more = f" (showing {len(found)}; --limit for more)" if total > len(found) else ""
+    _say(f"{total:,} match{'es' if total != 1 else ''}{more}.")
+
+
+@app.command()
+def forget(ctx: typer.Context, email: str = EMAIL,
+           yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask first.")) -> None:
+    """GDPR erasure: delete the subscriber's personal data everywhere; keep only a keyed hash of
+    the address so that no import adds it again by accident. Cannot be undone."""
+    from subscribers import store
+    from subscribers.normalize import normalize_email
+
+    key = secret(ctx)
+    address = normalize_email(email)
+    if not yes:
+        typer.confirm(f"Erase {address} and its history's personal data for good?", abort=True)
+    with engine(ctx).begin() as conn:
+        erased = store.forget(conn, address, key, before_delete=_mailer_forget_hook())
+    if erased is None:
+        _say(f"{address} was not stored; remembered its hash so that imports skip it.")
+    else:
+        _say(f"Forgot {address}: subscriber, memberships and personal data in its history erased; "
+             "imports will skip it.")
+
+
+def _mailer_forget_hook():
+    """mailer.privacy.forget(conn, subscriber_id), if mailer keeps personal data of its own."""
+    import importlib
+
+    try:
+        return importlib.import_module("mailer.privacy").forget
+    except ModuleNotFoundError as exc:
+        if exc.name == "mailer.privacy":
+            return None
+        raise
+
+
+@app.command("import")
+def import_(ctx: typer.Context,
+            file: Path = typer.Argument(..., help="CSV with a header (Mailchimp exports work as they are).",
+                                        show_default=False),
+            list_name: str = LIST,
+            unconfirmed: bool = typer.Option(False, "--unconfirmed", help="New members start unconfirmed."),
+            dry_run: bool = typer.Option(False, "--dry-run", help="Do everything, then roll back: nothing changes."),
+            check_dns: bool = typer.Option(False, "--check-dns", help="Also check each domain's DNS (slow)."),
+            no_overwrite: bool = typer.Option(False, "--no-overwrite",
+                                              help="Only fill blank names/attributes of existing subscribers."),
+            as_json: bool = JSON) -> None:
+    """Import subscribers from a CSV into an existing list (merged; safe to run twice)."""
+    from subscribers.importer import import_csv
+    from subscribers.models import Status
+
+    with _progress("importing", "bytes") as progress:
+        summary = import_csv(engine(ctx), file, list_name, secret=secret(ctx, required=False),
+                             status=Status.UNCONFIRMED if unconfirmed else Status.ACTIVE, dry_run=dry_run,
+                             check_dns=check_dns, overwrite=not no_overwrite,
+                             on_progress=progress and (lambda done, total, _s: progress(done, total)))
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict(), indent=2, ensure_ascii=False))
+        return
+    _print_import(summary)
+
+
+def _print_import(s) -> None:
+    head = "Dry run, nothing was written. Read" if s.dry_run else "Read"
+    _say(f"{head} {s.rows:,} rows from {s.file} into {s.list}: {s.imported:,} new, {s.updated:,} updated, "
+         f"{s.unchanged:,} unchanged, {s.invalid:,} invalid, {s.suppressed:,} suppressed, "
+         f"{s.duplicates:,} duplicates merged.")
+    shown = s.invalid_rows[:20]
+    if shown:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table("line", "address", "why", box=None, pad_edge=False, title="invalid rows (skipped)",
+                      title_justify="left")
+        for row in shown:
+            table.add_row(str(row.line), Text(row.email or "(empty)"), Text(row.reason))
+        console().print(table)
+        if s.invalid > len(shown):
+            _say(f"... and {s.invalid - len(shown):,} more (--json lists them all).")
+
+
+@app.command()
+def export(ctx: typer.Context, list_name: str = LIST,
+           out: Path = typer.Option(..., "--out", help="The CSV file to write ('-' for standard output).",
+                                    show_default=False),
+           status: Optional[StatusName] = typer.Option(None, "--status", help="Only members with this status.")) -> None:
+    """Export a list's members as CSV (email, name, status, subscribed_at, attributes)."""
+    from subscribers.exporter import export_csv
+
+    with _progress("exporting", "rows") as progress:
+        summary = export_csv(engine(ctx), list_name, out, status=status.value if status else None,
+                             on_progress=progress)
+    if str(out) != "-":
+        which = f" with status {status.value}" if status else ""
+        _say(f"Exported {summary.rows:,} members of {summary.list}{which} to {out}.")
+
+
+class _progress:
+    """A rich progress bar on stderr when it is a terminal; yields an update(done, total) or None."""
+
+    def __init__(self, label: str, unit: str):
+        self.label, self.unit, self.bar = label, unit, None
+
+    def __enter__(self):
+        err = console(stderr=True)
+        if not err.is_terminal:
+            return None
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn(self.label), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+                            console=err, transient=True)
+        self.bar.start()
+        task = self.bar.add_task(self.label, total=None)
+        return lambda done, total: self.bar.update(task, completed=done, total=total or None)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,254 @@
+"""Stage 6c: outgoing batch -> one SendGrid v3 `POST /v3/mail/send` per batch of up to 1,000.
+
+The content goes once per request; each reader is one personalization with one `to` (readers
+never see each other), their values as `substitutions` (the markers of mailer.model, HTML-escaped
+for the HTML part), their own `List-Unsubscribe` and `X-Mailer-Ref` in `headers`, and
+`mailer_ref` in `custom_args` so Event Webhook events map back (standards.md 3.1, 3.3).
+
+We build the JSON ourselves and post it through the `sendgrid` library's client
+(`client.mail.send.post`): the `Mail` helper inserts personalizations at the front and its `p=`
+helpers attached one reader's headers to another (libraries.md). The part shared by every batch
+(from, subject, both bodies: tens of KB) is serialized once per edition and spliced into each
+request body, so a million readers cost a thousand small `json.dumps` of personalizations.
+
+Answers (standards.md 3.3, 6.2): 202 accepted; 429 wait until X-RateLimit-Reset, then retry;
+5xx, timeouts and dropped connections: bounded exponential backoff with jitter; 400 naming
+`personalizations.N...`: reject those readers, send the rest; any other 400, 401, 403, 413:
+PermanentDelivery with SendGrid's own words. `sleep`, `clock` and `rng` are injectable for tests.
+"""
+
+from __future__ import annotations
+
+import html
+import http.client
+import json
+import random
+import re
+import time
+import urllib.error
+from typing import Callable, Sequence
+
+from mailer.config import SendGridSettings, secret
+from mailer.deliver.base import Backend, Result, ResultStatus
+from mailer.errors import PermanentDelivery, TemporaryDelivery
+from mailer.model import FIELDS, marker
+from mailer.personalize import ISSUE_HEADER, ONE_CLICK, REF_HEADER
+
+ISSUE_ARG = "mailer_issue"          # custom_args keys; mailer/events/sendgrid_webhook.py reads them
+REF_ARG = "mailer_ref"
+# A non-default JSON content type makes python-http-client send our string as it is, instead of
+# json.dumps-ing it a second time (python_http_client/client.py, http_request).
+_CONTENT_TYPE = "application/json; charset=utf-8"
+_INDEXED = re.compile(r"personalizations(?:\.|\[)(\d+)")
+_NOT_IN_NAME = str.maketrans({",": " ", ";": " "})  # SendGrid drops mail whose to.name has , or ;
+_BACKOFF_BASE, _BACKOFF_CAP = 0.5, 30.0
+_MAX_RATE_WAIT = 120.0
+
+
+class SendGridBackend(Backend):
+    name = "sendgrid"
+    max_batch = 1000
+
+    def __init__(self, settings: SendGridSettings, *, api_key: str | None = None,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
+                 rng: Callable[[], float] = random.random):
+        self.settings = settings
+        self.max_batch = settings.batch_size
+        self._api_key = api_key or secret(settings.api_key_env, key="[delivery.sendgrid] api_key_env")
+        self._sleep, self._clock, self._rng = sleep, clock, rng
+        self._send_client = None
+        self._shared: tuple[object, str] | None = None   # (edition, its serialized JSON fragment)
+        self.calls = 0                                     # HTTP requests made, retries included
+
+    def open(self) -> None:
+        from sendgrid import SendGridAPIClient
+
+        client = SendGridAPIClient(api_key=self._api_key, host=self.settings.host.rstrip("/"))
+        client.client.timeout = self.settings.timeout  # the library has none by default
+        self._send_client = client.client.mail.send
+
+    def close(self) -> None:
+        self._send_client = None  # urllib opens a connection per call: nothing to release
+
+    # --- request body -------------------------------------------------------------------------
+
+    def request_body(self, batch: Sequence) -> str:
+        """The JSON body for one batch: the personalizations, then the shared fragment."""
+        personalizations = ",".join([personalization(out) for out in batch])
+        return '{"personalizations":[' + personalizations + "]," + self._fragment(batch[0].edition)
+
+    def _fragment(self, edition) -> str:
+        if self._shared is None or self._shared[0] is not edition:
+            shared = json.dumps(shared_fields(edition), separators=(",", ":"))
+            self._shared = (edition, shared[1:])  # drop the "{": spliced after personalizations
+        return self._shared[1]
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def encode(self, batch: Sequence) -> str:
+        return self.request_body(batch)
+
+    def _send(self, batch: Sequence, encoded: str) -> list[Result]:
+        if self._send_client is None:
+            self.open()
+        results: dict[int, Result] = {}
+        todo = list(range(len(batch)))
+        body = encoded
+        while todo:  # each round either succeeds or removes the readers SendGrid named
+            status, answer = self._post(body)
+            if 200 <= status < 300:  # 202 queued; 200 only in sandbox mode (standards.md 3.4)
+                message_id = answer.headers.get("X-Message-Id")
+                raw = {"status": status, "x_message_id": message_id, "personalizations": len(todo)}
+                for i in todo:
+                    results[i] = Result(batch[i].ref, ResultStatus.ACCEPTED, provider_id=message_id, raw=raw)
+                break
+            for pos, error in answer.items():
+                i = todo[pos]
+                results[i] = Result(batch[i].ref, ResultStatus.REJECTED, detail=error.get("message"), raw=error)
+            todo = [i for pos, i in enumerate(todo) if pos not in answer]
+            body = self.request_body([batch[i] for i in todo]) if todo else ""
+        return [results[i] for i in range(len(batch))]
+
+    def _post(self, body: str):
+        """(202, response) or (400, {position: error}); raises for everything else."""
+        attempt = 0
+        while True:
+            status, answer, retry = self._attempt(body)
+            if retry is None:
+                return status, answer
+            attempt += 1
+            if attempt > self.settings.max_retries:
+                raise TemporaryDelivery(f"giving up after {attempt} attempts", backend=self.name,
+                                        status=status, detail=_detail(answer)) from answer
+            self._sleep(self._rate_limit_wait(answer.headers, attempt) if retry == "rate"
+                        else self._backoff(attempt))
+
+    def _attempt(self, body: str):
+        """One request; the single place library errors are translated.
+
+        Returns (status, answer, None) when done, or (status, error, "rate" | "backoff") to retry.
+        """
+        from python_http_client import exceptions as sg
+
+        self.calls += 1
+        try:
+            response = self._send_client.post(request_body=_Json(body), request_headers={"Content-Type": _CONTENT_TYPE})
+            return response.status_code, response, None
+        except sg.TooManyRequestsError as exc:
+            return 429, exc, "rate"
+        except sg.BadRequestsError as exc:
+            return 400, self._named_readers(exc), None
+        except (sg.UnauthorizedError, sg.ForbiddenError) as exc:
+            raise PermanentDelivery(f"SendGrid refused the API key from ${self.settings.api_key_env} "
+                                    "(check the key and its Mail Send permission); nothing was sent",
+                                    backend=self.name, status=exc.status_code, detail=_detail(exc)) from exc
+        except sg.HTTPError as exc:
+            if exc.status_code >= 500:
+                return exc.status_code, exc, "backoff"
+            raise PermanentDelivery("SendGrid refused the request", backend=self.name,
+                                    status=exc.status_code, detail=_detail(exc)) from exc
+        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, ConnectionError) as exc:
+            return ("timeout" if _is_timeout(exc) else "network"), exc, "backoff"
+
+    def _named_readers(self, exc) -> dict[int, dict]:
+        """SendGrid's 400 errors by personalization index; if any error is not about one reader,
+        the whole request is wrong and the send must stop with SendGrid's words."""
+        errors = _errors(exc)
+        named: dict[int, dict] = {}
+        for error in errors:
+            match = _INDEXED.match(str(error.get("field") or ""))
+            if not match:
+                raise PermanentDelivery("SendGrid rejected the request", backend=self.name, status=400,
+                                        detail=_detail(exc)) from exc
+            named.setdefault(int(match.group(1)), error)
+        return named
+
+    def _rate_limit_wait(self, headers, attempt: int) -> float:
+        """Until X-RateLimit-Reset (epoch seconds), plus up to a second of jitter (standards.md 6.2)."""
+        try:
+            reset = float(headers.get("X-RateLimit-Reset"))
+        except (TypeError, ValueError, AttributeError):
+            return self._backoff(attempt)
+        return min(_MAX_RATE_WAIT, max(0.0, reset - self._clock())) + self._rng()
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential, capped, with "equal jitter": half fixed, half random."""
+        delay = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1))
+        return delay / 2 + self._rng() * delay / 2
+
+
+def personalization(out) -> str:
+    """One reader as JSON: their own `to`, headers, custom_args and substitutions, nobody else's.
+
+    Written with the C string encoder rather than json.dumps of a dict: a third of the cost,
+    which matters a thousand times per request (tests parse it back with json.loads).
+    """
+    name = " ".join(out.name.translate(_NOT_IN_NAME).split())
+    to = f'{{"email":{_str(out.email)},"name":{_str(name)}}}' if name else f'{{"email":{_str(out.email)}}}'
+    ref = _str(out.ref)
+    subs = ",".join(_substitution(out, field) for field in out.edition.fields)
+    return (f'{{"to":[{to}],"headers":{{"List-Unsubscribe":{_str("<" + out.unsubscribe_url + ">")},'
+            f'"{REF_HEADER}":{ref}}},"custom_args":{{"{REF_ARG}":{ref}}},"substitutions":{{{subs}}}}}')
+
+
+def _substitution(out, field: str) -> str:
+    """`"%%field%%":"value","%%field:html%%":"value, HTML-escaped"` for one reader."""
+    raw = getattr(out, field)
+    escaped = html.escape(raw) if _NEEDS_ESCAPE.search(raw) else raw
+    return f"{_MARKERS[field, 'text']}:{_str(raw)},{_MARKERS[field, 'html']}:{_str(escaped)}"
+
+
+_str = json.encoder.encode_basestring_ascii  # a JSON string literal, quotes included (C code)
+_NEEDS_ESCAPE = re.compile("[&<>\"']")
+_MARKERS = {(f, part): _str(marker(f, part)) for f in FIELDS for part in ("text", "html")}
+
+
+def shared_fields(edition) -> dict:
+    """Everything but the personalizations, the same for every batch of the edition."""
+    sender = {"email": edition.from_email}
+    if edition.from_name:
+        sender["name"] = edition.from_name
+    return {"from": sender, "reply_to": {"email": edition.reply_to}, "subject": edition.subject,
+            "content": [{"type": "text/plain", "value": edition.text},      # plain before html
+                        {"type": "text/html", "value": edition.html}],
+            "headers": {"List-Unsubscribe-Post": ONE_CLICK, ISSUE_HEADER: edition.slug},
+            "custom_args": {ISSUE_ARG: edition.slug},
+            # We own unsubscribes (RFC 8058 headers): SendGrid must not add its own (standards.md 3.4).
+            "tracking_settings": {"subscription_tracking": {"enable": False}}}
+
+
+class _Bytes(bytes):
+    """The request body as sent. python-http-client formats the whole payload into a debug log
+    line on every call, whatever the log level (client.py, http_request): 600 KB of repr per
+    request, and readers' addresses in any debug log. This keeps that line to its size."""
+
+    def __format__(self, spec: str) -> str:
+        return f"<{len(self):,} bytes of JSON>"
+
+    __str__ = __repr__ = lambda self: self.__format__("")
+
+
+class _Json(str):
+    """Our JSON text; the library calls .encode("utf-8") on it when the content type is ours."""
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return _Bytes(str.encode(self, encoding, errors))
+
+
+def _errors(exc) -> list[dict]:
+    try:
+        errors = json.loads(exc.body or b"{}").get("errors") or []
+    except (ValueError, AttributeError):
+        return [{"message": _detail(exc), "field": None}]
+    return [e for e in errors if isinstance(e, dict)] or [{"message": _detail(exc), "field": None}]
+
+
+def _detail(exc) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    return (body or str(exc) or type(exc).__name__)[:2000]
+
+
+def _is_timeout(exc) -> bool:
+    return isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError)

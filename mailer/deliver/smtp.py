@@ -1,0 +1,199 @@
+"""Stage 6b: outgoing batch -> SMTP transactions over one reused connection (smtplib).
+
+One connection serves the whole send (standards.md 6.1: reuse connections); when the server drops
+it or answers 421, we reconnect and retry that message once. Each message is its own transaction
+with a VERP return path `bounces+REF@domain` (standards.md 2.3), REF being the delivery's opaque
+ref, so bounce mail maps back without exposing the address. With `[delivery.smtp] dkim_domain`
+and `dkim_selector` set, each message is DKIM-signed with dkimpy; `h=` covers List-Unsubscribe and
+List-Unsubscribe-Post, as RFC 8058 section 4 requires for one-click.
+
+Replies map to results: 250 accepted; 4xx for a recipient retry-later; 5xx rejected. A refused
+return path (MAIL FROM 5xx), bad credentials or a missing STARTTLS stop the send
+(PermanentDelivery); a server that stays unreachable raises TemporaryDelivery.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from typing import Sequence
+
+from mailer.config import NewsletterSettings, SmtpSettings, secret
+from mailer.deliver.base import Backend, Result, ResultStatus
+from mailer.errors import PermanentDelivery, TemporaryDelivery
+
+# Headers the DKIM signature covers; RFC 8058 section 4 names the two List-Unsubscribe ones.
+DKIM_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"mime-version",
+                b"content-type", b"list-unsubscribe", b"list-unsubscribe-post")
+
+
+class _Dropped(Exception):
+    """The connection went away (or the server said 421); `stage` says how far we got."""
+
+    def __init__(self, stage: str, detail: str):
+        super().__init__(detail)
+        self.stage = stage
+
+
+class SmtpBackend(Backend):
+    name = "smtp"
+    max_batch = 1      # one message in flight: a crash resends at most one (STYLE.md section 2)
+
+    def __init__(self, settings: SmtpSettings, newsletter: NewsletterSettings, *,
+                 password: str | None = None, dkim_key: str | bytes | None = None,
+                 ssl_context: ssl.SSLContext | None = None):
+        self.settings = settings
+        self.ssl_context = ssl_context
+        self.return_path = settings.return_path or newsletter.from_email
+        self._password = password
+        if settings.username and password is None:
+            self._password = secret(settings.password_env, key="[delivery.smtp] password_env")
+        self._dkim_key = dkim_key
+        if settings.dkim_domain and settings.dkim_selector and dkim_key is None:
+            self._dkim_key = secret(settings.dkim_key_env, key="[delivery.smtp] dkim_key_env")
+        if isinstance(self._dkim_key, str):
+            self._dkim_key = self._dkim_key.encode("ascii")
+        self._conn: smtplib.SMTP | None = None
+
+    # --- connection ---------------------------------------------------------------------------
+
+    def open(self) -> None:
+        if self._dkim_key:
+            self.sign(b"From: check@example.org\r\n\r\nkey check\r\n")  # a bad key fails now
+        self._conn = self._connect()
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.quit()
+            except (smtplib.SMTPException, OSError):
+                conn.close()
+
+    def _connect(self) -> smtplib.SMTP:
+        """Connect, STARTTLS and log in: the one place connection errors are translated."""
+        s, where = self.settings, f"{self.settings.host}:{self.settings.port}"
+        context = self.ssl_context or ssl.create_default_context()
+        conn = None
+        try:
+            if s.tls:
+                conn = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context)
+            else:
+                conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+            conn.ehlo()
+            if s.starttls and not s.tls:
+                conn.starttls(context=context)
+                conn.ehlo()
+            if s.username:
+                conn.login(s.username, self._password or "")
+            return conn
+        except smtplib.SMTPAuthenticationError as exc:
+            _close(conn)
+            raise PermanentDelivery(f"{where} refused the login of {s.username!r}", backend=self.name,
+                                    status=exc.smtp_code, detail=_words(exc.smtp_error)) from exc
+        except (smtplib.SMTPNotSupportedError, ssl.SSLError) as exc:
+            _close(conn)
+            raise PermanentDelivery(f"{where}: TLS or AUTH not available as configured ({exc})",
+                                    backend=self.name) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            _close(conn)
+            raise TemporaryDelivery(f"cannot connect to {where}: {exc}", backend=self.name) from exc
+
+    def _reconnect(self) -> None:
+        _close(self._conn)
+        self._conn = self._connect()
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def verp(self, ref: str) -> str:
+        """The envelope sender for one delivery: `local+REF@domain` (Postfix's `+` delimiter)."""
+        local, _, domain = self.return_path.rpartition("@")
+        return f"{local}+{ref}@{domain}"
+
+    def sign(self, data: bytes) -> bytes:
+        """Prepend a DKIM-Signature (relaxed/relaxed, rsa-sha256) made with dkimpy."""
+        import dkim
+
+        s = self.settings
+        try:
+            header = dkim.sign(data, s.dkim_selector.encode("ascii"), s.dkim_domain.encode("ascii"),
+                               self._dkim_key, include_headers=list(DKIM_HEADERS),
+                               canonicalize=(b"relaxed", b"relaxed"))
+        except (dkim.DKIMException, ValueError) as exc:  # ValueError: binascii, malformed PEM
+            raise PermanentDelivery(f"cannot DKIM-sign with the key in ${s.dkim_key_env}: {exc}",
+                                    backend=self.name) from exc
+        return header + data
+
+    def encode(self, batch: Sequence) -> list[bytes]:
+        """Each message's bytes, DKIM-signed when configured (the signing is the costly part)."""
+        return [self.sign(out.as_bytes()) if self._dkim_key else out.as_bytes() for out in batch]
+
+    def _send(self, batch: Sequence, encoded: list[bytes]) -> list[Result]:
+        if self._conn is None:
+            self.open()
+        return [self._send_one(out, data) for out, data in zip(batch, encoded)]
+
+    def _send_one(self, out, data: bytes) -> Result:
+        sender = self.verp(out.ref)
+        try:
+            return self._transaction(sender, out, data)
+        except _Dropped as first:
+            self._reconnect()
+            if first.stage == "data":  # the server may have taken it: RFC 5321 4.5.3.2.6
+                return Result(out.ref, ResultStatus.RETRY_LATER, detail=f"connection lost after DATA: {first}")
+        try:
+            return self._transaction(sender, out, data)
+        except _Dropped as again:
+            raise TemporaryDelivery("the server dropped the connection twice in a row", backend=self.name,
+                                    detail=str(again)) from again
+
+    def _transaction(self, sender: str, out, data: bytes) -> Result:
+        conn, stage = self._conn, "mail"
+        try:
+            code, reply = conn.mail(sender)
+            if code == 250:
+                stage = "rcpt"
+                code, reply = conn.rcpt(out.email)
+            if code in (250, 251):
+                stage = "data"
+                code, reply = _data(conn, data)
+        except (smtplib.SMTPServerDisconnected, ConnectionError, TimeoutError) as exc:
+            raise _Dropped(stage, str(exc) or type(exc).__name__) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            raise TemporaryDelivery(f"SMTP error at {stage.upper()}: {exc}", backend=self.name) from exc
+        if code == 250:
+            return Result(out.ref, ResultStatus.ACCEPTED, provider_id=out.message_id, raw=f"{code} {_words(reply)}")
+        return self._refused(out, stage, code, reply)
+
+    def _refused(self, out, stage: str, code: int, reply: bytes) -> Result:
+        words = _words(reply)
+        if code == 421:  # "closing transmission channel": reconnect and retry once
+            raise _Dropped(stage if stage == "data" else "mail", f"{code} {words}")
+        try:
+            self._conn.rset()
+        except (smtplib.SMTPException, OSError):
+            self._conn = None  # reopened by the next _send
+        if stage == "mail" and code >= 500:
+            raise PermanentDelivery(f"the server refuses the return path {self.return_path}",
+                                    backend=self.name, status=code, detail=words)
+        status = ResultStatus.RETRY_LATER if 400 <= code < 500 else ResultStatus.REJECTED
+        return Result(out.ref, status, detail=f"{code} {words}", raw=f"{stage}: {code} {words}")
+
+
+def _data(conn: smtplib.SMTP, data: bytes) -> tuple[int, bytes]:
+    try:
+        return conn.data(data)
+    except smtplib.SMTPDataError as exc:  # DATA itself refused (no 354)
+        return exc.smtp_code, exc.smtp_error
+
+
+def _words(reply) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+def _close(conn) -> None:
+    if conn is not None:
+        try:
+            conn.close()
+        except OSError:
+            pass

@@ -1,0 +1,173 @@
+"""Stage 3: HTML -> inlined HTML (premailer) + the plain-text part.
+
+premailer's defaults break MJML's output (libraries.md): they strip `!important` from the
+media-query column rules, drop the client-specific <style> blocks and the media queries, and
+download MJML's web-font stylesheet. Hence the exact options in `inline_css`.
+
+The text part is read off the final HTML, so it carries exactly the sentences the reader sees,
+each link's target written out as "words <url>", and the per-recipient markers in their text form
+(`%%unsubscribe_url%%` where the HTML has `%%unsubscribe_url:html%%`).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import textwrap
+
+from mailer.errors import ComposeError
+from mailer.model import FIELDS, marker
+
+WIDTH = 72                      # plain-text line length (RFC 5322 suggests 78 at most)
+_DOCTYPE = re.compile(r"^\s*<!doctype html>", re.I)
+_IMPORT = re.compile(r"<style[^>]*>[^<]*@import", re.I)
+_HTML_MARKER = re.compile("|".join(re.escape(marker(f, "html")) for f in FIELDS))
+_TEXT_MARKER = {marker(f, "html"): marker(f, "text") for f in FIELDS}
+
+
+def _refuse_fetch(url, *_args, **_kwargs):
+    raise ComposeError(f"the email would fetch {url} while composing; composing never touches "
+                       "the network (remove the <link> or @import)")
+
+
+class _Offline:
+    """premailer's `session`: it would only be used to fetch stylesheets, which we never allow."""
+
+    get = staticmethod(_refuse_fetch)
+
+
+@functools.cache
+def _premailer():
+    """Import premailer once, without the parts of it that only ever fetch over the network.
+
+    `mailer issue build` should start fast (an editor waits for it), and two of premailer's
+    imports only download stylesheets, which composing must never do:
+    - `requests` (with urllib3, chardet, idna: ~50 ms) is premailer's `session` for <link>
+      stylesheets; allow_network=False and our `_Offline` session never use it;
+    - `cssutils._fetch` (importlib.metadata, encutils: ~10 ms) fetches @import URLs, which
+      cssutils may do even with allow_network=False (libraries.md); ours refuses instead.
+    While premailer loads, stand-ins hold those two names; they are removed again at once, so a
+    later `import requests` anywhere else gets the real library.
+    """
+    import logging
+    import sys
+    import types
+
+    requests = types.ModuleType("requests", "stand-in while premailer imports; see mailer.inline")
+    fetch = types.ModuleType("cssutils._fetch", "stand-in: composing never fetches stylesheets")
+    fetch._defaultFetcher = _refuse_fetch
+    stand_ins = {name: module for name, module in (("requests", requests), ("cssutils._fetch", fetch))
+                 if name not in sys.modules}
+    sys.modules.update(stand_ins)
+    try:
+        import premailer
+    finally:
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+    # cssutils logs dozens of "Unknown Property" warnings for email CSS (mso-*, -webkit-*); its
+    # import resets the level, so set it after importing.
+    logging.getLogger("CSSUTILS").setLevel(logging.CRITICAL)
+    # premailer validates existing inline styles even with disable_validation=True (merge_styles
+    # calls csstext_to_pairs with validate left at True). Validation only logs, and we silence
+    # those logs, but checking against cssutils' CSS profiles first compiles ~240 large regexes
+    # (~80 ms per process). Without profiles every property is "unknown" and the output is
+    # byte-identical (tests/test_compose.py checks the sample issue both ways).
+    import cssutils
+
+    cssutils.profile.removeProfile(all=True)
+    return premailer
+
+
+def inline_css(html: str) -> str:
+    """Inline the <style> rules into style attributes, keeping media queries and !important."""
+    if _IMPORT.search(html):
+        raise ComposeError("a <style> block has an @import: cssutils would fetch it while "
+                           "composing; put the rules in templates/partials/style.css.j2")
+    # MRML writes a lowercase doctype, which premailer drops.
+    html = _DOCTYPE.sub("<!DOCTYPE html>", html, count=1)
+    premailer = _premailer()
+    try:
+        inliner = premailer.Premailer(html, allow_network=False, strip_important=False,
+                                      keep_style_tags=True, disable_validation=True,
+                                      session=_Offline())
+        return inliner.transform(pretty_print=False)
+    except ComposeError:
+        raise
+    except Exception as exc:   # cssutils / lxml parse failures
+        raise ComposeError(f"CSS inlining (premailer) failed: {type(exc).__name__}: {exc}") from exc
+
+
+# --- plain text -------------------------------------------------------------------------------
+
+_SKIP = frozenset({"head", "style", "script", "title", "template"})
+_BLOCK = frozenset({"p", "div", "td", "tr", "table", "tbody", "li", "ul", "ol", "section",
+                    "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "body"})
+_UNDERLINE = {"h1": "=", "h2": "-", "h3": "~"}
+_HIDDEN = re.compile(r"display\s*:\s*none", re.I)
+
+
+def html_to_text(html: str) -> str:
+    """The plain-text part: every visible sentence, links as "words <url>", wrapped at 72."""
+    from lxml import etree
+
+    root = etree.fromstring(html, etree.HTMLParser())
+    if root is None:
+        return ""
+    writer = _TextWriter()
+    writer.walk(root)
+    writer.flush()
+    return "\n\n".join(writer.blocks) + "\n"
+
+
+class _TextWriter:
+    def __init__(self):
+        self.blocks: list[str] = []
+        self.words: list[str] = []
+
+    def add(self, text: str | None) -> None:
+        if text:
+            self.words.append(text)
+
+    def flush(self, tag: str = "p") -> None:
+        lines = [" ".join(line.replace("\xa0", " ").split()) for line in "".join(self.words).split("\n")]
+        self.words = []
+        lines = [_text_markers(line) for line in lines if line]
+        if not lines:
+            return
+        text = "\n".join(textwrap.fill(line, WIDTH, break_long_words=False, break_on_hyphens=False)
+                         for line in lines)
+        if tag in _UNDERLINE:   # setext-style headings, as Markdown readers know them
+            text += "\n" + _UNDERLINE[tag] * max(map(len, text.splitlines()))
+        self.blocks.append(text)
+
+    def walk(self, el) -> None:
+        tag = el.tag if isinstance(el.tag, str) else None    # comments: MSO conditionals
+        if tag is None or tag in _SKIP or _HIDDEN.search(el.get("style", "")):
+            return
+        block = tag in _BLOCK
+        if block:
+            self.flush()
+        if tag == "br":
+            self.add("\n")
+        if tag == "img" and el.get("alt"):
+            self.add(f"[{el.get('alt')}]")
+        self.add(el.text)
+        for child in el:
+            self.walk(child)
+            self.add(child.tail)
+        if tag == "a":
+            self.add(_link_target(el))
+        if block:
+            self.flush(tag)
+
+
+def _link_target(a) -> str:
+    href = (a.get("href") or "").strip()
+    words = " ".join("".join(a.itertext()).split())
+    shown = href[len("mailto:"):] if href.lower().startswith("mailto:") else href
+    return "" if not href or shown == words else f" <{href}>"
+
+
+def _text_markers(line: str) -> str:
+    return _HTML_MARKER.sub(lambda m: _TEXT_MARKER[m.group(0)], line)

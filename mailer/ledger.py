@@ -1,0 +1,284 @@
+"""The send ledger: one `sends` row per (issue, list), one `deliveries` row per reader.
+
+Every state change is one short transaction, so any process can crash at any point:
+
+    pending --claim--> sending --results--> accepted | deferred | failed
+       ^                  |                 (skipped: suppressed since the start, or forgotten)
+       +--- rerun --------+  (the batch in flight at a crash: resent or skipped, per config)
+
+The next batch is read (`peek`) and personalized while the current one is on the wire, then
+claimed with one atomic `UPDATE ... WHERE id IN (...) AND state = 'pending'` (two workers never
+claim the same row: the second one's UPDATE finds it no longer pending) and committed as
+`sending` *before* it goes to the backend; results are committed after. A crash in between leaves exactly
+that batch `sending`, which the next run names (standards.md 6.3). The ledger keeps ids only;
+addresses and names are read from the store when a batch is claimed, so suppression is re-checked
+when each batch is prepared and `forget` needs nothing from mailer.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import socket
+from datetime import datetime, timedelta, timezone
+from typing import NamedTuple
+
+from sqlalchemy import (BigInteger, bindparam, CheckConstraint, Column, ForeignKey, Index, Integer, MetaData, String,
+                        Table, Text, UniqueConstraint, and_, func, insert, literal, select, update)
+from sqlalchemy.engine import Connection
+
+from subscribers.models import UtcDateTime, lists, memberships, subscribers
+
+metadata = MetaData()
+
+
+class SendStatus(str, enum.Enum):
+    SENDING = "sending"            # started, not finished (or its runner died)
+    STOPPED = "stopped"            # stopped by an error; a rerun continues
+    DONE = "done"                  # nothing pending, sending or deferred is left
+
+
+class State(str, enum.Enum):
+    PENDING = "pending"
+    SENDING = "sending"            # claimed and handed to the backend: outcome not yet recorded
+    ACCEPTED = "accepted"
+    DEFERRED = "deferred"          # temporary refusal (SMTP 4xx): retried later
+    FAILED = "failed"              # permanent refusal or unusable address
+    SKIPPED = "skipped"            # suppressed/forgotten since the start, or an interrupted batch skipped
+
+
+sends = Table(
+    "sends", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("issue", String(64), nullable=False),
+    Column("list_id", Integer, ForeignKey(lists.c.id, ondelete="SET NULL"), nullable=True),
+    Column("list_name", String(64), nullable=False),
+    Column("subject", String(998), nullable=False),
+    Column("backend", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("total", Integer, nullable=False, default=0),
+    Column("sent", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),
+    Column("batches", Integer, nullable=False, default=0),
+    Column("runner", String(300)),
+    Column("heartbeat_at", UtcDateTime),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime),
+    Column("last_error", Text),
+    UniqueConstraint("issue", "list_id"),
+    CheckConstraint("status IN ('sending', 'stopped', 'done')"),
+)
+
+deliveries = Table(
+    "deliveries", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("send_id", Integer, ForeignKey("sends.id", ondelete="CASCADE"), nullable=False),
+    Column("subscriber_id", Integer, ForeignKey(subscribers.c.id, ondelete="SET NULL")),
+    Column("state", String(16), nullable=False),
+    Column("batch", Integer),
+    Column("provider_id", String(300)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("updated_at", UtcDateTime),
+    UniqueConstraint("send_id", "subscriber_id"),
+    Index("ix_deliveries_send_id_state_id", "send_id", "state", "id"),
+)
+
+HEARTBEAT_STALE = timedelta(minutes=2)  # a runner on another host is presumed dead after this
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def delivery_ref(send_id: int, subscriber_id: int) -> str:
+    """The opaque ref in X-Mailer-Ref, custom_args `mailer_ref` and the VERP address."""
+    return f"{send_id}.{subscriber_id}"
+
+
+def parse_ref(ref: str) -> tuple[int, int] | None:
+    """(send_id, subscriber_id) from a delivery ref, or None if it is not one of ours."""
+    send, _, sub = (ref or "").partition(".")
+    return (int(send), int(sub)) if send.isdigit() and sub.isdigit() else None
+
+
+def this_runner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Reader(NamedTuple):  # a tuple: a million of them are made per send
+    delivery_id: int
+    subscriber_id: int | None
+    email: str | None
+    name: str | None
+    attempts: int                  # including the one now being made
+    suppressed: str | None         # why this reader must be skipped now, or None
+
+
+# --- sends ------------------------------------------------------------------------------------
+
+def find_send(conn: Connection, issue: str, list_id: int):
+    return conn.execute(select(sends).where(sends.c.issue == issue, sends.c.list_id == list_id)).first()
+
+
+def create_send(conn: Connection, *, issue: str, list_id: int, list_name: str, subject: str,
+                backend: str, recipients) -> int:
+    """The sends row and one pending delivery per reader, fixed now, in one INSERT ... SELECT."""
+    stamp = now()
+    send_id = conn.execute(insert(sends).values(
+        issue=issue, list_id=list_id, list_name=list_name, subject=subject[:998], backend=backend,
+        status=SendStatus.SENDING.value, started_at=stamp, runner=this_runner(), heartbeat_at=stamp,
+    ).returning(sends.c.id)).scalar_one()
+    chosen = recipients.subquery()
+    conn.execute(insert(deliveries).from_select(
+        ["send_id", "subscriber_id", "state", "attempts"],
+        select(literal(send_id), chosen.c.subscriber_id, literal(State.PENDING.value), literal(0))))
+    total = conn.execute(select(func.count()).where(deliveries.c.send_id == send_id)).scalar_one()
+    conn.execute(update(sends).where(sends.c.id == send_id).values(total=total))
+    return send_id
+
+
+def take_over(conn: Connection, send_id: int, backend: str) -> None:
+    conn.execute(update(sends).where(sends.c.id == send_id).values(
+        runner=this_runner(), heartbeat_at=now(), status=SendStatus.SENDING.value, backend=backend,
+        last_error=None))
+
+
+def runner_alive(row) -> bool:
+    """Is another process still running this send? Same host: is its pid alive; else heartbeat age."""
+    if row.status != SendStatus.SENDING.value or not row.runner or row.runner == this_runner():
+        return False
+    host, _, pid = row.runner.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return row.heartbeat_at is not None and now() - row.heartbeat_at < HEARTBEAT_STALE
+
+
+def heartbeat(conn: Connection, send_id: int) -> None:
+    conn.execute(update(sends).where(sends.c.id == send_id).values(heartbeat_at=now()))
+
+
+def counts(conn: Connection, send_id: int) -> dict[str, int]:
+    rows = conn.execute(select(deliveries.c.state, func.count()).where(deliveries.c.send_id == send_id)
+                        .group_by(deliveries.c.state)).all()
+    found = {state: n for state, n in rows}
+    return {s.value: found.get(s.value, 0) for s in State}
+
+
+def finish(conn: Connection, send_id: int, status: SendStatus, error: str | None = None) -> dict[str, int]:
+    c = counts(conn, send_id)
+    conn.execute(update(sends).where(sends.c.id == send_id).values(
+        status=status.value, sent=c["accepted"], failed=c["failed"], skipped=c["skipped"],
+        finished_at=now() if status is SendStatus.DONE else None, last_error=error, heartbeat_at=now()))
+    return c
+
+
+# --- batches ----------------------------------------------------------------------------------
+
+def in_flight(conn: Connection, send_id: int) -> list[tuple[int, int]]:
+    """(batch, readers) still `sending`: what a crashed run had handed to the backend."""
+    return conn.execute(select(deliveries.c.batch, func.count()).where(
+        deliveries.c.send_id == send_id, deliveries.c.state == State.SENDING.value)
+        .group_by(deliveries.c.batch).order_by(deliveries.c.batch)).all()
+
+
+def settle_in_flight(conn: Connection, send_id: int, resend: bool) -> int:
+    values = ({"state": State.PENDING.value} if resend else
+              {"state": State.SKIPPED.value, "last_error": "in flight at a crash; skipped (on_interrupted = skip)"})
+    return conn.execute(update(deliveries).where(deliveries.c.send_id == send_id,
+                                                 deliveries.c.state == State.SENDING.value)
+                        .values(updated_at=now(), **values)).rowcount
+
+
+def requeue_deferred(conn: Connection, send_id: int) -> int:
+    return conn.execute(update(deliveries).where(deliveries.c.send_id == send_id,
+                                                 deliveries.c.state == State.DEFERRED.value)
+                        .values(state=State.PENDING.value)).rowcount
+
+
+# The hot statements, built once: a send runs them once per batch, and for SMTP a batch is one
+# message, so constructing SQLAlchemy expressions each time would cost more than running them.
+_m = memberships
+_PEEK = (select(deliveries.c.id, deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
+                deliveries.c.attempts, subscribers.c.global_status, _m.c.status)
+         .select_from(deliveries.outerjoin(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                      .outerjoin(_m, and_(_m.c.subscriber_id == deliveries.c.subscriber_id,
+                                          _m.c.list_id == bindparam("b_list"))))
+         .where(deliveries.c.send_id == bindparam("b_send"), deliveries.c.state == State.PENDING.value,
+                deliveries.c.id > bindparam("b_after"))
+         .order_by(deliveries.c.id).limit(bindparam("b_size")))
+_NEXT_BATCH = (update(sends).where(sends.c.id == bindparam("b_send")).values(batches=sends.c.batches + 1)
+               .returning(sends.c.batches))
+_CLAIM = (update(deliveries)
+          .where(deliveries.c.send_id == bindparam("b_send"), deliveries.c.id.in_(bindparam("b_ids", expanding=True)),
+                 deliveries.c.state == State.PENDING.value)
+          .values(state=State.SENDING.value, batch=bindparam("b_batch"), attempts=deliveries.c.attempts + 1,
+                  updated_at=bindparam("b_now")))
+_ACCEPT_REST = (update(deliveries)
+                .where(deliveries.c.send_id == bindparam("b_send"), deliveries.c.batch == bindparam("b_batch"),
+                       deliveries.c.state == State.SENDING.value)
+                .values(state=State.ACCEPTED.value, provider_id=bindparam("b_pid"), last_error=None,
+                        updated_at=bindparam("b_now")))
+_MARK = (update(deliveries).where(deliveries.c.id == bindparam("b_id"))
+         .values(state=bindparam("b_state"), provider_id=bindparam("b_pid"), last_error=bindparam("b_err"),
+                 updated_at=bindparam("b_now")))
+
+
+def peek(conn: Connection, send_id: int, list_id: int | None, after: int, size: int) -> list[Reader]:
+    """The next `size` pending readers after delivery id `after`, with their current address,
+    name and suppression, read now; nothing is claimed (that is `claim`)."""
+    rows = conn.execute(_PEEK, {"b_list": list_id, "b_send": send_id, "b_after": after, "b_size": size})
+    return [Reader(r[0], r[1], r[2], r[3], r[4] + 1, _suppressed(r)) for r in rows]
+
+
+def claim(conn: Connection, send_id: int, ids: list[int]) -> tuple[int, set[int] | None]:
+    """Atomically mark these readers `sending` under a new batch number, if still pending.
+
+    Returns (batch, None) when all were claimed, else (batch, the ids actually claimed): another
+    worker may have taken some (on PostgreSQL its row locks make us wait, then skip them)."""
+    batch = conn.execute(_NEXT_BATCH, {"b_send": send_id}).scalar_one()
+    claimed = conn.execute(_CLAIM, {"b_send": send_id, "b_ids": ids, "b_batch": batch, "b_now": now()}).rowcount
+    if claimed == len(ids):
+        return batch, None
+    return batch, set(conn.execute(select(deliveries.c.id).where(
+        deliveries.c.send_id == send_id, deliveries.c.batch == batch,
+        deliveries.c.state == State.SENDING.value)).scalars())
+
+
+def _suppressed(row: tuple) -> str | None:
+    email, global_status, status = row[2], row[5], row[6]
+    if email is None:
+        return "forgotten since the send started"
+    if global_status:
+        return f"{global_status} since the send started"
+    if status != "active":
+        return f"{status or 'removed from the list'} since the send started"
+    return None
+
+
+def mark(conn: Connection, rows: list[tuple[int, str, str | None, str | None]]) -> None:
+    """Record (delivery_id, state, provider_id, error) for individual readers."""
+    if rows:
+        stamp = now()
+        conn.execute(_MARK, [{"b_id": d, "b_state": s, "b_pid": p, "b_err": e, "b_now": stamp} for d, s, p, e in rows])
+
+
+def accept_rest(conn: Connection, send_id: int, batch: int, provider_id: str | None) -> int:
+    """Everyone of the batch still `sending` was accepted under one provider id (SendGrid)."""
+    return conn.execute(_ACCEPT_REST, {"b_send": send_id, "b_batch": batch, "b_pid": provider_id,
+                                       "b_now": now()}).rowcount
+
+
+def release(conn: Connection, send_id: int, batch: int, error: str) -> None:
+    """A batch the backend refused as a whole goes back to pending for the next run."""
+    conn.execute(update(deliveries).where(
+        deliveries.c.send_id == send_id, deliveries.c.batch == batch, deliveries.c.state == State.SENDING.value)
+        .values(state=State.PENDING.value, last_error=error[:2000], updated_at=now()))
+

@@ -1,0 +1,190 @@
+"""The lint report: Issue + ComposedIssue -> findings an editor can act on before sending.
+
+Rules (standards.md section 5 and CAN-SPAM):
+- size: Gmail clips HTML above ~102 KB, hiding the footer and its unsubscribe link (error);
+  above 90 KB is too close, since an ESP's click tracking adds to it (warning);
+- alt: an image without alt text (WCAG 1.1.1; Outlook blocks images by default) (warning);
+- unresolved: a template variable left in the output, a marker that is misspelt or in the wrong
+  part, or no unsubscribe marker at all (error);
+- empty: a section or story with nothing under its heading (warning);
+- link: a link that is neither http(s) nor mailto (warning). The per-recipient markers
+  (`%%unsubscribe_url:html%%`...) are expected in hrefs and filled per recipient later.
+Each finding names the issue-file line it comes from when it can find it, else the template's.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from mailer.model import FIELDS, marker
+
+CLIP_BYTES = 102_000          # Gmail's ~102 KB (community-measured, not published by Google)
+WARN_BYTES = 90_000           # the margin standards.md recommends
+# Realistic per-recipient values for measuring: the size that counts is after personalizing.
+SIZING_VALUES = {"name": "N" * 40, "email": "e" * 40 + "@example.org",
+                 "unsubscribe_url": "https://news.example.org/unsubscribe/" + "t" * 120,
+                 "archive_url": "https://news.example.org/archive/2024-11"}
+_JINJA_LEFTOVER = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+_MARKER_LIKE = re.compile(r"%%[A-Za-z_][\w:.-]{0,40}%%")
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    rule: str                  # "size", "alt", "unresolved", "empty", "link"
+    message: str
+    path: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}: " if self.path and self.line else \
+            (f"{self.path}: " if self.path else "")
+        return f"{self.severity.value}: {where}{self.message}"
+
+
+@dataclass(frozen=True)
+class LintReport:
+    html_bytes: int
+    findings: tuple[Finding, ...] = field(default_factory=tuple)
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity is Severity.ERROR)
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity is Severity.WARNING)
+
+    def render(self, source: str) -> str:
+        size = (f"size: {self.html_bytes / 1000:.1f} KB of HTML per recipient; Gmail clips above "
+                f"~{CLIP_BYTES // 1000} KB")
+        lines = [f"Lint report for {source}", f"  {size}"]
+        lines += [f"  {finding}" for finding in self.findings]
+        lines.append(f"  {len(self.errors)} error(s), {len(self.warnings)} warning(s)")
+        return "\n".join(lines)
+
+
+def lint(issue, composed, templates_dir: str | Path) -> LintReport:
+    """Every rule over one composed issue; `issue` is stage 1's Issue, for lines and sections."""
+    from lxml import etree
+
+    locate = _Locator(issue.path, Path(templates_dir))
+    tree = etree.fromstring(composed.html, etree.HTMLParser())
+    size = len(fill_for_sizing(composed.html).encode("utf-8"))
+    findings = [*check_size(size), *check_alt(tree, locate), *check_unresolved(composed, locate),
+                *check_empty(issue), *check_links(tree, locate)]
+    return LintReport(size, tuple(sorted(findings, key=lambda f: (f.path or "", f.line or 0))))
+
+
+def fill_for_sizing(html: str) -> str:
+    from mailer.preview import fill_preview
+
+    return fill_preview(html, SIZING_VALUES, "html")
+
+
+def check_size(size: int) -> list[Finding]:
+    if size > CLIP_BYTES:
+        return [Finding(Severity.ERROR, "size", f"the HTML is {size / 1000:.1f} KB: Gmail clips it "
+                        f"above ~{CLIP_BYTES // 1000} KB, hiding the footer and unsubscribe link; "
+                        "shorten the issue")]
+    if size > WARN_BYTES:
+        return [Finding(Severity.WARNING, "size", f"the HTML is {size / 1000:.1f} KB, close to "
+                        f"Gmail's ~{CLIP_BYTES // 1000} KB clipping limit (tracking links add more)")]
+    return []
+
+
+def check_alt(tree, locate) -> list[Finding]:
+    findings = []
+    for img in tree.iter("img"):
+        if not (img.get("alt") or "").strip():   # Markdown's ![](...) gives alt=""
+            src = img.get("src", "")
+            findings.append(Finding(Severity.WARNING, "alt", f"image without alt text: {src} "
+                                    "(write ![what it shows](...); Outlook hides images by default)",
+                                    *locate(src)))
+    return findings
+
+
+def check_unresolved(composed, locate) -> list[Finding]:
+    findings, leftovers = [], {}
+    for part, text in (("HTML", composed.html), ("text", composed.text)):
+        valid = {marker(name, part.lower()) for name in FIELDS}
+        for found in _JINJA_LEFTOVER.findall(text):
+            leftovers.setdefault(("template variable", found), []).append(part)
+        for found in set(_MARKER_LIKE.findall(text)) - valid:
+            leftovers.setdefault(("unknown or misplaced marker", found), []).append(part)
+        if marker("unsubscribe_url", part.lower()) not in text:
+            findings.append(Finding(Severity.ERROR, "unresolved", f"the {part} part has no "
+                                    f"unsubscribe link ({marker('unsubscribe_url', part.lower())}): "
+                                    "CAN-SPAM and Gmail/Yahoo require one", *locate("Unsubscribe")))
+    for (kind, found), parts in sorted(leftovers.items()):
+        where = " and ".join(dict.fromkeys(parts)) + (" parts" if len(set(parts)) > 1 else " part")
+        findings.append(Finding(Severity.ERROR, "unresolved", f"unresolved {kind} {found} in the "
+                                f"{where}", *locate(found)))
+    return findings
+
+
+def check_empty(issue) -> list[Finding]:
+    findings = []
+    for section in issue.sections:
+        if not section.blocks:
+            findings.append(Finding(Severity.WARNING, "empty", f"section {_plain(section.title_html)!r} "
+                                    "is empty", str(issue.path), section.line))
+        for story in (b for b in section.blocks if hasattr(b, "title_html")):
+            if not story.blocks:
+                findings.append(Finding(Severity.WARNING, "empty", f"story {_plain(story.title_html)!r}"
+                                        " has no text", str(issue.path), story.line))
+    return findings
+
+
+def check_links(tree, locate) -> list[Finding]:
+    markers = {marker(name, "html") for name in FIELDS}
+    findings = []
+    for a in tree.iter("a"):
+        href = (a.get("href") or "").strip()
+        if href in markers or re.match(r"(?i)^(https?://[^\s/]+|mailto:[^\s@]+@[^\s@]+)", href):
+            continue
+        findings.append(Finding(Severity.WARNING, "link", f"link {href!r} is neither http(s) nor "
+                                "mailto: readers cannot open it (write https://... in full)",
+                                *locate(f"]({href})", href or "]()")))
+    return findings
+
+
+def _plain(html: str) -> str:
+    return re.sub(r"<[^>]+>", "", html)
+
+
+class _Locator:
+    """Finds the first line that contains a piece of output: in the issue file, else a template."""
+
+    def __init__(self, issue_path: Path, templates_dir: Path):
+        from mailer.compose import TEMPLATE, template_files
+
+        self.files = [issue_path, *template_files(TEMPLATE, templates_dir)]
+        self.templates_dir = templates_dir.resolve()
+        self._lines: dict[Path, list[str]] = {}
+
+    def __call__(self, *needles: str) -> tuple[str | None, int | None]:
+        for needle in filter(None, needles):
+            for path in self.files:
+                for number, text in enumerate(self._read(path), 1):
+                    if needle in text:
+                        return self._name(path), number
+        return None, None
+
+    def _read(self, path: Path) -> list[str]:
+        if path not in self._lines:
+            self._lines[path] = path.read_text(encoding="utf-8").splitlines()
+        return self._lines[path]
+
+    def _name(self, path: Path) -> str:
+        from mailer.compose import shown_path
+
+        return shown_path(path) if path.is_relative_to(self.templates_dir) else str(path)

@@ -1,0 +1,305 @@
+"""Stage 4: composed issue x recipient -> outgoing message (cheap: string splicing, no re-render).
+
+`prepare(issue, newsletter)` runs once per send. It fills the fields that are the same for every
+reader (the view-online URL), folds the shared headers once, and pre-encodes both body parts as
+quoted-printable with the per-recipient markers cut out (see `_qp_template`). `personalize(edition,
+recipient)` is then a handful of string operations; `Outgoing.as_bytes()` splices the reader's
+values into the pre-encoded parts. Building an `EmailMessage` per reader and serializing it costs
+about 4 ms for a 45 KB issue (measured), too slow for 1,000 messages/s; splicing costs tens of
+microseconds and yields the same RFC 5322 message (`Outgoing.as_message()` parses it back).
+
+Safety: names are cleaned of control characters (CR/LF, bidi overrides...) and written in the To
+header as an atom phrase, a quoted-string or RFC 2047 encoded-words, never raw; every value put in
+the HTML part is HTML-escaped; addresses must be plain ASCII addr-specs (IDN domains are punycoded).
+`List-Unsubscribe` is written on one line ourselves: Python's header folding rewrites long URLs
+into encoded-words and breaks the header (standards.md 1.2, python/cpython#85725).
+"""
+
+from __future__ import annotations
+
+import base64
+import email.policy
+import html
+import re
+import secrets
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email import quoprimime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+from mailer.config import NewsletterSettings
+from mailer.errors import ConfigError, PermanentDelivery
+from mailer.model import FIELDS, ComposedIssue, marker
+
+PER_RECIPIENT = ("name", "email", "unsubscribe_url")   # filled per reader; archive_url once
+ONE_CLICK = "List-Unsubscribe=One-Click"              # RFC 8058 section 3.1: this exact value
+ISSUE_HEADER = "X-Mailer-Issue"                        # the issue slug
+REF_HEADER = "X-Mailer-Ref"                            # opaque delivery reference (no PII)
+PROOF_PREFIX = "[PROOF] "
+
+_POLICY = email.policy.SMTP                            # 78-column folding for the shared headers
+# C0/C1 controls, line/paragraph separators, zero-width and bidi controls, BOM: never in a name.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+_ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")         # RFC 5322 atext + space
+_ADDR = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+")
+_REF = re.compile(r"[A-Za-z0-9._=-]{1,64}")                           # safe in a VERP local part
+_URL_CHARS = re.compile(r"[!#-;=?-~]+")                               # printable, no space < > "
+_NEWLINES = re.compile(r"\r\n|\r|\n")
+_MAX_NAME = 200
+_MAX_URL = 900                                                        # the line must stay < 998
+
+
+class UnsafeUnsubscribeUrl(UserWarning):
+    """base_url is not https: RFC 8058 one-click needs an HTTPS List-Unsubscribe URI."""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One reader of one send. `ref` is opaque (dispatch uses "SEND.SUBSCRIBER"), never an address."""
+
+    ref: str
+    email: str
+    name: str = ""
+    unsubscribe_token: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Edition:
+    """An issue prepared once for personalization: shared headers and pre-encoded body parts."""
+
+    slug: str
+    subject: str
+    from_email: str
+    from_name: str
+    reply_to: str
+    base_url: str
+    domain: str
+    html: str                      # archive_url filled in; per-recipient markers still in place
+    text: str
+    fields: tuple[str, ...]        # the per-recipient fields the parts actually use
+    nonce: str                     # makes Message-IDs unique per run of prepare()
+    proof: bool
+    head: bytes                    # From, Reply-To, Subject, MIME headers: folded once
+    text_parts: tuple              # alternating QP bytes and field names (see _qp_template)
+    html_parts: tuple
+    boundary: str
+
+    @property
+    def archive_url(self) -> str:
+        return f"{self.base_url}/archive/{self.slug}"
+
+    def unsubscribe_url(self, token: str) -> str:
+        return f"{self.base_url}/unsubscribe/{token}"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Outgoing:
+    """One message for one reader: what every backend needs, computed cheaply."""
+
+    edition: Edition
+    ref: str
+    email: str                     # ASCII addr-spec
+    name: str                      # cleaned display name ("" when unknown)
+    unsubscribe_url: str
+    message_id: str
+
+    def value(self, field: str, part: str) -> str:
+        raw = self.edition.archive_url if field == "archive_url" else getattr(self, field)
+        return html.escape(raw, quote=True) if part == "html" else raw
+
+    def headers(self) -> dict[str, str]:
+        """Per-reader headers beyond From/To/Subject: one-click unsubscribe and correlation."""
+        return {"List-Unsubscribe": f"<{self.unsubscribe_url}>",
+                "List-Unsubscribe-Post": ONE_CLICK,
+                ISSUE_HEADER: self.edition.slug,
+                REF_HEADER: self.ref}
+
+    def as_bytes(self, date: datetime | None = None) -> bytes:
+        """The whole RFC 5322 message, CRLF line ends, 7-bit clean."""
+        return b"".join(_render(self, date or datetime.now(timezone.utc)))
+
+    def as_message(self) -> EmailMessage:
+        """The same message parsed back as an EmailMessage (for proofs, tests, inspection)."""
+        return email.message_from_bytes(self.as_bytes(), policy=email.policy.default)
+
+
+def prepare(issue: ComposedIssue, newsletter: NewsletterSettings, *, proof: bool = False,
+            nonce: str | None = None) -> Edition:
+    """Do once per send everything that is the same for every reader."""
+    base_url = _check_base_url(newsletter.base_url)
+    slug = _check_ref(issue.slug, "issue slug")
+    subject = _one_line(issue.subject) or issue.slug
+    if proof:
+        subject = PROOF_PREFIX + subject
+    archive = f"{base_url}/archive/{slug}"
+    text = _NEWLINES.sub("\n", issue.text).replace(marker("archive_url", "text"), archive)
+    body_html = _NEWLINES.sub("\n", issue.html).replace(marker("archive_url", "html"), html.escape(archive))
+    if marker("unsubscribe_url", "html") not in body_html:
+        warnings.warn(f"issue {slug}: the HTML part has no unsubscribe link", stacklevel=2)
+    fields = tuple(f for f in PER_RECIPIENT if marker(f, "text") in text or marker(f, "html") in body_html)
+    boundary = "==mailer-" + secrets.token_hex(12)
+    head = _shared_head(newsletter, subject, slug, boundary, proof)
+    return Edition(slug=slug, subject=subject, from_email=newsletter.from_email,
+                   from_name=_one_line(newsletter.from_name), reply_to=newsletter.reply_to,
+                   base_url=base_url, domain=newsletter.from_email.rpartition("@")[2],
+                   html=body_html, text=text, fields=fields, nonce=nonce or secrets.token_hex(6),
+                   proof=proof, head=head, text_parts=_qp_template(text, "text"),
+                   html_parts=_qp_template(body_html, "html"), boundary=boundary)
+
+
+def personalize(edition: Edition, recipient: Recipient) -> Outgoing:
+    """One reader's message; raises PermanentDelivery if the address cannot be written safely."""
+    ref = _check_ref(recipient.ref, "recipient ref")
+    url = edition.unsubscribe_url(recipient.unsubscribe_token or "none")
+    if len(url) > _MAX_URL or not _URL_CHARS.fullmatch(url):
+        raise PermanentDelivery(f"unsubscribe URL for {ref} is not a safe header value", backend="personalize")
+    return Outgoing(edition=edition, ref=ref, email=ascii_address(recipient.email),
+                    name=clean_name(recipient.name), unsubscribe_url=url,
+                    message_id=f"<{edition.slug}.{ref}.{edition.nonce}@{edition.domain}>")
+
+
+def clean_name(raw: str | None) -> str:
+    """A display name with no control characters, single spaces, no '%%', at most 200 characters."""
+    cleaned = " ".join(_CONTROL.sub(" ", raw or "").split()).replace("%%", "%")
+    return cleaned[:_MAX_NAME].strip()
+
+
+def ascii_address(raw: str) -> str:
+    """A plain ASCII addr-spec (IDN domain to punycode), or PermanentDelivery naming the culprit."""
+    local, _, domain = (raw or "").strip().rpartition("@")
+    try:
+        domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+    except UnicodeError:
+        domain = ""
+    address = f"{local}@{domain}"
+    if not _ADDR.fullmatch(address) or len(address) > 254:
+        raise PermanentDelivery(f"cannot address {raw!r}: not a plain ASCII address "
+                                "(SMTPUTF8 is not supported)", backend="personalize")
+    return address
+
+
+def display_to(name: str, address: str) -> str:
+    """The To value: `name <address>` with the name as atoms, a quoted-string or encoded-words."""
+    if not name:
+        return address
+    return f"{_phrase(name)} <{address}>"
+
+
+# --- internals ---------------------------------------------------------------------------------
+
+def _render(out: Outgoing, date: datetime):
+    ed = out.edition
+    yield (f"Date: {format_datetime(date)}\r\nMessage-ID: {out.message_id}\r\n"
+           f"To: {display_to(out.name, out.email)}\r\n").encode("ascii")
+    yield ed.head
+    yield (f"List-Unsubscribe: <{out.unsubscribe_url}>\r\n{REF_HEADER}: {out.ref}\r\n\r\n"
+           f"--{ed.boundary}\r\n").encode("ascii")
+    yield _PART_HEAD.format(subtype="plain").encode("ascii")
+    yield from _splice(ed.text_parts, out, "text")
+    yield f"\r\n--{ed.boundary}\r\n{_PART_HEAD.format(subtype='html')}".encode("ascii")
+    yield from _splice(ed.html_parts, out, "html")
+    yield f"\r\n--{ed.boundary}--\r\n".encode("ascii")
+
+
+_PART_HEAD = ('Content-Type: text/{subtype}; charset="utf-8"\r\n'
+              "Content-Transfer-Encoding: quoted-printable\r\n\r\n")
+
+
+def _splice(parts: tuple, out: Outgoing, part: str):
+    for i, piece in enumerate(parts):
+        if i % 2 == 0:
+            yield piece
+        else:
+            value = out.value(piece, part)
+            if value:  # a soft line break after the value keeps QP lines <= 76 (RFC 2045 6.7)
+                yield _qp(value) + b"=\r\n"
+
+
+def _qp_template(body: str, part: str) -> tuple:
+    """Split `body` at its per-recipient markers; QP-encode each literal piece once.
+
+    Each piece that does not end a line ends with a soft line break, so a value spliced in later
+    starts on a fresh line and can never push a line past 76 characters or split an escape.
+    """
+    names = {marker(f, part): f for f in PER_RECIPIENT}
+    pattern = re.compile("(" + "|".join(re.escape(m) for m in names) + ")")
+    pieces = pattern.split(body)
+    out: list = []
+    for i, piece in enumerate(pieces):
+        if i % 2:
+            out.append(names[piece])
+            continue
+        encoded = _qp(piece)
+        if i < len(pieces) - 1 and encoded and not encoded.endswith(b"\r\n"):
+            encoded += b"=\r\n"
+        out.append(encoded)
+    return tuple(out)
+
+
+def _qp(text: str) -> bytes:
+    latin = text.encode("utf-8").decode("latin-1")
+    return quoprimime.body_encode(latin, 76, "\r\n").encode("ascii")
+
+
+def _phrase(name: str) -> str:
+    if name.isascii() and "=?" not in name:
+        if _ATOM_PHRASE.fullmatch(name):
+            return name
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return _encoded_words(name)
+
+
+def _encoded_words(text: str) -> str:
+    """RFC 2047 B encoding, each word <= 75 characters and whole characters only (section 5)."""
+    words, chunk = [], b""
+    for ch in text:
+        b = ch.encode("utf-8")
+        if len(chunk) + len(b) > 45:  # 45 bytes -> 60 base64 chars -> 72-character word
+            words.append(chunk)
+            chunk = b""
+        chunk += b
+    words.append(chunk)
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)
+
+
+def _shared_head(newsletter: NewsletterSettings, subject: str, slug: str, boundary: str,
+                 proof: bool) -> bytes:
+    sender = Address(_one_line(newsletter.from_name), addr_spec=ascii_address(newsletter.from_email))
+    lines = [_fold("From", sender), _fold("Reply-To", Address(addr_spec=ascii_address(newsletter.reply_to))),
+             _fold("Subject", subject), "MIME-Version: 1.0\r\n",
+             f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n',
+             f"List-Unsubscribe-Post: {ONE_CLICK}\r\n", f"{ISSUE_HEADER}: {slug}\r\n"]
+    if proof:
+        lines.append("X-Mailer-Proof: yes\r\n")
+    return "".join(lines).encode("ascii")
+
+
+def _fold(name: str, value) -> str:
+    return _POLICY.fold(*_POLICY.header_store_parse(name, value))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(_CONTROL.sub(" ", text or "").split())
+
+
+def _check_ref(value: str, what: str) -> str:
+    if not _REF.fullmatch(value or ""):
+        raise ValueError(f"{what} {value!r} must be 1-64 of A-Z a-z 0-9 . _ = -")
+    return value
+
+
+def _check_base_url(url: str) -> str:
+    url = url.rstrip("/")
+    if not _URL_CHARS.fullmatch(url):
+        raise ConfigError(f"[newsletter] base_url {url!r} must be plain ASCII with no spaces")
+    if not url.startswith("https://"):
+        warnings.warn(f"[newsletter] base_url {url} is not https: mailbox providers will not offer "
+                      "one-click unsubscribe (RFC 8058); fine for local use only",
+                      UnsafeUnsubscribeUrl, stacklevel=3)
+    return url
+
+
+assert set(PER_RECIPIENT) < set(FIELDS)

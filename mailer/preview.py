@@ -1,0 +1,160 @@
+"""Preview: ComposedIssue -> what one (made-up) preview recipient gets, served on 127.0.0.1.
+
+`preview_values` and `fill_preview` stand in for personalize (stage 4) so editors can look at a
+finished email; `PreviewServer` serves the email, its text part and its lint report on loopback
+and rebuilds whenever the issue file or a template changes (watchfiles). The server's imports
+stay inside it: `mailer issue build` loads this module and must start fast.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailer.model import FIELDS, marker
+
+PREVIEW_NAME = "Preview Reader"
+PREVIEW_EMAIL = "preview@example.org"
+
+
+def preview_values(settings, slug: str) -> dict[str, str]:
+    """The per-recipient values of the preview recipient, with URLs the web service serves."""
+    base = settings.newsletter.base_url.rstrip("/")
+    return {"name": PREVIEW_NAME, "email": PREVIEW_EMAIL,
+            "unsubscribe_url": f"{base}/unsubscribe/preview", "archive_url": f"{base}/archive/{slug}"}
+
+
+def fill_preview(text: str, values: dict[str, str], part: str) -> str:
+    """Replace the markers of one part; values are HTML-escaped in the HTML part."""
+    for name in FIELDS:
+        value = values.get(name, "")
+        text = text.replace(marker(name, part), html_lib.escape(value) if part == "html" else value)
+    return text
+
+
+@dataclass(frozen=True)
+class Build:
+    """One build of the issue as the preview shows it; `error` keeps the last good email visible."""
+
+    version: int
+    html: str = ""
+    text: str = ""
+    mjml: str = ""
+    report: str = ""
+    error: str = ""
+
+
+def build_preview(path: Path, settings, version: int, last: Build | None = None) -> Build:
+    from mailer.compose import compose, templates_dir
+    from mailer.errors import MailerError
+    from mailer.lint import lint
+    from mailer.source import read_issue
+
+    try:
+        issue = read_issue(path)
+        composed = compose(issue, settings)
+    except MailerError as exc:
+        last = last or Build(version)
+        return Build(version, last.html, last.text, last.mjml, last.report, f"error: {exc}")
+    values = preview_values(settings, issue.slug)
+    report = lint(issue, composed, templates_dir(settings)).render(str(path))
+    return Build(version, fill_preview(composed.html, values, "html"),
+                 fill_preview(composed.text, values, "text"), composed.mjml, report)
+
+
+class PreviewServer:
+    """`mailer issue preview`: http://127.0.0.1:PORT/ shows the email and rebuilds on change."""
+
+    def __init__(self, path: str | Path, settings, *, port: int = 8025, host: str = "127.0.0.1"):
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        self.path, self.settings = Path(path).resolve(), settings
+        self.current = build_preview(self.path, settings, 1)
+        self.stop = threading.Event()
+        self.httpd = ThreadingHTTPServer((host, port), _handler(self))
+        self.threads = [threading.Thread(target=self.httpd.serve_forever, daemon=True),
+                        threading.Thread(target=self._watch, daemon=True)]
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def start(self) -> "PreviewServer":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def close(self) -> None:
+        self.stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        for thread in self.threads:
+            thread.join(timeout=10)
+
+    def rebuild(self) -> Build:
+        self.current = build_preview(self.path, self.settings, self.current.version + 1, self.current)
+        return self.current
+
+    def _watch(self) -> None:
+        import watchfiles
+
+        from mailer.compose import templates_dir
+
+        templates = templates_dir(self.settings)
+
+        def relevant(_change, changed: str) -> bool:
+            changed = Path(changed)
+            return changed == self.path or changed.is_relative_to(templates)
+
+        # Watch the folder, not the file: editors save by writing a new file and renaming it.
+        for _changes in watchfiles.watch(self.path.parent, templates, watch_filter=relevant,
+                                         stop_event=self.stop, debounce=200):
+            self.rebuild()
+
+
+def _handler(server: PreviewServer):
+    from http.server import BaseHTTPRequestHandler
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            build = server.current
+            routes = {"/": (_index(build, server.path), "text/html"),
+                      "/email.html": (build.html, "text/html"),
+                      "/email.txt": (build.text, "text/plain"),
+                      "/email.mjml": (build.mjml, "text/plain"),
+                      "/version": (str(build.version), "text/plain")}
+            body, kind = routes.get(self.path.split("?")[0], ("not found", "text/plain"))
+            data = body.encode("utf-8")
+            self.send_response(200 if self.path.split("?")[0] in routes else 404)
+            self.send_header("Content-Type", f"{kind}; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_args):   # quiet: the editor watches the page, not the log
+            pass
+
+    return Handler
+
+
+def _index(build: Build, path: Path) -> str:
+    esc = html_lib.escape
+    error = f'<pre class="error">{esc(build.error)}</pre>' if build.error else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Preview: {esc(path.name)}</title>
+<style>body{{font:14px system-ui,sans-serif;margin:0;background:#eee}} header{{padding:8px 16px;
+background:#222;color:#eee}} header a{{color:#9cf;margin-right:12px}} pre{{margin:0;padding:8px 16px;
+white-space:pre-wrap}} .error{{background:#fdd;color:#900}} iframe{{border:0;width:100%;height:80vh;
+background:#fff}}</style></head><body>
+<header><strong>{esc(path.name)}</strong> (build {build.version}) &#8212;
+<a href="/email.html">HTML</a><a href="/email.txt">text part</a><a href="/email.mjml">MJML</a></header>
+{error}<pre>{esc(build.report)}</pre>
+<iframe src="/email.html" title="The email"></iframe>
+<script>const seen = "{build.version}";
+setInterval(async () => {{ try {{ const v = await (await fetch("/version")).text();
+  if (v !== seen) location.reload(); }} catch (e) {{}} }}, 1000);</script>
+</body></html>"""

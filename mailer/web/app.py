@@ -1,0 +1,88 @@
+"""Web service: Settings -> the FastAPI app (public pages, SendGrid webhook, archive, health).
+
+`create_app(settings)` wires the routers, middleware and error pages and nothing else; each route
+module does one job. Run it with `mailer serve` (uvicorn, one process: the rate limiter and caches
+live in memory).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from mailer.web import archive, public, webhooks
+from mailer.web.context import WebContext
+from mailer.web.security import BodyLimit, SecurityHeaders
+
+log = logging.getLogger("mailer.web")
+
+FORM_LIMIT = 64 * 1024                 # a subscribe form is a few hundred bytes
+WEBHOOK_LIMIT = 8 * 1024 * 1024        # SendGrid batches up to 768 KB (standards.md 4.1); room to spare
+API_PATHS = ("/webhooks/", "/healthz")  # answered in JSON; everything else is a page
+
+
+def create_app(settings) -> FastAPI:
+    app = FastAPI(title=f"{settings.newsletter.name} web service", version="1",
+                  docs_url=None, redoc_url=None)   # the Swagger UI needs inline script: CSP forbids it
+    app.state.web = WebContext(settings)
+    for module in (public, webhooks, archive):
+        app.include_router(module.router)
+    _add_basics(app)
+    _add_error_pages(app)
+    app.add_middleware(BodyLimit, limit=FORM_LIMIT, overrides={"/webhooks/": WEBHOOK_LIMIT})
+    app.add_middleware(SecurityHeaders, https=settings.newsletter.base_url.startswith("https://"))
+    app.router.add_event_handler("shutdown", app.state.web.close)
+    return app
+
+
+def _add_basics(app: FastAPI) -> None:
+    @app.get("/healthz", summary="200 when the app and its database answer",
+             responses={503: {"description": "database unavailable"}})
+    async def healthz(request: Request) -> JSONResponse:
+        try:
+            await run_in_threadpool(_ping, request.app.state.web)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
+            log.error("healthz: database does not answer: %s", exc)
+            return JSONResponse({"status": "unavailable", "database": "error"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+    @app.get("/static/site.css", include_in_schema=False)
+    def stylesheet(request: Request) -> Response:
+        return Response(request.app.state.web.pages.stylesheet(), media_type="text/css",
+                        headers={"cache-control": "public, max-age=3600"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:   # browsers ask on every page that names none (the archived mails)
+        return Response(status_code=204, headers={"cache-control": "public, max-age=86400"})
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/subscribe", status_code=303)
+
+
+def _ping(web: WebContext) -> None:
+    from sqlalchemy import text
+
+    web.read(lambda conn: conn.execute(text("SELECT 1")))
+
+
+def _add_error_pages(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith(API_PATHS):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        title = {404: "Page not found", 405: "Not allowed", 413: "Too large"}.get(exc.status_code, "Error")
+        page = request.app.state.web.pages.error(exc.status_code, title, str(exc.detail))
+        page.headers.update(exc.headers or {})
+        return page
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        if request.url.path.startswith(API_PATHS):
+            return JSONResponse({"detail": "invalid request"}, status_code=400)
+        return request.app.state.web.pages.error(400, "Bad request", "The request is not valid.")

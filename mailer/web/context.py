@@ -1,0 +1,209 @@
+"""Web service: Settings -> what every route shares (pages, limiter, archive, database access).
+
+Database work goes through `read` and `write`, each one transaction in the caller's thread.
+SQLite allows one writer at a time and its busy handler sleeps in growing steps (up to 100 ms)
+while it waits, which under a burst of one-click unsubscribes costs far more than the writes
+themselves; so the web process queues its own writers on a lock, and retries the rare
+"database is locked" that another process (a `mailer send`) can still cause. PostgreSQL writers
+run side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from contextlib import nullcontext
+
+from sqlalchemy import select
+
+from mailer.config import secret
+from mailer.web.archive import Archive
+from mailer.web.pages import Pages
+from mailer.web.ratelimit import Rate, RateLimiter
+
+log = logging.getLogger("mailer.web")
+LIST_CACHE_SECONDS = 60.0
+SQLITE_RETRIES = 5
+
+
+class WebContext:
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        n = settings.newsletter
+        self.pages = Pages(settings.compose.templates_dir, newsletter_name=n.name, base_url=n.base_url,
+                           postal_address=n.postal_address)
+        self.secret = secret(settings.secret_key_env, key="secret_key_env")  # tokens: fail at start
+        self.limiter = RateLimiter({"subscribe": Rate(burst=settings.web.subscribe_burst,
+                                                      per_hour=settings.web.subscribe_per_hour)})
+        self.archive = Archive(settings, sent_slugs=self.sent_slugs)
+        self._engine = None
+        self._lock = threading.Lock()
+        self._writer = None
+        self._lists: dict[int, tuple[float, tuple[str, str] | None]] = {}
+        self.batch = GroupWriter(self)
+        self._send_lists: dict[int, int | None] = {}
+
+    @property
+    def engine(self):
+        with self._lock:
+            if self._engine is None:
+                from mailer.config import database_url
+                from mailer.migrate import connect   # the store's tables, then the send ledger
+
+                self._engine = connect(database_url(self.settings))
+                self._writer = threading.Lock() if self._engine.dialect.name == "sqlite" else nullcontext()
+            return self._engine
+
+    def read(self, fn, *args, **kwargs):
+        with self.engine.connect() as conn:
+            return fn(conn, *args, **kwargs)
+
+    def write(self, fn, *args, **kwargs):
+        """fn(conn, ...) in one transaction, committed when it returns."""
+        from sqlalchemy.exc import OperationalError
+
+        engine = self.engine
+        for attempt in range(SQLITE_RETRIES):
+            try:
+                with self._writer, engine.begin() as conn:
+                    return fn(conn, *args, **kwargs)
+            except OperationalError as exc:
+                if "locked" not in str(exc) or attempt == SQLITE_RETRIES - 1:
+                    raise
+                log.warning("database locked by another process; retrying")
+                time.sleep(0.05 * (attempt + 1))
+
+    def list_info(self, conn, list_id: int) -> tuple[str, str] | None:
+        """(name, title) of a list, cached a minute: every unsubscribe page names its list."""
+        from subscribers.models import lists
+
+        hit = self._lists.get(list_id)
+        if hit and time.monotonic() - hit[0] < LIST_CACHE_SECONDS:
+            return hit[1]
+        row = conn.execute(select(lists.c.name, lists.c.title).where(lists.c.id == list_id)).first()
+        info = (row.name, row.title or row.name) if row else None
+        self._lists[list_id] = (time.monotonic(), info)
+        return info
+
+    def ingest(self, events) -> dict:
+        """Store verified events once and apply subscribers.policy (runs in a worker thread)."""
+        from mailer.web.ingest import ingest_events, limits_from
+
+        try:  # TEMPORARY until subscribers/policy.py and the events revision slot in
+            import subscribers.policy  # noqa: F401
+        except ModuleNotFoundError:
+            return {"stored": 0, "duplicates": 0, "unknown": 0, "changed": 0}
+        return ingest_events(self, events, limits_from(self.settings), list_for=self.list_for)
+
+    def list_for(self, conn, event):
+        """The list a message was sent for: its delivery ref (custom_args `mailer_ref`, made by
+        mailer.ledger.delivery_ref) names the send, the send its list. None when unknown."""
+        from mailer.ledger import parse_ref, sends
+
+        ref = parse_ref(event.send_ref or "")
+        if ref is None:
+            return None
+        send_id = ref[0]
+        if send_id not in self._send_lists:
+            self._send_lists[send_id] = conn.execute(
+                select(sends.c.list_id).where(sends.c.id == send_id)).scalar()
+        return self._send_lists[send_id]
+
+    def sent_slugs(self) -> set[str]:
+        """Issues that went to at least one reader (proofs are outside the ledger)."""
+        from mailer.ledger import sends
+
+        return set(self.read(lambda conn: conn.execute(
+            select(sends.c.issue).where(sends.c.sent > 0).distinct()).scalars().all()))
+
+    def close(self) -> None:
+        self.batch.stop()
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+class GroupWriter:
+    """One thread applies the queued writes, as many as are waiting, in one transaction.
+
+    A group commit: under a burst of one-click unsubscribes, many share one BEGIN/COMMIT (one
+    WAL flush on PostgreSQL) instead of each waiting for its own, so the line never grows long.
+    When a batch fails, its writes are retried one by one, so one bad write fails alone.
+    """
+
+    MAX_BATCH = 200
+
+    def __init__(self, web: WebContext) -> None:
+        self.web = web
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def submit(self, fn, *args) -> Future:
+        """Queue fn(conn, *args); the Future holds its result once committed."""
+        future: Future = Future()
+        self.queue.put((fn, args, future))
+        with self.lock:
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="mailer-web-writer", daemon=True)
+                self.thread.start()
+        return future
+
+    def stop(self) -> None:
+        with self.lock:
+            if self.thread is not None:
+                self.queue.put(None)
+                self.thread.join(10)
+                self.thread = None
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            batch = [item]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    more = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self.queue.put(None)
+                    break
+                batch.append(more)
+            self._apply(batch)
+
+    def _apply(self, batch) -> None:
+        try:
+            results = self.web.write(_run_all, batch)
+        except Exception:  # noqa: BLE001 - find the culprit: each write alone
+            if len(batch) == 1:
+                fn, args, future = batch[0]
+                return self._settle(future, fn, args)
+            for fn, args, future in batch:
+                self._settle(future, fn, args)
+            return
+        for (_, _, future), result in zip(batch, results):
+            future.set_result(result)
+
+    def _settle(self, future: Future, fn, args) -> None:
+        try:
+            future.set_result(self.web.write(fn, *args))
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting request
+            future.set_exception(exc)
+
+
+def _run_all(conn, batch) -> list:
+    """Each write's result, in order. A function with a `many` attribute (fn.many(conn, [args,
+    ...]) -> [results]) takes all its queued calls at once: fewer statements per batch."""
+    results: list = [None] * len(batch)
+    groups: dict = {}
+    for i, (fn, args, _) in enumerate(batch):
+        many = getattr(fn, "many", None)
+        if many is None:
+            results[i] = fn(conn, *args)
+        else:
+            groups.setdefault(many, []).append(i)
+    for many, indexes in groups.items():
+        for i, result in zip(indexes, many(conn, [batch[i][1] for i in indexes])):
+            results[i] = result
+    return results

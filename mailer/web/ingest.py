@@ -1,0 +1,24 @@
+"""Web service: verified SendGrid events -> subscribers.policy.ingest, in one transaction per post.
+
+A post of 1,000 events is one transaction: addresses looked up in chunks, events inserted in bulk
+(insert-or-ignore on UNIQUE(source, event_id)), the policy applied to the new ones only. If it
+fails, nothing is kept and SendGrid, seeing a 5xx, posts the batch again later.
+"""
+
+from __future__ import annotations
+
+
+def limits_from(settings):
+    """[bounces] -> the policy's Limits (subscribers never reads mailer's config)."""
+    from subscribers.policy import Limits
+
+    return Limits(soft_bounce_limit=settings.bounces.soft_bounce_limit,
+                  soft_bounce_window_days=settings.bounces.soft_bounce_window_days)
+
+
+def ingest_events(web, events, limits, list_for=None) -> dict:
+    from subscribers.policy import ingest
+
+    if not events:
+        return {"stored": 0, "duplicates": 0, "unknown": 0, "changed": 0}
+    return web.write(lambda conn: ingest(conn, events, limits, list_for=list_for).as_dict())

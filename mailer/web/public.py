@@ -1,0 +1,129 @@
+"""Web service: the reader's pages -> GET/POST /subscribe, /confirm/{token}, /unsubscribe/{token}.
+
+Double opt-in: POST /subscribe records an unconfirmed membership and mails a link; only a POST to
+that link confirms, so link scanners that GET every URL confirm nobody. Whatever the address's
+state the page says the same thing, so the form tells nobody who is subscribed. Unsubscribe
+follows RFC 8058 (standards.md 1.2): the POST works at once whatever its body or content type
+(the body is never read), answers 200 without a redirect, and may be repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Form, Query, Request
+from starlette.responses import HTMLResponse
+
+from mailer.web import readers
+
+log = logging.getLogger("mailer.web")
+router = APIRouter()
+
+ListName = Annotated[str, Query(alias="list", max_length=100)]
+TOKEN_PAGES = {400: {"description": "forged, tampered or expired link"}}
+ONE_CLICK_BODY = {"requestBody": {"required": False, "content": {
+    "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {
+        "List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}}},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}}}}}}
+
+
+@router.get("/subscribe", response_class=HTMLResponse, summary="The subscription form")
+def subscribe_form(request: Request, list_name: ListName = "") -> HTMLResponse:
+    web = request.app.state.web
+    found = readers.find_list(web, list_name)
+    if found is None:
+        return web.pages.error(404, "No such list", "There is no mailing list by that name.")
+    return web.pages.render("subscribe.html.j2", list_name=found.name, email="", name="", error=None)
+
+
+@router.post("/subscribe", response_class=HTMLResponse, summary="Ask for a confirmation mail",
+             responses={400: {"description": "not an address"}, 404: {"description": "no such list"},
+                        429: {"description": "too many requests from this address"}})
+def subscribe(request: Request, background: BackgroundTasks,
+              email: Annotated[str, Form(max_length=400)] = "",
+              name: Annotated[str, Form(max_length=400)] = "",
+              list_name: Annotated[str, Form(alias="list", max_length=100)] = "",
+              website: Annotated[str, Form(max_length=400)] = "") -> HTMLResponse:
+    web = request.app.state.web
+    client = readers.client(request)
+    if not web.limiter.allow("subscribe", client.ip):
+        return web.pages.error(429, "Too many requests", "Please try again in a few minutes.",
+                               headers={"retry-after": "120"})
+    if website:   # the honeypot: people never see it, form-filling bots do. Say the usual thing.
+        log.info("subscribe: honeypot filled from %s; ignored", client.ip)
+        return web.pages.render("check_inbox.html.j2", private=True)
+    found = readers.find_list(web, list_name)
+    if found is None:
+        return web.pages.error(404, "No such list", "There is no mailing list by that name.")
+    problem = readers.address_problem(email)
+    if problem:
+        return web.pages.render("subscribe.html.j2", 400, list_name=found.name, email=email,
+                                name=name, error=problem)
+    mail = readers.sign_up(web, found, email, name, client)
+    if mail is not None:
+        background.add_task(readers.send_confirmation_mail, web, mail)
+    return web.pages.render("check_inbox.html.j2", private=True)
+
+
+@router.get("/confirm/{token}", response_class=HTMLResponse, summary="A button that confirms",
+            responses=TOKEN_PAGES)
+def confirm_page(token: str, request: Request) -> HTMLResponse:
+    web = request.app.state.web
+    target = readers.membership_for(web, "confirm", token, max_age=_confirm_age(web))
+    if target is None:
+        return _bad_link(web, "confirmation")
+    return web.pages.render("confirm.html.j2", private=True, action=f"/confirm/{token}",
+                            list_title=target.list_title)
+
+
+@router.post("/confirm/{token}", response_class=HTMLResponse, summary="Confirm the subscription",
+             responses={**TOKEN_PAGES, 409: {"description": "the link no longer applies"}})
+def confirm(token: str, request: Request) -> HTMLResponse:
+    web = request.app.state.web
+    target = readers.membership_for(web, "confirm", token, max_age=_confirm_age(web))
+    if target is None:
+        return _bad_link(web, "confirmation")
+    if not readers.confirm(web, target, readers.client(request)):
+        return web.pages.error(409, "This link no longer applies",
+                               "Your subscription changed after this link was sent. "
+                               "To subscribe again, use the form.", list_name=target.list_name)
+    return web.pages.render("confirmed.html.j2", private=True, list_title=target.list_title)
+
+
+@router.get("/unsubscribe/{token}", response_class=HTMLResponse, summary="A button that unsubscribes",
+            responses=TOKEN_PAGES)
+def unsubscribe_page(token: str, request: Request) -> HTMLResponse:
+    web = request.app.state.web
+    target = readers.membership_for(web, "unsubscribe", token)
+    if target is None:
+        return _bad_link(web, "unsubscribe")
+    return web.pages.render("unsubscribe.html.j2", private=True, action=f"/unsubscribe/{token}",
+                            list_title=target.list_title)
+
+
+@router.post("/unsubscribe/{token}", response_class=HTMLResponse, openapi_extra=ONE_CLICK_BODY,
+             summary="Unsubscribe at once (RFC 8058 one-click)", responses=TOKEN_PAGES)
+async def unsubscribe(token: str, request: Request) -> HTMLResponse:
+    """Async on purpose: the token check and the page stay on the event loop; the write joins
+    the group commit (context.GroupWriter). The body is never read."""
+    web = request.app.state.web
+    ids = readers.verify(web, "unsubscribe", token)
+    if ids is None:
+        return _bad_link(web, "unsubscribe")
+    target = await asyncio.wrap_future(web.batch.submit(readers.unsubscribe_in, web, ids,
+                                                        readers.client(request)))
+    return web.pages.render("unsubscribed.html.j2", private=True, list_title=target.list_title,
+                            list_name=target.list_name)
+
+
+def _confirm_age(web) -> int:
+    return int(timedelta(days=web.settings.web.confirm_link_days).total_seconds())
+
+
+def _bad_link(web, kind: str) -> HTMLResponse:
+    return web.pages.error(400, "This link does not work",
+                           f"This {kind} link is not valid or has expired. Nothing was changed.")

@@ -1,0 +1,62 @@
+"""Web service: (bucket, client IP) -> allowed or not; an in-process token bucket.
+
+In-process means per `mailer serve` process: run one process (the default), or the limits apply per
+worker. Behind a reverse proxy on the same machine uvicorn takes the client address from
+X-Forwarded-For (it trusts 127.0.0.1 by default; FORWARDED_ALLOW_IPS widens that).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Rate:
+    burst: int                 # requests allowed at once
+    per_hour: float            # sustained rate the bucket refills at
+
+    @property
+    def per_second(self) -> float:
+        return self.per_hour / 3600.0
+
+
+class RateLimiter:
+    """Token buckets keyed by (name, key). Thread-safe: sync routes run in a thread pool.
+
+    Memory stays bounded: when more than `max_keys` buckets exist, the full (idle) ones are dropped,
+    since a full bucket is exactly what a new one would be; if that frees too little (a flood from
+    many addresses), only the most recently used half is kept, so pruning stays rare.
+    """
+
+    def __init__(self, rates: dict[str, Rate], *, max_keys: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rates, self.max_keys, self.clock = rates, max_keys, clock
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}  # -> (tokens, last time)
+        self._lock = threading.Lock()
+
+    def allow(self, name: str, key: str) -> bool:
+        """Take one token from the bucket; False when it is empty."""
+        rate = self.rates[name]
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.get((name, key), (float(rate.burst), now))
+            tokens = min(float(rate.burst), tokens + (now - last) * rate.per_second)
+            allowed = tokens >= 1.0
+            self._buckets[(name, key)] = (tokens - 1.0 if allowed else tokens, now)
+            if len(self._buckets) > self.max_keys:
+                self._prune(now)
+        return allowed
+
+    def _prune(self, now: float) -> None:
+        def full(item) -> bool:
+            (name, _), (tokens, last) = item
+            rate = self.rates[name]
+            return tokens + (now - last) * rate.per_second >= rate.burst
+
+        kept = [item for item in self._buckets.items() if not full(item)]
+        if len(kept) > self.max_keys // 2:
+            kept = sorted(kept, key=lambda item: item[1][1])[-(self.max_keys // 2):]
+        self._buckets = dict(kept)

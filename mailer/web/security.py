@@ -1,0 +1,118 @@
+"""Web service: every response -> the same security headers; every request body -> a size cap.
+
+Pure ASGI middleware (no BaseHTTPMiddleware), because it wraps the one-click unsubscribe path whose
+latency matters (RFC 8058 clients give up quickly) and must not buffer or copy responses.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.exceptions import HTTPException
+
+# Our own pages load nothing but /static/site.css: no script at all, no inline style, no framing.
+PAGE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'")
+# An archived issue is the email's own HTML: inline styles and remote images (as in a mail client),
+# still no script, no forms, no framing.
+ARCHIVE_CSP = ("default-src 'none'; style-src 'unsafe-inline' https:; img-src https: http: data:; "
+               "font-src https: data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
+
+COMMON = [
+    (b"x-content-type-options", b"nosniff"),
+    # Tokens travel in URLs (/confirm/..., /unsubscribe/...): never leak them to another site.
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), interest-cohort=()"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+HSTS = (b"strict-transport-security", b"max-age=31536000")
+CSP = b"content-security-policy"
+
+
+class SecurityHeaders:
+    """Add COMMON headers and a CSP unless the route already set one (the archive sets its own).
+
+    HSTS only when the public base URL is https: over plain http the header would be ignored
+    anyway, and local use over http stays possible.
+    """
+
+    def __init__(self, app, *, https: bool) -> None:
+        self.app = app
+        self.extra = COMMON + ([HSTS] if https else [])
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                headers += [(k, v) for k, v in self.extra if k not in names]
+                if CSP not in names:
+                    headers.append((CSP, PAGE_CSP.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from `receive`, so FastAPI's body parsing passes it on as a 413, not a 400."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit} bytes")
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, whether announced or chunked.
+
+    Starlette reads form and JSON bodies whole into memory; this bounds what one request can cost.
+    `overrides` maps a path prefix to a larger limit (SendGrid posts batches up to 768 KB).
+    """
+
+    def __init__(self, app, *, limit: int, overrides: dict[str, int] | None = None) -> None:
+        self.app, self.limit, self.overrides = app, limit, overrides or {}
+
+    def _limit_for(self, path: str) -> int:
+        return next((n for prefix, n in self.overrides.items() if path.startswith(prefix)), self.limit)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self._limit_for(scope["path"])
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            return await _too_large(send, limit)
+        seen = 0
+        started = False
+
+        async def counting_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await _too_large(send, limit)
+
+
+async def _too_large(send, limit: int) -> None:
+    body = json.dumps({"detail": f"request body larger than {limit} bytes"}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,14 @@
+"""The admins' subscriber store: lists, subscribers, memberships, history. Never imports mailer.
+
+    normalize.py   raw address -> normalized address (or InvalidAddress); raw name -> clean line
+    models.py      the tables and status enums (the shared database contract, notes/schema.md)
+    db.py          URL -> Engine, with this package's Alembic migrations (migrations/) applied
+    store.py       Connection + intent -> state change + history row (reads: queries.py)
+    csvfile.py     CSV file -> header mapping + records with line numbers; formula-safe cells
+    parse.py       records -> validated rows, one per address
+    importer.py    CSV file + list -> chunked bulk upserts (bulk.py; parsing in _reader.py) -> summary
+    exporter.py    list -> CSV file (formula cells neutralized)
+    tokens.py      (purpose, subscriber, list) <-> signed URL token; keyed forget hashes
+
+Importing this package is cheap on purpose: `mailer`'s CLI imports `subscribers.errors` at start-up.
+"""

@@ -1,0 +1,176 @@
+"""Rows as tuples -> one fast statement per chunk, on SQLite and on PostgreSQL.
+
+The importer's hot path. SQLAlchemy's per-parameter processing costs more than the database
+itself at a million rows (measured: about 80 µs per imported row through Core executemany), and
+psycopg's text-array dumping is pure Python (about 150 µs per row through `unnest(%s[])`), so
+these helpers hand plain values straight to the driver:
+
+- SQLite: `executemany` with `?` placeholders (sqlite3 loops in C);
+- PostgreSQL: COPY (psycopg's C row writer) into the table, or into a temporary staging table
+  followed by one `INSERT ... SELECT ... ON CONFLICT DO NOTHING` / `UPDATE ... FROM` when the
+  statement needs a conflict rule, RETURNING or a join.
+
+Callers pass values as SQLAlchemy itself would store them (`Bulk.time` for timestamps, SQLAlchemy's
+SQLite text format there; JSON as text), so rows written in bulk read back through the models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from functools import cache
+
+from sqlalchemy import JSON, BigInteger, Connection, Integer, Table
+
+from subscribers.models import UtcDateTime
+
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME storage format
+
+
+def sqlite_time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).strftime(_SQLITE_TIME)
+
+
+class Bulk:
+    """Bulk statements on one connection; `table` is a Table whose name is trusted (ours)."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.pg = conn.dialect.name == "postgresql"
+        self._stages: set[str] = set()
+
+    def time(self, value: datetime | None):
+        """A timestamp as this driver should receive it (SQLite: SQLAlchemy's text format)."""
+        return value if self.pg else sqlite_time(value)
+
+    def insert(self, table: Table, columns: Sequence[str], rows: list[tuple], *,
+               conflict: Sequence[str] | None = None, returning: Sequence[str] | None = None) -> list[tuple]:
+        """INSERT rows (tuples in `columns` order); ON CONFLICT (conflict) DO NOTHING when given.
+        `returning` works on PostgreSQL only (sqlite3's executemany cannot return rows)."""
+        if not rows:
+            return []
+        cols = ", ".join(columns)
+        tail = f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING" if conflict else ""
+        if not self.pg:
+            if returning:
+                raise ValueError("RETURNING with executemany needs PostgreSQL")
+            sql = f"INSERT INTO {table.name} ({cols}) VALUES ({', '.join('?' * len(columns))}){tail}"
+            self.conn.exec_driver_sql(sql, rows)
+            return []
+        if not conflict and not returning:
+            self._copy(table, columns, rows)
+            return []
+        stage = self._staged(table, columns, rows)
+        sql = f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {stage}{tail}"
+        if returning:
+            sql += f" RETURNING {', '.join(returning)}"
+        result = self.conn.exec_driver_sql(sql)
+        found = result.fetchall() if returning else []
+        self.conn.exec_driver_sql(f"TRUNCATE {stage}")
+        return found
+
+    def insert_ids(self, table: Table, columns: Sequence[str], rows: list[tuple], *, key: str) -> dict:
+        """INSERT ... ON CONFLICT (key) DO NOTHING; returns {key value: new id} for rows inserted.
+
+        SQLite cannot return rows from executemany, but it gives a table without AUTOINCREMENT
+        the rowids max+1, max+2, ... in insertion order while our transaction holds the write
+        lock; that is checked at both ends, else the ids are looked up."""
+        if self.pg:
+            return {k: i for i, k in self.insert(table, columns, rows, conflict=[key], returning=["id", key])}
+        sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+               f"ON CONFLICT ({key}) DO NOTHING")
+        inserted = self.conn.exec_driver_sql(sql, rows).rowcount
+        at, n = columns.index(key), len(rows)
+        if inserted == n:
+            last = self.conn.exec_driver_sql(f"SELECT max(id) FROM {table.name}").scalar()
+            ends = dict(self.conn.exec_driver_sql(f"SELECT id, {key} FROM {table.name} WHERE id IN (?, ?)",
+                                                  (last - n + 1, last)).fetchall())
+            if ends.get(last - n + 1) == rows[0][at] and ends.get(last) == rows[-1][at]:
+                return {row[at]: last - n + 1 + i for i, row in enumerate(rows)}
+        return {k: i for i, k in self.select_in(f"SELECT id, {key} FROM {table.name} WHERE {key} {{in_}}",
+                                                [row[at] for row in rows])}
+
+    def update(self, table: Table, key: str, columns: Sequence[str], rows: list[tuple]) -> None:
+        """UPDATE table SET columns WHERE key = ?; each row is (*values, key)."""
+        if not rows:
+            return
+        if not self.pg:
+            sets = ", ".join(f"{c} = ?" for c in columns)
+            self.conn.exec_driver_sql(f"UPDATE {table.name} SET {sets} WHERE {key} = ?", rows)
+            return
+        stage = self._staged(table, [*columns, key], rows)
+        sets = ", ".join(f"{c} = v.{c}" for c in columns)
+        self.conn.exec_driver_sql(f"UPDATE {table.name} AS t SET {sets} FROM {stage} AS v WHERE t.{key} = v.{key}")
+        self.conn.exec_driver_sql(f"TRUNCATE {stage}")
+
+    def select_in(self, sql: str, values: Sequence, *, ints: bool = False) -> list[tuple]:
+        """Run `sql`, whose one placeholder `{in_}` stands for "IN (values)". On PostgreSQL the
+        values travel as one newline-joined string (addresses and hashes hold no newline)."""
+        if not values:
+            return []
+        if self.pg:
+            cast = "::int[]" if ints else ""
+            joined = "\n".join(map(str, values))
+            return self.conn.exec_driver_sql(
+                sql.format(in_=f"= ANY(string_to_array(%s, E'\\n'){cast})"), (joined,)).fetchall()
+        marks = ", ".join("?" * len(values))
+        return self.conn.exec_driver_sql(sql.format(in_=f"IN ({marks})"), tuple(values)).fetchall()
+
+    # ---- PostgreSQL
+
+    def _raw(self):
+        return self.conn.connection.driver_connection  # the psycopg Connection, same transaction
+
+    def _copy(self, table: Table, columns: Sequence[str], rows: list[tuple], name: str | None = None) -> None:
+        """Binary COPY: psycopg's C writer, 3x faster than the text format (measured)."""
+        with self._raw().cursor() as cur:
+            cur.adapters.register_dumper(str, _json_text_dumper())  # used for jsonb columns only (by OID)
+            with cur.copy(f"COPY {name or table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types([_copy_type(table.c[c].type) for c in columns])
+                for row in rows:
+                    copy.write_row(row)
+
+    def _staged(self, table: Table, columns: Sequence[str], rows: list[tuple]) -> str:
+        """COPY rows into a temporary table shaped like `table`'s `columns`; returns its name."""
+        digest = hashlib.sha1(",".join(columns).encode()).hexdigest()[:8]
+        stage = f"stage_{table.name}_{digest}"
+        if stage not in self._stages:
+            self.conn.exec_driver_sql(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} AS SELECT {', '.join(columns)} "
+                f"FROM {table.name} WITH NO DATA")
+            self.conn.exec_driver_sql(f"TRUNCATE {stage}")
+            self._stages.add(stage)
+        self._copy(table, columns, rows, name=stage)
+        return stage
+
+
+def _copy_type(sa_type) -> str:
+    if isinstance(sa_type, UtcDateTime):
+        return "timestamptz"
+    if isinstance(sa_type, JSON):
+        return "jsonb"
+    if isinstance(sa_type, BigInteger):
+        return "int8"
+    if isinstance(sa_type, Integer):
+        return "int4"
+    return "text"  # VARCHAR and TEXT share one binary form
+
+
+@cache
+def _json_text_dumper():
+    """Binary jsonb from JSON that is already text (jsonb's binary form: version 1, then text)."""
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
+
+    class JsonTextDumper(Dumper):
+        format = Format.BINARY
+        oid = 3802  # jsonb
+
+        def dump(self, obj: str) -> bytes:
+            return b"\x01" + obj.encode()
+
+    return JsonTextDumper

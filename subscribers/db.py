@@ -1,0 +1,119 @@
+"""Database URL -> SQLAlchemy Engine with this package's Alembic migrations applied.
+
+SQLite runs in WAL mode with foreign keys on; PostgreSQL through psycopg 3
+(`postgresql+psycopg://`; a bare `postgresql://` URL is taken to mean the same). The migrations
+(`subscribers/migrations/`, version table `alembic_version`) ship inside the package and run
+programmatically: no alembic.ini. mailer's own history uses its own version table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from subscribers.errors import StoreError
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "alembic_version"
+_LOCK_ID = 0x5CB5_0001  # pg_advisory_xact_lock key: one migrator at a time
+_upgraded: set[str] = set()  # URLs already brought to head in this process
+
+
+def _driver_url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def create(url: str) -> Engine:
+    """An Engine for `url`, without touching the schema."""
+    url = _driver_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"not a database URL: {url!r}") from exc
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, parsed.database)
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, SQLAlchemyError, ImportError) as exc:
+        raise StoreError(f"cannot use database {parsed.render_as_string(hide_password=True)}: {exc}") from exc
+
+
+def _sqlite_engine(url: str, database: str | None) -> Engine:
+    if database and database != ":memory:" and not Path(database).parent.is_dir():
+        raise StoreError(f"cannot create the SQLite database {database}: folder {Path(database).parent} does not exist")
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record):  # per connection: these are not stored in the file
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA journal_mode=WAL")      # readers never block the writer
+        cur.execute("PRAGMA synchronous=NORMAL")    # safe with WAL: a crash loses no committed txn
+        cur.close()
+
+    return engine
+
+
+def connect(url: str) -> Engine:
+    """An Engine for `url`, with the subscribers migrations applied on first use."""
+    engine = create(url)
+    if url not in _upgraded:
+        _upgrade_engine(engine)
+        _upgraded.add(url)
+    return engine
+
+
+def upgrade(url: str | Engine) -> str:
+    """Apply the subscribers migrations up to head; returns the head revision."""
+    engine = url if isinstance(url, Engine) else create(url)
+    return _upgrade_engine(engine)
+
+
+def _alembic_config(connection):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    except OperationalError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        raise StoreError(f"cannot open database {where}: {exc.orig}") from exc
+
+
+def _upgrade_engine(engine: Engine) -> str:
+    from alembic import command
+
+    head = head_revision()
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        if current_revision(engine) == head:
+            return head
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # two first uses at once: the second waits
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_ID})
+            command.upgrade(_alembic_config(conn), "head")
+    except OperationalError as exc:
+        raise StoreError(f"cannot open database {where}: {exc.orig}") from exc
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot migrate database {where}: {exc}") from exc
+    return head

@@ -1,0 +1,191 @@
+"""The store's tables and enums: the database contract that mailer builds on (notes/schema.md).
+
+Declarative SQLAlchemy 2 classes; each table is also exported under its own name (`lists`,
+`subscribers`, `memberships`, `history`, `forgotten`) for Core statements, which is what the
+store uses: bulk imports and million-row sends cannot afford an ORM object per row.
+
+Status values are plain strings in the database (VARCHAR + CHECK), so mailer can compare them in
+SQL without the enum types. Timestamps are aware UTC datetimes on both SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (JSON, BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer,
+                        MetaData, String, Text, UniqueConstraint)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class Status(str, enum.Enum):
+    """A membership's status. BOUNCED and COMPLAINED also live in subscribers.global_status."""
+
+    UNCONFIRMED = "unconfirmed"
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+GLOBAL_STATUSES = (Status.BOUNCED, Status.COMPLAINED)          # suppressed on every list
+SUPPRESSED = (Status.UNSUBSCRIBED, Status.BOUNCED, Status.COMPLAINED)  # never resurrected by accident
+
+
+class ConsentSource(str, enum.Enum):
+    IMPORT = "import"
+    WEB = "web"
+    ADMIN = "admin"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Action(str, enum.Enum):
+    """What a history row records."""
+
+    SUBSCRIBE = "subscribe"   # a membership was created (new_status says how)
+    STATUS = "status"         # a membership's or the global status changed
+    CONFIRM = "confirm"       # double opt-in completed (unconfirmed -> active)
+    REQUEST = "request"       # a web signup for a suppressed member: confirm may then lift it
+    CONFIRM_MAIL = "confirm_mail"  # a confirmation mail was sent (the web throttles resends by it)
+    UPDATE = "update"         # name or attributes changed (detail names the fields, not values)
+    FORGET = "forget"         # erased; the row keeps no subscriber id and no personal data
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UtcDateTime(TypeDecorator):
+    """Aware UTC in, aware UTC out, on SQLite (which keeps no zone) as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+HistoryId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite rowids are 64-bit already
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _one_of(column: str, values) -> str:
+    # An OR chain, not IN (...): SQLite evaluates this several times faster per inserted row
+    # (measured: IN cost ~4 µs per row and constraint, more than the insert itself).
+    return " OR ".join(f"{column} = '{v}'" for v in values)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class List(Base):
+    __tablename__ = "lists"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+MailingList = List  # for readers who would rather not shadow typing.List
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+    __table_args__ = (
+        CheckConstraint(_one_of("global_status", GLOBAL_STATUSES), name="global_status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # normalized (normalize.py)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    attributes: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    global_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    __table_args__ = (
+        UniqueConstraint("list_id", "subscriber_id"),
+        Index(None, "subscriber_id"),
+        CheckConstraint(_one_of("status", Status), name="status"),
+        CheckConstraint(_one_of("consent_source", ConsentSource), name="consent_source"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    consent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    consent_source: Mapped[str] = mapped_column(String(16))
+    consent_ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
+    consent_user_agent: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class History(Base):
+    """Append-only. `forget` sets subscriber_id to NULL and scrubs `detail` of its rows;
+    deleting a list sets list_id to NULL. No foreign keys on purpose: a log row must never
+    block a delete, and PostgreSQL's per-row FK triggers tripled the cost of a bulk import."""
+
+    __tablename__ = "history"
+    __table_args__ = (Index(None, "subscriber_id"),)
+
+    id: Mapped[int] = mapped_column(HistoryId, primary_key=True)
+    subscriber_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    list_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    action: Mapped[str] = mapped_column(String(32))
+    old_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    new_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    source: Mapped[str] = mapped_column(String(64))   # who or what: "admin", "import", "web", "sendgrid-webhook"
+    detail: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+
+
+class Forgotten(Base):
+    __tablename__ = "forgotten"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email_hash: Mapped[str] = mapped_column(String(64), unique=True)  # tokens.forget_hash
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+lists = List.__table__
+subscribers = Subscriber.__table__
+memberships = Membership.__table__
+history = History.__table__
+forgotten = Forgotten.__table__
+metadata = Base.metadata

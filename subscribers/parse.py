@@ -1,0 +1,152 @@
+"""CSV records (line, cells) -> validated rows, merged to one per address within a chunk.
+
+The importer's per-row work, kept free of the database: address normalization (normalize.py's
+fast path), names and attributes cleaned to one printable line, exported formula guards undone,
+and a per-row `status` / `subscribed_at` when the file has those columns (our own exports do).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from subscribers.csvfile import Columns, restore
+from subscribers.errors import InvalidAddress
+from subscribers.models import Status
+from subscribers.normalize import clean_text, normalize_email
+
+# Row.status holds the plain string value (hot path: no enum lookups per row).
+FILE_STATUS = {
+    "active": "active", "subscribed": "active", "unconfirmed": "unconfirmed", "pending": "unconfirmed",
+    "unsubscribed": "unsubscribed", "bounced": "bounced", "complained": "complained",
+    "cleaned": "bounced",  # Mailchimp's word for a bounced address
+}
+MAX_ATTRIBUTE = 1000
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # one encoder, reused
+
+
+class Row:
+    """One address's data from the file (after merging its duplicates).
+
+    `attrs` is a dict while parsing; rows sent from the reader process carry only their JSON
+    text (`attrs_json`, made there, on the other core) and decode it when needed.
+    """
+
+    __slots__ = ("line", "email", "name", "attrs", "status", "consent_at", "_json")
+
+    def __init__(self, line: int, email: str, name: str, attrs: dict | None, status: str, consent_at,
+                 attrs_json: str | None = None):
+        self.line, self.email, self.name, self.attrs = line, email, name, attrs
+        self.status, self.consent_at, self._json = status, consent_at, attrs_json
+
+    @property
+    def attrs_json(self) -> str:
+        if self._json is None:
+            self._json = "{}" if not self.attrs else _encode(self.attrs)
+        return self._json
+
+    def attributes(self) -> dict:
+        if self.attrs is None:
+            self.attrs = json.loads(self._json) if self._json else {}
+        return self.attrs
+
+    def as_tuple(self) -> tuple:
+        """What goes through the pipe: Row(*row.as_tuple()) rebuilds it."""
+        return (self.line, self.email, self.name, None, self.status, self.consent_at, self.attrs_json)
+
+    def fill_from(self, other: Row) -> None:
+        """A later duplicate only fills what the first occurrence left blank."""
+        self.name = self.name or other.name
+        for key, value in other.attrs.items():
+            self.attrs.setdefault(key, value)
+
+
+def _cell(value: str) -> str:
+    return restore(value) if value[:1] == "'" else value
+
+
+class RowParser:
+    """Parses records for one file; invalid rows go to `summary.add_invalid(line, email, reason)`."""
+
+    def __init__(self, cols: Columns, summary, default_status: Status = Status.ACTIVE, check_dns: bool = False):
+        self.cols, self.summary = cols, summary
+        self.default_status, self.check_dns = Status(default_status).value, check_dns
+        self.width = len(cols.header)
+
+    def parse(self, line: int, cells: list[str]) -> Row | None:
+        cols, n = self.cols, len(cells)
+        raw = _cell(cells[cols.email]) if cols.email < n else ""
+        if n > self.width and "".join(cells[self.width:]).strip():
+            return self._invalid(line, raw, f"{n} fields but the header has {self.width} (a stray delimiter or quote?)")
+        try:
+            email = normalize_email(raw, check_dns=self.check_dns)
+        except InvalidAddress as exc:
+            return self._invalid(line, raw, exc.reason)
+        status = self._status(cells, n)
+        if status is None:
+            word = cells[cols.status].strip()
+            return self._invalid(line, raw, f"unknown status {word!r} (one of {', '.join(FILE_STATUS)})")
+        attrs = {}
+        for i, key in cols.attributes:
+            if i < n and (value := cells[i]) and not value.isspace():
+                attrs[key] = clean_text(_cell(value), MAX_ATTRIBUTE)
+        consent_at = self._subscribed_at(cells, n, attrs) if cols.subscribed_at is not None else None
+        return Row(line, email, clean_text(self._name(cells, n)), attrs, status, consent_at)
+
+    def merge(self, chunk: list[tuple[int, list[str]]]) -> dict[str, Row]:
+        """Parse a chunk of records into {address: Row}; duplicates fold into their first row."""
+        rows: dict[str, Row] = {}
+        summary = self.summary
+        for line, cells in chunk:
+            summary.rows += 1
+            row = self.parse(line, cells)
+            if row is None:
+                continue
+            first = rows.get(row.email)
+            if first is None:
+                rows[row.email] = row
+            else:
+                first.fill_from(row)
+                summary.duplicates += 1
+        return rows
+
+    def _invalid(self, line: int, raw: str, reason: str) -> None:
+        self.summary.add_invalid(line, clean_text(raw, 320), reason)
+        return None
+
+    def _name(self, cells: list[str], n: int) -> str:
+        cols = self.cols
+        if cols.name is not None:
+            return _cell(cells[cols.name]) if cols.name < n else ""
+        first = _cell(cells[cols.first]) if cols.first is not None and cols.first < n else ""
+        last = _cell(cells[cols.last]) if cols.last is not None and cols.last < n else ""
+        return f"{first} {last}" if first and last else first or last
+
+    def _status(self, cells: list[str], n: int) -> str | None:
+        i = self.cols.status
+        word = cells[i].strip().lower() if i is not None and i < n else ""
+        if not word:
+            return self.default_status
+        status = FILE_STATUS.get(word)
+        if status == "active" and self.default_status == "unconfirmed":
+            return "unconfirmed"  # --unconfirmed caps what the file claims
+        return status
+
+    def _subscribed_at(self, cells: list[str], n: int, attrs: dict) -> datetime | None:
+        i = self.cols.subscribed_at
+        value = cells[i].strip() if i < n else ""
+        if not value:
+            return None
+        when = parse_time(value)
+        if when is None:
+            attrs["subscribed_at (as given)"] = clean_text(value, MAX_ATTRIBUTE)  # keep what we cannot read
+        return when
+
+
+def parse_time(value: str) -> datetime | None:
+    """ISO 8601 (our exports write it); a time without a zone is taken as UTC."""
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)

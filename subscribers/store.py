@@ -1,0 +1,348 @@
+"""Connection + intent -> state change + history row: the one place subscriber state changes.
+
+Every function takes an open `sqlalchemy.Connection` and never commits: the caller owns the
+transaction (`with engine.begin() as conn: ...`). Every real change appends a history row naming
+its source (who or what caused it); asking for the state an address already has changes nothing.
+
+Suppression: a bounced or complained address (subscribers.global_status) is suppressed on every
+list; an unsubscribed one on its list only. Nothing here lifts a suppression unless asked to
+explicitly (`force=True`, `clear_global_status`, or a double opt-in that the person completes).
+Read-only queries (counts, search, recipients) live in subscribers.queries and are re-exported.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from subscribers.errors import (InvalidListName, ListExists, ListNotFound, SecretRequired,
+                                SubscriberNotFound, SuppressedAddress)
+from subscribers.models import (GLOBAL_STATUSES, SUPPRESSED, Action, ConsentSource, List, Status,
+                                Subscriber, forgotten, history, lists, memberships, subscribers, utcnow)
+from subscribers.normalize import clean_text, normalize_email
+from subscribers.queries import (effective_status, find_subscriber, get_subscriber, history_of,  # noqa: F401
+                                 iter_recipients, list_counts, membership_status, memberships_of,
+                                 recipients_select, search)
+from subscribers.tokens import forget_hash
+
+LIST_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+# ---------------------------------------------------------------- lists
+
+def create_list(conn: Connection, name: str, title: str = "", description: str = "") -> List:
+    if not LIST_NAME.fullmatch(name):
+        raise InvalidListName(f"list name {name!r} must be 1-64 lower-case letters, digits, '.', '_' or '-'")
+    if conn.execute(select(lists.c.id).where(lists.c.name == name)).first():
+        raise ListExists(name)
+    values = dict(name=name, title=clean_text(title) or name, description=description.strip(), created_at=utcnow())
+    list_id = conn.execute(insert(lists).values(values)).inserted_primary_key[0]
+    return List(id=list_id, **values)
+
+
+def get_list(conn: Connection, name: str) -> List:
+    row = conn.execute(select(lists).where(lists.c.name == name)).first()
+    if row is None:
+        raise ListNotFound(name)
+    return List(**row._mapping)
+
+
+def all_lists(conn: Connection) -> list[List]:
+    return [List(**row._mapping) for row in conn.execute(select(lists).order_by(lists.c.name))]
+
+
+def delete_list(conn: Connection, name: str) -> int:
+    """Delete a list and its memberships (history keeps its rows, without the list); returns
+    how many memberships went with it."""
+    found = get_list(conn, name)
+    count = conn.execute(delete(memberships).where(memberships.c.list_id == found.id)).rowcount
+    conn.execute(update(history).where(history.c.list_id == found.id).values(list_id=None))
+    conn.execute(delete(lists).where(lists.c.id == found.id))
+    return count
+
+
+# ---------------------------------------------------------------- history
+
+def record(conn: Connection, subscriber_id: int | None, list_id: int | None, action: Action, source: str, *,
+           old: str | None = None, new: str | None = None, detail: dict | None = None,
+           at: datetime | None = None) -> None:
+    """Append one history row (the table is append-only; only `forget` scrubs it)."""
+    conn.execute(insert(history).values(
+        subscriber_id=subscriber_id, list_id=list_id, at=at or utcnow(), action=str(action),
+        old_status=_s(old), new_status=_s(new), source=str(source)[:64], detail=detail))
+
+
+def _s(status) -> str | None:
+    return None if status is None else str(Status(status))
+
+
+# ---------------------------------------------------------------- status
+
+def set_status(conn: Connection, subscriber_id: int, list_id: int | None, new_status: Status | str,
+               source: str, detail: dict | None = None) -> bool:
+    """The entry point for events and admins; True if anything changed.
+
+    bounced/complained: the subscriber's global status (suppressed on every list), and the
+    membership's too when `list_id` is given. unsubscribed with `list_id=None`: every list.
+    active/unconfirmed: one list's membership (a global status, if any, stays; see
+    clear_global_status).
+    """
+    new_status = Status(new_status)
+    if new_status in GLOBAL_STATUSES:
+        changed = _set_global(conn, subscriber_id, new_status, source, detail)
+        if list_id is not None:
+            changed = _set_membership(conn, subscriber_id, list_id, new_status, source, detail) or changed
+        return changed
+    if list_id is not None:
+        return _set_membership(conn, subscriber_id, list_id, new_status, source, detail)
+    if new_status is not Status.UNSUBSCRIBED:
+        raise ValueError(f"{new_status} needs a list (only unsubscribed, bounced, complained apply to every list)")
+    ids = conn.execute(select(memberships.c.list_id).where(memberships.c.subscriber_id == subscriber_id)).scalars()
+    return any([_set_membership(conn, subscriber_id, lid, new_status, source, detail) for lid in ids])
+
+
+def clear_global_status(conn: Connection, subscriber_id: int, source: str, detail: dict | None = None) -> bool:
+    """Lift a bounce or complaint (an explicit admin or double-opt-in decision only)."""
+    return _set_global(conn, subscriber_id, None, source, detail)
+
+
+def _set_global(conn, subscriber_id, status, source, detail) -> bool:
+    old = conn.execute(select(subscribers.c.global_status).where(subscribers.c.id == subscriber_id)).first()
+    if old is None:
+        raise SubscriberNotFound(f"no subscriber with id {subscriber_id}")
+    if old[0] == _s(status):
+        return False
+    now = utcnow()
+    conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
+                 .values(global_status=_s(status), updated_at=now))
+    record(conn, subscriber_id, None, Action.STATUS, source, old=old[0], new=status, detail=detail, at=now)
+    return True
+
+
+def _membership(conn, subscriber_id: int, list_id: int):
+    row = conn.execute(select(memberships).where(memberships.c.subscriber_id == subscriber_id,
+                                                 memberships.c.list_id == list_id)).first()
+    if row is None:
+        raise SubscriberNotFound(f"subscriber {subscriber_id} is not on list {list_id}")
+    return row
+
+
+def _set_membership(conn, subscriber_id, list_id, status: Status, source, detail, *,
+                    action: Action = Action.STATUS, consent: dict | None = None) -> bool:
+    old = _membership(conn, subscriber_id, list_id).status
+    if old == status and consent is None:
+        return False
+    now = utcnow()
+    conn.execute(update(memberships)
+                 .where(memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id)
+                 .values(status=str(status), updated_at=now, **(consent or {})))
+    record(conn, subscriber_id, list_id, action, source, old=old, new=status, detail=detail, at=now)
+    return True
+
+
+# ---------------------------------------------------------------- admin add
+
+@dataclass(frozen=True)
+class AddResult:
+    subscriber_id: int
+    email: str
+    outcome: str                 # "added" | "updated" | "unchanged"
+    status: Status               # the membership's status now
+    changes: tuple[str, ...] = ()  # what changed, in words
+
+
+def add_subscriber(conn: Connection, email: str, list_id: int, *, name: str | None = None,
+                   status: Status = Status.ACTIVE, source: ConsentSource = ConsentSource.ADMIN,
+                   force: bool = False, secret: str | None = None, actor: str = "admin") -> AddResult:
+    """Subscribe `email` to a list. A suppressed or forgotten address raises SuppressedAddress
+    unless `force` (the admin's explicit override). Never downgrades active to unconfirmed."""
+    address = normalize_email(email)
+    name = clean_text(name)
+    row = find_subscriber(conn, address)
+    if row is None:
+        _check_forgotten(conn, address, secret, force, actor)
+        sid = _insert_subscriber(conn, address, name)
+        return _join(conn, sid, address, list_id, status, source, actor, ("subscribed",))
+    changes: list[str] = []
+    if row.global_status:
+        if not force:
+            raise SuppressedAddress(address, row.global_status, hint="--resubscribe overrides")
+        clear_global_status(conn, row.id, actor, {"reason": "admin override"})
+        changes.append(f"{row.global_status} lifted")
+    if name and name != row.name:
+        _update_subscriber(conn, row.id, {"name": name}, actor)
+        changes.append("name updated")
+    current = conn.execute(select(memberships.c.status).where(
+        memberships.c.subscriber_id == row.id, memberships.c.list_id == list_id)).scalar()
+    if current is None:
+        return _join(conn, row.id, address, list_id, status, source, actor, tuple(changes) + ("subscribed",))
+    current = Status(current)
+    if current in SUPPRESSED and not force:
+        raise SuppressedAddress(address, str(current), _list_name(conn, list_id), hint="--resubscribe overrides")
+    if current != status and not (current is Status.ACTIVE and status is Status.UNCONFIRMED):
+        _set_membership(conn, row.id, list_id, status, actor, {"reason": "admin"},
+                        consent=_consent(source))
+        changes.append(f"{current} -> {status}")
+        current = status
+    return AddResult(row.id, address, "updated" if changes else "unchanged", current, tuple(changes))
+
+
+def _check_forgotten(conn, address: str, secret: str | None, force: bool, actor: str) -> None:
+    if conn.execute(select(forgotten.c.id).limit(1)).first() is None:
+        return  # nobody was ever forgotten: nothing to check, no secret needed
+    if not secret:
+        raise SecretRequired("this database has forgotten addresses; MAILER_SECRET_KEY must be set "
+                             "to check new addresses against them")
+    digest = forget_hash(secret, address)
+    if conn.execute(select(forgotten.c.id).where(forgotten.c.email_hash == digest)).first():
+        if not force:
+            raise SuppressedAddress(address, "forgotten", hint="--resubscribe adds it again")
+        conn.execute(delete(forgotten).where(forgotten.c.email_hash == digest))
+        record(conn, None, None, Action.STATUS, actor, detail={"reason": "forgotten address added again"})
+
+
+def _insert_subscriber(conn, address: str, name: str, attributes: dict | None = None) -> int:
+    now = utcnow()
+    return conn.execute(insert(subscribers).values(
+        email=address, name=name, attributes=attributes or {}, created_at=now, updated_at=now)
+    ).inserted_primary_key[0]
+
+
+def _update_subscriber(conn, subscriber_id: int, values: dict[str, Any], source: str) -> None:
+    now = utcnow()
+    conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id).values(updated_at=now, **values))
+    record(conn, subscriber_id, None, Action.UPDATE, source, detail={"fields": sorted(values)}, at=now)
+
+
+def _consent(source: ConsentSource, ip: str | None = None, user_agent: str | None = None,
+             at: datetime | None = None) -> dict:
+    return dict(consent_at=at or utcnow(), consent_source=str(ConsentSource(source)),
+                consent_ip=ip, consent_user_agent=(user_agent or None) and user_agent[:512])
+
+
+def _join(conn, sid, address, list_id, status, source, actor, changes, *, ip=None, user_agent=None) -> AddResult:
+    now = utcnow()
+    conn.execute(insert(memberships).values(
+        list_id=list_id, subscriber_id=sid, status=str(status), created_at=now, updated_at=now,
+        **_consent(source, ip, user_agent, now)))
+    detail = {"ip": ip, "user_agent": user_agent} if ip or user_agent else None
+    record(conn, sid, list_id, Action.SUBSCRIBE, actor, new=status, detail=detail, at=now)
+    return AddResult(sid, address, "added", Status(status), tuple(changes))
+
+
+def _list_name(conn, list_id: int) -> str | None:
+    return conn.execute(select(lists.c.name).where(lists.c.id == list_id)).scalar()
+
+
+# ---------------------------------------------------------------- web: double opt-in
+
+@dataclass(frozen=True)
+class Signup:
+    subscriber_id: int
+    list_id: int
+    status: Status               # the effective status now (unchanged for existing members)
+    needs_confirmation: bool     # send the confirmation mail (False only when already active)
+
+
+def subscribe_unconfirmed(conn: Connection, list_id: int, email: str, *, name: str | None = None,
+                          ip: str | None = None, user_agent: str | None = None) -> Signup:
+    """A web form signup. New: an unconfirmed membership with its consent record. Existing: no
+    state or data changes (the form is unauthenticated); a suppressed member's request is recorded
+    so that `confirm` may lift the suppression when the person clicks the link."""
+    address = normalize_email(email)
+    row = find_subscriber(conn, address)
+    sid = row.id if row else _insert_subscriber(conn, address, clean_text(name))
+    current = None if row is None else conn.execute(select(memberships.c.status).where(
+        memberships.c.subscriber_id == sid, memberships.c.list_id == list_id)).scalar()
+    if current is None:
+        _join(conn, sid, address, list_id, Status.UNCONFIRMED, ConsentSource.WEB, "web", (),
+              ip=ip, user_agent=user_agent)
+        return Signup(sid, list_id, Status.UNCONFIRMED, True)
+    status = effective_status(current, row.global_status)
+    if status is Status.ACTIVE:
+        return Signup(sid, list_id, status, False)
+    if status in SUPPRESSED:
+        record(conn, sid, list_id, Action.REQUEST, "web", old=status, new=status,
+               detail={"ip": ip, "user_agent": user_agent})
+    return Signup(sid, list_id, status, True)
+
+
+def confirm(conn: Connection, subscriber_id: int, list_id: int, *, ip: str | None = None,
+            user_agent: str | None = None) -> bool:
+    """The person clicked their confirmation link: active, with consent recorded. True if changed.
+
+    A suppressed member is reactivated only when the last thing that happened to the membership
+    is their own signup request: an old confirm link never undoes a later unsubscribe.
+    """
+    current = Status(_membership(conn, subscriber_id, list_id).status)
+    glob = conn.execute(select(subscribers.c.global_status).where(subscribers.c.id == subscriber_id)).scalar()
+    if current is Status.ACTIVE and not glob:
+        return False
+    if (current in SUPPRESSED or glob) and not _last_is_request(conn, subscriber_id, list_id):
+        return False
+    detail = {"ip": ip, "user_agent": user_agent}
+    if glob:
+        clear_global_status(conn, subscriber_id, "web", detail)
+    if current is not Status.ACTIVE:
+        _set_membership(conn, subscriber_id, list_id, Status.ACTIVE, "web", detail, action=Action.CONFIRM,
+                        consent=_consent(ConsentSource.WEB, ip, user_agent))
+    return True
+
+
+def _last_is_request(conn, subscriber_id: int, list_id: int) -> bool:
+    last = conn.execute(select(history.c.action).where(
+        history.c.subscriber_id == subscriber_id,
+        (history.c.list_id == list_id) | history.c.list_id.is_(None),
+        history.c.action.in_([str(a) for a in (Action.REQUEST, Action.STATUS, Action.SUBSCRIBE, Action.CONFIRM)]),
+    ).order_by(history.c.id.desc()).limit(1)).scalar()
+    return last == Action.REQUEST
+
+
+def unsubscribe(conn: Connection, subscriber_id: int, list_id: int, *, source: str = "web",
+                ip: str | None = None, user_agent: str | None = None) -> bool:
+    """Withdraw consent for one list (idempotent; True if it changed anything)."""
+    current = _membership(conn, subscriber_id, list_id).status
+    if current == Status.UNSUBSCRIBED:
+        return False
+    detail = {"ip": ip, "user_agent": user_agent} if ip or user_agent else None
+    return _set_membership(conn, subscriber_id, list_id, Status.UNSUBSCRIBED, source, detail)
+
+
+# ---------------------------------------------------------------- forget
+
+def is_forgotten(conn: Connection, email: str, secret: str) -> bool:
+    digest = forget_hash(secret, normalize_email(email))
+    return conn.execute(select(forgotten.c.id).where(forgotten.c.email_hash == digest)).first() is not None
+
+
+def forget(conn: Connection, email: str, secret: str, *, source: str = "admin", before_delete=None) -> int | None:
+    """GDPR erasure: the subscriber row and memberships go, their history rows lose the id and
+    every detail; only a keyed hash of the address remains, so imports skip it. Returns the
+    erased subscriber's id (None if the address was not stored; its hash is kept all the same).
+    `before_delete(conn, subscriber_id)` lets the caller erase its own copies first."""
+    address = normalize_email(email)
+    digest = forget_hash(secret, address)
+    if conn.execute(select(forgotten.c.id).where(forgotten.c.email_hash == digest)).first() is None:
+        conn.execute(insert(forgotten).values(email_hash=digest, at=utcnow()))
+    row = find_subscriber(conn, address)
+    if row is None:
+        return None
+    if before_delete is not None:
+        before_delete(conn, row.id)
+    conn.execute(update(history).where(history.c.subscriber_id == row.id).values(subscriber_id=None, detail=None))
+    conn.execute(delete(memberships).where(memberships.c.subscriber_id == row.id))
+    conn.execute(delete(subscribers).where(subscribers.c.id == row.id))
+    record(conn, None, None, Action.FORGET, source)
+    return row.id
+
+
+__all__ = [
+    "AddResult", "Signup", "Subscriber", "add_subscriber", "all_lists", "clear_global_status", "confirm",
+    "create_list", "delete_list", "effective_status", "find_subscriber", "forget", "get_list", "get_subscriber",
+    "history_of", "is_forgotten", "iter_recipients", "list_counts", "membership_status", "memberships_of", "recipients_select",
+    "record", "search", "set_status", "subscribe_unconfirmed", "unsubscribe",
+]

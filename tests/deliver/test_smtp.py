@@ -1,0 +1,160 @@
+"""Stage 6b: SMTP over the wire to a real aiosmtpd on loopback."""
+
+from __future__ import annotations
+
+import dataclasses
+import email
+import email.policy
+import re
+
+import pytest
+
+from mailer.deliver.base import ResultStatus
+from mailer.deliver.smtp import SmtpBackend
+from mailer.errors import PermanentDelivery, TemporaryDelivery
+from tests.deliver.helpers import readers
+from tests.servers.smtp_sink import SmtpSink, free_port
+
+# AUTH without TLS on loopback is deliberate; aiosmtpd warns about it on every connection.
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+
+
+def backend_for(settings, port: int, **overrides) -> SmtpBackend:
+    options = {k: overrides.pop(k) for k in ("password", "dkim_key", "ssl_context") if k in overrides}
+    fields = {"host": "127.0.0.1", "port": port, "starttls": False, "timeout": 5.0,
+              "return_path": "bounces@news.example.org", **overrides}
+    smtp = dataclasses.replace(settings.delivery.smtp, **fields)
+    return SmtpBackend(smtp, settings.newsletter, **options)
+
+
+def send_all(backend, batch):
+    with backend:
+        return [r for out in batch for r in backend.send_batch([out])]
+
+
+def test_each_message_is_one_transaction_with_a_verp_return_path(settings, edition, smtp_sink):
+    batch = readers(edition, 3)
+    results = send_all(backend_for(settings, smtp_sink.port), batch)
+    assert [r.status for r in results] == [ResultStatus.ACCEPTED] * 3
+    assert [(m.mail_from, m.rcpt_tos) for m in smtp_sink.messages] == [
+        (f"bounces+1.{i}@news.example.org", (f"r{i}@example.org",)) for i in range(3)]
+    assert smtp_sink.state.connections == 1  # reused
+    msg = email.message_from_bytes(smtp_sink.messages[1].data, policy=email.policy.default)
+    assert msg["Message-ID"] == batch[1].message_id == results[1].provider_id
+    assert msg["List-Unsubscribe"] == f"<{batch[1].unsubscribe_url}>"
+    assert results[0].raw.startswith("250 2.0.0 Ok: queued as")
+
+
+@pytest.mark.parametrize("reply, status", [
+    ("450 4.2.1 Mailbox busy, try later", ResultStatus.RETRY_LATER),
+    ("452 4.5.3 Too many recipients", ResultStatus.RETRY_LATER),
+    ("550 5.1.1 No such user here", ResultStatus.REJECTED),
+    ("553 5.7.1 Relaying denied", ResultStatus.REJECTED),
+])
+def test_recipient_replies_become_results(settings, edition, reply, status):
+    with SmtpSink(replies={"r1@example.org": reply}) as sink:
+        results = send_all(backend_for(settings, sink.port), readers(edition, 3))
+    assert [r.status for r in results] == [ResultStatus.ACCEPTED, status, ResultStatus.ACCEPTED]
+    assert results[1].detail == reply
+    assert [m.rcpt_tos for m in sink.messages] == [("r0@example.org",), ("r2@example.org",)]
+
+
+@pytest.mark.parametrize("drop_after, connections", [(1, 5), (2, 3), (4, 2)])
+def test_a_dropped_connection_is_reopened_and_nobody_is_missed_or_doubled(settings, edition, drop_after,
+                                                                            connections):
+    with SmtpSink(drop_after=drop_after) as sink:
+        results = send_all(backend_for(settings, sink.port), readers(edition, 5))
+    assert all(r.ok for r in results)
+    assert [m.rcpt_tos[0] for m in sink.messages] == [f"r{i}@example.org" for i in range(5)]
+    assert (sink.state.connections, sink.state.drops) == (connections, connections - 1)
+
+
+def test_starttls_and_login(settings, edition, tls_pair):
+    server_ctx, client_ctx = tls_pair
+    with SmtpSink(tls_context=server_ctx, users={"mailer": "s3cret"}) as sink:
+        backend = backend_for(settings, sink.port, starttls=True, username="mailer", password="s3cret",
+                              ssl_context=client_ctx)
+        assert all(r.ok for r in send_all(backend, readers(edition, 2)))
+    assert len(sink.messages) == 2
+
+
+def test_implicit_tls(settings, edition, tls_pair):
+    server_ctx, client_ctx = tls_pair
+    with SmtpSink(tls_context=server_ctx, implicit_tls=True) as sink:
+        backend = backend_for(settings, sink.port, tls=True, ssl_context=client_ctx)
+        assert all(r.ok for r in send_all(backend, readers(edition, 2)))
+    assert len(sink.messages) == 2
+
+
+def test_password_comes_from_the_environment_variable_config_names(settings, edition, monkeypatch):
+    from mailer.errors import ConfigError
+
+    monkeypatch.delenv("MAILER_SMTP_PASSWORD", raising=False)
+    with pytest.raises(ConfigError, match="MAILER_SMTP_PASSWORD"):
+        backend_for(settings, 25, username="mailer")
+    monkeypatch.setenv("MAILER_SMTP_PASSWORD", "s3cret")
+    with SmtpSink(users={"mailer": "s3cret"}) as sink:
+        assert all(r.ok for r in send_all(backend_for(settings, sink.port, username="mailer"), readers(edition, 1)))
+
+
+@pytest.mark.parametrize("case, error, words", [
+    ("wrong password", PermanentDelivery, "refused the login"),
+    ("nobody listening", TemporaryDelivery, "cannot connect"),
+    ("no STARTTLS offered", PermanentDelivery, "TLS or AUTH"),
+])
+def test_connection_failures_stop_with_a_clear_error(settings, edition, case, error, words):
+    with SmtpSink(users={"mailer": "s3cret"}) as sink:
+        port = {"nobody listening": free_port()}.get(case, sink.port)
+        extra = {"wrong password": {"username": "mailer", "password": "nope"},
+                 "no STARTTLS offered": {"starttls": True}}.get(case, {})
+        with pytest.raises(error, match=words):
+            send_all(backend_for(settings, port, **extra), readers(edition, 1))
+
+
+def test_dkim_signature_covers_the_one_click_headers_and_verifies(settings, edition, smtp_sink):
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                            serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    import base64
+
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    backend = backend_for(settings, smtp_sink.port, dkim_domain="example.org", dkim_selector="news",
+                          dkim_key=pem.decode())
+    send_all(backend, readers(edition, 2, names=lambda i: "Zoë \"Z\" O'Brien"))
+
+    def dns(name, timeout=5):
+        assert name == b"news._domainkey.example.org."
+        return record
+
+    for message in smtp_sink.messages:
+        assert dkim.verify(message.data, dnsfunc=dns)
+        signature = email.message_from_bytes(message.data, policy=email.policy.compat32)["DKIM-Signature"]
+        signed = {h.strip().lower() for h in re.search(r"h=([^;]+)", re.sub(r"\s+", "", signature)).group(1).split(":")}
+        assert {"list-unsubscribe", "list-unsubscribe-post", "from", "to", "subject"} <= signed
+        tampered = message.data.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+                                        b"List-Unsubscribe-Post: List-Unsubscribe=Two-Click")
+        assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+def test_a_bad_dkim_key_fails_before_anything_is_sent(settings, edition, smtp_sink):
+    backend = backend_for(settings, smtp_sink.port, dkim_domain="example.org", dkim_selector="news",
+                          dkim_key="-----BEGIN RSA PRIVATE KEY-----\nnot a key\n-----END RSA PRIVATE KEY-----\n")
+    with pytest.raises(PermanentDelivery, match="DKIM"):
+        send_all(backend, readers(edition, 1))
+    assert smtp_sink.messages == []
+
+
+def test_the_bench_sinks_bulk_data_reader_receives_the_same_bytes(settings, edition):
+    batch = readers(edition, 3, names=lambda i: ".leading dot")  # dot-stuffing round trip
+    with SmtpSink(bulk_data=True) as bulk, SmtpSink() as plain:
+        send_all(backend_for(settings, bulk.port), batch)
+        send_all(backend_for(settings, plain.port), batch)
+    undated = lambda m: re.sub(rb"^Date: .*\r\n", b"", m.data, flags=re.M)  # noqa: E731
+    assert [undated(m) for m in bulk.messages] == [undated(m) for m in plain.messages]
+    assert [m.rcpt_tos for m in bulk.messages] == [m.rcpt_tos for m in plain.messages]

@@ -1,0 +1,180 @@
+"""A local SMTP server (aiosmtpd) that records every envelope and its raw bytes, for tests and bench.
+
+aiosmtpd's Controller cannot bind port 0 (libraries.md), so we pick a free port first.
+Faults: `replies={"x@example.org": "450 4.2.1 Mailbox busy"}` answers RCPT for chosen recipients;
+`drop_after=N` aborts the connection (no reply) at the MAIL command after N messages on that
+connection, as servers that cap messages per connection do (standards.md 6.1, Yahoo).
+`tls_context` offers STARTTLS; `implicit_tls` serves TLS from the first byte (port 465 style);
+`users={"name": "password"}` requires AUTH (PLAIN/LOGIN, allowed without TLS on loopback).
+`bulk_data=True` (the bench) reads DATA in one piece instead of aiosmtpd's line-by-line loop,
+which costs a few microseconds per line and caps a 40 KB message at ~200 messages/s on its own,
+long before the client does; real MTAs read DATA in blocks.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import warnings
+from dataclasses import dataclass, field
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+# AUTH without TLS is what we want on loopback; aiosmtpd warns on every connection otherwise.
+warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+
+
+@dataclass(frozen=True)
+class Received:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes                    # the raw message as received (CRLF line ends)
+
+
+@dataclass
+class SinkState:
+    messages: list[Received] = field(default_factory=list)
+    connections: int = 0
+    drops: int = 0
+    count_only: bool = False       # the bench: count, do not keep bytes
+    count: int = 0
+
+
+class _Handler:
+    def __init__(self, state: SinkState, replies: dict[str, str], drop_after: int | None):
+        self.state, self.replies, self.drop_after = state, replies, drop_after
+        self.lock = threading.Lock()
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if not getattr(session, "counted", False):
+            session.counted = True
+            session.sent = 0
+            with self.lock:
+                self.state.connections += 1
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.drop_after is not None and getattr(session, "sent", 0) >= self.drop_after:
+            with self.lock:
+                self.state.drops += 1
+            server.transport.abort()  # gone without a word
+            return "421 4.4.2 never seen"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self.replies.get(address.lower())
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        session.sent = getattr(session, "sent", 0) + 1
+        with self.lock:
+            self.state.count += 1
+            if not self.state.count_only:
+                self.state.messages.append(Received(envelope.mail_from, tuple(envelope.rcpt_tos),
+                                                    bytes(envelope.original_content or envelope.content)))
+        return f"250 2.0.0 Ok: queued as Q{self.state.count}"
+
+
+class _BulkDataSMTP(SMTP):
+    """aiosmtpd's SMTP with DATA read up to the terminating dot in one call (RFC 5321 4.5.2)."""
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        if not self.envelope.rcpt_tos:
+            return await self.push("503 Error: need RCPT command")
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self._reader._limit = 64 * 1024 * 1024  # the line-length limit would refuse a whole message
+        raw = await self._reader.readuntil(b"\r\n.\r\n")
+        data = raw[:-3].replace(b"\r\n..", b"\r\n.")
+        data = data[1:] if data.startswith(b"..") else data
+        self.envelope.original_content = self.envelope.content = data
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
+
+
+class _Controller(Controller):
+    def __init__(self, *args, bulk_data: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bulk_data = bulk_data
+
+    def factory(self):
+        return _BulkDataSMTP(self.handler, **self.SMTP_kwargs) if self.bulk_data else super().factory()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SmtpSink:
+    """Start with `with SmtpSink() as sink:`; `sink.port`, `sink.messages`."""
+
+    def __init__(self, *, replies: dict[str, str] | None = None, drop_after: int | None = None,
+                 tls_context: ssl.SSLContext | None = None, implicit_tls: bool = False,
+                 users: dict[str, str] | None = None, count_only: bool = False, bulk_data: bool = False):
+        self.state = SinkState(count_only=count_only)
+        handler = _Handler(self.state, {k.lower(): v for k, v in (replies or {}).items()}, drop_after)
+        self.port = free_port()
+        kwargs: dict = {"data_size_limit": 40 * 1024 * 1024}
+        if users is not None:
+            kwargs.update(auth_required=True, auth_require_tls=False, authenticator=_authenticator(users))
+        if tls_context and not implicit_tls:
+            kwargs["tls_context"] = tls_context
+        self.controller = _Controller(handler, hostname="127.0.0.1", port=self.port, bulk_data=bulk_data,
+                                      ssl_context=tls_context if implicit_tls else None, **kwargs)
+
+    @property
+    def messages(self) -> list[Received]:
+        return self.state.messages
+
+    def start(self) -> "SmtpSink":
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _authenticator(users: dict[str, str]):
+    def check(server, session, envelope, mechanism, auth_data):
+        ok = (isinstance(auth_data, LoginPassword)
+              and users.get(auth_data.login.decode()) == auth_data.password.decode())
+        return AuthResult(success=ok, handled=False)
+
+    return check
+
+
+def main() -> None:
+    """Run alone (the bench): print the port, serve until killed; `GET`-free, counts on SIGTERM."""
+    import argparse
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(description="local SMTP sink")
+    parser.add_argument("--bulk-data", action="store_true")
+    args = parser.parse_args()
+    sink = SmtpSink(count_only=True, bulk_data=args.bulk_data).start()
+    print(sink.port, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (print(sink.state.count, flush=True), sink.stop(), sys.exit(0)))
+    signal.pause()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""`mailer send` and `mailer issue proof` from the command line, including a real kill -9 mid-send."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from tests.deliver.helpers import seed
+from tests.servers.fixtures import sendgrid_server  # noqa: F401 - fixture
+
+SECRET = "test-secret-key-0123456789abcdef"
+SUBJECT = "CRANK Call | November 2024"
+
+
+@pytest.fixture(autouse=True)
+def secrets_in_env(monkeypatch):
+    monkeypatch.setenv("MAILER_SECRET_KEY", SECRET)
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test")
+
+
+@pytest.fixture
+def config_file(config_file, repo):
+    """The shared copy of config.toml, with the repo's templates and issues beside it."""
+    for folder in ("templates", "issues"):
+        (config_file.parent / folder).symlink_to(repo / folder)
+    return config_file
+
+
+@pytest.fixture
+def store(config_file) -> str:
+    url = f"sqlite:///{config_file.parent / 'mailer.db'}"
+    seed(url, 3)
+    return url
+
+
+def issue_file(repo: Path) -> str:
+    return str(repo / "issues" / "2024-11.md")
+
+
+@pytest.mark.parametrize("answer, code, sent", [("n\n", 1, 0), ("y\n", 0, 3)])
+def test_send_asks_first(cli, config_file, store, repo, answer, code, sent):
+    result = cli("--config", config_file, "send", issue_file(repo), "--list", "crank", input=answer)
+    assert f"Send '{SUBJECT}' to 3 active subscribers of crank via outbox?" in result.err
+    assert result.code == code
+    outbox = config_file.parent / "outbox"
+    assert len(list(outbox.glob("*.eml"))) == sent
+    if sent:
+        assert f"Sent '{SUBJECT}' to crank via outbox: 3 sent, 0 failed, 0 skipped" in result.out
+
+
+def test_json_summary_and_a_second_run_that_sends_nothing(cli, config_file, store):
+    first = cli("--config", config_file, "send", "2024-11", "--list", "crank", "--yes", "--json")
+    assert first.code == 0, first.err
+    data = json.loads(first.out)
+    assert {k: data[k] for k in ("sent", "failed", "skipped", "already_sent")} == {
+        "sent": 3, "failed": 0, "skipped": 0, "already_sent": False}
+    assert isinstance(data["duration"], float)
+    again = cli("--config", config_file, "send", "2024-11", "--list", "crank", "--yes")
+    assert again.code == 0
+    assert f"'{SUBJECT}' was already sent to crank (send #1: 3 sent, 0 failed, 0 skipped); nothing sent." in again.out
+
+
+def test_dry_run_sends_nothing(cli, config_file, store):
+    result = cli("--config", config_file, "send", "2024-11", "--list", "crank", "--dry-run")
+    assert result.code == 0
+    assert "Dry run: would send" in result.out and "3 subscribers of crank" in result.out
+    assert not (config_file.parent / "outbox").exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--list", "nope", "--yes"], "nope"),
+    (["--list", "crank", "--yes", "--backend", "pigeon"], "pigeon"),
+])
+def test_bad_arguments_get_one_clear_line(cli, config_file, store, args, words):
+    result = cli("--config", config_file, "send", "2024-11", *args)
+    assert result.code != 0 and words in result.err
+    assert "Traceback" not in result.err
+
+
+def test_missing_secret_is_named(cli, config_file, store, monkeypatch):
+    monkeypatch.delenv("MAILER_SECRET_KEY")
+    result = cli("--config", config_file, "send", "2024-11", "--list", "crank", "--yes")
+    assert result.code == 2 and "MAILER_SECRET_KEY" in result.err
+
+
+def test_proof(cli, config_file, repo):
+    result = cli("--config", config_file, "issue", "proof", issue_file(repo), "--to", "ed@example.org, ed2@example.org")
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == ["ed@example.org: accepted", "ed2@example.org: accepted"]
+    files = sorted((config_file.parent / "outbox").glob("*.eml"))
+    assert len(files) == 2 and b"Subject: [PROOF] CRANK Call | November 2024" in files[0].read_bytes()
+
+
+def _config(tmp_path: Path, repo: Path, db_url: str, server_url: str) -> Path:
+    text = (repo / "config.toml").read_text(encoding="utf-8")
+    text = text.replace('url = "sqlite:///mailer.db"', f'url = "{db_url}"')
+    text = text.replace('backend = "outbox"', 'backend = "sendgrid"')
+    text = text.replace('host = "https://api.sendgrid.com"', f'host = "{server_url}"\nbatch_size = 20\ntimeout = 10')
+    for folder in ("templates", "issues"):
+        (tmp_path / folder).symlink_to(repo / folder)
+    path = tmp_path / "crash.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _in_flight(db_url: str) -> set[str]:
+    from mailer.dispatch import open_store
+    from mailer.ledger import deliveries
+    from subscribers.models import subscribers
+
+    engine = open_store_url(db_url)
+    with engine.connect() as conn:
+        return set(conn.execute(select(subscribers.c.email).join_from(
+            deliveries, subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+            .where(deliveries.c.state == "sending")).scalars())
+
+
+def open_store_url(url: str):
+    from mailer.migrate import connect
+
+    return connect(url)
+
+
+def test_kill_9_mid_send_then_rerun_misses_nobody_and_doubles_only_the_batch_in_flight(
+        cli, tmp_path, repo, db_url, sendgrid_server):
+    seed(db_url, 200)
+    config = _config(tmp_path, repo, db_url, sendgrid_server.url)
+    sendgrid_server.stall(0.15, accept=True, times=1000)  # slow enough to be caught mid-send
+    mailer = Path(sys.executable).parent / "mailer"
+    child = subprocess.Popen([str(mailer), "--config", str(config), "send", "2024-11", "--list", "crank", "--yes"],
+                             cwd=repo, env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and child.poll() is None:  # kill while batch 4 is on the wire
+        if sendgrid_server.stats.accepted >= 3 and sendgrid_server.in_flight:
+            break
+        time.sleep(0.005)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    sendgrid_server.settle()          # a request the child had sent is still taken by the server
+    sendgrid_server.faults.clear()
+    flying = _in_flight(db_url)
+    assert 3 <= sendgrid_server.stats.accepted < 10 and len(flying) <= 20
+
+    result = cli("--config", config, "send", "2024-11", "--list", "crank", "--yes")
+    assert result.code == 0, result.err
+    counts = Counter(sendgrid_server.recipients())
+    assert set(counts) == {f"r{i}@example.org" for i in range(200)}          # nobody missed
+    doubled = {address for address, n in counts.items() if n > 1}
+    assert doubled <= flying and max(counts.values()) <= 2                   # only the batch in flight
+    assert flying, "the kill should land while a batch is in flight"
+    if flying:
+        assert "was in flight when the last run stopped" in result.err and "resending it" in result.err
+    assert "200 sent, 0 failed, 0 skipped" in result.out

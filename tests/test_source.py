@@ -1,0 +1,140 @@
+"""Stage 1: issue files -> Issue, and the message an editor sees for each malformed file."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from mailer.errors import IssueSourceError
+from mailer.source import ItemList, Paragraph, Story, parse_issue, read_issue
+
+FIXTURES = "tests/fixtures/issues"
+FM = '+++\nsubject = "S"\npreheader = "P"\ndate = 2025-01-07\n+++\n'   # body starts on line 6
+
+
+def test_the_november_issue_reads_completely(repo):
+    issue = read_issue(repo / "issues/2024-11.md")
+    assert (issue.slug, issue.subject, issue.date) == ("2024-11", "CRANK Call | November 2024",
+                                                      dt.date(2024, 11, 1))
+    assert issue.preheader == "North Korea and Russia finalize defense pact as offensive against Kursk looms"
+    assert issue.title_html == "CRANK Call | November 2024"
+    assert [s.title_html for s in issue.body_sections] == [
+        "November 2024 Highlights", "Links", "Recent Analysis", "CRANK Perspectives"]
+    assert [s.title_html for s in issue.colophon] == ["CRANK Call"]
+    highlights, links, analysis, perspectives = issue.body_sections
+    assert [type(b) for b in highlights.blocks] == [Story] * 4
+    assert [len(s.blocks) for s in highlights.blocks] == [4, 1, 1, 1]
+    assert [i.source_html for i in links.blocks[0].items] == [
+        "Associated Press", "Reuters", "Reuters", "Newsweek", "BBC", "Middle East Eye", "NK News",
+        "Daily NK"]
+    assert analysis.blocks[0].items[3].source_html == \
+        "Dr. Carla Freeman, Naiyu Kuo, United States Institute of Peace"
+    assert perspectives.blocks[0].items[0].html == \
+        "BRICS and the Beginning of the End of Western Hegemony"
+    editor = issue.colophon[0].blocks[1]
+    assert editor.html == 'Editor, Greg Priddy (<a href="mailto:gpriddy@cftni.org">gpriddy@cftni.org</a>)'
+
+
+def test_lines_point_into_the_file(repo):
+    issue = read_issue(repo / FIXTURES / "minimal.md")
+    lines = (repo / FIXTURES / "minimal.md").read_text().splitlines()
+    section = issue.sections[0]
+    assert lines[section.line - 1] == "## Highlights"
+    assert lines[section.blocks[0].line - 1] == "### First story"
+    assert lines[issue.sections[1].blocks[0].items[1].line - 1].startswith("- An item that")
+
+
+@pytest.mark.parametrize("markdown, text, source", [
+    ("Sentence. (Reuters)", "Sentence.", "Reuters"),
+    ("Title: Sub (Dr. A, B, Org)", "Title: Sub", "Dr. A, B, Org"),
+    ("No source here", "No source here", None),
+    ("A (mid) parenthesis and an end", "A (mid) parenthesis and an end", None),
+    ("[Linked](https://example.org/a)", '<a href="https://example.org/a">Linked</a>', None),
+    ("[Linked](https://example.org/a) (Wire)", '<a href="https://example.org/a">Linked</a>', "Wire"),
+    ("Quote “ally” & co (AP)", "Quote “ally” &amp; co", "AP"),
+])
+def test_list_items_split_off_their_source(markdown, text, source):
+    issue = parse_issue(FM + f"# T\n\n## S\n\n- {markdown}\n", "issues/x.md")
+    item = issue.sections[0].blocks[0].items[0]
+    assert (item.html, item.source_html) == (text, source)
+
+
+def test_comments_are_dropped_and_lines_kept():
+    issue = parse_issue(FM + "# T\n\n<!-- a note\nover two lines -->\n\n## S\n\nText\n", "issues/x.md")
+    assert issue.intro == ()
+    assert issue.sections[0].line == 11
+    assert issue.sections[0].blocks == (Paragraph("Text", 13),)
+
+
+def test_raw_html_is_shown_as_text_not_markup():
+    issue = parse_issue(FM + "# T\n\n## S\n\n<script>alert(1)</script> *x*\n", "issues/x.md")
+    assert issue.sections[0].blocks[0].html == "&lt;script&gt;alert(1)&lt;/script&gt; <em>x</em>"
+
+
+def test_ordered_lists_are_kept_ordered():
+    block = parse_issue(FM + "# T\n\n## S\n\n1. one\n2. two\n", "issues/x.md").sections[0].blocks[0]
+    assert isinstance(block, ItemList) and block.ordered and len(block.items) == 2
+
+
+# (what the editor wrote, the line named, the message shown)
+BAD = [
+    ("# T\n", 1, "the file must start with a '+++' line, then the settings (subject, preheader, "
+                 "date), then another '+++' line"),
+    ('+++\nsubject = "S"\n# T\n', 1, "the settings opened here are never closed by a '+++' line"),
+    ('+++\nsubject = "S\npreheader = "P"\ndate = 2025-01-07\n+++\n# T\n', 2,
+     'settings: a closing " is missing (text needs "double quotes"; dates are YYYY-MM-DD without quotes)'),
+    ('+++\nsubject = S\n+++\n# T\n', 2,
+     'settings: invalid value (text needs "double quotes"; dates are YYYY-MM-DD without quotes)'),
+    ('+++\npreheader = "P"\ndate = 2025-01-07\n+++\n# T\n', 4,
+     "settings: missing subject = ... before this '+++' line"),
+    ('+++\nsubject = "S"\npreheader = "P"\ndate = "2025-01-07"\n+++\n# T\n', 4,
+     "settings: date must be a date like 2024-11-01 (no quotes), not '2025-01-07'"),
+    ('+++\nsubject = " "\npreheader = "P"\ndate = 2025-01-07\n+++\n# T\n', 2,
+     "settings: subject must be non-empty text in \"double quotes\", not ' '"),
+    ('+++\nsubject = "S"\npreheader = "P"\ndate = 2025-01-07\nsubjet = "x"\n+++\n# T\n', 5,
+     "settings: unknown key 'subjet' (known: subject, preheader, date)"),
+    (FM, 6, "the body is empty: it needs at least '# Title'"),
+    (FM + "\nIntro.\n\n## S\n", 7, "the body must start with the issue's title as '# Title'"),
+    (FM + "# T\n\n## S\n\n# U\n", 10, "only one '# Title' is allowed; use '## ' for section headings"),
+    (FM + "# T\n\nIntro\n\n### Story\n", 10,
+     "a '### ' story cannot be in the introduction; put it under a '## ' section"),
+    (FM + "# T\n\n## S\n\n### A\n\ntext\n\n#### Deep\n", 14,
+     "headings go down to '### ' (stories); use **bold** below that"),
+    (FM + "# T\n\n## S\n\n```\ncode\n```\n", 10, "a code block cannot be shown in the email; use "
+     "paragraphs, '## ' sections, '### ' stories and '- ' lists"),
+    (FM + "# T\n\n## S\n\n> quoted\n", 10, "a '>' quote cannot be shown in the email; use "
+     "paragraphs, '## ' sections, '### ' stories and '- ' lists"),
+    (FM + "# T\n\n## S\n\n- a\n  - b\n", 10, "a list item must be one paragraph (no nested lists or blocks)"),
+    (FM + "# T\n\n## S\n\ntext\n\n***\n\nEditor\n", 14,
+     "after the '***' line, start the masthead with a '## ' heading"),
+    (FM + "# T\n\n## S\n\n***\n\n## M\n\n***\n", 14, "only one '***' line is allowed (it starts the masthead)"),
+    (FM + "# T\n\n##\n\ntext\n", 8, "this heading is empty"),
+]
+
+
+@pytest.mark.parametrize("text, line, message", BAD)
+def test_a_malformed_issue_names_file_and_line(text, line, message):
+    with pytest.raises(IssueSourceError) as caught:
+        parse_issue(text, "issues/2025-01.md")
+    assert str(caught.value) == f"issues/2025-01.md:{line}: {message}"
+
+
+@pytest.mark.parametrize("name, message", [
+    ("bad name.md", "the file name 'bad name.md' must be letters, digits, '-', '_' or '.' (it names "
+                    "the issue in the archive), e.g. 2024-11.md"),
+    ("missing.md", "no such issue file"),
+])
+def test_file_level_problems(tmp_path, name, message):
+    if name != "missing.md":
+        (tmp_path / name).write_text(FM + "# T\n", encoding="utf-8")
+    with pytest.raises(IssueSourceError) as caught:
+        read_issue(tmp_path / name)
+    assert str(caught.value) == f"{tmp_path / name}: {message}"
+
+
+def test_not_utf8(tmp_path):
+    (tmp_path / "x.md").write_bytes(FM.encode() + b"# Caf\xe9\n")
+    with pytest.raises(IssueSourceError) as caught:
+        read_issue(tmp_path / "x.md")
+    assert str(caught.value) == f"{tmp_path / 'x.md'}:6: this line is not UTF-8 text (save the file as UTF-8)"

@@ -1,0 +1,80 @@
+"""GET /archive and /archive/{issue}: the issue as mailed, with nobody's data, cached per mtime."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import pytest
+
+
+def mark_sent(live, slug: str, sent: int = 1) -> None:
+    """A send of `slug` in mailer's ledger, as `mailer send` leaves it."""
+    from mailer.ledger import sends
+    from subscribers.models import utcnow
+
+    with live.web.engine.begin() as conn:
+        conn.execute(sends.insert().values(issue=slug, list_id=None, list_name="crank", subject=slug,
+                                           backend="outbox", status="done", total=sent, sent=sent,
+                                           started_at=utcnow()))
+
+
+@pytest.fixture
+def issue(live, repo):
+    """The November 2024 issue, copied into the archive's (temporary) issues folder, and sent."""
+    path = live.settings.compose.issues_dir / "2024-11.md"
+    shutil.copy(repo / "issues" / "2024-11.md", path)
+    mark_sent(live, "2024-11")
+    return path
+
+
+def test_index_lists_the_issue(live, issue):
+    r = live.http.get("/archive")
+    assert r.status_code == 200
+    assert 'href="/archive/2024-11"' in r.text and "November 2024" in r.text
+
+
+def test_issue_page_is_the_mail_without_personal_data(live, issue):
+    r = live.http.get("/archive/2024-11")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "%%" not in r.text                                  # every marker filled
+    assert "/unsubscribe/" not in r.text and "@example.com" not in r.text
+    assert f'href="{live.url}/subscribe"' in r.text            # the unsubscribe link, made harmless
+    assert "because your address is subscribed" in r.text
+    csp = r.headers["content-security-policy"]
+    assert "script-src" not in csp and "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+
+
+def test_composed_once_until_the_file_changes(live, issue):
+    live.http.get("/archive/2024-11")
+    cached = live.web.archive._cache[issue]
+    live.http.get("/archive/2024-11")
+    assert live.web.archive._cache[issue] is cached
+    issue.write_text(issue.read_text().replace("CRANK Call | November 2024", "CRANK Call | Nov. 2024 (corrected)"))
+    os.utime(issue, (cached[0] + 5, cached[0] + 5))
+    assert "Nov. 2024 (corrected)" in live.http.get("/archive/2024-11").text
+
+
+BAD_SLUGS = ["2024-12", "..%2F..%2Fconfig", "2024-11.md", ".hidden", "a" * 200, "%00"]
+
+
+@pytest.mark.parametrize("slug", BAD_SLUGS)
+def test_unknown_issue_is_404(live, issue, slug):
+    r = live.http.get(f"/archive/{slug}")
+    assert r.status_code == 404       # "No such issue", or no route at all for an encoded slash
+
+
+def test_an_issue_not_sent_yet_is_not_there(live, issue):
+    shutil.copy(issue, issue.parent / "2024-12.md")            # written, proofed, not sent
+    mark_sent(live, "2024-12", sent=0)                          # a send that delivered nothing yet
+    assert live.http.get("/archive/2024-12").status_code == 404
+    assert "2024-12" not in live.http.get("/archive").text
+
+
+def test_a_broken_issue_file_is_503_and_hides_from_the_index(live, issue):
+    (issue.parent / "2024-12.md").write_text("+++\nsubject = \n+++\n")
+    mark_sent(live, "2024-12")
+    assert live.http.get("/archive/2024-12").status_code == 503
+    index = live.http.get("/archive").text
+    assert re.search(r'href="/archive/2024-11"', index) and "2024-12" not in index

@@ -1,0 +1,50 @@
+"""`mailer serve` as a real process: it listens where told and answers /healthz."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.web.live import free_socket
+
+MAILER = Path(sys.executable).with_name("mailer")
+
+
+def wait_for(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"mailer serve exited with {proc.returncode}: {proc.stderr.read()}")
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing answered at {url}")
+
+
+def test_serve_answers_healthz(config_file):
+    with free_socket() as sock:
+        port = sock.getsockname()[1]
+    env = {**os.environ, "MAILER_SECRET_KEY": "serve-test-secret-0123456789"}
+    proc = subprocess.Popen([str(MAILER), "--config", str(config_file), "serve", "--host", "127.0.0.1",
+                             "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        r = wait_for(f"http://127.0.0.1:{port}/healthz", proc)
+        assert (r.status_code, r.json()["status"]) == (200, "ok")
+        assert "server" not in r.headers
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_serve_without_a_secret_stops_at_once(cli, config_file, monkeypatch):
+    monkeypatch.delenv("MAILER_SECRET_KEY", raising=False)
+    result = cli("--config", config_file, "serve", "--port", "1")
+    assert result.code == 2
+    assert "MAILER_SECRET_KEY" in result.err and result.err.startswith("error:")
