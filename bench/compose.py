@@ -175,7 +175,9 @@ In-process, warm (median of {IN_PROCESS_RUNS} runs):
 | official mjml2html in a warm Node process (compile only) | {theirs_warm:.2f} ms |
 
 Largest imports of one build (`python -X importtime`, cumulative): {import_rows}.
-The build's time is start-up: imports dominate, the work itself is the in-process figure above."""
+The build's time is start-up: imports dominate, the work itself is the in-process figure above.
+`typer._adapters` and `pydantic.*` are typer 0.29's parameter checking, which imports pydantic
+for every command; typer 0.28 does without it."""
     write_section("compose", body, "bench/run compose")
 
 

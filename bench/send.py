@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--child", nargs=3)
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--smtp", type=int, default=10_000)
+    parser.add_argument("--only-smtp-send", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(*args.child)
@@ -159,10 +160,13 @@ def main() -> None:
         r = measured("sendgrid", n, sendgrid_server)
         rows.append(("sendgrid", n, r))
         print(f"sendgrid {n:,}: {r}", flush=True)
-    for kind, bulk, label in (("smtp-backend", True, "SMTP backend alone, bulk-DATA sink"),
-                              ("smtp-backend", False, "SMTP backend alone, stock aiosmtpd sink"),
-                              ("smtp", True, "smtp (`mailer send`), bulk-DATA sink"),
-                              ("smtp", False, "smtp (`mailer send`), stock aiosmtpd sink")):
+    smtp_runs = (("smtp-backend", True, "SMTP backend alone, bulk-DATA sink"),
+                 ("smtp-backend", False, "SMTP backend alone, stock aiosmtpd sink"),
+                 ("smtp", True, "smtp (`mailer send`), bulk-DATA sink"),
+                 ("smtp", False, "smtp (`mailer send`), stock aiosmtpd sink"))
+    if args.only_smtp_send:
+        smtp_runs = smtp_runs[2:3]
+    for kind, bulk, label in smtp_runs:
         r = measured(kind, args.smtp, smtp_sink(bulk))
         rows.append((label, args.smtp, r))
         print(f"{label} {args.smtp:,}: {r}", flush=True)

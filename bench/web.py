@@ -234,9 +234,11 @@ def main() -> None:
     parser.add_argument("--posts", type=int, default=20)
     parser.add_argument("--postgres", action="store_true", help="also run against PostgreSQL")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     rows = [("SQLite",) + run("SQLite", "sqlite://", args)]
     if args.postgres and (pg := reset_pg()):
         rows.append(("PostgreSQL",) + run("PostgreSQL", pg, args))
+    load_after = os.getloadavg()[0]
     lines = ["## Web service", "",
              f"`mailer serve` (one uvicorn process) on loopback; the client is a second process. "
              f"Webhook: {args.posts} signed posts of 1,000 SendGrid events each, sent one after another "
@@ -250,7 +252,9 @@ def main() -> None:
                      f"{unsub['median']:.1f} ms | {unsub['p99']:.1f} ms | {unsub['max']:.1f} ms | "
                      f"{unsub['errors']} / {unsub['requests']} |")
     lines += ["", "Goals: at least 10,000 events/s with signatures checked; p99 unsubscribe under 50 ms "
-              "at 200 requests/s. Figures taken while other work may share the 2 cores: noisy."]
+              f"at 200 requests/s. Load average (1 min) {load_before:.1f} before, {load_after:.1f} after: "
+              "above about 1, other work shares the 2 cores and the figures suffer (PostgreSQL most, "
+              "its server being one more process to schedule for every statement)."]
     write_section("web", "\n".join(lines), "bench/run web  (or .venv/bin/python bench/web.py --postgres)")
 
 

@@ -13,6 +13,7 @@ is prepared; an address that cannot be written safely fails alone.
 from __future__ import annotations
 
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from mailer.personalize import Recipient, personalize
 
 MAX_ATTEMPTS = 3           # a reader refused temporarily (SMTP 4xx) three times is marked failed
 HEARTBEAT_EVERY = 10.0     # seconds between sends.heartbeat_at updates
+PREFETCH = 50              # readers read and personalized ahead at once (SMTP batches are single)
 
 
 @dataclass
@@ -44,6 +46,7 @@ class BatchLoop:
         self.edition, self.tokens, self.backend = edition, tokens, backend
         self.summary, self.on_progress, self.started = summary, on_progress, started
         self.beat = time.monotonic()
+        self.ahead: deque[Prepared] = deque()
 
     def run(self, retry_delay: float, sleep) -> None:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deliver") as wire:
@@ -89,13 +92,24 @@ class BatchLoop:
         return claimed
 
     def prepare(self, after: int) -> Prepared | None:
-        """Read and personalize the next batch without claiming it; None when none is pending."""
+        """The next batch, read and personalized but not claimed; None when none is pending.
+
+        Readers are read PREFETCH at a time and cut into batches of `max_batch`, so a backend
+        that sends one message per batch (SMTP) does not pay a query per message."""
+        if not self.ahead:
+            self.ahead.extend(self._read_ahead(after))
+        return self.ahead.popleft() if self.ahead else None
+
+    def _read_ahead(self, after: int) -> list[Prepared]:
+        step = self.backend.max_batch
+        size = step * -(-PREFETCH // step)  # whole batches only: never a short one mid-send
         with self.engine.connect() as conn:
-            rows = ledger.peek(conn, self.send_id, self.list_id, after, self.backend.max_batch)
+            rows = ledger.peek(conn, self.send_id, self.list_id, after, size)
             if not rows and after:  # readers put back behind us (another worker's released batch)
-                rows = ledger.peek(conn, self.send_id, self.list_id, 0, self.backend.max_batch)
-        if not rows:
-            return None
+                rows = ledger.peek(conn, self.send_id, self.list_id, 0, size)
+        return [self._personalize(rows[k:k + step]) for k in range(0, len(rows), step)]
+
+    def _personalize(self, rows: list) -> Prepared:
         p = Prepared(ids=[r.delivery_id for r in rows], last_id=rows[-1].delivery_id)
         for reader in rows:
             if reader.suppressed:

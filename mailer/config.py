@@ -172,6 +172,10 @@ def _build(cls, data: dict, where: str, root: Path):
         if f.name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ConfigError(f"missing key {key}")
+            if hints[f.name] is Path or dataclasses.is_dataclass(hints[f.name]):
+                # defaults are relative to the config file's folder too, like written values
+                default = f.default if f.default is not dataclasses.MISSING else {}
+                values[f.name] = _value(hints[f.name], default, key, f"{where}.{f.name}".strip("."), root)
             continue
         values[f.name] = _value(hints[f.name], data[f.name], key, f"{where}.{f.name}".strip("."), root)
     return cls(**values)

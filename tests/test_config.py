@@ -66,3 +66,12 @@ def test_relative_paths_resolve_against_config_folder(tmp_path):
     s = load_settings(path)
     assert s.delivery.outbox_dir == tmp_path / "out" / "box"
     assert database_url(s) == f"sqlite:///{tmp_path / 'd.db'}"
+
+
+def test_default_paths_resolve_against_config_folder(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(NEWSLETTER)
+    s = load_settings(path)
+    assert s.compose.templates_dir == tmp_path / "templates"
+    assert s.compose.issues_dir == tmp_path / "issues"
+    assert s.delivery.outbox_dir == tmp_path / "outbox"

@@ -92,10 +92,6 @@ class WebContext:
         """Store verified events once and apply subscribers.policy (runs in a worker thread)."""
         from mailer.web.ingest import ingest_events, limits_from
 
-        try:  # TEMPORARY until subscribers/policy.py and the events revision slot in
-            import subscribers.policy  # noqa: F401
-        except ModuleNotFoundError:
-            return {"stored": 0, "duplicates": 0, "unknown": 0, "changed": 0}
         return ingest_events(self, events, limits_from(self.settings), list_for=self.list_for)
 
     def list_for(self, conn, event):

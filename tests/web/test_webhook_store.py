@@ -9,8 +9,6 @@ import pytest
 from tests.events.signing import body
 from tests.web.test_webhook import EVENTS, REFUSED, post
 
-pytest.importorskip("subscribers.policy", reason="the events table and policy are not slotted in yet")
-
 
 def member(live, email: str) -> int:
     from subscribers import store
