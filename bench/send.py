@@ -176,20 +176,35 @@ def main() -> None:
 
 
 def report(rows) -> str:
-    load = os.getloadavg()[0]
     lines = ["## Send: SendGrid (local compatible server) and SMTP (local aiosmtpd)", "",
-             "Whole `mailer send` runs in a child process: compose once, fix the readers in the ledger "
-             "(SQLite), claim, personalize, deliver, record. Servers in their own processes.", "",
-             "| backend | readers | wall time | readers/s | API calls / expected | peak RSS | nobody twice |",
-             "|---|---|---|---|---|---|---|"]
+             "Each row is a whole send in a fresh child process (compose once, fix the readers in the SQLite "
+             "ledger, then prepare / claim / deliver / record batch by batch), except \"backend alone\": "
+             "10,000 prepared messages through `SmtpBackend` over one connection, no ledger. The servers run "
+             "in their own processes. The issue is the November 2024 one (about 45 KB per SMTP message).", "",
+             "| run | readers | wall time | readers/s | client CPU | API calls / ceil(N/1000) | peak RSS | "
+             "each reader once |", "|---|---|---|---|---|---|---|---|"]
     for kind, n, r in rows:
         server = r["server"]
-        calls = (f"{server['requests']:,} / {-(-n // 1000):,}" if "requests" in server else "-")
-        unique = ("yes" if server.get("duplicate_refs") == 0 and server.get("unique_refs") == n else
-                  (f"{server['received']:,} received" if "received" in server else "NO"))
-        lines.append(f"| {kind} | {n:,} | {r['wall']:.1f} s | {n / r['wall']:,.0f} | {calls} | "
-                     f"{r['peak_mb']:.0f} MB | {unique} |")
-    lines += ["", f"Load average when written: {load:.2f} (2 cores shared with other work)."]
+        calls = f"{server['requests']:,} / {-(-n // 1000):,}" if "requests" in server else "-"
+        once = ("yes" if server.get("duplicate_refs") == 0 and server.get("unique_refs") == n else
+                ("yes" if server.get("received") == n else "NO"))
+        lines.append(f"| {kind} | {n:,} | {r['wall']:.1f} s | {n / r['wall']:,.0f} | {r['cpu']:.1f} s | {calls} | "
+                     f"{r['peak_mb']:.0f} MB | {once} |")
+    lines += ["", "Goals: 1,000,000 readers in under 60 s with exactly ceil(N/1000) calls and peak memory under "
+              "150 MB that does not grow with the list; SMTP at least 1,000 messages/s.",
+              "",
+              "- SendGrid: exactly ceil(N/1000) calls, every reader once, peak RSS flat (95 MB at 100,000, "
+              "100 MB at 1,000,000). Time is bound by the sender's CPU (client CPU is about the wall time: "
+              "while one request is on the wire the next batch is read, personalized and serialized); on "
+              "this shared 2-core VM the same 1,000,000 run measured 56.7 s to 65 s as the host's speed "
+              "varied, so the 60 s goal is met only on a good run.",
+              "- SMTP: bound by the sink, not the sender (wall time is 2-4 times the client's CPU). The stock "
+              "aiosmtpd reads DATA line by line (about 600 quoted-printable lines per message); the bulk-DATA "
+              "sink (tests/servers/smtp_sink.py) reads it in one piece, as real MTAs do. The sender's own "
+              "CPU is about 0.45 ms per message for the backend (about 2,000/s if the server kept up) and "
+              "about 1 ms with the ledger (about 1,000/s); measured against these sinks, 1,000 messages/s "
+              "is not reached.",
+              "", f"Load average when written: {os.getloadavg()[0]:.2f} (2 cores, shared with other work)."]
     return "\n".join(lines)
 
 

@@ -1,7 +1,7 @@
 """Web service benchmark: signed webhook ingest (events/s) and one-click unsubscribe latency.
 
-The server is `mailer serve` in its own process (uvicorn, SQLite in a temporary folder, or
-PostgreSQL with --postgres); this process is the client on loopback:
+The server is `mailer serve` in its own process (uvicorn; SQLite in a temporary folder, then the
+machine's PostgreSQL unless --sqlite-only); this process is the client on loopback:
   1. webhook: POSTS signed posts of 1,000 SendGrid events each (a realistic mix, all for known
      subscribers, unique sg_event_ids), sent one after another; events/s = events / wall time,
      signature checked, stored and policy applied by the server. Signing happens before timing.
@@ -9,7 +9,7 @@ PostgreSQL with --postgres); this process is the client on loopback:
      whether or not earlier ones finished), each a distinct reader's RFC 8058 one-click POST;
      latency per request from its scheduled start to the full response.
 
-    .venv/bin/python bench/web.py [--rate 200] [--seconds 10] [--posts 20] [--postgres]
+    .venv/bin/python bench/web.py [--rate 200] [--seconds 10] [--posts 20] [--sqlite-only]
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ def write_config(folder: Path, port: int, public_key: str, db_url: str) -> Path:
     text = text.replace('url = "sqlite:///mailer.db"', f'url = "{db_url}"')
     text = text.replace('public_key = ""', f'public_key = "{public_key}"')
     text = text.replace('base_url = "http://127.0.0.1:8000"', f'base_url = "http://127.0.0.1:{port}"')
+    # Paths in a config resolve against its folder: point at the repository's templates.
+    text += f'\n[compose]\ntemplates_dir = "{ROOT / "templates"}"\nissues_dir = "{ROOT / "issues"}"\n'
     path = folder / "config.toml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -75,10 +77,12 @@ def seed(db_url: str, readers: int) -> tuple[list[str], list[str]]:
 
 
 def start_server(config: Path, port: int) -> subprocess.Popen:
+    """`mailer serve` on `port`; its log goes to server.log beside the config (a pipe nobody
+    reads would fill up and stall the server)."""
     env = {**os.environ, "MAILER_SECRET_KEY": SECRET, "PYTHONPATH": str(ROOT)}
+    log = open(config.parent / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "mailer.cli", "--config", str(config), "serve",
-                             "--port", str(port)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                             "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=log, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -87,7 +91,7 @@ def start_server(config: Path, port: int) -> subprocess.Popen:
         except httpx.TransportError:
             time.sleep(0.1)
     proc.kill()
-    raise SystemExit(f"mailer serve did not start: {proc.stderr.read()}")
+    raise SystemExit(f"mailer serve did not start: {(config.parent / 'server.log').read_text()[-2000:]}")
 
 
 def webhook_posts(signer: Signer, addresses: list[str], posts: int) -> list[tuple[bytes, dict]]:
@@ -204,6 +208,8 @@ def run(db_label: str, db_url: str, args) -> tuple[dict, dict]:
             url = f"http://127.0.0.1:{port}"
             hook = bench_webhook(url, signed)
             unsub = bench_unsubscribe(port, tokens[: int(args.rate * args.seconds)], args.rate)
+            if unsub["errors"] or hook["stored"] != hook["events"]:
+                print((Path(tmp) / "server.log").read_text()[-3000:], file=sys.stderr)
         finally:
             server.terminate()
             server.wait(10)
@@ -232,11 +238,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--posts", type=int, default=20)
-    parser.add_argument("--postgres", action="store_true", help="also run against PostgreSQL")
+    parser.add_argument("--sqlite-only", action="store_true",
+                        help="skip PostgreSQL (run by default when MAILER_TEST_PG_URL answers)")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     rows = [("SQLite",) + run("SQLite", "sqlite://", args)]
-    if args.postgres and (pg := reset_pg()):
+    if not args.sqlite_only and (pg := reset_pg()):
         rows.append(("PostgreSQL",) + run("PostgreSQL", pg, args))
     load_after = os.getloadavg()[0]
     lines = ["## Web service", "",
@@ -255,7 +262,7 @@ def main() -> None:
               f"at 200 requests/s. Load average (1 min) {load_before:.1f} before, {load_after:.1f} after: "
               "above about 1, other work shares the 2 cores and the figures suffer (PostgreSQL most, "
               "its server being one more process to schedule for every statement)."]
-    write_section("web", "\n".join(lines), "bench/run web  (or .venv/bin/python bench/web.py --postgres)")
+    write_section("web", "\n".join(lines), "bench/run web")
 
 
 if __name__ == "__main__":

@@ -82,7 +82,9 @@ deliveries = Table(
     Column("last_error", Text),
     Column("updated_at", UtcDateTime),
     UniqueConstraint("send_id", "subscriber_id"),
-    Index("ix_deliveries_send_id_state_id", "send_id", "state", "id"),
+    # (send_id, id), not (send_id, state, ...): an index on state would be rewritten at every state
+    # change, twice per reader, which costs more than scanning a send's rows in id order.
+    Index("ix_deliveries_send_id_id", "send_id", "id"),
 )
 
 HEARTBEAT_STALE = timedelta(minutes=2)  # a runner on another host is presumed dead after this
@@ -222,8 +224,9 @@ _CLAIM = (update(deliveries)
           .values(state=State.SENDING.value, batch=bindparam("b_batch"), attempts=deliveries.c.attempts + 1,
                   updated_at=bindparam("b_now")))
 _ACCEPT_REST = (update(deliveries)
-                .where(deliveries.c.send_id == bindparam("b_send"), deliveries.c.batch == bindparam("b_batch"),
-                       deliveries.c.state == State.SENDING.value)
+                .where(deliveries.c.send_id == bindparam("b_send"),
+                       deliveries.c.id.between(bindparam("b_first"), bindparam("b_last")),
+                       deliveries.c.batch == bindparam("b_batch"), deliveries.c.state == State.SENDING.value)
                 .values(state=State.ACCEPTED.value, provider_id=bindparam("b_pid"), last_error=None,
                         updated_at=bindparam("b_now")))
 _MARK = (update(deliveries).where(deliveries.c.id == bindparam("b_id"))
@@ -270,10 +273,11 @@ def mark(conn: Connection, rows: list[tuple[int, str, str | None, str | None]]) 
         conn.execute(_MARK, [{"b_id": d, "b_state": s, "b_pid": p, "b_err": e, "b_now": stamp} for d, s, p, e in rows])
 
 
-def accept_rest(conn: Connection, send_id: int, batch: int, provider_id: str | None) -> int:
-    """Everyone of the batch still `sending` was accepted under one provider id (SendGrid)."""
-    return conn.execute(_ACCEPT_REST, {"b_send": send_id, "b_batch": batch, "b_pid": provider_id,
-                                       "b_now": now()}).rowcount
+def accept_rest(conn: Connection, send_id: int, batch: int, ids: list[int], provider_id: str | None) -> int:
+    """Everyone of the batch (delivery ids `ids`, ascending) still `sending` was accepted under one
+    provider id (SendGrid's X-Message-Id)."""
+    return conn.execute(_ACCEPT_REST, {"b_send": send_id, "b_batch": batch, "b_pid": provider_id, "b_now": now(),
+                                       "b_first": ids[0], "b_last": ids[-1]}).rowcount
 
 
 def release(conn: Connection, send_id: int, batch: int, error: str) -> None:

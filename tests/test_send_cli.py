@@ -113,7 +113,6 @@ def _config(tmp_path: Path, repo: Path, db_url: str, server_url: str) -> Path:
 
 
 def _in_flight(db_url: str) -> set[str]:
-    from mailer.dispatch import open_store
     from mailer.ledger import deliveries
     from subscribers.models import subscribers
 

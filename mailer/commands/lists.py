@@ -59,12 +59,21 @@ def create(ctx: typer.Context,
            name: str = typer.Argument(..., help="Short name: lower-case letters, digits, '.', '_', '-'.",
                                       show_default=False),
            title: str = typer.Option("", "--title", help="What readers see (default: the name)."),
-           description: str = typer.Option("", "--description", help="A line about the list.")) -> None:
+           description: str = typer.Option("", "--description", help="A line about the list."),
+           exist_ok: bool = typer.Option(False, "--exist-ok",
+                                         help="Succeed, changing nothing, if the list already exists.")) -> None:
     """Create a list."""
     from subscribers import store
+    from subscribers.errors import ListExists
 
-    with engine(ctx).begin() as conn:
-        made = store.create_list(conn, name, title, description)
+    try:
+        with engine(ctx).begin() as conn:
+            made = store.create_list(conn, name, title, description)
+    except ListExists:
+        if not exist_ok:
+            raise
+        console().print(f"List {name} already exists; nothing changed.", markup=False, highlight=False)
+        return
     console().print(f"Created list {made.name} ({made.title}).", markup=False, highlight=False)
 
 

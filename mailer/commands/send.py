@@ -21,7 +21,7 @@ class BackendName(str, enum.Enum):
 
 
 ISSUE = typer.Argument(..., help="The issue file (issues/2024-11.md) or its name (2024-11).", show_default=False)
-BACKEND = typer.Option(None, "--backend", help="Override [delivery] backend.", case_sensitive=False)
+BACKEND = typer.Option(None, "--backend", help="Override \\[delivery] backend.", case_sensitive=False)
 
 
 def register(app: typer.Typer) -> None:

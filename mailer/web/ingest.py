@@ -1,7 +1,7 @@
 """Web service: verified SendGrid events -> subscribers.policy.ingest, in one transaction per post.
 
 A post of 1,000 events is one transaction: addresses looked up in chunks, events inserted in bulk
-(insert-or-ignore on UNIQUE(source, event_id)), the policy applied to the new ones only. If it
+(insert-or-ignore on UNIQUE(event_id, source)), the policy applied to the new ones only. If it
 fails, nothing is kept and SendGrid, seeing a 5xx, posts the batch again later.
 """
 

@@ -65,7 +65,8 @@ def upgrade() -> None:
         sa.UniqueConstraint("send_id", "subscriber_id", name="uq_deliveries_send_id_subscriber_id"),
         sa.CheckConstraint(f"state IN ({STATES})", name="ck_deliveries_state"),
     )
-    op.create_index("ix_deliveries_send_id_state_id", "deliveries", ["send_id", "state", "id"])
+    # Not on state: it changes twice per reader, and every change would rewrite such an index.
+    op.create_index("ix_deliveries_send_id_id", "deliveries", ["send_id", "id"])
 
 
 def downgrade() -> None:

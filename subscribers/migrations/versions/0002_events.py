@@ -5,7 +5,7 @@ Revises: 0001
 Create Date: 2026-11-29
 
 Added by the web service (issue 5) for subscribers.policy. One row per event of a known
-subscriber; UNIQUE(source, event_id) makes SendGrid's repeated posts harmless (insert-or-ignore);
+subscriber; UNIQUE(event_id, source) makes SendGrid's repeated posts harmless (insert-or-ignore);
 rows go with their subscriber (ON DELETE CASCADE), so `forget` erases them too. Frozen snapshot:
 types spelt out, nothing imported from the package.
 """
@@ -42,7 +42,9 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["subscriber_id"], ["subscribers.id"],
                                 name="fk_events_subscriber_id_subscribers", ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name="pk_events"),
-        sa.UniqueConstraint("source", "event_id", name="uq_events_source_event_id"),
+        # event_id first: the batch lookups ask `event_id IN (...)`, which then is the index's own
+        # condition whatever the planner thinks of the table's size (source alone is not selective).
+        sa.UniqueConstraint("event_id", "source", name="uq_events_event_id_source"),
     )
     # The soft-bounce count: one subscriber's events of one kind in a time window.
     op.create_index("ix_events_subscriber_id_type_at", "events", ["subscriber_id", "type", "at"])
