@@ -59,11 +59,69 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
     return engine
 
 
+class Migrations:
+    """One Alembic history run programmatically (no alembic.ini) with its own version table.
+
+    The subscribers package has one; mailer keeps its own beside it in the same database.
+    """
+
+    def __init__(self, script_location: Path, version_table: str, lock_id: int):
+        self.script_location, self.version_table, self.lock_id = script_location, version_table, lock_id
+
+    def config(self, connection):
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(self.script_location))
+        cfg.attributes["connection"] = connection
+        return cfg
+
+    def head(self) -> str:
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(self.config(None)).get_current_head()
+
+    def current(self, engine: Engine) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        try:
+            with engine.connect() as conn:
+                opts = {"version_table": self.version_table}
+                return MigrationContext.configure(conn, opts=opts).get_current_revision()
+        except OperationalError as exc:
+            raise StoreError(f"cannot open database {_where(engine)}: {exc.orig}") from exc
+
+    def upgrade(self, engine: Engine) -> str:
+        """Bring this history to head; returns the head revision."""
+        from alembic import command
+
+        head = self.head()
+        try:
+            if self.current(engine) == head:
+                return head
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":  # two first uses at once: the second waits
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self.lock_id})
+                command.upgrade(self.config(conn), "head")
+        except OperationalError as exc:
+            raise StoreError(f"cannot open database {_where(engine)}: {exc.orig}") from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot migrate database {_where(engine)}: {exc}") from exc
+        return head
+
+
+def _where(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+MIGRATIONS_HISTORY = Migrations(MIGRATIONS, VERSION_TABLE, _LOCK_ID)
+
+
 def connect(url: str) -> Engine:
     """An Engine for `url`, with the subscribers migrations applied on first use."""
     engine = create(url)
     if url not in _upgraded:
-        _upgrade_engine(engine)
+        MIGRATIONS_HISTORY.upgrade(engine)
         _upgraded.add(url)
     return engine
 
@@ -71,49 +129,12 @@ def connect(url: str) -> Engine:
 def upgrade(url: str | Engine) -> str:
     """Apply the subscribers migrations up to head; returns the head revision."""
     engine = url if isinstance(url, Engine) else create(url)
-    return _upgrade_engine(engine)
-
-
-def _alembic_config(connection):
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["connection"] = connection
-    return cfg
+    return MIGRATIONS_HISTORY.upgrade(engine)
 
 
 def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
+    return MIGRATIONS_HISTORY.head()
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    try:
-        with engine.connect() as conn:
-            return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
-    except OperationalError as exc:
-        where = engine.url.render_as_string(hide_password=True)
-        raise StoreError(f"cannot open database {where}: {exc.orig}") from exc
-
-
-def _upgrade_engine(engine: Engine) -> str:
-    from alembic import command
-
-    head = head_revision()
-    where = engine.url.render_as_string(hide_password=True)
-    try:
-        if current_revision(engine) == head:
-            return head
-        with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":  # two first uses at once: the second waits
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_ID})
-            command.upgrade(_alembic_config(conn), "head")
-    except OperationalError as exc:
-        raise StoreError(f"cannot open database {where}: {exc.orig}") from exc
-    except SQLAlchemyError as exc:
-        raise StoreError(f"cannot migrate database {where}: {exc}") from exc
-    return head
+    return MIGRATIONS_HISTORY.current(engine)

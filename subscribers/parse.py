@@ -22,7 +22,22 @@ FILE_STATUS = {
     "cleaned": "bounced",  # Mailchimp's word for a bounced address
 }
 MAX_ATTRIBUTE = 1000
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # one encoder, reused
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def _make_encode():
+    """The encoder's C iterator, built once: JSONEncoder.encode builds a new one on every call,
+    half its cost for a small dict (measured). Same output; no circular-reference markers,
+    which a flat {str: str} dict of attributes does not need."""
+    from json.encoder import c_encode_basestring, c_make_encoder
+
+    if c_make_encoder is None or c_encode_basestring is None:  # no _json accelerator
+        return _encoder.encode
+    iterate = c_make_encoder(None, _encoder.default, c_encode_basestring, None, ":", ",", False, False, True)
+    return lambda attrs: "".join(iterate(attrs, 0))
+
+
+_encode = _make_encode()
 
 
 class Row:
@@ -88,8 +103,8 @@ class RowParser:
             return self._invalid(line, raw, f"unknown status {word!r} (one of {', '.join(FILE_STATUS)})")
         attrs = {}
         for i, key in cols.attributes:
-            if i < n and (value := cells[i]) and not value.isspace():
-                attrs[key] = clean_text(_cell(value), MAX_ATTRIBUTE)
+            if i < n and (value := cells[i]) and not value.isspace():  # _cell(), inlined: per cell
+                attrs[key] = clean_text(restore(value) if value[0] == "'" else value, MAX_ATTRIBUTE)
         consent_at = self._subscribed_at(cells, n, attrs) if cols.subscribed_at is not None else None
         return Row(line, email, clean_text(self._name(cells, n)), attrs, status, consent_at)
 
