@@ -110,6 +110,26 @@ class Migrations:
         return head
 
 
+def run_env(metadata, version_table: str) -> None:
+    """The body of an Alembic env.py run through `Migrations.upgrade` (no alembic.ini).
+
+    The caller passed an open Connection in `config.attributes["connection"]`.
+    """
+    from alembic import context
+
+    connection = context.config.attributes.get("connection")
+    if connection is None:  # pragma: no cover - only through Migrations.upgrade
+        raise RuntimeError("run migrations through subscribers.db.upgrade(url) or mailer.migrate.upgrade(url)")
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table=version_table,
+        render_as_batch=connection.dialect.name == "sqlite",  # SQLite alters tables by copying them
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 def _where(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
 
