@@ -57,6 +57,8 @@ class SmtpSettings:
     dkim_domain: str = ""
     dkim_selector: str = ""
     dkim_key_env: str = "MAILER_DKIM_PRIVATE_KEY"   # PEM text of the private key
+    batch_size: int = 20           # messages per ledger batch, sent one by one over the connection
+    connections: int = 2           # concurrent connections, each sending its part of a batch
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,10 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"[newsletter] base_url must start with http:// or https://, not {s.newsletter.base_url!r}")
     if not 1 <= s.delivery.sendgrid.batch_size <= 1000:
         raise ConfigError("[delivery.sendgrid] batch_size must be between 1 and 1000")
+    if s.delivery.smtp.batch_size < 1:
+        raise ConfigError("[delivery.smtp] batch_size must be at least 1")
+    if s.delivery.smtp.connections < 1:
+        raise ConfigError("[delivery.smtp] connections must be at least 1")
     for key, address in (("from_email", s.newsletter.from_email), ("reply_to", s.newsletter.reply_to)):
         if "@" not in address:
             raise ConfigError(f"[newsletter] {key} must be an email address, not {address!r}")

@@ -1,11 +1,16 @@
 """Stage 6b: outgoing batch -> SMTP transactions over one reused connection (smtplib).
 
 One connection serves the whole send (standards.md 6.1: reuse connections); when the server drops
-it or answers 421, we reconnect and retry that message once. Each message is its own transaction
-with a VERP return path `bounces+REF@domain` (standards.md 2.3), REF being the delivery's opaque
-ref, so bounce mail maps back without exposing the address. With `[delivery.smtp] dkim_domain`
-and `dkim_selector` set, each message is DKIM-signed with dkimpy; `h=` covers List-Unsubscribe and
-List-Unsubscribe-Post, as RFC 8058 section 4 requires for one-click.
+it or answers 421, we reconnect and retry that message once. A batch (`[delivery.smtp] batch_size`
+messages, so one ledger claim and one results write per batch, not per message) goes one message
+after another over that connection; with `connections` above 1, each of that many connections
+sends its own contiguous part of the batch at once (results keep the batch's order: measured on
+2 cores, two connections send about 1.4 times as fast, the sink answering one while the other
+waits). Each message is its own transaction with a VERP return path `bounces+REF@domain`
+(standards.md 2.3), REF being the delivery's opaque ref, so bounce mail maps back without
+exposing the address. With `[delivery.smtp] dkim_domain` and `dkim_selector` set, each message is
+DKIM-signed with dkimpy; `h=` covers List-Unsubscribe and List-Unsubscribe-Post, as RFC 8058
+section 4 requires for one-click.
 
 Replies map to results: 250 accepted; 4xx for a recipient retry-later; 5xx rejected. A refused
 return path (MAIL FROM 5xx), bad credentials or a missing STARTTLS stop the send
@@ -14,8 +19,10 @@ return path (MAIL FROM 5xx), bad credentials or a missing STARTTLS stop the send
 
 from __future__ import annotations
 
+import dataclasses
 import smtplib
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from mailer.config import NewsletterSettings, SmtpSettings, secret
@@ -37,12 +44,13 @@ class _Dropped(Exception):
 
 class SmtpBackend(Backend):
     name = "smtp"
-    max_batch = 1      # one message in flight: a crash resends at most one (STYLE.md section 2)
+    max_batch = 20     # per instance: [delivery.smtp] batch_size, the most a crash can resend (STYLE.md 2)
 
     def __init__(self, settings: SmtpSettings, newsletter: NewsletterSettings, *,
                  password: str | None = None, dkim_key: str | bytes | None = None,
                  ssl_context: ssl.SSLContext | None = None):
         self.settings = settings
+        self.max_batch = settings.batch_size
         self.ssl_context = ssl_context
         self.return_path = settings.return_path or newsletter.from_email
         self._password = password
@@ -54,15 +62,35 @@ class SmtpBackend(Backend):
         if isinstance(self._dkim_key, str):
             self._dkim_key = self._dkim_key.encode("ascii")
         self._conn: smtplib.SMTP | None = None
+        self._lanes: list[SmtpBackend] = []   # with connections > 1: one single-connection backend each
+        self._pool: ThreadPoolExecutor | None = None
 
     # --- connection ---------------------------------------------------------------------------
 
     def open(self) -> None:
         if self._dkim_key:
             self.sign(b"From: check@example.org\r\n\r\nkey check\r\n")  # a bad key fails now
-        self._conn = self._connect()
+        if self.settings.connections > 1:
+            self._open_lanes()
+        else:
+            self._conn = self._connect()
+
+    def _open_lanes(self) -> None:
+        """The first connection now (so a bad server fails at open); the others on first use."""
+        one = dataclasses.replace(self.settings, connections=1)
+        self._lanes = [SmtpBackend(one, _Newsletter(self.return_path), password=self._password,
+                                   dkim_key=self._dkim_key, ssl_context=self.ssl_context)
+                       for _ in range(self.settings.connections)]
+        self._pool = ThreadPoolExecutor(len(self._lanes), thread_name_prefix="smtp")
+        self._lanes[0]._conn = self._lanes[0]._connect()
 
     def close(self) -> None:
+        lanes, self._lanes = self._lanes, []
+        for lane in lanes:
+            lane.close()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
@@ -130,9 +158,51 @@ class SmtpBackend(Backend):
         return [_for_data(self.sign(out.as_bytes()) if self._dkim_key else out.as_bytes()) for out in batch]
 
     def _send(self, batch: Sequence, encoded: list[bytes]) -> list[Result]:
-        if self._conn is None:
+        """One result per message, each in its own transaction. A failure of the whole backend at
+        the batch's first message raises, as for a single message; partway through (server gone
+        twice, return path refused), the messages already sent keep their results and the rest are
+        RETRY_LATER, so the ledger records what went instead of putting the whole batch back (the
+        next batch meets the failure first and raises if it persists)."""
+        if self._conn is None and not self._lanes:
             self.open()
-        return [self._send_one(out, data) for out, data in zip(batch, encoded)]
+        if self._lanes:
+            return self._send_parts(batch, encoded)
+        results: list[Result] = []
+        for out, data in zip(batch, encoded):
+            try:
+                if self._conn is None:  # a failed RSET dropped it
+                    self._conn = self._connect()
+                results.append(self._send_one(out, data))
+            except (TemporaryDelivery, PermanentDelivery) as exc:
+                if not results:
+                    raise
+                _close(self._conn)  # in an unknown state: the next batch starts on a fresh one
+                self._conn = None
+                why = f"not sent: {exc}"
+                return results + [Result(o.ref, ResultStatus.RETRY_LATER, detail=why) for o in batch[len(results):]]
+        return results
+
+    def _send_parts(self, batch: Sequence, encoded: list[bytes]) -> list[Result]:
+        """Contiguous parts of the batch, one per connection, at once. A part whose connection
+        failed at its first message sent nothing: its readers wait (RETRY_LATER) unless every
+        part failed so, which raises as a single connection would."""
+        size = -(-len(batch) // len(self._lanes))
+        parts = [(lane, k) for lane, k in zip(self._lanes, range(0, len(batch), size))]
+        if len(parts) == 1:
+            return self._lanes[0]._send(batch, encoded)
+        futures = [self._pool.submit(lane._send, batch[k:k + size], encoded[k:k + size]) for lane, k in parts]
+        results: list[Result] = []
+        failures = []
+        for (_, k), future in zip(parts, futures):
+            try:
+                results += future.result()
+            except (TemporaryDelivery, PermanentDelivery) as exc:
+                failures.append(exc)
+                results += [Result(o.ref, ResultStatus.RETRY_LATER, detail=f"not sent: {exc}")
+                            for o in batch[k:k + size]]
+        if len(failures) == len(parts):
+            raise failures[0]
+        return results
 
     def _send_one(self, out, data: bytes) -> Result:
         sender = self.verp(out.ref)
@@ -186,6 +256,12 @@ class SmtpBackend(Backend):
                                     backend=self.name, status=code, detail=words)
         status = ResultStatus.RETRY_LATER if 400 <= code < 500 else ResultStatus.REJECTED
         return Result(out.ref, status, detail=f"{code} {words}", raw=f"{stage}: {code} {words}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Newsletter:
+    """What a lane needs of NewsletterSettings: its return path is already resolved."""
+    from_email: str
 
 
 def _command(conn: smtplib.SMTP, name: str, argument: str = "") -> tuple[int, bytes]:

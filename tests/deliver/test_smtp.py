@@ -69,6 +69,48 @@ def test_a_dropped_connection_is_reopened_and_nobody_is_missed_or_doubled(settin
     assert (sink.state.connections, sink.state.drops) == (connections, connections - 1)
 
 
+A, LATER, REFUSED = ResultStatus.ACCEPTED, ResultStatus.RETRY_LATER, ResultStatus.REJECTED
+CLOSING = "421 4.3.2 Service shutting down"
+
+
+@pytest.mark.parametrize("case, lanes, sink_options, statuses, received, connections", [
+    ("all taken", 1, {}, [A] * 5, [0, 1, 2, 3, 4], 1),
+    ("one reader refused", 1, {"replies": {"r2@example.org": "550 5.1.1 No such user"}},
+     [A, A, REFUSED, A, A], [0, 1, 3, 4], 1),
+    ("one reader busy", 1, {"replies": {"r1@example.org": "450 4.2.1 Mailbox busy"}},
+     [A, LATER, A, A, A], [0, 2, 3, 4], 1),
+    ("dropped mid-batch", 1, {"drop_after": 2}, [A] * 5, [0, 1, 2, 3, 4], 3),
+    ("421 twice mid-batch: the rest waits", 1, {"replies": {"r2@example.org": CLOSING}},
+     [A, A, LATER, LATER, LATER], [0, 1], 2),
+    ("two connections, all taken", 2, {}, [A] * 5, [0, 1, 2, 3, 4], 2),
+    ("two connections, one reader refused", 2, {"replies": {"r4@example.org": "550 5.1.1 No such user"}},
+     [A, A, A, A, REFUSED], [0, 1, 2, 3], 2),
+    ("two connections, dropped mid-part", 2, {"drop_after": 1}, [A] * 5, [0, 1, 2, 3, 4], 5),
+    ("two connections, the second part's server gone", 2, {"replies": {"r3@example.org": CLOSING}},
+     [A, A, A, LATER, LATER], [0, 1, 2], 3),
+])
+def test_a_batch_goes_message_by_message_with_one_result_per_reader(settings, edition, case, lanes, sink_options,
+                                                                     statuses, received, connections):
+    batch = readers(edition, 5)
+    with SmtpSink(**sink_options) as sink:
+        backend = backend_for(settings, sink.port, batch_size=5, connections=lanes)
+        with backend:
+            results = backend.send_batch(batch)
+    assert [r.status for r in results] == statuses
+    assert [r.ref for r in results] == [out.ref for out in batch]
+    assert sorted(m.rcpt_tos[0] for m in sink.messages) == [f"r{i}@example.org" for i in received]
+    assert sink.state.connections == connections
+
+
+@pytest.mark.parametrize("lanes, gone", [(1, ["r0@example.org"]), (2, ["r0@example.org", "r3@example.org"])])
+def test_a_backend_failure_at_the_first_message_of_every_part_raises_as_for_one(settings, edition, lanes, gone):
+    with SmtpSink(replies={address: CLOSING for address in gone}) as sink:
+        backend = backend_for(settings, sink.port, batch_size=5, connections=lanes)
+        with backend, pytest.raises(TemporaryDelivery, match="dropped the connection twice"):
+            backend.send_batch(readers(edition, 5))
+    assert sink.messages == []
+
+
 def test_starttls_and_login(settings, edition, tls_pair):
     server_ctx, client_ctx = tls_pair
     with SmtpSink(tls_context=server_ctx, users={"mailer": "s3cret"}) as sink:
