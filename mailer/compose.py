@@ -75,9 +75,8 @@ def compose(issue, settings) -> ComposedIssue:
 
 
 def templates_dir(settings) -> Path:
-    """[compose] templates_dir, relative to the config file's folder like every configured path
-    (config.py resolves only the paths the file sets, not the defaults)."""
-    return (settings.root / settings.compose.templates_dir).resolve()
+    """[compose] templates_dir (config.py has resolved it against the config file's folder)."""
+    return settings.compose.templates_dir
 
 
 def issue_context(issue, settings) -> dict:

@@ -20,18 +20,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-
-class Status(str, enum.Enum):
-    """A membership's status. BOUNCED and COMPLAINED also live in subscribers.global_status."""
-
-    UNCONFIRMED = "unconfirmed"
-    ACTIVE = "active"
-    UNSUBSCRIBED = "unsubscribed"
-    BOUNCED = "bounced"
-    COMPLAINED = "complained"
-
-    def __str__(self) -> str:
-        return self.value
+from subscribers.status import Status
 
 
 GLOBAL_STATUSES = (Status.BOUNCED, Status.COMPLAINED)          # suppressed on every list

@@ -6,7 +6,6 @@ changes data says what it changed; long ones show progress on stderr when it is 
 
 from __future__ import annotations
 
-import enum
 import json
 from pathlib import Path
 from typing import Optional
@@ -15,20 +14,13 @@ import typer
 
 from mailer.commands.common import console
 from mailer.commands.db import engine, secret
+from subscribers.status import Status
 
 app = typer.Typer(help="Subscribers: add, remove, show, search, forget, import and export.", no_args_is_help=True)
 
 EMAIL = typer.Argument(..., help="The address (any case; surrounding spaces are ignored).", show_default=False)
 LIST = typer.Option(..., "--list", help="The list's name.", show_default=False)
 JSON = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
-
-
-class StatusName(str, enum.Enum):
-    unconfirmed = "unconfirmed"
-    active = "active"
-    unsubscribed = "unsubscribed"
-    bounced = "bounced"
-    complained = "complained"
 
 
 def _say(text: str) -> None:
@@ -240,7 +232,7 @@ def _print_import(s) -> None:
 def export(ctx: typer.Context, list_name: str = LIST,
            out: Path = typer.Option(..., "--out", help="The CSV file to write ('-' for standard output).",
                                     show_default=False),
-           status: Optional[StatusName] = typer.Option(None, "--status", help="Only members with this status.")) -> None:
+           status: Optional[Status] = typer.Option(None, "--status", help="Only members with this status.")) -> None:
     """Export a list's members as CSV (email, name, status, subscribed_at, attributes)."""
     from subscribers.exporter import export_csv
 
