@@ -16,6 +16,11 @@ FIELDS = ("name", "email", "unsubscribe_url", "archive_url")
 
 Part = Literal["html", "text"]
 
+# SendGrid custom_args naming the issue and the delivery; SendGrid merges them into every webhook
+# event, which is how events find their way back (deliver/sendgrid.py writes, events/ reads).
+ISSUE_ARG = "mailer_issue"
+REF_ARG = "mailer_ref"
+
 
 def marker(field: str, part: Part) -> str:
     """The placeholder for `field` in the HTML or text part: `%%name%%` / `%%name:html%%`."""

@@ -31,11 +31,9 @@ from typing import Callable, Sequence
 from mailer.config import SendGridSettings, secret
 from mailer.deliver.base import Backend, Result, ResultStatus
 from mailer.errors import PermanentDelivery, TemporaryDelivery
-from mailer.model import FIELDS, marker
+from mailer.model import FIELDS, ISSUE_ARG, REF_ARG, marker
 from mailer.personalize import ISSUE_HEADER, ONE_CLICK, REF_HEADER
 
-ISSUE_ARG = "mailer_issue"          # custom_args keys; mailer/events/sendgrid_webhook.py reads them
-REF_ARG = "mailer_ref"
 # A non-default JSON content type makes python-http-client send our string as it is, instead of
 # json.dumps-ing it a second time (python_http_client/client.py, http_request).
 _CONTENT_TYPE = "application/json; charset=utf-8"

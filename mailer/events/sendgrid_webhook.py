@@ -15,15 +15,12 @@ import time
 from datetime import datetime, timezone
 
 from mailer.errors import SignatureError
+from mailer.model import ISSUE_ARG, REF_ARG
 from subscribers.events import DeliveryEvent, EventType, Severity
 
 SOURCE = "sendgrid-webhook"
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
-
-# custom_args we attach to every personalization; SendGrid merges them into each event.
-ISSUE_ARG = "mailer_issue"
-SEND_REF_ARG = "mailer_ref"
 
 _SIMPLE = {
     "processed": EventType.PROCESSED,
@@ -105,7 +102,7 @@ def _event(item: object) -> DeliveryEvent | None:
         detail=_text(item.get("reason") or item.get("response")),
         message_id=_text(item.get("sg_message_id")),
         issue=_text(item.get(ISSUE_ARG)),
-        send_ref=_text(item.get(SEND_REF_ARG)),
+        send_ref=_text(item.get(REF_ARG)),
         raw=item,
     )
 
