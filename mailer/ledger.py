@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import os
 import socket
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import NamedTuple
 
 from sqlalchemy import (BigInteger, bindparam, CheckConstraint, Column, ForeignKey, Index, Integer, MetaData, String,
@@ -28,6 +28,7 @@ from sqlalchemy import (BigInteger, bindparam, CheckConstraint, Column, ForeignK
 from sqlalchemy.engine import Connection
 
 from subscribers.models import UtcDateTime, lists, memberships, subscribers
+from subscribers.models import utcnow as now
 
 metadata = MetaData()
 
@@ -88,10 +89,6 @@ deliveries = Table(
 )
 
 HEARTBEAT_STALE = timedelta(minutes=2)  # a runner on another host is presumed dead after this
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def delivery_ref(send_id: int, subscriber_id: int) -> str:
