@@ -81,7 +81,7 @@ def start_server(config: Path, port: int) -> subprocess.Popen:
     reads would fill up and stall the server)."""
     env = {**os.environ, "MAILER_SECRET_KEY": SECRET, "PYTHONPATH": str(ROOT)}
     log = open(config.parent / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mailer.cli", "--config", str(config), "serve",
+    proc = subprocess.Popen([sys.executable, "-m", "mailer", "--config", str(config), "serve",
                              "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=log, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

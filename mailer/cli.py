@@ -80,9 +80,5 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(exc, "exit_code", 1)
 
 
-def entry() -> None:
-    sys.exit(main())
-
-
 if __name__ == "__main__":
-    entry()
+    sys.exit(main())

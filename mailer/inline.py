@@ -12,8 +12,11 @@ each link's target written out as "words <url>", and the per-recipient markers i
 from __future__ import annotations
 
 import functools
+import importlib
 import re
+import sys
 import textwrap
+import types
 
 from mailer.errors import ComposeError
 from mailer.model import FIELDS, marker
@@ -40,24 +43,25 @@ class _Offline:
 def _premailer():
     """Import premailer once, without the parts of it that only ever fetch over the network.
 
-    `mailer issue build` should start fast (an editor waits for it), and two of premailer's
-    imports only download stylesheets, which composing must never do:
+    `mailer issue build` should start fast (an editor waits for it), and three of premailer's
+    imports only serve downloading stylesheets, which composing must never do:
     - `requests` (with urllib3, chardet, idna: ~50 ms) is premailer's `session` for <link>
       stylesheets; allow_network=False and our `_Offline` session never use it;
     - `cssutils._fetch` (importlib.metadata, encutils: ~10 ms) fetches @import URLs, which
-      cssutils may do even with allow_network=False (libraries.md); ours refuses instead.
-    While premailer loads, stand-ins hold those two names; they are removed again at once, so a
-    later `import requests` anywhere else gets the real library.
+      cssutils may do even with allow_network=False (libraries.md); ours refuses instead;
+    - `urllib.request` (with http.client, ssl, email: ~13 ms) serves cssutils' parseUrl and
+      parseFile only; cssutils gets a stand-in that loads the real module on first use.
+    The stand-ins hold those names in sys.modules only while premailer loads, so a later
+    `import requests` or `import urllib.request` anywhere else gets the real library.
     """
     import logging
-    import sys
-    import types
 
-    requests = types.ModuleType("requests", "stand-in while premailer imports; see mailer.inline")
-    fetch = types.ModuleType("cssutils._fetch", "stand-in: composing never fetches stylesheets")
-    fetch._defaultFetcher = _refuse_fetch
-    stand_ins = {name: module for name, module in (("requests", requests), ("cssutils._fetch", fetch))
-                 if name not in sys.modules}
+    stand_ins = {name: module for name, module in (
+        ("requests", _stand_in("requests", "premailer's session; see mailer.inline")),
+        ("cssutils._fetch", _stand_in("cssutils._fetch", "composing never fetches stylesheets",
+                                      _defaultFetcher=_refuse_fetch)),
+        ("urllib.request", _on_first_use("urllib.request")),
+    ) if name not in sys.modules}
     sys.modules.update(stand_ins)
     try:
         import premailer
@@ -77,6 +81,31 @@ def _premailer():
 
     cssutils.profile.removeProfile(all=True)
     return premailer
+
+
+def _stand_in(name: str, doc: str, **attributes) -> types.ModuleType:
+    module = types.ModuleType(name, f"stand-in while premailer imports: {doc}")
+    module.__dict__.update(attributes)
+    return module
+
+
+def _on_first_use(name: str) -> types.ModuleType:
+    """A stand-in for module `name` that imports the real one when any attribute is read.
+
+    `import a.b` finds the stand-in in sys.modules and binds `a`, so the stand-in is also set as
+    the attribute `b` of package `a` (until the real module's import replaces it).
+    """
+    def __getattr__(attribute: str):
+        if sys.modules.get(name) is module:
+            del sys.modules[name]
+        return getattr(importlib.import_module(name), attribute)
+
+    module = _stand_in(name, f"the real {name} loads on first use", __getattr__=__getattr__)
+    parent, _, child = name.rpartition(".")
+    package = importlib.import_module(parent)
+    if not hasattr(package, child):
+        setattr(package, child, module)
+    return module
 
 
 def inline_css(html: str) -> str:

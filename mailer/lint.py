@@ -14,6 +14,7 @@ Each finding names the issue-file line it comes from when it can find it, else t
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -165,11 +166,15 @@ class _Locator:
     """Finds the first line that contains a piece of output: in the issue file, else a template."""
 
     def __init__(self, issue_path: Path, templates_dir: Path):
+        self.issue_path, self.templates_dir = issue_path, templates_dir.resolve()
+        self._lines: dict[Path, list[str]] = {}
+
+    @functools.cached_property
+    def files(self) -> list[Path]:
+        """The issue, then every template (parsed only when a finding needs a line)."""
         from mailer.compose import TEMPLATE, template_files
 
-        self.files = [issue_path, *template_files(TEMPLATE, templates_dir)]
-        self.templates_dir = templates_dir.resolve()
-        self._lines: dict[Path, list[str]] = {}
+        return [self.issue_path, *template_files(TEMPLATE, self.templates_dir)]
 
     def __call__(self, *needles: str) -> tuple[str | None, int | None]:
         for needle in filter(None, needles):

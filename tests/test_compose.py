@@ -6,6 +6,8 @@ import dataclasses
 import re
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,6 +143,25 @@ def test_inlining_is_the_same_with_cssutils_validation(november, monkeypatch):
     fast = inline_css(plain)
     monkeypatch.setattr(cssutils, "profile", cssutils.profiles.Profiles(log=cssutils.log))
     assert inline_css(plain) == fast == november.html
+
+
+def test_premailer_loads_without_fetching_modules_and_they_still_work(november, tmp_path):
+    """mailer.inline keeps requests, cssutils._fetch and urllib.request out of premailer's import;
+    a fresh process shows they are not loaded by composing, yet work when something uses them."""
+    script = f"""
+import sys
+from mailer.inline import inline_css
+inline_css({november.html!r})
+print(sorted(m for m in ("requests", "cssutils._fetch", "urllib.request", "http.client") if m in sys.modules))
+import cssutils
+print(cssutils.helper.path2url("/tmp/a b.css"))        # cssutils' own use loads the real module
+import urllib.request, requests
+print(urllib.request.urlopen.__module__, requests.Session.__module__)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["[]", "file:/tmp/a%20b.css", "urllib.request requests.sessions"]
 
 
 def test_an_import_in_a_style_block_is_refused():

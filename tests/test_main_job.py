@@ -36,6 +36,8 @@ def test_readme_main_job_sends_the_november_issue_to_the_sample_list(repo, tmp_p
         done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 0, done.stderr
+    # each process closed its database: SQLite folded its write-ahead log back (mailer/__main__.py)
+    assert sorted(p.name for p in tmp_path.glob("mailer.db*")) == ["mailer.db"]
     emails = sorted((tmp_path / "outbox").rglob("*.eml"))
     readers = (tmp_path / "issues" / "sample-list.csv").read_text(encoding="utf-8").count("@")
     assert len(emails) == readers == 5
