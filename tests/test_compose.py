@@ -145,7 +145,7 @@ def test_inlining_is_the_same_with_cssutils_validation(november, monkeypatch):
     assert inline_css(plain) == fast == november.html
 
 
-def test_premailer_loads_without_fetching_modules_and_they_still_work(november, tmp_path):
+def test_premailer_loads_without_fetching_modules_and_they_still_work(november):
     """mailer.inline keeps requests, cssutils._fetch and urllib.request out of premailer's import;
     a fresh process shows they are not loaded by composing, yet work when something uses them."""
     script = f"""
