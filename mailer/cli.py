@@ -1,6 +1,8 @@
 """The `mailer` command: wires the pipeline's stages together and nothing else.
 
     source -> compose -> inline -> personalize -> dispatch/deliver -> events -> subscriber state
+
+The process around it (`mailer`, `python -m mailer`) is mailer/__main__.py.
 """
 
 from __future__ import annotations
@@ -78,7 +80,3 @@ def main(argv: list[str] | None = None) -> int:
     except (MailerError, ConfigError, SubscriberError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -56,12 +56,14 @@ def _premailer():
     """
     import logging
 
-    stand_ins = {name: module for name, module in (
-        ("requests", _stand_in("requests", "premailer's session; see mailer.inline")),
-        ("cssutils._fetch", _stand_in("cssutils._fetch", "composing never fetches stylesheets",
-                                      _defaultFetcher=_refuse_fetch)),
-        ("urllib.request", _on_first_use("urllib.request")),
-    ) if name not in sys.modules}
+    makers = {
+        "requests": lambda: _stand_in("requests", "premailer's session; see mailer.inline"),
+        "cssutils._fetch": lambda: _stand_in("cssutils._fetch", "composing never fetches "
+                                             "stylesheets", _defaultFetcher=_refuse_fetch),
+        "urllib.request": lambda: _on_first_use("urllib.request"),
+    }
+    # only for modules not loaded yet: a loaded one is left exactly as it is
+    stand_ins = {name: make() for name, make in makers.items() if name not in sys.modules}
     sys.modules.update(stand_ins)
     try:
         import premailer
