@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mailer.config import load_settings
+from tests.services import missing
 
 REPO = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("MAILER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -54,7 +55,7 @@ def _pg_reachable() -> str | None:
 def pg_server() -> str:
     reason = _pg_reachable()
     if reason:
-        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+        missing(f"PostgreSQL tests skipped: {reason}")
     return PG_URL
 
 

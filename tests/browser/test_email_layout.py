@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from tests.services import missing
+
 from mailer.compose import compose_issue
 from mailer.preview import fill_preview, preview_values
 
@@ -13,11 +15,13 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                       reason=f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)"),
-]
+pytestmark = [pytest.mark.browser]
+
+
+@pytest.fixture(autouse=True)
+def _chromium_installed():
+    if not os.access(CHROMIUM, os.X_OK):
+        missing(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)")
 
 
 @pytest.fixture(scope="module")
