@@ -12,7 +12,7 @@ import html as html_lib
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailer.model import FIELDS, marker
+from mailer.model import fill, first_name
 
 PREVIEW_NAME = "Preview Reader"
 PREVIEW_EMAIL = "preview@example.org"
@@ -21,16 +21,13 @@ PREVIEW_EMAIL = "preview@example.org"
 def preview_values(settings, slug: str) -> dict[str, str]:
     """The per-recipient values of the preview recipient, with URLs the web service serves."""
     base = settings.newsletter.base_url.rstrip("/")
-    return {"name": PREVIEW_NAME, "email": PREVIEW_EMAIL,
+    return {"name": PREVIEW_NAME, "first_name": first_name(PREVIEW_NAME), "email": PREVIEW_EMAIL,
             "unsubscribe_url": f"{base}/unsubscribe/preview", "archive_url": f"{base}/archive/{slug}"}
 
 
 def fill_preview(text: str, values: dict[str, str], part: str) -> str:
     """Replace the markers of one part; values are HTML-escaped in the HTML part."""
-    for name in FIELDS:
-        value = values.get(name, "")
-        text = text.replace(marker(name, part), html_lib.escape(value) if part == "html" else value)
-    return text
+    return fill(text, values, part)
 
 
 @dataclass(frozen=True)

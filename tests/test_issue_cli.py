@@ -49,7 +49,7 @@ def test_build_defaults_to_build_slug(cli, repo, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("body, code, last_line", [
     ("## Empty\n\n## S\n\nText.\n", 0, "  0 error(s), 1 warning(s)"),          # warnings pass
-    ("## S\n\nDear {{ name }}.\n", 1, "  1 error(s), 0 warning(s)"),            # errors fail
+    ("## S\n\nDear {{ nmae }}.\n", 1, "  1 error(s), 0 warning(s)"),            # errors fail
 ])
 def test_lint_errors_fail_the_build_and_warnings_do_not(cli, in_repo, tmp_path, body, code, last_line):
     issue = tmp_path / "2025-01.md"

@@ -93,7 +93,7 @@ BAD = [
     ('+++\nsubject = " "\npreheader = "P"\ndate = 2025-01-07\n+++\n# T\n', 2,
      "settings: subject must be non-empty text in \"double quotes\", not ' '"),
     ('+++\nsubject = "S"\npreheader = "P"\ndate = 2025-01-07\nsubjet = "x"\n+++\n# T\n', 5,
-     "settings: unknown key 'subjet' (known: subject, preheader, date)"),
+     "settings: unknown setting 'subjet' (did you mean 'subject'?)"),
     (FM, 6, "the body is empty: it needs at least '# Title'"),
     (FM + "\nIntro.\n\n## S\n", 7, "the body must start with the issue's title as '# Title'"),
     (FM + "# T\n\n## S\n\n# U\n", 10, "only one '# Title' is allowed; use '## ' for section headings"),
@@ -102,9 +102,9 @@ BAD = [
     (FM + "# T\n\n## S\n\n### A\n\ntext\n\n#### Deep\n", 14,
      "headings go down to '### ' (stories); use **bold** below that"),
     (FM + "# T\n\n## S\n\n```\ncode\n```\n", 10, "a code block cannot be shown in the email; use "
-     "paragraphs, '## ' sections, '### ' stories and '- ' lists"),
+     "paragraphs, '## ' sections, '### ' stories, '- ' lists and tables"),
     (FM + "# T\n\n## S\n\n> quoted\n", 10, "a '>' quote cannot be shown in the email; use "
-     "paragraphs, '## ' sections, '### ' stories and '- ' lists"),
+     "paragraphs, '## ' sections, '### ' stories, '- ' lists and tables"),
     (FM + "# T\n\n## S\n\n- a\n  - b\n", 10, "a list item must be one paragraph (no nested lists or blocks)"),
     (FM + "# T\n\n## S\n\ntext\n\n***\n\nEditor\n", 14,
      "after the '***' line, start the masthead with a '## ' heading"),
