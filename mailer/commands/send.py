@@ -51,6 +51,8 @@ def send(
     err = console(stderr=True)
     with _warnings_to(err):
         composed = _gate(issue, settings, err)   # lint errors stop here: no ledger row, no mail
+        if not dry_run:
+            _ensure_key(settings, err)
         plan = dispatch.plan_send(settings, composed, list_name, backend.value if backend else None)
         if plan.already_sent:
             summary = dispatch.run_send(settings, plan)
@@ -105,6 +107,17 @@ def _gate(issue: str, settings, err, *, proof: bool = False):
         path = settings.compose.issues_dir / f"{issue}.md"
     return gate(path, settings, proof=proof, show=lambda report: err.print(report, markup=False,
                                                                             soft_wrap=True))[1]
+
+
+def _ensure_key(settings, err) -> None:
+    """The first send makes the secret key file that signs every unsubscribe link (mailer.config)."""
+    from mailer.config import ensure_secret_key
+
+    made = ensure_secret_key(settings)
+    if made:
+        err.print(f"note: made a secret key in {made} (mode 0600, ignored by git): it signs the "
+                  "unsubscribe links; back it up with the database and never change it", markup=False,
+                  soft_wrap=True)
 
 
 def shown_subject(subject: str) -> str:
