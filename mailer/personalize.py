@@ -221,7 +221,7 @@ def _render(out: Outgoing, date: datetime):
            f"To: {display_to(out.name, out.email)}\r\n").encode("ascii")
     yield ed.head
     if ed.subject_parts:
-        yield _fold("Subject", out.subject()).encode("ascii")
+        yield _subject_header(out.subject()).encode("ascii")
     yield (f"List-Unsubscribe: <{out.unsubscribe_url}>\r\n{REF_HEADER}: {out.ref}\r\n\r\n"
            f"--{ed.boundary}\r\n").encode("ascii")
     yield _PART_HEAD.format(subtype="plain").encode("ascii")
@@ -304,6 +304,21 @@ def _shared_head(newsletter: NewsletterSettings, subject: str | None, slug: str,
     if proof:
         lines.append("X-Mailer-Proof: yes\r\n")
     return "".join(lines).encode("ascii")
+
+
+def _subject_header(subject: str) -> str:
+    """A per-reader Subject header, folded by hand: email.policy's folder costs ~0.3 ms a call,
+    more than the rest of a message. ASCII is folded at spaces (lines <= 78); anything else, or
+    text that looks like an encoded-word, is written as RFC 2047 encoded-words."""
+    if not subject.isascii() or "=?" in subject:
+        return f"Subject: {_encoded_words(subject)}\r\n"
+    lines, line = [], "Subject:"
+    for word in subject.split(" "):
+        if len(line) + 1 + len(word) > 78 and line.strip() and line != "Subject:":
+            lines.append(line)
+            line = ""
+        line += " " + word
+    return "\r\n".join([*lines, line]) + "\r\n"
 
 
 def _fold(name: str, value) -> str:

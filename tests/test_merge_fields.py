@@ -43,6 +43,7 @@ READERS = [
     ("Ann Lee", "Ann", "Hello Ann"),
     ("Bob <b>& Co", "Bob", "Hello Bob"),
     ("", "reader", "Hello reader"),
+    ("Zoë Çelik", "Zoë", "Hello Zoë"),               # non-ASCII: RFC 2047 in the Subject header
 ]
 
 
@@ -155,3 +156,18 @@ def test_sendgrid_sends_the_content_once_per_thousand_readers(settings, composed
                    for p in body["personalizations"])
     first = bodies[0]["personalizations"][0]["substitutions"]
     assert first[marker(with_default("first_name", "reader"), "html")] == "Reader"   # "Reader 0"
+
+
+@pytest.mark.parametrize("subject", [
+    "CRANK Call | December 2024, for Ann",
+    "A long subject line for Ann " + "that goes on and on " * 6,
+    "Ann =?utf-8?q?not-an-encoded-word?=",
+    "Zoë, your CRANK Call",
+])
+def test_a_per_reader_subject_header_reads_back_as_written(subject):
+    from mailer.personalize import _subject_header
+
+    header = _subject_header(subject)
+    assert all(len(line) <= 78 for line in header.split("\r\n"))
+    parsed = email.message_from_bytes(header.encode("ascii") + b"\r\n", policy=email.policy.default)
+    assert str(parsed["Subject"]) == subject

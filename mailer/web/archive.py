@@ -82,7 +82,7 @@ class Archive:
         composed = compose_issue(path, self.settings)
         values = self.neutral_values(composed.slug)
         page = fill(composed.html, values, "html")
-        return ArchivedIssue(slug=composed.slug, subject=composed.subject, html=page)
+        return ArchivedIssue(slug=composed.slug, subject=fill(composed.subject, values, "text"), html=page)
 
     def neutral_values(self, slug: str) -> dict[str, str]:
         """What a reader's fields become online: nobody's name, nobody's address or token."""
