@@ -110,13 +110,3 @@ def cli(capsys, monkeypatch):
         return CliResult(code, captured.out, captured.err)
 
     return run
-
-
-def require(available: bool, reason: str) -> None:
-    """Skip a test whose tool or service is missing, saying why; under CI (MAILER_REQUIRE_SERVICES
-    set, see .ci/run) fail instead, so a missing package can never pass as a skip."""
-    if available:
-        return
-    if os.environ.get("MAILER_REQUIRE_SERVICES"):
-        pytest.fail(f"{reason} (MAILER_REQUIRE_SERVICES is set, so this is an error)")
-    pytest.skip(reason)

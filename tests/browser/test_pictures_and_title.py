@@ -15,7 +15,7 @@ import zlib
 import pytest
 
 from tests.browser.test_email_layout import ARGS, CHROMIUM
-from tests.conftest import require
+from tests.services import missing
 
 pytestmark = pytest.mark.browser
 
@@ -74,7 +74,8 @@ def email_html(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    require(os.access(CHROMIUM, os.X_OK), f"Debian's chromium is not installed at {CHROMIUM}")
+    if not os.access(CHROMIUM, os.X_OK):
+        missing(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
