@@ -56,19 +56,20 @@ _MARKUP = re.compile(r"<!--.*?-->|<(/?)([A-Za-z][\w:-]*)((?:\"[^\"]*\"|'[^']*'|[
 _JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}")
 
 
-def compose_issue(path: str | Path, settings) -> ComposedIssue:
+def compose_issue(path: str | Path, settings, *, proof: bool = False) -> ComposedIssue:
     """Stages 1-3 for one issue file: read, render MJML, compile, inline CSS, make the text part."""
     from mailer.source import read_issue
 
-    return compose(read_issue(path), settings)
+    return compose(read_issue(path), settings, proof=proof)
 
 
-def compose(issue, settings) -> ComposedIssue:
-    """An Issue (stage 1's output) through templates, MJML and premailer to a ComposedIssue."""
+def compose(issue, settings, *, proof: bool = False) -> ComposedIssue:
+    """An Issue (stage 1's output) through templates, MJML and premailer to a ComposedIssue;
+    `proof`: the copy `mailer issue proof` sends (a banner on top; see templates/email.mjml.j2)."""
     from mailer.inline import html_to_text, inline_css
 
     folder = templates_dir(settings)
-    mjml = render_mjml(TEMPLATE, issue_context(issue, settings), folder)
+    mjml = render_mjml(TEMPLATE, issue_context(issue, settings, proof=proof), folder)
     html = inline_css(mjml_to_html(mjml, folder, TEMPLATE))
     return ComposedIssue(slug=issue.slug, subject=issue.subject, preheader=issue.preheader,
                          mjml=mjml, html=html, text=html_to_text(html))
@@ -79,8 +80,8 @@ def templates_dir(settings) -> Path:
     return settings.compose.templates_dir
 
 
-def issue_context(issue, settings) -> dict:
-    return {"issue": issue, "newsletter": settings.newsletter, "markers": HTML_MARKERS}
+def issue_context(issue, settings, *, proof: bool = False) -> dict:
+    return {"issue": issue, "newsletter": settings.newsletter, "markers": HTML_MARKERS, "proof": proof}
 
 
 # --- templates -> MJML ----------------------------------------------------------------------
@@ -117,7 +118,8 @@ def render_mjml(name: str, context: dict, templates_dir: str | Path) -> str:
         raise ComposeError(f"template syntax: {exc.message}", template=shown, line=exc.lineno) from exc
     except jinja2.TemplateNotFound as exc:
         template, line = _template_frame(exc, templates_dir) or (None, None)
-        raise ComposeError(f"no template {exc.name!r} in {shown_path(templates_dir)}",
+        raise ComposeError(f"no template {exc.name!r} in {shown_path(templates_dir)} "
+                           "(the folder [compose] templates_dir names in the config file)",
                            template=template, line=line) from exc
     except Exception as exc:   # UndefinedError, TypeError...: a bug in a template
         template, line = _template_frame(exc, templates_dir) or (shown_path(templates_dir / name), None)

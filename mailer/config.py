@@ -136,6 +136,53 @@ def secret(env_name: str, *, key: str) -> str:
     return value
 
 
+SECRET_KEY_FILE = ".mailer-secret"   # next to the config file; see secret_key()
+
+
+def secret_key_file(settings: "Settings") -> Path:
+    return settings.root / SECRET_KEY_FILE
+
+
+def secret_key(settings: "Settings") -> str:
+    """The key that signs unsubscribe links and keys forget hashes: the environment variable
+    that `secret_key_env` names, else the key file next to the config file (`mailer init` or
+    the first `mailer send` writes it). It must outlive the shell: every link mailed depends on it."""
+    value = os.environ.get(settings.secret_key_env, "")
+    if value:
+        return value
+    path = secret_key_file(settings)
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigError(f"no secret key: {settings.secret_key_env} is not set and there is no {path}; "
+                          f"run `mailer init` to make one (or set {settings.secret_key_env})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the secret key file {path}: {exc.strerror or exc}") from exc
+    if not value:
+        raise ConfigError(f"the secret key file {path} is empty; restore it from your backup, or delete it "
+                          "and run `mailer init` (links already mailed will stop working)")
+    return value
+
+
+def ensure_secret_key(settings: "Settings") -> Path | None:
+    """Write a new random key file (mode 0600) unless the environment or a key file has a key.
+    Returns the file's path when it was written now, else None."""
+    import secrets
+
+    if os.environ.get(settings.secret_key_env) or secret_key_file(settings).exists():
+        return None
+    path = secret_key_file(settings)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:      # another process made it a moment ago: theirs is the key
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot write the secret key file {path}: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
 def config_path(explicit: str | os.PathLike | None = None) -> Path:
     """--config, else $MAILER_CONFIG, else ./config.toml."""
     return Path(explicit or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG).resolve()

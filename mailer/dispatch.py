@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mailer import batches, ledger
 from mailer.batches import BatchLoop
-from mailer.config import Settings, database_url, secret
+from mailer.config import Settings, database_url, secret_key
 from mailer.deliver.base import Backend, create_backend
 from mailer.errors import DeliveryError, SendError
 from mailer.ledger import SendStatus
@@ -211,7 +211,7 @@ def _finish(plan: Plan, summary: SendSummary, status: SendStatus, error: str | N
 def _token_maker(settings: Settings, list_id: int) -> Callable[[int], str]:
     from subscribers.tokens import token_maker
 
-    key = secret(settings.secret_key_env, key="secret_key_env (unsubscribe links)")
+    key = secret_key(settings)
     return token_maker(key, "unsubscribe", list_id)  # the signer is built once per send
 
 

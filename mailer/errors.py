@@ -33,6 +33,18 @@ class IssueSourceError(MailerError):
         self.path, self.line, self.message = path, line, message
         where = f"{path}:{line}: " if path and line else (f"{path}: " if path else "")
         super().__init__(f"{where}{message}")
+        self.problems = [self]
+
+    @classmethod
+    def combine(cls, problems: list["IssueSourceError"]) -> "IssueSourceError":
+        """One error for several problems of one file: the first, then one `error:` line each."""
+        if len(problems) == 1:
+            return problems[0]
+        first = problems[0]
+        combined = cls(first.message, path=first.path, line=first.line)
+        combined.args = ("\n".join([str(first), *(f"error: {p}" for p in problems[1:])]),)
+        combined.problems = list(problems)
+        return combined
 
 
 class ComposeError(MailerError):

@@ -19,13 +19,11 @@ import textwrap
 import types
 
 from mailer.errors import ComposeError
-from mailer.model import FIELDS, marker
+from mailer.model import MARKER
 
 WIDTH = 72                      # plain-text line length (RFC 5322 suggests 78 at most)
 _DOCTYPE = re.compile(r"^\s*<!doctype html>", re.I)
 _IMPORT = re.compile(r"<style[^>]*>[^<]*@import", re.I)
-_HTML_MARKER = re.compile("|".join(re.escape(marker(f, "html")) for f in FIELDS))
-_TEXT_MARKER = {marker(f, "html"): marker(f, "text") for f in FIELDS}
 
 
 def _refuse_fetch(url, *_args, **_kwargs):
@@ -121,6 +119,10 @@ def inline_css(html: str) -> str:
     try:
         inliner = premailer.Premailer(html, allow_network=False, strip_important=False,
                                       keep_style_tags=True, disable_validation=True,
+                                      # MRML writes the width attributes Outlook needs (an
+                                      # image's 520, not its CSS 100%): premailer must not
+                                      # overwrite them from the styles
+                                      disable_basic_attributes=["width", "height"],
                                       session=_Offline())
         return inliner.transform(pretty_print=False)
     except ComposeError:
@@ -132,7 +134,7 @@ def inline_css(html: str) -> str:
 # --- plain text -------------------------------------------------------------------------------
 
 _SKIP = frozenset({"head", "style", "script", "title", "template"})
-_BLOCK = frozenset({"p", "div", "td", "tr", "table", "tbody", "li", "ul", "ol", "section",
+_BLOCK = frozenset({"p", "div", "tr", "table", "tbody", "li", "ul", "ol", "section",
                     "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "body"})
 _UNDERLINE = {"h1": "=", "h2": "-", "h3": "~"}
 _HIDDEN = re.compile(r"display\s*:\s*none", re.I)
@@ -181,6 +183,8 @@ class _TextWriter:
             self.flush()
         if tag == "br":
             self.add("\n")
+        if tag in ("td", "th") and el.getprevious() is not None:
+            self.add(" | ")            # a data table's cells on one line (an email table: one per tr)
         if tag == "img" and el.get("alt"):
             self.add(f"[{el.get('alt')}]")
         self.add(el.text)
@@ -201,4 +205,4 @@ def _link_target(a) -> str:
 
 
 def _text_markers(line: str) -> str:
-    return _HTML_MARKER.sub(lambda m: _TEXT_MARKER[m.group(0)], line)
+    return MARKER["html"].sub(r"%%\1%%", line) if "%%" in line else line

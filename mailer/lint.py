@@ -4,12 +4,19 @@ Rules (standards.md section 5 and CAN-SPAM):
 - size: Gmail clips HTML above ~102 KB, hiding the footer and its unsubscribe link (error);
   above 90 KB is too close, since an ESP's click tracking adds to it (warning);
 - alt: an image without alt text (WCAG 1.1.1; Outlook blocks images by default) (warning);
-- unresolved: a template variable left in the output, a marker that is misspelt or in the wrong
-  part, or no unsubscribe marker at all (error);
+- image: an http:// image (mixed content: most clients block it or warn), or an image inside a
+  line of text, which Outlook shows at its full size (warning);
+- preheader: longer than ~90 characters, which inboxes cut off (warning);
+- unresolved: a template variable left in the output (anything in `{{ }}` but the merge fields
+  of mailer.model.MERGE_FIELDS), a marker that is misspelt or in the wrong part, or no
+  unsubscribe marker at all (error);
 - empty: a section or story with nothing under its heading (warning);
 - link: a link that is neither http(s) nor mailto (warning). The per-recipient markers
   (`%%unsubscribe_url:html%%`...) are expected in hrefs and filled per recipient later.
 Each finding names the issue-file line it comes from when it can find it, else the template's.
+
+`gate` is what every command that delivers runs first (send, its dry run, proof, a schedule):
+compose once, lint, show the report, and refuse while an error remains.
 """
 
 from __future__ import annotations
@@ -20,12 +27,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from mailer.model import FIELDS, marker
+from mailer.errors import MailerError
+from mailer.model import FIELDS, MARKER, MERGE_FIELDS, marker
 
+PREHEADER_CHARS = 90         # what inboxes show after the subject, roughly (standards.md 5)
 CLIP_BYTES = 102_000          # Gmail's ~102 KB (community-measured, not published by Google)
 WARN_BYTES = 90_000           # the margin standards.md recommends
 # Realistic per-recipient values for measuring: the size that counts is after personalizing.
-SIZING_VALUES = {"name": "N" * 40, "email": "e" * 40 + "@example.org",
+SIZING_VALUES = {"name": "N" * 40, "first_name": "F" * 20, "email": "e" * 40 + "@example.org",
                  "unsubscribe_url": "https://news.example.org/unsubscribe/" + "t" * 120,
                  "archive_url": "https://news.example.org/archive/2024-11"}
 _JINJA_LEFTOVER = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
@@ -80,8 +89,9 @@ def lint(issue, composed, templates_dir: str | Path) -> LintReport:
     locate = _Locator(issue.path, Path(templates_dir))
     tree = etree.fromstring(composed.html, etree.HTMLParser())
     size = len(fill_for_sizing(composed.html).encode("utf-8"))
-    findings = [*check_size(size), *check_alt(tree, locate), *check_unresolved(composed, locate),
-                *check_empty(issue), *check_links(tree, locate)]
+    findings = [*check_size(size), *check_alt(tree, locate), *check_images(tree, locate),
+                *check_unresolved(composed, locate), *check_empty(issue), *check_links(tree, locate),
+                *check_preheader(issue)]
     return LintReport(size, tuple(sorted(findings, key=lambda f: (f.path or "", f.line or 0))))
 
 
@@ -113,22 +123,60 @@ def check_alt(tree, locate) -> list[Finding]:
     return findings
 
 
+def check_images(tree, locate) -> list[Finding]:
+    findings = []
+    for img in tree.iter("img"):
+        src = img.get("src", "")
+        if src.lower().startswith("http://"):
+            findings.append(Finding(Severity.WARNING, "image", f"image {src} is http://: most email "
+                                    "clients block or flag it (mixed content); use https://",
+                                    *locate(src)))
+        if "max-width:100%" in (img.get("style") or "").replace(" ", "") and img.get("width") is None:
+            findings.append(Finding(Severity.WARNING, "image", f"image {src} is inside a line of text: "
+                                    "Outlook shows it at its full size; put it on a line of its own",
+                                    *locate(src)))
+    return findings
+
+
+def check_preheader(issue) -> list[Finding]:
+    shown = MARKER["html"].sub(lambda m: "N" * 10, issue.preheader)
+    if len(shown) <= PREHEADER_CHARS:
+        return []
+    return [Finding(Severity.WARNING, "preheader", f"the preheader has {len(shown)} characters: "
+                    f"inboxes show about {PREHEADER_CHARS}, so the end will be cut off",
+                    str(issue.path), _setting_line(issue.path, "preheader"))]
+
+
+def _setting_line(path: Path, key: str) -> int | None:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    return next((n for n, text in enumerate(lines, 1) if re.match(rf"\s*{key}\s*=", text)), None)
+
+
+_KNOWN = ", ".join("{{ %s }}" % name for name in MERGE_FIELDS)
+
+
 def check_unresolved(composed, locate) -> list[Finding]:
     findings, leftovers = [], {}
     for part, text in (("HTML", composed.html), ("text", composed.text)):
-        valid = {marker(name, part.lower()) for name in FIELDS}
+        pattern = MARKER[part.lower()]
         for found in _JINJA_LEFTOVER.findall(text):
             leftovers.setdefault(("template variable", found), []).append(part)
-        for found in set(_MARKER_LIKE.findall(text)) - valid:
-            leftovers.setdefault(("unknown or misplaced marker", found), []).append(part)
+        for found in set(_MARKER_LIKE.findall(text)):
+            if not pattern.fullmatch(found):
+                leftovers.setdefault(("unknown or misplaced marker", found), []).append(part)
         if marker("unsubscribe_url", part.lower()) not in text:
             findings.append(Finding(Severity.ERROR, "unresolved", f"the {part} part has no "
                                     f"unsubscribe link ({marker('unsubscribe_url', part.lower())}): "
                                     "CAN-SPAM and Gmail/Yahoo require one", *locate("Unsubscribe")))
     for (kind, found), parts in sorted(leftovers.items()):
         where = " and ".join(dict.fromkeys(parts)) + (" parts" if len(set(parts)) > 1 else " part")
+        hint = (f" (the merge fields are {_KNOWN}, with a fallback written "
+                '{{ first_name | default("reader") }})') if kind == "template variable" else ""
         findings.append(Finding(Severity.ERROR, "unresolved", f"unresolved {kind} {found} in the "
-                                f"{where}", *locate(found)))
+                                f"{where}{hint}", *locate(found)))
     return findings
 
 
@@ -193,3 +241,29 @@ class _Locator:
         from mailer.compose import shown_path
 
         return shown_path(path) if path.is_relative_to(self.templates_dir) else str(path)
+
+
+# --- the gate before any delivery -----------------------------------------------------------
+
+class LintFailed(MailerError):
+    """An issue whose lint report has errors: nothing may be delivered."""
+
+
+def gate(path, settings, *, proof: bool = False, show=None):
+    """Compose the issue file once, lint it, `show` the report; raise LintFailed on any error.
+
+    Returns (issue, composed, report). Every command that delivers calls this first, before it
+    touches a backend or the send ledger, so a refused issue leaves no trace anywhere.
+    """
+    from mailer.compose import compose, templates_dir
+    from mailer.source import read_issue
+
+    issue = read_issue(path)
+    composed = compose(issue, settings, proof=proof)
+    report = lint(issue, composed, templates_dir(settings))
+    if show is not None:
+        show(report.render(str(path)))
+    if report.errors:
+        raise LintFailed(f"{path}: {len(report.errors)} lint error(s) in the report above; fix them "
+                         "and run the command again (nothing was sent)")
+    return issue, composed, report

@@ -8,11 +8,17 @@ can be HTML-escaped in one part and left as it is in the other, even when the pr
 
 from __future__ import annotations
 
+import base64
+import html
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 # Per-recipient fields, filled after composing.
-FIELDS = ("name", "email", "unsubscribe_url", "archive_url")
+FIELDS = ("name", "first_name", "email", "unsubscribe_url", "archive_url")
+# The merge fields an editor may write in an issue's body and subject, as `{{ first_name }}` or
+# `{{ first_name | default("reader") }}` (mailer.source turns them into markers; docs/editor.md).
+MERGE_FIELDS = ("name", "first_name", "email")
 
 Part = Literal["html", "text"]
 
@@ -23,10 +29,49 @@ REF_ARG = "mailer_ref"
 
 
 def marker(field: str, part: Part) -> str:
-    """The placeholder for `field` in the HTML or text part: `%%name%%` / `%%name:html%%`."""
-    if field not in FIELDS:
+    """The placeholder for `field` in the HTML or text part: `%%name%%` / `%%name:html%%`.
+
+    `field` may carry a fallback, `first_name~cmVhZGVy` (see `with_default`)."""
+    if field.partition("~")[0] not in FIELDS:
         raise KeyError(field)
     return f"%%{field}:html%%" if part == "html" else f"%%{field}%%"
+
+
+def with_default(field: str, default: str) -> str:
+    """`first_name` with fallback "reader" as one marker name: the fallback travels inside the
+    marker (base64url, so any text is safe in HTML, QP and JSON), and every stage that fills
+    markers (preview, archive, personalize, SendGrid substitutions) needs nothing else."""
+    encoded = base64.urlsafe_b64encode(default.encode("utf-8")).decode("ascii").rstrip("=")
+    return f"{field}~{encoded}"
+
+
+def field_value(spec: str, values) -> str:
+    """The value of marker name `spec` ("email", "first_name~cmVhZGVy") for one reader:
+    `values(field)` gives a field's value; an empty one falls back to the spec's default."""
+    field, _, encoded = spec.partition("~")
+    value = values(field)
+    if value or not encoded:
+        return value
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
+
+
+# Every marker of a part, fallbacks included: `%%first_name~cmVhZGVy:html%%`.
+MARKER = {"html": re.compile(r"%%((?:" + "|".join(FIELDS) + r")(?:~[A-Za-z0-9_-]*)?):html%%"),
+          "text": re.compile(r"%%((?:" + "|".join(FIELDS) + r")(?:~[A-Za-z0-9_-]*)?)%%")}
+
+
+def fill(text: str, values: dict[str, str], part: Part) -> str:
+    """Replace every marker of one part from `values` (field -> raw value); HTML-escaped in HTML."""
+    def value(found) -> str:
+        raw = field_value(found.group(1), lambda f: values.get(f, ""))
+        return html.escape(raw, quote=True) if part == "html" else raw
+
+    return MARKER[part].sub(value, text) if "%%" in text else text
+
+
+def first_name(name: str) -> str:
+    """`{{ first_name }}`: the first word of the reader's name ("Ann" for "Ann Lee")."""
+    return name.split(maxsplit=1)[0] if name and name.strip() else ""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import html as html_lib
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailer.model import FIELDS, marker
+from mailer.model import fill, first_name
 
 PREVIEW_NAME = "Preview Reader"
 PREVIEW_EMAIL = "preview@example.org"
@@ -21,16 +21,13 @@ PREVIEW_EMAIL = "preview@example.org"
 def preview_values(settings, slug: str) -> dict[str, str]:
     """The per-recipient values of the preview recipient, with URLs the web service serves."""
     base = settings.newsletter.base_url.rstrip("/")
-    return {"name": PREVIEW_NAME, "email": PREVIEW_EMAIL,
+    return {"name": PREVIEW_NAME, "first_name": first_name(PREVIEW_NAME), "email": PREVIEW_EMAIL,
             "unsubscribe_url": f"{base}/unsubscribe/preview", "archive_url": f"{base}/archive/{slug}"}
 
 
 def fill_preview(text: str, values: dict[str, str], part: str) -> str:
     """Replace the markers of one part; values are HTML-escaped in the HTML part."""
-    for name in FIELDS:
-        value = values.get(name, "")
-        text = text.replace(marker(name, part), html_lib.escape(value) if part == "html" else value)
-    return text
+    return fill(text, values, part)
 
 
 @dataclass(frozen=True)
@@ -121,8 +118,9 @@ def _handler(server: PreviewServer):
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
             build = server.current
+            dark = "dark=1" in self.path.partition("?")[2]
             routes = {"/": (_index(build, server.path), "text/html"),
-                      "/email.html": (build.html, "text/html"),
+                      "/email.html": (dark_mode(build.html) if dark else build.html, "text/html"),
                       "/email.txt": (build.text, "text/plain"),
                       "/email.mjml": (build.mjml, "text/plain"),
                       "/version": (str(build.version), "text/plain")}
@@ -141,20 +139,43 @@ def _handler(server: PreviewServer):
     return Handler
 
 
+def dark_mode(html: str) -> str:
+    """The email as a dark-mode client shows it: its prefers-color-scheme rules always apply."""
+    return html.replace("@media (prefers-color-scheme: dark)", "@media all")
+
+
 def _index(build: Build, path: Path) -> str:
     esc = html_lib.escape
     error = f'<pre class="error">{esc(build.error)}</pre>' if build.error else ""
+    if build.error and build.html:   # what follows is the last good build, not this file
+        error += ('<p class="stale-note">Stale: the email and report below are from before this '
+                  "error; they update when the file builds again.</p>")
+    stale = " stale" if build.error else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Preview: {esc(path.name)}</title>
 <style>body{{font:14px system-ui,sans-serif;margin:0;background:#eee}} header{{padding:8px 16px;
 background:#222;color:#eee}} header a{{color:#9cf;margin-right:12px}} pre{{margin:0;padding:8px 16px;
 white-space:pre-wrap}} .error{{background:#fdd;color:#900}} iframe{{border:0;width:100%;height:80vh;
-background:#fff}}</style></head><body>
+background:#fff;display:block;margin:0 auto}} .stale{{opacity:.45}} .stale-note{{margin:0;padding:6px 16px;
+background:#fec;color:#630}} button{{margin-left:8px}} body.phone iframe{{width:375px}}</style></head><body>
 <header><strong>{esc(path.name)}</strong> (build {build.version}) &#8212;
-<a href="/email.html">HTML</a><a href="/email.txt">text part</a><a href="/email.mjml">MJML</a></header>
-{error}<pre>{esc(build.report)}</pre>
-<iframe src="/email.html" title="The email"></iframe>
-<script>const seen = "{build.version}";
+<a href="/email.html">HTML</a><a href="/email.txt">text part</a><a href="/email.mjml">MJML</a>
+<button id="phone" aria-pressed="false">Phone width (375 px)</button>
+<button id="dark" aria-pressed="false">Dark mode</button></header>
+{error}<pre id="report" class="{stale.strip()}">{esc(build.report)}</pre>
+<iframe id="email" class="{stale.strip()}" src="/email.html" title="The email"></iframe>
+<script>
+// The two views survive the reload after each rebuild (localStorage).
+const toggles = {{phone: () => document.body.classList.toggle("phone", on("phone")),
+                  dark: () => document.getElementById("email").src = on("dark") ? "/email.html?dark=1" : "/email.html"}};
+function on(name) {{ return localStorage.getItem("preview-" + name) === "1"; }}
+for (const name in toggles) {{
+  const button = document.getElementById(name);
+  const show = () => {{ button.setAttribute("aria-pressed", String(on(name))); toggles[name](); }};
+  button.onclick = () => {{ localStorage.setItem("preview-" + name, on(name) ? "0" : "1"); show(); }};
+  if (on(name)) show();
+}}
+const seen = "{build.version}";
 setInterval(async () => {{ try {{ const v = await (await fetch("/version")).text();
   if (v !== seen) location.reload(); }} catch (e) {{}} }}, 1000);</script>
 </body></html>"""

@@ -19,19 +19,27 @@ already; every problem is an IssueSourceError naming the file and line.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailer.errors import IssueSourceError
+from mailer.model import MARKER, MERGE_FIELDS, marker, with_default
 
 FENCE = "+++"
 REQUIRED = {"subject": str, "preheader": str, "date": dt.date}
+# The lead image at the top of the issue (optional): its URL, what it shows, credit and caption.
+OPTIONAL = {"image": str, "image_alt": str, "image_credit": str, "image_caption": str}
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 COMMENT = re.compile(r"<!--.*?-->", re.S)
-# "Item text (Source)": the last parenthesis, unless it is a Markdown link's "](url)".
-SOURCE = re.compile(r"^(?P<text>.*?\S)\s*(?<!\])\((?P<source>[^()]+)\)\s*$", re.S)
+# "Item text (Source)": the last parenthesis, unless it is a Markdown link's "](url)"; the source
+# may itself be a link, "([Financial Times](https://...))".
+SOURCE = re.compile(r"^(?P<text>.*?\S)\s*(?<!\])\((?P<source>(?:\[[^\]]*\]\([^()\s]*\)|[^()])+)\)\s*$", re.S)
+# Merge fields: {{ first_name }}, {{ first_name | default("reader") }} (straight or curly quotes).
+MERGE = re.compile(r"\{\{\s*(?P<field>" + "|".join(MERGE_FIELDS) + r")\s*(?:\|\s*default\s*\(\s*"
+                   r"(?:\"(?P<d1>[^\"]*)\"|“(?P<d2>[^”]*)”|'(?P<d3>[^']*)'|‘(?P<d4>[^’]*)’)\s*\)\s*)?\}\}")
 
 
 @dataclass(frozen=True)
@@ -55,9 +63,29 @@ class ItemList:
 
 
 @dataclass(frozen=True)
+class Image:
+    """A picture on a line of its own: `![what it shows](https://... "caption")`."""
+    src: str
+    alt: str
+    caption_html: str | None
+    line: int
+    href: str | None = None    # `[![alt](src)](link)`: the picture is a link
+    credit_html: str | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A Markdown table: header cells, then rows; `align` per column ("left", "right", "center")."""
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    align: tuple[str, ...]
+    line: int
+
+
+@dataclass(frozen=True)
 class Story:
     title_html: str
-    blocks: tuple[Paragraph | ItemList, ...]
+    blocks: tuple[Paragraph | ItemList | Image | Table, ...]
     line: int
 
 
@@ -80,6 +108,12 @@ class Issue:
     intro: tuple[Paragraph, ...]
     sections: tuple[Section, ...]
     meta: dict = field(default_factory=dict)   # the whole front matter, for later stages
+    image: Image | None = None                 # the lead image (front matter `image = ...`)
+
+    @property
+    def html_subject(self) -> str:
+        """The subject for the HTML part's <title>: merge fields as the HTML part's markers."""
+        return MARKER["text"].sub(r"%%\1:html%%", self.subject)
 
     @property
     def body_sections(self) -> tuple[Section, ...]:
@@ -111,18 +145,45 @@ def parse_issue(text: str, path: str | Path) -> Issue:
     if not SLUG.match(slug):
         raise IssueSourceError(f"the file name {path.name!r} must be letters, digits, '-', '_' or '.'"
                                " (it names the issue in the archive), e.g. 2024-11.md", path=str(path))
-    meta, body_start = _front_matter(text, str(path))
+    problems: list[IssueSourceError] = []
+    meta, body_start = _front_matter(text, str(path), problems)
     lines = text.splitlines()
-    body = "\n".join(lines[body_start:])
-    title, intro, sections = _Body(str(path), body_start).parse(body)
-    return Issue(path=path, slug=slug, subject=meta["subject"], preheader=meta["preheader"],
-                 date=meta["date"], title_html=title, intro=intro, sections=sections, meta=meta)
+    body = merge_fields("\n".join(lines[body_start:]), "html")
+    reader = _Body(str(path), body_start, problems)
+    title, intro, sections = reader.parse(body)
+    if problems:       # every problem of the file at once, in file order
+        raise IssueSourceError.combine(sorted(problems, key=lambda p: p.line or 0))
+    return Issue(path=path, slug=slug, subject=merge_fields(meta["subject"], "text"),
+                 preheader=merge_fields(meta["preheader"], "html"), date=meta["date"],
+                 title_html=title, intro=intro, sections=sections, meta=meta,
+                 image=_lead_image(meta, reader, body_start))
+
+
+def merge_fields(text: str, part: str) -> str:
+    """`{{ first_name | default("reader") }}` -> the marker personalize fills per reader.
+    Anything else in `{{ }}` stays as written, and the lint report names it (an error)."""
+    def to_marker(found) -> str:
+        default = next((d for d in found.group("d1", "d2", "d3", "d4") if d is not None), None)
+        name = found["field"] if default is None else with_default(found["field"], default)
+        return marker(name, part)
+
+    return MERGE.sub(to_marker, text) if "{{" in text else text
+
+
+def _lead_image(meta: dict, reader: "_Body", line: int) -> Image | None:
+    if "image" not in meta:
+        return None
+    inline = {key: reader.inline(meta[key]) if meta.get(key) else None
+              for key in ("image_caption", "image_credit")}
+    return Image(meta["image"].strip(), meta.get("image_alt", "").strip(), inline["image_caption"],
+                 line, credit_html=inline["image_credit"])
 
 
 # --- front matter ---------------------------------------------------------------------------
 
-def _front_matter(text: str, where: str) -> tuple[dict, int]:
-    """The TOML between the `+++` lines, checked; and the index of the body's first line."""
+def _front_matter(text: str, where: str, problems: list) -> tuple[dict, int]:
+    """The TOML between the `+++` lines, checked; and the index of the body's first line.
+    Problems with single settings are added to `problems`; a file without settings raises."""
     lines = text.splitlines()
     if not lines or lines[0].strip() != FENCE:
         raise IssueSourceError(f"the file must start with a '{FENCE}' line, then the settings "
@@ -137,8 +198,9 @@ def _front_matter(text: str, where: str) -> tuple[dict, int]:
     try:
         meta = tomllib.loads(source)
     except tomllib.TOMLDecodeError as exc:
-        raise _toml_error(exc, where) from exc
-    _check_meta(meta, lines[1:end], where, end)
+        problems.append(_toml_error(exc, where))
+        return {}, end + 1
+    problems += _check_meta(meta, lines[1:end], where, end)
     return meta, end + 1
 
 
@@ -153,26 +215,35 @@ def _toml_error(exc: Exception, where: str) -> IssueSourceError:
     return IssueSourceError(f"settings: {message[0].lower()}{message[1:]}{hint}", path=where, line=line)
 
 
-def _check_meta(meta: dict, lines: list[str], where: str, end: int) -> None:
+def _check_meta(meta: dict, lines: list[str], where: str, end: int) -> list[IssueSourceError]:
     def line_of(key: str) -> int:
         pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
         return next((i + 2 for i, text in enumerate(lines) if pattern.match(text)), end + 1)
 
-    for key, kind in REQUIRED.items():
+    problems, known = [], {**REQUIRED, **OPTIONAL}
+    for key in sorted(set(meta) - set(known), key=line_of):
+        near = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {near[0]!r}?" if near else f"known: {', '.join(known)}"
+        problems.append(IssueSourceError(f"settings: unknown setting {key!r} ({hint})",
+                                         path=where, line=line_of(key)))
+    for key, kind in known.items():
         if key not in meta:
-            raise IssueSourceError(f"settings: missing {key} = ... before this '{FENCE}' line",
-                                   path=where, line=end + 1)
+            if key in REQUIRED:
+                problems.append(IssueSourceError(f"settings: missing {key} = ... before this "
+                                                 f"'{FENCE}' line", path=where, line=end + 1))
+            continue
         value = meta[key]
         if kind is dt.date and (not isinstance(value, dt.date) or isinstance(value, dt.datetime)):
-            raise IssueSourceError(f"settings: {key} must be a date like 2024-11-01 (no quotes), "
-                                   f"not {value!r}", path=where, line=line_of(key))
+            problems.append(IssueSourceError(f"settings: {key} must be a date like 2024-11-01 (no "
+                                             f"quotes), not {value!r}", path=where, line=line_of(key)))
         if kind is str and (not isinstance(value, str) or not value.strip()):
-            raise IssueSourceError(f'settings: {key} must be non-empty text in "double quotes", '
-                                   f"not {value!r}", path=where, line=line_of(key))
-    unknown = sorted(set(meta) - set(REQUIRED))
-    if unknown:
-        raise IssueSourceError(f"settings: unknown key {unknown[0]!r} (known: {', '.join(REQUIRED)})",
-                               path=where, line=line_of(unknown[0]))
+            problems.append(IssueSourceError(f'settings: {key} must be non-empty text in "double '
+                                             f'quotes", not {value!r}', path=where, line=line_of(key)))
+    for key in ("image_alt", "image_credit", "image_caption"):
+        if key in meta and "image" not in meta:
+            problems.append(IssueSourceError(f"settings: {key} needs image = \"https://...\" (the "
+                                             "lead image's address)", path=where, line=line_of(key)))
+    return problems
 
 
 # --- body ------------------------------------------------------------------------------------
@@ -180,7 +251,19 @@ def _check_meta(meta: dict, lines: list[str], where: str, end: int) -> None:
 def _markdown():
     from markdown_it import MarkdownIt   # imported here: only stage 1 needs it
 
-    return MarkdownIt("commonmark", {"html": False})
+    # typographer + smartquotes: "straight" quotes and apostrophes become “curly” ones (only
+    # those: the other "replacements" would turn (c) and -- into symbols an editor did not write).
+    md = MarkdownIt("commonmark", {"html": False, "typographer": True}).enable(["smartquotes", "table"])
+    md.add_render_rule("image", _render_inline_image)
+    return md
+
+
+def _render_inline_image(self, tokens, idx, options, env) -> str:
+    """An image inside a line of text: never wider than the column, height kept in proportion."""
+    token = tokens[idx]
+    token.attrs["alt"] = self.renderInlineAsText(token.children or [], options, env)
+    token.attrSet("style", "max-width:100%;height:auto;border:0;")
+    return self.renderToken(tokens, idx, options, env)
 
 
 def _blank_comments(body: str) -> str:
@@ -189,15 +272,30 @@ def _blank_comments(body: str) -> str:
 
 
 class _Body:
-    """Walks markdown-it's token stream once, building sections; knows file and line offset."""
+    """Walks markdown-it's token stream once, building sections; knows file and line offset.
 
-    def __init__(self, where: str, offset: int):
-        self.where, self.offset = where, offset
+    A problem is recorded in `problems` and its block skipped, so one run names them all."""
+
+    def __init__(self, where: str, offset: int, problems: list):
+        self.where, self.offset, self.problems = where, offset, problems
         self.md = _markdown()
 
     def error(self, message: str, token) -> IssueSourceError:
         line = self.offset + token.map[0] + 1 if token is not None and token.map else None
         return IssueSourceError(message, path=self.where, line=line)
+
+    def problem(self, message: str, token) -> None:
+        """Record a problem and skip the block that `token` opens."""
+        self.problems.append(self.error(message, token))
+        self.skip()
+
+    def skip(self) -> None:
+        tok = self.tokens[self.i]
+        self.i += 1
+        if tok.nesting == 1:
+            while not (self.tokens[self.i].nesting == -1 and self.tokens[self.i].level == tok.level):
+                self.i += 1
+            self.i += 1
 
     def line(self, token) -> int:
         return self.offset + token.map[0] + 1
@@ -211,23 +309,28 @@ class _Body:
         tokens = self.md.parse(_blank_comments(body))
         self.tokens, self.i = tokens, 0
         first = tokens[0] if tokens else None
-        if first is None or first.type != "heading_open" or first.tag != "h1":
-            raise self.error("the body must start with the issue's title as '# Title'", first) \
-                if first is not None else IssueSourceError(
-                    "the body is empty: it needs at least '# Title'", path=self.where,
-                    line=self.offset + 1)
-        title = self.heading()
+        title = ""
+        if first is None:
+            self.problems.append(IssueSourceError("the body is empty: it needs at least '# Title'",
+                                                  path=self.where, line=self.offset + 1))
+        elif first.type != "heading_open" or first.tag != "h1":
+            self.problems.append(self.error("the body must start with the issue's title as '# Title'",
+                                            first))
+        else:
+            title = self.heading()
         intro = tuple(self.blocks(allow_story=False, context="the introduction"))
         sections, colophon = [], False
         while self.i < len(self.tokens):
             tok = self.tokens[self.i]
             if tok.type == "hr":
                 if colophon:
-                    raise self.error("only one '***' line is allowed (it starts the masthead)", tok)
+                    self.problems.append(self.error("only one '***' line is allowed (it starts the "
+                                                    "masthead)", tok))
                 colophon, self.i = True, self.i + 1
                 continue
             if tok.type != "heading_open" or tok.tag != "h2":
-                raise self.error(self.misplaced(tok, colophon), tok)
+                self.problem(self.misplaced(tok, colophon), tok)
+                continue
             line, heading = self.line(tok), self.heading()
             blocks = tuple(self.blocks(allow_story=True, context="a section"))
             sections.append(Section(heading, blocks, line, colophon))
@@ -238,14 +341,16 @@ class _Body:
             return "only one '# Title' is allowed; use '## ' for section headings"
         if colophon:
             return "after the '***' line, start the masthead with a '## ' heading"
-        return "a '### ' story must be inside a '## ' section"
+        if tok.type == "heading_open" and tok.tag == "h3":
+            return "a '### ' story must be inside a '## ' section"
+        return "this must be inside a '## ' section (the text after the title is the standfirst)"
 
     def heading(self) -> str:
         """Consume heading_open, inline, heading_close; return the heading's HTML."""
         inline = self.tokens[self.i + 1]
         self.i += 3
         if not inline.content.strip():
-            raise self.error("this heading is empty", inline)
+            self.problems.append(self.error("this heading is empty", inline))
         return self.inline(inline.content)
 
     def blocks(self, *, allow_story: bool, context: str):
@@ -258,41 +363,86 @@ class _Body:
                 line, title = self.line(tok), self.heading()
                 yield Story(title, tuple(self.story_blocks()), line)
             elif tok.type == "heading_open" and tok.tag == "h3":
-                raise self.error(f"a '### ' story cannot be in {context}; put it under a '## ' section", tok)
+                self.problem(f"a '### ' story cannot be in {context}; put it under a '## ' section", tok)
             else:
-                yield self.block(tok)
+                yield from self.block(tok)
 
     def story_blocks(self):
         while self.i < len(self.tokens):
             tok = self.tokens[self.i]
             if tok.type == "hr" or (tok.type == "heading_open" and tok.tag in ("h1", "h2", "h3")):
                 return
-            yield self.block(tok)
+            yield from self.block(tok)
 
     def block(self, tok):
+        """The block at `tok` (none if it is a problem, which is recorded and skipped)."""
         if tok.type == "paragraph_open":
             inline = self.tokens[self.i + 1]
             self.i += 3
-            return Paragraph(self.inline(inline.content), self.line(tok))
-        if tok.type in ("bullet_list_open", "ordered_list_open"):
-            return self.item_list(tok)
-        if tok.type == "heading_open":
-            raise self.error("headings go down to '### ' (stories); use **bold** below that", tok)
-        raise self.error(f"{_KINDS.get(tok.type, tok.type)} cannot be shown in the email; use "
-                         "paragraphs, '## ' sections, '### ' stories and '- ' lists", tok)
+            image = self.image(inline, self.line(tok))
+            yield image or Paragraph(self.inline(inline.content), self.line(tok))
+        elif tok.type in ("bullet_list_open", "ordered_list_open"):
+            yield from self.item_list(tok)
+        elif tok.type == "table_open":
+            yield self.table(tok)
+        elif tok.type == "heading_open":
+            self.problem("headings go down to '### ' (stories); use **bold** below that", tok)
+        else:
+            self.problem(f"{_KINDS.get(tok.type, tok.type)} cannot be shown in the email; use "
+                         "paragraphs, '## ' sections, '### ' stories, '- ' lists and tables", tok)
 
-    def item_list(self, opening) -> ItemList:
+    def image(self, inline, line: int) -> Image | None:
+        """A paragraph that is one picture (optionally a link) is an Image block."""
+        children = [c for c in inline.children or [] if not (c.type == "text" and not c.content.strip())
+                    and c.type != "softbreak"]
+        kinds = [c.type for c in children]
+        if kinds not in (["image"], ["link_open", "image", "link_close"]):
+            return None
+        picture = children[kinds.index("image")]
+        title = picture.attrGet("title")
+        href = children[0].attrGet("href") if kinds[0] == "link_open" else None
+        alt = self.md.renderer.renderInlineAsText(picture.children or [], self.md.options, {})
+        return Image(str(picture.attrGet("src")), alt.strip(), self.inline(title) if title else None,
+                     line, href=str(href) if href else None)
+
+    def table(self, opening) -> Table:
+        header, rows, align, row = (), [], [], None
+        self.i += 1
+        while self.tokens[self.i].type != "table_close":
+            tok = self.tokens[self.i]
+            if tok.type == "tr_open":
+                row = []
+            elif tok.type in ("th_open", "td_open"):
+                if tok.type == "th_open":
+                    style = str(tok.attrGet("style") or "")
+                    align.append(style.partition("text-align:")[2] or "left")
+                row.append(self.inline(self.tokens[self.i + 1].content))
+            elif tok.type == "tr_close":
+                if header:
+                    rows.append(tuple(row))
+                else:
+                    header = tuple(row)
+            self.i += 1
+        self.i += 1
+        return Table(header, tuple(rows), tuple(align), self.line(opening))
+
+    def item_list(self, opening):
         close = opening.type.replace("_open", "_close")
-        items, self.i = [], self.i + 1
+        items, start = [], self.i
+        self.i += 1
         while self.tokens[self.i].type != close:
             tok = self.tokens[self.i]                      # list_item_open
             inner = self.tokens[self.i + 1]
             if inner.type != "paragraph_open" or self.tokens[self.i + 4].type != "list_item_close":
-                raise self.error("a list item must be one paragraph (no nested lists or blocks)", tok)
+                self.problems.append(self.error("a list item must be one paragraph (no nested lists "
+                                                "or blocks)", tok))
+                self.i = start
+                self.skip()
+                return
             items.append(self.item(self.tokens[self.i + 2].content, self.line(tok)))
             self.i += 5
         self.i += 1
-        return ItemList(tuple(items), opening.type == "ordered_list_open", self.line(opening))
+        yield ItemList(tuple(items), opening.type == "ordered_list_open", self.line(opening))
 
     def item(self, markdown: str, line: int) -> Item:
         found = SOURCE.match(markdown)
@@ -302,4 +452,4 @@ class _Body:
 
 
 _KINDS = {"fence": "a code block", "code_block": "an indented code block (4 spaces)",
-          "blockquote_open": "a '>' quote", "html_block": "raw HTML", "table_open": "a table"}
+          "blockquote_open": "a '>' quote", "html_block": "raw HTML"}

@@ -49,7 +49,7 @@ def test_build_defaults_to_build_slug(cli, repo, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("body, code, last_line", [
     ("## Empty\n\n## S\n\nText.\n", 0, "  0 error(s), 1 warning(s)"),          # warnings pass
-    ("## S\n\nDear {{ name }}.\n", 1, "  1 error(s), 0 warning(s)"),            # errors fail
+    ("## S\n\nDear {{ nmae }}.\n", 1, "  1 error(s), 0 warning(s)"),            # errors fail
 ])
 def test_lint_errors_fail_the_build_and_warnings_do_not(cli, in_repo, tmp_path, body, code, last_line):
     issue = tmp_path / "2025-01.md"
@@ -146,7 +146,11 @@ def test_preview_serves_and_rebuilds_on_change(repo, settings, tmp_path):
         assert (status, kind) == (200, "text/html; charset=utf-8") and "Kursk looms" in html
         status, kind, text = get(server.url + "email.txt")
         assert (status, kind) == (200, "text/plain; charset=utf-8") and "CRANK Perspectives" in text
-        assert "0 error(s), 0 warning(s)" in get(server.url)[2]
+        page = get(server.url)[2]
+        assert "0 error(s), 0 warning(s)" in page and "Stale" not in page
+        assert ">Phone width (375 px)</button>" in page and ">Dark mode</button>" in page
+        dark = get(server.url + "email.html?dark=1")[2]
+        assert "@media all" in dark and "prefers-color-scheme: dark" not in dark
 
         time.sleep(0.3)   # let the watcher settle before the first edit
         issue.write_text(issue.read_text().replace("Kursk looms", "Kursk nears"))
@@ -158,6 +162,8 @@ def test_preview_serves_and_rebuilds_on_change(repo, settings, tmp_path):
         wait_for_version(server, version)
         page = get(server.url)[2]
         assert "the body must start with the issue&#x27;s title as &#x27;# Title&#x27;" in page
+        assert "Stale: the email and report below are from before this error" in page
+        assert '<iframe id="email" class="stale"' in page and '<pre id="report" class="stale">' in page
         assert "Kursk nears" in get(server.url + "email.html")[2]        # the last good email stays
     finally:
         server.close()

@@ -52,8 +52,22 @@ CASES = [
     ("## S\n\nSee [below](#links).\n",
      [(W, "link", 10, "link '#links' is neither http(s) nor mailto: readers cannot open it (write "
                       "https://... in full)")]),
-    ("## S\n\nDear {{ name }},\n",
-     [(E, "unresolved", 10, "unresolved template variable {{ name }} in the HTML and text parts")]),
+    ("## S\n\nDear {{ name }}, {{ first_name | default(\"reader\") }} at {{ email }},\n", []),
+    ("## S\n\nDear {{ nmae }},\n",
+     [(E, "unresolved", 10, "unresolved template variable {{ nmae }} in the HTML and text parts (the "
+                            "merge fields are {{ name }}, {{ first_name }}, {{ email }}, with a "
+                            "fallback written {{ first_name | default(\"reader\") }})")]),
+    ("## S\n\nDear {{ first_name | upper }},\n",
+     [(E, "unresolved", 10, "unresolved template variable {{ first_name | upper }} in the HTML and "
+                            "text parts (the merge fields are {{ name }}, {{ first_name }}, {{ email }}, "
+                            "with a fallback written {{ first_name | default(\"reader\") }})")]),
+    ("## S\n\n![A chart](http://example.org/chart.png)\n",
+     [(W, "image", 10, "image http://example.org/chart.png is http://: most email clients block or "
+                       "flag it (mixed content); use https://")]),
+    ("## S\n\nAn ![icon](https://example.org/i.png) in a line.\n",
+     [(W, "image", 10, "image https://example.org/i.png is inside a line of text: Outlook shows it at "
+                       "its full size; put it on a line of its own")]),
+    ("## S\n\n| a | b |\n|---|---|\n| 1 | 2 |\n", []),
     ("## S\n\nLeave: %%unsubscribe%%\n",
      [(E, "unresolved", 10, "unresolved unknown or misplaced marker %%unsubscribe%% in the HTML and "
                             "text parts")]),
@@ -131,7 +145,9 @@ def test_the_report_as_printed(repo, settings):
     assert report.render(path).splitlines() == [
         f"Lint report for {path}",
         f"  size: {report.html_bytes / 1000:.1f} KB of HTML per recipient; Gmail clips above ~102 KB",
-        f"  error: {where}:9: unresolved template variable {{{{ name }}}} in the HTML and text parts",
+        f"  error: {where}:9: unresolved template variable {{{{ nmae }}}} in the HTML and text parts (the "
+        f"merge fields are {{{{ name }}}}, {{{{ first_name }}}}, {{{{ email }}}}, with a fallback written "
+        f'{{{{ first_name | default("reader") }}}})',
         f"  warning: {where}:13: story 'A story without text' has no text",
         f"  warning: {where}:17: image without alt text: https://example.org/chart.png (write "
         "![what it shows](...); Outlook hides images by default)",
@@ -142,3 +158,13 @@ def test_the_report_as_printed(repo, settings):
         f"  warning: {where}:23: section 'Nothing here yet' is empty",
         "  1 error(s), 5 warning(s)",
     ]
+
+
+def test_a_long_preheader_is_a_warning_naming_its_line(tmp_path, settings):
+    path = tmp_path / "2025-01.md"
+    path.write_text(FM.replace('preheader = "P"', 'preheader = "' + "x" * 91 + '"') + "## S\n\nText.\n",
+                    encoding="utf-8")
+    issue = read_issue(path)
+    report = lint(issue, compose(issue, settings), templates_dir(settings))
+    assert rows(report) == [(W, "preheader", 3, "the preheader has 91 characters: inboxes show about "
+                                                "90, so the end will be cut off")]

@@ -50,3 +50,6 @@ def test_readme_main_job_sends_the_november_issue_to_the_sample_list(repo, tmp_p
         html = msg.get_body(("html",)).get_content()
         assert "North Korea and Russia finalize defense pact" in html
     assert "already" in done.stdout + done.stderr
+    # the first run kept its secret key next to config.toml, private; the second run used it
+    key_file = tmp_path / ".mailer-secret"
+    assert key_file.stat().st_mode & 0o777 == 0o600

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from mailer.errors import IssueSourceError
-from mailer.source import ItemList, Paragraph, Story, parse_issue, read_issue
+from mailer.source import Image, ItemList, Paragraph, Story, Table, parse_issue, read_issue
 
 FIXTURES = "tests/fixtures/issues"
 FM = '+++\nsubject = "S"\npreheader = "P"\ndate = 2025-01-07\n+++\n'   # body starts on line 6
@@ -53,6 +53,10 @@ def test_lines_point_into_the_file(repo):
     ("[Linked](https://example.org/a)", '<a href="https://example.org/a">Linked</a>', None),
     ("[Linked](https://example.org/a) (Wire)", '<a href="https://example.org/a">Linked</a>', "Wire"),
     ("Quote “ally” & co (AP)", "Quote “ally” &amp; co", "AP"),
+    ("Item. ([Financial Times](https://ft.com/x))", "Item.", '<a href="https://ft.com/x">Financial Times</a>'),
+    ("Item (by [A. Writer](https://a.org/w), [Wire](https://w.org))", "Item",
+     'by <a href="https://a.org/w">A. Writer</a>, <a href="https://w.org">Wire</a>'),
+    ('Say "hi" (AP)', "Say “hi”", "AP"),
 ])
 def test_list_items_split_off_their_source(markdown, text, source):
     issue = parse_issue(FM + f"# T\n\n## S\n\n- {markdown}\n", "issues/x.md")
@@ -93,7 +97,7 @@ BAD = [
     ('+++\nsubject = " "\npreheader = "P"\ndate = 2025-01-07\n+++\n# T\n', 2,
      "settings: subject must be non-empty text in \"double quotes\", not ' '"),
     ('+++\nsubject = "S"\npreheader = "P"\ndate = 2025-01-07\nsubjet = "x"\n+++\n# T\n', 5,
-     "settings: unknown key 'subjet' (known: subject, preheader, date)"),
+     "settings: unknown setting 'subjet' (did you mean 'subject'?)"),
     (FM, 6, "the body is empty: it needs at least '# Title'"),
     (FM + "\nIntro.\n\n## S\n", 7, "the body must start with the issue's title as '# Title'"),
     (FM + "# T\n\n## S\n\n# U\n", 10, "only one '# Title' is allowed; use '## ' for section headings"),
@@ -102,9 +106,9 @@ BAD = [
     (FM + "# T\n\n## S\n\n### A\n\ntext\n\n#### Deep\n", 14,
      "headings go down to '### ' (stories); use **bold** below that"),
     (FM + "# T\n\n## S\n\n```\ncode\n```\n", 10, "a code block cannot be shown in the email; use "
-     "paragraphs, '## ' sections, '### ' stories and '- ' lists"),
+     "paragraphs, '## ' sections, '### ' stories, '- ' lists and tables"),
     (FM + "# T\n\n## S\n\n> quoted\n", 10, "a '>' quote cannot be shown in the email; use "
-     "paragraphs, '## ' sections, '### ' stories and '- ' lists"),
+     "paragraphs, '## ' sections, '### ' stories, '- ' lists and tables"),
     (FM + "# T\n\n## S\n\n- a\n  - b\n", 10, "a list item must be one paragraph (no nested lists or blocks)"),
     (FM + "# T\n\n## S\n\ntext\n\n***\n\nEditor\n", 14,
      "after the '***' line, start the masthead with a '## ' heading"),
@@ -138,3 +142,68 @@ def test_not_utf8(tmp_path):
     with pytest.raises(IssueSourceError) as caught:
         read_issue(tmp_path / "x.md")
     assert str(caught.value) == f"{tmp_path / 'x.md'}:6: this line is not UTF-8 text (save the file as UTF-8)"
+
+
+@pytest.mark.parametrize("markdown, html", [
+    ('He said "yes" and left.', "He said “yes” and left."),
+    ("It's the editors' choice.", "It’s the editors’ choice."),
+    ("'Single' quotes", "‘Single’ quotes"),
+    ("Curly “already” stays", "Curly “already” stays"),
+    ("(c) and -- stay as typed", "(c) and -- stay as typed"),
+    ('A [link "title"](https://example.org/"x")', 'A <a href="https://example.org/%22x%22">link “title”</a>'),
+])
+def test_straight_quotes_become_typographic(markdown, html):
+    issue = parse_issue(FM + f"# T\n\n## S\n\n{markdown}\n", "issues/x.md")
+    assert issue.sections[0].blocks[0].html == html
+
+
+def test_an_image_alone_in_a_paragraph_is_a_block_with_its_caption():
+    body = ('# T\n\n## S\n\n![A *wide* photo](https://example.org/p.jpg "The caption")\n\n'
+            "[![Linked](https://example.org/l.png)](https://example.org/story)\n\n"
+            "Text with ![icon](https://example.org/i.png) inside.\n")
+    blocks = parse_issue(FM + body, "issues/x.md").sections[0].blocks
+    assert blocks[0] == Image("https://example.org/p.jpg", "A wide photo", "The caption", 10)
+    assert blocks[1] == Image("https://example.org/l.png", "Linked", None, 12, href="https://example.org/story")
+    assert blocks[2] == Paragraph('Text with <img src="https://example.org/i.png" alt="icon" '
+                                  'style="max-width:100%;height:auto;border:0;" /> inside.', 14)
+
+
+def test_a_lead_image_with_its_credit_comes_from_the_settings():
+    fm = FM.replace("+++\n", '+++\nimage = "https://example.org/lead.jpg"\nimage_alt = "Two leaders"\n'
+                    'image_credit = "Photo: [Kremlin](https://kremlin.ru)"\n', 1)
+    fm = fm.replace("date = 2025-01-07\n+++", "date = 2025-01-07\n+++", 1)
+    issue = parse_issue(fm + "# T\n", "issues/x.md")
+    assert issue.image.src == "https://example.org/lead.jpg" and issue.image.alt == "Two leaders"
+    assert issue.image.credit_html == 'Photo: <a href="https://kremlin.ru">Kremlin</a>'
+    assert parse_issue(FM + "# T\n", "issues/x.md").image is None
+
+
+def test_a_markdown_table_becomes_a_table():
+    body = "# T\n\n## S\n\n| Country | Share |\n|:--|--:|\n| *China* | 40% |\n| Russia | 30% |\n"
+    [table] = parse_issue(FM + body, "issues/x.md").sections[0].blocks
+    assert table == Table(("Country", "Share"), (("<em>China</em>", "40%"), ("Russia", "30%")),
+                          ("left", "right"), 10)
+
+
+def test_every_problem_of_a_file_is_named_in_one_run():
+    text = ('+++\nsubject = "S"\npreheadr = "P"\ndate = "2025-01-07"\n+++\n# T\n\nIntro\n\n'
+            "### Story in the intro\n\n## S\n\n```\ncode\n```\n\n- a\n  - nested\n\n#### Deep\n")
+    with pytest.raises(IssueSourceError) as caught:
+        parse_issue(text, "issues/2025-01.md")
+    assert str(caught.value).splitlines() == [
+        "issues/2025-01.md:3: settings: unknown setting 'preheadr' (did you mean 'preheader'?)",
+        "error: issues/2025-01.md:4: settings: date must be a date like 2024-11-01 (no quotes), not '2025-01-07'",
+        "error: issues/2025-01.md:5: settings: missing preheader = ... before this '+++' line",
+        "error: issues/2025-01.md:10: a '### ' story cannot be in the introduction; put it under a '## ' section",
+        "error: issues/2025-01.md:14: a code block cannot be shown in the email; use paragraphs, '## ' "
+        "sections, '### ' stories, '- ' lists and tables",
+        "error: issues/2025-01.md:18: a list item must be one paragraph (no nested lists or blocks)",
+        "error: issues/2025-01.md:21: headings go down to '### ' (stories); use **bold** below that",
+    ]
+    assert len(caught.value.problems) == 7
+
+
+def test_image_settings_need_the_image():
+    fm = FM.replace("+++\n", '+++\nimage_credit = "Photo: AP"\n', 1)
+    with pytest.raises(IssueSourceError, match=r"issues/x.md:2: settings: image_credit needs image = "):
+        parse_issue(fm + "# T\n", "issues/x.md")

@@ -31,12 +31,12 @@ def engine(ctx: typer.Context):
 def secret(ctx: typer.Context, required: bool = True) -> str | None:
     """MAILER_SECRET_KEY (the env var the config names). Not required: None when unset, and the
     store asks for it only if it really needs it (a database with forgotten addresses)."""
-    from mailer.config import secret as read_secret
+    from mailer.config import secret_key
     from mailer.errors import ConfigError
 
     settings = app_context(ctx).settings
     try:
-        return read_secret(settings.secret_key_env, key="MAILER_SECRET_KEY")
+        return secret_key(settings)
     except ConfigError:
         if required:
             raise

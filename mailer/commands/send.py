@@ -6,6 +6,7 @@ Only typer is imported here; compose, dispatch and the backends load inside the 
 from __future__ import annotations
 
 import enum
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +21,7 @@ class BackendName(str, enum.Enum):
     sendgrid = "sendgrid"
 
 
+_ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
 ISSUE = typer.Argument(..., help="The issue file (issues/2024-11.md) or its name (2024-11).", show_default=False)
 BACKEND = typer.Option(None, "--backend", help="Override \\[delivery] backend.", case_sensitive=False)
 
@@ -48,7 +50,9 @@ def send(
     settings = app_context(ctx).settings
     err = console(stderr=True)
     with _warnings_to(err):
-        composed = _compose(issue, settings)
+        composed = _gate(issue, settings, err)   # lint errors stop here: no ledger row, no mail
+        if not dry_run:
+            _ensure_key(settings, err)
         plan = dispatch.plan_send(settings, composed, list_name, backend.value if backend else None)
         if plan.already_sent:
             summary = dispatch.run_send(settings, plan)
@@ -58,12 +62,12 @@ def send(
             if not yes:
                 verb = "Resume sending" if plan.send_id else "Send"
                 who = "remaining subscribers" if plan.send_id else "active subscribers"
-                typer.confirm(f"{verb} '{composed.subject}' to {plan.readers:,} {who} of {plan.list_name} "
+                typer.confirm(f"{verb} '{shown_subject(composed.subject)}' to {plan.readers:,} {who} of {plan.list_name} "
                               f"via {plan.backend}?", abort=True, err=True)
             with _progress(err) as on_progress:
                 summary = dispatch.run_send(settings, plan, on_progress=on_progress,
                                             notice=lambda message: err.print(f"note: {message}"))
-    _report(summary, composed.subject, as_json)
+    _report(summary, shown_subject(composed.subject), as_json)
 
 
 def proof(
@@ -79,8 +83,13 @@ def proof(
     addresses = [a.strip() for a in to.split(",") if a.strip()]
     if not addresses:
         raise typer.BadParameter("give at least one address", param_hint="--to")
-    with _warnings_to(console(stderr=True)):
-        composed = _compose(issue, settings)
+    for address in addresses:
+        if not _ADDRESS.fullmatch(address):
+            raise typer.BadParameter(f"{address!r} is not an email address (write name@example.org)",
+                                     param_hint="--to")
+    err = console(stderr=True)
+    with _warnings_to(err):
+        composed = _gate(issue, settings, err, proof=True)
         results = send_proof(settings, composed, addresses, backend_name=backend.value if backend else None)
     for address, result in zip(addresses, results):
         typer.echo(f"{address}: {result.status.value}" + (f" ({result.detail})" if result.detail else ""))
@@ -88,13 +97,34 @@ def proof(
         raise typer.Exit(1)
 
 
-def _compose(issue: str, settings):
-    from mailer.compose import compose_issue
+def _gate(issue: str, settings, err, *, proof: bool = False):
+    """Compose ISSUE once and lint it (mailer.lint.gate); the report goes to stderr, before any
+    question; an error raises LintFailed."""
+    from mailer.lint import gate
 
     path = Path(issue)
     if not path.exists() and not issue.endswith(".md"):
         path = settings.compose.issues_dir / f"{issue}.md"
-    return compose_issue(path, settings)
+    return gate(path, settings, proof=proof, show=lambda report: err.print(report, markup=False,
+                                                                            soft_wrap=True))[1]
+
+
+def _ensure_key(settings, err) -> None:
+    """The first send makes the secret key file that signs every unsubscribe link (mailer.config)."""
+    from mailer.config import ensure_secret_key
+
+    made = ensure_secret_key(settings)
+    if made:
+        err.print(f"note: made a secret key in {made} (mode 0600, ignored by git): it signs the "
+                  "unsubscribe links; back it up with the database and never change it", markup=False,
+                  soft_wrap=True)
+
+
+def shown_subject(subject: str) -> str:
+    """The subject as the editor wrote it: merge fields as {{ first_name }}, not markers."""
+    from mailer.model import MARKER
+
+    return MARKER["text"].sub(lambda m: "{{ %s }}" % m.group(1).partition("~")[0], subject)
 
 
 def _report(summary, subject: str, as_json: bool) -> None:

@@ -191,14 +191,15 @@ def personalization(out) -> str:
 
 def _substitution(out, field: str) -> str:
     """`"%%field%%":"value","%%field:html%%":"value, HTML-escaped"` for one reader."""
-    raw = getattr(out, field)
+    raw = out.value(field, "text")   # merge fields with a fallback resolve it here
     escaped = html.escape(raw) if _NEEDS_ESCAPE.search(raw) else raw
-    return f"{_MARKERS[field, 'text']}:{_str(raw)},{_MARKERS[field, 'html']}:{_str(escaped)}"
+    keys = _MARKERS.get(field) or (_str(marker(field, "text")), _str(marker(field, "html")))
+    return f"{keys[0]}:{_str(raw)},{keys[1]}:{_str(escaped)}"
 
 
 _str = json.encoder.encode_basestring_ascii  # a JSON string literal, quotes included (C code)
 _NEEDS_ESCAPE = re.compile("[&<>\"']")
-_MARKERS = {(f, part): _str(marker(f, part)) for f in FIELDS for part in ("text", "html")}
+_MARKERS = {f: (_str(marker(f, "text")), _str(marker(f, "html"))) for f in FIELDS}
 
 
 def shared_fields(edition) -> dict:

@@ -17,7 +17,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
-from mailer.model import FIELDS, marker
+from mailer.model import fill
 from mailer.web.security import ARCHIVE_CSP
 
 log = logging.getLogger("mailer.web")
@@ -81,14 +81,12 @@ class Archive:
 
         composed = compose_issue(path, self.settings)
         values = self.neutral_values(composed.slug)
-        page = composed.html
-        for name in FIELDS:
-            page = page.replace(marker(name, "html"), html.escape(values[name], quote=True))
-        return ArchivedIssue(slug=composed.slug, subject=composed.subject, html=page)
+        page = fill(composed.html, values, "html")
+        return ArchivedIssue(slug=composed.slug, subject=fill(composed.subject, values, "text"), html=page)
 
     def neutral_values(self, slug: str) -> dict[str, str]:
         """What a reader's fields become online: nobody's name, nobody's address or token."""
-        return {"name": "reader", "email": "your address", "unsubscribe_url": f"{self.base_url}/subscribe",
+        return {"name": "reader", "first_name": "reader", "email": "your address", "unsubscribe_url": f"{self.base_url}/subscribe",
                 "archive_url": f"{self.base_url}/archive/{slug}"}
 
 

@@ -19,7 +19,7 @@ from contextlib import nullcontext
 
 from sqlalchemy import select
 
-from mailer.config import secret
+from mailer.config import secret_key
 from mailer.web.archive import Archive
 from mailer.web.pages import Pages
 from mailer.web.ratelimit import Rate, RateLimiter
@@ -35,7 +35,7 @@ class WebContext:
         n = settings.newsletter
         self.pages = Pages(settings.compose.templates_dir, newsletter_name=n.name, base_url=n.base_url,
                            postal_address=n.postal_address)
-        self.secret = secret(settings.secret_key_env, key="secret_key_env")  # tokens: fail at start
+        self.secret = secret_key(settings)  # tokens: fail at start
         self.limiter = RateLimiter({"subscribe": Rate(burst=settings.web.subscribe_burst,
                                                       per_hour=settings.web.subscribe_per_hour)})
         self.archive = Archive(settings, sent_slugs=self.sent_slugs)
