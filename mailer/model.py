@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 # Per-recipient fields, filled after composing.
-FIELDS = ("name", "email", "unsubscribe_url", "archive_url")
+FIELDS = ("name", "email", "unsubscribe_url", "archive_url", "preferences_url")
 
 Part = Literal["html", "text"]
 

@@ -34,7 +34,7 @@ from mailer.config import NewsletterSettings
 from mailer.errors import ConfigError, PermanentDelivery
 from mailer.model import FIELDS, ComposedIssue, marker
 
-PER_RECIPIENT = ("name", "email", "unsubscribe_url")   # filled per reader; archive_url once
+PER_RECIPIENT = ("name", "email", "unsubscribe_url", "preferences_url")   # filled per reader; archive_url once
 ONE_CLICK = "List-Unsubscribe=One-Click"              # RFC 8058 section 3.1: this exact value
 ISSUE_HEADER = "X-Mailer-Issue"                        # the issue slug
 REF_HEADER = "X-Mailer-Ref"                            # opaque delivery reference (no PII)
@@ -105,6 +105,13 @@ class Outgoing:
     name: str                      # cleaned display name ("" when unknown)
     unsubscribe_url: str
     message_id: str
+
+    @property
+    def preferences_url(self) -> str:
+        """The reader's preferences page: it takes the same token as the unsubscribe link
+        (docs/readers.md), so no second token is made per reader."""
+        token = self.unsubscribe_url[len(self.edition.base_url) + len("/unsubscribe/"):]
+        return f"{self.edition.base_url}/preferences/{token}"
 
     def value(self, field: str, part: str) -> str:
         raw = self.edition.archive_url if field == "archive_url" else getattr(self, field)

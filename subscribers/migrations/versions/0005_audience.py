@@ -1,0 +1,50 @@
+"""The audience: private lists, tags, and the signup half of a double opt-in's consent record.
+
+Revision ID: 0005_audience
+Revises: 0002_events
+Create Date: 2026-12-02
+
+- lists.private: a private list is never offered on the public /subscribe page.
+- subscriber_tags: (subscriber, tag) pairs; a send may pick the readers with any of some tags.
+  Rows go with their subscriber (ON DELETE CASCADE), so `forget` erases them too.
+- memberships.optin_at / optin_ip: when and from where the signup was asked for (Mailchimp's
+  OPTIN_TIME / OPTIN_IP); consent_at / consent_ip keep the confirmation (CONFIRM_TIME / CONFIRM_IP).
+Frozen snapshot: types spelt out, nothing imported from the package.
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005_audience"
+down_revision = "0002_events"
+branch_labels = None
+depends_on = None
+
+TS = sa.DateTime(timezone=True)
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("lists") as batch:
+        batch.add_column(sa.Column("private", sa.Boolean(), nullable=False, server_default=sa.false()))
+    with op.batch_alter_table("memberships") as batch:
+        batch.add_column(sa.Column("optin_at", TS, nullable=True))
+        batch.add_column(sa.Column("optin_ip", sa.String(45), nullable=True))
+    op.create_table(
+        "subscriber_tags",
+        sa.Column("subscriber_id", sa.Integer(), nullable=False),
+        sa.Column("tag", sa.String(64), nullable=False),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscribers.id"],
+                                name="fk_subscriber_tags_subscriber_id_subscribers", ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("subscriber_id", "tag", name="pk_subscriber_tags"),
+    )
+    op.create_index("ix_subscriber_tags_tag", "subscriber_tags", ["tag"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_subscriber_tags_tag", table_name="subscriber_tags")
+    op.drop_table("subscriber_tags")
+    with op.batch_alter_table("memberships") as batch:
+        batch.drop_column("optin_ip")
+        batch.drop_column("optin_at")
+    with op.batch_alter_table("lists") as batch:
+        batch.drop_column("private")
