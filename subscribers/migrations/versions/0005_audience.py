@@ -24,11 +24,11 @@ TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("lists") as batch:
-        batch.add_column(sa.Column("private", sa.Boolean(), nullable=False, server_default=sa.false()))
-    with op.batch_alter_table("memberships") as batch:
-        batch.add_column(sa.Column("optin_at", TS, nullable=True))
-        batch.add_column(sa.Column("optin_ip", sa.String(45), nullable=True))
+    # Plain ADD COLUMN, never a batch rebuild: on SQLite with foreign keys on, dropping the old
+    # `lists` or `memberships` table in a rebuild would cascade into the tables that point at it.
+    op.add_column("lists", sa.Column("private", sa.Boolean(), nullable=False, server_default=sa.false()))
+    op.add_column("memberships", sa.Column("optin_at", TS, nullable=True))
+    op.add_column("memberships", sa.Column("optin_ip", sa.String(45), nullable=True))
     op.create_table(
         "subscriber_tags",
         sa.Column("subscriber_id", sa.Integer(), nullable=False),
@@ -43,8 +43,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_subscriber_tags_tag", table_name="subscriber_tags")
     op.drop_table("subscriber_tags")
-    with op.batch_alter_table("memberships") as batch:
-        batch.drop_column("optin_ip")
-        batch.drop_column("optin_at")
-    with op.batch_alter_table("lists") as batch:
-        batch.drop_column("private")
+    # DROP COLUMN (SQLite 3.35+) keeps the tables, and so every row that points at them.
+    op.drop_column("memberships", "optin_ip")
+    op.drop_column("memberships", "optin_at")
+    op.drop_column("lists", "private")
