@@ -178,7 +178,7 @@ class RowParser:
             if column.endswith("_time"):
                 when = parse_time(value) if value else None
                 if value and when is None:
-                    attrs[f"{column} (as given)"] = clean_text(value, MAX_ATTRIBUTE)
+                    attrs[f"{self.cols.header[i]} (as given)"] = clean_text(value, MAX_ATTRIBUTE)
                 values.append(when)
             else:
                 values.append(_ip(value))

@@ -16,6 +16,14 @@ REPO = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("MAILER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skip a test whose service (PostgreSQL, Chromium, ...) is missing; under CI
+    (MAILER_REQUIRE_SERVICES set, as .ci/run does) a missing service is a failure instead."""
+    if os.environ.get("MAILER_REQUIRE_SERVICES"):
+        pytest.fail(f"required service missing: {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def repo() -> Path:
     return REPO
@@ -54,7 +62,7 @@ def _pg_reachable() -> str | None:
 def pg_server() -> str:
     reason = _pg_reachable()
     if reason:
-        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+        skip_or_fail(f"PostgreSQL tests skipped: {reason}")
     return PG_URL
 
 

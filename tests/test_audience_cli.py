@@ -109,7 +109,7 @@ def test_a_tag_nobody_has_sends_nothing(crank):
 
 def test_mailchimp_consent_and_tags_import_and_export(crank, tmp_path):
     result = crank("subscribers", "import", str(CSV / "mailchimp_consent.csv"), "--list", "crank")
-    assert result.code == 0 and "3 new" in result.out, result.err
+    assert result.code == 0 and "4 new" in result.out, result.err
     ann = json.loads(crank("subscribers", "show", "ann@example.com", "--json").out)
     assert ann["tags"] == ["press", "vip"]
     assert set(ann["attributes"]) == {"MEMBER_RATING"}              # consent is not an attribute
@@ -118,6 +118,9 @@ def test_mailchimp_consent_and_tags_import_and_export(crank, tmp_path):
     assert m["consent_at"].startswith("2023-03-05 10:25:02") and m["optin_at"].startswith("2023-03-05 10:22:31")
     [bob] = json.loads(crank("subscribers", "show", "bob@example.com", "--json").out)["memberships"]
     assert bob["consent_at"].startswith("2022-01-10 08:00:00") and bob["consent_ip"] == "198.51.100.4"
+    dan = json.loads(crank("subscribers", "show", "dan@example.com", "--json").out)   # unreadable: kept aside
+    assert dan["attributes"] == {"MEMBER_RATING": "1", "OPTIN_TIME (as given)": "last tuesday"}
+    assert (dan["memberships"][0]["optin_at"], dan["memberships"][0]["optin_ip"]) == (None, None)
 
     out = tmp_path / "crank.csv"
     assert crank("subscribers", "export", "--list", "crank", "--out", str(out)).code == 0
@@ -125,7 +128,7 @@ def test_mailchimp_consent_and_tags_import_and_export(crank, tmp_path):
     assert (rows["ann@example.com"]["tags"], rows["bob@example.com"]["tags"], rows["cy@example.com"]["tags"]) == (
         "press,vip", "", "donor")
     again = crank("subscribers", "import", str(out), "--list", "crank")
-    assert "0 new, 0 updated, 3 unchanged" in again.out, again.out
+    assert "0 new, 0 updated, 4 unchanged" in again.out, again.out
 
     more = tmp_path / "more.csv"
     more.write_text("email,tags\nbob@example.com,\"Press, new one\"\n", encoding="utf-8")

@@ -85,7 +85,9 @@ def pytest_collection_modifyitems(items):
 def chromium():
     """Debian's Chromium under Playwright (never `playwright install`)."""
     if not CHROMIUM.exists() or not shutil.which(str(CHROMIUM)):
-        pytest.skip(f"browser tests skipped: {CHROMIUM} is missing (apt-get install chromium)")
+        from tests.conftest import skip_or_fail
+
+        skip_or_fail(f"browser tests skipped: {CHROMIUM} is missing (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -160,6 +160,19 @@ def test_a_private_list_shows_to_its_members_only(lists):
     assert forged.status_code == 200 and statuses(lists) == {"staff": "active"}   # unknown names: ignored
 
 
+def test_a_bounced_reader_can_rename_but_not_rejoin(lists):
+    sid, lid = member(lists, LIST)
+    with lists.web.engine.begin() as conn:
+        store.set_status(conn, sid, None, Status.BOUNCED, "test")
+    token = make_token(SECRET, "unsubscribe", sid, lid)
+    page = lists.http.get(f"/preferences/{token}").text
+    assert "Mail to this address bounced" in page and page.count(" disabled>") == 2
+    saved = lists.http.post(f"/preferences/{token}", data={"list": ["crank", "digest"], "name": "Ann B"})
+    assert "Saved: name saved." in saved.text and statuses(lists) == {"crank": "active"}
+    with lists.web.engine.connect() as conn:
+        assert conn.execute(select(subscribers.c.global_status).where(subscribers.c.id == sid)).scalar() == "bounced"
+
+
 def test_leave_everything(lists):
     sid, lid = member(lists, LIST)
     member(lists, "digest")
