@@ -161,39 +161,35 @@ def search(ctx: typer.Context, text: str = typer.Argument(..., help="Part of an 
 def tag(ctx: typer.Context, email: str = EMAIL,
         tags: list[str] = typer.Argument(..., help="One or more tags (any case; no commas).", show_default=False)) -> None:
     """Give EMAIL these tags (a send can pick readers by tag: `mailer send ... --tag TAG`)."""
-    from subscribers import store
-    from subscribers.tags import add_tags, normalize_tags
+    from subscribers.tags import add_tags
 
-    wanted = normalize_tags(tags)
-    with engine(ctx).begin() as conn:
-        who = store.get_subscriber(conn, email)
-        added = add_tags(conn, who.id, wanted)
-    kept = [t for t in wanted if t not in added]
-    parts = ([f"tagged {who.email} {', '.join(added)}"] if added else []) + \
-            ([f"already had {', '.join(kept)}"] if kept else [])
-    _say(_sentence(parts))
+    _retag(ctx, email, tags, add_tags, "tagged {who} {done}", "already had {rest}")
 
 
 @app.command()
 def untag(ctx: typer.Context, email: str = EMAIL,
           tags: list[str] = typer.Argument(..., help="The tags to take away.", show_default=False)) -> None:
     """Take these tags away from EMAIL."""
+    from subscribers.tags import remove_tags
+
+    _retag(ctx, email, tags, remove_tags, "removed {done} from {who}", "{who} had no {rest}")
+
+
+def _retag(ctx, email: str, tags: list[str], change, did: str, left: str) -> None:
+    """Apply change(conn, subscriber_id, tags) -> the tags it changed, and say what it did and
+    which tags it left alone, e.g. "Tagged ann@example.com press; already had vip."."""
     from subscribers import store
-    from subscribers.tags import normalize_tags, remove_tags
+    from subscribers.tags import normalize_tags
 
     wanted = normalize_tags(tags)
     with engine(ctx).begin() as conn:
         who = store.get_subscriber(conn, email)
-        removed = remove_tags(conn, who.id, wanted)
-    absent = [t for t in wanted if t not in removed]
-    parts = ([f"removed {', '.join(removed)} from {who.email}"] if removed else []) + \
-            ([f"{who.email} had no {', '.join(absent)}"] if absent else [])
-    _say(_sentence(parts))
-
-
-def _sentence(parts: list[str]) -> str:
+        done = change(conn, who.id, wanted)
+    rest = [t for t in wanted if t not in done]
+    parts = ([did.format(who=who.email, done=", ".join(done))] if done else []) + \
+            ([left.format(who=who.email, rest=", ".join(rest))] if rest else [])
     text = "; ".join(parts)
-    return text[:1].upper() + text[1:] + "."
+    _say(text[:1].upper() + text[1:] + ".")
 
 
 @app.command()

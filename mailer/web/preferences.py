@@ -17,6 +17,7 @@ from fastapi import APIRouter, BackgroundTasks, Form, Request
 from starlette.responses import HTMLResponse
 
 from mailer.web import prefs, readers
+from mailer.web.public import too_many
 
 log = logging.getLogger("mailer.web")
 router = APIRouter()
@@ -36,9 +37,8 @@ def ask(request: Request, background: BackgroundTasks,
         website: Annotated[str, Form(max_length=400)] = "") -> HTMLResponse:
     web = request.app.state.web
     client = readers.client(request)
-    if not web.limiter.allow("preferences", client.ip):
-        return web.pages.error(429, "Too many requests", "Please try again in a few minutes.",
-                               headers={"retry-after": "120"})
+    if (refused := too_many(web, "preferences", client)) is not None:
+        return refused
     if not website:   # the honeypot: bots fill it; people never see it
         problem = readers.address_problem(email)
         if problem:

@@ -58,9 +58,8 @@ def subscribe(request: Request, background: BackgroundTasks,
               website: Annotated[str, Form(max_length=400)] = "") -> HTMLResponse:
     web = request.app.state.web
     client = readers.client(request)
-    if not web.limiter.allow("subscribe", client.ip):
-        return web.pages.error(429, "Too many requests", "Please try again in a few minutes.",
-                               headers={"retry-after": "120"})
+    if (refused := too_many(web, "subscribe", client)) is not None:
+        return refused
     if website:   # the honeypot: people never see it, form-filling bots do. Say the usual thing.
         log.info("subscribe: honeypot filled from %s; ignored", client.ip)
         return web.pages.render("check_inbox.html.j2", private=True)
@@ -139,6 +138,14 @@ async def unsubscribe(token: str, request: Request) -> HTMLResponse:
     return web.pages.render("unsubscribed.html.j2", private=True, list_title=target.list_title,
                             list_name=target.list_name, already=not target.changed,
                             preferences=f"/preferences/{token}")
+
+
+def too_many(web, bucket: str, client) -> HTMLResponse | None:
+    """The 429 page when this client IP's bucket is empty, else None (a token was taken)."""
+    if web.limiter.allow(bucket, client.ip):
+        return None
+    return web.pages.error(429, "Too many requests", "Please try again in a few minutes.",
+                           headers={"retry-after": "120"})
 
 
 def _confirm_age(web) -> int:

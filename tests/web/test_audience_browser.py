@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 
 from subscribers import store
-from subscribers.models import Status
 from subscribers.tokens import make_token
 from tests.web.conftest import LIST, SECRET
-from tests.web.test_audience_pages import checkboxes, statuses, two_issues  # noqa: F401 - fixture
+from tests.web.test_audience_pages import lists, statuses, two_issues  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.browser
 WIDTHS = [375, 1024]
@@ -26,14 +25,6 @@ def page(request, chromium):
     tab.on("console", lambda msg: tab.problems.append(msg.text) if msg.type == "error" else None)
     yield tab
     context.close()
-
-
-@pytest.fixture
-def lists(live):
-    with live.web.engine.begin() as conn:
-        store.create_list(conn, "digest", "The Digest", "Links of the week, every Friday")
-        store.create_list(conn, "staff", "Staff notes", "Internal", private=True)
-    return live
 
 
 def fits(page) -> bool:
