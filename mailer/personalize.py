@@ -105,13 +105,9 @@ class Outgoing:
     name: str                      # cleaned display name ("" when unknown)
     unsubscribe_url: str
     message_id: str
-
-    @property
-    def preferences_url(self) -> str:
-        """The reader's preferences page: it takes the same token as the unsubscribe link
-        (docs/readers.md), so no second token is made per reader."""
-        token = self.unsubscribe_url[len(self.edition.base_url) + len("/unsubscribe/"):]
-        return f"{self.edition.base_url}/preferences/{token}"
+    # The reader's preferences page takes the same token as the unsubscribe link (docs/readers.md),
+    # so no second token is made per reader.
+    preferences_url: str = ""
 
     def value(self, field: str, part: str) -> str:
         raw = self.edition.archive_url if field == "archive_url" else getattr(self, field)
@@ -160,12 +156,14 @@ def prepare(issue: ComposedIssue, newsletter: NewsletterSettings, *, proof: bool
 def personalize(edition: Edition, recipient: Recipient) -> Outgoing:
     """One reader's message; raises PermanentDelivery if the address cannot be written safely."""
     ref = _check_ref(recipient.ref, "recipient ref")
-    url = edition.unsubscribe_url(recipient.unsubscribe_token or "none")
+    url = edition.unsubscribe_url(recipient.unsubscribe_token or "none")  # checked: so is the preferences URL
     if len(url) > _MAX_URL or not _URL_CHARS.fullmatch(url):
         raise PermanentDelivery(f"unsubscribe URL for {ref} is not a safe header value", backend="personalize")
+    token = recipient.unsubscribe_token or "none"
     return Outgoing(edition=edition, ref=ref, email=ascii_address(recipient.email),
                     name=clean_name(recipient.name), unsubscribe_url=url,
-                    message_id=f"<{edition.slug}.{ref}.{edition.nonce}@{edition.domain}>")
+                    message_id=f"<{edition.slug}.{ref}.{edition.nonce}@{edition.domain}>",
+                    preferences_url=f"{edition.base_url}/preferences/{token}")
 
 
 def clean_name(raw: str | None) -> str:

@@ -192,8 +192,9 @@ def personalization(out) -> str:
 def _substitution(out, field: str) -> str:
     """`"%%field%%":"value","%%field:html%%":"value, HTML-escaped"` for one reader."""
     raw = getattr(out, field)
-    escaped = html.escape(raw) if _NEEDS_ESCAPE.search(raw) else raw
-    return f"{_MARKERS[field, 'text']}:{_str(raw)},{_MARKERS[field, 'html']}:{_str(escaped)}"
+    text = _str(raw)
+    html_value = _str(html.escape(raw)) if _NEEDS_ESCAPE.search(raw) else text   # URLs: encoded once
+    return f"{_MARKERS[field, 'text']}:{text},{_MARKERS[field, 'html']}:{html_value}"
 
 
 _str = json.encoder.encode_basestring_ascii  # a JSON string literal, quotes included (C code)
