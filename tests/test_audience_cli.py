@@ -76,6 +76,8 @@ def _copies(outbox: Path) -> Counter:
 
 def test_segmented_sends_are_exactly_once_per_segment_and_never_twice_per_reader(crank):
     _seed_tagged(crank)
+    dry = crank("send", "2024-11", "--list", "crank", "--tag", "press", "--dry-run")
+    assert "Dry run: would send 'CRANK Call | November 2024' to 2 subscribers of crank (tags: press)" in dry.out
     asked = crank("send", "2024-11", "--list", "crank", "--tag", "press", "--tag", "DONOR", input="y\n")
     assert "to 3 active subscribers of crank (tags: donor, press) via outbox?" in asked.err
     assert asked.code == 0 and "Sent 'CRANK Call | November 2024' to crank (tags: donor, press) via outbox: 3 sent" in asked.out
