@@ -19,7 +19,7 @@ from typing import Callable
 
 from sqlalchemy.exc import IntegrityError
 
-from mailer import batches, ledger
+from mailer import batches, ledger, segments
 from mailer.batches import BatchLoop
 from mailer.config import Settings, database_url, secret_key
 from mailer.deliver.base import Backend, create_backend
@@ -43,6 +43,7 @@ class Plan:
     send_id: int | None = None
     already_sent: bool = False
     engine: object = field(default=None, repr=False)
+    segment: str = ""              # segments.py: "" = the whole list
 
 
 @dataclass
@@ -61,6 +62,7 @@ class SendSummary:
     dry_run: bool = False
     interrupted: list = field(default_factory=list)   # [(batch, readers)] found in flight at start
     status: str = ""
+    segment: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -72,23 +74,27 @@ def open_store(settings: Settings):
     return connect(database_url(settings))
 
 
-def plan_send(settings: Settings, issue: ComposedIssue, list_name: str, backend: str | None = None) -> Plan:
-    """Look the list and any earlier send of this issue up; count who would get it."""
+def plan_send(settings: Settings, issue: ComposedIssue, list_name: str, backend: str | None = None,
+              tags: tuple[str, ...] = ()) -> Plan:
+    """Look the list and any earlier send of this issue (and segment) up; count who would get it."""
     from sqlalchemy import func, select
 
-    from subscribers.store import get_list, recipients_select
+    from subscribers.store import get_list
 
+    segment = segments.segment_key(tags)
     engine = open_store(settings)
     with engine.connect() as conn:
         found = get_list(conn, list_name)
-        row = ledger.find_send(conn, issue.slug, found.id)
+        row = ledger.find_send(conn, issue.slug, found.id, segment)
         if row is None:
-            readers = conn.execute(select(func.count()).select_from(recipients_select(found.id).subquery())).scalar_one()
+            chosen = segments.readers(issue.slug, found.id, segment).subquery()
+            readers = conn.execute(select(func.count()).select_from(chosen)).scalar_one()
         else:
             c = ledger.counts(conn, row.id)
             readers = c["pending"] + c["sending"] + c["deferred"]
     return Plan(issue, found.id, found.name, backend or settings.delivery.backend, readers,
-                send_id=row.id if row else None, already_sent=row is not None and readers == 0, engine=engine)
+                send_id=row.id if row else None, already_sent=row is not None and readers == 0, engine=engine,
+                segment=segment)
 
 
 def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
@@ -98,9 +104,10 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
              sleep: Callable[[float], None] = time.sleep) -> SendSummary:
     """Send (or resume sending) plan.issue to plan.list; returns the counts for the whole send."""
     started = time.monotonic()
-    summary = SendSummary(plan.issue.slug, plan.list_name, plan.backend)
+    summary = SendSummary(plan.issue.slug, plan.list_name, plan.backend, segment=plan.segment)
     if plan.send_id is None and plan.readers == 0:
-        raise SendError(f"{plan.list_name} has no active subscribers: nothing to send")
+        raise SendError(f"{segments.describe(plan.list_name, plan.segment)} has no active subscribers "
+                        "(who have not had this issue): nothing to send")
     if not plan.already_sent:  # settings and secrets fail here, before the ledger is touched
         tokens = _token_maker(settings, plan.list_id)
         backend = backend or create_backend(plan.backend, settings)
@@ -133,16 +140,16 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
 
 def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
     """Everything but delivery: personalize each reader a new send would fix; write nothing."""
-    from subscribers.store import iter_recipients
-
     started = time.monotonic()
     summary = SendSummary(plan.issue.slug, plan.list_name, plan.backend, send_id=plan.send_id,
-                          total=plan.readers, dry_run=True)
+                          total=plan.readers, dry_run=True, segment=plan.segment)
     edition = prepare(plan.issue, settings.newsletter, nonce="dry")
     tokens = _token_maker(settings, plan.list_id)
     if plan.send_id is None:
         with plan.engine.connect() as conn:
-            for subscriber_id, email, name in iter_recipients(conn, plan.list_id):
+            chosen = conn.execution_options(yield_per=5000).execute(
+                segments.readers(plan.issue.slug, plan.list_id, plan.segment))
+            for subscriber_id, email, name in chosen:
                 try:
                     personalize(edition, Recipient(ledger.delivery_ref(0, subscriber_id), email, name or "",
                                                    tokens(subscriber_id))).as_bytes()
@@ -159,16 +166,15 @@ def _start(plan: Plan, on_interrupted: str, notice) -> tuple[int, list, bool]:
     """Create the send (readers fixed now) or take over an earlier one, settling its batch in flight.
 
     Returns (send id, batches found in flight, whether the send was already complete)."""
-    from subscribers.store import recipients_select
-
     for _ in range(2):  # a concurrent first start loses the UNIQUE race once, then resumes
         try:
             with plan.engine.begin() as conn:
-                row = ledger.find_send(conn, plan.issue.slug, plan.list_id)
+                row = ledger.find_send(conn, plan.issue.slug, plan.list_id, plan.segment)
                 if row is None:
+                    chosen = segments.readers(plan.issue.slug, plan.list_id, plan.segment)
                     return ledger.create_send(conn, issue=plan.issue.slug, list_id=plan.list_id,
                                               list_name=plan.list_name, subject=plan.issue.subject,
-                                              backend=plan.backend, recipients=recipients_select(plan.list_id)), [], False
+                                              backend=plan.backend, recipients=chosen, segment=plan.segment), [], False
                 c = ledger.counts(conn, row.id)
                 if not (c["pending"] or c["sending"] or c["deferred"]):
                     return row.id, [], True

@@ -8,6 +8,7 @@
         PermanentDelivery       4xx, SMTP 5xx: do not retry
       SignatureError            a webhook or token that does not verify
       SendError                 a send run that cannot start or go on (empty list, already sent...)
+      ListIsPrivate             a public form asked for a private list (`mailer lists embed`)
     ConfigError                 at start-up; deliberately outside MailerError
 
     subscribers.errors.SubscriberError   the list store's own tree (subscribers never imports mailer);
@@ -84,6 +85,10 @@ class SignatureError(MailerError):
 
 class SendError(MailerError):
     """A send run that cannot start or go on."""
+
+
+class ListIsPrivate(MailerError):
+    """A private list has no public form: readers cannot subscribe to it themselves."""
 
 
 class ConfigError(Exception):

@@ -67,7 +67,8 @@ sends = Table(
     Column("started_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime),
     Column("last_error", Text),
-    UniqueConstraint("issue", "list_id"),
+    Column("segment", String(500), nullable=False, default="", server_default=""),  # segments.py; "" = whole list
+    UniqueConstraint("issue", "list_id", "segment"),
     CheckConstraint("status IN ('sending', 'stopped', 'done')"),
 )
 
@@ -117,16 +118,17 @@ class Reader(NamedTuple):  # a tuple: a million of them are made per send
 
 # --- sends ------------------------------------------------------------------------------------
 
-def find_send(conn: Connection, issue: str, list_id: int):
-    return conn.execute(select(sends).where(sends.c.issue == issue, sends.c.list_id == list_id)).first()
+def find_send(conn: Connection, issue: str, list_id: int, segment: str = ""):
+    return conn.execute(select(sends).where(sends.c.issue == issue, sends.c.list_id == list_id,
+                                            sends.c.segment == segment)).first()
 
 
 def create_send(conn: Connection, *, issue: str, list_id: int, list_name: str, subject: str,
-                backend: str, recipients) -> int:
+                backend: str, recipients, segment: str = "") -> int:
     """The sends row and one pending delivery per reader, fixed now, in one INSERT ... SELECT."""
     stamp = now()
     send_id = conn.execute(insert(sends).values(
-        issue=issue, list_id=list_id, list_name=list_name, subject=subject[:998], backend=backend,
+        issue=issue, list_id=list_id, list_name=list_name, subject=subject[:998], backend=backend, segment=segment,
         status=SendStatus.SENDING.value, started_at=stamp, runner=this_runner(), heartbeat_at=stamp,
     ).returning(sends.c.id)).scalar_one()
     chosen = recipients.subquery()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 # Per-recipient fields, filled after composing.
-FIELDS = ("name", "first_name", "email", "unsubscribe_url", "archive_url")
+FIELDS = ("name", "first_name", "email", "unsubscribe_url", "archive_url", "preferences_url")
 # The merge fields an editor may write in an issue's body and subject, as `{{ first_name }}` or
 # `{{ first_name | default("reader") }}` (mailer.source turns them into markers; docs/editor.md).
 MERGE_FIELDS = ("name", "first_name", "email")

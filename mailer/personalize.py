@@ -34,7 +34,7 @@ from mailer.config import NewsletterSettings
 from mailer.errors import ConfigError, PermanentDelivery
 from mailer.model import FIELDS, MARKER, ComposedIssue, field_value, first_name, marker
 
-PER_RECIPIENT = ("name", "first_name", "email", "unsubscribe_url")   # per reader; archive_url once
+PER_RECIPIENT = ("name", "first_name", "email", "unsubscribe_url", "preferences_url")   # per reader; archive_url once
 ONE_CLICK = "List-Unsubscribe=One-Click"              # RFC 8058 section 3.1: this exact value
 ISSUE_HEADER = "X-Mailer-Issue"                        # the issue slug
 REF_HEADER = "X-Mailer-Ref"                            # opaque delivery reference (no PII)
@@ -108,6 +108,9 @@ class Outgoing:
     name: str                      # cleaned display name ("" when unknown)
     unsubscribe_url: str
     message_id: str
+    # The reader's preferences page takes the same token as the unsubscribe link (docs/readers.md),
+    # so no second token is made per reader.
+    preferences_url: str = ""
 
     @property
     def first_name(self) -> str:
@@ -178,12 +181,14 @@ def prepare(issue: ComposedIssue, newsletter: NewsletterSettings, *, proof: bool
 def personalize(edition: Edition, recipient: Recipient) -> Outgoing:
     """One reader's message; raises PermanentDelivery if the address cannot be written safely."""
     ref = _check_ref(recipient.ref, "recipient ref")
-    url = edition.unsubscribe_url(recipient.unsubscribe_token or "none")
+    url = edition.unsubscribe_url(recipient.unsubscribe_token or "none")  # checked: so is the preferences URL
     if len(url) > _MAX_URL or not _URL_CHARS.fullmatch(url):
         raise PermanentDelivery(f"unsubscribe URL for {ref} is not a safe header value", backend="personalize")
+    token = recipient.unsubscribe_token or "none"
     return Outgoing(edition=edition, ref=ref, email=ascii_address(recipient.email),
                     name=clean_name(recipient.name), unsubscribe_url=url,
-                    message_id=f"<{edition.slug}.{ref}.{edition.nonce}@{edition.domain}>")
+                    message_id=f"<{edition.slug}.{ref}.{edition.nonce}@{edition.domain}>",
+                    preferences_url=f"{edition.base_url}/preferences/{token}")
 
 
 def clean_name(raw: str | None) -> str:

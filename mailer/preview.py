@@ -22,7 +22,8 @@ def preview_values(settings, slug: str) -> dict[str, str]:
     """The per-recipient values of the preview recipient, with URLs the web service serves."""
     base = settings.newsletter.base_url.rstrip("/")
     return {"name": PREVIEW_NAME, "first_name": first_name(PREVIEW_NAME), "email": PREVIEW_EMAIL,
-            "unsubscribe_url": f"{base}/unsubscribe/preview", "archive_url": f"{base}/archive/{slug}"}
+            "unsubscribe_url": f"{base}/unsubscribe/preview", "archive_url": f"{base}/archive/{slug}",
+            "preferences_url": f"{base}/preferences/preview"}
 
 
 def fill_preview(text: str, values: dict[str, str], part: str) -> str:

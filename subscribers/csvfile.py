@@ -22,6 +22,9 @@ FIRST = ("first name", "first_name", "firstname", "fname", "given name")
 LAST = ("last name", "last_name", "lastname", "lname", "surname", "family name")
 STATUS = ("status",)
 SUBSCRIBED_AT = ("subscribed_at", "subscribed at")
+TAGS = ("tags",)                     # ours, and Mailchimp's TAGS ("a","b")
+# Mailchimp's consent record: the signup (OPTIN) and the double opt-in click (CONFIRM).
+CONSENT = ("optin_time", "optin_ip", "confirm_time", "confirm_ip")
 
 # A cell a spreadsheet would run as a formula (OWASP "CSV injection"): = + - @ tab CR.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -53,6 +56,8 @@ class Columns:
     last: int | None = None
     status: int | None = None
     subscribed_at: int | None = None
+    tags: int | None = None
+    consent: tuple[int | None, ...] = (None, None, None, None)   # CONSENT's columns, where present
     attributes: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -100,8 +105,9 @@ def map_columns(header: list[str], path: Path) -> Columns:
     if email is None:
         raise CsvImportError(f"no address column: the header needs one of {', '.join(repr(o) for o in EMAIL[:3])} "
                              f"(found {', '.join(repr(n) for n in names) or 'nothing'})", path=str(path), line=1)
-    cols = Columns(names, email, find(NAME), find(FIRST), find(LAST), find(STATUS), find(SUBSCRIBED_AT))
-    taken = {cols.email, cols.name, cols.first, cols.last, cols.status, cols.subscribed_at}
+    cols = Columns(names, email, find(NAME), find(FIRST), find(LAST), find(STATUS), find(SUBSCRIBED_AT),
+                   find(TAGS), tuple(find((c,)) for c in CONSENT))
+    taken = {cols.email, cols.name, cols.first, cols.last, cols.status, cols.subscribed_at, cols.tags, *cols.consent}
     used: set[str] = set()
     for i, name in enumerate(names):
         if i in taken:

@@ -4,6 +4,7 @@
       ListNotFound              no list of that name (a typo never creates one)
       ListExists                `lists create` of a name already taken
       InvalidListName           list names are short slugs
+      InvalidTag                a tag that is empty, too long or has a comma
       InvalidAddress            not an email address; `.address` and `.reason` (email-validator's words)
       SubscriberNotFound        no subscriber with that address, or not on that list
       SuppressedAddress         unsubscribed, bounced, complained or forgotten: needs an explicit override
@@ -35,6 +36,10 @@ class ListExists(SubscriberError):
 
 
 class InvalidListName(SubscriberError):
+    pass
+
+
+class InvalidTag(SubscriberError):
     pass
 
 

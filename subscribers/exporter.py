@@ -1,4 +1,4 @@
-"""List (+ status filter) -> CSV file: email, name, status, subscribed_at, then one column per attribute.
+"""List (+ status filter) -> CSV file: email, name, status, subscribed_at, tags, then one column per attribute.
 
 `status` is the membership's effective status for that list (a bounce or complaint anywhere wins).
 Streamed (a server-side cursor on PostgreSQL) and written to a temporary file that replaces the
@@ -26,7 +26,7 @@ from subscribers.csvfile import neutralize
 from subscribers.errors import SubscriberError
 from subscribers.models import Status
 
-COLUMNS = ["email", "name", "status", "subscribed_at"]
+COLUMNS = ["email", "name", "status", "subscribed_at", "tags"]
 
 
 @dataclass
@@ -49,8 +49,8 @@ def export_csv(engine: Engine, list_name: str, out: str | Path, *, status: Statu
                                   f"ON s.id = m.subscriber_id WHERE {where}"), params).scalar()
         summary = ExportSummary(list_name, str(out), columns=len(COLUMNS) + len(keys))
         # Untyped text(): rows come as the driver gives them, without per-value processing.
-        query = text("SELECT s.email, s.name, COALESCE(s.global_status, m.status), m.consent_at, s.attributes "
-                     f"FROM memberships m JOIN subscribers s ON s.id = m.subscriber_id WHERE {where} ORDER BY s.id")
+        query = text("SELECT s.email, s.name, COALESCE(s.global_status, m.status), m.consent_at, s.attributes, "
+                     f"{_TAGS[conn.dialect.name == 'postgresql']} FROM memberships m JOIN subscribers s ON s.id = m.subscriber_id WHERE {where} ORDER BY s.id")
         with _target(out) as fh:
             writer = csv.writer(fh, lineterminator="\r\n")  # RFC 4180 line ends, as spreadsheets expect
             writer.writerow([neutralize(c) for c in COLUMNS + keys])
@@ -62,6 +62,12 @@ def export_csv(engine: Engine, list_name: str, out: str | Path, *, status: Statu
         if on_progress:
             on_progress(summary.rows, total)
     return summary
+
+
+# A subscriber's tags as one cell, "a,b" in order (the import reads it back).
+_TAGS = ("(SELECT group_concat(tag, ',') FROM (SELECT tag FROM subscriber_tags t WHERE t.subscriber_id = s.id "
+         "ORDER BY tag))",
+         "(SELECT string_agg(tag, ',' ORDER BY tag) FROM subscriber_tags t WHERE t.subscriber_id = s.id)")
 
 
 def _where(list_id: int, status: Status | None) -> tuple[str, dict]:
@@ -87,12 +93,12 @@ _RISKY = frozenset("=+-@\t\r'")
 
 
 def _cells(row, keys: list[str]) -> list[str]:
-    email, name, status, consent_at, attrs = row
+    email, name, status, consent_at, attrs, tags = row
     if isinstance(consent_at, str):  # SQLite: SQLAlchemy's "YYYY-MM-DD HH:MM:SS.ffffff", in UTC
         when = consent_at.replace(" ", "T") + "Z"
     else:
         when = consent_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if consent_at else ""
-    cells = [email, name or "", status, when]
+    cells = [email, name or "", status, when, tags or ""]
     if keys:
         if isinstance(attrs, str):
             attrs = json.loads(attrs)

@@ -37,7 +37,7 @@ from subscribers.bulk import Bulk, sqlite_time
 from subscribers.csvfile import CsvSource
 from subscribers.errors import CsvImportError, SecretRequired
 from subscribers.models import (GLOBAL_STATUSES, SUPPRESSED, Action, ConsentSource, Status, forgotten, history,
-                                memberships, subscribers, utcnow)
+                                memberships, subscriber_tags, subscribers, utcnow)
 from subscribers.parse import Row, RowParser
 from subscribers.tokens import forget_hash
 
@@ -256,6 +256,7 @@ class _Job:
         ids = bulk.insert_ids(subscribers, columns, values, key="email", fixed={"created_at": at, "updated_at": at})
         joined = [(ids[r.email], r) for r in new if r.email in ids]
         self._join(joined, now, fresh=True)
+        self._tag([(sid, t) for sid, r in joined for t in r.tags])
         self.summary.imported += len(joined)
 
     def _join(self, joined: list[tuple[int, Row]], now: datetime, fresh: bool = False) -> None:
@@ -266,8 +267,9 @@ class _Job:
         source, list_id, bulk = ConsentSource.IMPORT.value, self.list_id, self.bulk
         at = bulk.time(now)
         bulk.insert(
-            memberships, ["subscriber_id", "status", "consent_at"],
-            [(sid, r.status, bulk.time(r.consent_at) if r.consent_at else at) for sid, r in joined],
+            memberships, ["subscriber_id", "status", "consent_at", "consent_ip", "optin_at", "optin_ip"],
+            [(sid, r.status, bulk.time(r.consent_at) if r.consent_at else at, *_consent(bulk, r.consent))
+             for sid, r in joined],
             conflict=None if fresh else ["list_id", "subscriber_id"],
             fixed={"list_id": list_id, "consent_source": source, "created_at": at, "updated_at": at})
         self._history([(sid, r.status, r.line, None) for sid, r in joined], now, list_id, Action.SUBSCRIBE)
@@ -277,7 +279,8 @@ class _Job:
         member = dict(self.bulk.select_in(
             f"SELECT subscriber_id, status FROM memberships WHERE list_id = {int(self.list_id)} "
             "AND subscriber_id {in_}", [v[0] for v in existing.values()], ints=True))
-        joins, data_updates = [], []
+        joins, data_updates, tag_rows = [], [], []
+        have = self._tags_of([v[0] for e, v in existing.items() if rows[e].tags])
         for email, stored in existing.items():
             sid, glob = stored[0], stored[3]
             row, current, again = rows[email], member.get(sid), email in seen
@@ -285,7 +288,9 @@ class _Job:
                 summary.suppressed += not again
                 summary.duplicates += again
                 continue
-            changed = self._data_update(row, stored, again, data_updates)
+            new_tags = [(sid, t) for t in row.tags if (sid, t) not in have]
+            tag_rows += new_tags
+            changed = self._data_update(row, stored, again, data_updates) or bool(new_tags)
             if current is None:
                 joins.append((sid, row))
                 continue
@@ -294,11 +299,25 @@ class _Job:
             summary.unchanged += not changed and not again
             summary.duplicates += not changed and again
         self._write_updates(data_updates, now)
+        self._tag(tag_rows)
+        if tag_rows:
+            lines = {sid: rows[e].line for e, (sid, *_rest) in existing.items()}
+            self._history([(sid, None, lines[sid], ["tags"]) for sid in dict.fromkeys(s for s, _t in tag_rows)],
+                          now, None, Action.UPDATE)
         self._join(joins, now)
         summary.imported += len(joins)
         for sid, row in joins:  # a file that says bounced/complained: suppressed on every list
             if row.status in GLOBAL_STATUSES:
                 store.set_status(self.conn, sid, None, row.status, "import", {"file": self.file_name, "line": row.line})
+
+    def _tags_of(self, sids: list[int]) -> set[tuple[int, str]]:
+        return set(self.bulk.select_in("SELECT subscriber_id, tag FROM subscriber_tags WHERE subscriber_id {in_}",
+                                       sids, ints=True))
+
+    def _tag(self, pairs: list[tuple[int, str]]) -> None:
+        """Give tags (subscriber id, tag); ones already there stay as they are."""
+        self.bulk.insert(subscriber_tags, ["subscriber_id", "tag"], list(dict.fromkeys(pairs)),
+                         conflict=["subscriber_id", "tag"])
 
     def _data_update(self, row: Row, stored: tuple, seen: bool, out: list) -> bool:
         sid, old_name, raw_attrs = stored[:3]
@@ -341,6 +360,15 @@ class _Job:
         self.bulk.insert(history, ["subscriber_id", "new_status", "detail"], rows,
                          fixed={"list_id": list_id, "at": self.bulk.time(now), "action": action.value,
                                 "old_status": None, "source": "import"})
+
+
+def _consent(bulk: Bulk, consent: tuple | None) -> tuple:
+    """(consent_ip, optin_at, optin_ip) for a membership from the file's consent record
+    (Mailchimp's OPTIN_TIME, OPTIN_IP, CONFIRM_TIME, CONFIRM_IP); consent_at is the row's."""
+    if not consent:
+        return (None, None, None)
+    optin_at, optin_ip, _confirm_at, confirm_ip = consent
+    return (confirm_ip or optin_ip, bulk.time(optin_at) if optin_at else None, optin_ip)
 
 
 def _json(value: dict) -> str:

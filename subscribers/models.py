@@ -14,7 +14,7 @@ import enum
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer,
+from sqlalchemy import (JSON, BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer,
                         MetaData, String, Text, UniqueConstraint)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -44,6 +44,7 @@ class Action(str, enum.Enum):
     CONFIRM = "confirm"       # double opt-in completed (unconfirmed -> active)
     REQUEST = "request"       # a web signup for a suppressed member: confirm may then lift it
     CONFIRM_MAIL = "confirm_mail"  # a confirmation mail was sent (the web throttles resends by it)
+    PREFERENCES_MAIL = "preferences_mail"  # a fresh preferences link was mailed (throttled the same way)
     UPDATE = "update"         # name or attributes changed (detail names the fields, not values)
     FORGET = "forget"         # erased; the row keeps no subscriber id and no personal data
 
@@ -103,6 +104,7 @@ class List(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     title: Mapped[str] = mapped_column(String(200), default="")
     description: Mapped[str] = mapped_column(Text, default="")
+    private: Mapped[bool] = mapped_column(Boolean, default=False)   # never offered on /subscribe
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
@@ -141,6 +143,10 @@ class Membership(Base):
     consent_source: Mapped[str] = mapped_column(String(16))
     consent_ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
     consent_user_agent: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    # The signup request before a double opt-in (Mailchimp's OPTIN_TIME / OPTIN_IP); consent_at and
+    # consent_ip then hold the confirmation (CONFIRM_TIME / CONFIRM_IP).
+    optin_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    optin_ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
@@ -164,6 +170,16 @@ class History(Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
 
 
+class SubscriberTag(Base):
+    """A subscriber's tags (tags.py says what a tag may be); a send can pick readers by tag."""
+
+    __tablename__ = "subscriber_tags"
+    __table_args__ = (Index(None, "tag"),)
+
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 class Forgotten(Base):
     __tablename__ = "forgotten"
 
@@ -177,4 +193,5 @@ subscribers = Subscriber.__table__
 memberships = Membership.__table__
 history = History.__table__
 forgotten = Forgotten.__table__
+subscriber_tags = SubscriberTag.__table__
 metadata = Base.metadata

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from subscribers.csvfile import Columns, restore
+from subscribers.csvfile import CONSENT, Columns, restore
 from subscribers.errors import InvalidAddress
 from subscribers.models import Status
 from subscribers.normalize import clean_text, normalize_email
+from subscribers.tags import parse_cell as parse_tags
 
 # Row.status holds the plain string value (hot path: no enum lookups per row).
 FILE_STATUS = {
@@ -47,12 +48,14 @@ class Row:
     text (`attrs_json`, made there, on the other core) and decode it when needed.
     """
 
-    __slots__ = ("line", "email", "name", "attrs", "status", "consent_at", "_json")
+    __slots__ = ("line", "email", "name", "attrs", "status", "consent_at", "_json", "tags", "consent")
 
     def __init__(self, line: int, email: str, name: str, attrs: dict | None, status: str, consent_at,
-                 attrs_json: str | None = None):
+                 attrs_json: str | None = None, tags: tuple[str, ...] = (), consent: tuple | None = None):
         self.line, self.email, self.name, self.attrs = line, email, name, attrs
         self.status, self.consent_at, self._json = status, consent_at, attrs_json
+        self.tags = tags          # normalized (subscribers.tags), sorted
+        self.consent = consent    # (optin_at, optin_ip, confirm_at, confirm_ip) from the file, or None
 
     @property
     def attrs_json(self) -> str:
@@ -67,11 +70,15 @@ class Row:
 
     def as_tuple(self) -> tuple:
         """What goes through the pipe: Row(*row.as_tuple()) rebuilds it."""
-        return (self.line, self.email, self.name, None, self.status, self.consent_at, self.attrs_json)
+        return (self.line, self.email, self.name, None, self.status, self.consent_at, self.attrs_json,
+                self.tags, self.consent)
 
     def fill_from(self, other: Row) -> None:
-        """A later duplicate only fills what the first occurrence left blank."""
+        """A later duplicate only fills what the first occurrence left blank (tags: adds its own)."""
         self.name = self.name or other.name
+        self.consent = self.consent or other.consent
+        if other.tags:
+            self.tags = tuple(sorted(set(self.tags) | set(other.tags)))
         for key, value in other.attrs.items():
             self.attrs.setdefault(key, value)
 
@@ -87,6 +94,7 @@ class RowParser:
         self.cols, self.summary = cols, summary
         self.default_status, self.check_dns = Status(default_status).value, check_dns
         self.width = len(cols.header)
+        self.has_consent = any(i is not None for i in cols.consent)
 
     def parse(self, line: int, cells: list[str]) -> Row | None:
         cols, n = self.cols, len(cells)
@@ -106,7 +114,11 @@ class RowParser:
             if i < n and (value := cells[i]) and not value.isspace():  # _cell(), inlined: per cell
                 attrs[key] = clean_text(restore(value) if value[0] == "'" else value, MAX_ATTRIBUTE)
         consent_at = self._subscribed_at(cells, n, attrs) if cols.subscribed_at is not None else None
-        return Row(line, email, clean_text(self._name(cells, n)), attrs, status, consent_at)
+        tags = parse_tags(cells[cols.tags]) if cols.tags is not None and cols.tags < n else ()
+        consent = self._consent(cells, n, attrs) if self.has_consent else None
+        if consent and consent_at is None:
+            consent_at = consent[2] or consent[0]   # confirmed when, else asked when
+        return Row(line, email, clean_text(self._name(cells, n)), attrs, status, consent_at, None, tags, consent)
 
     def merge(self, chunk: list[tuple[int, list[str]]]) -> dict[str, Row]:
         """Parse a chunk of records into {address: Row}; duplicates fold into their first row."""
@@ -156,6 +168,30 @@ class RowParser:
         if when is None:
             attrs["subscribed_at (as given)"] = clean_text(value, MAX_ATTRIBUTE)  # keep what we cannot read
         return when
+
+    def _consent(self, cells: list[str], n: int, attrs: dict) -> tuple | None:
+        """(optin_at, optin_ip, confirm_at, confirm_ip) from Mailchimp's columns; None when all are
+        blank. A time we cannot read is kept as an attribute, an address that is not an IP dropped."""
+        values = []
+        for (i, column) in zip(self.cols.consent, CONSENT):
+            value = _cell(cells[i]).strip() if i is not None and i < n else ""
+            if column.endswith("_time"):
+                when = parse_time(value) if value else None
+                if value and when is None:
+                    attrs[f"{self.cols.header[i]} (as given)"] = clean_text(value, MAX_ATTRIBUTE)
+                values.append(when)
+            else:
+                values.append(_ip(value))
+        return tuple(values) if any(v is not None for v in values) else None
+
+
+def _ip(value: str) -> str | None:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(value)) if value else None
+    except ValueError:
+        return None
 
 
 def parse_time(value: str) -> datetime | None:

@@ -24,13 +24,19 @@ def effective_status_sql():
     return func.coalesce(subscribers.c.global_status, memberships.c.status)
 
 
-def recipients_select(list_id: int) -> Select:
-    """(subscriber_id, email, name) of the list's active members with no global suppression."""
-    return (select(subscribers.c.id.label("subscriber_id"), subscribers.c.email, subscribers.c.name)
-            .join_from(memberships, subscribers, memberships.c.subscriber_id == subscribers.c.id)
-            .where(memberships.c.list_id == list_id, memberships.c.status == Status.ACTIVE.value,
-                   subscribers.c.global_status.is_(None))
-            .order_by(subscribers.c.id))
+def recipients_select(list_id: int, tags: tuple[str, ...] = ()) -> Select:
+    """(subscriber_id, email, name) of the list's active members with no global suppression;
+    with `tags`, only those with at least one of them (a segment)."""
+    query = (select(subscribers.c.id.label("subscriber_id"), subscribers.c.email, subscribers.c.name)
+             .join_from(memberships, subscribers, memberships.c.subscriber_id == subscribers.c.id)
+             .where(memberships.c.list_id == list_id, memberships.c.status == Status.ACTIVE.value,
+                    subscribers.c.global_status.is_(None))
+             .order_by(subscribers.c.id))
+    if tags:
+        from subscribers.tags import with_any_tag
+
+        query = query.where(with_any_tag(tags))
+    return query
 
 
 def iter_recipients(conn: Connection, list_id: int, batch: int = 5000) -> Iterator[tuple[int, str, str]]:
@@ -65,7 +71,8 @@ def memberships_of(conn: Connection, subscriber_id: int) -> list:
     """Rows of (list name, status, effective status, consent_at, consent_source, consent_ip, ...)."""
     query = (select(lists.c.name.label("list"), memberships.c.status, effective_status_sql().label("effective"),
                     memberships.c.consent_at, memberships.c.consent_source, memberships.c.consent_ip,
-                    memberships.c.consent_user_agent, memberships.c.created_at, memberships.c.updated_at)
+                    memberships.c.consent_user_agent, memberships.c.optin_at, memberships.c.optin_ip,
+                    memberships.c.created_at, memberships.c.updated_at)
              .join_from(memberships, lists, memberships.c.list_id == lists.c.id)
              .join(subscribers, memberships.c.subscriber_id == subscribers.c.id)
              .where(memberships.c.subscriber_id == subscriber_id).order_by(lists.c.name))
@@ -79,6 +86,33 @@ def history_of(conn: Connection, subscriber_id: int) -> list:
              .outerjoin_from(history, lists, history.c.list_id == lists.c.id)
              .where(history.c.subscriber_id == subscriber_id).order_by(history.c.id))
     return list(conn.execute(query))
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _search_forms(text: str) -> set[str]:
+    """The text as typed (lower case) and, when it holds non-ASCII domain labels, with those
+    labels in the stored punycode form: `bücher.example` also finds `…@xn--bcher-kva.example`."""
+    typed = text.strip().lower()
+    forms = {typed}
+    if typed.isascii():
+        return forms
+    local, at, domain = typed.rpartition("@")
+    labels = []
+    for label in domain.split("."):
+        try:
+            labels.append(label if label.isascii() else label.encode("idna").decode("ascii"))
+        except UnicodeError:
+            labels.append(label)
+    forms.add(f"{local}{at}{'.'.join(labels)}")
+    if not at:   # a typed fragment with no @ may be the domain's label alone ("bücher")
+        try:
+            forms.add(typed.encode("idna").decode("ascii"))
+        except UnicodeError:
+            pass
+    return forms
 
 
 def list_counts(conn: Connection) -> list[tuple]:
@@ -97,8 +131,8 @@ def list_counts(conn: Connection) -> list[tuple]:
 def search(conn: Connection, text: str, limit: int = 50) -> tuple[int, list]:
     """(total, first `limit` rows of id, email, name, lists) whose address or name contains `text`
     (case-insensitive). `lists` is "name:status, ..." for display."""
-    pattern = "%" + text.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    match = or_(subscribers.c.email.like(pattern, escape="\\"), func.lower(subscribers.c.name).like(pattern, escape="\\"))
+    match = or_(*(column.like(_like(t), escape="\\") for t in _search_forms(text)
+                  for column in (subscribers.c.email, func.lower(subscribers.c.name))))
     total = conn.execute(select(func.count()).select_from(subscribers).where(match)).scalar()
     rows = conn.execute(select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.global_status)
                         .where(match).order_by(subscribers.c.email).limit(limit)).all()

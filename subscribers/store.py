@@ -34,12 +34,14 @@ LIST_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 # ---------------------------------------------------------------- lists
 
-def create_list(conn: Connection, name: str, title: str = "", description: str = "") -> List:
+def create_list(conn: Connection, name: str, title: str = "", description: str = "", *,
+                private: bool = False) -> List:
     if not LIST_NAME.fullmatch(name):
         raise InvalidListName(f"list name {name!r} must be 1-64 lower-case letters, digits, '.', '_' or '-'")
     if conn.execute(select(lists.c.id).where(lists.c.name == name)).first():
         raise ListExists(name)
-    values = dict(name=name, title=clean_text(title) or name, description=description.strip(), created_at=utcnow())
+    values = dict(name=name, title=clean_text(title) or name, description=clean_text(description, 1000),
+                  private=bool(private), created_at=utcnow())
     list_id = conn.execute(insert(lists).values(values)).inserted_primary_key[0]
     return List(id=list_id, **values)
 
@@ -49,6 +51,19 @@ def get_list(conn: Connection, name: str) -> List:
     if row is None:
         raise ListNotFound(name)
     return List(**row._mapping)
+
+
+def edit_list(conn: Connection, name: str, *, title: str | None = None, description: str | None = None,
+              private: bool | None = None) -> tuple[List, list[str]]:
+    """Change a list's title, description or privacy; (the list now, the fields that changed)."""
+    found = get_list(conn, name)
+    wanted = {"title": None if title is None else (clean_text(title) or name),
+              "description": None if description is None else clean_text(description, 1000),
+              "private": private}
+    values = {k: v for k, v in wanted.items() if v is not None and v != getattr(found, k)}
+    if values:
+        conn.execute(update(lists).where(lists.c.id == found.id).values(**values))
+    return get_list(conn, name), sorted(values)
 
 
 def all_lists(conn: Connection) -> list[List]:
@@ -312,6 +327,38 @@ def unsubscribe(conn: Connection, subscriber_id: int, list_id: int, *, source: s
     return _set_membership(conn, subscriber_id, list_id, Status.UNSUBSCRIBED, source, detail)
 
 
+def opt_in(conn: Connection, subscriber_id: int, list_id: int, *, ip: str | None = None,
+           user_agent: str | None = None) -> bool:
+    """The reader, signed in by a link mailed to them (the preferences page), asks for a list:
+    active at once with a web consent record. A list they left is theirs again (their own act);
+    a bounce or complaint is not lifted here. True if anything changed."""
+    glob = conn.execute(select(subscribers.c.global_status).where(subscribers.c.id == subscriber_id)).scalar()
+    if glob:
+        return False
+    current = conn.execute(select(memberships.c.status).where(
+        memberships.c.subscriber_id == subscriber_id, memberships.c.list_id == list_id)).scalar()
+    detail = {"ip": ip, "user_agent": user_agent, "via": "preferences"}
+    if current is None:
+        address = conn.execute(select(subscribers.c.email).where(subscribers.c.id == subscriber_id)).scalar()
+        _join(conn, subscriber_id, address, list_id, Status.ACTIVE, ConsentSource.WEB, "web", (),
+              ip=ip, user_agent=user_agent)
+        return True
+    if current == Status.ACTIVE:
+        return False
+    return _set_membership(conn, subscriber_id, list_id, Status.ACTIVE, "web", detail, action=Action.CONFIRM,
+                           consent=_consent(ConsentSource.WEB, ip, user_agent))
+
+
+def rename(conn: Connection, subscriber_id: int, name: str, source: str = "web") -> bool:
+    """Set the subscriber's name (cleaned to one line); True if it changed."""
+    name = clean_text(name)
+    old = conn.execute(select(subscribers.c.name).where(subscribers.c.id == subscriber_id)).scalar()
+    if old is None or old == name:
+        return False
+    _update_subscriber(conn, subscriber_id, {"name": name}, source)
+    return True
+
+
 # ---------------------------------------------------------------- forget
 
 def is_forgotten(conn: Connection, email: str, secret: str) -> bool:
@@ -342,7 +389,7 @@ def forget(conn: Connection, email: str, secret: str, *, source: str = "admin", 
 
 __all__ = [
     "AddResult", "Signup", "Subscriber", "add_subscriber", "all_lists", "clear_global_status", "confirm",
-    "create_list", "delete_list", "effective_status", "find_subscriber", "forget", "get_list", "get_subscriber",
+    "create_list", "delete_list", "edit_list", "opt_in", "rename", "effective_status", "find_subscriber", "forget", "get_list", "get_subscriber",
     "history_of", "is_forgotten", "iter_recipients", "list_counts", "membership_status", "memberships_of", "recipients_select",
     "record", "search", "set_status", "subscribe_unconfirmed", "unsubscribe",
 ]

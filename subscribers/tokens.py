@@ -18,7 +18,7 @@ from itsdangerous.encoding import int_to_bytes
 
 from subscribers.errors import SecretRequired, TokenError
 
-PURPOSES = ("unsubscribe", "confirm")
+PURPOSES = ("unsubscribe", "confirm", "preferences")  # preferences: the fresh link a reader asks for
 _SALT = "crank-mailer/{purpose}/v1"
 
 

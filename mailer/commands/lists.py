@@ -1,9 +1,11 @@
-"""`mailer lists [create | delete]`: the admins' subscriber lists and their counts per status.
+"""`mailer lists [create | edit | embed | delete]`: the admins' subscriber lists and their counts per status.
 
 Only typer is imported at module level; the store loads inside each command.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import typer
 
@@ -28,7 +30,7 @@ def lists(ctx: typer.Context,
     if as_json:
         import json
 
-        typer.echo(json.dumps([{"name": r.name, "title": r.title, "description": r.description,
+        typer.echo(json.dumps([{"name": r.name, "title": r.title, "description": r.description, "private": r.private,
                                 "counts": {s: counts.get(s, 0) for s in STATUS_COLUMNS},
                                 "total": sum(counts.values())} for r, counts in rows], indent=2))
         return
@@ -45,11 +47,12 @@ def _table(rows):
     table = Table(box=None, pad_edge=False)
     table.add_column("list")
     table.add_column("title")
+    table.add_column("shown")
     for status in STATUS_COLUMNS:
         table.add_column(status, justify="right")
     table.add_column("total", justify="right")
     for row, counts in rows:  # Text(): a title is data, never rich markup
-        table.add_row(Text(row.name), Text(row.title), *(f"{counts.get(s, 0):,}" for s in STATUS_COLUMNS),
+        table.add_row(Text(row.name), Text(row.title), "private" if row.private else "public", *(f"{counts.get(s, 0):,}" for s in STATUS_COLUMNS),
                       f"{sum(counts.values()):,}")
     return table
 
@@ -59,7 +62,8 @@ def create(ctx: typer.Context,
            name: str = typer.Argument(..., help="Short name: lower-case letters, digits, '.', '_', '-'.",
                                       show_default=False),
            title: str = typer.Option("", "--title", help="What readers see (default: the name)."),
-           description: str = typer.Option("", "--description", help="A line about the list."),
+           description: str = typer.Option("", "--description", help="A line about the list (shown on /subscribe)."),
+           private: bool = typer.Option(False, "--private", help="Never offered on the public /subscribe page."),
            exist_ok: bool = typer.Option(False, "--exist-ok",
                                          help="Succeed, changing nothing, if the list already exists.")) -> None:
     """Create a list."""
@@ -68,13 +72,45 @@ def create(ctx: typer.Context,
 
     try:
         with engine(ctx).begin() as conn:
-            made = store.create_list(conn, name, title, description)
+            made = store.create_list(conn, name, title, description, private=private)
     except ListExists:
         if not exist_ok:
             raise
         console().print(f"List {name} already exists; nothing changed.", markup=False, highlight=False)
         return
-    console().print(f"Created list {made.name} ({made.title}).", markup=False, highlight=False)
+    console().print(f"Created {'private ' if made.private else ''}list {made.name} ({made.title}).",
+                    markup=False, highlight=False)
+
+
+@app.command()
+def edit(ctx: typer.Context,
+         name: str = typer.Argument(..., help="The list to change.", show_default=False),
+         title: Optional[str] = typer.Option(None, "--title", help="What readers see."),
+         description: Optional[str] = typer.Option(None, "--description", help="A line about the list."),
+         private: Optional[bool] = typer.Option(None, "--private/--public",
+                                                help="Hide the list from /subscribe, or offer it there.")) -> None:
+    """Change a list's title, description or visibility on /subscribe."""
+    from subscribers import store
+
+    with engine(ctx).begin() as conn:
+        found, changed = store.edit_list(conn, name, title=title, description=description, private=private)
+    if changed:
+        console().print(f"Updated list {found.name}: {', '.join(changed)}.", markup=False, highlight=False)
+    else:
+        console().print(f"List {found.name} unchanged.", markup=False, highlight=False)
+
+
+@app.command()
+def embed(ctx: typer.Context, name: str = typer.Argument(..., help="The list the form subscribes to.",
+                                                         show_default=False)) -> None:
+    """Print an HTML form to paste into another site; it posts to this service's /subscribe."""
+    from mailer.commands.common import app_context
+    from mailer.web.embed import embed_form
+    from subscribers import store
+
+    with engine(ctx).connect() as conn:
+        found = store.get_list(conn, name)
+    typer.echo(embed_form(app_context(ctx).settings, found))
 
 
 @app.command()

@@ -43,9 +43,12 @@ def send(
     dry_run: bool = typer.Option(False, "--dry-run", help="Compose and personalize every message; deliver nothing."),
     backend: Optional[BackendName] = BACKEND,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    tags: Optional[list[str]] = typer.Option(None, "--tag", help="Only readers with this tag (repeat: any of them).",
+                                             show_default=False),
 ) -> None:
-    """Send ISSUE to every active subscriber of a list, exactly once (a rerun resumes)."""
+    """Send ISSUE to every active subscriber of a list (or of a segment: --tag), exactly once (a rerun resumes)."""
     from mailer import dispatch
+    from mailer.segments import describe
 
     settings = app_context(ctx).settings
     err = console(stderr=True)
@@ -53,7 +56,7 @@ def send(
         composed = _gate(issue, settings, err)   # lint errors stop here: no ledger row, no mail
         if not dry_run:
             _ensure_key(settings, err)
-        plan = dispatch.plan_send(settings, composed, list_name, backend.value if backend else None)
+        plan = dispatch.plan_send(settings, composed, list_name, backend.value if backend else None, tuple(tags or ()))
         if plan.already_sent:
             summary = dispatch.run_send(settings, plan)
         elif dry_run:
@@ -62,7 +65,7 @@ def send(
             if not yes:
                 verb = "Resume sending" if plan.send_id else "Send"
                 who = "remaining subscribers" if plan.send_id else "active subscribers"
-                typer.confirm(f"{verb} '{shown_subject(composed.subject)}' to {plan.readers:,} {who} of {plan.list_name} "
+                typer.confirm(f"{verb} '{shown_subject(composed.subject)}' to {plan.readers:,} {who} of {describe(plan.list_name, plan.segment)} "
                               f"via {plan.backend}?", abort=True, err=True)
             with _progress(err) as on_progress:
                 summary = dispatch.run_send(settings, plan, on_progress=on_progress,
@@ -128,6 +131,12 @@ def shown_subject(subject: str) -> str:
 
 
 def _report(summary, subject: str, as_json: bool) -> None:
+    from dataclasses import replace
+
+    from mailer.segments import describe
+
+    if not as_json:  # "crank (tags: press)" in the lines below
+        summary = replace(summary, list=describe(summary.list, summary.segment))
     if as_json:
         import json
 

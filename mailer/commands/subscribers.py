@@ -16,7 +16,8 @@ from mailer.commands.common import console
 from mailer.commands.db import engine, secret
 from subscribers.status import Status
 
-app = typer.Typer(help="Subscribers: add, remove, show, search, forget, import and export.", no_args_is_help=True)
+app = typer.Typer(help="Subscribers: add, remove, show, search, tag, untag, forget, import and export.",
+                  no_args_is_help=True)
 
 EMAIL = typer.Argument(..., help="The address (any case; surrounding spaces are ignored).", show_default=False)
 LIST = typer.Option(..., "--list", help="The list's name.", show_default=False)
@@ -73,26 +74,28 @@ def remove(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST) -> Non
 
 @app.command()
 def show(ctx: typer.Context, email: str = EMAIL, as_json: bool = JSON) -> None:
-    """Show a subscriber: data, memberships with consent, and history."""
+    """Show a subscriber: data, tags, memberships with consent, and history."""
     from subscribers import store
+    from subscribers.tags import tags_of
 
     with engine(ctx).connect() as conn:
         who = store.get_subscriber(conn, email)
         members = store.memberships_of(conn, who.id)
         history = store.history_of(conn, who.id)
+        tags = tags_of(conn, who.id)
     if as_json:
-        typer.echo(json.dumps(_show_json(who, members, history), indent=2, ensure_ascii=False, default=str))
+        typer.echo(json.dumps(_show_json(who, members, history, tags), indent=2, ensure_ascii=False, default=str))
         return
-    _print_show(who, members, history)
+    _print_show(who, members, history, tags)
 
 
-def _show_json(who, members, history) -> dict:
+def _show_json(who, members, history, tags) -> dict:
     return {"email": who.email, "name": who.name, "attributes": who.attributes, "global_status": who.global_status,
-            "created_at": who.created_at, "memberships": [dict(m._mapping) for m in members],
+            "tags": tags, "created_at": who.created_at, "memberships": [dict(m._mapping) for m in members],
             "history": [dict(h._mapping) for h in history]}
 
 
-def _print_show(who, members, history) -> None:
+def _print_show(who, members, history, tags) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -104,13 +107,15 @@ def _print_show(who, members, history) -> None:
     out.print(Text(f"name: {who.name or '-'}"))
     if who.global_status:
         out.print(Text(f"suppressed on every list: {who.global_status}"))
+    out.print(Text(f"tags: {', '.join(tags) or '-'}"))
     for key, value in sorted((who.attributes or {}).items()):
         out.print(Text(f"{key}: {value}"))
-    table = Table("list", "status", "consent", "since (UTC)", box=None, pad_edge=False, title="memberships",
-                  title_justify="left")
+    table = Table("list", "status", "consent", "since (UTC)", "signup asked (UTC)", box=None, pad_edge=False,
+                  title="memberships", title_justify="left")
     for m in members:
         consent = " ".join(filter(None, [m.consent_source, m.consent_ip, m.consent_user_agent]))
-        table.add_row(Text(m.list), Text(m.effective), Text(consent), _when(m.consent_at))
+        asked = " ".join(filter(None, [_when(m.optin_at), m.optin_ip]))
+        table.add_row(Text(m.list), Text(m.effective), Text(consent), _when(m.consent_at), Text(asked))
     out.print(table)
     log = Table("at (UTC)", "list", "action", "status", "source", "detail", box=None, pad_edge=False, title="history",
                 title_justify="left")
@@ -129,25 +134,62 @@ def _when(at) -> str:
 def search(ctx: typer.Context, text: str = typer.Argument(..., help="Part of an address or a name.",
                                                           show_default=False),
            limit: int = typer.Option(50, "--limit", help="Show at most this many."), as_json: bool = JSON) -> None:
-    """Find subscribers whose address or name contains TEXT (any case)."""
+    """Find subscribers whose address or name contains TEXT (any case; Unicode domains in either form)."""
     from rich.table import Table
     from rich.text import Text
 
     from subscribers import store
+    from subscribers.normalize import display_email
 
     with engine(ctx).connect() as conn:
         total, found = store.search(conn, text, limit)
     if as_json:
         typer.echo(json.dumps({"total": total, "results": [
-            {"id": i, "email": e, "name": n, "lists": lists} for i, e, n, lists in found]}, indent=2, ensure_ascii=False))
+            {"id": i, "email": e, "unicode": display_email(e), "name": n, "lists": lists} for i, e, n, lists in found]},
+            indent=2, ensure_ascii=False))
         return
     table = Table("email", "name", "lists", box=None, pad_edge=False)
-    for _id, email, name, lists in found:
-        table.add_row(Text(email), Text(name or ""), Text(lists or "-"))
+    for _id, email, name, lists in found:   # addresses as people write them (Unicode domains)
+        table.add_row(Text(display_email(email)), Text(name or ""), Text(lists or "-"))
     if found:
         console().print(table)
     more = f" (showing {len(found)}; --limit for more)" if total > len(found) else ""
     _say(f"{total:,} match{'es' if total != 1 else ''}{more}.")
+
+
+@app.command()
+def tag(ctx: typer.Context, email: str = EMAIL,
+        tags: list[str] = typer.Argument(..., help="One or more tags (any case; no commas).", show_default=False)) -> None:
+    """Give EMAIL these tags (a send can pick readers by tag: `mailer send ... --tag TAG`)."""
+    from subscribers.tags import add_tags
+
+    _retag(ctx, email, tags, add_tags, "tagged {who} {done}", "already had {rest}")
+
+
+@app.command()
+def untag(ctx: typer.Context, email: str = EMAIL,
+          tags: list[str] = typer.Argument(..., help="The tags to take away.", show_default=False)) -> None:
+    """Take these tags away from EMAIL."""
+    from subscribers.tags import remove_tags
+
+    _retag(ctx, email, tags, remove_tags, "removed {done} from {who}", "{who} had no {rest}")
+
+
+def _retag(ctx, email: str, tags: list[str], change, did: str, left: str) -> None:
+    """Apply change(conn, subscriber_id, tags) -> the tags it changed, and say what it did and
+    which tags it left alone, e.g. "Tagged ann@example.com press; already had vip."."""
+    from subscribers import store
+    from subscribers.tags import normalize_tags
+
+    wanted = normalize_tags(tags)
+    with engine(ctx).begin() as conn:
+        who = store.get_subscriber(conn, email)
+        done = change(conn, who.id, wanted)
+    rest = [t for t in wanted if t not in done]
+    parts = ([did.format(who=who.email, done=", ".join(done))] if done else []) + \
+            ([left.format(who=who.email, rest=", ".join(rest))] if rest else [])
+    text = "; ".join(parts)
+    _say(text[:1].upper() + text[1:] + ".")
 
 
 @app.command()

@@ -192,9 +192,10 @@ def personalization(out) -> str:
 def _substitution(out, field: str) -> str:
     """`"%%field%%":"value","%%field:html%%":"value, HTML-escaped"` for one reader."""
     raw = out.value(field, "text")   # merge fields with a fallback resolve it here
-    escaped = html.escape(raw) if _NEEDS_ESCAPE.search(raw) else raw
+    text = _str(raw)
+    html_value = _str(html.escape(raw)) if _NEEDS_ESCAPE.search(raw) else text   # URLs: encoded once
     keys = _MARKERS.get(field) or (_str(marker(field, "text")), _str(marker(field, "html")))
-    return f"{keys[0]}:{_str(raw)},{keys[1]}:{_str(escaped)}"
+    return f"{keys[0]}:{text},{keys[1]}:{html_value}"
 
 
 _str = json.encoder.encode_basestring_ascii  # a JSON string literal, quotes included (C code)

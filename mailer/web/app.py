@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from mailer.web import archive, public, webhooks
+from mailer.web import archive, preferences, public, webhooks
 from mailer.web.context import WebContext
 from mailer.web.security import BodyLimit, SecurityHeaders
 
@@ -30,7 +30,7 @@ def create_app(settings) -> FastAPI:
     app = FastAPI(title=f"{settings.newsletter.name} web service", version="1",
                   docs_url=None, redoc_url=None)   # the Swagger UI needs inline script: CSP forbids it
     app.state.web = WebContext(settings)
-    for module in (public, webhooks, archive):
+    for module in (public, preferences, webhooks, archive):
         app.include_router(module.router)
     _add_basics(app)
     _add_error_pages(app)

@@ -27,17 +27,22 @@ def compose_confirmation(settings, list_title: str) -> ComposedIssue:
 
 @functools.lru_cache(maxsize=16)
 def _compose(settings, list_title: str) -> ComposedIssue:
+    base = settings.newsletter.base_url.rstrip("/")
+    return render_mail(settings, TEMPLATE, f"Confirm your subscription to {list_title}",
+                       list_title=list_title, confirm_url=f"{base}/confirm/{PLACEHOLDER}",
+                       link_days=settings.web.confirm_link_days)
+
+
+def render_mail(settings, template: str, subject: str, slug: str = SLUG, **values) -> ComposedIssue:
+    """A service mail (templates/*.mjml.j2) through the issue's stages; markers left for personalize."""
     from mailer.compose import HTML_MARKERS, mjml_to_html, render_mjml
     from mailer.inline import html_to_text, inline_css
 
-    base = settings.newsletter.base_url.rstrip("/")
-    context = {"newsletter": settings.newsletter, "list_title": list_title, "markers": HTML_MARKERS,
-               "confirm_url": f"{base}/confirm/{PLACEHOLDER}", "link_days": settings.web.confirm_link_days}
+    context = {"newsletter": settings.newsletter, "markers": HTML_MARKERS, **values}
     templates = settings.compose.templates_dir
-    mjml = render_mjml(TEMPLATE, context, templates)
+    mjml = render_mjml(template, context, templates)
     html = inline_css(mjml_to_html(mjml, templates))
-    subject = f"Confirm your subscription to {list_title}"
-    return ComposedIssue(slug=SLUG, subject=subject, preheader="", mjml=mjml, html=html,
+    return ComposedIssue(slug=slug, subject=subject, preheader="", mjml=mjml, html=html,
                          text=html_to_text(html))
 
 
@@ -55,16 +60,21 @@ def send_confirmation(settings, *, email: str, name: str, subscriber_id: int, li
     Runs after the response (a background task), so a slow SMTP server or API never delays the
     page and the page's timing says nothing about the address.
     """
+    composed = with_token(compose_confirmation(settings, list_title), confirm_token)
+    ref = f"c{subscriber_id}-{list_id}-{int(time.time())}"   # opaque: ids and time, no address
+    return send_one(settings, composed, ref, email, name, unsubscribe_token, f"confirmation mail to subscriber {subscriber_id}")
+
+
+def send_one(settings, composed: ComposedIssue, ref: str, email: str, name: str, unsubscribe_token: str,
+             what: str):
+    """Personalize one service mail and hand it to the configured backend; the backend's Result."""
     from mailer.deliver.base import create_backend
     from mailer.personalize import Recipient, personalize, prepare
 
-    composed = with_token(compose_confirmation(settings, list_title), confirm_token)
     edition = prepare(composed, settings.newsletter)
-    ref = f"c{subscriber_id}-{list_id}-{int(time.time())}"   # opaque: ids and time, no address
-    message = personalize(edition, Recipient(ref=ref, email=email, name=name,
-                                             unsubscribe_token=unsubscribe_token))
+    message = personalize(edition, Recipient(ref=ref, email=email, name=name, unsubscribe_token=unsubscribe_token))
     with create_backend(settings.delivery.backend, settings) as backend:
         [result] = backend.send_batch([message])
     if not result.ok:
-        log.error("confirmation mail to subscriber %s not accepted: %s", subscriber_id, result.detail)
+        log.error("%s not accepted: %s", what, result.detail)
     return result

@@ -36,8 +36,8 @@ class WebContext:
         self.pages = Pages(settings.compose.templates_dir, newsletter_name=n.name, base_url=n.base_url,
                            postal_address=n.postal_address)
         self.secret = secret_key(settings)  # tokens: fail at start
-        self.limiter = RateLimiter({"subscribe": Rate(burst=settings.web.subscribe_burst,
-                                                      per_hour=settings.web.subscribe_per_hour)})
+        per_ip = Rate(burst=settings.web.subscribe_burst, per_hour=settings.web.subscribe_per_hour)
+        self.limiter = RateLimiter({"subscribe": per_ip, "preferences": per_ip})  # fresh links: same rate
         self.archive = Archive(settings, sent_slugs=self.sent_slugs)
         self._engine = None
         self._lock = threading.Lock()

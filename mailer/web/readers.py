@@ -29,6 +29,7 @@ class Target:
     list_id: int
     list_name: str
     list_title: str
+    changed: bool = True       # unsubscribe: False when the link had been used already
 
 
 @dataclass(frozen=True)
@@ -50,24 +51,6 @@ def _confirm_mail_action():
     from subscribers.models import Action
 
     return Action.CONFIRM_MAIL
-
-
-def find_list(web, name: str):
-    """The list called `name`; with no name, the only list there is. None if there is none."""
-    return web.read(_find_list, name)
-
-
-def _find_list(conn, name: str):
-    from subscribers import store
-    from subscribers.errors import ListNotFound
-
-    if not name:
-        found = store.all_lists(conn)
-        return found[0] if len(found) == 1 else None
-    try:
-        return store.get_list(conn, name)
-    except ListNotFound:
-        return None
 
 
 def address_problem(email: str) -> str | None:
@@ -151,6 +134,21 @@ def _target(conn, web, subscriber_id: int, list_id: int) -> Target:
     return Target(subscriber_id, list_id, name, title)
 
 
+def status_of(web, target: Target) -> str | None:
+    """The membership's effective status now (None: gone), so a page can say "already"."""
+    return web.read(_status_of, target)
+
+
+def _status_of(conn, target: Target) -> str | None:
+    from subscribers.models import memberships, subscribers
+
+    row = conn.execute(select(memberships.c.status, subscribers.c.global_status)
+                       .join_from(memberships, subscribers, memberships.c.subscriber_id == subscribers.c.id)
+                       .where(memberships.c.subscriber_id == target.subscriber_id,
+                              memberships.c.list_id == target.list_id)).first()
+    return None if row is None else (row.global_status or row.status)
+
+
 def confirm(web, target: Target, who: Client) -> bool:
     """Confirm; True when the membership is active afterwards (also if it already was)."""
     return web.write(_confirm, target, who)
@@ -178,14 +176,16 @@ def unsubscribe_in(conn, web, ids: tuple[int, int], who: Client) -> Target:
     A genuine token whose membership is gone (forgotten, list deleted) is answered as done:
     that person gets nothing from the list either way.
     """
+    from dataclasses import replace
+
     from subscribers import store
     from subscribers.errors import SubscriberNotFound
 
     try:
-        store.unsubscribe(conn, *ids, source="web", ip=who.ip, user_agent=who.user_agent)
+        changed = store.unsubscribe(conn, *ids, source="web", ip=who.ip, user_agent=who.user_agent)
     except SubscriberNotFound:
-        pass
-    return _target(conn, web, *ids)
+        changed = True   # answered as done, the same as a first use
+    return replace(_target(conn, web, *ids), changed=changed)
 
 
 def _unsubscribe_many(conn, calls: list[tuple]) -> list[Target]:

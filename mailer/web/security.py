@@ -15,7 +15,7 @@ PAGE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-ac
             "frame-ancestors 'none'; base-uri 'none'")
 # An archived issue is the email's own HTML: inline styles and remote images (as in a mail client),
 # still no script, no forms, no framing.
-ARCHIVE_CSP = ("default-src 'none'; style-src 'unsafe-inline' https:; img-src https: http: data:; "
+ARCHIVE_CSP = ("default-src 'none'; style-src 'self' 'unsafe-inline' https:; img-src 'self' https: http: data:; "
                "font-src https: data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
 
 COMMON = [

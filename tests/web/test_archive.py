@@ -35,13 +35,16 @@ def test_index_lists_the_issue(live, issue):
     assert 'href="/archive/2024-11"' in r.text and "November 2024" in r.text
 
 
-def test_issue_page_is_the_mail_without_personal_data(live, issue):
+def test_issue_page_is_a_page_of_the_site_without_the_mail_footer(live, issue):
     r = live.http.get("/archive/2024-11")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert "%%" not in r.text                                  # every marker filled
     assert "/unsubscribe/" not in r.text and "@example.com" not in r.text
-    assert f'href="{live.url}/subscribe"' in r.text            # the unsubscribe link, made harmless
-    assert "because your address is subscribed" in r.text
+    assert "because your address is subscribed" not in r.text and "View this issue in your browser" not in r.text
+    assert '<header class="masthead">' in r.text and '<footer class="footer">' in r.text
+    assert '<time datetime="2024-11-01">1 November 2024</time>' in r.text
+    assert "Get the next issue by email" in r.text and 'href="/subscribe"' in r.text
+    assert 'href="/archive/feed.xml"' in r.text
     csp = r.headers["content-security-policy"]
     assert "script-src" not in csp and "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
 

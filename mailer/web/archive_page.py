@@ -1,0 +1,36 @@
+"""Composed email HTML -> what an archive page shows: the email's styles and its content, without
+the parts that only make sense in an inbox.
+
+Sections with css-class `mail-only` go: the footer (templates/partials/footer.mjml.j2: "you are
+receiving this because...", unsubscribe, preferences and view-in-browser links) and the
+view-in-browser line above the masthead (partials/masthead.mjml.j2); on the web they are wrong. The head's <style> blocks stay (the email's responsive and dark-mode
+rules), so the issue looks as it does in a mail client, inside the site's own layout.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+MAIL_ONLY = "mail-only"
+
+
+@dataclass(frozen=True)
+class WebContent:
+    styles: str        # CSS text of the email's <style> blocks
+    body: str          # the email's body content, mail-only sections removed
+
+
+def web_content(email_html: str) -> WebContent:
+    import lxml.html
+
+    doc = lxml.html.document_fromstring(email_html)
+    styles = "\n".join(style.text_content() for style in doc.iter("style"))
+    for element in doc.xpath(f'//*[contains(concat(" ", normalize-space(@class), " "), " {MAIL_ONLY} ")]'):
+        element.getparent().remove(element)
+    for style in list(doc.body.iter("style")):
+        style.getparent().remove(style)
+    body = doc.body
+    inner = html.escape(body.text or "") + "".join(lxml.html.tostring(child, encoding="unicode") for child in body)
+    return WebContent(styles=styles.replace("</", "<\\/"), body=inner)
+

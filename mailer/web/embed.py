@@ -1,0 +1,26 @@
+"""(settings, list) -> an HTML form to paste into another site (`mailer lists embed NAME`).
+
+The form posts to [newsletter] base_url + /subscribe with the same fields as our own page (list,
+email, optional name, the hidden honeypot), so the double opt-in is the same: the reader lands on
+our "check your inbox" page. No script, no styles beyond one inline rule hiding the honeypot;
+class names (`crank-subscribe...`) let the host site style it.
+"""
+
+from __future__ import annotations
+
+from mailer.errors import ListIsPrivate
+
+TEMPLATE = "embed.html.j2"
+
+
+def embed_form(settings, lst) -> str:
+    """The snippet for a public list; ListIsPrivate for a private one (its signups are refused)."""
+    from mailer.web.pages import Pages
+
+    if lst.private:
+        raise ListIsPrivate(f"list {lst.name} is private: readers cannot subscribe to it themselves "
+                            f"(`mailer lists edit {lst.name} --public` offers it)")
+    n = settings.newsletter
+    pages = Pages(settings.compose.templates_dir, newsletter_name=n.name, base_url=n.base_url,
+                  postal_address=n.postal_address)
+    return pages.env.get_template(TEMPLATE).render(lst=lst).strip()

@@ -1,0 +1,100 @@
+"""Web service: a reader's preferences page -> GET/POST /preferences (ask for a fresh link) and
+GET/POST /preferences/{token}, POST /preferences/{token}/leave.
+
+Every email's footer links to /preferences/{token}; there the reader sees their lists, changes
+which ones they get, changes their name, or leaves everything (one-click unsubscribe stays as it
+is). A reader whose link is broken or old enters their address and gets a fresh link by mail, to
+that address only; the page answers the same whatever the address's state, and both the client
+IP (token bucket) and the address (one mail per [web] confirm_resend_minutes) are limited.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Form, Request
+from starlette.responses import HTMLResponse
+
+from mailer.web import prefs, readers
+from mailer.web.public import too_many
+
+log = logging.getLogger("mailer.web")
+router = APIRouter()
+Names = Annotated[list[str], Form(alias="list", max_length=100)]
+TOKEN_PAGES = {400: {"description": "forged, tampered or expired link"}}
+
+
+@router.get("/preferences", response_class=HTMLResponse, summary="Ask for a link to your preferences")
+def ask_form(request: Request) -> HTMLResponse:
+    return request.app.state.web.pages.render("preferences_ask.html.j2", email="", error=None)
+
+
+@router.post("/preferences", response_class=HTMLResponse, summary="Mail a fresh preferences link",
+             responses={429: {"description": "too many requests from this address"}})
+def ask(request: Request, background: BackgroundTasks,
+        email: Annotated[str, Form(max_length=400)] = "",
+        website: Annotated[str, Form(max_length=400)] = "") -> HTMLResponse:
+    web = request.app.state.web
+    client = readers.client(request)
+    if (refused := too_many(web, "preferences", client)) is not None:
+        return refused
+    if not website:   # the honeypot: bots fill it; people never see it
+        problem = readers.address_problem(email)
+        if problem:
+            return web.pages.render("preferences_ask.html.j2", 400, email=email, error=problem)
+        mail = prefs.request_link(web, email)
+        if mail is not None:
+            background.add_task(prefs.send_link_mail, web, mail)
+    return web.pages.render("link_sent.html.j2", private=True)
+
+
+@router.get("/preferences/{token}", response_class=HTMLResponse, summary="Your lists and name",
+            responses=TOKEN_PAGES)
+def page(token: str, request: Request) -> HTMLResponse:
+    web = request.app.state.web
+    reader = _reader(web, token)
+    if reader is None:
+        return _bad_link(web)
+    return _render(web, token, reader, saved=None)
+
+
+@router.post("/preferences/{token}", response_class=HTMLResponse, summary="Save your lists and name",
+             responses=TOKEN_PAGES)
+def save(token: str, request: Request, list_names: Names = [],  # noqa: B006 - FastAPI copies defaults
+         name: Annotated[str, Form(max_length=400)] = "") -> HTMLResponse:
+    web = request.app.state.web
+    subscriber_id = prefs.subscriber_for(web, token)
+    changed = None if subscriber_id is None else prefs.save(web, subscriber_id, set(list_names[:200]), name,
+                                                            readers.client(request))
+    reader = None if changed is None else prefs.load(web, subscriber_id)
+    if reader is None:
+        return _bad_link(web)
+    return _render(web, token, reader, saved=changed)
+
+
+@router.post("/preferences/{token}/leave", response_class=HTMLResponse, summary="Leave every list",
+             responses=TOKEN_PAGES)
+def leave(token: str, request: Request) -> HTMLResponse:
+    web = request.app.state.web
+    subscriber_id = prefs.subscriber_for(web, token)
+    left = None if subscriber_id is None else prefs.leave_all(web, subscriber_id, readers.client(request))
+    if left is None:
+        return _bad_link(web)
+    return web.pages.render("left_all.html.j2", private=True, left=left, action=f"/preferences/{token}")
+
+
+def _reader(web, token: str):
+    subscriber_id = prefs.subscriber_for(web, token)
+    return None if subscriber_id is None else prefs.load(web, subscriber_id)
+
+
+def _render(web, token: str, reader, saved) -> HTMLResponse:
+    return web.pages.render("preferences.html.j2", private=True, reader=reader, saved=saved,
+                            action=f"/preferences/{token}")
+
+
+def _bad_link(web) -> HTMLResponse:
+    return web.pages.error(400, "This link does not work",
+                           "This preferences link is not valid or has expired. Nothing was changed.",
+                           fresh_link=True)

@@ -1,0 +1,180 @@
+"""Web service: a reader's preferences -> the store: which lists they get, their name, leaving all,
+and the fresh link mailed to an address that asks for one (one transaction per request).
+
+The routes in preferences.py speak HTTP; these functions speak to the database. A preferences page
+is opened by a token naming the subscriber: the unsubscribe token every email carries (it never
+expires, like the unsubscribe link itself) or the "preferences" token of a fresh link (expires
+after [web] confirm_link_days). Docs: docs/readers.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+log = logging.getLogger("mailer.web")
+
+
+@dataclass(frozen=True)
+class Choice:
+    name: str
+    title: str
+    description: str
+    status: str | None         # the membership's effective status, None when not on the list
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+
+@dataclass(frozen=True)
+class Reader:
+    subscriber_id: int
+    email: str                 # as people read it (Unicode domain)
+    name: str
+    suppressed: str | None     # bounced / complained: lists cannot be changed here
+    choices: list[Choice]
+
+
+@dataclass(frozen=True)
+class LinkMail:
+    subscriber_id: int
+    list_id: int               # the list whose unsubscribe link the mail carries
+    email: str
+    name: str
+
+
+def offered_lists(web) -> list:
+    """The lists /subscribe offers: every list not marked private, by title."""
+    return web.read(_offered)
+
+
+def _offered(conn) -> list:
+    from subscribers import store
+
+    return sorted((lst for lst in store.all_lists(conn) if not lst.private), key=lambda lst: (lst.title or lst.name).lower())
+
+
+def subscriber_for(web, token: str) -> int | None:
+    """The subscriber a preferences or unsubscribe token names; None for a bad or expired one."""
+    from mailer.web.readers import verify
+
+    ids = verify(web, "preferences", token, int(timedelta(days=web.settings.web.confirm_link_days).total_seconds()))
+    ids = ids or verify(web, "unsubscribe", token)
+    return None if ids is None else ids[0]
+
+
+def load(web, subscriber_id: int) -> Reader | None:
+    return web.read(_load, subscriber_id)
+
+
+def _load(conn, subscriber_id: int) -> Reader | None:
+    from subscribers.models import lists, memberships, subscribers
+    from subscribers.normalize import display_email
+    from subscribers.queries import effective_status
+
+    row = conn.execute(select(subscribers.c.email, subscribers.c.name, subscribers.c.global_status)
+                       .where(subscribers.c.id == subscriber_id)).first()
+    if row is None:
+        return None
+    statuses = dict(conn.execute(select(memberships.c.list_id, memberships.c.status)
+                                 .where(memberships.c.subscriber_id == subscriber_id)).all())
+    choices = []
+    for lst in conn.execute(select(lists).order_by(func.lower(lists.c.title), lists.c.name)):
+        status = statuses.get(lst.id)
+        if lst.private and status is None:
+            continue      # a private list is shown only to its members
+        shown = None if status is None else effective_status(status, row.global_status).value
+        choices.append(Choice(lst.name, lst.title or lst.name, lst.description or "", shown))
+    return Reader(subscriber_id, display_email(row.email), row.name or "", row.global_status, choices)
+
+
+def save(web, subscriber_id: int, wanted: set[str], name: str, who) -> list[str] | None:
+    """Apply the form: join the wanted lists, leave the others, set the name. Returns what
+    changed, in words (None: the subscriber is gone)."""
+    return web.write(_save, web, subscriber_id, wanted, name, who)
+
+
+def _save(conn, web, subscriber_id: int, wanted: set[str], name: str, who) -> list[str] | None:
+    from subscribers import store
+    from subscribers.models import lists
+
+    reader = _load(conn, subscriber_id)
+    if reader is None:
+        return None
+    ids = dict(conn.execute(select(lists.c.name, lists.c.id)).all())
+    changed = []
+    for choice in reader.choices:
+        if reader.suppressed or choice.name not in ids:
+            continue
+        if choice.name in wanted and not choice.active:
+            if store.opt_in(conn, subscriber_id, ids[choice.name], ip=who.ip, user_agent=who.user_agent):
+                changed.append(f"joined {choice.title}")
+        elif choice.name not in wanted and choice.status in ("active", "unconfirmed"):
+            if store.unsubscribe(conn, subscriber_id, ids[choice.name], source="web", ip=who.ip,
+                                 user_agent=who.user_agent):
+                changed.append(f"left {choice.title}")
+    if store.rename(conn, subscriber_id, name):
+        changed.append("name saved")
+    return changed
+
+
+def leave_all(web, subscriber_id: int, who) -> list[str] | None:
+    """Unsubscribe from every list (idempotent); the titles left, None if the subscriber is gone."""
+    return web.write(_leave_all, subscriber_id, who)
+
+
+def _leave_all(conn, subscriber_id: int, who) -> list[str] | None:
+    from subscribers import store
+    from subscribers.models import Status, lists, memberships, subscribers
+
+    if conn.execute(select(subscribers.c.id).where(subscribers.c.id == subscriber_id)).first() is None:
+        return None
+    rows = conn.execute(select(memberships.c.list_id, lists.c.title, lists.c.name)
+                        .join_from(memberships, lists, memberships.c.list_id == lists.c.id)
+                        .where(memberships.c.subscriber_id == subscriber_id,
+                               memberships.c.status != Status.UNSUBSCRIBED.value)).all()
+    for list_id, _title, _name in rows:
+        store.unsubscribe(conn, subscriber_id, list_id, source="web", ip=who.ip, user_agent=who.user_agent)
+    return [title or name for _id, title, name in rows]
+
+
+def request_link(web, email: str) -> LinkMail | None:
+    """The mail to send for a fresh-link request, or None (no such subscriber, on no list, or
+    mailed one a moment ago). The caller answers the same either way."""
+    return web.write(_request_link, web, email)
+
+
+def _request_link(conn, web, email: str) -> LinkMail | None:
+    from subscribers import store
+    from subscribers.models import Action, history, memberships, utcnow
+
+    row = store.find_subscriber(conn, email)
+    if row is None:
+        return None
+    list_id = conn.execute(select(memberships.c.list_id).where(memberships.c.subscriber_id == row.id)
+                           .order_by(memberships.c.list_id).limit(1)).scalar()
+    if list_id is None:
+        return None
+    since = utcnow() - timedelta(minutes=web.settings.web.confirm_resend_minutes)
+    if conn.execute(select(func.count()).select_from(history).where(
+            history.c.subscriber_id == row.id, history.c.action == Action.PREFERENCES_MAIL.value,
+            history.c.at >= since)).scalar():
+        return None
+    store.record(conn, row.id, None, Action.PREFERENCES_MAIL, "web")
+    return LinkMail(row.id, list_id, row.email, row.name or "")
+
+
+def send_link_mail(web, mail: LinkMail) -> None:
+    """Background task after the response: a failure is logged, the reader may ask again later."""
+    from mailer.web.preferences_mail import send_preferences_link
+    from subscribers.tokens import make_token
+
+    try:
+        send_preferences_link(web.settings, mail, make_token(web.secret, "preferences", mail.subscriber_id, mail.list_id),
+                              make_token(web.secret, "unsubscribe", mail.subscriber_id, mail.list_id))
+    except Exception:  # noqa: BLE001 - nobody is waiting for this; the log must say why
+        log.exception("preferences link for subscriber %s failed", mail.subscriber_id)
