@@ -19,9 +19,11 @@ forgotten is left exactly as it is and counted as `suppressed`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
+import tempfile
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -31,17 +33,19 @@ from itertools import islice
 from pathlib import Path
 
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from subscribers import store
 from subscribers.bulk import Bulk, sqlite_time
 from subscribers.csvfile import CsvSource
-from subscribers.errors import CsvImportError, SecretRequired
+from subscribers.errors import CsvImportError, ImportInterrupted, SecretRequired, SubscriberError
 from subscribers.models import (GLOBAL_STATUSES, SUPPRESSED, Action, ConsentSource, Status, forgotten, history,
                                 memberships, subscribers, utcnow)
 from subscribers.parse import Row, RowParser
 from subscribers.tokens import forget_hash
 
 CHUNK = 5000
+READER = "subscribers._reader"  # the parsing child's module (python -m)
 PARALLEL_FROM = 4 << 20  # bytes
 MAX_INVALID_KEPT = 100_000  # a file of garbage must not grow memory without bound either
 
@@ -104,6 +108,7 @@ def import_csv(engine: Engine, path: str | Path, list_name: str, *, secret: str 
         list_id = store.get_list(conn, list_name).id
         job = _Job(conn, list_id, path.name, summary, secret, overwrite)
         reader = _read_in_process if parallel else _read_here
+        saved = dataclasses.replace(summary)   # the counts as of the last commit
         try:
             _seen_reset(conn)
             _tune(conn, True)
@@ -111,8 +116,13 @@ def import_csv(engine: Engine, path: str | Path, list_name: str, *, secret: str 
                 job.run(rows)
                 if not dry_run:
                     conn.commit()
+                    saved = dataclasses.replace(summary, invalid_rows=[])
                 if on_progress:
                     on_progress(position, size, summary)
+        except (SubscriberError, SQLAlchemyError) as exc:
+            if saved.rows:   # chunks were committed: say so, and that a rerun finishes the job
+                raise ImportInterrupted(exc, saved) from exc
+            raise
         finally:
             conn.rollback()  # dry run: everything; otherwise only what an error interrupted
             _seen_drop(conn)
@@ -140,18 +150,19 @@ def _read_in_process(path: Path, summary: ImportSummary, status: Status, check_d
     over the GIL (measured: slower than no thread at all)."""
     package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    errors = tempfile.TemporaryFile()   # a file, not a pipe: a chatty child can never block on it
     child = subprocess.Popen(
-        [sys.executable, "-m", "subscribers._reader", str(path), status.value, "1" if check_dns else "0",
-         str(chunk_size)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        [sys.executable, "-m", READER, str(path), status.value, "1" if check_dns else "0",
+         str(chunk_size)], stdout=subprocess.PIPE, stderr=errors, env=env)
     _widen_pipe(child.stdout)
     try:
         while True:
             try:
                 message = pickle.load(child.stdout)
-            except EOFError:
+            except (EOFError, pickle.UnpicklingError):
                 code = child.wait()
-                raise CsvImportError(f"the reader process stopped unexpectedly (exit code {code})",
-                                     path=str(path)) from None
+                raise CsvImportError(f"the reader process stopped unexpectedly (exit code {code})"
+                                     f"{_tail(errors)}", path=str(path)) from None
             if message[0] == "error":
                 raise CsvImportError(message[1], path=message[2], line=message[3])
             if message[0] == "done":
@@ -167,6 +178,15 @@ def _read_in_process(path: Path, summary: ImportSummary, status: Status, check_d
         if child.poll() is None:
             child.kill()
         child.wait()
+        errors.close()
+
+
+def _tail(errors, limit: int = 8000) -> str:
+    """What the reader process wrote on stderr (its traceback), for the error message."""
+    errors.seek(0, os.SEEK_END)
+    errors.seek(max(0, errors.tell() - limit))
+    text = errors.read().decode("utf-8", "replace").strip()
+    return f"; it said:\n{text}" if text else ""
 
 
 def _widen_pipe(pipe) -> None:
