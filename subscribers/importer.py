@@ -235,7 +235,8 @@ class _Job:
     def run(self, rows: dict[str, Row]) -> None:
         if not rows:
             return
-        bulk, emails = self.bulk, list(rows)
+        bulk = self.bulk
+        emails = self._drop_forgotten(list(rows))
         existing = {email: (sid, name, attrs, glob, created) for sid, email, name, attrs, glob, created
                     in bulk.select_in("SELECT id, email, name, attributes, global_status, created_at "
                                       "FROM subscribers WHERE email {in_}", emails)}
@@ -243,7 +244,7 @@ class _Job:
         if len(seen) < len(existing):
             seen.update(e for (e,) in bulk.select_in("SELECT email FROM import_seen WHERE email {in_}",
                                                      [e for e in existing if e not in seen]))
-        new = self._drop_forgotten([rows[e] for e in emails if e not in existing])
+        new = [rows[e] for e in emails if e not in existing]
         self._insert_new(new)
         if existing:
             self._merge_existing(rows, existing, seen)
@@ -254,17 +255,20 @@ class _Job:
         signup meanwhile: its data then only gets blanks filled)."""
         return created >= (self.started_text if isinstance(created, str) else self.started)
 
-    def _drop_forgotten(self, new: list[Row]) -> list[Row]:
-        if not new or self.conn.execute(select(forgotten.c.id).limit(1)).first() is None:
-            return new
+    def _drop_forgotten(self, emails: list[str]) -> list[str]:
+        """The chunk's addresses minus forgotten ones, new or (from before every path checked
+        the forget hash) still stored: a forgotten address comes back only through --resubscribe
+        or its owner's confirmation."""
+        if self.conn.execute(select(forgotten.c.id).limit(1)).first() is None:
+            return emails
         if not self.secret:
             raise SecretRequired("this database has forgotten addresses; MAILER_SECRET_KEY must be set "
                                  "so that the import can skip them")
-        hashes = {forget_hash(self.secret, r.email): r for r in new}
+        hashes = {forget_hash(self.secret, e): e for e in emails}
         gone = {h for (h,) in self.bulk.select_in("SELECT email_hash FROM forgotten WHERE email_hash {in_}",
                                                   list(hashes))}
         self.summary.suppressed += len(gone)
-        return [r for h, r in hashes.items() if h not in gone]
+        return [e for h, e in hashes.items() if h not in gone]
 
     def _insert_new(self, new: list[Row]) -> None:
         if not new:
