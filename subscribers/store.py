@@ -308,7 +308,8 @@ def _request(conn, list_id: int, digest: str, wanted: bool, resend_after: timede
         index_elements=["list_id", "address_hash"],
         set_={"requested_at": now, "mailed_at": case((due, now), else_=mailed) if wanted else mailed},
     ).returning(signup_requests.c.mailed_at)
-    return wanted and conn.execute(statement).scalar() == now
+    mailed_at = conn.execute(statement).scalar()   # run whatever `wanted` is: the same work
+    return wanted and mailed_at == now
 
 
 def confirm(conn: Connection, subscriber_id: int, list_id: int, *, secret: str, ip: str | None = None,

@@ -62,7 +62,7 @@ def ip_or_none(text: str | None) -> str | None:
     if not text or len(text) > 64:
         return None
     try:
-        return ipaddress.ip_address(text.strip()).compressed[:45]
+        return ipaddress.ip_address(text.strip().split("%", 1)[0]).compressed  # no zone: 39 at most
     except ValueError:
         return None
 
