@@ -46,7 +46,7 @@ def link(live, purpose: str, sid: int, lid: int, secret: str = SECRET) -> str:
 def make_member(live, email: str, status: Status) -> tuple[int, int]:
     with live.web.engine.begin() as conn:
         lst = store.get_list(conn, LIST)
-        added = store.add_subscriber(conn, email, lst.id, status=Status.ACTIVE)
+        added = store.add_subscriber(conn, email, lst.id, status=Status.ACTIVE, secret=SECRET)
         if status is not Status.ACTIVE:
             store.set_status(conn, added.subscriber_id, lst.id, status, "test")
     return added.subscriber_id, lst.id
