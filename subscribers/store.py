@@ -410,6 +410,8 @@ def forget(conn: Connection, email: str, secret: str, *, source: str = "admin", 
     digest = forget_hash(secret, address)
     if conn.execute(select(forgotten.c.id).where(forgotten.c.email_hash == digest)).first() is None:
         conn.execute(insert(forgotten).values(email_hash=digest, at=utcnow()))
+    else:   # forgotten again: confirmation links asked for before now no longer apply
+        conn.execute(update(forgotten).where(forgotten.c.email_hash == digest).values(at=utcnow()))
     conn.execute(delete(signup_requests).where(signup_requests.c.address_hash == digest))
     row = find_subscriber(conn, address)
     if row is None:

@@ -88,3 +88,23 @@ def test_a_500_carries_the_security_headers(live):
     assert r.status_code == 500
     assert all(r.headers.get(h) for h in SECURITY_HEADERS), dict(r.headers)
     assert "a bug" not in r.text
+
+
+def test_a_signed_soft_bounce_without_an_id_replayed_counts_once(live, signer):
+    from subscribers import store
+    from subscribers.models import Status
+    from tests.web.conftest import LIST, SECRET
+
+    with live.web.engine.begin() as conn:
+        lid = store.get_list(conn, LIST).id
+        sid = store.add_subscriber(conn, "soft@example.com", lid, secret=SECRET).subscriber_id
+    soft = {"email": "soft@example.com", "event": "bounce", "type": "bounce", "status": "4.2.2",
+            "reason": "mailbox full", "timestamp": int(time.time())}
+    raw = body([soft])
+    for _ in range(3):                                   # within max_age_seconds: all verify
+        r = post(live, raw, signer.sign(raw))
+        assert r.status_code == 200, r.text
+    assert r.json()["duplicates"] == 1
+    with live.web.engine.connect() as conn:
+        assert store.membership_status(conn, sid, lid) is Status.ACTIVE
+        assert conn.execute(store.recipients_select(lid)).first() is not None
