@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from datetime import datetime, timezone
+from datetime import timezone
 
 from sqlalchemy import Connection, Engine, select
 
@@ -93,7 +93,3 @@ def bound(conn: Connection, claim: Claim) -> bool:
     created = row.created_at.replace(tzinfo=row.created_at.tzinfo or timezone.utc)
     return (upto is not None and row.id <= int(upto)
             and claim.issued + CLOCK_SLACK >= int(created.timestamp()))
-
-
-def utc_seconds(value: datetime) -> int:
-    return int(value.astimezone(timezone.utc).timestamp())

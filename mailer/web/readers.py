@@ -1,7 +1,8 @@
 """Web service: a reader's request -> the store (subscribers.store), one transaction per request.
 
 The routes in public.py speak HTTP; these functions speak to the database and know the rules the
-store does not: resend throttling, which address the backends can write to, what a dead link is.
+store does not: which client address to keep, which address the backends can write to, which
+link goes in which mail, what a dead link is (subscribers.links).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 log = logging.getLogger("mailer.web")
 
