@@ -24,7 +24,7 @@ from subscribers.errors import (InvalidListName, ListExists, ListNotFound, Secre
 from subscribers.links import new_key
 from subscribers.models import (GLOBAL_STATUSES, SUPPRESSED, Action, ConsentSource, List, Status, Subscriber,
                                 forgotten, history, lists, memberships, signup_requests, subscribers, utcnow)
-from subscribers.normalize import clean_text, normalize_email
+from subscribers.normalize import clean_text, normalize_email, normalize_ip
 from subscribers.queries import (effective_status, find_subscriber, get_subscriber, history_of,  # noqa: F401
                                  iter_recipients, list_counts, membership_status, memberships_of,
                                  recipients_select, search)
@@ -232,7 +232,7 @@ def _update_subscriber(conn, subscriber_id: int, values: dict[str, Any], source:
 def _consent(source: ConsentSource, ip: str | None = None, user_agent: str | None = None,
              at: datetime | None = None) -> dict:
     return dict(consent_at=at or utcnow(), consent_source=str(ConsentSource(source)),
-                consent_ip=ip, consent_user_agent=(user_agent or None) and user_agent[:512])
+                consent_ip=normalize_ip(ip), consent_user_agent=(user_agent or None) and user_agent[:512])
 
 
 def _join(conn, sid, address, list_id, status, source, actor, changes, *, ip=None, user_agent=None) -> AddResult:
@@ -240,7 +240,7 @@ def _join(conn, sid, address, list_id, status, source, actor, changes, *, ip=Non
     conn.execute(insert(memberships).values(
         list_id=list_id, subscriber_id=sid, status=str(status), created_at=now, updated_at=now,
         token_key=new_key(), **_consent(source, ip, user_agent, now)))
-    detail = {"ip": ip, "user_agent": user_agent} if ip or user_agent else None
+    detail = {"ip": normalize_ip(ip), "user_agent": user_agent} if ip or user_agent else None
     record(conn, sid, list_id, Action.SUBSCRIBE, actor, new=status, detail=detail, at=now)
     return AddResult(sid, address, "added", Status(status), tuple(changes))
 

@@ -57,15 +57,9 @@ def client(request) -> Client:
 
 
 def ip_or_none(text: str | None) -> str | None:
-    """A real IPv4 or IPv6 address in its compressed form (at most 45 characters), else None."""
-    import ipaddress
+    from subscribers.normalize import normalize_ip
 
-    if not text or len(text) > 64:
-        return None
-    try:
-        return ipaddress.ip_address(text.strip().split("%", 1)[0]).compressed  # no zone: 39 at most
-    except ValueError:
-        return None
+    return normalize_ip(text)
 
 
 def clean_agent(agent: str) -> str:

@@ -210,6 +210,16 @@ def test_coming_back_after_a_bounce_records_new_consent(engine, crank, how):
         assert store.memberships_of(conn, sid)[0].effective == "active"
 
 
+# ---------------------------------------------------------------- 7. only real client addresses are stored
+
+@pytest.mark.parametrize("given, kept", [("203.0.113.9", "203.0.113.9"), ("::ffff:192.0.2.1", "::ffff:c000:201"),
+                                         ("1" * 60, None), ("x" * 100, None), ("", None)])
+def test_only_an_ip_address_is_stored_as_consent_ip(engine, crank, given, kept):
+    web_signup(engine, ANN, crank, ip=given, user_agent="Phone")
+    with engine.connect() as conn:
+        assert store.memberships_of(conn, store.get_subscriber(conn, ANN).id)[0].consent_ip == kept
+
+
 # ---------------------------------------------------------------- 8. the same work whatever the state
 
 def _states(engine, crank):
