@@ -59,7 +59,8 @@ def seed(db_url: str, readers: int) -> tuple[list[str], list[str]]:
     from subscribers import store
     from subscribers.db import connect
     from subscribers.models import memberships, subscribers, utcnow
-    from subscribers.tokens import make_token
+    from subscribers.links import MembershipKeys
+    from subscribers.tokens import token_maker
 
     engine = connect(db_url)
     now = utcnow()
@@ -72,8 +73,10 @@ def seed(db_url: str, readers: int) -> tuple[list[str], list[str]]:
         conn.execute(insert(memberships), [dict(list_id=lid, subscriber_id=s, status="active",
                                                 consent_source="import", consent_at=now,
                                                 created_at=now, updated_at=now) for s in ids])
+    make = token_maker(SECRET, "unsubscribe", lid, keys=MembershipKeys(engine, lid))
+    tokens = [make(s) for s in ids]
     engine.dispose()
-    return addresses, [make_token(SECRET, "unsubscribe", s, lid) for s in ids]
+    return addresses, tokens
 
 
 def start_server(config: Path, port: int) -> subprocess.Popen:

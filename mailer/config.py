@@ -249,19 +249,49 @@ def _key(where: str, name: str) -> str:
     return f"[{where}] {name}" if where else name
 
 
+# Every numeric key's allowed range (inclusive), so a typo fails at load time, named, instead of
+# reaching the database or a reader as a 500 (a huge confirm_link_days overflowed the date
+# arithmetic; subscribe_burst = 0 refused every signup).
+RANGES = {
+    ("delivery.sendgrid", "timeout"): (1, 600),
+    ("delivery.sendgrid", "batch_size"): (1, 1000),
+    ("delivery.sendgrid", "max_retries"): (0, 20),
+    ("delivery.smtp", "port"): (1, 65535),
+    ("delivery.smtp", "timeout"): (1, 3600),
+    ("delivery.smtp", "batch_size"): (1, 10_000),
+    ("delivery.smtp", "connections"): (1, 64),
+    ("bounces", "soft_bounce_limit"): (1, 100),
+    ("bounces", "soft_bounce_window_days"): (1, 3650),
+    ("webhooks.sendgrid", "max_age_seconds"): (1, 86_400),
+    ("web", "port"): (0, 65535),
+    ("web", "confirm_resend_minutes"): (1, 10_080),
+    ("web", "confirm_link_days"): (1, 365),
+    ("web", "subscribe_burst"): (1, 10_000),
+    ("web", "subscribe_per_hour"): (1, 1_000_000),
+}
+
+
+def _section(s: Settings, where: str):
+    for part in where.split("."):
+        s = getattr(s, part)
+    return s
+
+
+def _check_ranges(s: Settings) -> None:
+    for (where, name), (low, high) in RANGES.items():
+        value = getattr(_section(s, where), name)
+        if not low <= value <= high:
+            raise ConfigError(f"[{where}] {name} must be between {low:,} and {high:,}, not {value!r}")
+
+
 def _check(s: Settings) -> None:
+    _check_ranges(s)
     if s.delivery.backend not in BACKENDS:
         raise ConfigError(f"[delivery] backend must be one of {', '.join(BACKENDS)}, not {s.delivery.backend!r}")
     if s.delivery.on_interrupted not in ("resend", "skip"):
         raise ConfigError(f"[delivery] on_interrupted must be 'resend' or 'skip', not {s.delivery.on_interrupted!r}")
     if not s.newsletter.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"[newsletter] base_url must start with http:// or https://, not {s.newsletter.base_url!r}")
-    if not 1 <= s.delivery.sendgrid.batch_size <= 1000:
-        raise ConfigError("[delivery.sendgrid] batch_size must be between 1 and 1000")
-    if s.delivery.smtp.batch_size < 1:
-        raise ConfigError("[delivery.smtp] batch_size must be at least 1")
-    if s.delivery.smtp.connections < 1:
-        raise ConfigError("[delivery.smtp] connections must be at least 1")
     for key, address in (("from_email", s.newsletter.from_email), ("reply_to", s.newsletter.reply_to)):
         if "@" not in address:
             raise ConfigError(f"[newsletter] {key} must be an email address, not {address!r}")

@@ -109,7 +109,7 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
         raise SendError(f"{segments.describe(plan.list_name, plan.segment)} has no active subscribers "
                         "(who have not had this issue): nothing to send")
     if not plan.already_sent:  # settings and secrets fail here, before the ledger is touched
-        tokens = _token_maker(settings, plan.list_id)
+        tokens = _token_maker(settings, plan.list_id, plan.engine)
         backend = backend or create_backend(plan.backend, settings)
     send_id, summary.interrupted, finished = _start(plan, on_interrupted or settings.delivery.on_interrupted, notice)
     summary.send_id = send_id
@@ -144,7 +144,7 @@ def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
     summary = SendSummary(plan.issue.slug, plan.list_name, plan.backend, send_id=plan.send_id,
                           total=plan.readers, dry_run=True, segment=plan.segment)
     edition = prepare(plan.issue, settings.newsletter, nonce="dry")
-    tokens = _token_maker(settings, plan.list_id)
+    tokens = _token_maker(settings, plan.list_id, plan.engine)
     if plan.send_id is None:
         with plan.engine.connect() as conn:
             chosen = conn.execution_options(yield_per=5000).execute(
@@ -214,11 +214,13 @@ def _finish(plan: Plan, summary: SendSummary, status: SendStatus, error: str | N
     summary.status = status.value
 
 
-def _token_maker(settings: Settings, list_id: int) -> Callable[[int], str]:
+def _token_maker(settings: Settings, list_id: int, engine) -> Callable[[int], str]:
+    from subscribers.links import MembershipKeys
     from subscribers.tokens import token_maker
 
     key = secret_key(settings)
-    return token_maker(key, "unsubscribe", list_id)  # the signer is built once per send
+    # the signer is built once per send; each link is bound to its membership's key
+    return token_maker(key, "unsubscribe", list_id, keys=MembershipKeys(engine, list_id))
 
 
 def send_proof(settings: Settings, issue: ComposedIssue, addresses: list[str], *, backend_name: str | None = None,

@@ -8,7 +8,8 @@
     parse.py       records -> validated rows, one per address
     importer.py    CSV file + list -> chunked bulk upserts (bulk.py; parsing in _reader.py) -> summary
     exporter.py    list -> CSV file (formula cells neutralized)
-    tokens.py      (purpose, subscriber, list) <-> signed URL token; keyed forget hashes
+    tokens.py      (purpose, subscriber, list, key) <-> signed URL token; sealed requests; forget hashes
+    links.py       membership <-> token through the row: a link acts on the row it was made for only
 
 Importing this package is cheap on purpose: `mailer`'s CLI imports `subscribers.errors` at start-up.
 """

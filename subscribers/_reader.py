@@ -46,7 +46,9 @@ def main(argv: list[str]) -> int:
     except BrokenPipeError:  # the importer stopped reading (an error on its side): just go
         return 1
     except Exception as exc:  # noqa: BLE001 - reported by the parent, with the file named
-        send(("error", f"could not read the file: {exc!r}", path, None))
+        import traceback
+
+        send(("error", f"could not read the file: {exc!r}\n{traceback.format_exc().strip()}", path, None))
     return 0
 
 

@@ -93,9 +93,10 @@ class Bulk:
                    fixed: dict | None = None) -> dict:
         """INSERT ... ON CONFLICT (key) DO NOTHING; returns {key value: new id} for rows inserted.
 
-        SQLite cannot return rows from executemany, but it gives a table without AUTOINCREMENT
-        the rowids max+1, max+2, ... in insertion order while our transaction holds the write
-        lock; that is checked at both ends, else the ids are looked up."""
+        SQLite cannot return rows from executemany, but it gives the rows consecutive ids in
+        insertion order while our transaction holds the write lock (AUTOINCREMENT: from the
+        table's sequence, so the new rows hold the highest ids); that is checked at both ends,
+        else the ids are looked up."""
         if self.pg:
             return {k: i for i, k in self.insert(table, columns, rows, conflict=[key], returning=["id", key],
                                                  fixed=fixed)}

@@ -136,11 +136,15 @@ class CsvSource:
             check_utf8(self.path)
         delimiter = _delimiter(self.path)
         self._raw = open(self.path, "rb")
-        text = io.TextIOWrapper(self._raw, encoding="utf-8-sig", newline="")
-        self._reader = csv.reader(text, delimiter=delimiter)
-        for _line, header in self._records():
-            self.columns = map_columns(header, self.path)
-            break
+        try:
+            text = io.TextIOWrapper(self._raw, encoding="utf-8-sig", newline="")
+            self._reader = csv.reader(text, delimiter=delimiter)
+            for _line, header in self._records():
+                self.columns = map_columns(header, self.path)
+                break
+        except BaseException:   # a bad header: __exit__ will not run, so close here
+            self._raw.close()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:

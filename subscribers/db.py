@@ -99,15 +99,41 @@ class Migrations:
         try:
             if self.current(engine) == head:
                 return head
-            with engine.begin() as conn:
-                if conn.dialect.name == "postgresql":  # two first uses at once: the second waits
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self.lock_id})
-                command.upgrade(self.config(conn), "head")
+            with engine.connect() as conn:
+                sqlite = conn.dialect.name == "sqlite"
+                if sqlite:  # before any transaction, or SQLite ignores it (see _sqlite_fk_off)
+                    _sqlite_fk_off(conn)
+                try:
+                    with conn.begin():
+                        if not sqlite:  # two first uses at once: the second waits
+                            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": self.lock_id})
+                        command.upgrade(self.config(conn), "head")
+                        if sqlite:
+                            _sqlite_fk_check(conn)
+                finally:
+                    if sqlite:
+                        conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                        conn.commit()
         except OperationalError as exc:
             raise StoreError(f"cannot open database {_where(engine)}: {exc.orig}") from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot migrate database {_where(engine)}: {exc}") from exc
         return head
+
+
+def _sqlite_fk_off(conn) -> None:
+    """SQLite alters a table by copying it (a new table, the rows, drop the old, rename): with
+    foreign keys on, dropping the old table would cascade to every row that refers to it. SQLite
+    honours the pragma only outside a transaction; sqlite3 opens none for a PRAGMA."""
+    conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    conn.commit()
+
+
+def _sqlite_fk_check(conn) -> None:
+    """Refuse to commit a migration that left a row pointing nowhere."""
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise StoreError(f"a migration left {len(broken)} rows whose foreign keys point nowhere, e.g. {broken[0]}")
 
 
 def run_env(metadata, version_table: str) -> None:

@@ -10,6 +10,7 @@
       SuppressedAddress         unsubscribed, bounced, complained or forgotten: needs an explicit override
       TokenError                a confirm/unsubscribe token that is forged, tampered or for another purpose
       CsvImportError            a file that cannot be read as CSV: `.path` and `.line` say where
+      ImportInterrupted         an import stopped part-way: says what was saved and that a rerun finishes
       SecretRequired            the operation needs MAILER_SECRET_KEY (forget hashes)
       StoreError                the database cannot be opened or migrated
 """
@@ -76,6 +77,20 @@ class CsvImportError(SubscriberError):
         self.path, self.line, self.message = path, line, message
         where = f"{path}:{line}: " if path and line else (f"{path}: " if path else "")
         super().__init__(f"{where}{message}")
+
+
+class ImportInterrupted(CsvImportError):
+    """An import that failed part-way; `.cause` is the original error and `.summary` the counts of
+    what was committed before it (a CsvImportError cause keeps its `.path` and `.line`)."""
+
+    def __init__(self, cause: BaseException, summary):
+        self.cause, self.summary = cause, summary
+        saved = (f"the first {summary.rows:,} rows are saved ({summary.imported:,} new, {summary.updated:,} "
+                 f"updated, {summary.unchanged:,} unchanged, {summary.suppressed:,} suppressed); run the same "
+                 "import again to finish the job (rows already saved are not added twice)")
+        message = cause.message if isinstance(cause, CsvImportError) else str(cause).splitlines()[0]
+        super().__init__(f"{message}; {saved}", path=getattr(cause, "path", None), line=getattr(cause, "line", None))
+        self.message = f"{message}; {saved}"
 
 
 class SecretRequired(SubscriberError):

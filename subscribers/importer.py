@@ -19,9 +19,11 @@ forgotten is left exactly as it is and counted as `suppressed`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
+import tempfile
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -31,17 +33,19 @@ from itertools import islice
 from pathlib import Path
 
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from subscribers import store
 from subscribers.bulk import Bulk, sqlite_time
 from subscribers.csvfile import CsvSource
-from subscribers.errors import CsvImportError, SecretRequired
+from subscribers.errors import CsvImportError, ImportInterrupted, SecretRequired, SubscriberError
 from subscribers.models import (GLOBAL_STATUSES, SUPPRESSED, Action, ConsentSource, Status, forgotten, history,
                                 memberships, subscriber_tags, subscribers, utcnow)
 from subscribers.parse import Row, RowParser
 from subscribers.tokens import forget_hash
 
 CHUNK = 5000
+READER = "subscribers._reader"  # the parsing child's module (python -m)
 PARALLEL_FROM = 4 << 20  # bytes
 MAX_INVALID_KEPT = 100_000  # a file of garbage must not grow memory without bound either
 
@@ -104,6 +108,7 @@ def import_csv(engine: Engine, path: str | Path, list_name: str, *, secret: str 
         list_id = store.get_list(conn, list_name).id
         job = _Job(conn, list_id, path.name, summary, secret, overwrite)
         reader = _read_in_process if parallel else _read_here
+        saved = dataclasses.replace(summary)   # the counts as of the last commit
         try:
             _seen_reset(conn)
             _tune(conn, True)
@@ -111,8 +116,13 @@ def import_csv(engine: Engine, path: str | Path, list_name: str, *, secret: str 
                 job.run(rows)
                 if not dry_run:
                     conn.commit()
+                    saved = dataclasses.replace(summary, invalid_rows=[])
                 if on_progress:
                     on_progress(position, size, summary)
+        except (SubscriberError, SQLAlchemyError) as exc:
+            if saved.rows:   # chunks were committed: say so, and that a rerun finishes the job
+                raise ImportInterrupted(exc, saved) from exc
+            raise
         finally:
             conn.rollback()  # dry run: everything; otherwise only what an error interrupted
             _seen_drop(conn)
@@ -140,18 +150,19 @@ def _read_in_process(path: Path, summary: ImportSummary, status: Status, check_d
     over the GIL (measured: slower than no thread at all)."""
     package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    errors = tempfile.TemporaryFile()   # a file, not a pipe: a chatty child can never block on it
     child = subprocess.Popen(
-        [sys.executable, "-m", "subscribers._reader", str(path), status.value, "1" if check_dns else "0",
-         str(chunk_size)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        [sys.executable, "-m", READER, str(path), status.value, "1" if check_dns else "0",
+         str(chunk_size)], stdout=subprocess.PIPE, stderr=errors, env=env)
     _widen_pipe(child.stdout)
     try:
         while True:
             try:
                 message = pickle.load(child.stdout)
-            except EOFError:
+            except (EOFError, pickle.UnpicklingError):
                 code = child.wait()
-                raise CsvImportError(f"the reader process stopped unexpectedly (exit code {code})",
-                                     path=str(path)) from None
+                raise CsvImportError(f"the reader process stopped unexpectedly (exit code {code})"
+                                     f"{_tail(errors)}", path=str(path)) from None
             if message[0] == "error":
                 raise CsvImportError(message[1], path=message[2], line=message[3])
             if message[0] == "done":
@@ -167,6 +178,15 @@ def _read_in_process(path: Path, summary: ImportSummary, status: Status, check_d
         if child.poll() is None:
             child.kill()
         child.wait()
+        errors.close()
+
+
+def _tail(errors, limit: int = 8000) -> str:
+    """What the reader process wrote on stderr (its traceback), for the error message."""
+    errors.seek(0, os.SEEK_END)
+    errors.seek(max(0, errors.tell() - limit))
+    text = errors.read().decode("utf-8", "replace").strip()
+    return f"; it said:\n{text}" if text else ""
 
 
 def _widen_pipe(pipe) -> None:
@@ -215,7 +235,8 @@ class _Job:
     def run(self, rows: dict[str, Row]) -> None:
         if not rows:
             return
-        bulk, emails = self.bulk, list(rows)
+        bulk = self.bulk
+        emails = self._drop_forgotten(list(rows))
         existing = {email: (sid, name, attrs, glob, created) for sid, email, name, attrs, glob, created
                     in bulk.select_in("SELECT id, email, name, attributes, global_status, created_at "
                                       "FROM subscribers WHERE email {in_}", emails)}
@@ -223,7 +244,7 @@ class _Job:
         if len(seen) < len(existing):
             seen.update(e for (e,) in bulk.select_in("SELECT email FROM import_seen WHERE email {in_}",
                                                      [e for e in existing if e not in seen]))
-        new = self._drop_forgotten([rows[e] for e in emails if e not in existing])
+        new = [rows[e] for e in emails if e not in existing]
         self._insert_new(new)
         if existing:
             self._merge_existing(rows, existing, seen)
@@ -234,17 +255,20 @@ class _Job:
         signup meanwhile: its data then only gets blanks filled)."""
         return created >= (self.started_text if isinstance(created, str) else self.started)
 
-    def _drop_forgotten(self, new: list[Row]) -> list[Row]:
-        if not new or self.conn.execute(select(forgotten.c.id).limit(1)).first() is None:
-            return new
+    def _drop_forgotten(self, emails: list[str]) -> list[str]:
+        """The chunk's addresses minus forgotten ones, new or (from before every path checked
+        the forget hash) still stored: a forgotten address comes back only through --resubscribe
+        or its owner's confirmation."""
+        if self.conn.execute(select(forgotten.c.id).limit(1)).first() is None:
+            return emails
         if not self.secret:
             raise SecretRequired("this database has forgotten addresses; MAILER_SECRET_KEY must be set "
                                  "so that the import can skip them")
-        hashes = {forget_hash(self.secret, r.email): r for r in new}
+        hashes = {forget_hash(self.secret, e): e for e in emails}
         gone = {h for (h,) in self.bulk.select_in("SELECT email_hash FROM forgotten WHERE email_hash {in_}",
                                                   list(hashes))}
         self.summary.suppressed += len(gone)
-        return [r for h, r in hashes.items() if h not in gone]
+        return [e for h, e in hashes.items() if h not in gone]
 
     def _insert_new(self, new: list[Row]) -> None:
         if not new:

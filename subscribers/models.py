@@ -14,7 +14,7 @@ import enum
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer,
+from sqlalchemy import (JSON, BigInteger, Boolean, CheckConstraint, DateTime, FetchedValue, ForeignKey, Index, Integer,
                         MetaData, String, Text, UniqueConstraint)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -97,8 +97,14 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+# Ids are never handed out twice (SQLite: AUTOINCREMENT; PostgreSQL: sequences), so nothing made
+# for a deleted row can land on a later one (0003_consent_ids, docs/consent.md).
+NEVER_REUSE = {"sqlite_autoincrement": True}
+
+
 class List(Base):
     __tablename__ = "lists"
+    __table_args__ = (NEVER_REUSE,)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -115,6 +121,7 @@ class Subscriber(Base):
     __tablename__ = "subscribers"
     __table_args__ = (
         CheckConstraint(_one_of("global_status", GLOBAL_STATUSES), name="global_status"),
+        NEVER_REUSE,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -133,6 +140,7 @@ class Membership(Base):
         Index(None, "subscriber_id"),
         CheckConstraint(_one_of("status", Status), name="status"),
         CheckConstraint(_one_of("consent_source", ConsentSource), name="consent_source"),
+        NEVER_REUSE,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -149,6 +157,9 @@ class Membership(Base):
     optin_ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Random, signed into this membership's links (subscribers.links); the database fills it in
+    # when an insert leaves it out (bulk imports), 16 hex characters.
+    token_key: Mapped[str] = mapped_column(String(16), server_default=FetchedValue())
 
 
 class History(Base):
@@ -188,10 +199,36 @@ class Forgotten(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+class StoreMeta(Base):
+    """Facts about the store itself, e.g. "legacy_links_upto": links made before tokens carried
+    a key are valid only for memberships with an id up to this value."""
+
+    __tablename__ = "store_meta"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
+
+
+class SignupRequest(Base):
+    """The web form's last request per list and address (keyed hash, as in `forgotten`), updated
+    in place: the resend throttle, and what lets a confirmation lift an earlier suppression."""
+
+    __tablename__ = "signup_requests"
+    __table_args__ = (UniqueConstraint("list_id", "address_hash"), Index(None, "address_hash"), NEVER_REUSE)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id", ondelete="CASCADE"))
+    address_hash: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    mailed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
 lists = List.__table__
 subscribers = Subscriber.__table__
 memberships = Membership.__table__
 history = History.__table__
 forgotten = Forgotten.__table__
 subscriber_tags = SubscriberTag.__table__
+store_meta = StoreMeta.__table__
+signup_requests = SignupRequest.__table__
 metadata = Base.metadata

@@ -1,4 +1,5 @@
-"""Raw address -> normalized address (or InvalidAddress); raw name -> clean one-line name.
+"""Raw address -> normalized address (or InvalidAddress); raw name -> clean one-line name; raw
+client address -> IP address or None.
 
 One person is one subscriber: addresses compare case-insensitively in full (as Mailchimp and
 listmonk do), surrounding whitespace is dropped, and IDN domains are stored in their ASCII
@@ -87,6 +88,19 @@ def clean_text(raw: str | None, limit: int = MAX_NAME) -> str:
     if not text.isprintable():
         text = _CONTROL.sub(" ", text)
     return " ".join(text.split())[:limit]
+
+
+def normalize_ip(text: str | None) -> str | None:
+    """A real IPv4 or IPv6 address in its compressed form (zone id dropped: 39 characters at
+    most, so it fits the 45-character column everywhere), else None. A proxy can pass any text."""
+    import ipaddress
+
+    if not text or len(text) > 64:
+        return None
+    try:
+        return ipaddress.ip_address(text.strip().split("%", 1)[0]).compressed
+    except ValueError:
+        return None
 
 
 def display_email(email: str) -> str:

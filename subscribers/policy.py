@@ -3,7 +3,8 @@
 Every inbound signal (SendGrid's signed webhook now, bounce mail later) arrives here as
 `subscribers.events.DeliveryEvent`s and goes through `ingest`: events for addresses we do not
 know are dropped, the rest are stored once (UNIQUE(event_id, source): SendGrid repeats events,
-up to dozens of times, standards.md 4.1), and only events stored for the first time reach
+up to dozens of times; an event without an id is known by its type, address, time and reason),
+and only events stored for the first time reach
 `apply_event`, so a replay can never count a soft bounce twice.
 
 The policy, like listmonk's bounce actions but with a time window for soft bounces:
@@ -12,7 +13,8 @@ The policy, like listmonk's bounce actions but with a time window for soft bounc
     soft bounce, the Nth within W days  -> bounced       (N = soft_bounce_limit, W = soft_bounce_window_days)
     spam complaint                      -> complained    (every list)
     unsubscribe / group_unsubscribe     -> unsubscribed  (the list the message was sent for, when
-                                                          the caller can tell; else every list)
+                                                          the caller can tell; no list known: every
+                                                          list; a list they are not on: nothing)
     anything else (delivered, deferred, blocked, dropped for other reasons, opens, clicks,
     resubscribe, unknown)               -> stored, status left alone
 
@@ -24,6 +26,7 @@ Limits come in as a small dataclass: subscribers never imports mailer.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -115,18 +118,24 @@ def record_events(conn: Connection, batch: Sequence[DeliveryEvent], ids: dict[st
     idempotent and counts soft bounces from the stored rows, where the event is once.
     """
     first: dict[tuple[str, str], DeliveryEvent] = {}
-    anonymous: list[DeliveryEvent] = []          # no provider id (bounce mail): nothing to dedupe on
     for e in batch:
-        if e.event_id:
-            first.setdefault((e.source, e.event_id[:100]), e)
-        else:
-            anonymous.append(e)
+        first.setdefault((e.source[:32], dedupe_key(e)), e)
     seen = _stored_ids(conn, first)
-    new = [e for key, e in first.items() if key not in seen] + anonymous
+    new = [e for key, e in first.items() if key not in seen]
     if new:
         now = datetime.now(timezone.utc)
         conn.execute(_insert_ignore(conn), [_row(e, ids, now) for e in new])
     return new
+
+
+def dedupe_key(e: DeliveryEvent) -> str:
+    """The provider's own event id; for an event without one (a signed post replayed, bounce
+    mail), a digest of what makes it this event: type, address, time and reason. A replay then
+    is the same row, never a second soft bounce."""
+    if e.event_id:
+        return e.event_id[:100]
+    text = "\x1f".join([e.type.value, e.recipient, _utc(e.at).isoformat(), e.detail or ""])
+    return "content:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def _stored_ids(conn: Connection, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -163,7 +172,7 @@ def _insert_ignore(conn: Connection):
 
 
 def _row(e: DeliveryEvent, ids: dict[str, int], now: datetime) -> dict:
-    return {"source": e.source[:32], "event_id": e.event_id[:100] if e.event_id else None,
+    return {"source": e.source[:32], "event_id": dedupe_key(e),
             "subscriber_id": ids[e.recipient], "type": e.type.value,
             "severity": e.severity.value if e.severity else None, "at": _utc(e.at),
             "issue": _cut(e.issue, 100), "send_ref": _cut(e.send_ref, 100),
@@ -217,7 +226,7 @@ def apply_event(conn: Connection, event: DeliveryEvent, limits: Limits, *,
         return None
     scope = list_id if status is Status.UNSUBSCRIBED else None   # bounces, complaints: every list
     if scope is not None and not _is_member(conn, sid, scope):
-        scope = None
+        return None   # the message was for a list they are not on: they get nothing from it already
     changed = store.set_status(conn, sid, scope, status, event.source, _detail(event))
     return status if changed else None
 

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, case, delete, func, insert, or_, select, update
 
 from subscribers.errors import (InvalidListName, ListExists, ListNotFound, SecretRequired,
                                 SubscriberNotFound, SuppressedAddress)
-from subscribers.models import (GLOBAL_STATUSES, SUPPRESSED, Action, ConsentSource, List, Status,
-                                Subscriber, forgotten, history, lists, memberships, subscribers, utcnow)
-from subscribers.normalize import clean_text, normalize_email
+from subscribers.links import new_key
+from subscribers.models import (GLOBAL_STATUSES, SUPPRESSED, Action, ConsentSource, List, Status, Subscriber,
+                                forgotten, history, lists, memberships, signup_requests, subscribers, utcnow)
+from subscribers.normalize import clean_text, normalize_email, normalize_ip
 from subscribers.queries import (effective_status, find_subscriber, get_subscriber, history_of,  # noqa: F401
                                  iter_recipients, list_counts, membership_status, memberships_of,
                                  recipients_select, search)
@@ -173,16 +174,18 @@ class AddResult:
 def add_subscriber(conn: Connection, email: str, list_id: int, *, name: str | None = None,
                    status: Status = Status.ACTIVE, source: ConsentSource = ConsentSource.ADMIN,
                    force: bool = False, secret: str | None = None, actor: str = "admin") -> AddResult:
-    """Subscribe `email` to a list. A suppressed or forgotten address raises SuppressedAddress
-    unless `force` (the admin's explicit override). Never downgrades active to unconfirmed."""
+    """Subscribe `email` to a list. A suppressed or forgotten address (new row or existing, the
+    forget hash is checked for both) raises SuppressedAddress unless `force` (the admin's explicit
+    override), which is an act of consent: consent time and history are updated. Never
+    downgrades active to unconfirmed."""
     address = normalize_email(email)
     name = clean_text(name)
     row = find_subscriber(conn, address)
+    lifted = _check_forgotten(conn, address, secret, force, actor)
     if row is None:
-        _check_forgotten(conn, address, secret, force, actor)
         sid = _insert_subscriber(conn, address, name)
         return _join(conn, sid, address, list_id, status, source, actor, ("subscribed",))
-    changes: list[str] = []
+    changes: list[str] = ["forgotten lifted"] if lifted else []
     if row.global_status:
         if not force:
             raise SuppressedAddress(address, row.global_status, hint="--resubscribe overrides")
@@ -198,26 +201,34 @@ def add_subscriber(conn: Connection, email: str, list_id: int, *, name: str | No
     current = Status(current)
     if current in SUPPRESSED and not force:
         raise SuppressedAddress(address, str(current), _list_name(conn, list_id), hint="--resubscribe overrides")
-    if current != status and not (current is Status.ACTIVE and status is Status.UNCONFIRMED):
-        _set_membership(conn, row.id, list_id, status, actor, {"reason": "admin"},
-                        consent=_consent(source))
-        changes.append(f"{current} -> {status}")
-        current = status
+    target = current if current is Status.ACTIVE and status is Status.UNCONFIRMED else status
+    if target != current or changes and any(c.endswith("lifted") for c in changes):
+        _set_membership(conn, row.id, list_id, target, actor, {"reason": "admin"}, consent=_consent(source))
+        if target != current:
+            changes.append(f"{current} -> {target}")
+        current = target
     return AddResult(row.id, address, "updated" if changes else "unchanged", current, tuple(changes))
 
 
-def _check_forgotten(conn, address: str, secret: str | None, force: bool, actor: str) -> None:
+def _check_forgotten(conn, address: str, secret: str | None, force: bool, actor: str) -> bool:
+    """SuppressedAddress for a forgotten address unless `force`, which lifts it; True if lifted."""
     if conn.execute(select(forgotten.c.id).limit(1)).first() is None:
-        return  # nobody was ever forgotten: nothing to check, no secret needed
+        return False  # nobody was ever forgotten: nothing to check, no secret needed
     if not secret:
         raise SecretRequired("this database has forgotten addresses; MAILER_SECRET_KEY must be set "
-                             "to check new addresses against them")
+                             "to check addresses against them")
     digest = forget_hash(secret, address)
-    if conn.execute(select(forgotten.c.id).where(forgotten.c.email_hash == digest)).first():
-        if not force:
-            raise SuppressedAddress(address, "forgotten", hint="--resubscribe adds it again")
-        conn.execute(delete(forgotten).where(forgotten.c.email_hash == digest))
-        record(conn, None, None, Action.STATUS, actor, detail={"reason": "forgotten address added again"})
+    if conn.execute(select(forgotten.c.id).where(forgotten.c.email_hash == digest)).first() is None:
+        return False
+    if not force:
+        raise SuppressedAddress(address, "forgotten", hint="--resubscribe adds it again")
+    _unforget(conn, digest, actor, "forgotten address added again")
+    return True
+
+
+def _unforget(conn, digest: str, actor: str, reason: str) -> None:
+    conn.execute(delete(forgotten).where(forgotten.c.email_hash == digest))
+    record(conn, None, None, Action.STATUS, actor, detail={"reason": reason})
 
 
 def _insert_subscriber(conn, address: str, name: str, attributes: dict | None = None) -> int:
@@ -236,15 +247,15 @@ def _update_subscriber(conn, subscriber_id: int, values: dict[str, Any], source:
 def _consent(source: ConsentSource, ip: str | None = None, user_agent: str | None = None,
              at: datetime | None = None) -> dict:
     return dict(consent_at=at or utcnow(), consent_source=str(ConsentSource(source)),
-                consent_ip=ip, consent_user_agent=(user_agent or None) and user_agent[:512])
+                consent_ip=normalize_ip(ip), consent_user_agent=(user_agent or None) and user_agent[:512])
 
 
 def _join(conn, sid, address, list_id, status, source, actor, changes, *, ip=None, user_agent=None) -> AddResult:
     now = utcnow()
     conn.execute(insert(memberships).values(
         list_id=list_id, subscriber_id=sid, status=str(status), created_at=now, updated_at=now,
-        **_consent(source, ip, user_agent, now)))
-    detail = {"ip": ip, "user_agent": user_agent} if ip or user_agent else None
+        token_key=new_key(), **_consent(source, ip, user_agent, now)))
+    detail = {"ip": normalize_ip(ip), "user_agent": user_agent} if ip or user_agent else None
     record(conn, sid, list_id, Action.SUBSCRIBE, actor, new=status, detail=detail, at=now)
     return AddResult(sid, address, "added", Status(status), tuple(changes))
 
@@ -257,64 +268,135 @@ def _list_name(conn, list_id: int) -> str | None:
 
 @dataclass(frozen=True)
 class Signup:
-    subscriber_id: int
+    subscriber_id: int | None    # None: a forgotten address, of which nothing is stored
     list_id: int
-    status: Status               # the effective status now (unchanged for existing members)
-    needs_confirmation: bool     # send the confirmation mail (False only when already active)
+    status: Status | None        # the effective status now (unchanged for existing members)
+    needs_confirmation: bool     # a confirmation mail is due (False only when already active)
+    mail: bool                   # ... and not throttled: send it now
+    address: str                 # normalized
 
 
-def subscribe_unconfirmed(conn: Connection, list_id: int, email: str, *, name: str | None = None,
-                          ip: str | None = None, user_agent: str | None = None) -> Signup:
-    """A web form signup. New: an unconfirmed membership with its consent record. Existing: no
-    state or data changes (the form is unauthenticated); a suppressed member's request is recorded
-    so that `confirm` may lift the suppression when the person clicks the link."""
+def subscribe_unconfirmed(conn: Connection, list_id: int, email: str, *, secret: str, name: str | None = None,
+                          ip: str | None = None, user_agent: str | None = None,
+                          resend_after: timedelta = timedelta(minutes=10)) -> Signup:
+    """A web form signup (unauthenticated, so it may change nothing of an existing reader).
+
+    New address: an unconfirmed membership with its consent record. Forgotten address: nothing
+    stored (it comes back only when the person confirms: see confirm_forgotten). Existing member,
+    whatever the status: no change. Every call does the same statements whatever the state (a
+    reply that took longer for some states would tell them apart), and its one write, the
+    request row per list and address, is updated in place: probing adds no row.
+    """
     address = normalize_email(email)
+    digest = forget_hash(secret, address)
     row = find_subscriber(conn, address)
-    sid = row.id if row else _insert_subscriber(conn, address, clean_text(name))
-    current = None if row is None else conn.execute(select(memberships.c.status).where(
-        memberships.c.subscriber_id == sid, memberships.c.list_id == list_id)).scalar()
-    if current is None:
-        _join(conn, sid, address, list_id, Status.UNCONFIRMED, ConsentSource.WEB, "web", (),
-              ip=ip, user_agent=user_agent)
-        return Signup(sid, list_id, Status.UNCONFIRMED, True)
-    status = effective_status(current, row.global_status)
-    if status is Status.ACTIVE:
-        return Signup(sid, list_id, status, False)
-    if status in SUPPRESSED:
-        record(conn, sid, list_id, Action.REQUEST, "web", old=status, new=status,
-               detail={"ip": ip, "user_agent": user_agent})
-    return Signup(sid, list_id, status, True)
+    gone = conn.execute(select(forgotten.c.id).where(forgotten.c.email_hash == digest)).first() is not None
+    current = conn.execute(select(memberships.c.status).where(
+        memberships.c.subscriber_id == (row.id if row else 0), memberships.c.list_id == list_id)).scalar()
+    sid, status = (row.id if row else None), None
+    if gone:
+        sid = None
+    elif current is None:
+        sid = sid or _insert_subscriber(conn, address, clean_text(name))
+        _join(conn, sid, address, list_id, Status.UNCONFIRMED, ConsentSource.WEB, "web", (), ip=ip, user_agent=user_agent)
+        status = Status.UNCONFIRMED
+    else:
+        status = effective_status(current, row.global_status)
+    wanted = status is not Status.ACTIVE
+    mail = _request(conn, list_id, digest, wanted, resend_after)
+    return Signup(sid, list_id, status, wanted, mail, address)
 
 
-def confirm(conn: Connection, subscriber_id: int, list_id: int, *, ip: str | None = None,
+def _request(conn, list_id: int, digest: str, wanted: bool, resend_after: timedelta) -> bool:
+    """Upsert the (list, address) request row; True when a mail is wanted and none went out
+    within `resend_after` (the mail is then counted as sent now)."""
+    now = utcnow()
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    mailed = signup_requests.c.mailed_at
+    due = or_(mailed.is_(None), mailed < now - resend_after)
+    statement = upsert(signup_requests).values(list_id=list_id, address_hash=digest, requested_at=now,
+                                               mailed_at=now if wanted else None)
+    statement = statement.on_conflict_do_update(
+        index_elements=["list_id", "address_hash"],
+        set_={"requested_at": now, "mailed_at": case((due, now), else_=mailed) if wanted else mailed},
+    ).returning(signup_requests.c.mailed_at)
+    mailed_at = conn.execute(statement).scalar()   # run whatever `wanted` is: the same work
+    return wanted and mailed_at == now
+
+
+def confirm(conn: Connection, subscriber_id: int, list_id: int, *, secret: str, ip: str | None = None,
             user_agent: str | None = None) -> bool:
     """The person clicked their confirmation link: active, with consent recorded. True if changed.
 
-    A suppressed member is reactivated only when the last thing that happened to the membership
-    is their own signup request: an old confirm link never undoes a later unsubscribe.
+    A suppressed member (unsubscribed here, or bounced or complained anywhere) is reactivated
+    only when their own request (the form) came after the suppression: an old confirm link never
+    undoes a later unsubscribe. Every confirmation is an act of consent: consent time, IP, user
+    agent and a history row, also when only a global suppression is lifted.
     """
     current = Status(_membership(conn, subscriber_id, list_id).status)
-    glob = conn.execute(select(subscribers.c.global_status).where(subscribers.c.id == subscriber_id)).scalar()
+    row = conn.execute(select(subscribers.c.email, subscribers.c.global_status)
+                       .where(subscribers.c.id == subscriber_id)).one()
+    glob = row.global_status
     if current is Status.ACTIVE and not glob:
         return False
-    if (current in SUPPRESSED or glob) and not _last_is_request(conn, subscriber_id, list_id):
+    if (current in SUPPRESSED or glob) and not _asked_since_change(conn, subscriber_id, list_id,
+                                                                    forget_hash(secret, row.email)):
         return False
     detail = {"ip": ip, "user_agent": user_agent}
     if glob:
         clear_global_status(conn, subscriber_id, "web", detail)
-    if current is not Status.ACTIVE:
-        _set_membership(conn, subscriber_id, list_id, Status.ACTIVE, "web", detail, action=Action.CONFIRM,
-                        consent=_consent(ConsentSource.WEB, ip, user_agent))
-    return True
+    return _set_membership(conn, subscriber_id, list_id, Status.ACTIVE, "web", detail, action=Action.CONFIRM,
+                           consent=_consent(ConsentSource.WEB, ip, user_agent))
 
 
-def _last_is_request(conn, subscriber_id: int, list_id: int) -> bool:
-    last = conn.execute(select(history.c.action).where(
+def _asked_since_change(conn, subscriber_id: int, list_id: int, digest: str) -> bool:
+    """Whether the latest web request for this list came after the membership's (or the
+    subscriber's global) latest status change."""
+    changed = conn.execute(select(func.max(history.c.at)).where(
         history.c.subscriber_id == subscriber_id,
         (history.c.list_id == list_id) | history.c.list_id.is_(None),
-        history.c.action.in_([str(a) for a in (Action.REQUEST, Action.STATUS, Action.SUBSCRIBE, Action.CONFIRM)]),
-    ).order_by(history.c.id.desc()).limit(1)).scalar()
-    return last == Action.REQUEST
+        history.c.action.in_([str(a) for a in (Action.STATUS, Action.SUBSCRIBE, Action.CONFIRM)]))).scalar()
+    asked = conn.execute(select(signup_requests.c.requested_at).where(
+        signup_requests.c.list_id == list_id, signup_requests.c.address_hash == digest)).scalar()
+    if asked is None:
+        return False
+    return changed is None or _aware(asked) > _aware(changed)
+
+
+def _aware(value) -> datetime:
+    from datetime import timezone
+
+    if isinstance(value, str):   # SQLite gives text for max() over a datetime column
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+def confirm_forgotten(conn: Connection, list_id: int, address: str, *, secret: str, asked_at: datetime,
+                      name: str = "", ip: str | None = None, user_agent: str | None = None) -> bool:
+    """A forgotten person confirmed the link mailed for their request at `asked_at`: stored again,
+    active on the list, with this click as the consent. False when the link no longer applies:
+    the address was forgotten (again) after the request, or the list is gone."""
+    address = normalize_email(address)
+    digest = forget_hash(secret, address)
+    when = conn.execute(select(forgotten.c.at).where(forgotten.c.email_hash == digest)).scalar()
+    if when is not None and _aware(when) > asked_at:
+        return False            # forgotten after this link was made
+    if conn.execute(select(lists.c.id).where(lists.c.id == list_id)).first() is None:
+        return False
+    if when is not None:
+        _unforget(conn, digest, "web", "forgotten address confirmed by its owner")
+    row = find_subscriber(conn, address)
+    if row is None:
+        sid = _insert_subscriber(conn, address, clean_text(name))
+        _join(conn, sid, address, list_id, Status.ACTIVE, ConsentSource.WEB, "web", (), ip=ip, user_agent=user_agent)
+        return True
+    if membership_status(conn, row.id, list_id) is None:
+        _join(conn, row.id, address, list_id, Status.ACTIVE, ConsentSource.WEB, "web", (), ip=ip, user_agent=user_agent)
+        return True
+    return effective_status(membership_status(conn, row.id, list_id), row.global_status) is Status.ACTIVE
 
 
 def unsubscribe(conn: Connection, subscriber_id: int, list_id: int, *, source: str = "web",
@@ -375,6 +457,9 @@ def forget(conn: Connection, email: str, secret: str, *, source: str = "admin", 
     digest = forget_hash(secret, address)
     if conn.execute(select(forgotten.c.id).where(forgotten.c.email_hash == digest)).first() is None:
         conn.execute(insert(forgotten).values(email_hash=digest, at=utcnow()))
+    else:   # forgotten again: confirmation links asked for before now no longer apply
+        conn.execute(update(forgotten).where(forgotten.c.email_hash == digest).values(at=utcnow()))
+    conn.execute(delete(signup_requests).where(signup_requests.c.address_hash == digest))
     row = find_subscriber(conn, address)
     if row is None:
         return None
@@ -389,7 +474,7 @@ def forget(conn: Connection, email: str, secret: str, *, source: str = "admin", 
 
 __all__ = [
     "AddResult", "Signup", "Subscriber", "add_subscriber", "all_lists", "clear_global_status", "confirm",
-    "create_list", "delete_list", "edit_list", "opt_in", "rename", "effective_status", "find_subscriber", "forget", "get_list", "get_subscriber",
+    "confirm_forgotten", "create_list", "delete_list", "edit_list", "opt_in", "rename", "effective_status", "find_subscriber", "forget", "get_list", "get_subscriber",
     "history_of", "is_forgotten", "iter_recipients", "list_counts", "membership_status", "memberships_of", "recipients_select",
     "record", "search", "set_status", "subscribe_unconfirmed", "unsubscribe",
 ]

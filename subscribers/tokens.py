@@ -1,10 +1,16 @@
-"""(purpose, subscriber, list) <-> signed URL token; normalized address -> keyed forget hash.
+"""(purpose, subscriber, list, key) <-> signed URL token; normalized address -> keyed forget hash.
 
 Tokens are itsdangerous URL-safe signed payloads (HMAC-SHA256), salted with their purpose so an
-unsubscribe token never confirms and vice versa. They carry only opaque ids (no address, no PII:
+unsubscribe token never confirms and vice versa. They carry only opaque values (no address, no PII:
 standards §1.7) and a timestamp, so a confirm link can expire while an unsubscribe link keeps
-working, as CAN-SPAM asks (at least 30 days; ours: always). About 65 characters: short enough for
-a `List-Unsubscribe` header line.
+working, as CAN-SPAM asks (at least 30 days; ours: always). The payload is
+`[subscriber_id, list_id, key]`, `key` being the membership's random `token_key`: a token made for
+a membership that no longer exists matches no row, whatever was created since. Tokens mailed
+before keys existed are `[subscriber_id, list_id]`; `verify_token` still reads them (`key` None)
+and subscribers.links decides whether they still apply (docs/consent.md). About 90 characters:
+short enough for a `List-Unsubscribe` header line.
+
+This module only signs and reads; subscribers.links looks the key up and checks it against the row.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Callable
 
 from itsdangerous.encoding import int_to_bytes
@@ -33,24 +40,60 @@ def _serializer(secret: str, purpose: str):
                                   signer_kwargs={"digest_method": hashlib.sha256})
 
 
-def make_token(secret: str, purpose: str, subscriber_id: int, list_id: int) -> str:
-    """A URL-safe token binding `purpose` to this subscriber on this list."""
-    return _serializer(secret, purpose).dumps([int(subscriber_id), int(list_id)])
+KEY = re.compile(r"[0-9a-f]{16}")  # memberships.token_key
 
 
-def token_maker(secret: str, purpose: str, list_id: int) -> Callable[[int], str]:
+class Claim(tuple):
+    """What a genuine token says: unpacks as (subscriber_id, list_id), as before keys existed;
+    `.key` is the membership key it was made for (None: a token from before keys) and `.issued`
+    the time it was signed (Unix seconds)."""
+
+    key: str | None
+    issued: int
+
+    def __new__(cls, subscriber_id: int, list_id: int, key: str | None, issued: int):
+        claim = super().__new__(cls, (subscriber_id, list_id))
+        claim.key, claim.issued = key, issued
+        return claim
+
+    @property
+    def subscriber_id(self) -> int:
+        return self[0]
+
+    @property
+    def list_id(self) -> int:
+        return self[1]
+
+
+def make_token(secret: str, purpose: str, subscriber_id: int, list_id: int, key: str | None = None) -> str:
+    """A URL-safe token binding `purpose` to this membership (`key`: its token_key, which
+    subscribers.links.link_token looks up; without it, a token of the old kind, for tests)."""
+    payload = [int(subscriber_id), int(list_id)] + ([_key(key)] if key is not None else [])
+    return _serializer(secret, purpose).dumps(payload)
+
+
+def _key(key: str) -> str:
+    if not isinstance(key, str) or not KEY.fullmatch(key):
+        raise TokenError("a membership key is 16 lower-case hex characters")
+    return key
+
+
+def token_maker(secret: str, purpose: str, list_id: int,
+                keys: Callable[[int], str] | None = None) -> Callable[[int], str]:
     """f(subscriber_id) -> the same token make_token would give at this moment, for a million
     readers per send: the key is derived and the timestamp taken once per maker (a few µs per
-    token instead of ~34 µs for a new serializer each time)."""
+    token instead of ~34 µs for a new serializer each time). `keys(subscriber_id)` gives each
+    membership's token_key (subscribers.links.MembershipKeys); without it, old-kind tokens."""
     serializer = _serializer(secret, purpose)
     signer = serializer.make_signer()
     key, digest = signer.derive_key(), signer.digest_method
     sep = signer.sep.decode() if isinstance(signer.sep, bytes) else signer.sep
     stamp = _b64(int_to_bytes(signer.get_timestamp()))
-    tail = f",{int(list_id)}]"
+    tail = f",{int(list_id)}"
 
     def make(subscriber_id: int) -> str:
-        value = f"{_b64(f'[{int(subscriber_id)}{tail}'.encode())}{sep}{stamp}"
+        bound = f',"{_key(keys(subscriber_id))}"]' if keys is not None else "]"
+        value = f"{_b64(f'[{int(subscriber_id)}{tail}{bound}'.encode())}{sep}{stamp}"
         return f"{value}{sep}{_b64(hmac.digest(key, value.encode(), digest))}"
 
     return make
@@ -64,22 +107,25 @@ def _b64(data: bytes) -> str:
     return binascii.b2a_base64(data, newline=False).decode("ascii").rstrip("=").translate(_URLSAFE)
 
 
-def verify_token(secret: str, purpose: str, token: str, *, max_age: int | None = None) -> tuple[int, int]:
-    """(subscriber_id, list_id) of a genuine token; TokenError if forged, tampered, expired or
-    made for another purpose. `max_age` in seconds (None: never expires)."""
+def verify_token(secret: str, purpose: str, token: str, *, max_age: int | None = None) -> Claim:
+    """The Claim of a genuine token (unpacks as (subscriber_id, list_id)); TokenError if forged,
+    tampered, expired or made for another purpose. `max_age` in seconds (None: never expires).
+    Genuine is not yet valid: subscribers.links.bound checks the claim against the row."""
     from itsdangerous import BadData, SignatureExpired
 
     serializer = _serializer(secret, purpose)
     try:
-        payload = serializer.loads(token, max_age=max_age)
+        payload, issued = serializer.loads(token, max_age=max_age, return_timestamp=True)
     except SignatureExpired:
         raise TokenError(f"this {purpose} link has expired") from None
-    except BadData:
+    except (BadData, OverflowError, ValueError):
         raise TokenError(f"this {purpose} link is not valid") from None
-    if (not isinstance(payload, list) or len(payload) != 2
-            or not all(type(v) is int and v > 0 for v in payload)):
+    if (not isinstance(payload, list) or len(payload) not in (2, 3)
+            or not all(type(v) is int and 0 < v < 2**63 for v in payload[:2])
+            or (len(payload) == 3 and not (isinstance(payload[2], str) and KEY.fullmatch(payload[2])))):
         raise TokenError(f"this {purpose} link is not valid")  # signed by us, but not our shape
-    return payload[0], payload[1]
+    key = payload[2] if len(payload) == 3 else None
+    return Claim(payload[0], payload[1], key, int(issued.timestamp()))
 
 
 def forget_hash(secret: str, email: str) -> str:
@@ -92,3 +138,56 @@ def forget_hash(secret: str, email: str) -> str:
             "forgotten addresses are checked with a keyed hash: set MAILER_SECRET_KEY "
             "(e.g. `export MAILER_SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')`)")
     return hmac.new(secret.encode(), b"forget:" + email.encode(), hashlib.sha256).hexdigest()
+
+
+# ---------------------------------------------------------------- sealed requests
+
+SEALED = "r."   # itsdangerous tokens start with "W" (base64 of "["): the two never meet
+
+
+def seal_request(secret: str, list_id: int, address: str, name: str = "", *, now: float | None = None) -> str:
+    """A confirm token for a request of which nothing may be stored (a forgotten address): the
+    address itself travels in the link, encrypted and authenticated (AES-256-GCM, key derived
+    from the secret), so the URL shows nothing and only this service can open it."""
+    import base64
+    import json
+    import os
+    import time
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    asked = time.time() if now is None else now
+    plain = json.dumps([int(list_id), address, name, asked], separators=(",", ":")).encode()
+    nonce = os.urandom(12)
+    sealed = nonce + AESGCM(_sealing_key(secret)).encrypt(nonce, plain, SEALED.encode())
+    return SEALED + base64.urlsafe_b64encode(sealed).decode().rstrip("=")
+
+
+def open_request(secret: str, token: str, *, max_age: int | None = None,
+                 now: float | None = None) -> tuple[int, str, str, float]:
+    """(list_id, address, name, asked_at) of a genuine sealed token; TokenError otherwise."""
+    import base64
+    import binascii as _binascii
+    import json
+    import time
+
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    if not token.startswith(SEALED) or len(token) > 2000:
+        raise TokenError("this confirm link is not valid")
+    try:
+        raw = base64.urlsafe_b64decode(token[len(SEALED):] + "=" * (-len(token) % 4))
+        plain = AESGCM(_sealing_key(secret)).decrypt(raw[:12], raw[12:], SEALED.encode())
+        list_id, address, name, asked = json.loads(plain)
+    except (ValueError, TypeError, InvalidTag, _binascii.Error):
+        raise TokenError("this confirm link is not valid") from None
+    if max_age is not None and (time.time() if now is None else now) - asked > max_age:
+        raise TokenError("this confirm link has expired")
+    return int(list_id), str(address), str(name), float(asked)
+
+
+def _sealing_key(secret: str) -> bytes:
+    if not secret:
+        raise SecretRequired("sealing a request needs a secret (MAILER_SECRET_KEY)")
+    return hmac.new(secret.encode(), b"crank-mailer/sealed-request/v1", hashlib.sha256).digest()

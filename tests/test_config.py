@@ -37,7 +37,27 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("extra, message", BAD)
+OUT_OF_RANGE = [
+    # (extra TOML, the error's start) - every numeric key has a range, checked at load time
+    ("[web]\nsubscribe_burst = 0\n", "[web] subscribe_burst must be between 1 and 10,000, not 0"),
+    ("[web]\nconfirm_link_days = 100000000\n", "[web] confirm_link_days must be between 1 and 365"),
+    ("[web]\nconfirm_resend_minutes = -1\n", "[web] confirm_resend_minutes must be between"),
+    ("[web]\nsubscribe_per_hour = 0\n", "[web] subscribe_per_hour must be between"),
+    ("[web]\nport = 70000\n", "[web] port must be between 0 and 65,535"),
+    ("[bounces]\nsoft_bounce_limit = 0\n", "[bounces] soft_bounce_limit must be between"),
+    ("[bounces]\nsoft_bounce_window_days = 99999999\n", "[bounces] soft_bounce_window_days must be between"),
+    ("[webhooks.sendgrid]\nmax_age_seconds = 0\n", "[webhooks.sendgrid] max_age_seconds must be between"),
+    ("[delivery.sendgrid]\nbatch_size = 1001\n", "[delivery.sendgrid] batch_size must be between 1 and 1,000"),
+    ("[delivery.sendgrid]\nmax_retries = -1\n", "[delivery.sendgrid] max_retries must be between"),
+    ("[delivery.sendgrid]\ntimeout = 0\n", "[delivery.sendgrid] timeout must be between"),
+    ("[delivery.smtp]\nport = 0\n", "[delivery.smtp] port must be between"),
+    ("[delivery.smtp]\nconnections = 0\n", "[delivery.smtp] connections must be between"),
+    ("[delivery.smtp]\nbatch_size = 0\n", "[delivery.smtp] batch_size must be between"),
+    ("[delivery.smtp]\ntimeout = 1e9\n", "[delivery.smtp] timeout must be between"),
+]
+
+
+@pytest.mark.parametrize("extra, message", BAD + OUT_OF_RANGE)
 def test_bad_keys_are_named(tmp_path, extra, message):
     path = tmp_path / "config.toml"
     path.write_text(NEWSLETTER + extra)
@@ -75,3 +95,28 @@ def test_default_paths_resolve_against_config_folder(tmp_path):
     assert s.compose.templates_dir == tmp_path / "templates"
     assert s.compose.issues_dir == tmp_path / "issues"
     assert s.delivery.outbox_dir == tmp_path / "outbox"
+
+
+def test_every_numeric_key_has_a_range():
+    import dataclasses
+    import typing
+
+    from mailer.config import RANGES, Settings
+
+    def numeric(cls, where):
+        for f in dataclasses.fields(cls):
+            kind = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(kind):
+                yield from numeric(kind, f"{where}.{f.name}".strip("."))
+            elif kind in (int, float):
+                yield where, f.name
+
+    assert sorted(numeric(Settings, "")) == sorted(RANGES)
+
+
+def test_range_error_on_the_command_line(tmp_path, cli):
+    path = tmp_path / "config.toml"
+    path.write_text(NEWSLETTER + "[web]\nsubscribe_burst = 0\n")
+    result = cli("--config", str(path), "lists")
+    assert result.code != 0
+    assert result.err.strip() == "error: [web] subscribe_burst must be between 1 and 10,000, not 0"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import functools
 import json
+import re
 import time
 from datetime import datetime, timezone
 
@@ -39,6 +40,10 @@ _DROPPED_REASONS = {
     "spam reporting address": (EventType.COMPLAINED, None),
     "unsubscribed address": (EventType.UNSUBSCRIBED, None),
 }
+# A Unix time in seconds: ASCII digits only (int() would also take "1_700", " 17", Arabic-Indic
+# digits, and 400 digits that overflow a float when the age is computed).
+_UNIX_TIME = re.compile(r"[0-9]{1,12}")
+MAX_DEPTH = 16   # SendGrid's events nest 3 deep; deeper JSON is refused before anything stores it
 # Bounce classifications that describe a passing condition, not a dead address.
 _SOFT_CLASSIFICATIONS = {"technical failure", "frequency or volume too high"}
 
@@ -62,10 +67,9 @@ def verify(raw_body: bytes, signature: str | None, timestamp: str | None, *, pub
         raise SignatureError("no [webhooks.sendgrid] public_key is configured")
     if not signature or not timestamp:
         raise SignatureError(f"missing {SIGNATURE_HEADER} or {TIMESTAMP_HEADER} header")
-    try:
-        age = (time.time() if now is None else now) - int(timestamp)
-    except ValueError:
-        raise SignatureError("the timestamp header is not a number") from None
+    if not _UNIX_TIME.fullmatch(timestamp):
+        raise SignatureError("the timestamp header is not a number (a Unix time in seconds)")
+    age = (time.time() if now is None else now) - int(timestamp)
     if abs(age) > max_age_seconds:
         raise SignatureError(f"the timestamp is {int(age)} s old; at most {max_age_seconds} s is accepted")
     try:
@@ -83,9 +87,27 @@ def parse(raw_body: bytes | str) -> list[DeliveryEvent]:
         items = json.loads(raw_body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"the body is not JSON: {exc}") from exc
+    except RecursionError:
+        raise ValueError(f"the body nests deeper than {MAX_DEPTH} levels") from None
     if not isinstance(items, list):
         raise ValueError("the body must be a JSON array of events")
+    if _too_deep(items, MAX_DEPTH):
+        raise ValueError(f"the body nests deeper than {MAX_DEPTH} levels")
     return [e for e in map(_event, items) if e is not None]
+
+
+def _too_deep(value: object, limit: int) -> bool:
+    """Whether containers nest deeper than `limit` (iterative: no recursion to exhaust)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def _event(item: object) -> DeliveryEvent | None:

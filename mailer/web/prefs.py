@@ -60,11 +60,16 @@ def _offered(conn) -> list:
 
 def subscriber_for(web, token: str) -> int | None:
     """The subscriber a preferences or unsubscribe token names; None for a bad or expired one."""
-    from mailer.web.readers import verify
+    claim = web.read(_live_claim, web, token, int(timedelta(days=web.settings.web.confirm_link_days).total_seconds()))
+    return None if claim is None else claim.subscriber_id
 
-    ids = verify(web, "preferences", token, int(timedelta(days=web.settings.web.confirm_link_days).total_seconds()))
-    ids = ids or verify(web, "unsubscribe", token)
-    return None if ids is None else ids[0]
+
+def _live_claim(conn, web, token: str, max_age: int):
+    """A genuine token whose membership is still the one it was made for (subscribers.links)."""
+    from subscribers.links import resolve
+
+    return (resolve(conn, web.secret, "preferences", token, max_age=max_age)
+            or resolve(conn, web.secret, "unsubscribe", token))
 
 
 def load(web, subscriber_id: int) -> Reader | None:
@@ -168,13 +173,18 @@ def _request_link(conn, web, email: str) -> LinkMail | None:
     return LinkMail(row.id, list_id, row.email, row.name or "")
 
 
+def _link_tokens(conn, web, mail) -> tuple[str, str]:
+    """The fresh preferences link's token and the unsubscribe token, bound to the membership."""
+    from subscribers.links import link_token
+
+    return tuple(link_token(conn, web.secret, purpose, mail.subscriber_id, mail.list_id)
+                 for purpose in ("preferences", "unsubscribe"))
+
+
 def send_link_mail(web, mail: LinkMail) -> None:
     """Background task after the response: a failure is logged, the reader may ask again later."""
     from mailer.web.preferences_mail import send_preferences_link
-    from subscribers.tokens import make_token
-
     try:
-        send_preferences_link(web.settings, mail, make_token(web.secret, "preferences", mail.subscriber_id, mail.list_id),
-                              make_token(web.secret, "unsubscribe", mail.subscriber_id, mail.list_id))
+        send_preferences_link(web.settings, mail, *web.read(_link_tokens, web, mail))
     except Exception:  # noqa: BLE001 - nobody is waiting for this; the log must say why
         log.exception("preferences link for subscriber %s failed", mail.subscriber_id)

@@ -1,7 +1,8 @@
 """Web service: a reader's request -> the store (subscribers.store), one transaction per request.
 
 The routes in public.py speak HTTP; these functions speak to the database and know the rules the
-store does not: resend throttling, which address the backends can write to, what a dead link is.
+store does not: which client address to keep, which address the backends can write to, which
+link goes in which mail, what a dead link is (subscribers.links).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 log = logging.getLogger("mailer.web")
 
@@ -23,13 +24,15 @@ class Client:
 
 @dataclass(frozen=True)
 class Target:
-    """The membership a token names (the list may be gone: then its title is the newsletter's)."""
+    """The membership a token names (the list may be gone: then its title is the newsletter's).
+    `sealed`: (address, name, asked_at) of a forgotten address's request, which has no row yet."""
 
     subscriber_id: int
     list_id: int
     list_name: str
     list_title: str
     changed: bool = True       # unsubscribe: False when the link had been used already
+    sealed: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -39,18 +42,31 @@ class ConfirmationMail:
     email: str
     name: str
     list_title: str
+    confirm_token: str
+    unsubscribe_token: str
+
+
+NOBODY = 2**62   # the subscriber id in the unsubscribe link of a mail to a forgotten address
 
 
 def client(request) -> Client:
-    """The client's address (uvicorn takes it from X-Forwarded-For behind a trusted local proxy)."""
+    """The client's address, only if it is one (uvicorn takes it from X-Forwarded-For behind a
+    trusted local proxy, where any text can arrive), and its user agent."""
     agent = request.headers.get("user-agent")
-    return Client(request.client.host if request.client else None, agent[:512] if agent else None)
+    return Client(ip_or_none(request.client.host if request.client else None),
+                  clean_agent(agent) if agent else None)
 
 
-def _confirm_mail_action():
-    from subscribers.models import Action
+def ip_or_none(text: str | None) -> str | None:
+    from subscribers.normalize import normalize_ip
 
-    return Action.CONFIRM_MAIL
+    return normalize_ip(text)
+
+
+def clean_agent(agent: str) -> str:
+    from subscribers.normalize import clean_text
+
+    return clean_text(agent, 512)
 
 
 def address_problem(email: str) -> str | None:
@@ -70,50 +86,53 @@ def address_problem(email: str) -> str | None:
 
 
 def sign_up(web, lst, email: str, name: str, who: Client) -> ConfirmationMail | None:
-    """Record the request; the mail to send, or None (already active, or mailed a moment ago)."""
+    """Record the request; the mail to send, or None (already active, or mailed a moment ago).
+    The same statements run whatever the address's state (see store.subscribe_unconfirmed)."""
     return web.write(_sign_up, web, lst, email, name, who)
 
 
 def _sign_up(conn, web, lst, email: str, name: str, who: Client) -> ConfirmationMail | None:
     from subscribers import store
-    from subscribers.models import subscribers
+    from subscribers.links import new_key
+    from subscribers.models import memberships, subscribers
+    from subscribers.normalize import clean_text
+    from subscribers.tokens import make_token, seal_request
 
-    signup = store.subscribe_unconfirmed(conn, lst.id, email, name=name, ip=who.ip,
-                                         user_agent=who.user_agent)
-    if not signup.needs_confirmation or _mailed_recently(conn, web, signup):
+    signup = store.subscribe_unconfirmed(
+        conn, lst.id, email, secret=web.secret, name=name, ip=who.ip, user_agent=who.user_agent,
+        resend_after=timedelta(minutes=web.settings.web.confirm_resend_minutes))
+    row = conn.execute(select(subscribers.c.email, subscribers.c.name, memberships.c.token_key)
+                       .join_from(memberships, subscribers, memberships.c.subscriber_id == subscribers.c.id)
+                       .where(memberships.c.subscriber_id == (signup.subscriber_id or 0),
+                              memberships.c.list_id == lst.id)).first()
+    if row is None:   # forgotten: nothing stored; the link carries the request, sealed
+        sid, address, who_name = 0, signup.address, clean_text(name)
+        confirm = seal_request(web.secret, lst.id, address, who_name)
+        unsubscribe = make_token(web.secret, "unsubscribe", NOBODY, lst.id, new_key())  # acts on nobody
+    else:
+        sid, address, who_name = signup.subscriber_id, row.email, row.name or ""
+        confirm = make_token(web.secret, "confirm", sid, lst.id, row.token_key)
+        unsubscribe = make_token(web.secret, "unsubscribe", sid, lst.id, row.token_key)
+    if not signup.mail:
         return None
-    store.record(conn, signup.subscriber_id, lst.id, _confirm_mail_action(), "web")
-    row = conn.execute(select(subscribers.c.email, subscribers.c.name)
-                       .where(subscribers.c.id == signup.subscriber_id)).one()
-    return ConfirmationMail(signup.subscriber_id, lst.id, row.email, row.name or "", lst.title or lst.name)
-
-
-def _mailed_recently(conn, web, signup) -> bool:
-    from subscribers.models import history, utcnow
-
-    since = utcnow() - timedelta(minutes=web.settings.web.confirm_resend_minutes)
-    return bool(conn.execute(select(func.count()).select_from(history).where(
-        history.c.subscriber_id == signup.subscriber_id, history.c.list_id == signup.list_id,
-        history.c.action == str(_confirm_mail_action()), history.c.at >= since)).scalar())
+    return ConfirmationMail(sid, lst.id, address, who_name, lst.title or lst.name, confirm, unsubscribe)
 
 
 def send_confirmation_mail(web, mail: ConfirmationMail) -> None:
     """Background task after the response: a failure is logged, the reader may ask again later."""
     from mailer.web.confirm_mail import send_confirmation
-    from subscribers.tokens import make_token
 
     try:
         send_confirmation(web.settings, email=mail.email, name=mail.name,
                           subscriber_id=mail.subscriber_id, list_id=mail.list_id,
-                          list_title=mail.list_title,
-                          confirm_token=make_token(web.secret, "confirm", mail.subscriber_id, mail.list_id),
-                          unsubscribe_token=make_token(web.secret, "unsubscribe", mail.subscriber_id,
-                                                       mail.list_id))
+                          list_title=mail.list_title, confirm_token=mail.confirm_token,
+                          unsubscribe_token=mail.unsubscribe_token)
     except Exception:  # noqa: BLE001 - nobody is waiting for this; the log must say why
         log.exception("confirmation mail for subscriber %s, list %s failed", mail.subscriber_id, mail.list_id)
 
 
-def verify(web, purpose: str, token: str, max_age: int | None = None) -> tuple[int, int] | None:
+def verify(web, purpose: str, token: str, max_age: int | None = None):
+    """The Claim of a genuinely signed token, or None (not yet checked against the row)."""
     from subscribers.errors import TokenError
     from subscribers.tokens import verify_token
 
@@ -124,9 +143,32 @@ def verify(web, purpose: str, token: str, max_age: int | None = None) -> tuple[i
 
 
 def membership_for(web, purpose: str, token: str, *, max_age: int | None = None) -> Target | None:
-    """The target of a genuine token, None for a forged, tampered or expired one."""
-    ids = verify(web, purpose, token, max_age)
-    return None if ids is None else web.read(_target, web, *ids)
+    """The target of a genuine token whose membership still exists (subscribers.links), None for
+    a forged, tampered or expired one, or one made for a row that is gone."""
+    from subscribers.tokens import SEALED
+
+    if purpose == "confirm" and token.startswith(SEALED):
+        return _sealed_target(web, token, max_age)
+    claim = verify(web, purpose, token, max_age)
+    return None if claim is None else web.read(_live_target, web, claim)
+
+
+def _live_target(conn, web, claim) -> Target | None:
+    from subscribers.links import bound
+
+    return _target(conn, web, *claim) if bound(conn, claim) else None
+
+
+def _sealed_target(web, token: str, max_age: int | None) -> Target | None:
+    from subscribers.errors import TokenError
+    from subscribers.tokens import open_request
+
+    try:
+        list_id, address, name, asked = open_request(web.secret, token, max_age=max_age)
+    except TokenError:
+        return None
+    target = web.read(_target, web, 0, list_id)
+    return Target(0, list_id, target.list_name, target.list_title, sealed=(address, name, asked))
 
 
 def _target(conn, web, subscriber_id: int, list_id: int) -> Target:
@@ -151,16 +193,17 @@ def _status_of(conn, target: Target) -> str | None:
 
 def confirm(web, target: Target, who: Client) -> bool:
     """Confirm; True when the membership is active afterwards (also if it already was)."""
-    return web.write(_confirm, target, who)
+    return web.write(_confirm_sealed if target.sealed else _confirm, web, target, who)
 
 
-def _confirm(conn, target: Target, who: Client) -> bool:
+def _confirm(conn, web, target: Target, who: Client) -> bool:
     from subscribers import store
     from subscribers.errors import SubscriberNotFound
     from subscribers.models import Status, memberships, subscribers
 
     try:
-        store.confirm(conn, target.subscriber_id, target.list_id, ip=who.ip, user_agent=who.user_agent)
+        store.confirm(conn, target.subscriber_id, target.list_id, secret=web.secret, ip=who.ip,
+                      user_agent=who.user_agent)
     except SubscriberNotFound:   # forgotten, or the list was deleted since
         return False
     row = conn.execute(select(memberships.c.status, subscribers.c.global_status)
@@ -170,22 +213,35 @@ def _confirm(conn, target: Target, who: Client) -> bool:
     return row.status == Status.ACTIVE.value and row.global_status is None
 
 
-def unsubscribe_in(conn, web, ids: tuple[int, int], who: Client) -> Target:
+def _confirm_sealed(conn, web, target: Target, who: Client) -> bool:
+    from datetime import datetime, timezone
+
+    from subscribers import store
+
+    address, name, asked = target.sealed
+    return store.confirm_forgotten(conn, target.list_id, address, secret=web.secret, name=name, ip=who.ip,
+                                   user_agent=who.user_agent, asked_at=datetime.fromtimestamp(asked, timezone.utc))
+
+
+def unsubscribe_in(conn, web, claim, who: Client) -> Target:
     """Unsubscribe the (verified) token's membership, in the caller's transaction; idempotent.
 
-    A genuine token whose membership is gone (forgotten, list deleted) is answered as done:
-    that person gets nothing from the list either way.
+    A genuine token whose membership is gone (forgotten, list deleted), or that was made for an
+    earlier row, is answered as done and changes nothing: it acts on nobody.
     """
     from dataclasses import replace
 
     from subscribers import store
     from subscribers.errors import SubscriberNotFound
+    from subscribers.links import bound
 
-    try:
-        changed = store.unsubscribe(conn, *ids, source="web", ip=who.ip, user_agent=who.user_agent)
-    except SubscriberNotFound:
-        changed = True   # answered as done, the same as a first use
-    return replace(_target(conn, web, *ids), changed=changed)
+    changed = True   # a dead link is answered as done, the same as a first use
+    if bound(conn, claim):
+        try:
+            changed = store.unsubscribe(conn, *claim, source="web", ip=who.ip, user_agent=who.user_agent)
+        except SubscriberNotFound:
+            pass
+    return replace(_target(conn, web, *claim), changed=changed)
 
 
 def _unsubscribe_many(conn, calls: list[tuple]) -> list[Target]:

@@ -35,7 +35,9 @@ class SecurityHeaders:
     """Add COMMON headers and a CSP unless the route already set one (the archive sets its own).
 
     HSTS only when the public base URL is https: over plain http the header would be ignored
-    anyway, and local use over http stays possible.
+    anyway, and local use over http stays possible. An unhandled error becomes a plain 500 sent
+    from here, headers included (Starlette's own error response is made outside every user
+    middleware, so it would carry none); the error is then passed on, so it is logged once.
     """
 
     def __init__(self, app, *, https: bool) -> None:
@@ -46,8 +48,12 @@ class SecurityHeaders:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
 
+        started = False
+
         async def send_with_headers(message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = list(message.get("headers", []))
                 names = {name.lower() for name, _ in headers}
                 headers += [(k, v) for k, v in self.extra if k not in names]
@@ -56,7 +62,15 @@ class SecurityHeaders:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            if not started:
+                body = b"Internal Server Error"
+                await send_with_headers({"type": "http.response.start", "status": 500, "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]})
+                await send_with_headers({"type": "http.response.body", "body": body})
+            raise
 
 
 class BodyTooLarge(HTTPException):

@@ -50,6 +50,7 @@ async def sendgrid_events(request: Request) -> JSONResponse:
     try:
         events = await run_in_threadpool(sendgrid.parse, raw)
     except ValueError as exc:
+        log.warning("sendgrid webhook: malformed body from %s: %s", _client(request), exc)
         return JSONResponse({"detail": str(exc)}, status_code=400)
     stored = await run_in_threadpool(web.ingest, events)
     return JSONResponse({"received": len(events), **stored})

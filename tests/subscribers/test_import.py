@@ -204,3 +204,79 @@ def test_a_crash_mid_import_leaves_whole_chunks_and_a_rerun_finishes(engine, cra
     monkeypatch.setattr(importer._Job, "run", real_run)
     rerun = import_csv(engine, CSV / "mailchimp.csv", "crank", chunk_size=3)
     assert rerun.imported == 8 - half and rerun.imported + rerun.unchanged == 8
+
+
+def test_a_failure_part_way_says_what_was_saved_and_that_a_rerun_finishes(engine, crank, monkeypatch, mailer):
+    from subscribers.errors import ImportInterrupted, StoreError
+
+    real_run, calls = importer._Job.run, []
+
+    def fail_on_third_chunk(self, rows):
+        calls.append(len(rows))
+        if len(calls) == 3:
+            raise StoreError("the database went away")
+        real_run(self, rows)
+
+    monkeypatch.setattr(importer._Job, "run", fail_on_third_chunk)
+    with pytest.raises(ImportInterrupted) as caught:
+        import_csv(engine, CSV / "mailchimp.csv", "crank", chunk_size=3)
+    saved = caught.value.summary
+    assert saved.rows == 6 and saved.imported > 0
+    assert str(caught.value) == (
+        f"the database went away; the first 6 rows are saved ({saved.imported} new, {saved.updated} updated, "
+        "0 unchanged, 0 suppressed); run the same import again to finish the job (rows already saved are not added twice)")
+    calls.clear()
+    monkeypatch.setitem(importer.import_csv.__kwdefaults__, "chunk_size", 3)
+    result = mailer("subscribers", "import", CSV / "mailchimp.csv", "--list", "crank")
+    assert result.code == 1 and "run the same import again to finish the job" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    monkeypatch.setattr(importer._Job, "run", real_run)
+    rerun = import_csv(engine, CSV / "mailchimp.csv", "crank")
+    assert rerun.imported + rerun.unchanged == 8
+
+
+def test_a_reader_process_that_dies_reports_its_traceback(engine, crank, monkeypatch):
+    monkeypatch.setattr(importer, "READER", "tests.subscribers.crashing_reader")
+    with pytest.raises(CsvImportError) as caught:
+        import_csv(engine, CSV / "mailchimp.csv", "crank", parallel=True)
+    text = str(caught.value)
+    assert "exit code 1" in text and "Traceback" in text
+    assert "RuntimeError: the reader broke while starting" in text
+
+
+def test_a_bad_header_closes_the_file(tmp_path):
+    from subscribers.csvfile import CsvSource
+
+    path = tmp_path / "no-address.csv"
+    path.write_text("name,city\nAnn,Oslo\n", encoding="utf-8")
+    source = CsvSource(path)
+    with pytest.raises(CsvImportError, match="no address column"):
+        source.__enter__()
+    assert source._raw.closed
+
+
+QUOTED_CELLS = [
+    # (cell in the file, name stored) - a leading ' goes only where our export put it: before a
+    # character a spreadsheet would run (= + - @ tab CR)
+    ("'Neill", "'Neill"),
+    ("'Brien Co", "'Brien Co"),
+    ("'=SUM(A1)", "=SUM(A1)"),
+    ("'+1 555", "+1 555"),
+    ("'-x", "-x"),
+    ("'@home", "@home"),
+    ("''=x", "'=x"),
+    ("'''y", "'''y"),
+    ("'", "'"),
+]
+
+
+@pytest.mark.parametrize("cell, stored", QUOTED_CELLS)
+def test_a_leading_quote_is_kept_unless_our_export_added_it(engine, crank, tmp_path, cell, stored):
+    import csv
+
+    path = tmp_path / "quotes.csv"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([["email", "name", "note"], ["ann@example.com", cell, cell]])
+    import_csv(engine, path, "crank")
+    ann = _subscriber(engine, "ann@example.com")
+    assert (ann.name, ann.attributes) == (stored, {"note": stored})

@@ -149,32 +149,31 @@ def test_recipients_select_is_one_statement(engine, crank):
 
 def test_signup_confirm_unsubscribe(engine, crank):
     with engine.begin() as conn:
-        signup = store.subscribe_unconfirmed(conn, crank, "Web@Example.com", name="Web Reader",
+        signup = store.subscribe_unconfirmed(conn, crank, "Web@Example.com", name="Web Reader", secret=SECRET,
                                              ip="192.0.2.7", user_agent="Mozilla/5.0")
     assert (signup.status, signup.needs_confirmation) == (Status.UNCONFIRMED, True)
     with engine.begin() as conn:
-        assert store.confirm(conn, signup.subscriber_id, crank, ip="192.0.2.8", user_agent="Phone") is True
-        assert store.confirm(conn, signup.subscriber_id, crank) is False  # idempotent
+        assert store.confirm(conn, signup.subscriber_id, crank, secret=SECRET, ip="192.0.2.8", user_agent="Phone") is True
+        assert store.confirm(conn, signup.subscriber_id, crank, secret=SECRET) is False  # idempotent
         member = store.memberships_of(conn, signup.subscriber_id)[0]
         assert (member.status, member.consent_source, member.consent_ip, member.consent_user_agent) == (
             "active", "web", "192.0.2.8", "Phone")
-        again = store.subscribe_unconfirmed(conn, crank, "web@example.com", name="Someone Else")
+        again = store.subscribe_unconfirmed(conn, crank, "web@example.com", name="Someone Else", secret=SECRET)
         assert (again.status, again.needs_confirmation) == (Status.ACTIVE, False)
         assert store.get_subscriber(conn, "web@example.com").name == "Web Reader"  # the form changes no data
         assert store.unsubscribe(conn, signup.subscriber_id, crank, ip="192.0.2.9") is True
         assert store.unsubscribe(conn, signup.subscriber_id, crank) is False
         # an old confirmation link never undoes a later unsubscribe
-        assert store.confirm(conn, signup.subscriber_id, crank) is False
+        assert store.confirm(conn, signup.subscriber_id, crank, secret=SECRET) is False
         assert store.membership_status(conn, signup.subscriber_id, crank) is Status.UNSUBSCRIBED
         # ... but a new signup that the person confirms does
-        assert store.subscribe_unconfirmed(conn, crank, "web@example.com").needs_confirmation is True
+        assert store.subscribe_unconfirmed(conn, crank, "web@example.com", secret=SECRET).needs_confirmation is True
         assert store.membership_status(conn, signup.subscriber_id, crank) is Status.UNSUBSCRIBED
-        assert store.confirm(conn, signup.subscriber_id, crank) is True
+        assert store.confirm(conn, signup.subscriber_id, crank, secret=SECRET) is True
         assert store.membership_status(conn, signup.subscriber_id, crank) is Status.ACTIVE
         log = [(h.action, h.old_status, h.new_status, h.source) for h in store.history_of(conn, signup.subscriber_id)]
     assert log == [("subscribe", None, "unconfirmed", "web"), ("confirm", "unconfirmed", "active", "web"),
-                   ("status", "active", "unsubscribed", "web"), ("request", "unsubscribed", "unsubscribed", "web"),
-                   ("confirm", "unsubscribed", "active", "web")]
+                   ("status", "active", "unsubscribed", "web"), ("confirm", "unsubscribed", "active", "web")]
 
 
 # ---------------------------------------------------------------- forget

@@ -82,3 +82,54 @@ def test_token_maker_makes_exactly_make_tokens_tokens(purpose, list_id, monkeypa
         token = make(subscriber_id)
         assert token == make_token(KEY, purpose, subscriber_id, list_id)
         assert verify_token(KEY, purpose, token) == (subscriber_id, list_id)
+
+
+MEMBER_KEY = "0123456789abcdef"
+
+
+@pytest.mark.parametrize("purpose, subscriber_id, list_id", [("unsubscribe", 1, 1), ("confirm", 2**31 - 1, 42)])
+def test_keyed_round_trip_stays_header_short(purpose, subscriber_id, list_id):
+    token = make_token(KEY, purpose, subscriber_id, list_id, MEMBER_KEY)
+    claim = verify_token(KEY, purpose, token)
+    assert claim == (subscriber_id, list_id) and (claim.key, claim.subscriber_id) == (MEMBER_KEY, subscriber_id)
+    assert abs(claim.issued - __import__("time").time()) < 5
+    assert len(token) < 110 and all(c.isalnum() or c in "-_." for c in token)
+
+
+@pytest.mark.parametrize("payload", [b'[7,3,"0123456789ABCDEF"]', b'[7,3,"short"]', b"[7,3,12345]",
+                                     b'[7,3,"0123456789abcdef","x"]', b"[7,3.5]", b"[0,3]", b"[7,99999999999999999999]"])
+def test_signed_but_odd_keyed_payloads_are_rejected(payload):
+    import hashlib
+
+    from itsdangerous import URLSafeTimedSerializer
+
+    import json
+
+    odd = URLSafeTimedSerializer(KEY, salt="crank-mailer/unsubscribe/v1",
+                                 signer_kwargs={"digest_method": hashlib.sha256}).dumps(json.loads(payload))
+    with pytest.raises(TokenError):
+        verify_token(KEY, "unsubscribe", odd)
+
+
+def test_token_maker_binds_each_reader_to_their_key(monkeypatch):
+    from subscribers.tokens import token_maker
+
+    monkeypatch.setattr("time.time", lambda: 1_800_000_000.0)
+    keys = {5: MEMBER_KEY, 6: "fedcba9876543210"}
+    make = token_maker(KEY, "unsubscribe", 9, keys=keys.__getitem__)
+    for sid, key in keys.items():
+        assert make(sid) == make_token(KEY, "unsubscribe", sid, 9, key)
+        assert verify_token(KEY, "unsubscribe", make(sid)).key == key
+
+
+def test_sealed_requests_hide_the_address_and_expire():
+    from subscribers.tokens import open_request, seal_request
+
+    token = seal_request(KEY, 3, "ann@example.com", "Ann", now=1_800_000_000.0)
+    assert "ann" not in token.lower() and all(c.isalnum() or c in "-_." for c in token)
+    assert open_request(KEY, token, now=1_800_000_100.0) == (3, "ann@example.com", "Ann", 1_800_000_000.0)
+    with pytest.raises(TokenError, match="expired"):
+        open_request(KEY, token, max_age=60, now=1_800_000_100.0)
+    for bad in (token[:-3] + "AAA", seal_request("other-key" * 4, 3, "ann@example.com"), "r.", "r.!!", "W.x"):
+        with pytest.raises(TokenError):
+            open_request(KEY, bad)

@@ -45,6 +45,13 @@ CASES = [
     ("unsubscribe, list known", [ev(E.UNSUBSCRIBED, id="u")], "a", {"a": "unsubscribed", "b": "active"}),
     ("unsubscribe, list unknown", [ev(E.UNSUBSCRIBED, id="u")], None,
      {"a": "unsubscribed", "b": "unsubscribed"}),
+    ("a soft bounce without an id, replayed three times", [ev(E.BOUNCED, 1, severity=SOFT)] * 3, "a",
+     {"a": "active", "b": "active"}),
+    ("three soft bounces without ids", [ev(E.BOUNCED, d, severity=SOFT) for d in (1, 2, 3)], "a",
+     {"a": "bounced", "b": "bounced"}),
+    ("a hard bounce without an id", [ev(E.BOUNCED, severity=HARD)], None, {"a": "bounced", "b": "bounced"}),
+    ("unsubscribe naming a list they are not on", [ev(E.UNSUBSCRIBED, id="u")], "c",
+     {"a": "active", "b": "active"}),
     ("delivery-side noise", [ev(k, id=k.value) for k in (E.DELIVERED, E.DEFERRED, E.BLOCKED, E.DROPPED,
                                                           E.PROCESSED, E.OPENED, E.CLICKED, E.UNKNOWN,
                                                           E.RESUBSCRIBED)],
@@ -64,11 +71,12 @@ def engine(db_url):
 
 
 def seed(engine) -> dict[str, int]:
-    """ADDRESS active on lists a and b, consent at T0."""
+    """ADDRESS active on lists a and b (list c has someone else only), consent at T0."""
     with engine.begin() as conn:
-        ids = {name: store.create_list(conn, name).id for name in ("a", "b")}
-        for lid in ids.values():
-            store.add_subscriber(conn, ADDRESS, lid)
+        ids = {name: store.create_list(conn, name).id for name in ("a", "b", "c")}
+        for name in ("a", "b"):
+            store.add_subscriber(conn, ADDRESS, ids[name])
+        store.add_subscriber(conn, "other@example.com", ids["c"])
         conn.execute(memberships.update().values(consent_at=T0))
     return ids
 
@@ -77,7 +85,7 @@ def statuses(engine, ids: dict[str, int]) -> dict[str, str]:
     with engine.connect() as conn:
         rows = conn.execute(select(memberships.c.list_id, func.coalesce(subscribers.c.global_status,
                                                                           memberships.c.status))
-                            .join_from(memberships, subscribers)).all()
+                            .join_from(memberships, subscribers).where(subscribers.c.email == ADDRESS)).all()
     names = {v: k for k, v in ids.items()}
     return {names[lid]: status for lid, status in rows}
 
@@ -110,7 +118,7 @@ def test_history_names_the_event(engine):
     ids = seed(engine)
     with engine.begin() as conn:
         result = ingest(conn, [ev(E.COMPLAINED, id="spam-1")], LIMITS)
-        sid = conn.execute(select(subscribers.c.id)).scalar()
+        sid = conn.execute(select(subscribers.c.id).where(subscribers.c.email == ADDRESS)).scalar()
         rows = store.history_of(conn, sid)
     assert result.changed == 1
     last = rows[-1]._mapping if hasattr(rows[-1], "_mapping") else rows[-1]

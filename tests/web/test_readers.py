@@ -35,10 +35,18 @@ def outbox(live):
     return live.settings.delivery.outbox_dir
 
 
+def link(live, purpose: str, sid: int, lid: int, secret: str = SECRET) -> str:
+    """A token as the service mints it: bound to the membership's key."""
+    from subscribers.links import membership_key
+
+    with live.web.engine.connect() as conn:
+        return make_token(secret, purpose, sid, lid, membership_key(conn, sid, lid))
+
+
 def make_member(live, email: str, status: Status) -> tuple[int, int]:
     with live.web.engine.begin() as conn:
         lst = store.get_list(conn, LIST)
-        added = store.add_subscriber(conn, email, lst.id, status=Status.ACTIVE)
+        added = store.add_subscriber(conn, email, lst.id, status=Status.ACTIVE, secret=SECRET)
         if status is not Status.ACTIVE:
             store.set_status(conn, added.subscriber_id, lst.id, status, "test")
     return added.subscriber_id, lst.id
@@ -157,7 +165,7 @@ ONE_CLICK_POSTS = [
 @pytest.mark.parametrize("label, kwargs", ONE_CLICK_POSTS, ids=[c[0] for c in ONE_CLICK_POSTS])
 def test_one_click_unsubscribe(live, label, kwargs):
     sid, lid = make_member(live, ANN, Status.ACTIVE)
-    url = f"/unsubscribe/{make_token(SECRET, 'unsubscribe', sid, lid)}"
+    url = f"/unsubscribe/{link(live, 'unsubscribe', sid, lid)}"
     assert live.http.get(url).status_code == 200 and state(live)["status"] == "active"
     for said in ("You are unsubscribed", "Already unsubscribed"):   # idempotent: clients retry
         r = live.http.post(url, **kwargs)
@@ -170,21 +178,21 @@ def test_one_click_unsubscribe(live, label, kwargs):
     assert len(rows) == 1
 
 
-def _forged(sid, lid):
+def _forged(live, sid, lid):
     return "WzEsMV0.forged.signature"
 
 
-def _tampered(sid, lid):
-    token = make_token(SECRET, "unsubscribe", sid, lid)
+def _tampered(live, sid, lid):
+    token = link(live, "unsubscribe", sid, lid)
     return token[:-2] + ("AA" if not token.endswith("AA") else "BB")
 
 
-def _other_secret(sid, lid):
-    return make_token("another-secret-entirely-000000", "unsubscribe", sid, lid)
+def _other_secret(live, sid, lid):
+    return link(live, "unsubscribe", sid, lid, "another-secret-entirely-000000")
 
 
-def _wrong_purpose(sid, lid):
-    return make_token(SECRET, "confirm", sid, lid)
+def _wrong_purpose(live, sid, lid):
+    return link(live, "confirm", sid, lid)
 
 
 BAD_UNSUBSCRIBE = [_forged, _tampered, _other_secret, _wrong_purpose]
@@ -193,7 +201,7 @@ BAD_UNSUBSCRIBE = [_forged, _tampered, _other_secret, _wrong_purpose]
 @pytest.mark.parametrize("forge", BAD_UNSUBSCRIBE, ids=lambda f: f.__name__.strip("_"))
 def test_bad_unsubscribe_tokens_are_4xx_and_change_nothing(live, forge):
     sid, lid = make_member(live, ANN, Status.ACTIVE)
-    token = forge(sid, lid)
+    token = forge(live, sid, lid)
     for method in ("GET", "POST"):
         r = live.http.request(method, f"/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click")
         assert r.status_code == 400 and "Nothing was changed" in r.text
@@ -207,9 +215,9 @@ def test_expired_and_wrong_purpose_confirm_tokens(live, monkeypatch):
     sid, lid = row["subscriber_id"], row["list_id"]
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() - 8 * 86400)   # made 8 days ago
-    old = make_token(SECRET, "confirm", sid, lid)
+    old = link(live, "confirm", sid, lid)
     monkeypatch.setattr(time, "time", real)
-    for token in (old, make_token(SECRET, "unsubscribe", sid, lid), "garbage"):
+    for token in (old, link(live, "unsubscribe", sid, lid), "garbage"):
         assert live.http.post(f"/confirm/{token}").status_code == 400
     assert state(live)["status"] == "unconfirmed"
 
@@ -220,7 +228,7 @@ def test_a_burst_of_one_clicks_all_land_once(live):
     tokens = []
     for i in range(60):
         sid, lid = make_member(live, f"burst{i}@example.com", Status.ACTIVE)
-        tokens.append(make_token(SECRET, "unsubscribe", sid, lid))
+        tokens.append(link(live, "unsubscribe", sid, lid))
 
     def one_click(token):
         return live.http.post(f"/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click").status_code

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_audience"
-down_revision = "0002_events"
+down_revision = "0003_consent_ids"
 branch_labels = None
 depends_on = None
 
