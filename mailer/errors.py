@@ -6,6 +6,7 @@
       DeliveryError             backend, status code, provider's words
         TemporaryDelivery       network, timeout, 429, 5xx, SMTP 4xx: retry later
         PermanentDelivery       4xx, SMTP 5xx: do not retry
+        AmbiguousDelivery       sent, answer lost (timeout, dropped): maybe taken; never retried as is
       SignatureError            a webhook or token that does not verify
       SendError                 a send run that cannot start or go on (empty list, already sent...)
     ConfigError                 at start-up; deliberately outside MailerError
@@ -64,6 +65,11 @@ class TemporaryDelivery(DeliveryError):
 
 class PermanentDelivery(DeliveryError):
     """4xx, SMTP 5xx, bad credentials: do not retry unchanged."""
+
+
+class AmbiguousDelivery(DeliveryError):
+    """The request left and no answer came (timeout, connection dropped): the provider may have
+    taken it. Never retried automatically; its batch stays in flight for on_interrupted."""
 
 
 class SignatureError(MailerError):

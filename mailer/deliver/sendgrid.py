@@ -12,7 +12,12 @@ helpers attached one reader's headers to another (libraries.md). The part shared
 request body, so a million readers cost a thousand small `json.dumps` of personalizations.
 
 Answers (standards.md 3.3, 6.2): 202 accepted; 429 wait until X-RateLimit-Reset, then retry;
-5xx, timeouts and dropped connections: bounded exponential backoff with jitter; 400 naming
+5xx, and a request that never fully left (connection refused, reset while sending): bounded
+exponential backoff with jitter. A request that left and got no answer (a timeout or a dropped
+connection while waiting for the answer) may have been accepted: it is never retried, but raises
+AmbiguousDelivery, which leaves the batch in flight for [delivery] on_interrupted (dispatch.py,
+docs/exactly-once.md). urllib tells the two apart for us: it wraps errors while sending the
+request in URLError and lets errors while reading the answer through as they are. 400 naming
 `personalizations.N...`: reject those readers, send the rest; any other 400, 401, 403, 413:
 PermanentDelivery with SendGrid's own words. `sleep`, `clock` and `rng` are injectable for tests.
 """
@@ -30,7 +35,7 @@ from typing import Callable, Sequence
 
 from mailer.config import SendGridSettings, secret
 from mailer.deliver.base import Backend, Result, ResultStatus
-from mailer.errors import PermanentDelivery, TemporaryDelivery
+from mailer.errors import AmbiguousDelivery, PermanentDelivery, TemporaryDelivery
 from mailer.model import FIELDS, ISSUE_ARG, REF_ARG, marker
 from mailer.personalize import ISSUE_HEADER, ONE_CLICK, REF_HEADER
 
@@ -145,8 +150,11 @@ class SendGridBackend(Backend):
                 return exc.status_code, exc, "backoff"
             raise PermanentDelivery("SendGrid refused the request", backend=self.name,
                                     status=exc.status_code, detail=_detail(exc)) from exc
-        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, ConnectionError) as exc:
+        except urllib.error.URLError as exc:  # raised while connecting or sending: it never fully left
             return ("timeout" if _is_timeout(exc) else "network"), exc, "backoff"
+        except (TimeoutError, http.client.HTTPException, ConnectionError) as exc:  # it left; no answer
+            raise AmbiguousDelivery(f"no answer to a request that was sent ({type(exc).__name__}: {exc}); "
+                                    "SendGrid may have accepted it", backend=self.name) from exc
 
     def _named_readers(self, exc) -> dict[int, dict]:
         """SendGrid's 400 errors by personalization index; if any error is not about one reader,

@@ -1,71 +1,78 @@
-"""Web service: issues/*.md -> GET /archive (the sent issues) and GET /archive/{issue} (one, as mailed).
+"""Web service: the send ledger -> GET /archive (the sent issues) and GET /archive/{issue} (one, as mailed).
 
-The archive page is the composed email itself with the per-reader markers filled by neutral values
-(no name, no address, no token), so it is the same for everyone and safe to share. Composing costs
-MJML + premailer, so each page is cached until its issue file's mtime changes.
+The page is the copy stored on the send's ledger row when the send started (mailer.archived): the
+composed email with its per-reader markers filled by neutral values (no name, no address, no
+token), so it is the same for everyone, safe to share, there from the first message on, and what
+was mailed even if the issue file or the templates change later. The index lists the ledger's rows
+and never composes. Only sends from before copies were kept have none: those are composed from
+their issue file, cached until its mtime changes.
 """
 
 from __future__ import annotations
 
-import html
 import logging
-import re
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
-from mailer.model import FIELDS, marker
+from mailer.archived import neutral_copy, neutral_values
+from mailer.source import valid_issue_name
 from mailer.web.security import ARCHIVE_CSP
 
 log = logging.getLogger("mailer.web")
 router = APIRouter()
-SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 @dataclass(frozen=True)
 class ArchivedIssue:
     slug: str
     subject: str
-    html: str
+    html: str | None = None        # None in the index: listed from the ledger, not loaded
+    sent_at: datetime | None = None
 
 
 class Archive:
-    """The issue files of [compose] issues_dir, composed once per mtime, markers filled neutrally."""
+    """The archived issues, read from the send ledger through `read(fn)` (WebContext.read)."""
 
-    def __init__(self, settings, *, sent_slugs=None) -> None:
+    def __init__(self, settings, *, read=None) -> None:
         self.settings = settings
         self.base_url = settings.newsletter.base_url.rstrip("/")
-        self.sent_slugs = sent_slugs or (lambda: None)   # None: no send ledger yet, list every file
+        self.read = read
+        self._copies: dict[str, ArchivedIssue] = {}         # stored copies never change
         self._cache: dict[Path, tuple[float, ArchivedIssue]] = {}
         self._lock = threading.Lock()
 
     def list(self) -> list[ArchivedIssue]:
-        """Newest first; issue files that do not compose are left out (and logged)."""
-        sent = self.sent_slugs()
-        found = []
-        for path in sorted(self.settings.compose.issues_dir.glob("*.md"), reverse=True):
-            if sent is not None and path.stem not in sent:
-                continue
-            try:
-                found.append(self._load(path))
-            except Exception as exc:  # noqa: BLE001 - one bad file must not hide the others
-                log.warning("archive: %s does not compose: %s", path, exc)
-        return found
+        """Newest first, from the ledger's rows (subject as sent); nothing is composed."""
+        from mailer.ledger import archived
+
+        return [ArchivedIssue(slug=issue, subject=subject, sent_at=at) for issue, subject, at in self.read(archived)]
 
     def get(self, slug: str) -> ArchivedIssue | None:
-        """The issue, or None when the slug names no (sent) issue file."""
-        if not SLUG.fullmatch(slug) or ".." in slug:
-            return None
-        path = self.settings.compose.issues_dir / f"{slug}.md"
-        sent = self.sent_slugs()
-        if not path.is_file() or (sent is not None and slug not in sent):
-            return None
-        return self._load(path)
+        """The issue as mailed, or None when no send of that name has started."""
+        from mailer.ledger import archived_copy
 
-    def _load(self, path: Path) -> ArchivedIssue:
+        if not valid_issue_name(slug):
+            return None
+        if slug in self._copies:
+            return self._copies[slug]
+        row = self.read(archived_copy, slug)
+        if row is None:
+            return None
+        if row.archive_html is None:  # a send from before copies were stored
+            return self._load(self.settings.compose.issues_dir / f"{slug}.md")
+        found = ArchivedIssue(slug=slug, subject=row.subject, html=row.archive_html)
+        with self._lock:
+            self._copies[slug] = found
+        return found
+
+    def _load(self, path: Path) -> ArchivedIssue | None:
+        if not path.is_file():
+            return None
         mtime = path.stat().st_mtime
         with self._lock:
             hit = self._cache.get(path)
@@ -80,16 +87,11 @@ class Archive:
         from mailer.compose import compose_issue
 
         composed = compose_issue(path, self.settings)
-        values = self.neutral_values(composed.slug)
-        page = composed.html
-        for name in FIELDS:
-            page = page.replace(marker(name, "html"), html.escape(values[name], quote=True))
+        page, _ = neutral_copy(composed, self.base_url)
         return ArchivedIssue(slug=composed.slug, subject=composed.subject, html=page)
 
     def neutral_values(self, slug: str) -> dict[str, str]:
-        """What a reader's fields become online: nobody's name, nobody's address or token."""
-        return {"name": "reader", "email": "your address", "unsubscribe_url": f"{self.base_url}/subscribe",
-                "archive_url": f"{self.base_url}/archive/{slug}"}
+        return neutral_values(self.base_url, slug)
 
 
 @router.get("/archive", response_class=HTMLResponse, summary="The sent issues")
