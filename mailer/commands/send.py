@@ -41,6 +41,8 @@ def send(
     dry_run: bool = typer.Option(False, "--dry-run", help="Compose and personalize every message; deliver nothing."),
     backend: Optional[BackendName] = BACKEND,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    take_over: bool = typer.Option(False, "--take-over", help="Resume a send whose runner still looks alive "
+                                   "(fresh heartbeat): only when you know that process is gone."),
 ) -> None:
     """Send ISSUE to every active subscriber of a list, exactly once (a rerun resumes)."""
     from mailer import dispatch
@@ -61,7 +63,7 @@ def send(
                 typer.confirm(f"{verb} '{composed.subject}' to {plan.readers:,} {who} of {plan.list_name} "
                               f"via {plan.backend}?", abort=True, err=True)
             with _progress(err) as on_progress:
-                summary = dispatch.run_send(settings, plan, on_progress=on_progress,
+                summary = dispatch.run_send(settings, plan, on_progress=on_progress, take_over=take_over,
                                             notice=lambda message: err.print(f"note: {message}"))
     _report(summary, composed.subject, as_json)
 
@@ -114,8 +116,19 @@ def _report(summary, subject: str, as_json: bool) -> None:
         line = (f"Sent '{subject}' to {summary.list} via {summary.backend}: {summary.sent:,} sent, "
                 f"{summary.failed:,} failed, {summary.skipped:,} skipped in {summary.duration:.1f} s.")
         if summary.deferred:
-            line += f" {summary.deferred:,} deferred (temporary refusals): run the same command later to retry them."
+            line += (f" {summary.deferred:,} deferred (temporary refusals) until {_when(summary.retry_at)}: run the "
+                     "same command then to retry them.")
+        if summary.in_doubt:
+            line += (f" {summary.in_doubt:,} may or may not have been taken (connection lost after sending): the "
+                     "next run names them and applies [delivery] on_interrupted.")
         typer.echo(line)
+
+
+def _when(iso: str | None) -> str:
+    """An ISO time as the reader's local time, to the minute."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M %Z") if iso else "later"
 
 
 class _progress:

@@ -212,6 +212,10 @@ class SendGridServer:
     def fail(self, status: int, *, times: int = 1, reset_in: int = 1) -> None:
         self.faults.extend(Fault(status=status, reset_in=reset_in) for _ in range(times))
 
+    def ok(self, times: int = 1) -> None:
+        """Let the next `times` requests through untouched (so a later fault hits a chosen request)."""
+        self.faults.extend(Fault() for _ in range(times))
+
     def up(self) -> None:
         """Start listening (a server made with down=True refused connections until now)."""
         self._httpd.server_activate()
@@ -300,7 +304,7 @@ def _handler(server: SendGridServer):
                 self.close_connection = True
                 self.connection.shutdown(2)   # gone without a word, the body read
                 return
-            if fault and not self._fault(fault):
+            if fault and (fault.status or fault.delay) and not self._fault(fault):
                 return
             auth = self.headers.get("Authorization", "")
             if auth == f"Bearer {server.forbidden_key}":
