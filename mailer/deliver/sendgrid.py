@@ -27,6 +27,7 @@ from __future__ import annotations
 import html
 import http.client
 import json
+import logging
 import random
 import re
 import time
@@ -40,7 +41,10 @@ from mailer.model import FIELDS, ISSUE_ARG, REF_ARG, marker
 from mailer.personalize import ISSUE_HEADER, ONE_CLICK, REF_HEADER
 
 # A non-default JSON content type makes python-http-client send our string as it is, instead of
-# json.dumps-ing it a second time (python_http_client/client.py, http_request).
+# json.dumps-ing it a second time (python_http_client/client.py, http_request): it calls
+# `request_body.encode("utf-8")` and formats the result into a debug line. Both are internals of
+# python-http-client 3.3.x, pinned in pyproject.toml and held to by the contract test in
+# tests/deliver/test_sendgrid.py (the body arrives byte for byte; no address reaches a log).
 _CONTENT_TYPE = "application/json; charset=utf-8"
 _INDEXED = re.compile(r"personalizations(?:\.|\[)(\d+)")
 _NOT_IN_NAME = str.maketrans({",": " ", ";": " "})  # SendGrid drops mail whose to.name has , or ;
@@ -66,6 +70,7 @@ class SendGridBackend(Backend):
     def open(self) -> None:
         from sendgrid import SendGridAPIClient
 
+        _withhold_bodies()
         client = SendGridAPIClient(api_key=self._api_key, host=self.settings.host.rstrip("/"))
         client.client.timeout = self.settings.timeout  # the library has none by default
         self._send_client = client.client.mail.send
@@ -221,6 +226,23 @@ def shared_fields(edition) -> dict:
             "custom_args": {ISSUE_ARG: edition.slug},
             # We own unsubscribes (RFC 8058 headers): SendGrid must not add its own (standards.md 3.4).
             "tracking_settings": {"subscription_tracking": {"enable": False}}}
+
+
+class _NoBodies(logging.Filter):
+    """python-http-client debug-logs every request payload and every error response body, both of
+    which hold readers' addresses; its records keep their first words only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if message.startswith("PAYLOAD") or "Response:" in message:
+            record.msg, record.args = message.split(":", 1)[0] + ": (body withheld)", ()
+        return True
+
+
+def _withhold_bodies() -> None:
+    lib = logging.getLogger("python_http_client.client")
+    if not any(isinstance(f, _NoBodies) for f in lib.filters):
+        lib.addFilter(_NoBodies())
 
 
 class _Bytes(bytes):

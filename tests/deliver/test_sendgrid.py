@@ -222,3 +222,19 @@ def test_server_answers(sendgrid_server, body, key, status):
     assert got == status
     assert headers["X-RateLimit-Reset"]
     assert (headers.get("X-Message-Id") is not None) == (status == 202)
+
+
+def test_the_body_goes_out_byte_for_byte_and_no_reader_address_reaches_a_log(make_backend, sendgrid_server, edition,
+                                                                             caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)          # every logger, the library's included
+    batch = readers(edition, 4) + readers(edition, 1, start=1, send=2)   # r1 twice: SendGrid's 400 names it
+    with make_backend() as backend:
+        results = backend.send_batch(batch)
+        expected = [backend.encode(batch[:4]).encode("utf-8")]
+    assert [r.status for r in results] == [ResultStatus.ACCEPTED] * 4 + [ResultStatus.REJECTED]
+    assert sendgrid_server.raw_bodies == expected                         # byte for byte
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Response" in logged and "PAYLOAD" in logged                   # the library did log ...
+    assert not any(f"r{i}@example.org" in logged for i in range(4))       # ... and no reader's address
