@@ -7,7 +7,9 @@ next one is read from the ledger and personalized, so the provider's own time ov
     loop:  record(last) + claim(prepared)  ->  send it in the worker thread  ->  prepare() the next
 
 Readers suppressed since the start (unsubscribed, bounced, forgotten) are skipped when their batch
-is prepared; an address that cannot be written safely fails alone.
+is prepared; an address that cannot be written safely fails alone. A reader refused temporarily is
+deferred with a next attempt (`Retry`); once no reader is pending, the loop waits for deferred
+readers due soon and passes again. A batch sent without an answer stays `sending` (in doubt).
 """
 
 from __future__ import annotations

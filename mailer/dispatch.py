@@ -5,10 +5,14 @@
 
 The readers are fixed when the send starts (mailer.ledger). Each batch is claimed atomically,
 committed as `sending`, handed to the backend, and its results committed. A rerun of the same
-issue and list after any crash (even kill -9) continues with the pending readers; the batch that
-was `sending` at the crash is named and resent (`[delivery] on_interrupted = "resend"`) or skipped
-("skip"). Message-IDs derive from the send and the reader, so over SMTP a resent copy carries the
-same Message-ID as a copy the server may have taken. A fully sent issue is reported, never resent.
+issue and list after any crash (even kill -9) continues with the pending readers; a batch left
+`sending` (in flight at a crash, or sent without an answer: AmbiguousDelivery, SMTP's IN_DOUBT) is
+named and resent (`[delivery] on_interrupted = "resend"`) or skipped ("skip"); only a batch that
+provably never reached the provider is retried without asking. Message-IDs derive from the send
+and the reader, so over SMTP a resent copy carries the same Message-ID as a copy the server may
+have taken. Deferred readers (4xx) are retried for [delivery] retry_hours. The runner's heartbeat
+(ledger.Heartbeat) tells a live runner from a dead one. A fully sent issue is reported, never
+resent. The argument: docs/exactly-once.md.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Every state change is one short transaction, so any process can crash at any poi
 
     pending --claim--> sending --results--> accepted | deferred | failed
        ^                  |                 (skipped: suppressed since the start, or forgotten)
-       +--- rerun --------+  (the batch in flight at a crash: resent or skipped, per config)
+       +--- rerun --------+  (a batch in flight at a crash or left without an answer: resent or
+       ^                     skipped, per on_interrupted)
+       +--- due ---------- deferred (next_attempt_at; failed after retry_hours)
 
 The next batch is read (`peek`) and personalized while the current one is on the wire, then
 claimed with one atomic `UPDATE ... WHERE id IN (...) AND state = 'pending'` (two workers never

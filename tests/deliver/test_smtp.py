@@ -216,8 +216,10 @@ def test_our_dkim_signature_is_byte_for_byte_dkimpys_own(monkeypatch, edition):
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
     monkeypatch.setattr(dkim.time, "time", lambda: 1_733_097_600)
     signer = DkimSigner(b"news", b"example.org", pem, DKIM_HEADERS)
-    for out in readers(edition, 3, names=lambda i: ["Zoë  O'Brien", "  spaced   out ", ".dot"][i]):
-        message = out.as_bytes()
+    odd = [b"From: a@example.org\r\nSubject:  x \r\n\r\n" + body for body in
+           (b"", b"\r\n\r\n", b"a \t b\t\r\n  \r\n\r\n", b"last line ", b"x\r\n ", b"bare\nLF \r\n")]
+    messages = [out.as_bytes() for out in readers(edition, 3, names=lambda i: ["Zoë  O'Brien", "  a   b ", ".d"][i])]
+    for message in messages + odd:
         theirs = dkim.sign(message, b"news", b"example.org", pem, include_headers=list(DKIM_HEADERS),
                            canonicalize=(b"relaxed", b"relaxed"))
         assert signer.sign(message, timestamp=1_733_097_600) == theirs
