@@ -174,9 +174,13 @@ class SmtpBackend(Backend):
                                     backend=self.name) from exc
 
     def encode(self, batch: Sequence) -> list[bytes]:
-        """Each message as the DATA content: DKIM-signed when configured (the costly part),
-        dot-stuffed and terminated, ready for the wire."""
-        return [_for_data(self.sign(out.as_bytes()) if self._dkim_key else out.as_bytes()) for out in batch]
+        """Each message as the DATA content, dot-stuffed and terminated, ready for the wire; with
+        DKIM, the message still to sign (`_Unsigned`): each connection's thread signs its own
+        messages as it sends them, so the RSA work (OpenSSL, without the GIL) runs on as many
+        threads as there are connections instead of competing with them from the dispatch thread."""
+        if self._dkim_key:
+            return [_Unsigned(out.as_bytes()) for out in batch]
+        return [_for_data(out.as_bytes()) for out in batch]
 
     def _send(self, batch: Sequence, encoded: list[bytes]) -> list[Result]:
         """One result per message, each in its own transaction. A failure of the whole backend at
@@ -193,6 +197,8 @@ class SmtpBackend(Backend):
             try:
                 if self._conn is None:  # a failed RSET dropped it
                     self._conn = self._connect()
+                if type(data) is _Unsigned:
+                    data = _for_data(self.sign(data))
                 results.append(self._send_one(out, data))
             except (TemporaryDelivery, PermanentDelivery) as exc:
                 if not results:
@@ -277,6 +283,10 @@ class SmtpBackend(Backend):
                                     backend=self.name, status=code, detail=words)
         status = ResultStatus.RETRY_LATER if 400 <= code < 500 else ResultStatus.REJECTED
         return Result(out.ref, status, detail=f"{code} {words}", raw=f"{stage}: {code} {words}")
+
+
+class _Unsigned(bytes):
+    """A message whose DKIM signature is made just before it is sent (see `encode`)."""
 
 
 @dataclasses.dataclass(frozen=True)
