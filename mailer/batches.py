@@ -24,7 +24,7 @@ from datetime import timedelta
 
 from mailer import ledger
 from mailer.deliver.base import ResultStatus
-from mailer.errors import AmbiguousDelivery, DeliveryError, SendError
+from mailer.errors import AmbiguousDelivery, DeliveryError, SendTakenOver
 from mailer.ledger import State
 from mailer.personalize import Recipient, personalize
 
@@ -72,7 +72,8 @@ class BatchLoop:
         ready, done = self.prepare(0), None
         while ready is not None:
             if self.lost():
-                raise SendError(f"send #{self.send_id} was taken over by another runner (mailer send "
+                self.commit(done, None)  # what was sent is recorded; nothing more is claimed
+                raise SendTakenOver(f"send #{self.send_id} was taken over by another runner (mailer send "
                                 "--take-over); this one stops")
             batch, current = self.commit(done, ready)  # record the last batch, claim this one
             sending = (wire.submit(self.backend.send_batch, current.outs, current.encoded)

@@ -27,7 +27,7 @@ from mailer import batches, ledger
 from mailer.batches import BatchLoop
 from mailer.config import Settings, database_url, secret
 from mailer.deliver.base import Backend, create_backend
-from mailer.errors import AmbiguousDelivery, DeliveryError, SendError
+from mailer.errors import AmbiguousDelivery, DeliveryError, SendError, SendTakenOver
 from mailer.ledger import SendStatus
 from mailer.model import ComposedIssue
 from mailer.personalize import Recipient, personalize, prepare
@@ -130,6 +130,8 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
             loop.progress()  # the starting point, so a progress bar's rate counts this run only
             with backend:
                 loop.run(sleep)
+    except SendTakenOver:
+        raise  # the row is the new runner's now: leave it as it is
     except AmbiguousDelivery as exc:
         _finish(plan, summary, SendStatus.STOPPED, str(exc))
         raise SendError(f"send stopped after {summary.sent:,} sent: {exc}. The provider may or may not have "
@@ -216,8 +218,11 @@ def _start(plan: Plan, on_interrupted: str, notice, *, take_over: bool = False,
                 c = ledger.counts(conn, row.id)
                 if not (c["pending"] or c["sending"] or c["deferred"]):
                     return row.id, [], True
-                if ledger.runner_alive(row) and not take_over:
-                    raise SendError(_alive_message(row))
+                if ledger.runner_alive(row):
+                    if not take_over:
+                        raise SendError(_alive_message(row))
+                    notice(f"taking send #{row.id} over from {row.runner} (--take-over); it stops at its next "
+                           "heartbeat")
                 ledger.take_over(conn, row.id, plan.backend)
                 flying = ledger.in_flight(conn, row.id)
                 for batch, readers in flying:

@@ -9,6 +9,7 @@
         AmbiguousDelivery       sent, answer lost (timeout, dropped): maybe taken; never retried as is
       SignatureError            a webhook or token that does not verify
       SendError                 a send run that cannot start or go on (empty list, already sent...)
+        SendTakenOver           another runner took this send over (mailer send --take-over)
     ConfigError                 at start-up; deliberately outside MailerError
 
     subscribers.errors.SubscriberError   the list store's own tree (subscribers never imports mailer);
@@ -84,3 +85,7 @@ class ConfigError(Exception):
     """A missing or wrong setting; the message names the TOML path (e.g. `[delivery] backend`)."""
 
     exit_code = 2
+
+
+class SendTakenOver(SendError):
+    """Another runner took this send over; this one stops without touching the send's row."""

@@ -228,8 +228,9 @@ def test_a_live_runner_elsewhere_is_refused_unless_taken_over(store_settings, co
     _stale_send(store_settings, composed, "other-host:4242", timedelta(seconds=5))
     with pytest.raises(SendError, match=r"other-host:4242, last heartbeat \d+ s ago.*--take-over"):
         run(store_settings, composed)
-    summary = run(store_settings, composed, take_over=True)
-    assert (summary.sent, summary.status) == (3, "done")
+    notes = []
+    summary = run(store_settings, composed, take_over=True, notice=notes.append)
+    assert (summary.sent, summary.status) == (3, "done") and "over from other-host:4242" in notes[0]
 
 
 def test_the_heartbeat_stays_fresh_while_a_batch_is_on_the_wire(store_settings, composed, monkeypatch):
@@ -281,4 +282,7 @@ def test_a_runner_taken_over_stops_before_its_next_batch(store_settings, compose
 
     with pytest.raises(SendError, match="taken over by another runner"):
         run(store_settings, composed, backend=TakenOver(store_settings.delivery.outbox_dir))
-    assert len(list(store_settings.delivery.outbox_dir.glob("*.eml"))) == 100   # that one batch only
+    assert len(list(store_settings.delivery.outbox_dir.glob("*.eml"))) == 100   # that one batch only ...
+    assert Counter(s for (s,) in rows(store_settings, ledger.deliveries.c.state)) == {"accepted": 100, "pending": 150}
+    with engine.connect() as conn:                                             # ... recorded; the row left alone
+        assert tuple(conn.execute(select(ledger.sends.c.status, ledger.sends.c.runner)).one()) == ("sending", "other-host:1")
