@@ -29,7 +29,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # http base_url 
 
 
 def run(settings, issue, **options):
-    return dispatch.run_send(settings, dispatch.plan_send(settings, issue, "crank"), **options)
+    plan = dispatch.plan_send(settings, issue, "crank")
+    try:
+        return dispatch.run_send(settings, plan, **options)
+    finally:
+        plan.engine.dispose()   # the shared PostgreSQL server's connections are few
 
 
 def delivery(settings, **changes):
@@ -46,8 +50,11 @@ def copies(sink) -> Counter:
 
 
 def rows(settings, *columns):
-    with dispatch.open_store(settings).connect() as conn:
-        return conn.execute(select(*columns).order_by(*(c.table.c.id for c in columns[:1]))).all()
+    engine = dispatch.open_store(settings)
+    with engine.connect() as conn:
+        found = conn.execute(select(*columns).order_by(*(c.table.c.id for c in columns[:1]))).all()
+    engine.dispose()
+    return found
 
 
 # --- 1. a SendGrid request that left without an answer --------------------------------------------
@@ -148,12 +155,14 @@ def test_a_reader_still_refused_after_retry_hours_fails(store_settings, composed
 
 def _age(settings, *, next_attempt=False, started=None):
     """Stand in for the clock: make deferred readers due, or the send older."""
-    with dispatch.open_store(settings).begin() as conn:
+    engine = dispatch.open_store(settings)
+    with engine.begin() as conn:
         if next_attempt:
             conn.execute(update(ledger.deliveries).where(ledger.deliveries.c.state == "deferred")
                          .values(next_attempt_at=ledger.now() - timedelta(seconds=1)))
         if started is not None:
             conn.execute(update(ledger.sends).values(started_at=ledger.now() - started))
+    engine.dispose()
 
 
 # --- 3. a relay that restarts ---------------------------------------------------------------------
