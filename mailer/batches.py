@@ -162,11 +162,12 @@ class BatchLoop:
             if not r.ok:
                 self._settle(conn, p.readers[r.ref], r, others, deferred)
         shared = {r.provider_id for r in accepted}
-        each = [] if len(shared) == 1 else [(p.readers[r.ref].delivery_id, State.ACCEPTED.value, r.provider_id, None)
-                                            for r in accepted]
+        one_id = len(shared) == 1 and not any(r.status is ResultStatus.IN_DOUBT for r in results)  # in doubt stays `sending`
+        each = [] if one_id else [(p.readers[r.ref].delivery_id, State.ACCEPTED.value, r.provider_id, None)
+                                  for r in accepted]
         ledger.mark(conn, others + each)
         ledger.defer(conn, deferred)
-        if len(shared) == 1:
+        if one_id:
             ledger.accept_rest(conn, self.send_id, batch, p.ids, shared.pop())
         self.summary.sent += len(accepted)
         return others + [(d, State.DEFERRED.value, None, e) for d, e, _ in deferred]
