@@ -145,6 +145,8 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
     except BaseException:
         _finish(plan, summary, SendStatus.STOPPED, "interrupted")  # its batch stays `sending`: named next run
         raise
+    if beat.lost:  # taken over after our last batch: the row is the new runner's now
+        return summary
     left = summary.deferred + _unfinished(plan, send_id)
     _finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, None)
     summary.duration = time.monotonic() - started
