@@ -8,6 +8,7 @@ while; a runner whose pid was reused; another host's live runner (docs/exactly-o
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import time
 from collections import Counter
@@ -26,6 +27,13 @@ from tests.servers.smtp_sink import SmtpSink
 from tests.test_dispatch import composed, repo, secrets_in_env, store_settings, with_backend  # noqa: F401
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # http base_url on purpose
+
+
+@pytest.fixture(autouse=True)
+def fewer_connections():
+    """Engines left by earlier tests (one per fresh PostgreSQL schema) keep their pooled
+    connections until collected; the shared server allows few, so collect them first."""
+    gc.collect()
 
 
 def run(settings, issue, **options):
