@@ -7,7 +7,9 @@ next one is read from the ledger and personalized, so the provider's own time ov
     loop:  record(last) + claim(prepared)  ->  send it in the worker thread  ->  prepare() the next
 
 Readers suppressed since the start (unsubscribed, bounced, forgotten) are skipped when their batch
-is prepared; an address that cannot be written safely fails alone.
+is prepared; an address that cannot be written safely fails alone. A reader refused temporarily is
+deferred with a next attempt (`Retry`); once no reader is pending, the loop waits for deferred
+readers due soon and passes again. A batch sent without an answer stays `sending` (in doubt).
 """
 
 from __future__ import annotations
@@ -18,16 +20,16 @@ from collections import deque
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from mailer import ledger
 from mailer.deliver.base import ResultStatus
-from mailer.errors import DeliveryError
+from mailer.errors import AmbiguousDelivery, DeliveryError, SendTakenOver
 from mailer.ledger import State
 from mailer.personalize import Recipient, personalize
 
-MAX_ATTEMPTS = 3           # a reader refused temporarily (SMTP 4xx) three times is marked failed
-HEARTBEAT_EVERY = 10.0     # seconds between sends.heartbeat_at updates
 PREFETCH = 50              # readers read and personalized ahead at once (SMTP batches are single)
+MAX_BACKOFF = 3600.0       # seconds: the longest wait between two tries of a deferred reader
 
 
 @dataclass
@@ -43,37 +45,52 @@ class Prepared:
 class BatchLoop:
     """One run's loop; `summary` (a dispatch.SendSummary) holds the running counts."""
 
-    def __init__(self, engine, send_id, list_id, edition, tokens, backend, summary, on_progress, started):
+    def __init__(self, engine, send_id, list_id, edition, tokens, backend, summary, on_progress, started, *,
+                 retry: "Retry", refused=None, lost=lambda: False):
         self.engine, self.send_id, self.list_id = engine, send_id, list_id
         self.edition, self.tokens, self.backend = edition, tokens, backend
         self.summary, self.on_progress, self.started = summary, on_progress, started
-        self.beat = time.monotonic()
+        self.retry = retry
+        self.refused = refused or (lambda conn, reader, detail: None)  # a permanent refusal, for the policy
+        self.lost = lost                                                # the heartbeat says: taken over
         self.ahead: deque[Prepared] = deque()
 
-    def run(self, retry_delay: float, sleep) -> None:
+    def run(self, sleep) -> None:
+        """Every pending reader once; then deferred readers due within [delivery]
+        retry_wait_seconds are waited for and tried again, until none is due that soon."""
         with _fewer_collections(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="deliver") as wire:
-            ready, done = self.prepare(0), None
             while True:
-                if ready is None:
-                    self.commit(done, None)
-                    done = None
-                    if not self.summary.deferred:
-                        return
-                    sleep(retry_delay)  # temporary refusals get another pass (MAX_ATTEMPTS in all)
-                    with self.engine.begin() as conn:
-                        self.summary.deferred -= ledger.requeue_deferred(conn, self.send_id)
-                    ready = self.prepare(0)
-                    continue
-                batch, current = self.commit(done, ready)  # record the last batch, claim this one
-                sending = (wire.submit(self.backend.send_batch, current.outs, current.encoded)
-                           if current.outs else None)
-                ready = self.prepare(current.last_id)     # overlaps the request
-                try:
-                    done = (batch, current, sending.result() if sending else [])
-                except DeliveryError as exc:
-                    with self.engine.begin() as conn:
-                        ledger.release(conn, self.send_id, batch, str(exc))
-                    raise
+                self.one_pass(wire)
+                wait = self.retry.wait_for(self.engine, self.send_id, self.summary)
+                if wait is None:
+                    return
+                sleep(wait)  # a greylisting server's few minutes: waited out by the run itself
+                with self.engine.begin() as conn:
+                    self.summary.deferred -= ledger.requeue_due(conn, self.send_id)
+
+    def one_pass(self, wire) -> None:
+        ready, done = self.prepare(0), None
+        while ready is not None:
+            if self.lost():
+                self.commit(done, None)  # what was sent is recorded; nothing more is claimed
+                raise SendTakenOver(f"send #{self.send_id} was taken over by another runner (mailer send "
+                                "--take-over); this one stops")
+            batch, current = self.commit(done, ready)  # record the last batch, claim this one
+            sending = (wire.submit(self.backend.send_batch, current.outs, current.encoded)
+                       if current.outs else None)
+            ready = self.prepare(current.last_id)     # overlaps the request
+            try:
+                done = (batch, current, sending.result() if sending else [])
+            except AmbiguousDelivery as exc:  # may have been taken: it stays `sending`, named next run
+                with self.engine.begin() as conn:
+                    ledger.note_in_doubt(conn, self.send_id, batch, str(exc))
+                self.summary.in_doubt += len(current.outs)
+                raise
+            except DeliveryError as exc:  # provably not sent: back to pending
+                with self.engine.begin() as conn:
+                    ledger.release(conn, self.send_id, batch, str(exc))
+                raise
+        self.commit(done, None)
 
     def commit(self, done: tuple | None, ready: Prepared | None):
         """One transaction: the results of the batch just sent, then the claim of the next one."""
@@ -84,9 +101,6 @@ class BatchLoop:
             if ready:
                 claimed = self.claim(conn, ready)
                 counted += claimed[1].marks
-            if time.monotonic() - self.beat > HEARTBEAT_EVERY:
-                ledger.heartbeat(conn, self.send_id)
-                self.beat = time.monotonic()
         for _, state, _, _ in counted:
             self._count(state)
         if done:
@@ -143,16 +157,37 @@ class BatchLoop:
     def record(self, conn, batch: int, p: Prepared, results: list) -> list:
         """Write a batch's results; one UPDATE when SendGrid took it all under one message id."""
         accepted = [r for r in results if r.ok]
-        others = [(p.readers[r.ref].delivery_id, _state(r, p.readers[r.ref]).value, None, r.detail)
-                  for r in results if not r.ok]
+        others, deferred = [], []
+        for r in results:
+            if not r.ok:
+                self._settle(conn, p.readers[r.ref], r, others, deferred)
         shared = {r.provider_id for r in accepted}
-        each = [] if len(shared) == 1 else [(p.readers[r.ref].delivery_id, State.ACCEPTED.value, r.provider_id, None)
-                                            for r in accepted]
+        one_id = len(shared) == 1 and not any(r.status is ResultStatus.IN_DOUBT for r in results)  # in doubt stays `sending`
+        each = [] if one_id else [(p.readers[r.ref].delivery_id, State.ACCEPTED.value, r.provider_id, None)
+                                  for r in accepted]
         ledger.mark(conn, others + each)
-        if len(shared) == 1:
+        ledger.defer(conn, deferred)
+        if one_id:
             ledger.accept_rest(conn, self.send_id, batch, p.ids, shared.pop())
         self.summary.sent += len(accepted)
-        return others
+        return others + [(d, State.DEFERRED.value, None, e) for d, e, _ in deferred]
+
+    def _settle(self, conn, reader, result, others: list, deferred: list) -> None:
+        """One refused or unanswered reader: deferred with a next attempt, failed, or in doubt."""
+        if result.status is ResultStatus.IN_DOUBT:  # stays `sending`: the next run applies on_interrupted
+            others.append((reader.delivery_id, State.SENDING.value, None, result.detail))
+            self.summary.in_doubt += 1
+            return
+        if result.status is ResultStatus.RETRY_LATER:
+            at = self.retry.next_attempt(reader.attempts)
+            if at is not None:
+                deferred.append((reader.delivery_id, result.detail, at))
+                return
+            detail = f"{result.detail} (still refused after {self.retry.hours:g} hours of retries)"
+        else:
+            detail = result.detail
+            self.refused(conn, reader, detail)
+        others.append((reader.delivery_id, State.FAILED.value, None, detail))
 
     def progress(self) -> None:
         self.summary.duration = time.monotonic() - self.started
@@ -182,7 +217,32 @@ def _fewer_collections():
         gc.unfreeze()
 
 
-def _state(result, reader) -> State:
-    if result.status is ResultStatus.RETRY_LATER and reader.attempts < MAX_ATTEMPTS:
-        return State.DEFERRED
-    return State.FAILED
+class Retry:
+    """When a reader refused temporarily is tried again: after retry_first_seconds, doubling up to
+    an hour, until retry_hours after the send started (an MTA's queue lifetime); then failed."""
+
+    def __init__(self, started_at, hours: float, first_seconds: float, wait_seconds: float, clock=None):
+        from subscribers.models import utcnow
+
+        self.hours, self.first, self.wait = hours, first_seconds, wait_seconds
+        self.until = started_at + timedelta(hours=hours)
+        self.clock = clock or utcnow
+
+    def next_attempt(self, attempts: int):
+        """The time of the next try after `attempts` tries, or None when the window is over."""
+        at = self.clock()
+        if at >= self.until:
+            return None
+        delay = min(MAX_BACKOFF, self.first * 2 ** max(0, attempts - 1))
+        return min(at + timedelta(seconds=delay), self.until)
+
+    def wait_for(self, engine, send_id: int, summary) -> float | None:
+        """Seconds until the next deferred reader is due, if this run should wait for it; else
+        None (and summary.retry_at says when a rerun will find them due)."""
+        with engine.connect() as conn:
+            due = ledger.next_due(conn, send_id)
+        summary.retry_at = due.isoformat() if due is not None else None
+        if due is None:
+            return None
+        wait = max(0.0, (due - self.clock()).total_seconds())
+        return wait if wait <= self.wait else None

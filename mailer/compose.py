@@ -72,7 +72,7 @@ def compose(issue, settings, *, proof: bool = False) -> ComposedIssue:
     mjml = render_mjml(TEMPLATE, issue_context(issue, settings, proof=proof), folder)
     html = inline_css(mjml_to_html(mjml, folder, TEMPLATE))
     return ComposedIssue(slug=issue.slug, subject=issue.subject, preheader=issue.preheader,
-                         mjml=mjml, html=html, text=html_to_text(html))
+                         mjml=mjml, html=html, text=html_to_text(html), date=issue.date)
 
 
 def templates_dir(settings) -> Path:

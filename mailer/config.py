@@ -59,6 +59,9 @@ class SmtpSettings:
     dkim_key_env: str = "MAILER_DKIM_PRIVATE_KEY"   # PEM text of the private key
     batch_size: int = 20           # messages per ledger batch, sent one by one over the connection
     connections: int = 2           # concurrent connections, each sending its part of a batch
+    ehlo_name: str = ""            # the name we give in EHLO; empty: this host's FQDN
+    ca_file: str = ""              # PEM file of CAs to trust for the relay's certificate; empty: the system's
+    connect_retry_seconds: float = 60.0   # keep retrying a refused/unreachable relay this long (backoff)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class DeliverySettings:
     backend: str = "outbox"
     outbox_dir: Path = Path("outbox")
     on_interrupted: str = "resend"  # what a rerun does with the batch in flight at a crash
+    retry_hours: float = 24.0       # a reader refused temporarily (SMTP 4xx) is retried this long
+    retry_first_seconds: float = 60.0   # first wait before retrying a deferred reader; doubles each time
+    retry_wait_seconds: float = 600.0   # a run waits itself for deferred readers due within this long
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
 
@@ -204,7 +210,7 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
     data = {**data, "path": path}
     settings = _build(Settings, data, "", path.parent)
     _check(settings)
-    return settings
+    return _resolve_ca_file(settings)
 
 
 def _build(cls, data: dict, where: str, root: Path):
@@ -260,6 +266,10 @@ RANGES = {
     ("delivery.smtp", "timeout"): (1, 3600),
     ("delivery.smtp", "batch_size"): (1, 10_000),
     ("delivery.smtp", "connections"): (1, 64),
+    ("delivery.smtp", "connect_retry_seconds"): (0, 600),
+    ("delivery", "retry_hours"): (0, 24 * 7),
+    ("delivery", "retry_first_seconds"): (1, 3600),
+    ("delivery", "retry_wait_seconds"): (0, 3600),
     ("bounces", "soft_bounce_limit"): (1, 100),
     ("bounces", "soft_bounce_window_days"): (1, 3650),
     ("webhooks.sendgrid", "max_age_seconds"): (1, 86_400),
@@ -292,9 +302,28 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"[delivery] on_interrupted must be 'resend' or 'skip', not {s.delivery.on_interrupted!r}")
     if not s.newsletter.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"[newsletter] base_url must start with http:// or https://, not {s.newsletter.base_url!r}")
+    _check_send_edges(s)
     for key, address in (("from_email", s.newsletter.from_email), ("reply_to", s.newsletter.reply_to)):
         if "@" not in address:
             raise ConfigError(f"[newsletter] {key} must be an email address, not {address!r}")
+
+
+def _check_send_edges(s: Settings) -> None:
+    """The relay settings that are not numbers (their ranges are in RANGES; docs/exactly-once.md)."""
+    d = s.delivery
+    if d.smtp.ca_file and not (s.root / d.smtp.ca_file).is_file():
+        raise ConfigError(f"[delivery.smtp] ca_file: no such file {s.root / d.smtp.ca_file}")
+    if any(c in d.smtp.ehlo_name for c in " \t\r\n<>@"):
+        raise ConfigError(f"[delivery.smtp] ehlo_name must be a host name, not {d.smtp.ehlo_name!r}")
+
+
+def _resolve_ca_file(s: Settings) -> Settings:
+    """[delivery.smtp] ca_file relative to the config file's folder, like every other path."""
+    smtp = s.delivery.smtp
+    if not smtp.ca_file or Path(smtp.ca_file).is_absolute():
+        return s
+    smtp = dataclasses.replace(smtp, ca_file=str(s.root / smtp.ca_file))
+    return dataclasses.replace(s, delivery=dataclasses.replace(s.delivery, smtp=smtp))
 
 
 def database_url(settings: Settings) -> str:

@@ -5,10 +5,14 @@
 
 The readers are fixed when the send starts (mailer.ledger). Each batch is claimed atomically,
 committed as `sending`, handed to the backend, and its results committed. A rerun of the same
-issue and list after any crash (even kill -9) continues with the pending readers; the batch that
-was `sending` at the crash is named and resent (`[delivery] on_interrupted = "resend"`) or skipped
-("skip"). Message-IDs derive from the send and the reader, so over SMTP a resent copy carries the
-same Message-ID as a copy the server may have taken. A fully sent issue is reported, never resent.
+issue and list after any crash (even kill -9) continues with the pending readers; a batch left
+`sending` (in flight at a crash, or sent without an answer: AmbiguousDelivery, SMTP's IN_DOUBT) is
+named and resent (`[delivery] on_interrupted = "resend"`) or skipped ("skip"); only a batch that
+provably never reached the provider is retried without asking. Message-IDs derive from the send
+and the reader, so over SMTP a resent copy carries the same Message-ID as a copy the server may
+have taken. Deferred readers (4xx) are retried for [delivery] retry_hours. The runner's heartbeat
+(ledger.Heartbeat) tells a live runner from a dead one. A fully sent issue is reported, never
+resent. The argument: docs/exactly-once.md.
 """
 
 from __future__ import annotations
@@ -23,12 +27,10 @@ from mailer import batches, ledger, segments
 from mailer.batches import BatchLoop
 from mailer.config import Settings, database_url, secret_key
 from mailer.deliver.base import Backend, create_backend
-from mailer.errors import DeliveryError, SendError
+from mailer.errors import AmbiguousDelivery, DeliveryError, SendError, SendTakenOver
 from mailer.ledger import SendStatus
 from mailer.model import ComposedIssue
 from mailer.personalize import Recipient, personalize, prepare
-
-MAX_ATTEMPTS = batches.MAX_ATTEMPTS
 
 
 @dataclass
@@ -61,6 +63,8 @@ class SendSummary:
     already_sent: bool = False
     dry_run: bool = False
     interrupted: list = field(default_factory=list)   # [(batch, readers)] found in flight at start
+    in_doubt: int = 0              # readers whose message may or may not have been taken (left `sending`)
+    retry_at: str | None = None    # ISO time the earliest deferred reader is due again
     status: str = ""
     segment: str = ""
 
@@ -100,7 +104,7 @@ def plan_send(settings: Settings, issue: ComposedIssue, list_name: str, backend:
 def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
              on_progress: Callable[[SendSummary], None] | None = None,
              notice: Callable[[str], None] = lambda message: None,
-             on_interrupted: str | None = None, retry_delay: float = 10.0,
+             on_interrupted: str | None = None, take_over: bool = False,
              sleep: Callable[[float], None] = time.sleep) -> SendSummary:
     """Send (or resume sending) plan.issue to plan.list; returns the counts for the whole send."""
     started = time.monotonic()
@@ -111,20 +115,36 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
     if not plan.already_sent:  # settings and secrets fail here, before the ledger is touched
         tokens = _token_maker(settings, plan.list_id, plan.engine)
         backend = backend or create_backend(plan.backend, settings)
-    send_id, summary.interrupted, finished = _start(plan, on_interrupted or settings.delivery.on_interrupted, notice)
+        archive = archive_copy(plan.issue, settings.newsletter)
+    send_id, summary.interrupted, finished = _start(plan, on_interrupted or settings.delivery.on_interrupted,
+                                                    notice, take_over=take_over,
+                                                    archive=None if plan.already_sent else archive)
     summary.send_id = send_id
     with plan.engine.connect() as conn:
         _fill(summary, ledger.counts(conn, send_id))
+        begun = ledger.started_at(conn, send_id)
     if finished:
         summary.already_sent, summary.status = True, SendStatus.DONE.value
         return summary
     edition = prepare(plan.issue, settings.newsletter, nonce=f"s{send_id}")
-    loop = BatchLoop(plan.engine, send_id, plan.list_id, edition, tokens, backend, summary,
-                     on_progress or (lambda s: None), started)
-    loop.progress()  # the starting point, so a progress bar's rate counts this run only
+    d = settings.delivery
+    retry = batches.Retry(begun, d.retry_hours, d.retry_first_seconds, d.retry_wait_seconds)
     try:
-        with backend:
-            loop.run(retry_delay, sleep)
+        with ledger.Heartbeat(plan.engine, send_id) as beat:
+            loop = BatchLoop(plan.engine, send_id, plan.list_id, edition, tokens, backend, summary,
+                             on_progress or (lambda s: None), started, retry=retry,
+                             refused=_bounce_policy(settings, send_id), lost=lambda: beat.lost)
+            loop.progress()  # the starting point, so a progress bar's rate counts this run only
+            with backend:
+                loop.run(sleep)
+    except SendTakenOver:
+        raise  # the row is the new runner's now: leave it as it is
+    except AmbiguousDelivery as exc:
+        _finish(plan, summary, SendStatus.STOPPED, str(exc))
+        raise SendError(f"send stopped after {summary.sent:,} sent: {exc}. The provider may or may not have "
+                        f"taken the last batch ({summary.in_doubt:,} readers): it stays in flight, and the next "
+                        f"run names it and applies [delivery] on_interrupted (now \"{d.on_interrupted}\")."
+                        ) from exc
     except DeliveryError as exc:
         _finish(plan, summary, SendStatus.STOPPED, str(exc))
         raise SendError(f"send stopped after {summary.sent:,} sent: {exc}. The ledger is intact: run the "
@@ -132,10 +152,36 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
     except BaseException:
         _finish(plan, summary, SendStatus.STOPPED, "interrupted")  # its batch stays `sending`: named next run
         raise
+    if beat.lost:  # taken over after our last batch: the row is the new runner's now
+        return summary
     left = summary.deferred + _unfinished(plan, send_id)
     _finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, None)
     summary.duration = time.monotonic() - started
     return summary
+
+
+def archive_copy(issue: ComposedIssue, newsletter) -> ledger.ArchiveCopy:
+    """The issue as mailed, every reader field neutral: what /archive/ISSUE serves (html, text)."""
+    from mailer.archived import neutral_copy
+
+    return neutral_copy(issue, newsletter.base_url)
+
+
+def _bounce_policy(settings: Settings, send_id: int):
+    """A permanent per-reader refusal at RCPT with a hard-bounce status (5.1.x, 5.2.1, 5.4.4)
+    becomes a hard-bounce DeliveryEvent through subscribers.policy, the webhook's own policy."""
+    from mailer.deliver.refusals import refusal_event
+    from mailer.web.ingest import limits_from
+    from subscribers.policy import ingest
+
+    limits = limits_from(settings)
+
+    def refused(conn, reader, detail: str | None) -> None:
+        event = refusal_event(reader.email, detail, ledger.delivery_ref(send_id, reader.subscriber_id))
+        if event is not None:
+            ingest(conn, [event], limits)
+
+    return refused
 
 
 def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
@@ -162,7 +208,8 @@ def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
     return summary
 
 
-def _start(plan: Plan, on_interrupted: str, notice) -> tuple[int, list, bool]:
+def _start(plan: Plan, on_interrupted: str, notice, *, take_over: bool = False,
+           archive: tuple[str, str] | None = None) -> tuple[int, list, bool]:
     """Create the send (readers fixed now) or take over an earlier one, settling its batch in flight.
 
     Returns (send id, batches found in flight, whether the send was already complete)."""
@@ -174,13 +221,16 @@ def _start(plan: Plan, on_interrupted: str, notice) -> tuple[int, list, bool]:
                     chosen = segments.readers(plan.issue.slug, plan.list_id, plan.segment)
                     return ledger.create_send(conn, issue=plan.issue.slug, list_id=plan.list_id,
                                               list_name=plan.list_name, subject=plan.issue.subject,
-                                              backend=plan.backend, recipients=chosen, segment=plan.segment), [], False
+                                              backend=plan.backend, recipients=chosen, segment=plan.segment,
+                                              archive=archive), [], False
                 c = ledger.counts(conn, row.id)
                 if not (c["pending"] or c["sending"] or c["deferred"]):
                     return row.id, [], True
                 if ledger.runner_alive(row):
-                    raise SendError(f"send #{row.id} of {row.issue} to {row.list_name} is running in another "
-                                    f"process ({row.runner}); wait for it or stop it first")
+                    if not take_over:
+                        raise SendError(_alive_message(row))
+                    notice(f"taking send #{row.id} over from {row.runner} (--take-over); it stops at its next "
+                           "heartbeat")
                 ledger.take_over(conn, row.id, plan.backend)
                 flying = ledger.in_flight(conn, row.id)
                 for batch, readers in flying:
@@ -189,11 +239,18 @@ def _start(plan: Plan, on_interrupted: str, notice) -> tuple[int, list, bool]:
                            f"provider may or may not have taken it; {verb} ([delivery] on_interrupted = "
                            f"\"{on_interrupted}\")")
                 ledger.settle_in_flight(conn, row.id, resend=on_interrupted == "resend")
-                ledger.requeue_deferred(conn, row.id)
+                ledger.requeue_due(conn, row.id)
                 return row.id, [tuple(f) for f in flying], False
         except IntegrityError:
             continue
     raise SendError(f"could not start the send of {plan.issue.slug} to {plan.list_name}")
+
+
+def _alive_message(row) -> str:
+    age = ledger.heartbeat_age(row)
+    return (f"send #{row.id} of {row.issue} to {row.list_name} is running in another process ({row.runner}, "
+            f"last heartbeat {age.total_seconds():.0f} s ago); wait for it, or if you know that process is "
+            "gone, run again with --take-over")
 
 
 def _fill(summary: SendSummary, c: dict[str, int]) -> None:

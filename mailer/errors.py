@@ -6,8 +6,10 @@
       DeliveryError             backend, status code, provider's words
         TemporaryDelivery       network, timeout, 429, 5xx, SMTP 4xx: retry later
         PermanentDelivery       4xx, SMTP 5xx: do not retry
+        AmbiguousDelivery       sent, answer lost (timeout, dropped): maybe taken; never retried as is
       SignatureError            a webhook or token that does not verify
       SendError                 a send run that cannot start or go on (empty list, already sent...)
+        SendTakenOver           another runner took this send over (mailer send --take-over)
       ListIsPrivate             a public form asked for a private list (`mailer lists embed`)
     ConfigError                 at start-up; deliberately outside MailerError
 
@@ -79,6 +81,11 @@ class PermanentDelivery(DeliveryError):
     """4xx, SMTP 5xx, bad credentials: do not retry unchanged."""
 
 
+class AmbiguousDelivery(DeliveryError):
+    """The request left and no answer came (timeout, connection dropped): the provider may have
+    taken it. Never retried automatically; its batch stays in flight for on_interrupted."""
+
+
 class SignatureError(MailerError):
     """A webhook post or a token that does not verify."""
 
@@ -95,3 +102,7 @@ class ConfigError(Exception):
     """A missing or wrong setting; the message names the TOML path (e.g. `[delivery] backend`)."""
 
     exit_code = 2
+
+
+class SendTakenOver(SendError):
+    """Another runner took this send over; this one stops without touching the send's row."""

@@ -4,7 +4,9 @@ Every state change is one short transaction, so any process can crash at any poi
 
     pending --claim--> sending --results--> accepted | deferred | failed
        ^                  |                 (skipped: suppressed since the start, or forgotten)
-       +--- rerun --------+  (the batch in flight at a crash: resent or skipped, per config)
+       +--- rerun --------+  (a batch in flight at a crash or left without an answer: resent or
+       ^                     skipped, per on_interrupted)
+       +--- due ---------- deferred (next_attempt_at; failed after retry_hours)
 
 The next batch is read (`peek`) and personalized while the current one is on the wire, then
 claimed with one atomic `UPDATE ... WHERE id IN (...) AND state = 'pending'` (two workers never
@@ -23,8 +25,8 @@ import socket
 from datetime import timedelta
 from typing import NamedTuple
 
-from sqlalchemy import (BigInteger, bindparam, CheckConstraint, Column, ForeignKey, Index, Integer, MetaData, String,
-                        Table, Text, UniqueConstraint, and_, func, insert, literal, select, update)
+from sqlalchemy import (BigInteger, bindparam, CheckConstraint, Column, Date, ForeignKey, Index, Integer, MetaData, String,
+                        Table, Text, UniqueConstraint, and_, func, insert, literal, or_, select, update)
 from sqlalchemy.engine import Connection
 
 from subscribers.models import UtcDateTime, lists, memberships, subscribers
@@ -68,6 +70,10 @@ sends = Table(
     Column("finished_at", UtcDateTime),
     Column("last_error", Text),
     Column("segment", String(500), nullable=False, default="", server_default=""),  # segments.py; "" = whole list
+    Column("archive_html", Text),  # the issue as mailed, neutral reader fields: /archive/ISSUE
+    Column("archive_text", Text),
+    Column("archive_date", Date),  # the issue's date (front matter) and preheader, for the archive pages
+    Column("archive_preheader", Text),
     UniqueConstraint("issue", "list_id", "segment"),
     CheckConstraint("status IN ('sending', 'stopped', 'done')"),
 )
@@ -83,13 +89,15 @@ deliveries = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text),
     Column("updated_at", UtcDateTime),
+    Column("next_attempt_at", UtcDateTime),   # a deferred reader is tried again from then on
     UniqueConstraint("send_id", "subscriber_id"),
     # (send_id, id), not (send_id, state, ...): an index on state would be rewritten at every state
     # change, twice per reader, which costs more than scanning a send's rows in id order.
     Index("ix_deliveries_send_id_id", "send_id", "id"),
 )
 
-HEARTBEAT_STALE = timedelta(minutes=2)  # a runner on another host is presumed dead after this
+HEARTBEAT_EVERY = 10.0                  # seconds between heartbeats, from a timer thread
+HEARTBEAT_STALE = timedelta(minutes=2)  # a runner whose heartbeat is older is presumed dead
 
 
 def delivery_ref(send_id: int, subscriber_id: int) -> str:
@@ -105,6 +113,14 @@ def parse_ref(ref: str) -> tuple[int, int] | None:
 
 def this_runner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ArchiveCopy(NamedTuple):
+    """What a send stores for /archive/ISSUE when it starts (mailer.archived)."""
+    html: str
+    text: str
+    date: object           # datetime.date: the issue's date
+    preheader: str
 
 
 class Reader(NamedTuple):  # a tuple: a million of them are made per send
@@ -124,12 +140,15 @@ def find_send(conn: Connection, issue: str, list_id: int, segment: str = ""):
 
 
 def create_send(conn: Connection, *, issue: str, list_id: int, list_name: str, subject: str,
-                backend: str, recipients, segment: str = "") -> int:
-    """The sends row and one pending delivery per reader, fixed now, in one INSERT ... SELECT."""
+                backend: str, recipients, segment: str = "", archive: ArchiveCopy | None = None) -> int:
+    """The sends row (with the archive copy: html, text, date, preheader) and one pending delivery per reader,
+    fixed now, in one INSERT ... SELECT."""
     stamp = now()
+    html, text, date, preheader = archive or (None, None, None, None)
     send_id = conn.execute(insert(sends).values(
         issue=issue, list_id=list_id, list_name=list_name, subject=subject[:998], backend=backend, segment=segment,
         status=SendStatus.SENDING.value, started_at=stamp, runner=this_runner(), heartbeat_at=stamp,
+        archive_html=html, archive_text=text, archive_date=date, archive_preheader=preheader,
     ).returning(sends.c.id)).scalar_one()
     chosen = recipients.subquery()
     conn.execute(insert(deliveries).from_select(
@@ -146,24 +165,79 @@ def take_over(conn: Connection, send_id: int, backend: str) -> None:
         last_error=None))
 
 
+# --- liveness: who runs a send ---------------------------------------------------------------
+# A runner stamps sends.heartbeat_at every HEARTBEAT_EVERY seconds from a timer thread
+# (`Heartbeat`), also while a batch is on the wire, so the age of that stamp is the one test of
+# life, on any host. On the runner's own host a pid that no longer exists proves it dead at once;
+# a live pid proves nothing (pids are reused), so it never keeps a stale send blocked.
+
+def heartbeat_age(row, at=None) -> timedelta | None:
+    """How long ago the send's runner last gave a sign of life (None: never)."""
+    return None if row.heartbeat_at is None else (at or now()) - row.heartbeat_at
+
+
 def runner_alive(row) -> bool:
-    """Is another process still running this send? Same host: is its pid alive; else heartbeat age."""
+    """Is another process still running this send? Judged by heartbeat age everywhere."""
     if row.status != SendStatus.SENDING.value or not row.runner or row.runner == this_runner():
         return False
-    host, _, pid = row.runner.rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+    age = heartbeat_age(row)
+    if age is None or age >= HEARTBEAT_STALE:
+        return False
+    return not _pid_gone(row.runner)
+
+
+def _pid_gone(runner: str) -> bool:
+    """True only when the runner was on this host and its pid is certainly not running."""
+    host, _, pid = runner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
         return True
-    return row.heartbeat_at is not None and now() - row.heartbeat_at < HEARTBEAT_STALE
+    except PermissionError:
+        return False
+    return False
 
 
-def heartbeat(conn: Connection, send_id: int) -> None:
-    conn.execute(update(sends).where(sends.c.id == send_id).values(heartbeat_at=now()))
+def heartbeat(conn: Connection, send_id: int) -> bool:
+    """Stamp our sign of life; False when the send is no longer ours (taken over)."""
+    return conn.execute(update(sends).where(sends.c.id == send_id, sends.c.runner == this_runner())
+                        .values(heartbeat_at=now())).rowcount == 1
+
+
+class Heartbeat:
+    """A timer thread keeping sends.heartbeat_at fresh while this process runs the send.
+
+        with Heartbeat(engine, send_id) as beat:   # ... beat.lost: another runner took over
+    """
+
+    def __init__(self, engine, send_id: int, every: float | None = None):
+        import threading
+
+        self.engine, self.send_id = engine, send_id
+        self.every = HEARTBEAT_EVERY if every is None else every
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{send_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                with self.engine.begin() as conn:
+                    self.lost = not heartbeat(conn, self.send_id)
+            except Exception:  # noqa: BLE001 - a busy database: the next beat tries again
+                continue
+            if self.lost:
+                return
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def counts(conn: Connection, send_id: int) -> dict[str, int]:
@@ -198,10 +272,57 @@ def settle_in_flight(conn: Connection, send_id: int, resend: bool) -> int:
                         .values(updated_at=now(), **values)).rowcount
 
 
-def requeue_deferred(conn: Connection, send_id: int) -> int:
-    return conn.execute(update(deliveries).where(deliveries.c.send_id == send_id,
-                                                 deliveries.c.state == State.DEFERRED.value)
-                        .values(state=State.PENDING.value)).rowcount
+def requeue_due(conn: Connection, send_id: int, at=None) -> int:
+    """Deferred readers whose next attempt has come go back to pending."""
+    return conn.execute(update(deliveries).where(
+        deliveries.c.send_id == send_id, deliveries.c.state == State.DEFERRED.value,
+        or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= (at or now())))
+        .values(state=State.PENDING.value)).rowcount
+
+
+def next_due(conn: Connection, send_id: int):
+    """When the earliest deferred reader of the send may be tried again (None: none deferred)."""
+    return conn.execute(select(func.min(deliveries.c.next_attempt_at)).where(
+        deliveries.c.send_id == send_id, deliveries.c.state == State.DEFERRED.value)).scalar()
+
+
+def defer(conn: Connection, rows: list[tuple[int, str | None, object]]) -> None:
+    """Record (delivery_id, error, next attempt at) for readers refused temporarily."""
+    if rows:
+        stamp = now()
+        conn.execute(update(deliveries).where(deliveries.c.id == bindparam("b_id")).values(
+            state=State.DEFERRED.value, last_error=bindparam("b_err"), next_attempt_at=bindparam("b_next"),
+            updated_at=stamp), [{"b_id": d, "b_err": (e or "")[:2000], "b_next": t} for d, e, t in rows])
+
+
+def started_at(conn: Connection, send_id: int):
+    return conn.execute(select(sends.c.started_at).where(sends.c.id == send_id)).scalar_one()
+
+
+# --- the archive copy -------------------------------------------------------------------------
+# An issue is in the archive once a send of it has started and stored its copy (status sending,
+# which a crash leaves as it is) or once a send delivered to anyone (sends from before copies
+# were stored have no copy: the web recomposes those from the issue file).
+
+_VISIBLE = or_(sends.c.sent > 0, and_(sends.c.status == SendStatus.SENDING.value, sends.c.archive_html.is_not(None)))
+
+
+def archived(conn: Connection) -> list[tuple[str, str, object]]:
+    """(issue, subject, started_at) of every issue in the archive, newest sent first, one row each."""
+    first = (select(sends.c.issue, func.min(sends.c.id).label("id")).where(_VISIBLE)
+             .group_by(sends.c.issue).subquery())
+    return [tuple(r) for r in conn.execute(
+        select(sends.c.issue, sends.c.subject, sends.c.started_at).join(first, first.c.id == sends.c.id)
+        .order_by(sends.c.started_at.desc(), sends.c.issue.desc())).all()]
+
+
+def archived_copy(conn: Connection, issue: str):
+    """The stored copy of `issue` (subject, archive_html, archive_text) from its first send that
+    has one; a row with html None when only an older send (before copies were kept) shows it."""
+    rows = conn.execute(select(sends.c.subject, sends.c.archive_html, sends.c.archive_text, sends.c.archive_date,
+                               sends.c.archive_preheader, sends.c.started_at)
+                        .where(sends.c.issue == issue, _VISIBLE).order_by(sends.c.id)).all()
+    return next((r for r in rows if r.archive_html is not None), rows[0] if rows else None)
 
 
 # The hot statements, built once: a send runs them once per batch, and for SMTP a batch is one
@@ -279,8 +400,17 @@ def accept_rest(conn: Connection, send_id: int, batch: int, ids: list[int], prov
                                        "b_first": ids[0], "b_last": ids[-1]}).rowcount
 
 
+def note_in_doubt(conn: Connection, send_id: int, batch: int, error: str) -> None:
+    """A batch whose request left without an answer stays `sending`, with the reason noted: the
+    next run names it and applies on_interrupted (it may or may not have been taken)."""
+    conn.execute(update(deliveries).where(
+        deliveries.c.send_id == send_id, deliveries.c.batch == batch, deliveries.c.state == State.SENDING.value)
+        .values(last_error=f"in doubt: {error}"[:2000], updated_at=now()))
+
+
 def release(conn: Connection, send_id: int, batch: int, error: str) -> None:
-    """A batch the backend refused as a whole goes back to pending for the next run."""
+    """A batch that provably did not reach the backend (refused as a whole, connection refused,
+    429/5xx after the retries) goes back to pending for the next run."""
     conn.execute(update(deliveries).where(
         deliveries.c.send_id == send_id, deliveries.c.batch == batch, deliveries.c.state == State.SENDING.value)
         .values(state=State.PENDING.value, last_error=error[:2000], updated_at=now()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
 
@@ -84,3 +85,4 @@ class ComposedIssue:
     mjml: str
     html: str
     text: str
+    date: dt.date | None = None   # the issue's date (front matter); None for mails that are not issues

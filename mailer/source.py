@@ -32,7 +32,11 @@ FENCE = "+++"
 REQUIRED = {"subject": str, "preheader": str, "date": dt.date}
 # The lead image at the top of the issue (optional): its URL, what it shows, credit and caption.
 OPTIONAL = {"image": str, "image_alt": str, "image_credit": str, "image_caption": str}
-SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# The one rule for an issue's name (its file name without .md): it names the ledger's row
+# (sends.issue, 64 characters), the archive URL /archive/NAME, the outbox files, the X-Mailer-Issue
+# header and SendGrid's custom_args. Everything that takes a name calls `issue_name_problem`.
+ISSUE_NAME_MAX = 64
+SLUG = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.))*$")
 COMMENT = re.compile(r"<!--.*?-->", re.S)
 # "Item text (Source)": the last parenthesis, unless it is a Markdown link's "](url)"; the source
 # may itself be a link, "([Financial Times](https://...))".
@@ -124,6 +128,19 @@ class Issue:
         return tuple(s for s in self.sections if s.colophon)
 
 
+def issue_name_problem(name: str) -> str | None:
+    """What is wrong with `name` as an issue's name, or None when it is a good one."""
+    if not SLUG.match(name) or name.endswith("."):
+        return "must be letters, digits, '-', '_' or '.' (no '..'), starting with a letter or digit"
+    if len(name) > ISSUE_NAME_MAX:
+        return f"must be at most {ISSUE_NAME_MAX} characters (it has {len(name)})"
+    return None
+
+
+def valid_issue_name(name: str) -> bool:
+    return issue_name_problem(name) is None
+
+
 def read_issue(path: str | Path) -> Issue:
     """Read and check one issue file."""
     path = Path(path)
@@ -142,9 +159,10 @@ def read_issue(path: str | Path) -> Issue:
 def parse_issue(text: str, path: str | Path) -> Issue:
     path = Path(path)
     slug = path.stem
-    if not SLUG.match(slug):
-        raise IssueSourceError(f"the file name {path.name!r} must be letters, digits, '-', '_' or '.'"
-                               " (it names the issue in the archive), e.g. 2024-11.md", path=str(path))
+    problem = issue_name_problem(slug)
+    if problem:
+        raise IssueSourceError(f"the file name {path.name!r} {problem}: it names the issue in the ledger and "
+                               "the archive, e.g. 2024-11.md", path=str(path))
     problems: list[IssueSourceError] = []
     meta, body_start = _front_matter(text, str(path), problems)
     lines = text.splitlines()

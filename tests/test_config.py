@@ -34,6 +34,12 @@ BAD = [
     ('[delivery.smtp]\nstarttls = 1\n', "[delivery.smtp] starttls must be bool"),
     ('[bounces]\nsoft_bounce_limit = true\n', "[bounces] soft_bounce_limit must be int"),
     ('[delivery]\non_interrupted = "maybe"\n', "[delivery] on_interrupted"),
+    ('[delivery]\nretry_hours = -1\n', "[delivery] retry_hours must be between 0 and 168"),
+    ('[delivery]\nretry_first_seconds = 0\n', "[delivery] retry_first_seconds must be between 1 and 3,600"),
+    ('[delivery]\nretry_wait_seconds = 7200\n', "[delivery] retry_wait_seconds must be between 0 and 3,600"),
+    ('[delivery.smtp]\nconnect_retry_seconds = 3600\n', "[delivery.smtp] connect_retry_seconds must be between"),
+    ('[delivery.smtp]\nca_file = "no-such.pem"\n', "[delivery.smtp] ca_file: no such file"),
+    ('[delivery.smtp]\nehlo_name = "my host"\n', "[delivery.smtp] ehlo_name must be a host name"),
 ]
 
 
@@ -120,3 +126,11 @@ def test_range_error_on_the_command_line(tmp_path, cli):
     result = cli("--config", str(path), "lists")
     assert result.code != 0
     assert result.err.strip() == "error: [web] subscribe_burst must be between 1 and 10,000, not 0"
+
+
+def test_ca_file_resolves_against_config_folder(tmp_path):
+    (tmp_path / "relay-ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    path = tmp_path / "config.toml"
+    path.write_text(NEWSLETTER + '[delivery.smtp]\nca_file = "relay-ca.pem"\nehlo_name = "news.example.org"\n')
+    s = load_settings(path)
+    assert s.delivery.smtp.ca_file == str(tmp_path / "relay-ca.pem") and s.delivery.retry_hours == 24

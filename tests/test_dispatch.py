@@ -60,7 +60,7 @@ def with_backend(settings, name, *, server=None, sink_port=None, batch_size=50):
 
 
 def send(settings, composed, **options):
-    return dispatch.run_send(settings, dispatch.plan_send(settings, composed, "crank"), retry_delay=0, **options)
+    return dispatch.run_send(settings, dispatch.plan_send(settings, composed, "crank"), **options)
 
 
 def delivered(settings, name, server=None, sink=None) -> list[bytes | dict]:
@@ -189,14 +189,16 @@ def test_temporary_and_permanent_refusals(store_settings, composed):
     replies = {"r1@example.org": "550 5.1.1 No such user", "r3@example.org": "450 4.2.1 Mailbox busy"}
     with SmtpSink(replies=replies) as sink:
         settings = with_backend(store_settings, "smtp", sink_port=sink.port)
+        settings = dataclasses.replace(settings, delivery=dataclasses.replace(settings.delivery, retry_wait_seconds=0))
         summary = send(settings, composed)
-    assert (summary.sent, summary.failed, summary.deferred) == (3, 2, 0)
+    assert (summary.sent, summary.failed, summary.deferred, summary.status) == (3, 1, 1, "stopped")
     engine = dispatch.open_store(settings)
     with engine.connect() as conn:
-        rows = conn.execute(select(ledger.deliveries.c.attempts, ledger.deliveries.c.last_error)
-                            .where(ledger.deliveries.c.state == "failed").order_by(ledger.deliveries.c.id)).all()
-    assert [(r.attempts, r.last_error) for r in rows] == [(1, replies["r1@example.org"]),
-                                                          (dispatch.MAX_ATTEMPTS, replies["r3@example.org"])]
+        rows = conn.execute(select(ledger.deliveries.c.state, ledger.deliveries.c.attempts,
+                                   ledger.deliveries.c.last_error)
+                            .where(ledger.deliveries.c.state != "accepted").order_by(ledger.deliveries.c.id)).all()
+    assert [tuple(r) for r in rows] == [("failed", 1, replies["r1@example.org"]),
+                                        ("deferred", 1, replies["r3@example.org"])]
 
 
 def test_a_rejected_api_key_stops_the_send_and_a_rerun_finishes_it(store_settings, composed, sendgrid_server,
@@ -231,7 +233,8 @@ def test_a_second_runner_is_refused_while_the_first_is_alive(store_settings, com
     plan = dispatch.plan_send(store_settings, composed, "crank")
     dispatch.run_send(store_settings, plan)
     with plan.engine.begin() as conn:  # pretend our parent process is mid-send
-        conn.execute(update(ledger.sends).values(status="sending", runner=f"{ledger.socket.gethostname()}:{os.getppid()}"))
+        conn.execute(update(ledger.sends).values(status="sending", runner=f"{ledger.socket.gethostname()}:{os.getppid()}",
+                                                 heartbeat_at=ledger.now()))
         conn.execute(update(ledger.deliveries).where(ledger.deliveries.c.id == 1).values(state="pending"))
     with pytest.raises(SendError, match="running in another process"):
         dispatch.run_send(store_settings, dispatch.plan_send(store_settings, composed, "crank"))

@@ -159,3 +159,45 @@ def test_kill_9_mid_send_then_rerun_misses_nobody_and_doubles_only_the_batch_in_
     if flying:
         assert "was in flight when the last run stopped" in result.err and "resending it" in result.err
     assert "200 sent, 0 failed, 0 skipped" in result.out
+
+
+def test_an_issue_name_too_long_for_the_ledger_is_refused_before_the_ledger_is_touched(cli, config_file, store, repo,
+                                                                                        tmp_path):
+    from sqlalchemy import func
+
+    from mailer.ledger import sends
+    from mailer.migrate import connect
+
+    long_name = tmp_path / ("2024-11-" + "x" * 62 + ".md")     # 70 characters before .md
+    long_name.write_text((repo / "issues" / "2024-11.md").read_text(encoding="utf-8"), encoding="utf-8")
+    result = cli("--config", config_file, "send", str(long_name), "--list", "crank", "--yes")
+    assert result.code == 1 and "Traceback" not in result.err
+    assert "must be at most 64 characters (it has 70)" in result.err and len(result.err.strip().splitlines()) == 1
+    with connect(store).connect() as conn:
+        assert conn.execute(select(func.count()).select_from(sends)).scalar_one() == 0
+
+
+def test_db_current_shows_both_schemas(cli, config_file, store):
+    from mailer.migrate import head_revision
+
+    assert cli("--config", config_file, "db", "upgrade").code == 0
+    out = cli("--config", config_file, "db", "current").out
+    assert "subscribers schema: " in out and f"mailer schema: {head_revision()} (up to date)" in out
+
+
+def test_a_run_ending_with_deferred_readers_says_how_many_and_until_when(cli, config_file, store, repo):
+    from tests.servers.smtp_sink import SmtpSink
+
+    with SmtpSink(greylist={"r1@example.org": 3600}) as sink:
+        text = config_file.read_text(encoding="utf-8")
+        text = text.replace("port = 587", f"port = {sink.port}").replace("starttls = true", "starttls = false")
+        config_file.write_text(text.replace("retry_wait_seconds = 600", "retry_wait_seconds = 0"), encoding="utf-8")
+        first = cli("--config", config_file, "send", issue_file(repo), "--list", "crank", "--yes", "--backend", "smtp")
+        again = cli("--config", config_file, "send", issue_file(repo), "--list", "crank", "--yes", "--backend", "smtp",
+                    "--json")
+    assert first.code == 0 and "2 sent, 0 failed, 0 skipped" in first.out
+    assert "1 deferred (temporary refusals) until 20" in first.out and "run the same command then" in first.out
+    summary = json.loads(again.out)
+    assert (summary["sent"], summary["deferred"], summary["status"], summary["already_sent"]) == (2, 1, "stopped", False)
+    assert summary["retry_at"] and sink.state.rcpt_tries["r1@example.org"] == 1
+    assert Counter(r for m in sink.messages for r in m.rcpt_tos) == {"r0@example.org": 1, "r2@example.org": 1}

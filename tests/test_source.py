@@ -125,8 +125,10 @@ def test_a_malformed_issue_names_file_and_line(text, line, message):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("bad name.md", "the file name 'bad name.md' must be letters, digits, '-', '_' or '.' (it names "
-                    "the issue in the archive), e.g. 2024-11.md"),
+    ("bad name.md", "the file name 'bad name.md' must be letters, digits, '-', '_' or '.' (no '..'), starting "
+                    "with a letter or digit: it names the issue in the ledger and the archive, e.g. 2024-11.md"),
+    ("a" * 65 + ".md", f"the file name '{'a' * 65}.md' must be at most 64 characters (it has 65): it names the "
+                       "issue in the ledger and the archive, e.g. 2024-11.md"),
     ("missing.md", "no such issue file"),
 ])
 def test_file_level_problems(tmp_path, name, message):

@@ -71,13 +71,21 @@ def upgrade(ctx: typer.Context) -> None:
 
 @app.command()
 def current(ctx: typer.Context) -> None:
-    """Show the database and the subscribers schema revision it is at (and the newest one)."""
+    """Show the database and the revision each schema (subscribers', mailer's) is at, and the newest."""
     from sqlalchemy.engine import make_url
 
     from subscribers import db
 
     url = database_url(ctx)
-    rev, head = db.current_revision(db.create(url)), db.head_revision()
+    engine = db.create(url)
+    lines = [make_url(url).render_as_string(hide_password=True),
+             _schema_line("subscribers", db.current_revision(engine), db.head_revision())]
+    mailer_migrate = _mailer_migrations()
+    if mailer_migrate is not None:
+        lines.append(_schema_line("mailer", mailer_migrate.current_revision(engine), mailer_migrate.head_revision()))
+    console().print("\n".join(lines), markup=False, highlight=False)
+
+
+def _schema_line(name: str, rev: str | None, head: str) -> str:
     state = "up to date" if rev == head else f"behind (newest {head}; run `mailer db upgrade`)"
-    where = make_url(url).render_as_string(hide_password=True)
-    console().print(f"{where}\nsubscribers schema: {rev or 'empty'} ({state})", markup=False, highlight=False)
+    return f"{name} schema: {rev or 'empty'} ({state})"

@@ -45,6 +45,8 @@ def send(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     tags: Optional[list[str]] = typer.Option(None, "--tag", help="Only readers with this tag (repeat: any of them).",
                                              show_default=False),
+    take_over: bool = typer.Option(False, "--take-over", help="Resume a send whose runner still looks alive "
+                                   "(fresh heartbeat): only when you know that process is gone."),
 ) -> None:
     """Send ISSUE to every active subscriber of a list (or of a segment: --tag), exactly once (a rerun resumes)."""
     from mailer import dispatch
@@ -68,7 +70,7 @@ def send(
                 typer.confirm(f"{verb} '{shown_subject(composed.subject)}' to {plan.readers:,} {who} of {describe(plan.list_name, plan.segment)} "
                               f"via {plan.backend}?", abort=True, err=True)
             with _progress(err) as on_progress:
-                summary = dispatch.run_send(settings, plan, on_progress=on_progress,
+                summary = dispatch.run_send(settings, plan, on_progress=on_progress, take_over=take_over,
                                             notice=lambda message: err.print(f"note: {message}"))
     _report(summary, shown_subject(composed.subject), as_json)
 
@@ -153,8 +155,19 @@ def _report(summary, subject: str, as_json: bool) -> None:
         line = (f"Sent '{subject}' to {summary.list} via {summary.backend}: {summary.sent:,} sent, "
                 f"{summary.failed:,} failed, {summary.skipped:,} skipped in {summary.duration:.1f} s.")
         if summary.deferred:
-            line += f" {summary.deferred:,} deferred (temporary refusals): run the same command later to retry them."
+            line += (f" {summary.deferred:,} deferred (temporary refusals) until {_when(summary.retry_at)}: run the "
+                     "same command then to retry them.")
+        if summary.in_doubt:
+            line += (f" {summary.in_doubt:,} may or may not have been taken (connection lost after sending): the "
+                     "next run names them and applies [delivery] on_interrupted.")
         typer.echo(line)
+
+
+def _when(iso: str | None) -> str:
+    """An ISO time as the reader's local time, to the minute."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M %Z") if iso else "later"
 
 
 class _progress:

@@ -7,9 +7,12 @@ recipients per request (STYLE.md section 2):
         results = backend.send_batch(batch)                    # len(batch) <= backend.max_batch
 
 `send_batch` returns one Result per message, in order. A per-message failure is a Result
-(REJECTED: do not retry; RETRY_LATER: the same message may go later). A failure of the whole
+(REJECTED: do not retry; RETRY_LATER: the same message may go later; IN_DOUBT: the server may
+have taken it, so only the operator's [delivery] on_interrupted may send it again). A failure of the whole
 backend (bad credentials, server gone after bounded retries) raises PermanentDelivery or
-TemporaryDelivery, translated from the library's errors at one place per backend, `from exc`.
+TemporaryDelivery (the batch provably did not go), or AmbiguousDelivery (the batch may have gone:
+a timeout or a dropped connection after the request left), translated from the library's errors
+at one place per backend, `from exc`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class ResultStatus(str, enum.Enum):
     ACCEPTED = "accepted"          # the provider or server took it (not yet delivered)
     REJECTED = "rejected"          # refused for good: bad address, SMTP 5xx, SendGrid 400 naming it
     RETRY_LATER = "retry_later"    # SMTP 4xx for this recipient: may succeed later
+    IN_DOUBT = "in_doubt"          # may or may not have been taken (connection lost after DATA)
 
 
 @dataclass(frozen=True)

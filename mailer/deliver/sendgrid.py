@@ -12,7 +12,12 @@ helpers attached one reader's headers to another (libraries.md). The part shared
 request body, so a million readers cost a thousand small `json.dumps` of personalizations.
 
 Answers (standards.md 3.3, 6.2): 202 accepted; 429 wait until X-RateLimit-Reset, then retry;
-5xx, timeouts and dropped connections: bounded exponential backoff with jitter; 400 naming
+5xx, and a request that never fully left (connection refused, reset while sending): bounded
+exponential backoff with jitter. A request that left and got no answer (a timeout or a dropped
+connection while waiting for the answer) may have been accepted: it is never retried, but raises
+AmbiguousDelivery, which leaves the batch in flight for [delivery] on_interrupted (dispatch.py,
+docs/exactly-once.md). urllib tells the two apart for us: it wraps errors while sending the
+request in URLError and lets errors while reading the answer through as they are. 400 naming
 `personalizations.N...`: reject those readers, send the rest; any other 400, 401, 403, 413:
 PermanentDelivery with SendGrid's own words. `sleep`, `clock` and `rng` are injectable for tests.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 import html
 import http.client
 import json
+import logging
 import random
 import re
 import time
@@ -30,12 +36,15 @@ from typing import Callable, Sequence
 
 from mailer.config import SendGridSettings, secret
 from mailer.deliver.base import Backend, Result, ResultStatus
-from mailer.errors import PermanentDelivery, TemporaryDelivery
+from mailer.errors import AmbiguousDelivery, PermanentDelivery, TemporaryDelivery
 from mailer.model import FIELDS, ISSUE_ARG, REF_ARG, marker
 from mailer.personalize import ISSUE_HEADER, ONE_CLICK, REF_HEADER
 
 # A non-default JSON content type makes python-http-client send our string as it is, instead of
-# json.dumps-ing it a second time (python_http_client/client.py, http_request).
+# json.dumps-ing it a second time (python_http_client/client.py, http_request): it calls
+# `request_body.encode("utf-8")` and formats the result into a debug line. Both are internals of
+# python-http-client 3.3.x, pinned in pyproject.toml and held to by the contract test in
+# tests/deliver/test_sendgrid.py (the body arrives byte for byte; no address reaches a log).
 _CONTENT_TYPE = "application/json; charset=utf-8"
 _INDEXED = re.compile(r"personalizations(?:\.|\[)(\d+)")
 _NOT_IN_NAME = str.maketrans({",": " ", ";": " "})  # SendGrid drops mail whose to.name has , or ;
@@ -61,6 +70,7 @@ class SendGridBackend(Backend):
     def open(self) -> None:
         from sendgrid import SendGridAPIClient
 
+        _withhold_bodies()
         client = SendGridAPIClient(api_key=self._api_key, host=self.settings.host.rstrip("/"))
         client.client.timeout = self.settings.timeout  # the library has none by default
         self._send_client = client.client.mail.send
@@ -145,8 +155,11 @@ class SendGridBackend(Backend):
                 return exc.status_code, exc, "backoff"
             raise PermanentDelivery("SendGrid refused the request", backend=self.name,
                                     status=exc.status_code, detail=_detail(exc)) from exc
-        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, ConnectionError) as exc:
+        except urllib.error.URLError as exc:  # raised while connecting or sending: it never fully left
             return ("timeout" if _is_timeout(exc) else "network"), exc, "backoff"
+        except (TimeoutError, http.client.HTTPException, ConnectionError) as exc:  # it left; no answer
+            raise AmbiguousDelivery(f"no answer to a request that was sent ({type(exc).__name__}: {exc}); "
+                                    "SendGrid may have accepted it", backend=self.name) from exc
 
     def _named_readers(self, exc) -> dict[int, dict]:
         """SendGrid's 400 errors by personalization index; if any error is not about one reader,
@@ -215,6 +228,23 @@ def shared_fields(edition) -> dict:
             "custom_args": {ISSUE_ARG: edition.slug},
             # We own unsubscribes (RFC 8058 headers): SendGrid must not add its own (standards.md 3.4).
             "tracking_settings": {"subscription_tracking": {"enable": False}}}
+
+
+class _NoBodies(logging.Filter):
+    """python-http-client debug-logs every request payload and every error response body, both of
+    which hold readers' addresses; its records keep their first words only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if message.startswith("PAYLOAD") or "Response:" in message:
+            record.msg, record.args = message.split(":", 1)[0] + ": (body withheld)", ()
+        return True
+
+
+def _withhold_bodies() -> None:
+    lib = logging.getLogger("python_http_client.client")
+    if not any(isinstance(f, _NoBodies) for f in lib.filters):
+        lib.addFilter(_NoBodies())
 
 
 class _Bytes(bytes):

@@ -9,12 +9,15 @@ sends its own contiguous part of the batch at once (results keep the batch's ord
 waits). Each message is its own transaction with a VERP return path `bounces+REF@domain`
 (standards.md 2.3), REF being the delivery's opaque ref, so bounce mail maps back without
 exposing the address. With `[delivery.smtp] dkim_domain` and `dkim_selector` set, each message is
-DKIM-signed with dkimpy; `h=` covers List-Unsubscribe and List-Unsubscribe-Post, as RFC 8058
-section 4 requires for one-click.
+DKIM-signed (deliver/dkim_sign.py: dkimpy's canonicalization, OpenSSL's RSA); `h=` covers
+List-Unsubscribe and List-Unsubscribe-Post, as RFC 8058 section 4 requires for one-click.
 
-Replies map to results: 250 accepted; 4xx for a recipient retry-later; 5xx rejected. A refused
-return path (MAIL FROM 5xx), bad credentials or a missing STARTTLS stop the send
-(PermanentDelivery); a server that stays unreachable raises TemporaryDelivery.
+Replies map to results: 250 accepted; 4xx for a recipient retry-later (the ledger defers the
+reader: greylisting); 5xx rejected; a connection lost after the content was sent is in doubt (the
+server may have queued it: RFC 5321 4.5.3.2.6). A refused return path (MAIL FROM 5xx), bad
+credentials or a missing STARTTLS stop the send (PermanentDelivery). A relay that refuses or drops
+connections (a restart) is retried with backoff for `connect_retry_seconds`, then TemporaryDelivery.
+`ehlo_name` is the name we give in EHLO; `ca_file` the CAs trusted for the relay's certificate.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import smtplib
 import ssl
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -48,8 +52,9 @@ class SmtpBackend(Backend):
 
     def __init__(self, settings: SmtpSettings, newsletter: NewsletterSettings, *,
                  password: str | None = None, dkim_key: str | bytes | None = None,
-                 ssl_context: ssl.SSLContext | None = None):
+                 ssl_context: ssl.SSLContext | None = None, sleep=time.sleep):
         self.settings = settings
+        self._sleep = sleep
         self.max_batch = settings.batch_size
         self.ssl_context = ssl_context
         self.return_path = settings.return_path or newsletter.from_email
@@ -61,6 +66,7 @@ class SmtpBackend(Backend):
             self._dkim_key = secret(settings.dkim_key_env, key="[delivery.smtp] dkim_key_env")
         if isinstance(self._dkim_key, str):
             self._dkim_key = self._dkim_key.encode("ascii")
+        self._signer = None
         self._conn: smtplib.SMTP | None = None
         self._lanes: list[SmtpBackend] = []   # with connections > 1: one single-connection backend each
         self._pool: ThreadPoolExecutor | None = None
@@ -79,7 +85,7 @@ class SmtpBackend(Backend):
         """The first connection now (so a bad server fails at open); the others on first use."""
         one = dataclasses.replace(self.settings, connections=1)
         self._lanes = [SmtpBackend(one, _Newsletter(self.return_path), password=self._password,
-                                   dkim_key=self._dkim_key, ssl_context=self.ssl_context)
+                                   dkim_key=self._dkim_key, ssl_context=self.ssl_context, sleep=self._sleep)
                        for _ in range(self.settings.connections)]
         self._pool = ThreadPoolExecutor(len(self._lanes), thread_name_prefix="smtp")
         self._lanes[0]._conn = self._lanes[0]._connect()
@@ -99,15 +105,30 @@ class SmtpBackend(Backend):
                 conn.close()
 
     def _connect(self) -> smtplib.SMTP:
+        """Connect, retrying a relay that refuses or drops us (a restart) with backoff for
+        `connect_retry_seconds`; auth and TLS failures are not retried."""
+        deadline = time.monotonic() + self.settings.connect_retry_seconds
+        delay = 0.5
+        while True:
+            try:
+                return self._connect_once()
+            except TemporaryDelivery:
+                if time.monotonic() + delay > deadline:
+                    raise
+            self._sleep(delay)
+            delay = min(delay * 2, 15.0)
+
+    def _connect_once(self) -> smtplib.SMTP:
         """Connect, STARTTLS and log in: the one place connection errors are translated."""
         s, where = self.settings, f"{self.settings.host}:{self.settings.port}"
-        context = self.ssl_context or ssl.create_default_context()
+        context = self.ssl_context or ssl.create_default_context(cafile=s.ca_file or None)
+        name = s.ehlo_name or None
         conn = None
         try:
             if s.tls:
-                conn = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=context)
+                conn = smtplib.SMTP_SSL(s.host, s.port, local_hostname=name, timeout=s.timeout, context=context)
             else:
-                conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+                conn = smtplib.SMTP(s.host, s.port, local_hostname=name, timeout=s.timeout)
             conn.ehlo()
             if s.starttls and not s.tls:
                 conn.starttls(context=context)
@@ -139,23 +160,27 @@ class SmtpBackend(Backend):
         return f"{local}+{ref}@{domain}"
 
     def sign(self, data: bytes) -> bytes:
-        """Prepend a DKIM-Signature (relaxed/relaxed, rsa-sha256) made with dkimpy."""
-        import dkim
-
+        """Prepend a DKIM-Signature (relaxed/relaxed, rsa-sha256): deliver/dkim_sign.py."""
         s = self.settings
         try:
-            header = dkim.sign(data, s.dkim_selector.encode("ascii"), s.dkim_domain.encode("ascii"),
-                               self._dkim_key, include_headers=list(DKIM_HEADERS),
-                               canonicalize=(b"relaxed", b"relaxed"))
-        except (dkim.DKIMException, ValueError) as exc:  # ValueError: binascii, malformed PEM
+            if self._signer is None:
+                from mailer.deliver.dkim_sign import DkimSigner
+
+                self._signer = DkimSigner(s.dkim_selector.encode("ascii"), s.dkim_domain.encode("ascii"),
+                                          self._dkim_key, DKIM_HEADERS)
+            return self._signer.sign(data) + data
+        except (ValueError, TypeError) as exc:  # a malformed or non-RSA PEM
             raise PermanentDelivery(f"cannot DKIM-sign with the key in ${s.dkim_key_env}: {exc}",
                                     backend=self.name) from exc
-        return header + data
 
     def encode(self, batch: Sequence) -> list[bytes]:
-        """Each message as the DATA content: DKIM-signed when configured (the costly part),
-        dot-stuffed and terminated, ready for the wire."""
-        return [_for_data(self.sign(out.as_bytes()) if self._dkim_key else out.as_bytes()) for out in batch]
+        """Each message as the DATA content, dot-stuffed and terminated, ready for the wire; with
+        DKIM, the message still to sign (`_Unsigned`): each connection's thread signs its own
+        messages as it sends them, so the RSA work (OpenSSL, without the GIL) runs on as many
+        threads as there are connections instead of competing with them from the dispatch thread."""
+        if self._dkim_key:
+            return [_Unsigned(out.as_bytes()) for out in batch]
+        return [_for_data(out.as_bytes()) for out in batch]
 
     def _send(self, batch: Sequence, encoded: list[bytes]) -> list[Result]:
         """One result per message, each in its own transaction. A failure of the whole backend at
@@ -172,6 +197,8 @@ class SmtpBackend(Backend):
             try:
                 if self._conn is None:  # a failed RSET dropped it
                     self._conn = self._connect()
+                if type(data) is _Unsigned:
+                    data = _for_data(self.sign(data))
                 results.append(self._send_one(out, data))
             except (TemporaryDelivery, PermanentDelivery) as exc:
                 if not results:
@@ -211,7 +238,7 @@ class SmtpBackend(Backend):
         except _Dropped as first:
             self._reconnect()
             if first.stage == "content":  # the server may have taken it: RFC 5321 4.5.3.2.6
-                return Result(out.ref, ResultStatus.RETRY_LATER, detail=f"connection lost after DATA: {first}")
+                return Result(out.ref, ResultStatus.IN_DOUBT, detail=f"connection lost after DATA: {first}")
         try:
             return self._transaction(sender, out, data)
         except _Dropped as again:
@@ -256,6 +283,10 @@ class SmtpBackend(Backend):
                                     backend=self.name, status=code, detail=words)
         status = ResultStatus.RETRY_LATER if 400 <= code < 500 else ResultStatus.REJECTED
         return Result(out.ref, status, detail=f"{code} {words}", raw=f"{stage}: {code} {words}")
+
+
+class _Unsigned(bytes):
+    """A message whose DKIM signature is made just before it is sent (see `encode`)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,37 +1,39 @@
-"""Web service: sent issues -> GET /archive (newest first), /archive/{issue} (a page of the site),
-/archive/feed.xml (Atom 1.0).
+"""Web service: the send ledger -> GET /archive (newest first), /archive/{issue} (a page of the
+site), /archive/feed.xml (Atom 1.0).
 
-Where an issue comes from is one function, `Archive.entries()`: (name, date, subject, preheader,
-html) for every sent issue, newest first, the html being the composed email with the per-reader
-markers filled by neutral values (no name, no address, no token). Today it composes the issue
-files of [compose] issues_dir that the send ledger names, cached per file mtime; swapping the
-source (e.g. a copy stored when the send starts) changes that function only.
+Each issue is the copy stored on its send's ledger row when the send started (mailer.archived):
+the composed email with its per-reader markers filled by neutral values (no name, no address, no
+token), with the issue's date and preheader. So it is the same for everyone, safe to share, there
+from the first message on, and what was mailed even if the issue file or the templates change
+later; nothing is composed to list or show it. Only sends from before copies were kept have none:
+those are composed from their issue file, cached until its mtime changes.
 
 The page is not the email: archive_page.py keeps the email's content and styles and drops what
 only makes sense in an inbox (the footer with "you are receiving", unsubscribe and view-online
 links); the site's own header, footer, date, subscribe invitation and previous/next links go
-around it (templates/web/issue.html.j2). Docs: docs/readers.md.
+around it (templates/web/issue.html.j2). Docs: docs/readers.md, docs/exactly-once.md.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, Response
 
+from mailer.archived import neutral_copy, neutral_values
 from mailer.model import fill
+from mailer.source import valid_issue_name
 from mailer.web.archive_page import web_content
 from mailer.web.security import ARCHIVE_CSP
 
 log = logging.getLogger("mailer.web")
 router = APIRouter()
-SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 FEED_SIZE = 20                 # entries in the feed: the newest issues, full content
 PUBLIC = {"cache-control": "public, max-age=300"}
 
@@ -42,37 +44,66 @@ class ArchivedIssue:
     date: dt.date
     subject: str
     preheader: str
-    html: str                  # the email as mailed, neutral values in the reader's fields
+    html: str                      # the email as mailed, neutral values in the reader's fields
+    sent_at: datetime | None = None
 
 
 class Archive:
-    """The sent issues, newest first; composed once per issue file mtime."""
+    """The archived issues, read from the send ledger through `read(fn)` (WebContext.read)."""
 
-    def __init__(self, settings, *, sent_slugs=None) -> None:
+    def __init__(self, settings, *, read=None) -> None:
         self.settings = settings
         self.base_url = settings.newsletter.base_url.rstrip("/")
-        self.sent_slugs = sent_slugs or (lambda: None)   # None: no send ledger yet, list every file
+        self.read = read
+        self._copies: dict[str, ArchivedIssue] = {}         # stored copies never change
         self._cache: dict[Path, tuple[float, ArchivedIssue]] = {}
         self._pages: dict[str, tuple[ArchivedIssue, object]] = {}
         self._lock = threading.Lock()
 
-    # --- the data source: (name, date, subject, preheader, html) per sent issue -----------------
+    # --- the data source ------------------------------------------------------------------------
 
     def entries(self) -> list[ArchivedIssue]:
-        """Every sent issue, newest first (by date, then name); issue files that do not compose
-        are left out (and logged)."""
-        sent = self.sent_slugs()
+        """Every archived issue, newest first (by date, then name): the ledger's rows, their
+        stored copies (read once: they never change). An old send without a copy whose issue file
+        no longer composes stays listed from its ledger row (its page answers 503) and is logged."""
+        from mailer.ledger import archived
+
         found = []
-        for path in self.settings.compose.issues_dir.glob("*.md"):
-            if (sent is not None and path.stem not in sent) or not SLUG.fullmatch(path.stem):
-                continue
+        for slug, subject, started in self.read(archived):
             try:
-                found.append(self._load(path))
+                issue = self.get(slug)
             except Exception as exc:  # noqa: BLE001 - one bad file must not hide the others
-                log.warning("archive: %s does not compose: %s", path, exc)
+                log.warning("archive: %s cannot be shown: %s", slug, exc)
+                issue = ArchivedIssue(slug=slug, date=started.date(), subject=subject, preheader="", html="",
+                                      sent_at=started)
+            if issue is not None:
+                found.append(issue)
         return sorted(found, key=lambda issue: (issue.date, issue.slug), reverse=True)
 
-    def _load(self, path: Path) -> ArchivedIssue:
+    def get(self, slug: str) -> ArchivedIssue | None:
+        """The issue as mailed, or None when no send of that name has started."""
+        from mailer.ledger import archived_copy
+
+        if not valid_issue_name(slug):
+            return None
+        if slug in self._copies:
+            return self._copies[slug]
+        row = self.read(archived_copy, slug)
+        if row is None:
+            return None
+        if row.archive_html is None:  # a send from before copies were stored
+            return self._load(self.settings.compose.issues_dir / f"{slug}.md")
+        values = self.neutral_values(slug)
+        found = ArchivedIssue(slug=slug, date=row.archive_date or row.started_at.date(),
+                              subject=fill(row.subject, values, "text"),
+                              preheader=row.archive_preheader or "", html=row.archive_html, sent_at=row.started_at)
+        with self._lock:
+            self._copies[slug] = found
+        return found
+
+    def _load(self, path: Path) -> ArchivedIssue | None:
+        if not path.is_file():
+            return None
         mtime = path.stat().st_mtime
         with self._lock:
             hit = self._cache.get(path)
@@ -88,44 +119,34 @@ class Archive:
         from mailer.source import read_issue
 
         source = read_issue(path)
-        composed = compose(source, self.settings)
-        values = self.neutral_values(composed.slug)
-        page = fill(composed.html, values, "html")
-        return ArchivedIssue(slug=composed.slug, date=source.date, subject=fill(composed.subject, values, "text"),
-                             preheader=composed.preheader, html=page)
+        copy = neutral_copy(compose(source, self.settings), self.base_url)
+        return ArchivedIssue(slug=source.slug, date=copy.date, subject=fill(source.subject, self.neutral_values(source.slug), "text"),
+                             preheader=copy.preheader, html=copy.html)
 
     def neutral_values(self, slug: str) -> dict[str, str]:
-        """What a reader's fields become online: nobody's name, nobody's address or token."""
-        return {"name": "reader", "first_name": "reader", "email": "your address", "unsubscribe_url": f"{self.base_url}/subscribe",
-                "archive_url": f"{self.base_url}/archive/{slug}", "preferences_url": f"{self.base_url}/preferences"}
+        return neutral_values(self.base_url, slug)
 
     # --- what the routes use ---------------------------------------------------------------------
 
     def list(self) -> list[ArchivedIssue]:
         return self.entries()
 
-    def get(self, slug: str) -> ArchivedIssue | None:
-        """The issue, or None when the slug names no sent issue."""
-        if not SLUG.fullmatch(slug) or ".." in slug:
-            return None
-        return next((issue for issue in self.entries() if issue.slug == slug), None)
-
     def neighbours(self, slug: str) -> tuple[ArchivedIssue | None, ArchivedIssue | None, ArchivedIssue | None]:
-        """(older, this, newer) around `slug`."""
+        """(older, this, newer) around `slug`; (None, None, None) when it is not in the archive.
+        An issue that cannot be shown raises here (the route answers 503)."""
+        found = self.get(slug)
+        if found is None:
+            return None, None, None
         issues = self.entries()
         for i, issue in enumerate(issues):
             if issue.slug == slug:
                 newer = issues[i - 1] if i > 0 else None
                 older = issues[i + 1] if i + 1 < len(issues) else None
                 return older, issue, newer
-        path = self.settings.compose.issues_dir / f"{slug}.md"
-        sent = self.sent_slugs()
-        if path.is_file() and (sent is None or slug in sent):
-            self._load(path)   # sent, yet left out of entries(): it does not compose; say why
-        return None, None, None
+        return None, found, None
 
     def content(self, issue: ArchivedIssue):
-        """The issue's web content (archive_page.WebContent), made once per composed issue."""
+        """The issue's web content (archive_page.WebContent), made once per archived issue."""
         with self._lock:
             hit = self._pages.get(issue.slug)
         if hit and hit[0] is issue:
@@ -146,7 +167,7 @@ def archive_index(request: Request) -> HTMLResponse:
             responses={200: {"content": {"application/atom+xml": {}}}})
 def archive_feed(request: Request) -> Response:
     web = request.app.state.web
-    issues = web.archive.list()[:FEED_SIZE]
+    issues = [issue for issue in web.archive.list() if issue.html][:FEED_SIZE]
     entries = [(issue, web.archive.content(issue).body) for issue in issues]
     xml = web.pages.env.get_template("feed.xml.j2").render(entries=entries, updated=_stamp(
         issues[0].date if issues else dt.date(1970, 1, 1)), stamp=_stamp)
@@ -157,7 +178,7 @@ def archive_feed(request: Request) -> Response:
             responses={404: {"description": "no such issue"}})
 def archive_issue(issue: str, request: Request) -> HTMLResponse:
     web = request.app.state.web
-    if not SLUG.fullmatch(issue) or ".." in issue:
+    if not valid_issue_name(issue):
         return web.pages.error(404, "No such issue", "There is no issue by that name in the archive.")
     try:
         older, found, newer = web.archive.neighbours(issue)

@@ -38,7 +38,7 @@ class WebContext:
         self.secret = secret_key(settings)  # tokens: fail at start
         per_ip = Rate(burst=settings.web.subscribe_burst, per_hour=settings.web.subscribe_per_hour)
         self.limiter = RateLimiter({"subscribe": per_ip, "preferences": per_ip})  # fresh links: same rate
-        self.archive = Archive(settings, sent_slugs=self.sent_slugs)
+        self.archive = Archive(settings, read=self.read)
         self._engine = None
         self._lock = threading.Lock()
         self._writer = None
@@ -107,13 +107,6 @@ class WebContext:
             self._send_lists[send_id] = conn.execute(
                 select(sends.c.list_id).where(sends.c.id == send_id)).scalar()
         return self._send_lists[send_id]
-
-    def sent_slugs(self) -> set[str]:
-        """Issues that went to at least one reader (proofs are outside the ledger)."""
-        from mailer.ledger import sends
-
-        return set(self.read(lambda conn: conn.execute(
-            select(sends.c.issue).where(sends.c.sent > 0).distinct()).scalars().all()))
 
     def close(self) -> None:
         self.batch.stop()

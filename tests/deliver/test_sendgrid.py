@@ -9,7 +9,7 @@ import pytest
 
 from mailer.deliver.base import ResultStatus
 from mailer.deliver.sendgrid import SendGridBackend
-from mailer.errors import PermanentDelivery, TemporaryDelivery
+from mailer.errors import AmbiguousDelivery, PermanentDelivery, TemporaryDelivery
 from tests.deliver.helpers import readers
 
 
@@ -85,15 +85,32 @@ def test_retries_are_bounded(make_backend, sendgrid_server, edition, sleeps):
     assert len(sleeps) == 3 and sleeps == sorted(sleeps)
 
 
-@pytest.mark.parametrize("accepted_anyway, copies", [(False, 1), (True, 2)])
-def test_a_timeout_is_retried_and_its_ambiguity_is_real(make_backend, sendgrid_server, edition,
-                                                         accepted_anyway, copies):
-    sendgrid_server.stall(0.6, accept=accepted_anyway)
+@pytest.mark.parametrize("fault", ["stall", "drop"])
+@pytest.mark.parametrize("accepted_anyway, copies", [(False, 0), (True, 1)])
+def test_a_request_that_left_without_an_answer_is_never_retried(make_backend, sendgrid_server, edition, sleeps,
+                                                                  fault, accepted_anyway, copies):
+    if fault == "stall":
+        sendgrid_server.stall(0.6, accept=accepted_anyway)   # answers after the client's timeout
+    else:
+        sendgrid_server.drop(accept=accepted_anyway)         # reads the body, hangs up
     with make_backend(timeout=0.2) as backend:
-        assert all(r.ok for r in backend.send_batch(readers(edition, 3)))
-    # A stalled request that SendGrid took anyway is sent twice: the case standards.md 6.3 warns of.
+        with pytest.raises(AmbiguousDelivery, match="may have accepted it"):
+            backend.send_batch(readers(edition, 3))
     sendgrid_server.settle()
-    assert sendgrid_server.stats.accepted == copies
+    assert sendgrid_server.stats.requests == 1 and sleeps == []
+    assert sendgrid_server.stats.accepted == copies          # at most one copy, whatever happened
+
+
+def test_a_refused_connection_provably_sent_nothing_and_is_retried(settings, edition, sleeps):
+    from tests.servers.sendgrid_server import SendGridServer
+
+    with SendGridServer(down=True) as server:
+        sg = dataclasses.replace(settings.delivery.sendgrid, host=server.url, timeout=2.0)
+        backend = SendGridBackend(sg, api_key="SG.test", sleep=lambda s: (sleeps.append(s), server.up()),
+                                  rng=lambda: 0.5)
+        with backend:
+            assert all(r.ok for r in backend.send_batch(readers(edition, 4)))
+        assert len(sleeps) == 1 and server.stats.requests == 1 and len(server.recipients()) == 4
 
 
 def test_a_400_naming_one_bad_address_fails_that_reader_and_sends_the_rest(make_backend, sendgrid_server, edition):
@@ -205,3 +222,19 @@ def test_server_answers(sendgrid_server, body, key, status):
     assert got == status
     assert headers["X-RateLimit-Reset"]
     assert (headers.get("X-Message-Id") is not None) == (status == 202)
+
+
+def test_the_body_goes_out_byte_for_byte_and_no_reader_address_reaches_a_log(make_backend, sendgrid_server, edition,
+                                                                             caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)          # every logger, the library's included
+    batch = readers(edition, 4) + readers(edition, 1, start=1, send=2)   # r1 twice: SendGrid's 400 names it
+    with make_backend() as backend:
+        results = backend.send_batch(batch)
+        expected = [backend.encode(batch[:4]).encode("utf-8")]
+    assert [r.status for r in results] == [ResultStatus.ACCEPTED] * 4 + [ResultStatus.REJECTED]
+    assert sendgrid_server.raw_bodies == expected                         # byte for byte
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Response" in logged and "PAYLOAD" in logged                   # the library did log ...
+    assert not any(f"r{i}@example.org" in logged for i in range(4))       # ... and no reader's address

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 import email
 import email.policy
 import re
@@ -13,7 +14,7 @@ from mailer.deliver.base import ResultStatus
 from mailer.deliver.smtp import SmtpBackend
 from mailer.errors import PermanentDelivery, TemporaryDelivery
 from tests.deliver.helpers import readers
-from tests.servers.smtp_sink import SmtpSink, free_port
+from tests.servers.smtp_sink import SmtpSink
 
 # AUTH without TLS on loopback is deliberate; aiosmtpd warns about it on every connection.
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiri
 
 def backend_for(settings, port: int, **overrides) -> SmtpBackend:
     options = {k: overrides.pop(k) for k in ("password", "dkim_key", "ssl_context") if k in overrides}
-    fields = {"host": "127.0.0.1", "port": port, "starttls": False, "timeout": 5.0,
+    fields = {"host": "127.0.0.1", "port": port, "starttls": False, "timeout": 5.0, "connect_retry_seconds": 0,
               "return_path": "bounces@news.example.org", **overrides}
     smtp = dataclasses.replace(settings.delivery.smtp, **fields)
     return SmtpBackend(smtp, settings.newsletter, **options)
@@ -145,8 +146,9 @@ def test_password_comes_from_the_environment_variable_config_names(settings, edi
     ("no STARTTLS offered", PermanentDelivery, "TLS or AUTH"),
 ])
 def test_connection_failures_stop_with_a_clear_error(settings, edition, case, error, words):
-    with SmtpSink(users={"mailer": "s3cret"}) as sink:
-        port = {"nobody listening": free_port()}.get(case, sink.port)
+    with SmtpSink(users={"mailer": "s3cret"}) as sink, socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))                   # ours, never listening: connections are refused
+        port = {"nobody listening": closed.getsockname()[1]}.get(case, sink.port)
         extra = {"wrong password": {"username": "mailer", "password": "nope"},
                  "no STARTTLS offered": {"starttls": True}}.get(case, {})
         with pytest.raises(error, match=words):
@@ -200,3 +202,36 @@ def test_the_bench_sinks_bulk_data_reader_receives_the_same_bytes(settings, edit
     undated = lambda m: re.sub(rb"^Date: .*\r\n", b"", m.data, flags=re.M)  # noqa: E731
     assert [undated(m) for m in bulk.messages] == [undated(m) for m in plain.messages]
     assert [m.rcpt_tos for m in bulk.messages] == [m.rcpt_tos for m in plain.messages]
+
+
+def test_our_dkim_signature_is_byte_for_byte_dkimpys_own(monkeypatch, edition):
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from mailer.deliver.dkim_sign import DkimSigner
+    from mailer.deliver.smtp import DKIM_HEADERS
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+    monkeypatch.setattr(dkim.time, "time", lambda: 1_733_097_600)
+    signer = DkimSigner(b"news", b"example.org", pem, DKIM_HEADERS)
+    odd = [b"From: a@example.org\r\nSubject:  x \r\n\r\n" + body for body in
+           (b"", b"\r\n\r\n", b"a \t b\t\r\n  \r\n\r\n", b"last line ", b"x\r\n ", b"bare\nLF \r\n")]
+    messages = [out.as_bytes() for out in readers(edition, 3, names=lambda i: ["Zoë  O'Brien", "  a   b ", ".d"][i])]
+    for message in messages + odd:
+        theirs = dkim.sign(message, b"news", b"example.org", pem, include_headers=list(DKIM_HEADERS),
+                           canonicalize=(b"relaxed", b"relaxed"))
+        assert signer.sign(message, timestamp=1_733_097_600) == theirs
+
+
+def test_ehlo_name_and_ca_file_come_from_the_settings(settings, edition, tls_pair, tls_files):
+    server_ctx, _ = tls_pair
+    with SmtpSink(tls_context=server_ctx) as sink:
+        backend = backend_for(settings, sink.port, starttls=True, ehlo_name="news.example.org",
+                              ca_file=str(tls_files[0]))
+        assert all(r.ok for r in send_all(backend, readers(edition, 2)))
+        assert set(sink.state.helo_names) == {"news.example.org"} and len(sink.messages) == 2
+        untrusted = backend_for(settings, sink.port, starttls=True)   # the system's CAs only
+        with pytest.raises(PermanentDelivery, match="TLS"):
+            send_all(untrusted, readers(edition, 1))

@@ -12,7 +12,7 @@ from mailer.model import ComposedIssue, marker
 from tests.servers.sendgrid_server import SendGridServer
 from tests.servers.smtp_sink import SmtpSink
 
-__all__ = ["sendgrid_server", "smtp_sink", "tls_pair", "sample_issue", "edition"]
+__all__ = ["sendgrid_server", "smtp_sink", "tls_files", "tls_pair", "sample_issue", "edition"]
 
 
 @pytest.fixture
@@ -29,8 +29,8 @@ def smtp_sink():
 
 
 @pytest.fixture(scope="session")
-def tls_pair(tmp_path_factory):
-    """(server SSLContext, client SSLContext trusting it) for a self-signed 127.0.0.1 certificate."""
+def tls_files(tmp_path_factory):
+    """(certificate PEM file, key PEM file): a self-signed certificate for 127.0.0.1."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -51,6 +51,13 @@ def tls_pair(tmp_path_factory):
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+@pytest.fixture(scope="session")
+def tls_pair(tls_files):
+    """(server SSLContext, client SSLContext trusting it) for the self-signed 127.0.0.1 certificate."""
+    cert_file, key_file = tls_files
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(cert_file, key_file)
     client = ssl.create_default_context(cafile=str(cert_file))

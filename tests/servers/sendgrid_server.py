@@ -9,8 +9,11 @@ the mail (sendgrid/sendgrid-python#291); this server answers 400 so a test notic
 
 Faults are programmed per request: `server.fail(429, times=3)`, `server.fail(503)`,
 `server.stall(seconds, accept=True)` (the client times out; the mail was nevertheless taken: the
-ambiguous case of standards.md 6.3). Accepted bodies are kept in `server.accepted` unless
-`keep_bodies=False` (the bench), when only counts and the set of `mailer_ref`s are kept.
+ambiguous case of standards.md 6.3), `server.drop(accept=True)` (the body is read, maybe taken,
+and the connection closed without an answer). `SendGridServer(down=True)` holds its port but
+refuses connections until `server.up()`. Accepted bodies are kept in `server.accepted` (and the
+raw request bytes in `server.raw_bodies`) unless `keep_bodies=False` (the bench), when only
+counts and the set of `mailer_ref`s are kept.
 
 Run alone: `python -m tests.servers.sendgrid_server --port 8025` (GET /_stats gives the counts).
 """
@@ -42,7 +45,8 @@ _UNAUTHORIZED = "The provided authorization grant is invalid, expired, or revoke
 class Fault:
     status: int = 0                # answer this status instead of processing (0: process)
     delay: float = 0.0             # wait this long first (longer than the client's timeout)
-    accept: bool = False           # after a delay, still take the mail (the ambiguous timeout)
+    accept: bool = False           # after a delay or a drop, still take the mail (the ambiguous case)
+    drop: bool = False             # read the body, then close the connection without an answer
     reset_in: int = 1              # 429: X-RateLimit-Reset = now + reset_in
 
 
@@ -182,13 +186,17 @@ class SendGridServer:
     """The server and what it saw. Use as a context manager, or start()/stop()."""
 
     def __init__(self, *, api_key: str = "SG.test", forbidden_key: str = "SG.forbidden",
-                 keep_bodies: bool = True, port: int = 0):
+                 keep_bodies: bool = True, port: int = 0, down: bool = False):
         self.api_key, self.forbidden_key, self.keep_bodies = api_key, forbidden_key, keep_bodies
         self.faults: deque[Fault] = deque()
         self.accepted: list[dict] = []
+        self.raw_bodies: list[bytes] = []
         self.stats = Stats()
         self.lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(self), bind_and_activate=False)
+        self._httpd.server_bind()   # the port is ours from now on; refused until it listens
+        if not down:
+            self._httpd.server_activate()
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -203,6 +211,17 @@ class SendGridServer:
 
     def fail(self, status: int, *, times: int = 1, reset_in: int = 1) -> None:
         self.faults.extend(Fault(status=status, reset_in=reset_in) for _ in range(times))
+
+    def ok(self, times: int = 1) -> None:
+        """Let the next `times` requests through untouched (so a later fault hits a chosen request)."""
+        self.faults.extend(Fault() for _ in range(times))
+
+    def up(self) -> None:
+        """Start listening (a server made with down=True refused connections until now)."""
+        self._httpd.server_activate()
+
+    def drop(self, *, accept: bool = False, times: int = 1) -> None:
+        self.faults.extend(Fault(drop=True, accept=accept) for _ in range(times))
 
     def stall(self, seconds: float, *, accept: bool = False, times: int = 1) -> None:
         self.faults.extend(Fault(delay=seconds, accept=accept) for _ in range(times))
@@ -230,7 +249,7 @@ class SendGridServer:
     def __exit__(self, *exc):
         self.stop()
 
-    def record(self, body: dict, size: int) -> None:
+    def record(self, body: dict, size: int, raw: bytes = b"") -> None:
         with self.lock:
             st = self.stats
             st.accepted += 1
@@ -238,6 +257,7 @@ class SendGridServer:
             st.max_body = max(st.max_body, size)
             if self.keep_bodies:
                 self.accepted.append(body)
+                self.raw_bodies.append(raw)
             else:
                 for p in body["personalizations"]:
                     ref = (p.get("custom_args") or {}).get("mailer_ref") or p["to"][0]["email"]
@@ -278,7 +298,13 @@ def _handler(server: SendGridServer):
             with server.lock:
                 server.stats.requests += 1
                 fault = server.faults.popleft() if server.faults else None
-            if fault and not self._fault(fault):
+            if fault and fault.drop:
+                if fault.accept:
+                    server.record(json.loads(raw), size, raw)
+                self.close_connection = True
+                self.connection.shutdown(2)   # gone without a word, the body read
+                return
+            if fault and (fault.status or fault.delay) and not self._fault(fault):
                 return
             auth = self.headers.get("Authorization", "")
             if auth == f"Bearer {server.forbidden_key}":
@@ -295,7 +321,7 @@ def _handler(server: SendGridServer):
             errors = validate(body)
             if errors:
                 return self._answer(400, {"errors": errors})
-            server.record(body, size)
+            server.record(body, size, raw)
             self._answer(202, None, {"X-Message-Id": secrets.token_urlsafe(16)[:22]})
 
         def _discard(self, size: int) -> None:

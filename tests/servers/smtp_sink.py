@@ -4,6 +4,10 @@ aiosmtpd's Controller cannot bind port 0 (libraries.md), so we pick a free port 
 Faults: `replies={"x@example.org": "450 4.2.1 Mailbox busy"}` answers RCPT for chosen recipients;
 `drop_after=N` aborts the connection (no reply) at the MAIL command after N messages on that
 connection, as servers that cap messages per connection do (standards.md 6.1, Yahoo).
+`greylist={"x@example.org": 2.0}` answers RCPT for chosen recipients with 450 4.7.1 until that
+many seconds after their first try (Postgrey's way; `sink.state.rcpt_tries` counts the tries);
+`drop_after_data={"x@example.org"}` queues the message, then drops the connection without the
+250 reply, once per recipient (the server took it; the client cannot know).
 `tls_context` offers STARTTLS; `implicit_tls` serves TLS from the first byte (port 465 style);
 `users={"name": "password"}` requires AUTH (PLAIN/LOGIN, allowed without TLS on loopback).
 `bulk_data=True` (the bench) reads DATA in one piece instead of aiosmtpd's line-by-line loop,
@@ -16,6 +20,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -40,15 +45,23 @@ class SinkState:
     drops: int = 0
     count_only: bool = False       # the bench: count, do not keep bytes
     count: int = 0
+    rcpt_tries: dict = field(default_factory=dict)   # address -> RCPT commands seen
+    helo_names: list = field(default_factory=list)   # the names clients gave in EHLO/HELO
 
 
 class _Handler:
-    def __init__(self, state: SinkState, replies: dict[str, str], drop_after: int | None):
+    def __init__(self, state: SinkState, replies: dict[str, str], drop_after: int | None,
+                 greylist: dict[str, float] | None = None, drop_after_data: set[str] | None = None):
         self.state, self.replies, self.drop_after = state, replies, drop_after
+        self.greylist = {k.lower(): v for k, v in (greylist or {}).items()}
+        self.drop_after_data = {a.lower() for a in (drop_after_data or ())}
+        self.first_try: dict[str, float] = {}
         self.lock = threading.Lock()
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
+        with self.lock:
+            self.state.helo_names.append(hostname)
         if not getattr(session, "counted", False):
             session.counted = True
             session.sent = 0
@@ -67,7 +80,13 @@ class _Handler:
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        reply = self.replies.get(address.lower())
+        key = address.lower()
+        with self.lock:
+            self.state.rcpt_tries[key] = self.state.rcpt_tries.get(key, 0) + 1
+            first = self.first_try.setdefault(key, time.monotonic())
+        if key in self.greylist and time.monotonic() - first < self.greylist[key]:
+            return "450 4.7.1 Greylisted, please try again later"
+        reply = self.replies.get(key)
         if reply:
             return reply
         envelope.rcpt_tos.append(address)
@@ -80,6 +99,12 @@ class _Handler:
             if not self.state.count_only:
                 self.state.messages.append(Received(envelope.mail_from, tuple(envelope.rcpt_tos),
                                                     bytes(envelope.original_content or envelope.content)))
+            dropping = [a for a in envelope.rcpt_tos if a.lower() in self.drop_after_data]
+            self.drop_after_data.difference_update(a.lower() for a in dropping)
+        if dropping:  # queued, but the client never hears so
+            with self.lock:
+                self.state.drops += 1
+            server.transport.abort()
         return f"250 2.0.0 Ok: queued as Q{self.state.count}"
 
 
@@ -121,10 +146,12 @@ class SmtpSink:
     """Start with `with SmtpSink() as sink:`; `sink.port`, `sink.messages`."""
 
     def __init__(self, *, replies: dict[str, str] | None = None, drop_after: int | None = None,
+                 greylist: dict[str, float] | None = None, drop_after_data: set[str] | None = None,
                  tls_context: ssl.SSLContext | None = None, implicit_tls: bool = False,
                  users: dict[str, str] | None = None, count_only: bool = False, bulk_data: bool = False):
         self.state = SinkState(count_only=count_only)
-        handler = _Handler(self.state, {k.lower(): v for k, v in (replies or {}).items()}, drop_after)
+        handler = _Handler(self.state, {k.lower(): v for k, v in (replies or {}).items()}, drop_after,
+                           greylist, drop_after_data)
         self.port = free_port()
         kwargs: dict = {"data_size_limit": 40 * 1024 * 1024}
         if users is not None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from subscribers import store
-from subscribers.tokens import make_token
-from tests.web.conftest import LIST, SECRET
+from tests.web.test_readers import link
+from tests.web.conftest import LIST
 from tests.web.test_audience_pages import lists, statuses, two_issues  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.browser
@@ -65,7 +65,7 @@ def test_picker_asks_for_a_choice(lists, page):
 def test_preferences_change_lists_name_then_leave(lists, page):
     with lists.web.engine.begin() as conn:
         added = store.add_subscriber(conn, "ann@example.com", store.get_list(conn, LIST).id, name="Ann")
-    token = make_token(SECRET, "unsubscribe", added.subscriber_id, store_list_id(lists, LIST))
+    token = link(lists, "unsubscribe", added.subscriber_id, store_list_id(lists, LIST))
     page.goto(f"{lists.url}/preferences/{token}")
     assert fits(page)
     assert page.get_by_role("checkbox", name="CRANK Call").is_checked()

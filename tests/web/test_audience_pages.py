@@ -15,6 +15,7 @@ from sqlalchemy import select
 from subscribers import store
 from subscribers.models import Action, Status, history, memberships, subscribers
 from subscribers.tokens import make_token
+from tests.web.test_readers import link
 from tests.web.conftest import LIST, SECRET
 from tests.web.mailbox import wait_for_mails
 
@@ -119,7 +120,7 @@ def test_a_used_confirmation_link_says_already_confirmed(live):
 
 def test_a_used_unsubscribe_link_says_so(live):
     sid, lid = member(live, LIST)
-    path = f"/unsubscribe/{make_token(SECRET, 'unsubscribe', sid, lid)}"
+    path = f"/unsubscribe/{link(live, 'unsubscribe', sid, lid)}"
     assert "Unsubscribe from" in live.http.get(path).text
     assert "You are unsubscribed" in live.http.post(path).text
     page = live.http.get(path).text
@@ -131,7 +132,7 @@ def test_a_used_unsubscribe_link_says_so(live):
 
 def test_preferences_show_lists_and_save_choices_and_name(lists):
     sid, lid = member(lists, LIST)
-    token = make_token(SECRET, "unsubscribe", sid, lid)        # the link in every email's footer
+    token = link(lists, "unsubscribe", sid, lid)        # the link in every email's footer
     page = lists.http.get(f"/preferences/{token}")
     assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
     assert checkboxes(page.text) == {"crank": True, "digest": False}      # staff: private, not a member
@@ -153,9 +154,9 @@ def test_preferences_show_lists_and_save_choices_and_name(lists):
 
 def test_a_private_list_shows_to_its_members_only(lists):
     sid, lid = member(lists, "staff")
-    page = lists.http.get(f"/preferences/{make_token(SECRET, 'unsubscribe', sid, lid)}").text
+    page = lists.http.get(f"/preferences/{link(lists, 'unsubscribe', sid, lid)}").text
     assert checkboxes(page) == {"crank": False, "digest": False, "staff": True}
-    forged = lists.http.post(f"/preferences/{make_token(SECRET, 'unsubscribe', sid, lid)}",
+    forged = lists.http.post(f"/preferences/{link(lists, 'unsubscribe', sid, lid)}",
                              data={"list": ["staff", "ghost"]})
     assert forged.status_code == 200 and statuses(lists) == {"staff": "active"}   # unknown names: ignored
 
@@ -164,7 +165,7 @@ def test_a_bounced_reader_can_rename_but_not_rejoin(lists):
     sid, lid = member(lists, LIST)
     with lists.web.engine.begin() as conn:
         store.set_status(conn, sid, None, Status.BOUNCED, "test")
-    token = make_token(SECRET, "unsubscribe", sid, lid)
+    token = link(lists, "unsubscribe", sid, lid)
     page = lists.http.get(f"/preferences/{token}").text
     assert "Mail to this address bounced" in page and page.count(" disabled>") == 2
     saved = lists.http.post(f"/preferences/{token}", data={"list": ["crank", "digest"], "name": "Ann B"})
@@ -176,7 +177,7 @@ def test_a_bounced_reader_can_rename_but_not_rejoin(lists):
 def test_leave_everything(lists):
     sid, lid = member(lists, LIST)
     member(lists, "digest")
-    token = make_token(SECRET, "unsubscribe", sid, lid)
+    token = link(lists, "unsubscribe", sid, lid)
     r = lists.http.post(f"/preferences/{token}/leave")
     assert r.status_code == 200 and "You left every list" in r.text and "CRANK Call" in r.text
     assert statuses(lists) == {"crank": "unsubscribed", "digest": "unsubscribed"}

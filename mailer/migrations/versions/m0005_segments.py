@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "m0005_segments"
-down_revision = "m0001_ledger"
+down_revision = "m0002_send_edges"
 branch_labels = None
 depends_on = None
 
@@ -55,7 +55,7 @@ def _rebuild(key: list[str], old: str, new: str, *, add: bool) -> None:
 
 
 def _create_deliveries() -> None:
-    """m0001_ledger's deliveries table, as it was."""
+    """deliveries as m0002_send_edges left it (m0001_ledger's table plus next_attempt_at, last)."""
     op.create_table(
         "deliveries",
         sa.Column("id", ID, nullable=False),
@@ -67,6 +67,7 @@ def _create_deliveries() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("updated_at", TS, nullable=True),
+        sa.Column("next_attempt_at", TS, nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_deliveries"),
         sa.ForeignKeyConstraint(["send_id"], ["sends.id"], name="fk_deliveries_send_id_sends", ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["subscriber_id"], ["subscribers.id"], name="fk_deliveries_subscriber_id_subscribers",

@@ -1,0 +1,85 @@
+"""Message bytes -> a DKIM-Signature header (rsa-sha256, relaxed/relaxed), signed in C.
+
+dkimpy signs with its own pure-Python RSA: about 12 ms a message, which capped a signed SMTP
+send near 80 messages a second. Here dkimpy still does the header side exactly as before (parsing
+the header block, relaxed header canonicalization, choosing the header fields `h=` names, the tag
+order and the folding), and the RSA signature moves to `cryptography` (OpenSSL): the SHA-256 of
+the canonical headers is signed as a pre-hashed digest. The body's relaxed canonicalization
+(RFC 6376 3.4.4) is done here with a few bytes.replace passes for a CRLF message: dkimpy's replaces every
+single space by a space and splits the whole message into lines, 5 to 10 ms for a 45 KB issue;
+any other message goes through dkimpy's own. The result is byte for byte what `dkim.sign` makes
+for the same message, key and time (tests/deliver/test_smtp.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+
+import dkim
+from dkim.canonicalization import CanonicalizationPolicy, Relaxed
+
+_POLICY = CanonicalizationPolicy(Relaxed, Relaxed)
+_NAME = b"DKIM-Signature"
+
+
+class DkimSigner:
+    """One key, selector and domain; `sign(message)` returns the header line to prepend."""
+
+    def __init__(self, selector: bytes, domain: bytes, private_key_pem: bytes, include_headers):
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        key = load_pem_private_key(private_key_pem, password=None)  # ValueError / TypeError when bad
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError("the DKIM key must be an RSA private key (rsa-sha256)")
+        self.key, self.selector, self.domain = key, selector, domain
+        self.include = tuple(h.lower() for h in include_headers)
+        if b"from" not in self.include:
+            raise ValueError("the From header field must be signed")
+
+    def sign(self, message: bytes, timestamp: int | None = None) -> bytes:
+        headers, body = _parse(message)
+        body_hash = base64.b64encode(hashlib.sha256(body).digest())
+        fields = [(b"v", b"1"), (b"a", b"rsa-sha256"), (b"c", b"relaxed/relaxed"), (b"d", self.domain),
+                  (b"i", b"@" + self.domain), (b"q", b"dns/txt"), (b"s", self.selector),
+                  (b"t", str(int(time.time() if timestamp is None else timestamp)).encode("ascii")),
+                  (b"h", b" : ".join(self.include)), (b"bh", body_hash), (b"b", b"0" * 60)]
+        unsigned = dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(_NAME), linesep=b"\r\n")
+        unsigned = dkim.RE_BTAG.sub(b"\\1", unsigned)
+        digest = hashlib.sha256()
+        dkim.hash_headers(digest, _POLICY, _POLICY.canonicalize_headers(headers), self.include,
+                          (_NAME, b" " + unsigned), None)
+        fields[-1] = (b"b", base64.b64encode(self._rsa(digest.digest())))
+        value = dkim.fold(b"; ".join(b"=".join(f) for f in fields) + b"\r\n", namelen=len(_NAME), linesep=b"\r\n")
+        return _NAME + b": " + value
+
+    def _rsa(self, digest: bytes) -> bytes:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding, utils
+
+        return self.key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+
+
+def _parse(message: bytes) -> tuple[list, bytes]:
+    """(header fields as dkimpy parses them, the relaxed canonical body)."""
+    end = message.find(b"\r\n\r\n")
+    crlf = message.count(b"\r\n")
+    if end <= 0 or message.count(b"\r") != crlf or message.count(b"\n") != crlf:
+        headers, body = dkim.rfc822_parse(message)
+        return headers, _POLICY.canonicalize_body(body)
+    headers, _ = dkim.rfc822_parse(message[:end + 2])
+    return headers, relaxed_body(message[end + 4:])
+
+
+def relaxed_body(body: bytes) -> bytes:
+    """RFC 6376 3.4.4 for a body whose CRs and LFs all come as CRLF: WSP runs to one space, no WSP
+    before a CRLF, no empty lines at the end (an empty body stays empty), as dkimpy does it."""
+    if b"\t" in body:
+        body = body.replace(b"\t", b" ")
+    while b"  " in body:  # bytes.replace, not a regex: a run of n spaces goes in log2(n) passes
+        body = body.replace(b"  ", b" ")
+    body = body.replace(b" \r\n", b"\r\n")
+    body = body.rstrip(b"\r\n")   # every CR and LF here is one CRLF pair: whole empty lines go
+    return body + b"\r\n" if body else b""

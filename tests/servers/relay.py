@@ -1,0 +1,65 @@
+"""A relay that is down for a while, then comes back: a TCP forwarder to a real server (the sink).
+
+It binds its port at once (port 0: the OS picks) but listens only after `down` seconds, so until
+then a client's connection is refused, as when Postfix restarts; after, every connection is piped
+to `target_port` on 127.0.0.1. `relay.up.wait()` waits for the moment it came back.
+
+    with Relay(sink.port, down=2.0) as relay:   # relay.port refuses for 2 s, then forwards
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+
+class Relay:
+    def __init__(self, target_port: int, *, down: float = 0.0):
+        self.target_port, self.down = target_port, down
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.up = threading.Event()
+        self.accepted = 0
+        self._closing = threading.Event()
+
+    def _serve(self) -> None:
+        if self._closing.wait(self.down):
+            return
+        self.sock.listen(16)
+        self.up.set()
+        while not self._closing.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    def __enter__(self) -> "Relay":
+        threading.Thread(target=self._serve, name="relay", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._closing.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
