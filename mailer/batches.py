@@ -43,7 +43,9 @@ class Prepared:
 class BatchLoop:
     """One run's loop; `summary` (a dispatch.SendSummary) holds the running counts."""
 
-    def __init__(self, engine, send_id, list_id, edition, tokens, backend, summary, on_progress, started):
+    def __init__(self, engine, send_id, list_id, edition, tokens, backend, summary, on_progress, started,
+                 stop=lambda: False):
+        self.stop = stop  # asked between batches: True ends the run with the rest pending (resumable)
         self.engine, self.send_id, self.list_id = engine, send_id, list_id
         self.edition, self.tokens, self.backend = edition, tokens, backend
         self.summary, self.on_progress, self.started = summary, on_progress, started
@@ -54,10 +56,13 @@ class BatchLoop:
         with _fewer_collections(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="deliver") as wire:
             ready, done = self.prepare(0), None
             while True:
+                if ready is not None and self.stop():
+                    self.commit(done, None)  # the batch on the wire is recorded; nothing more is claimed
+                    return
                 if ready is None:
                     self.commit(done, None)
                     done = None
-                    if not self.summary.deferred:
+                    if not self.summary.deferred or self.stop():
                         return
                     sleep(retry_delay)  # temporary refusals get another pass (MAX_ATTEMPTS in all)
                     with self.engine.begin() as conn:

@@ -95,8 +95,12 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
              on_progress: Callable[[SendSummary], None] | None = None,
              notice: Callable[[str], None] = lambda message: None,
              on_interrupted: str | None = None, retry_delay: float = 10.0,
-             sleep: Callable[[float], None] = time.sleep) -> SendSummary:
-    """Send (or resume sending) plan.issue to plan.list; returns the counts for the whole send."""
+             sleep: Callable[[float], None] = time.sleep,
+             stop: Callable[[], bool] = lambda: False) -> SendSummary:
+    """Send (or resume sending) plan.issue to plan.list; returns the counts for the whole send.
+
+    `stop` is asked between batches (mailer/schedule.py on SIGTERM): when it says True the run ends
+    after recording the batch on the wire, status `stopped`, and a rerun continues."""
     started = time.monotonic()
     summary = SendSummary(plan.issue.slug, plan.list_name, plan.backend)
     if plan.send_id is None and plan.readers == 0:
@@ -113,7 +117,7 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
         return summary
     edition = prepare(plan.issue, settings.newsletter, nonce=f"s{send_id}")
     loop = BatchLoop(plan.engine, send_id, plan.list_id, edition, tokens, backend, summary,
-                     on_progress or (lambda s: None), started)
+                     on_progress or (lambda s: None), started, stop)
     loop.progress()  # the starting point, so a progress bar's rate counts this run only
     try:
         with backend:
@@ -216,10 +220,12 @@ def _token_maker(settings: Settings, list_id: int) -> Callable[[int], str]:
 
 
 def send_proof(settings: Settings, issue: ComposedIssue, addresses: list[str], *, backend_name: str | None = None,
-               backend: Backend | None = None) -> list:
-    """A copy marked as a proof ("[PROOF] " subject, X-Mailer-Proof) to each address; no ledger."""
-    edition = prepare(issue, settings.newsletter, proof=True)
-    outs = [personalize(edition, Recipient(f"proof.{i}", address, "", "proof"))
+               backend: Backend | None = None, proof: bool = True) -> list:
+    """A copy marked as a proof ("[PROOF] " subject, X-Mailer-Proof) to each address; no ledger.
+    With proof=False, a plain copy (the scheduler's notices to the editors)."""
+    edition = prepare(issue, settings.newsletter, proof=proof)
+    kind = "proof" if proof else "copy"
+    outs = [personalize(edition, Recipient(f"{kind}.{i}", address, "", kind))
             for i, address in enumerate(addresses, 1)]
     backend = backend or create_backend(backend_name or settings.delivery.backend, settings)
     with backend:

@@ -8,6 +8,7 @@
         PermanentDelivery       4xx, SMTP 5xx: do not retry
       SignatureError            a webhook or token that does not verify
       SendError                 a send run that cannot start or go on (empty list, already sent...)
+      ScheduleError             an issue that cannot be (un)scheduled: lint errors, a bad --at, its state
     ConfigError                 at start-up; deliberately outside MailerError
 
     subscribers.errors.SubscriberError   the list store's own tree (subscribers never imports mailer);
@@ -72,6 +73,10 @@ class SignatureError(MailerError):
 
 class SendError(MailerError):
     """A send run that cannot start or go on."""
+
+
+class ScheduleError(MailerError):
+    """An issue that cannot be scheduled or unscheduled as asked (mailer/schedule.py)."""
 
 
 class ConfigError(Exception):
