@@ -17,6 +17,7 @@ import html
 import logging
 import signal
 import threading
+import time
 import warnings
 import zlib
 from contextlib import contextmanager
@@ -267,38 +268,48 @@ class Scheduler:
 
     # sending -> sent | failed | still sending (stopped, deferred readers)
     def _send(self, row, now: datetime) -> None:
+        started = time.monotonic()
+
+        def later() -> datetime:  # `now` moved on by the time the send took (the clock may be a test's)
+            return now + timedelta(seconds=time.monotonic() - started)
+
         try:
             composed = compose_checked(self.source(row), self.settings)
             plan = dispatch.plan_send(self.settings, composed, row.list_name)
             summary = dispatch.run_send(self.settings, plan, sleep=self.stop.wait, stop=self.stop.is_set,
-                                        notice=lambda message: self.decide(self.clock(), row, f"note: {message}"))
+                                        notice=lambda message: self.decide(later(), row, f"note: {message}"))
         except (MailerError, SubscriberError, ConfigError) as exc:
-            return self._failed(row, self.clock(), str(exc))
+            return self._failed(row, later(), str(exc))
         except BaseException:
-            self._settle(row, IssueState.SENDING, "interrupted; the scheduler resumes it")
+            self._settle(row, later(), IssueState.SENDING, "interrupted; the scheduler resumes it")
             raise
         figures = f"{summary.sent:,} sent, {summary.failed:,} failed, {summary.skipped:,} skipped"
         if summary.status == ledger.SendStatus.DONE.value:
-            self._settle(row, IssueState.SENT, None, summary.send_id)
-            return self.decide(self.clock(), row, f"sent (send #{summary.send_id}): {figures}")
-        why = (f"stopped with {figures} so far; resumes when the scheduler runs again" if self.stop.is_set() else
-               f"{summary.deferred:,} readers deferred ({figures}); retried from {DEFERRED_RETRY} after the run")
-        self._settle(row, IssueState.SENDING, why, summary.send_id)
-        self.decide(self.clock(), row, why)
+            self._settle(row, later(), IssueState.SENT, None, summary.send_id)
+            return self.decide(later(), row, f"sent (send #{summary.send_id}): {figures}")
+        if self.stop.is_set():
+            why = f"stopped with {figures} so far; resumes when the scheduler runs again"
+        elif summary.deferred:
+            why = (f"{summary.deferred:,} readers deferred ({figures}); retried "
+                   f"{_span(DEFERRED_RETRY)} after this run")
+        else:
+            why = f"unfinished ({figures}); resumes on the next tick"
+        self._settle(row, later(), IssueState.SENDING, why, summary.send_id)
+        self.decide(later(), row, why)
 
     def _failed(self, row, now: datetime, reason: str) -> None:
-        self._settle(row, IssueState.FAILED, reason)
+        self._settle(row, now, IssueState.FAILED, reason)
         self.decide(now, row, f"failed: {reason}")
         self.notify(now, f"{row.issue} failed", f"{row.subject} ({row.issue}) to {row.list_name} failed:\n\n"
                     f"{reason}\n\nFix it, then `mailer issue schedule {row.issue}` (a partial send continues "
                     "where it stopped).")
 
-    def _settle(self, row, state: IssueState, reason: str | None, send_id: int | None = None) -> None:
+    def _settle(self, row, now: datetime, state: IssueState, reason: str | None, send_id: int | None = None) -> None:
         with self.engine.begin() as conn:
             if send_id is None:
                 found = ledger.find_send(conn, row.issue, _list_id(conn, row.list_name))
                 send_id = found.id if found else None
-            states.settle(conn, row.issue, self.runner, state, reason, self.clock(), send_id)
+            states.settle(conn, row.issue, self.runner, state, reason, now, send_id)
 
     def resume(self, now: datetime) -> None:
         """Sends whose runner is gone (stopped, crashed) continue; deferred readers get their retry."""
@@ -306,7 +317,7 @@ class Scheduler:
             rows = [(r, ledger.find_send(conn, r.issue, _list_id(conn, r.list_name)))
                     for r in states.in_state(conn, IssueState.SENDING)]
         for row, send in rows:
-            if _alive(row, send) or not self._resumable(row, send, now):
+            if _alive(row, send, self.runner) or not self._resumable(row, send, now):
                 continue
             with self._handling(row.issue) as mine, self._exclusive(row.issue) as got:
                 if not (mine and got):
@@ -435,10 +446,12 @@ class Scheduler:
                     conn.commit()
 
 
-def _alive(row, send) -> bool:
+def _alive(row, send, runner: str) -> bool:
     """Is the issue's runner still at work (the ledger's test: same host by pid, else heartbeat)?"""
     if row.runner is None:
         return False
+    if row.runner == ledger.this_runner():  # this process: its other Scheduler, if any, is at work
+        return runner != row.runner
     probe = send if send is not None and send.runner == row.runner else SimpleNamespace(
         status=ledger.SendStatus.SENDING.value, runner=row.runner, heartbeat_at=row.updated_at)
     return ledger.runner_alive(probe)
