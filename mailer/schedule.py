@@ -518,6 +518,8 @@ def run(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> None:
     scheduler.add_listener(add_jobs, EVENT_SCHEDULER_STARTED)
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)  # its per-run chatter is not a decision
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)   # SIGTERM stops like Ctrl-C
+    shown_before = warnings.showwarning   # a warning (e.g. a non-https base_url) is one line too
+    warnings.showwarning = lambda message, *a, **k: log.warning("%s warning: %s", _stamp(clock()), message)
     now = clock()
     upcoming_slot = next_slots(settings.schedule, now, 1)
     log.info("%s scheduler started (%s): list=%s, next slot %s, grace %s min", _stamp(now), service.runner,
@@ -532,5 +534,6 @@ def run(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> None:
         if scheduler.running:
             scheduler.shutdown(wait=True)
         signal.signal(signal.SIGTERM, previous)
+        warnings.showwarning = shown_before
         _service = None
         log.info("%s scheduler stopped", _stamp(clock()))

@@ -50,11 +50,18 @@ def _pg_reachable() -> str | None:
         return f"no PostgreSQL at {PG_URL}: {exc}"
 
 
+def service_missing(reason: str) -> None:
+    """A service a test needs is missing: skip, saying why, or fail under CI (MAILER_REQUIRE_SERVICES)."""
+    if os.environ.get("MAILER_REQUIRE_SERVICES"):
+        pytest.fail(f"required service missing: {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> str:
     reason = _pg_reachable()
     if reason:
-        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+        service_missing(f"PostgreSQL tests skipped: {reason}")
     return PG_URL
 
 
