@@ -39,26 +39,33 @@ def slot_trigger(schedule: ScheduleSettings) -> CronTrigger:
 
 def next_slots(schedule: ScheduleSettings, after: datetime, count: int) -> list[datetime]:
     """The next `count` slots at or after `after`, in the schedule's time zone."""
-    trigger, found = slot_trigger(schedule), []
-    slot = trigger.get_next_fire_time(None, after.astimezone(zone(schedule)))
-    while slot is not None and len(found) < count:
+    found = []
+    for slot in _slots(schedule, after):
+        if len(found) == count:
+            break
         found.append(slot)
-        slot = trigger.get_next_fire_time(slot, slot)
     return found
 
 
 def last_slot(schedule: ScheduleSettings, now: datetime) -> datetime | None:
     """The latest slot at or before `now`, or None if there was none in LOOK_BACK."""
-    trigger, last = slot_trigger(schedule), None
-    slot = trigger.get_next_fire_time(None, (now - LOOK_BACK).astimezone(zone(schedule)))
-    while slot is not None and slot <= now:
-        last, slot = slot, trigger.get_next_fire_time(slot, slot)
+    last = None
+    for slot in _slots(schedule, now - LOOK_BACK):
+        if slot > now:
+            break
+        last = slot
     return last
 
 
-def is_slot(schedule: ScheduleSettings, when: datetime) -> bool:
-    found = next_slots(schedule, when, 1)
-    return bool(found) and found[0] == when
+def _slots(schedule: ScheduleSettings, start: datetime):
+    """The trigger's fire times from `start`, each wall time once: APScheduler 3.11 fires a time
+    that the fall-back fold passes twice on both occasions, and a slot is one moment (docs/schedule.md)."""
+    trigger, tz = slot_trigger(schedule), zone(schedule)
+    slot = trigger.get_next_fire_time(None, start.astimezone(tz))
+    while slot is not None:
+        if not (slot.fold and slot.replace(fold=0).utcoffset() != slot.utcoffset()):
+            yield slot.astimezone(timezone.utc).astimezone(tz)  # a time in the spring gap, as the clock shows it
+        slot = trigger.get_next_fire_time(slot, slot)
 
 
 def parse_at(text: str, schedule: ScheduleSettings, now: datetime) -> datetime:

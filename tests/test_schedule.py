@@ -173,6 +173,27 @@ def test_dst_change_between_scheduling_and_the_slot(sched):
     assert readers_got(sched) == EVERYONE_ONCE
 
 
+@pytest.mark.parametrize("day, time, after, expected", [
+    # 09:00 local on the first Tuesday, from winter into summer time
+    ("1st tue", "09:00", datetime(2027, 2, 10, tzinfo=UTC),
+     ["2027-03-02 09:00 EST (2027-03-02 14:00 UTC)", "2027-04-06 09:00 EDT (2027-04-06 13:00 UTC)"]),
+    # a wall time the fall-back night passes twice is one slot, the first
+    ("1st sun", "01:30", datetime(2027, 10, 20, tzinfo=UTC),
+     ["2027-11-07 01:30 EDT (2027-11-07 05:30 UTC)", "2027-12-05 01:30 EST (2027-12-05 06:30 UTC)"]),
+    # a wall time the spring-forward night skips goes out an hour on the clock later, once
+    ("2nd sun", "02:30", datetime(2027, 3, 1, tzinfo=UTC),
+     ["2027-03-14 03:30 EDT (2027-03-14 07:30 UTC)", "2027-04-11 02:30 EDT (2027-04-11 06:30 UTC)"]),
+    ("last fri", "17:45", datetime(2026, 12, 1, tzinfo=UTC),
+     ["2026-12-25 17:45 EST (2026-12-25 22:45 UTC)", "2027-01-29 17:45 EST (2027-01-29 22:45 UTC)"]),
+])
+def test_slots_across_dst(day, time, after, expected):
+    from mailer.config import ScheduleSettings
+    from mailer.slots import next_slots, shown
+
+    schedule = ScheduleSettings(day=day, time=time, timezone="America/New_York")
+    assert [shown(s, schedule) for s in next_slots(schedule, after, 2)] == expected
+
+
 @pytest.mark.parametrize("at, expected", [
     ("2027-04-06 10:00", datetime(2027, 4, 6, 14, 0, tzinfo=UTC)),          # EDT
     ("2027-02-02 10:00", datetime(2027, 2, 2, 15, 0, tzinfo=UTC)),          # EST
