@@ -28,6 +28,7 @@ from types import SimpleNamespace
 from typing import Callable
 
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from mailer import dispatch, ledger
 from mailer import issue_states as states
@@ -225,11 +226,13 @@ class Scheduler:
         self.check_empty_slot(now)
 
     def tick(self, now: datetime | None = None) -> None:
-        """Every TICK_SECONDS: --at times that came, proofs, sends to resume."""
+        """Every TICK_SECONDS: --at times that came, proofs, sends to resume, and the slot's check
+        again (in case the slot job itself could not run, e.g. the database was down for a moment)."""
         now = now or self.clock()
         self.run_due(now)
         self.send_proofs(now)
         self.resume(now)
+        self.check_empty_slot(now)
 
     # scheduled -> sending | failed (missed)
     def run_due(self, now: datetime) -> None:
@@ -483,11 +486,20 @@ _service: Scheduler | None = None   # the process's Scheduler, which the stored 
 
 
 def slot_job() -> None:
-    _service.slot()
+    _guarded(_service.slot, "slot")
 
 
 def tick_job() -> None:
-    _service.tick()
+    _guarded(_service.tick, "tick")
+
+
+def _guarded(job: Callable[[], None], name: str) -> None:
+    """A database that is down for a moment is one line, and the next tick tries again."""
+    try:
+        job()
+    except (SQLAlchemyError, SubscriberError, MailerError) as exc:
+        log.error("%s %s failed, retried on the next tick: %s", _stamp(_service.clock()), name,
+                  str(exc).splitlines()[0])
 
 
 def run(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> None:
