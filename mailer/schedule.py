@@ -78,6 +78,24 @@ def issue_path(ref: str, settings: Settings) -> Path:
     return path
 
 
+_stores: dict = {}   # database URL -> Engine: one pool per database for the commands and the scheduler
+
+
+def store(settings: Settings):
+    """The project's database (migrated on first use), one Engine per URL in this process."""
+    from mailer.config import database_url
+
+    url = database_url(settings)
+    if url not in _stores:
+        _stores[url] = dispatch.open_store(settings)
+    return _stores[url]
+
+
+def close_stores() -> None:
+    while _stores:
+        _stores.popitem()[1].dispose()
+
+
 def schedule_list(settings: Settings) -> str:
     if not settings.schedule.list:
         raise ConfigError("[schedule] list is not set: name the list that gets each scheduled issue")
@@ -102,7 +120,7 @@ def schedule_issue(settings: Settings, ref: str, at_text: str | None, now: datet
 
     path = issue_path(ref, settings)
     composed = compose_checked(path, settings)
-    list_name, engine = schedule_list(settings), dispatch.open_store(settings)
+    list_name, engine = schedule_list(settings), store(settings)
     with engine.begin() as conn:
         found = get_list(conn, list_name)
         row = states.find(conn, composed.slug)
@@ -121,7 +139,7 @@ def schedule_issue(settings: Settings, ref: str, at_text: str | None, now: datet
 def unschedule_issue(settings: Settings, ref: str, now: datetime) -> str | None:
     """scheduled | failed -> draft; returns the state it left, None if it was not scheduled."""
     slug = Path(ref).stem if ref.endswith(".md") else ref
-    engine = dispatch.open_store(settings)
+    engine = store(settings)
     with engine.begin() as conn:
         row = states.find(conn, slug)
         if row is None or row.state == IssueState.DRAFT.value:
@@ -175,7 +193,7 @@ def _stored_path(path: Path, settings: Settings) -> str:
 def upcoming(settings: Settings, now: datetime, count: int) -> list[tuple[datetime, list]]:
     """The next `count` slots, each with the issues scheduled for it, plus --at times among them."""
     slots = [s.astimezone(timezone.utc) for s in next_slots(settings.schedule, now, count)]
-    with dispatch.open_store(settings).connect() as conn:
+    with store(settings).connect() as conn:
         waiting = [r for r in states.in_state(conn, IssueState.SCHEDULED) if r.send_at >= now]
     times = sorted(set(slots) | {r.send_at for r in waiting if r.pinned and slots and r.send_at <= slots[-1]})
     return [(t, [r for r in waiting if r.send_at == t]) for t in times]
@@ -185,7 +203,7 @@ def overview(settings: Settings) -> list[SimpleNamespace]:
     """Every issue file and every issue the schedule knows: state, send time, the ledger's figures."""
     from sqlalchemy import select
 
-    with dispatch.open_store(settings).connect() as conn:
+    with store(settings).connect() as conn:
         rows = {r.issue: r for r in states.every(conn)}
         sent = {}
         for s in conn.execute(select(ledger.sends).order_by(ledger.sends.c.id)).all():
@@ -213,7 +231,7 @@ class Scheduler:
                  stop: threading.Event | None = None):
         self.settings, self.clock = settings, clock
         self.stop = stop or threading.Event()
-        self.engine = dispatch.open_store(settings)
+        self.engine = store(settings)
         self.runner = ledger.this_runner()
         self.grace = timedelta(minutes=settings.schedule.misfire_grace_minutes)
         self._lock, self._active = threading.Lock(), set()   # issues this process is handling now
@@ -276,6 +294,7 @@ class Scheduler:
         def later() -> datetime:  # `now` moved on by the time the send took (the clock may be a test's)
             return now + timedelta(seconds=time.monotonic() - started)
 
+        plan = None
         try:
             composed = compose_checked(self.source(row), self.settings)
             plan = dispatch.plan_send(self.settings, composed, row.list_name)
@@ -286,6 +305,9 @@ class Scheduler:
         except BaseException:
             self._settle(row, later(), IssueState.SENDING, "interrupted; the scheduler resumes it")
             raise
+        finally:
+            if plan is not None:
+                plan.engine.dispose()   # plan_send opened a pool of its own for this send
         figures = f"{summary.sent:,} sent, {summary.failed:,} failed, {summary.skipped:,} skipped"
         if summary.status == ledger.SendStatus.DONE.value:
             self._settle(row, later(), IssueState.SENT, None, summary.send_id)

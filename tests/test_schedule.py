@@ -33,7 +33,16 @@ READERS = 5
 # "1st tue" 09:00 America/New_York: 2026-12-01 14:00 UTC (EST) ... 2027-04-06 13:00 UTC (EDT)
 DEC_SLOT = datetime(2026, 12, 1, 14, 0, tzinfo=UTC)
 BEFORE = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # http base_url on purpose
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(autouse=True)
+def close_pools():
+    """Each test's database gets its own pool; close it after, the PostgreSQL server is shared."""
+    from mailer.schedule import close_stores
+
+    yield
+    close_stores()  # http base_url on purpose
 
 
 @pytest.fixture(autouse=True)
