@@ -272,7 +272,8 @@ class Scheduler:
                 won = states.claim(conn, row.issue, row.send_at, self.runner, now)
             if not won:
                 return self.decide(now, row, "left to another scheduler (it claimed the issue first)")
-            self.decide(now, row, f"sending (slot {shown(row.send_at, self.settings.schedule)}"
+            kind = "--at" if row.pinned else "slot"
+            self.decide(now, row, f"sending ({kind} {shown(row.send_at, self.settings.schedule)}"
                                   f"{', late by ' + _span(late) if late >= timedelta(minutes=1) else ''})")
             self._send(row, now)
 

@@ -231,13 +231,16 @@ def test_bad_at_is_refused(sched, at, message):
     assert state(sched) is None
 
 
-def test_an_at_time_sends_on_the_tick_after_it(sched):
+def test_an_at_time_sends_on_the_tick_after_it(sched, caplog):
+    caplog.set_level(logging.INFO, "mailer.schedule")
     schedule_issue(sched, "2024-12", "2026-11-25 16:45", BEFORE)
     runner = Scheduler(sched)
     runner.tick(datetime(2026, 11, 25, 21, 44, 59, tzinfo=UTC))
     assert readers_got(sched) == Counter()
     runner.tick(datetime(2026, 11, 25, 21, 45, 20, tzinfo=UTC))
     assert readers_got(sched) == EVERYONE_ONCE
+    assert ("2026-11-25T21:45:20Z issue=2024-12 list=crank sending (--at 2026-11-25 16:45 EST (2026-11-25 21:45 "
+            "UTC))") in [r.getMessage() for r in caplog.records]
 
 
 def test_nothing_scheduled_mails_the_editors_once(sched, caplog):

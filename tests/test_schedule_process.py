@@ -33,7 +33,8 @@ SCHEDULE = ScheduleSettings(day="1st tue", time="09:00", timezone="America/New_Y
 
 
 def libfaketime() -> Path | None:
-    candidates = [Path("/usr/lib") / (sysconfig.get_config_var("MULTIARCH") or "") / "faketime/libfaketime.so.1"]
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    candidates = [Path("/usr/lib") / multiarch / "faketime/libfaketime.so.1"]
     try:
         listed = subprocess.run(["dpkg", "-L", "libfaketime"], capture_output=True, text=True, timeout=30).stdout
         candidates += [Path(p) for p in listed.split() if p.endswith("/libfaketime.so.1")]
@@ -52,7 +53,8 @@ def project(repo, tmp_path) -> Path:
     config = re.sub(r"(?m)^proof_hours_before = \d+.*$", "proof_hours_before = 0", config)
     config = re.sub(r"(?m)^editors = .*$", 'editors = ["editor@example.org"]', config)
     (tmp_path / "config.toml").write_text(config, encoding="utf-8")
-    for args in (["lists", "create", "sample"], ["subscribers", "import", "issues/sample-list.csv", "--list", "sample"]):
+    for args in (["lists", "create", "sample"],
+                 ["subscribers", "import", "issues/sample-list.csv", "--list", "sample"]):
         done = subprocess.run(mailer(*args), cwd=tmp_path, env=environment(), capture_output=True, text=True,
                               timeout=120)
         assert done.returncode == 0, done.stderr
@@ -109,8 +111,8 @@ def test_schedule_run_sends_the_issue_at_the_slot_under_faketime(project):
 
     log = project / "scheduler.log"
     with log.open("w") as err:
-        proc = subprocess.Popen(mailer("schedule", "run"), cwd=project, env=environment(slot - timedelta(seconds=10), lib),
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(mailer("schedule", "run"), cwd=project, stdout=subprocess.DEVNULL, stderr=err,
+                                env=environment(slot - timedelta(seconds=10), lib))
         try:
             sent = wait_for(lambda: everyone_once() and " sent (send #" in log.read_text(), 90)
             proc.send_signal(signal.SIGTERM)
