@@ -46,7 +46,8 @@ class BatchLoop:
     """One run's loop; `summary` (a dispatch.SendSummary) holds the running counts."""
 
     def __init__(self, engine, send_id, list_id, edition, tokens, backend, summary, on_progress, started, *,
-                 retry: "Retry", refused=None, lost=lambda: False):
+                 retry: "Retry", refused=None, lost=lambda: False, stop=lambda: False):
+        self.stop = stop  # asked between batches: True ends the run with the rest pending (resumable)
         self.engine, self.send_id, self.list_id = engine, send_id, list_id
         self.edition, self.tokens, self.backend = edition, tokens, backend
         self.summary, self.on_progress, self.started = summary, on_progress, started
@@ -61,6 +62,8 @@ class BatchLoop:
         with _fewer_collections(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="deliver") as wire:
             while True:
                 self.one_pass(wire)
+                if self.stop():
+                    return
                 wait = self.retry.wait_for(self.engine, self.send_id, self.summary)
                 if wait is None:
                     return
@@ -75,6 +78,8 @@ class BatchLoop:
                 self.commit(done, None)  # what was sent is recorded; nothing more is claimed
                 raise SendTakenOver(f"send #{self.send_id} was taken over by another runner (mailer send "
                                 "--take-over); this one stops")
+            if self.stop():
+                break                    # the batch on the wire is recorded below; nothing more is claimed
             batch, current = self.commit(done, ready)  # record the last batch, claim this one
             sending = (wire.submit(self.backend.send_batch, current.outs, current.encoded)
                        if current.outs else None)

@@ -44,7 +44,8 @@ def _wire() -> None:
     import importlib
 
     for module, name in (("issue", "issue"), ("lists", "lists"), ("subscribers", "subscribers"),
-                         ("db", "db"), ("send", None), ("serve", None), ("init", None)):
+                         ("db", "db"), ("send", None), ("serve", None), ("init", None),
+                         ("schedule", "schedule"), ("issues", None)):
         try:
             mod = importlib.import_module(f"mailer.commands.{module}")
         except ModuleNotFoundError as exc:

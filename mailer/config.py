@@ -81,6 +81,10 @@ class ScheduleSettings:
     day: str = "1st tue"           # APScheduler CronTrigger `day` expression
     time: str = "09:00"
     timezone: str = "America/New_York"
+    list: str = ""                 # the list that gets each scheduled issue
+    misfire_grace_minutes: int = 60   # how late a slot may still send (scheduler down at the slot)
+    proof_hours_before: int = 24   # a proof to the editors this long before the slot; 0: none
+    editors: tuple[str, ...] = ()  # proofs and the scheduler's notices (nothing scheduled, missed)
 
 
 @dataclass(frozen=True)
@@ -244,6 +248,10 @@ def _value(kind, raw, key: str, where: str, root: Path):
             raise ConfigError(f"{key} must be a path string")
         p = Path(raw).expanduser()
         return p if p.is_absolute() else (root / p)
+    if typing.get_origin(kind) is tuple:  # a TOML array of strings
+        if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+            raise ConfigError(f"{key} must be a list of strings, not {raw!r}")
+        return tuple(raw)
     if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
         return float(raw)
     if kind is int and isinstance(raw, bool) or not isinstance(raw, kind):
@@ -306,6 +314,27 @@ def _check(s: Settings) -> None:
     for key, address in (("from_email", s.newsletter.from_email), ("reply_to", s.newsletter.reply_to)):
         if "@" not in address:
             raise ConfigError(f"[newsletter] {key} must be an email address, not {address!r}")
+    _check_schedule(s.schedule)
+
+
+def _check_schedule(s: ScheduleSettings) -> None:
+    """The [schedule] values that need no APScheduler; `day` is checked where the trigger is built
+    (mailer.slots.slot_trigger), so commands that never schedule do not import it."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(s.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"[schedule] timezone must be an IANA time zone such as \"America/New_York\", "
+                          f"not {s.timezone!r}") from None
+    hour, _, minute = s.time.partition(":")
+    if not (hour.isdigit() and minute.isdigit() and len(minute) == 2 and int(hour) < 24 and int(minute) < 60):
+        raise ConfigError(f"[schedule] time must be HH:MM (24-hour), not {s.time!r}")
+    if s.misfire_grace_minutes < 0 or s.proof_hours_before < 0:
+        raise ConfigError("[schedule] misfire_grace_minutes and proof_hours_before must not be negative")
+    for address in s.editors:
+        if "@" not in address:
+            raise ConfigError(f"[schedule] editors must be email addresses, not {address!r}")
 
 
 def _check_send_edges(s: Settings) -> None:

@@ -105,8 +105,12 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
              on_progress: Callable[[SendSummary], None] | None = None,
              notice: Callable[[str], None] = lambda message: None,
              on_interrupted: str | None = None, take_over: bool = False,
-             sleep: Callable[[float], None] = time.sleep) -> SendSummary:
-    """Send (or resume sending) plan.issue to plan.list; returns the counts for the whole send."""
+             sleep: Callable[[float], None] = time.sleep,
+             stop: Callable[[], bool] = lambda: False) -> SendSummary:
+    """Send (or resume sending) plan.issue to plan.list; returns the counts for the whole send.
+
+    `stop` is asked between batches (mailer/schedule.py on SIGTERM): when it says True the run ends
+    after recording the batch on the wire, status `stopped`, and a rerun continues."""
     started = time.monotonic()
     summary = SendSummary(plan.issue.slug, plan.list_name, plan.backend, segment=plan.segment)
     if plan.send_id is None and plan.readers == 0:
@@ -133,7 +137,7 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
         with ledger.Heartbeat(plan.engine, send_id) as beat:
             loop = BatchLoop(plan.engine, send_id, plan.list_id, edition, tokens, backend, summary,
                              on_progress or (lambda s: None), started, retry=retry,
-                             refused=_bounce_policy(settings, send_id), lost=lambda: beat.lost)
+                             refused=_bounce_policy(settings, send_id), lost=lambda: beat.lost, stop=stop)
             loop.progress()  # the starting point, so a progress bar's rate counts this run only
             with backend:
                 loop.run(sleep)
@@ -281,10 +285,12 @@ def _token_maker(settings: Settings, list_id: int, engine) -> Callable[[int], st
 
 
 def send_proof(settings: Settings, issue: ComposedIssue, addresses: list[str], *, backend_name: str | None = None,
-               backend: Backend | None = None) -> list:
-    """A copy marked as a proof ("[PROOF] " subject, X-Mailer-Proof) to each address; no ledger."""
-    edition = prepare(issue, settings.newsletter, proof=True)
-    outs = [personalize(edition, Recipient(f"proof.{i}", address, "", "proof"))
+               backend: Backend | None = None, proof: bool = True) -> list:
+    """A copy marked as a proof ("[PROOF] " subject, X-Mailer-Proof) to each address; no ledger.
+    With proof=False, a plain copy (the scheduler's notices to the editors)."""
+    edition = prepare(issue, settings.newsletter, proof=proof)
+    kind = "proof" if proof else "copy"
+    outs = [personalize(edition, Recipient(f"{kind}.{i}", address, "", kind))
             for i, address in enumerate(addresses, 1)]
     backend = backend or create_backend(backend_name or settings.delivery.backend, settings)
     with backend:

@@ -11,6 +11,7 @@
       SendError                 a send run that cannot start or go on (empty list, already sent...)
         SendTakenOver           another runner took this send over (mailer send --take-over)
       ListIsPrivate             a public form asked for a private list (`mailer lists embed`)
+      ScheduleError             an issue that cannot be (un)scheduled: lint errors, a bad --at, its state
     ConfigError                 at start-up; deliberately outside MailerError
 
     subscribers.errors.SubscriberError   the list store's own tree (subscribers never imports mailer);
@@ -96,6 +97,10 @@ class SendError(MailerError):
 
 class ListIsPrivate(MailerError):
     """A private list has no public form: readers cannot subscribe to it themselves."""
+
+
+class ScheduleError(MailerError):
+    """An issue that cannot be scheduled or unscheduled as asked (mailer/schedule.py)."""
 
 
 class ConfigError(Exception):

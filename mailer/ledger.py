@@ -183,10 +183,10 @@ def runner_alive(row) -> bool:
     age = heartbeat_age(row)
     if age is None or age >= HEARTBEAT_STALE:
         return False
-    return not _pid_gone(row.runner)
+    return not pid_gone(row.runner)
 
 
-def _pid_gone(runner: str) -> bool:
+def pid_gone(runner: str) -> bool:
     """True only when the runner was on this host and its pid is certainly not running."""
     host, _, pid = runner.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():

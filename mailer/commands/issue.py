@@ -78,3 +78,28 @@ def preview(
         typer.echo("Stopped.")
     finally:
         server.close()
+
+
+@app.command()
+def schedule(
+    ctx: typer.Context,
+    issue: str = typer.Argument(..., help="The issue file (issues/2024-12.md) or its name (2024-12).",
+                                show_default=False),
+    at: Optional[str] = typer.Option(None, "--at", help="Send at this time instead of the next free slot: "
+                                     "\"2026-12-01 09:00\" in the \\[schedule] time zone, or with an offset."),
+) -> None:
+    """Compose and lint ISSUE (errors refuse), then schedule it for the next free slot or --at."""
+    from mailer.commands.schedule import print_scheduled
+
+    print_scheduled(app_context(ctx).settings, issue, at)
+
+
+@app.command()
+def unschedule(
+    ctx: typer.Context,
+    issue: str = typer.Argument(..., help="The issue's name (2024-12) or file.", show_default=False),
+) -> None:
+    """Take ISSUE off the schedule (back to draft); a send already under way cannot be taken back."""
+    from mailer.commands.schedule import print_unscheduled
+
+    print_unscheduled(app_context(ctx).settings, issue)

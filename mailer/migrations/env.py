@@ -1,6 +1,7 @@
 """Alembic environment for mailer's own tables, run programmatically by mailer.migrate."""
 
 from mailer.ledger import metadata
+import mailer.issue_states  # noqa: F401,E402  (its tables join the metadata)
 from mailer.migrate import VERSION_TABLE
 from subscribers.db import run_env
 

@@ -1,0 +1,76 @@
+"""`mailer schedule show | run`, and the printing behind `mailer issue schedule | unschedule` and
+`mailer issues` (mailer/schedule.py does the work; only typer is imported at module level)."""
+
+from __future__ import annotations
+
+import typer
+
+from mailer.commands.common import app_context
+
+app = typer.Typer(help="The monthly slot: show what goes out when, run the scheduler.", no_args_is_help=True)
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    count: int = typer.Option(3, "--count", "-n", min=1, max=120, help="How many slots to show."),
+) -> None:
+    """The next slots (local time and UTC) and the issue each would send."""
+    from mailer.schedule import upcoming, utcnow
+    from mailer.slots import shown
+
+    settings = app_context(ctx).settings
+    s = settings.schedule
+    typer.echo(f"Slots: day \"{s.day}\" at {s.time} {s.timezone}, list {s.list or '(not set)'}, "
+               f"grace {s.misfire_grace_minutes} min")
+    rows = upcoming(settings, utcnow(), count)
+    for when, issues in rows:
+        what = ", ".join(f"{r.issue} '{r.subject}'" + (" (--at)" if r.pinned else "") for r in issues)
+        typer.echo(f"  {shown(when, s)}  {what or 'nothing scheduled (the editors get a notice)'}")
+    if not any(issues for _, issues in rows):
+        typer.echo("No issue is scheduled in these slots: `mailer issue schedule ISSUE` schedules one.")
+
+
+@app.command()
+def run(ctx: typer.Context) -> None:
+    """Run the scheduler until SIGTERM or Ctrl-C: each scheduled issue goes out on its slot, once."""
+    import logging
+    import sys
+
+    from mailer.schedule import run as run_scheduler
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))   # each line carries its own time
+    logger = logging.getLogger("mailer.schedule")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        run_scheduler(app_context(ctx).settings)
+    finally:
+        logger.removeHandler(handler)
+
+
+def print_scheduled(settings, issue: str, at: str | None) -> None:
+    from datetime import timedelta
+
+    from mailer.schedule import schedule_issue, utcnow
+    from mailer.slots import shown
+
+    done = schedule_issue(settings, issue, at, utcnow())
+    which = "the time given" if done.pinned else "the next free slot"
+    moved = " (moved)" if done.previous == "scheduled" else ""
+    typer.echo(f"Scheduled {done.issue} '{done.subject}' for {shown(done.send_at, settings.schedule)}{moved}, "
+               f"{which}, to list {done.list_name}.")
+    hours, editors = settings.schedule.proof_hours_before, settings.schedule.editors
+    if hours and editors:
+        typer.echo(f"A proof goes to {', '.join(editors)} from "
+                   f"{shown(done.send_at - timedelta(hours=hours), settings.schedule)}.")
+    typer.echo("`mailer schedule run` must be running then (see the README's operator's guide).")
+
+
+def print_unscheduled(settings, issue: str) -> None:
+    from mailer.schedule import unschedule_issue, utcnow
+
+    left = unschedule_issue(settings, issue, utcnow())
+    typer.echo(f"{issue} was not scheduled; nothing changed." if left is None
+               else f"Unscheduled {issue} (was {left}); it is a draft again.")

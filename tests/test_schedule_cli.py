@@ -1,0 +1,124 @@
+"""`mailer issue schedule | unschedule`, `mailer issues`, `mailer schedule show`, as an editor types them."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from datetime import datetime, timezone
+
+import pytest
+
+from mailer.config import load_settings
+from mailer.slots import next_slots, shown
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(autouse=True)
+def close_pools():
+    """Each test's database gets its own pool; close it after, the PostgreSQL server is shared."""
+    from mailer.schedule import close_stores
+
+    yield
+    close_stores()
+
+
+@pytest.fixture
+def project(config_file, cli):
+    """config.toml in a temporary folder (database there too), issue 2024-12, list crank with one reader."""
+    folder = config_file.parent
+    (folder / "issues").mkdir()
+    shutil.copy(REPO / "tests/fixtures/issues/minimal.md", folder / "issues/2024-12.md")
+    text = config_file.read_text(encoding="utf-8")
+    config_file.write_text(re.sub(r'(?m)^templates_dir = "templates"', f'templates_dir = "{REPO / "templates"}"', text),
+                           encoding="utf-8")
+    assert cli("--config", config_file, "lists", "create", "crank").code == 0
+    assert cli("--config", config_file, "subscribers", "add", "ann@example.org", "--list", "crank").code == 0
+    return config_file
+
+
+def run(cli, project, *args):
+    return cli("--config", project, *args)
+
+
+def next_slot(project) -> str:
+    settings = load_settings(project)
+    return shown(next_slots(settings.schedule, datetime.now(timezone.utc), 1)[0], settings.schedule)
+
+
+def test_schedule_show_issues_and_unschedule(cli, project):
+    done = run(cli, project, "issue", "schedule", project.parent / "issues/2024-12.md")
+    assert done.code == 0, done.err
+    slot = next_slot(project)
+    assert done.out.splitlines()[0] == (f"Scheduled 2024-12 'Test Review | January 2025' for {slot}, the next free "
+                                        "slot, to list crank.")
+    assert "A proof goes to gpriddy@cftni.org from " in done.out
+
+    shown_ = run(cli, project, "schedule", "show", "--count", "2")
+    lines = shown_.out.splitlines()
+    assert lines[0] == 'Slots: day "1st tue" at 09:00 America/New_York, list crank, grace 60 min'
+    assert lines[1] == f"  {slot}  2024-12 'Test Review | January 2025'"
+    assert re.fullmatch(r"  \d{4}-\d\d-\d\d 09:00 E[SD]T \(\d{4}-\d\d-\d\d 1[34]:00 UTC\)  nothing scheduled "
+                        r"\(the editors get a notice\)", lines[2])
+
+    listed = run(cli, project, "issues").out.splitlines()
+    assert listed[0].split() == ["ISSUE", "STATE", "SEND", "TIME", "LEDGER"]
+    assert re.fullmatch(rf"2024-12\s+scheduled\s+{re.escape(slot)}\s+-", listed[1])
+
+    moved = run(cli, project, "issue", "schedule", "2024-12", "--at", "2099-06-01 10:30")
+    assert "for 2099-06-01 10:30 EDT (2099-06-01 14:30 UTC) (moved), the time given" in moved.out
+    assert "2099-06-01 10:30 EDT (2099-06-01 14:30 UTC) --at" in run(cli, project, "issues").out
+
+    gone = run(cli, project, "issue", "unschedule", "2024-12")
+    assert (gone.code, gone.out.strip()) == (0, "Unscheduled 2024-12 (was scheduled); it is a draft again.")
+    again = run(cli, project, "issue", "unschedule", "2024-12")
+    assert (again.code, again.out.strip()) == (0, "2024-12 was not scheduled; nothing changed.")
+    assert "No issue is scheduled in these slots" in run(cli, project, "schedule", "show").out
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--at", "2020-01-01 09:00"), r"error: --at '2020-01-01 09:00' is in the past \(2020-01-01 09:00 EST "
+                                   r"\(2020-01-01 14:00 UTC\)\)"),
+    (("--at", "soon"), r"error: --at 'soon' is not a date and time like"),
+    (("--at", "2099-03-08 02:15"), r"error: --at '2099-03-08 02:15': 2099-03-08 02:15 does not exist in "
+                                   r"America/New_York"),
+])
+def test_a_bad_at_is_one_line(cli, project, args, message):
+    done = run(cli, project, "issue", "schedule", "2024-12", *args)
+    assert done.code == 1 and re.fullmatch(message + r".*\n", done.err) and "Traceback" not in done.err
+    assert re.search(r"^2024-12\s+draft", run(cli, project, "issues").out, re.M)
+
+
+def test_lint_errors_refuse_with_one_line(cli, project):
+    path = project.parent / "issues/2024-12.md"
+    path.write_text(path.read_text(encoding="utf-8").replace("First story paragraph.", "Hi %%unsubscribe%%"),
+                    encoding="utf-8")
+    done = run(cli, project, "issue", "schedule", "2024-12")
+    assert done.code == 1 and done.out == ""
+    assert done.err.startswith("error: 2024-12 has 1 lint error(s), fix them first (`mailer issue build ")
+    assert "unresolved unknown or misplaced marker %%unsubscribe%%" in done.err and done.err.count("\n") == 1
+
+
+def test_a_missing_file_or_list_is_named(cli, project):
+    missing = run(cli, project, "issue", "schedule", "2031-01")
+    assert missing.code == 1 and "2031-01.md" in missing.err and missing.err.count("\n") == 1
+    text = project.read_text(encoding="utf-8").replace('list = "crank"', 'list = "nosuch"')
+    project.write_text(text, encoding="utf-8")
+    nolist = run(cli, project, "issue", "schedule", "2024-12")
+    assert nolist.code == 1 and "nosuch" in nolist.err and nolist.err.count("\n") == 1
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('timezone = "America/New_York"', 'timezone = "Mars/Olympus"',
+     "error: [schedule] timezone must be an IANA time zone such as \"America/New_York\", not 'Mars/Olympus'"),
+    ('time = "09:00"', 'time = "9am"', "error: [schedule] time must be HH:MM (24-hour), not '9am'"),
+    ('editors = ["gpriddy@cftni.org"]', 'editors = "gpriddy@cftni.org"',
+     "error: [schedule] editors must be a list of strings, not 'gpriddy@cftni.org'"),
+    ('day = "1st tue"', 'day = "first tue"', "error: [schedule] day 'first tue' is not an APScheduler day expression"),
+    ('list = "crank"', 'list = ""', "error: [schedule] list is not set: name the list that gets each scheduled issue"),
+])
+def test_schedule_config_errors_name_the_key(cli, project, old, new, message):
+    project.write_text(project.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
+    done = run(cli, project, "schedule", "show") if "list" not in old else run(cli, project, "schedule", "run")
+    assert done.code == 2 and done.err.startswith(message), done.err
