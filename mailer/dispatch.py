@@ -103,6 +103,7 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
         raise SendError(f"{plan.list_name} has no active subscribers: nothing to send")
     if not plan.already_sent:  # settings and secrets fail here, before the ledger is touched
         tokens = _token_maker(settings, plan.list_id)
+        ref_key = ref_key_of(settings)
         backend = backend or create_backend(plan.backend, settings)
     send_id, summary.interrupted, finished = _start(plan, on_interrupted or settings.delivery.on_interrupted, notice)
     summary.send_id = send_id
@@ -113,7 +114,7 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
         return summary
     edition = prepare(plan.issue, settings.newsletter, nonce=f"s{send_id}")
     loop = BatchLoop(plan.engine, send_id, plan.list_id, edition, tokens, backend, summary,
-                     on_progress or (lambda s: None), started)
+                     on_progress or (lambda s: None), started, ref_key=ref_key)
     loop.progress()  # the starting point, so a progress bar's rate counts this run only
     try:
         with backend:
@@ -144,7 +145,7 @@ def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
         with plan.engine.connect() as conn:
             for subscriber_id, email, name in iter_recipients(conn, plan.list_id):
                 try:
-                    personalize(edition, Recipient(ledger.delivery_ref(0, subscriber_id), email, name or "",
+                    personalize(edition, Recipient(ledger.delivery_ref(0, subscriber_id, "dry-run"), email, name or "",
                                                    tokens(subscriber_id))).as_bytes()
                     summary.sent += 1
                 except DeliveryError:
@@ -213,6 +214,11 @@ def _token_maker(settings: Settings, list_id: int) -> Callable[[int], str]:
 
     key = secret(settings.secret_key_env, key="secret_key_env (unsubscribe links)")
     return token_maker(key, "unsubscribe", list_id)  # the signer is built once per send
+
+
+def ref_key_of(settings: Settings) -> str:
+    """The key that signs delivery refs (mailer/refs.py): the secret key."""
+    return secret(settings.secret_key_env, key="secret_key_env (signed delivery refs)")
 
 
 def send_proof(settings: Settings, issue: ComposedIssue, addresses: list[str], *, backend_name: str | None = None,

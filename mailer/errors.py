@@ -8,6 +8,8 @@
         PermanentDelivery       4xx, SMTP 5xx: do not retry
       SignatureError            a webhook or token that does not verify
       SendError                 a send run that cannot start or go on (empty list, already sent...)
+      BounceSourceError         a bounce mailbox that cannot be read (path, IMAP server, folder)
+      ReportError               a report that cannot be made (unknown issue or list)
     ConfigError                 at start-up; deliberately outside MailerError
 
     subscribers.errors.SubscriberError   the list store's own tree (subscribers never imports mailer);
@@ -72,6 +74,14 @@ class SignatureError(MailerError):
 
 class SendError(MailerError):
     """A send run that cannot start or go on."""
+
+
+class BounceSourceError(MailerError):
+    """Returned mail that cannot be read: a missing path, an IMAP login or folder that fails."""
+
+
+class ReportError(MailerError):
+    """A report that cannot be made: an issue or list with no send."""
 
 
 class ConfigError(Exception):
