@@ -21,7 +21,7 @@ to trust it is decided later, with the key and the store (mailer/bounces.py).
 from __future__ import annotations
 
 import email
-import email.policy
+import email.parser
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -53,6 +53,9 @@ _VERP = re.compile(r"\+(\d{1,18}\.\d{1,18}(?:\.[A-Za-z2-7]{10})?)@")
 _REF_HEADER = re.compile(rb"^X-Mailer-Ref:[ \t]*([0-9A-Za-z.]{3,64})", re.I | re.M)
 _VERP_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "X-Delivered-To", "To")
 _NOT_SPAM = {"not-spam"}
+_GROUPED = {"message/delivery-status", "message/feedback-report"}
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+_REPORT_PARTS = _GROUPED | {"message/rfc822", "text/rfc822-headers"}
 _DAEMONS = {"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "mdaemon", ""}
 _DAEMON_NAME = re.compile(r"mail delivery|postmaster|mailer|delivery (status|subsystem|system)", re.I)
 
@@ -84,14 +87,57 @@ class BounceReport:
 
 
 def parse_bytes(data: bytes) -> BounceReport:
-    """The report for one message in RFC 5322 form (as stored in mbox, Maildir or IMAP)."""
+    """The report for one message in RFC 5322 form (as stored in mbox, Maildir or IMAP).
+
+    Standard reports (DSN, ARF) take a quick path: headers parsed, the top-level parts split on
+    their boundary by hand, only the report parts parsed. The stdlib parser compiles a regular
+    expression per multipart boundary, and real bounces each have their own: that alone would
+    be most of a scan's time. Anything else gets the full parse that flufl.bounce expects.
+    """
+    head = email.parser.BytesParser().parsebytes(data, headersonly=True)
+    tree = _quick_tree(head)
+    if tree is not None:
+        for reader in (_arf, _dsn):
+            found = reader(tree)
+            if found is not None:
+                return _report(found[0], found[1], _base(head, data))
     msg = email.message_from_bytes(data)            # compat32 Message: what flufl.bounce expects
     return parse_message(msg, data)
 
 
-def parse_message(msg: Message, data: bytes = b"") -> BounceReport:
-    base = {"refs": _refs(msg, data), "key": _message_key(msg, data), "at": _date(msg),
+def _base(msg: Message, data: bytes) -> dict:
+    return {"refs": _refs(msg, data), "key": _message_key(msg, data), "at": _date(msg),
             "subject": _text(msg.get("Subject"))[:200]}
+
+
+def _quick_tree(head: Message) -> Message | None:
+    """A multipart/report's top-level parts, with its report parts parsed into header groups; None
+    when the message is anything else or its report parts are encoded (the full parse reads it)."""
+    if head.get_content_type() != "multipart/report" or not head.get_boundary():
+        return None
+    body = head.get_payload()
+    if not isinstance(body, str):
+        return None
+    chunks = body.replace("\r\n", "\n").split("\n--" + head.get_boundary())
+    parts = []
+    for chunk in chunks[1:]:
+        if chunk.startswith("--"):
+            break
+        headers, _, text = chunk.partition("\n")[2].partition("\n\n")
+        part = _header_block(headers)
+        ctype = part.get_content_type()
+        if ctype in _REPORT_PARTS:
+            if (part.get("Content-Transfer-Encoding") or "7bit").strip().lower() not in ("7bit", "8bit", "binary"):
+                return None
+            part.set_payload(_groups_from_text(text) if ctype in _GROUPED else
+                             [_header_block(text.partition("\n\n")[0])])
+        parts.append(part)
+    head.set_payload(parts)
+    return head
+
+
+def parse_message(msg: Message, data: bytes = b"") -> BounceReport:
+    base = _base(msg, data)
     for reader in (_arf, _dsn):
         found = reader(msg)
         if found is not None:
@@ -209,9 +255,29 @@ def _dsn_address(group: Message) -> str:
     return ""
 
 
-def _groups_from_text(raw: bytes) -> list[Message]:
-    text = raw.decode("utf-8", "replace").replace("\r\n", "\n")
-    return [email.message_from_string(block.strip() + "\n") for block in re.split(r"\n\s*\n", text) if block.strip()]
+def _groups_from_text(raw: bytes | str) -> list[Message]:
+    text = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw).replace("\r\n", "\n")
+    return [_header_block(block) for block in _BLANK_LINE.split(text.strip("\n")) if block.strip()]
+
+
+def _header_block(text: str) -> Message:
+    """A block of `Name: value` lines (folded lines joined) as a Message: a report's field groups
+    and a part's headers. Lines that are not fields are skipped, as the stdlib parser does."""
+    msg = Message()
+    name, value = None, []
+    for line in text.split("\n"):
+        if line[:1] in (" ", "\t") and name is not None:
+            value.append(line)
+            continue
+        if name is not None:
+            msg[name] = "\n".join(value).rstrip()
+            name = None
+        field, colon, rest = line.partition(":")
+        if colon and field and " " not in field.strip():
+            name, value = field.strip(), [rest.lstrip()]
+    if name is not None:
+        msg[name] = "\n".join(value).rstrip()
+    return msg
 
 
 def _is_auto_reply(msg: Message) -> bool:
