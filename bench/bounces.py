@@ -113,7 +113,7 @@ when it ended.
 | the same mbox again (every event already stored) | {again:.1f} s | {rate_again:,.0f} |
 
 Goal: at least 1,000 messages/s ({"met" if min(rate, rate_again) >= 1000 else "NOT met"}).
-First scan said: "{summary}""""
+First scan said: {summary}"""
     print(body)
     from bench.report import write_section
 

@@ -45,6 +45,9 @@ class ImapBounces:
                 if "STARTTLS" in self.conn.capabilities:
                     self.conn.starttls(ssl_context=self.ssl_context)
             self.conn.login(s.username, self.password)
+        except imaplib.IMAP4.abort as exc:        # the connection broke before or during login
+            self._close()
+            raise BounceSourceError(f"cannot reach IMAP server {self.where}: {_said(exc)}") from exc
         except imaplib.IMAP4.error as exc:
             self._close()
             raise BounceSourceError(f"IMAP {self.where} refused the login of {s.username!r}: {_said(exc)}") from exc

@@ -76,3 +76,33 @@ def test_no_server_configured_is_one_clear_line(cli, bounce_config):
     result = cli("--config", bounce_config, "bounces", "fetch")
     assert (result.code, result.err.strip()) == (
         1, "error: no IMAP server: set [bounces.imap] host (and username, password_env)")
+
+
+def test_a_missing_folder_is_one_clear_line(cli, fetch_config):
+    text = fetch_config.read_text().replace('folder = "INBOX"', 'folder = "Bounces"')
+    fetch_config.write_text(text)
+    result = cli("--config", fetch_config, "bounces", "fetch")
+    assert result.code == 1
+    assert result.err.startswith("error: IMAP 127.0.0.1:") and "cannot open folder 'Bounces'" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_a_server_that_hangs_up_is_one_clear_line(cli, bounce_config, monkeypatch):
+    import socket
+    import threading
+
+    monkeypatch.setenv("MAILER_IMAP_PASSWORD", "x")
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def hang_up():
+        conn, _ = listener.accept()
+        conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    port = listener.getsockname()[1]
+    text = bounce_config.read_text().replace('host = ""', 'host = "127.0.0.1"', 1)
+    bounce_config.write_text(text.replace("port = 993", f"port = {port}").replace("tls = true", "tls = false"))
+    result = cli("--config", bounce_config, "bounces", "fetch")
+    listener.close()
+    assert result.code == 1
+    assert result.err.startswith(f"error: cannot reach IMAP server 127.0.0.1:{port}")
