@@ -32,7 +32,7 @@ def generate(path: Path, messages: int, readers: int) -> dict[str, int]:
     from tests.bounces.samples import dsn
 
     own = [p.read_bytes() for p in sorted((FIXTURES / "own").glob("*.eml"))]
-    prose = [p.read_bytes() for p in sorted((FIXTURES / "flufl").glob("*.txt"))
+    prose = [_without_envelope(p.read_bytes()) for p in sorted((FIXTURES / "flufl").glob("*.txt"))
              if not p.name.startswith("dsn_")]
     kinds = ("hard", "hard", "soft", "delayed", "blocked")
     mix = {"postfix dsn": 0, "gmail/o365/arf/auto-reply": 0, "prose (heuristic detectors)": 0}
@@ -57,6 +57,11 @@ def generate(path: Path, messages: int, readers: int) -> dict[str, int]:
     return mix
 
 
+def _without_envelope(data: bytes) -> bytes:
+    """A sample saved from an mbox starts with its own "From " line: the generator writes one."""
+    return data.split(b"\n", 1)[1] if data.startswith(b"From ") else data
+
+
 def seed(url: str, readers: int) -> None:
     from sqlalchemy import insert
 
@@ -74,12 +79,19 @@ def seed(url: str, readers: int) -> None:
                                             "consent_at": now, "consent_source": "import", "created_at": now} for i in range(1, readers + 1)])
 
 
-def scan(config: Path, mbox: Path) -> tuple[float, str]:
+def scan(config: Path, mbox: Path) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of the child, its summary)."""
+    import resource
+
     env = {**os.environ, "MAILER_SECRET_KEY": SECRET, "MAILER_CONFIG": str(config)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "mailer", "bounces", "scan", str(mbox)], env=env, cwd=ROOT,
                           capture_output=True, text=True, check=True)
-    return time.perf_counter() - started, " ".join(done.stdout.split())
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, cpu, " ".join(done.stdout.split())
 
 
 def main() -> None:
@@ -95,8 +107,8 @@ def main() -> None:
         config = folder / "config.toml"
         config.write_text((ROOT / "config.toml").read_text().replace('url = "sqlite:///mailer.db"', f'url = "{url}"'))
         seed(url, args.readers)
-        first, summary = scan(config, mbox)
-        again, summary_again = scan(config, mbox)
+        first, first_cpu, summary = scan(config, mbox)
+        again, again_cpu, _ = scan(config, mbox)
         size = mbox.stat().st_size
     load = os.getloadavg()[0]
     rate, rate_again = args.messages / first, args.messages / again
@@ -107,12 +119,13 @@ def main() -> None:
 lookups and the policy's writes included); load average {load:.1f} on {os.cpu_count()} cores
 when it ended.
 
-| run | time | messages/s |
-|---|---|---|
-| first scan (events stored, readers suppressed) | {first:.1f} s | **{rate:,.0f}** |
-| the same mbox again (every event already stored) | {again:.1f} s | {rate_again:,.0f} |
+| run | wall time | messages/s | CPU time | messages per CPU second |
+|---|---|---|---|---|
+| first scan (events stored, readers suppressed) | {first:.1f} s | **{rate:,.0f}** | {first_cpu:.1f} s | {args.messages / first_cpu:,.0f} |
+| the same mbox again (every event already stored) | {again:.1f} s | {rate_again:,.0f} | {again_cpu:.1f} s | {args.messages / again_cpu:,.0f} |
 
-Goal: at least 1,000 messages/s ({"met" if min(rate, rate_again) >= 1000 else "NOT met"}).
+Goal: at least 1,000 messages/s ({"met" if min(rate, rate_again) >= 1000 else "NOT met"} in wall time; on a
+busy machine the CPU-time column is the one that says what the command costs).
 First scan said: {summary}"""
     print(body)
     from bench.report import write_section

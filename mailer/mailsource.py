@@ -42,12 +42,21 @@ def read_path(path: str | Path) -> Iterator[Mail]:
 
 
 def _mbox(path: Path) -> Iterator[Mail]:
-    """mbox, split on its "From " lines in one pass (mailbox.mbox would seek and reread each),
-    with mboxrd/mboxo quoting (">From ") undone."""
-    data = _read(path)
+    """mbox, split on its "From " lines in one pass over a memory map (mailbox.mbox would seek and
+    reread each message; reading the file whole would hold it all), with ">From " quoting undone."""
+    import mmap
+
+    try:
+        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            yield from _split_mbox(path, data)
+    except OSError as exc:
+        raise BounceSourceError(f"{path}: cannot read: {exc.strerror}") from exc
+
+
+def _split_mbox(path: Path, data) -> Iterator[Mail]:
     starts = [m.start() for m in _MBOX_FROM.finditer(data)]
     for index, (start, end) in enumerate(zip(starts, starts[1:] + [len(data)])):
-        body = data[data.index(b"\n", start) + 1:end]
+        body = data[data.find(b"\n", start) + 1:end]
         if body.endswith(b"\n\n"):                   # the blank line that separates messages
             body = body[:-1]
         if b"\n>From " in body or b"\n>>From " in body:

@@ -113,12 +113,12 @@ def _base(msg: Message, data: bytes) -> dict:
 def _quick_tree(head: Message) -> Message | None:
     """A multipart/report's top-level parts, with its report parts parsed into header groups; None
     when the message is anything else or its report parts are encoded (the full parse reads it)."""
-    if head.get_content_type() != "multipart/report" or not head.get_boundary():
+    if head.get_content_type() != "multipart/report":
         return None
-    body = head.get_payload()
-    if not isinstance(body, str):
+    boundary, body = head.get_boundary(), head.get_payload()
+    if not boundary or not isinstance(body, str):
         return None
-    chunks = body.replace("\r\n", "\n").split("\n--" + head.get_boundary())
+    chunks = ("\n" + body.replace("\r\n", "\n")).split("\n--" + boundary)
     parts = []
     for chunk in chunks[1:]:
         if chunk.startswith("--"):
