@@ -110,11 +110,3 @@ def cli(capsys, monkeypatch):
         return CliResult(code, captured.out, captured.err)
 
     return run
-
-
-def require_service(reason: str) -> None:
-    """Skip a test whose service (PostgreSQL, Chromium, dovecot, ...) is missing; under CI
-    (MAILER_REQUIRE_SERVICES set, see .ci/run) fail instead, so a missing install step shows."""
-    if os.environ.get("MAILER_REQUIRE_SERVICES"):
-        pytest.fail(f"required service missing: {reason}")
-    pytest.skip(reason)

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import insert
 
 from subscribers.events import DeliveryEvent, EventType, Severity
+from tests.services import missing
 
 CHROMIUM = "/usr/bin/chromium"
 T0 = datetime(2024, 11, 5, 14, 0, tzinfo=timezone.utc)
@@ -84,10 +85,8 @@ def test_an_issue_never_sent_is_one_clear_line(cli, sent):
 
 @pytest.mark.browser
 def test_the_html_page_is_self_contained_and_shows_the_chart(cli, sent, tmp_path):
-    from tests.conftest import require_service
-
     if not os.access(CHROMIUM, os.X_OK):
-        require_service(f"Debian's chromium is not installed at {CHROMIUM}")
+        missing(f"Debian's chromium is not installed at {CHROMIUM}")
     page_file = tmp_path / "report.html"
     assert cli("--config", sent, "report", "2024-11", "--html", page_file).code == 0
     from playwright.sync_api import sync_playwright

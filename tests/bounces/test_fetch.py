@@ -10,7 +10,8 @@ import pytest
 from tests.bounces.conftest import SECRET, with_database
 from tests.bounces.samples import dsn
 from tests.bounces.test_apply import statuses
-from tests.conftest import REPO, require_service
+from tests.conftest import REPO
+from tests.services import missing
 from tests.servers import dovecot as dc
 
 
@@ -18,7 +19,7 @@ from tests.servers import dovecot as dc
 def imap():
     reason = dc.missing()
     if reason:
-        require_service(reason)
+        missing(reason)
     with dc.Dovecot() as server:
         yield server
 
