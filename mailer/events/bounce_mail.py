@@ -24,7 +24,7 @@ import email
 import email.parser
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import Message
 from email.utils import parseaddr, parsedate_to_datetime
@@ -79,7 +79,6 @@ class BounceReport:
     at: datetime | None = None      # its Date
     reader: str = ""                # which reader understood it: arf, dsn, flufl:<detector>, auto-reply
     subject: str = ""
-    raw: dict = field(default_factory=dict, compare=False)
 
     @property
     def recipients(self) -> list[str]:

@@ -116,3 +116,13 @@ def test_a_missing_path_is_named_in_one_line(cli, bounce_config, tmp_path):
     result = cli("--config", bounce_config, "bounces", "scan", tmp_path / "nope.mbox")
     assert result.code == 1
     assert result.err.strip() == f"error: {tmp_path / 'nope.mbox'}: no such file or folder"
+
+
+def test_verbose_gives_a_line_per_message_and_the_summary_counts_kinds(cli, bounce_config):
+    result = cli("--config", bounce_config, "bounces", "scan", FIXTURES / "own", "--dry-run", "-v")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert f"{FIXTURES / 'own' / 'postfix_mailbox_full.eml'}: soft full.box@example.net" in lines
+    assert f"{FIXTURES / 'own' / 'gmail_vacation_reply.eml'}: ignored" in lines
+    assert "9 messages: hard 3, soft 1, blocked 1, delayed 1, complaint 1, ignored 2." in lines
+    assert lines[-1] == "Dry run: 0 events for known subscribers, 7 for unknown addresses; nothing changed."
