@@ -191,6 +191,10 @@ def test_smtp_bounces_suppress_readers_and_the_next_issue_skips_them(cli, bounce
     box = write_maildir(tmp_path / "bounces", returned)
     result = cli("--config", bounce_config, "bounces", "scan", box, "--json")
     assert [r["kind"] for r in json.loads(result.out)] == ["hard", "hard", "soft", "delayed"]
+    report = json.loads(cli("--config", bounce_config, "report", "2024-11", "--json").out)
+    assert {k: report["figures"][k] for k in ("readers", "accepted", "hard_bounces", "soft_bounces")} == {
+        "readers": 6, "accepted": 6, "hard_bounces": 2, "soft_bounces": 1}
+    assert report["warnings"] == ["bounce rate 50.00% is above 2%: clean the list before the next issue"]
 
     next_issue = dataclasses.replace(composed, slug="2024-12")
     smtp_sink.messages.clear()
