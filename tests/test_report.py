@@ -50,6 +50,7 @@ def sent(config_file, db_url, monkeypatch):
                  + events(EventType.OPENED, range(200), minutes=30)
                  + events(EventType.OPENED, range(100), minutes=90, prefix="again-"))
         ingest(conn, batch, Limits(soft_bounce_limit=99))
+    engine.dispose()
     monkeypatch.setenv("COLUMNS", "200")
     return config_file
 

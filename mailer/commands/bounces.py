@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from mailer.commands.common import app_context, console
+from mailer.commands.common import app_context, console, store_engine
 
 app = typer.Typer(help="Bounce mail, complaints and provider suppression lists.", no_args_is_help=True)
 
@@ -52,7 +52,8 @@ def sync_sendgrid(ctx: typer.Context, dry_run: bool = DRY_RUN,
 
     settings = app_context(ctx).settings
     key = secret(settings.delivery.sendgrid.api_key_env, key="[delivery.sendgrid] api_key_env")
-    summary = sync(_engine(ctx), settings.delivery.sendgrid, key, _limits(ctx), dry_run=dry_run)
+    with store_engine(ctx) as engine:
+        summary = sync(engine, settings.delivery.sendgrid, key, _limits(ctx), dry_run=dry_run)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -77,8 +78,9 @@ def _run(ctx, mails, *, dry_run: bool, as_json: bool, verbose: bool, on_chunk=No
             d = scanned.as_dict()
             typer.echo(f"{d['file']}: {d['kind']} {', '.join(d['recipients'])}".rstrip())
 
-    summary = bounces.scan(_engine(ctx), mails, key=_key(ctx), limits=_limits(ctx), dry_run=dry_run,
-                           on_message=each, on_chunk=on_chunk)
+    with store_engine(ctx) as engine:
+        summary = bounces.scan(engine, mails, key=_key(ctx), limits=_limits(ctx), dry_run=dry_run,
+                               on_message=each, on_chunk=on_chunk)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -95,13 +97,6 @@ def _print_summary(out, summary) -> None:
     else:
         out.print(f"New events {summary.stored:,}, already seen {summary.duplicates:,}, unknown addresses "
                   f"{summary.unknown:,}, subscribers changed {summary.changed:,}.", markup=False)
-
-
-def _engine(ctx):
-    from mailer.config import database_url
-    from mailer.migrate import connect
-
-    return connect(database_url(app_context(ctx).settings))
 
 
 def _key(ctx) -> str:

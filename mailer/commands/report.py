@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from mailer.commands.common import app_context, console
+from mailer.commands.common import console, store_engine
 
 
 def register(app: typer.Typer) -> None:
@@ -28,11 +28,9 @@ def report(ctx: typer.Context,
     import json
 
     from mailer import report as reports
-    from mailer.config import database_url
-    from mailer.migrate import connect
 
     slug = Path(issue).stem if issue.endswith(".md") else issue
-    with connect(database_url(app_context(ctx).settings)).connect() as conn:
+    with store_engine(ctx) as engine, engine.connect() as conn:
         found = reports.build(conn, slug, list_name)
     if html_file is not None:
         _write(html_file, reports.render_html(found))

@@ -52,7 +52,8 @@ def store(bounce_config, db_url):
         send_id = conn.execute(sends.insert().values(
             issue="2024-11", list_id=crank, list_name="crank", subject="s", backend="smtp", status="done",
             started_at=utcnow()).returning(sends.c.id)).scalar()
-    return bounce_config, engine, ids, send_id
+    yield bounce_config, engine, ids, send_id
+    engine.dispose()
 
 
 def statuses(engine) -> dict[str, str | None]:
@@ -207,3 +208,4 @@ def test_smtp_bounces_suppress_readers_and_the_next_issue_skips_them(cli, bounce
         from subscribers.policy import events as table
 
         assert conn.execute(select(func.count()).select_from(table).where(table.c.issue == "2024-11")).scalar() == 4
+    engine.dispose()

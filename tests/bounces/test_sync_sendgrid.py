@@ -40,7 +40,8 @@ def synced(bounce_config, db_url, sendgrid_server, monkeypatch):
                             "address is unknown"}]
     s["unsubscribes"] = [{"created": LATER, "email": "r5@example.org"},
                          {"created": 1_000_000_000, "email": "r6@example.org"}]   # before r6 subscribed
-    return bounce_config, engine
+    yield bounce_config, engine
+    engine.dispose()
 
 
 def test_each_list_goes_through_the_policy_once(cli, synced, sendgrid_server):
