@@ -46,9 +46,9 @@ class BatchLoop:
     """One run's loop; `summary` (a dispatch.SendSummary) holds the running counts."""
 
     def __init__(self, engine, send_id, list_id, edition, tokens, backend, summary, on_progress, started, *,
-                 retry: "Retry", refused=None, lost=lambda: False, stop=lambda: False):
+                 retry: "Retry", ref_key: str, refused=None, lost=lambda: False, stop=lambda: False):
         self.stop = stop  # asked between batches: True ends the run with the rest pending (resumable)
-        self.engine, self.send_id, self.list_id = engine, send_id, list_id
+        self.engine, self.send_id, self.list_id, self.ref_key = engine, send_id, list_id, ref_key
         self.edition, self.tokens, self.backend = edition, tokens, backend
         self.summary, self.on_progress, self.started = summary, on_progress, started
         self.retry = retry
@@ -137,7 +137,7 @@ class BatchLoop:
                 p.marks.append((reader.delivery_id, State.SKIPPED.value, None, reader.suppressed))
                 continue
             try:
-                out = personalize(self.edition, Recipient(ledger.delivery_ref(self.send_id, reader.subscriber_id),
+                out = personalize(self.edition, Recipient(ledger.delivery_ref(self.send_id, reader.subscriber_id, self.ref_key),
                                                           reader.email, reader.name or "",
                                                           self.tokens(reader.subscriber_id)))
             except DeliveryError as exc:  # an address that cannot be written safely

@@ -45,7 +45,7 @@ def _wire() -> None:
 
     for module, name in (("issue", "issue"), ("lists", "lists"), ("subscribers", "subscribers"),
                          ("db", "db"), ("send", None), ("serve", None), ("init", None),
-                         ("schedule", "schedule"), ("issues", None)):
+                         ("schedule", "schedule"), ("issues", None), ("bounces", "bounces"), ("report", None)):
         try:
             mod = importlib.import_module(f"mailer.commands.{module}")
         except ModuleNotFoundError as exc:

@@ -88,9 +88,22 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True)
+class ImapSettings:
+    """The mailbox the VERP return path delivers to, for `mailer bounces fetch`."""
+    host: str = ""
+    port: int = 993
+    tls: bool = True               # implicit TLS (993); false: plain IMAP, STARTTLS when offered
+    username: str = ""
+    password_env: str = "MAILER_IMAP_PASSWORD"
+    folder: str = "INBOX"
+    processed_folder: str = "Processed"   # created when missing; processed mail moves here
+
+
+@dataclass(frozen=True)
 class BounceSettings:
     soft_bounce_limit: int = 3
     soft_bounce_window_days: int = 30
+    imap: ImapSettings = field(default_factory=ImapSettings)
 
 
 @dataclass(frozen=True)

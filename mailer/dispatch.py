@@ -118,6 +118,7 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
                         "(who have not had this issue): nothing to send")
     if not plan.already_sent:  # settings and secrets fail here, before the ledger is touched
         tokens = _token_maker(settings, plan.list_id, plan.engine)
+        ref_key = ref_key_of(settings)
         backend = backend or create_backend(plan.backend, settings)
         archive = archive_copy(plan.issue, settings.newsletter)
     send_id, summary.interrupted, finished = _start(plan, on_interrupted or settings.delivery.on_interrupted,
@@ -136,8 +137,8 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
     try:
         with ledger.Heartbeat(plan.engine, send_id) as beat:
             loop = BatchLoop(plan.engine, send_id, plan.list_id, edition, tokens, backend, summary,
-                             on_progress or (lambda s: None), started, retry=retry,
-                             refused=_bounce_policy(settings, send_id), lost=lambda: beat.lost, stop=stop)
+                             on_progress or (lambda s: None), started, retry=retry, ref_key=ref_key,
+                             refused=_bounce_policy(settings, send_id, ref_key), lost=lambda: beat.lost, stop=stop)
             loop.progress()  # the starting point, so a progress bar's rate counts this run only
             with backend:
                 loop.run(sleep)
@@ -171,7 +172,7 @@ def archive_copy(issue: ComposedIssue, newsletter) -> ledger.ArchiveCopy:
     return neutral_copy(issue, newsletter.base_url)
 
 
-def _bounce_policy(settings: Settings, send_id: int):
+def _bounce_policy(settings: Settings, send_id: int, ref_key: str):
     """A permanent per-reader refusal at RCPT with a hard-bounce status (5.1.x, 5.2.1, 5.4.4)
     becomes a hard-bounce DeliveryEvent through subscribers.policy, the webhook's own policy."""
     from mailer.deliver.refusals import refusal_event
@@ -181,7 +182,7 @@ def _bounce_policy(settings: Settings, send_id: int):
     limits = limits_from(settings)
 
     def refused(conn, reader, detail: str | None) -> None:
-        event = refusal_event(reader.email, detail, ledger.delivery_ref(send_id, reader.subscriber_id))
+        event = refusal_event(reader.email, detail, ledger.delivery_ref(send_id, reader.subscriber_id, ref_key))
         if event is not None:
             ingest(conn, [event], limits)
 
@@ -201,7 +202,7 @@ def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
                 segments.readers(plan.issue.slug, plan.list_id, plan.segment))
             for subscriber_id, email, name in chosen:
                 try:
-                    personalize(edition, Recipient(ledger.delivery_ref(0, subscriber_id), email, name or "",
+                    personalize(edition, Recipient(ledger.delivery_ref(0, subscriber_id, "dry-run"), email, name or "",
                                                    tokens(subscriber_id))).as_bytes()
                     summary.sent += 1
                 except DeliveryError:
@@ -282,6 +283,11 @@ def _token_maker(settings: Settings, list_id: int, engine) -> Callable[[int], st
     key = secret_key(settings)
     # the signer is built once per send; each link is bound to its membership's key
     return token_maker(key, "unsubscribe", list_id, keys=MembershipKeys(engine, list_id))
+
+
+def ref_key_of(settings: Settings) -> str:
+    """The key that signs delivery refs (mailer/refs.py): the secret key."""
+    return secret_key(settings)
 
 
 def send_proof(settings: Settings, issue: ComposedIssue, addresses: list[str], *, backend_name: str | None = None,

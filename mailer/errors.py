@@ -12,6 +12,8 @@
         SendTakenOver           another runner took this send over (mailer send --take-over)
       ListIsPrivate             a public form asked for a private list (`mailer lists embed`)
       ScheduleError             an issue that cannot be (un)scheduled: lint errors, a bad --at, its state
+      BounceSourceError         a bounce mailbox that cannot be read (path, IMAP server, folder)
+      ReportError               a report that cannot be made (unknown issue or list)
     ConfigError                 at start-up; deliberately outside MailerError
 
     subscribers.errors.SubscriberError   the list store's own tree (subscribers never imports mailer);
@@ -101,6 +103,14 @@ class ListIsPrivate(MailerError):
 
 class ScheduleError(MailerError):
     """An issue that cannot be scheduled or unscheduled as asked (mailer/schedule.py)."""
+
+
+class BounceSourceError(MailerError):
+    """Returned mail that cannot be read: a missing path, an IMAP login or folder that fails."""
+
+
+class ReportError(MailerError):
+    """A report that cannot be made: an issue or list with no send."""
 
 
 class ConfigError(Exception):

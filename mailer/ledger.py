@@ -100,15 +100,22 @@ HEARTBEAT_EVERY = 10.0                  # seconds between heartbeats, from a tim
 HEARTBEAT_STALE = timedelta(minutes=2)  # a runner whose heartbeat is older is presumed dead
 
 
-def delivery_ref(send_id: int, subscriber_id: int) -> str:
-    """The opaque ref in X-Mailer-Ref, custom_args `mailer_ref` and the VERP address."""
-    return f"{send_id}.{subscriber_id}"
+def delivery_ref(send_id: int, subscriber_id: int, key: str | bytes) -> str:
+    """The signed opaque ref in X-Mailer-Ref, custom_args `mailer_ref` and the VERP address
+    (mailer/refs.py: "SEND.SUBSCRIBER.MAC", keyed with the secret key)."""
+    from mailer.refs import sign_ref
+
+    return sign_ref(key, send_id, subscriber_id)
 
 
 def parse_ref(ref: str) -> tuple[int, int] | None:
-    """(send_id, subscriber_id) from a delivery ref, or None if it is not one of ours."""
-    send, _, sub = (ref or "").partition(".")
-    return (int(send), int(sub)) if send.isdigit() and sub.isdigit() else None
+    """(send_id, subscriber_id) from a delivery ref, signed or not (old "SEND.SUBSCRIBER" refs
+    too), or None if it is not one of ours. It does not check the MAC: use mailer.refs.read_ref
+    with the key wherever the ref alone would decide who is affected."""
+    from mailer.refs import read_ref
+
+    found = read_ref(ref)
+    return (found.send_id, found.subscriber_id) if found else None
 
 
 def this_runner() -> str:

@@ -190,7 +190,7 @@ def _hard_or_counted(conn, event, limits, subscriber_id, since) -> Status | None
     at = _utc(event.at)
     start = at - timedelta(days=limits.soft_bounce_window_days)
     if since is not None and since > start:
-        start = since
+        start = since.replace(microsecond=0)   # as in apply_event: bounce mail is dated in whole seconds
     count = conn.execute(select(func.count()).select_from(events).where(
         events.c.subscriber_id == subscriber_id, events.c.type == EventType.BOUNCED.value,
         events.c.severity == Severity.SOFT.value, events.c.at >= start, events.c.at <= at)).scalar()

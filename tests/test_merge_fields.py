@@ -130,7 +130,7 @@ def copies(settings, name, server, sink) -> dict[str, tuple[str, str, str]]:
 def test_each_reader_gets_their_own_fields_on_every_backend(settings, composed, sendgrid_server, smtp_sink, name):
     add_readers(settings.database.url, READERS)
     settings = with_backend(settings, name, sendgrid_server, smtp_sink)
-    summary = dispatch.run_send(settings, dispatch.plan_send(settings, composed, "crank"), retry_delay=0)
+    summary = dispatch.run_send(settings, dispatch.plan_send(settings, composed, "crank"))
     assert summary.sent == len(READERS)
     got = copies(settings, name, sendgrid_server, smtp_sink)
     for i, (full, first, subject) in enumerate(READERS):
@@ -146,7 +146,7 @@ def test_each_reader_gets_their_own_fields_on_every_backend(settings, composed, 
 def test_sendgrid_sends_the_content_once_per_thousand_readers(settings, composed, sendgrid_server, smtp_sink):
     seed(settings.database.url, 1001)
     settings = with_backend(settings, "sendgrid", sendgrid_server, smtp_sink)
-    dispatch.run_send(settings, dispatch.plan_send(settings, composed, "crank"), retry_delay=0)
+    dispatch.run_send(settings, dispatch.plan_send(settings, composed, "crank"))
     bodies = sendgrid_server.accepted
     assert [len(b["personalizations"]) for b in bodies] == [1000, 1]
     for body in bodies:

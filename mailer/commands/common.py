@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,20 @@ class AppContext:
 
 def app_context(ctx: typer.Context) -> AppContext:
     return ctx.find_root().obj
+
+
+@contextmanager
+def store_engine(ctx: typer.Context):
+    """The database's Engine with both migration histories applied, disposed afterwards: commands
+    also run in-process, many times over (the tests), and each would otherwise keep its pool open."""
+    from mailer.config import database_url
+    from mailer.migrate import connect
+
+    engine = connect(database_url(app_context(ctx).settings))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def console(stderr: bool = False):

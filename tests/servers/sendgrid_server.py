@@ -15,6 +15,9 @@ refuses connections until `server.up()`. Accepted bodies are kept in `server.acc
 raw request bytes in `server.raw_bodies`) unless `keep_bodies=False` (the bench), when only
 counts and the set of `mailer_ref`s are kept.
 
+Suppression lists (`GET /v3/suppression/{bounces,blocks,spam_reports,invalid_emails,unsubscribes}`
+with `limit` (at most 500) and `offset`) serve what a test puts in `server.suppressions[name]`.
+
 Run alone: `python -m tests.servers.sendgrid_server --port 8025` (GET /_stats gives the counts).
 """
 
@@ -39,6 +42,8 @@ RESERVED_HEADERS = {"x-sg-id", "x-sg-eid", "received", "dkim-signature", "conten
                     "content-transfer-encoding", "to", "from", "subject", "reply-to", "cc", "bcc"}
 _EMAIL = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+\.[A-Za-z0-9-]{2,}")
 _UNAUTHORIZED = "The provided authorization grant is invalid, expired, or revoked"
+SUPPRESSION_LISTS = ("bounces", "blocks", "spam_reports", "invalid_emails", "unsubscribes")
+MAX_SUPPRESSION_PAGE = 500
 
 
 @dataclass
@@ -202,6 +207,8 @@ class SendGridServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread: threading.Thread | None = None
         self.in_flight = 0
+        self.suppressions: dict[str, list[dict]] = {name: [] for name in SUPPRESSION_LISTS}
+        self.suppression_requests: list[str] = []
 
     def settle(self, timeout: float = 5.0) -> None:
         """Wait until no request is being handled (a stalled one may still be sleeping)."""
@@ -278,8 +285,31 @@ def _handler(server: SendGridServer):
                 self._answer(200, {"requests": st.requests, "accepted": st.accepted, "max_body": st.max_body,
                                    "personalizations": st.personalizations, "unique_refs": len(st.refs),
                                    "duplicate_refs": st.duplicate_refs})
+            elif self.path.startswith("/v3/suppression/"):
+                self._suppressions()
             else:
                 self._answer(404, {"errors": [error("not found")]})
+
+        def _suppressions(self):
+            from urllib.parse import parse_qs, urlsplit
+
+            parts = urlsplit(self.path)
+            name = parts.path.rstrip("/").rsplit("/", 1)[-1]
+            server.suppression_requests.append(self.path)
+            auth = self.headers.get("Authorization", "")
+            if auth != f"Bearer {server.api_key}":
+                return self._answer(401, {"errors": [error(_UNAUTHORIZED)]})
+            if name not in server.suppressions:
+                return self._answer(404, {"errors": [error("not found")]})
+            query = parse_qs(parts.query)
+            try:
+                limit = int(query.get("limit", ["500"])[0])
+                offset = int(query.get("offset", ["0"])[0])
+            except ValueError:
+                return self._answer(400, {"errors": [error("limit and offset must be integers")]})
+            if not 1 <= limit <= MAX_SUPPRESSION_PAGE or offset < 0:
+                return self._answer(400, {"errors": [error(f"limit must be 1-{MAX_SUPPRESSION_PAGE}", "limit")]})
+            self._answer(200, server.suppressions[name][offset:offset + limit])
 
         def do_POST(self):
             with server.lock:

@@ -92,7 +92,7 @@ def test_an_unsubscribe_event_leaves_only_the_list_its_message_came_from(live, s
             issue="2024-11", list_id=crank, list_name="crank", subject="s", backend="sendgrid",
             status="done", started_at=utcnow()).returning(sends.c.id)).scalar()
     raw = body([{"email": "u@example.com", "event": "unsubscribe", "timestamp": int(time.time()) + 1,
-                 "sg_event_id": "u-1", "mailer_issue": "2024-11", "mailer_ref": delivery_ref(send_id, sid)}])
+                 "sg_event_id": "u-1", "mailer_issue": "2024-11", "mailer_ref": delivery_ref(send_id, sid, "k")}])
     assert post(live, raw, signer.sign(raw)).json()["changed"] == 1
     with live.web.engine.connect() as conn:
         rows = {r.list: r.status for r in store.memberships_of(conn, sid)}

@@ -1,0 +1,67 @@
+"""`mailer report ISSUE [--list NAME] [--json] [--html FILE]`: how one issue did.
+
+Only typer is imported at module level; the report and the store load inside the command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mailer.commands.common import console, store_engine
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report)
+
+
+def report(ctx: typer.Context,
+           issue: str = typer.Argument(..., help="The issue's name (2024-11) or file.", show_default=False),
+           list_name: Optional[str] = typer.Option(None, "--list", help="Only the send to this list."),
+           as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+           html_file: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML page "
+                                                    "with a chart of events over time.")) -> None:
+    """Readers, deliveries, bounces, blocks, complaints, unsubscribes (opens and clicks where the
+    provider reports them), each with its rate, and the warnings a bulk sender must heed."""
+    import json
+
+    from mailer import report as reports
+
+    slug = Path(issue).stem if issue.endswith(".md") else issue
+    with store_engine(ctx) as engine, engine.connect() as conn:
+        found = reports.build(conn, slug, list_name)
+    if html_file is not None:
+        _write(html_file, reports.render_html(found))
+    if as_json:
+        typer.echo(json.dumps(found.as_dict(), indent=2))
+        return
+    out = console()
+    out.print(_table(found, reports.rows(found)))
+    for warning in found.warnings:
+        console(stderr=True).print(f"warning: {warning}", markup=False)
+    if html_file is not None:
+        out.print(f"Wrote {html_file}", markup=False)
+
+
+def _table(found, rows):
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=Text(f"{found.issue} to {', '.join(found.lists)}"), box=None, pad_edge=False)
+    table.add_column("figure")
+    table.add_column("count", justify="right")
+    table.add_column("rate", justify="right")
+    for label, n, rate in rows:
+        table.add_row(label, n, rate)
+    return table
+
+
+def _write(path: Path, text: str) -> None:
+    from mailer.errors import ReportError
+
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ReportError(f"cannot write {path}: {exc.strerror}") from exc

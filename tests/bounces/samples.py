@@ -1,0 +1,89 @@
+"""Returned mail made to order, in the exact shape Postfix writes a DSN (see
+tests/fixtures/bounces/own/postfix_unknown_user.eml): for the end-to-end test and the bench."""
+
+from __future__ import annotations
+
+import mailbox
+from email.utils import format_datetime
+from datetime import datetime, timezone
+from pathlib import Path
+
+STATUS = {"hard": ("failed", "5.1.1", "550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown"),
+          "soft": ("failed", "4.2.2", "452 4.2.2 <{rcpt}>: Mailbox full"),
+          "blocked": ("failed", "5.7.1", "550 5.7.1 Message rejected as spam by content filter"),
+          "delayed": ("delayed", "4.4.1", "connect to mx.example.net[192.0.2.25]:25: Connection timed out")}
+
+
+def dsn(recipient: str, return_path: str, kind: str = "hard", *, ref: str | None = None, n: int = 0,
+        at: datetime | None = None) -> bytes:
+    """A Postfix DSN for `recipient`, delivered to the VERP `return_path`; `ref` goes into the
+    returned headers' X-Mailer-Ref."""
+    action, status, diagnostic = STATUS[kind]
+    diagnostic = diagnostic.format(rcpt=recipient)
+    date = format_datetime(at or datetime.now(timezone.utc))
+    queue = f"4Q{n:011X}"
+    boundary = f"{queue}.1730815331/mx.news.example.org"
+    return f"""Return-Path: <>
+Delivered-To: {return_path}
+Date: {date}
+From: MAILER-DAEMON@mx.news.example.org (Mail Delivery System)
+Subject: Undelivered Mail Returned to Sender
+To: {return_path}
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status;
+\tboundary="{boundary}"
+Message-Id: <{queue}.{n}@mx.news.example.org>
+
+This is a MIME-encapsulated message.
+
+--{boundary}
+Content-Description: Notification
+Content-Type: text/plain; charset=utf-8
+
+This is the mail system at host mx.news.example.org.
+
+<{recipient}>: host mx.example.net[192.0.2.25] said: {diagnostic}
+
+--{boundary}
+Content-Description: Delivery report
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.news.example.org
+X-Postfix-Queue-ID: {queue}
+
+Final-Recipient: rfc822; {recipient}
+Original-Recipient: rfc822;{recipient}
+Action: {action}
+Status: {status}
+Diagnostic-Code: smtp; {diagnostic}
+
+--{boundary}
+Content-Description: Undelivered Message Headers
+Content-Type: text/rfc822-headers
+
+Return-Path: <{return_path}>
+From: CRANK Call <crankcall@example.org>
+To: {recipient}
+Subject: CRANK Call | November 2024
+{f"X-Mailer-Ref: {ref}" if ref else ""}
+
+--{boundary}--
+""".replace("\n", "\r\n").encode()
+
+
+def write_maildir(folder: Path, messages: list[bytes]) -> Path:
+    box = mailbox.Maildir(folder, create=True)
+    for data in messages:
+        box.add(data)
+    return folder
+
+
+def write_mbox(path: Path, messages: list[bytes]) -> Path:
+    with path.open("wb") as f:
+        for data in messages:
+            f.write(b"From MAILER-DAEMON Tue Nov  5 14:02:11 2024\n")
+            body = data.replace(b"\r\n", b"\n").replace(b"\nFrom ", b"\n>From ")
+            f.write(body if body.endswith(b"\n") else body + b"\n")
+            f.write(b"\n")
+    return path

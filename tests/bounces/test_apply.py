@@ -1,0 +1,211 @@
+"""Bounce mail through the one policy, on SQLite and PostgreSQL: which ref to trust, rescans,
+dry runs; and the end-to-end loop: send over SMTP, bounces come back to the VERP address, scan,
+the next issue skips them."""
+
+from __future__ import annotations
+
+import dataclasses
+import email
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from mailer.refs import read_ref, sign_ref
+from tests.bounces.conftest import SECRET, with_database
+from tests.bounces.samples import dsn, write_maildir
+from tests.servers.fixtures import smtp_sink  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # http base_url on purpose
+VERP = "bounces+{ref}@news.example.org"
+
+
+# ----------------------------------------------------------------------------- refs
+
+def test_a_signed_ref_verifies_only_under_its_key():
+    ref = sign_ref(SECRET, 12, 345)
+    assert read_ref(ref, SECRET) == (12, 345, True)
+    assert read_ref(ref.upper(), SECRET).signed                     # a server folded the case
+    assert read_ref(ref, "another key").signed is False
+    assert read_ref(ref.replace("12.", "13.", 1), SECRET).signed is False   # moved to another send
+    assert read_ref("12.345", SECRET) == (12, 345, False)           # mailed before signing
+    assert read_ref("12.345.aaaaaaaaaa", SECRET).signed is False    # forged
+    assert read_ref("proof.1", SECRET) is None and read_ref("", SECRET) is None
+
+
+# ----------------------------------------------------------------------------- the policy
+
+@pytest.fixture
+def store(bounce_config, db_url):
+    """(config path, engine, {address: subscriber id}) with three readers on list crank and a send."""
+    from mailer.ledger import sends
+    from mailer.migrate import connect
+    from subscribers import store as st
+    from subscribers.models import utcnow
+
+    with_database(bounce_config, db_url)
+    engine = connect(db_url)
+    with engine.begin() as conn:
+        crank = st.create_list(conn, "crank").id
+        ids = {a: st.add_subscriber(conn, a, crank).subscriber_id
+               for a in ("ann@example.org", "bob@example.org", "cat@example.org")}
+        send_id = conn.execute(sends.insert().values(
+            issue="2024-11", list_id=crank, list_name="crank", subject="s", backend="smtp", status="done",
+            started_at=utcnow()).returning(sends.c.id)).scalar()
+    yield bounce_config, engine, ids, send_id
+    engine.dispose()
+
+
+def statuses(engine) -> dict[str, str | None]:
+    from subscribers.models import subscribers
+
+    with engine.connect() as conn:
+        return dict(conn.execute(select(subscribers.c.email, subscribers.c.global_status)).all())
+
+
+def events(engine) -> list[tuple]:
+    from subscribers.policy import events as table
+
+    with engine.connect() as conn:
+        return conn.execute(select(table.c.subscriber_id, table.c.type, table.c.severity, table.c.send_ref,
+                                   table.c.issue).order_by(table.c.id)).all()
+
+
+def scan(cli, config, path, *extra):
+    result = cli("--config", config, "bounces", "scan", path, *extra)
+    assert result.code == 0, result.err
+    return result
+
+
+def test_a_signed_ref_names_the_reader_even_when_the_mail_was_forwarded(cli, store, tmp_path):
+    config, engine, ids, send_id = store
+    ref = sign_ref(SECRET, send_id, ids["ann@example.org"])
+    box = write_maildir(tmp_path / "box", [dsn("ann.forwarded@elsewhere.example", VERP.format(ref=ref), "hard")])
+    scan(cli, config, box)
+    assert statuses(engine)["ann@example.org"] == "bounced"
+    assert events(engine) == [(ids["ann@example.org"], "bounced", "hard", ref, "2024-11")]
+
+
+def test_a_forged_ref_alone_changes_nothing(cli, store, tmp_path):
+    config, engine, ids, send_id = store
+    forged = f"{send_id}.{ids['bob@example.org']}.aaaaaaaaaa"
+    box = write_maildir(tmp_path / "box", [dsn("nobody@elsewhere.example", VERP.format(ref=forged), "hard", ref=forged),
+                                            dsn("stranger@example.net", VERP.format(ref=f"{send_id}.{ids['cat@example.org']}"))])
+    out = scan(cli, config, box).out
+    assert statuses(engine) == dict.fromkeys(ids)
+    assert events(engine) == []
+    assert "unknown addresses 2" in out
+
+
+def test_an_unsigned_ref_links_the_send_only_when_it_agrees_with_the_address(cli, store, tmp_path):
+    config, engine, ids, send_id = store
+    old = f"{send_id}.{ids['bob@example.org']}"                   # a ref mailed before signing
+    wrong = f"{send_id}.{ids['ann@example.org']}"                 # names someone else
+    box = write_maildir(tmp_path / "box", [dsn("bob@example.org", VERP.format(ref=old), "hard", n=1),
+                                            dsn("cat@example.org", VERP.format(ref=wrong), "hard", n=2)])
+    scan(cli, config, box)
+    assert statuses(engine) == {"ann@example.org": None, "bob@example.org": "bounced", "cat@example.org": "bounced"}
+    assert sorted(events(engine)) == sorted([(ids["bob@example.org"], "bounced", "hard", old, "2024-11"),
+                                             (ids["cat@example.org"], "bounced", "hard", None, None)])
+
+
+def test_scanning_twice_counts_nothing_twice(cli, store, tmp_path):
+    config, engine, ids, send_id = store
+    box = write_maildir(tmp_path / "box", [dsn("cat@example.org", "bounces@news.example.org", "soft", n=i)
+                                            for i in range(2)])            # two soft bounces: limit is 3
+    scan(cli, config, box)
+    again = scan(cli, config, box).out
+    assert "New events 0, already seen 2" in again
+    assert len(events(engine)) == 2
+    assert statuses(engine)["cat@example.org"] is None
+    write_maildir(tmp_path / "box", [dsn("cat@example.org", "bounces@news.example.org", "soft", n=3)])
+    scan(cli, config, box)
+    assert statuses(engine)["cat@example.org"] == "bounced"           # the third, within 30 days
+
+
+def test_kinds_go_through_the_one_policy(cli, store, tmp_path):
+    config, engine, ids, send_id = store
+    complaint = f"""From: feedback@arf.example.net
+To: fbl@news.example.org
+Subject: complaint
+Message-ID: <fbl-1@arf.example.net>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="b"
+
+--b
+Content-Type: text/plain
+
+An abuse report.
+--b
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+Version: 1
+Original-Rcpt-To: <ann@example.org>
+
+--b--
+""".encode()
+    box = write_maildir(tmp_path / "box", [complaint, dsn("bob@example.org", "bounces@n.example.org", "blocked", n=1),
+                                            dsn("cat@example.org", "bounces@n.example.org", "delayed", n=2)])
+    scan(cli, config, box)
+    assert statuses(engine) == {"ann@example.org": "complained", "bob@example.org": None, "cat@example.org": None}
+    assert sorted((t, s) for _, t, s, *_ in events(engine)) == [("blocked", None), ("complained", None),
+                                                               ("deferred", None)]
+
+
+def test_dry_run_changes_nothing(cli, store, tmp_path):
+    config, engine, ids, send_id = store
+    box = write_maildir(tmp_path / "box", [dsn("ann@example.org", "bounces@n.example.org", "hard")])
+    out = scan(cli, config, box, "--dry-run").out
+    assert "Dry run: 1 events for known subscribers" in out
+    assert statuses(engine)["ann@example.org"] is None and events(engine) == []
+
+
+# ----------------------------------------------------------------------------- end to end
+
+def test_smtp_bounces_suppress_readers_and_the_next_issue_skips_them(cli, bounce_config, db_url, smtp_sink,
+                                                                     tmp_path, repo):
+    """Send over SMTP to the sink; DSNs come back for three readers to their signed VERP address
+    (one of them forwarded); scan; they are suppressed and the next issue does not mail them."""
+    from mailer import dispatch
+    from mailer.compose import compose_issue
+    from mailer.config import load_settings
+    from tests.deliver.helpers import seed
+
+    with_database(bounce_config, db_url)
+    settings = load_settings(bounce_config)
+    settings = dataclasses.replace(settings, delivery=dataclasses.replace(
+        settings.delivery, backend="smtp", smtp=dataclasses.replace(
+            settings.delivery.smtp, port=smtp_sink.port, starttls=False, return_path="bounces@news.example.org")))
+    seed(db_url, 6)
+    composed = compose_issue(repo / "issues" / "2024-11.md", load_settings(repo / "config.toml"))
+    first = dispatch.run_send(settings, dispatch.plan_send(settings, composed, "crank"))
+    assert first.sent == 6
+    verp = {m.rcpt_tos[0]: m.mail_from for m in smtp_sink.messages}
+    refs = {rcpt: email.message_from_bytes(m.data)["X-Mailer-Ref"] for m in smtp_sink.messages for rcpt in m.rcpt_tos}
+    assert all(verp[r] == f"bounces+{refs[r]}@news.example.org" and read_ref(refs[r], SECRET).signed for r in verp)
+
+    returned = [dsn("r0@example.org", verp["r0@example.org"], "hard", n=0),
+                dsn("r1.new@forwarded.example", verp["r1@example.org"], "hard", n=1),   # forwarded
+                dsn("r2@example.org", verp["r2@example.org"], "soft", n=2),
+                dsn("r3@example.org", verp["r3@example.org"], "delayed", n=3)]
+    box = write_maildir(tmp_path / "bounces", returned)
+    result = cli("--config", bounce_config, "bounces", "scan", box, "--json")
+    assert [r["kind"] for r in json.loads(result.out)] == ["hard", "hard", "soft", "delayed"]
+    report = json.loads(cli("--config", bounce_config, "report", "2024-11", "--json").out)
+    assert {k: report["figures"][k] for k in ("readers", "accepted", "hard_bounces", "soft_bounces")} == {
+        "readers": 6, "accepted": 6, "hard_bounces": 2, "soft_bounces": 1}
+    assert report["warnings"] == ["bounce rate 50.00% is above 2%: clean the list before the next issue"]
+
+    next_issue = dataclasses.replace(composed, slug="2024-12")
+    smtp_sink.messages.clear()
+    second = dispatch.run_send(settings, dispatch.plan_send(settings, next_issue, "crank"))
+    mailed = sorted(r for m in smtp_sink.messages for r in m.rcpt_tos)
+    assert mailed == ["r2@example.org", "r3@example.org", "r4@example.org", "r5@example.org"]
+    assert second.sent == 4
+    engine = dispatch.open_store(settings)
+    with engine.connect() as conn:
+        from subscribers.policy import events as table
+
+        assert conn.execute(select(func.count()).select_from(table).where(table.c.issue == "2024-11")).scalar() == 4
+    engine.dispose()

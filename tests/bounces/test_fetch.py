@@ -1,0 +1,109 @@
+"""`mailer bounces fetch` against Debian's dovecot on loopback (tests/servers/dovecot.py): the
+same reading as `scan`, over IMAP, and what was processed moves to the processed folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.bounces.conftest import SECRET, with_database
+from tests.bounces.samples import dsn
+from tests.bounces.test_apply import statuses
+from tests.conftest import REPO
+from tests.services import missing
+from tests.servers import dovecot as dc
+
+
+@pytest.fixture
+def imap():
+    reason = dc.missing()
+    if reason:
+        missing(reason)
+    with dc.Dovecot() as server:
+        yield server
+
+
+@pytest.fixture
+def fetch_config(bounce_config, imap, monkeypatch, tmp_path):
+    monkeypatch.setenv("MAILER_IMAP_PASSWORD", dc.PASSWORD)
+    text = with_database(bounce_config, f"sqlite:///{tmp_path / 'fetch.db'}").read_text()
+    text = text.replace('host = ""', 'host = "127.0.0.1"', 1).replace("port = 993", f"port = {imap.port}")
+    text = text.replace("tls = true", "tls = false").replace('username = ""\npassword_env = "MAILER_IMAP',
+                                                             f'username = "{dc.USER}"\npassword_env = "MAILER_IMAP')
+    bounce_config.write_text(text)
+    return bounce_config
+
+
+def test_fetch_reads_the_folder_applies_the_policy_and_moves_what_it_processed(cli, fetch_config, imap):
+    from mailer.config import load_settings, database_url
+    from mailer.migrate import connect
+    from mailer.refs import sign_ref
+    from subscribers import store
+
+    assert load_settings(fetch_config).bounces.imap.username == dc.USER
+    engine = connect(database_url(load_settings(fetch_config)))
+    with engine.begin() as conn:
+        crank = store.create_list(conn, "crank").id
+        sid = store.add_subscriber(conn, "ann@example.org", crank).subscriber_id
+        store.add_subscriber(conn, "bob@example.org", crank)
+    ref = sign_ref(SECRET, 1, sid)
+    imap.append("INBOX", [dsn("ann@example.org", f"bounces+{ref}@news.example.org", "hard", n=1),
+                          dsn("bob@example.org", "bounces@news.example.org", "delayed", n=2),
+                          (REPO / "tests/fixtures/bounces/own/office365_automatic_reply.eml").read_bytes()])
+
+    dry = cli("--config", fetch_config, "bounces", "fetch", "--dry-run", "--json")
+    assert dry.code == 0, dry.err
+    assert [r["kind"] for r in json.loads(dry.out)] == ["hard", "delayed", "ignored"]
+    assert imap.count("INBOX") == 3 and statuses(engine)["ann@example.org"] is None
+
+    result = cli("--config", fetch_config, "bounces", "fetch", "-v")
+    assert result.code == 0, result.err
+    assert "imap:INBOX:1: hard ann@example.org" in result.out
+    assert statuses(engine) == {"ann@example.org": "bounced", "bob@example.org": None}
+    assert (imap.count("INBOX"), imap.count("Processed")) == (0, 3)
+    again = cli("--config", fetch_config, "bounces", "fetch")
+    assert again.code == 0 and again.out.startswith("0 messages.")
+
+
+def test_a_wrong_password_is_one_clear_line(cli, fetch_config, monkeypatch):
+    monkeypatch.setenv("MAILER_IMAP_PASSWORD", "wrong")
+    result = cli("--config", fetch_config, "bounces", "fetch")
+    assert result.code == 1
+    assert result.err.startswith("error: IMAP 127.0.0.1:") and "refused the login of 'bounces'" in result.err
+
+
+def test_no_server_configured_is_one_clear_line(cli, bounce_config):
+    result = cli("--config", bounce_config, "bounces", "fetch")
+    assert (result.code, result.err.strip()) == (
+        1, "error: no IMAP server: set [bounces.imap] host (and username, password_env)")
+
+
+def test_a_missing_folder_is_one_clear_line(cli, fetch_config):
+    text = fetch_config.read_text().replace('folder = "INBOX"', 'folder = "Bounces"')
+    fetch_config.write_text(text)
+    result = cli("--config", fetch_config, "bounces", "fetch")
+    assert result.code == 1
+    assert result.err.startswith("error: IMAP 127.0.0.1:") and "cannot open folder 'Bounces'" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_a_server_that_hangs_up_is_one_clear_line(cli, bounce_config, monkeypatch):
+    import socket
+    import threading
+
+    monkeypatch.setenv("MAILER_IMAP_PASSWORD", "x")
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def hang_up():
+        conn, _ = listener.accept()
+        conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    port = listener.getsockname()[1]
+    text = bounce_config.read_text().replace('host = ""', 'host = "127.0.0.1"', 1)
+    bounce_config.write_text(text.replace("port = 993", f"port = {port}").replace("tls = true", "tls = false"))
+    result = cli("--config", bounce_config, "bounces", "fetch")
+    listener.close()
+    assert result.code == 1
+    assert result.err.startswith(f"error: cannot reach IMAP server 127.0.0.1:{port}")

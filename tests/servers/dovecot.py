@@ -1,0 +1,170 @@
+"""Debian's dovecot (dovecot-imapd) on loopback, for `mailer bounces fetch` tests: its own
+generated config in a temporary folder, one passwd-file user, Maildir storage, run in the
+foreground by the test and stopped by it. Nothing system-wide is touched.
+
+Dovecot cannot bind port 0 (`port = 0` disables a listener), and tests never pick a fixed port,
+so dovecot listens on a unix socket and `port` is a plain byte relay bound to 127.0.0.1:0 that
+hands each TCP connection to that socket. Logins arrive as local connections, so plaintext LOGIN
+is allowed without TLS, as on any loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+USER, PASSWORD = "bounces", "imap-secret"
+
+CONFIG = """\
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:{root}/mail/%u
+first_valid_uid = 1
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={root}/mail/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = 0
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+  unix_listener {root}/imap.sock {{
+    mode = 0666
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+"""
+
+
+def missing() -> str | None:
+    """Why dovecot cannot run here, or None."""
+    if not os.access(DOVECOT, os.X_OK):
+        return f"Debian's dovecot is not installed ({DOVECOT}; apt-get install dovecot-imapd)"
+    if os.geteuid() != 0:
+        return "dovecot needs root to switch to its mail user"
+    return None
+
+
+class Dovecot:
+    """A running dovecot in its own folder under the system temp dir (pytest's own temp folders
+    are private to root, and dovecot's auth and mail processes run as other users)."""
+
+    def __init__(self):
+        import tempfile
+
+        self.root = Path(tempfile.mkdtemp(prefix="mailer-dovecot-"))
+        self.root.chmod(0o755)
+        self.proc: subprocess.Popen | None = None
+        self.listener: socket.socket | None = None
+        self.port = 0
+
+    def __enter__(self) -> "Dovecot":
+        nobody = pwd.getpwnam("nobody")
+        for sub in ("run", "state"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        (self.root / "mail").mkdir(exist_ok=True)
+        os.chown(self.root / "mail", nobody.pw_uid, nobody.pw_gid)
+        (self.root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
+        conf = self.root / "dovecot.conf"
+        conf.write_text(CONFIG.format(root=self.root, uid=nobody.pw_uid, gid=nobody.pw_gid))
+        self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        sock = self.root / "imap.sock"
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dovecot did not start: {self.proc.stderr.read().decode()} "
+                                   f"{self.log()}")
+            time.sleep(0.05)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True, name="dovecot-relay").start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def log(self) -> str:
+        path = self.root / "dovecot.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.socket(socket.AF_UNIX)
+            server.connect(str(self.root / "imap.sock"))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    def client(self):
+        import imaplib
+
+        conn = imaplib.IMAP4("127.0.0.1", self.port, timeout=20)
+        conn.login(USER, PASSWORD)
+        return conn
+
+    def append(self, folder: str, messages: list[bytes]) -> None:
+        conn = self.client()
+        try:
+            conn.create(f'"{folder}"')
+            for data in messages:
+                status, detail = conn.append(f'"{folder}"', None, None, data)
+                assert status == "OK", detail
+        finally:
+            conn.logout()
+
+    def count(self, folder: str) -> int:
+        conn = self.client()
+        try:
+            status, data = conn.select(f'"{folder}"', readonly=True)
+            return int(data[0]) if status == "OK" else -1
+        finally:
+            conn.logout()
+
+
+def _pipe(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (source, target):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
