@@ -44,7 +44,8 @@ def _wire() -> None:
     import importlib
 
     for module, name in (("issue", "issue"), ("lists", "lists"), ("subscribers", "subscribers"),
-                         ("db", "db"), ("send", None), ("serve", None)):
+                         ("db", "db"), ("send", None), ("serve", None),
+                         ("admin", "admin")):
         try:
             mod = importlib.import_module(f"mailer.commands.{module}")
         except ModuleNotFoundError as exc:

@@ -8,6 +8,7 @@
         PermanentDelivery       4xx, SMTP 5xx: do not retry
       SignatureError            a webhook or token that does not verify
       SendError                 a send run that cannot start or go on (empty list, already sent...)
+      AdminUserError            `mailer admin` users: a bad name, a short password, unknown or taken
     ConfigError                 at start-up; deliberately outside MailerError
 
     subscribers.errors.SubscriberError   the list store's own tree (subscribers never imports mailer);
@@ -72,6 +73,10 @@ class SignatureError(MailerError):
 
 class SendError(MailerError):
     """A send run that cannot start or go on."""
+
+
+class AdminUserError(MailerError):
+    """An admin user that cannot be added or removed as asked (mailer/admin_users.py)."""
 
 
 class ConfigError(Exception):

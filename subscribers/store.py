@@ -55,6 +55,21 @@ def all_lists(conn: Connection) -> list[List]:
     return [List(**row._mapping) for row in conn.execute(select(lists).order_by(lists.c.name))]
 
 
+def update_list(conn: Connection, name: str, *, title: str | None = None,
+                description: str | None = None) -> List:
+    """Change a list's title and/or description (None: leave as is); the name never changes,
+    because mails already sent and links already shared use it."""
+    found = get_list(conn, name)
+    values: dict[str, str] = {}
+    if title is not None:
+        values["title"] = clean_text(title) or found.name
+    if description is not None:
+        values["description"] = description.strip()
+    if values:
+        conn.execute(update(lists).where(lists.c.id == found.id).values(**values))
+    return get_list(conn, name)
+
+
 def delete_list(conn: Connection, name: str) -> int:
     """Delete a list and its memberships (history keeps its rows, without the list); returns
     how many memberships went with it."""
@@ -344,5 +359,5 @@ __all__ = [
     "AddResult", "Signup", "Subscriber", "add_subscriber", "all_lists", "clear_global_status", "confirm",
     "create_list", "delete_list", "effective_status", "find_subscriber", "forget", "get_list", "get_subscriber",
     "history_of", "is_forgotten", "iter_recipients", "list_counts", "membership_status", "memberships_of", "recipients_select",
-    "record", "search", "set_status", "subscribe_unconfirmed", "unsubscribe",
+    "record", "search", "set_status", "subscribe_unconfirmed", "unsubscribe", "update_list",
 ]

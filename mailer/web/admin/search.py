@@ -1,0 +1,123 @@
+"""Admin web interface: the queries that must stay fast at a million subscribers.
+
+- `find`: subscribers whose address or name *starts with* the text (any case), first 50 by
+  address, with a count capped at 1,000. Both conditions use an index (m0006_admin_users): on
+  PostgreSQL `LIKE 'text%'` on text_pattern_ops indexes, on SQLite a range on the binary index,
+  since SQLite's LIKE would not use it. Text starting with `@` searches the domain part, which
+  has no index: a scan, stopped at the first 50 matches (the count is capped the same way).
+- `members`: one page of a list's members in subscriber order, keyset-paginated (`after` or
+  `before` a subscriber id), optionally with one effective status; the (list_id, status,
+  subscriber_id) index answers it without reading the rest of the list.
+Read-only; state changes go through subscribers.store like the CLI's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import and_, func, or_, select
+
+from subscribers.models import Status, lists, memberships, subscribers
+from subscribers.queries import effective_status, effective_status_sql
+
+PAGE = 50
+COUNT_CAP = 1000
+
+
+@dataclass(frozen=True)
+class Found:
+    total: int                 # at most COUNT_CAP + 1 (shown as "more than 1,000")
+    rows: list                 # (id, email, name, lists "name:status, ...")
+
+    @property
+    def capped(self) -> bool:
+        return self.total > COUNT_CAP
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _prefix(column, text: str, dialect: str):
+    if dialect == "postgresql":
+        return column.like(_escape_like(text) + "%", escape="\\")
+    upper = text[:-1] + chr(ord(text[-1]) + 1)
+    return and_(column >= text, column < upper)
+
+
+def match(text: str, dialect: str):
+    text = text.strip().lower()
+    if text.startswith("@"):
+        return subscribers.c.email.like("%" + _escape_like(text) + "%", escape="\\")
+    return or_(_prefix(subscribers.c.email, text, dialect), _prefix(func.lower(subscribers.c.name), text, dialect))
+
+
+def find(conn, text: str, limit: int = PAGE) -> Found:
+    if not text.strip():
+        return Found(0, [])
+    where = match(text, conn.dialect.name)
+    hits = select(subscribers.c.id).where(where).limit(COUNT_CAP + 1).subquery()
+    total = conn.execute(select(func.count()).select_from(hits)).scalar_one()
+    rows = conn.execute(select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.global_status)
+                        .where(where).order_by(subscribers.c.email).limit(limit)).all()
+    return Found(total, _with_lists(conn, rows))
+
+
+def _with_lists(conn, rows) -> list:
+    ids = [row.id for row in rows]
+    where: dict[int, list[str]] = {}
+    if ids:
+        query = (select(memberships.c.subscriber_id, lists.c.name, memberships.c.status)
+                 .join_from(memberships, lists, memberships.c.list_id == lists.c.id)
+                 .where(memberships.c.subscriber_id.in_(ids)).order_by(lists.c.name))
+        glob = {row.id: row.global_status for row in rows}
+        for sid, name, status in conn.execute(query):
+            where.setdefault(sid, []).append(f"{name}: {effective_status(status, glob[sid])}")
+    return [(row.id, row.email, row.name, ", ".join(where.get(row.id, []))) for row in rows]
+
+
+def subscriber_email(conn, subscriber_id: int) -> str | None:
+    return conn.execute(select(subscribers.c.email).where(subscribers.c.id == subscriber_id)).scalar()
+
+
+@dataclass(frozen=True)
+class MembersPage:
+    rows: list                 # (subscriber_id, email, name, effective status, updated_at)
+    has_before: bool
+    has_after: bool
+
+    @property
+    def first_id(self) -> int | None:
+        return self.rows[0][0] if self.rows else None
+
+    @property
+    def last_id(self) -> int | None:
+        return self.rows[-1][0] if self.rows else None
+
+
+def _status_filter(status: Status):
+    if status in (Status.BOUNCED, Status.COMPLAINED):
+        return effective_status_sql() == status.value
+    return and_(memberships.c.status == status.value, subscribers.c.global_status.is_(None))
+
+
+def members(conn, list_id: int, *, status: Status | None = None, after: int | None = None,
+            before: int | None = None, limit: int = PAGE) -> MembersPage:
+    sid = memberships.c.subscriber_id
+    query = (select(sid, subscribers.c.email, subscribers.c.name, effective_status_sql(), memberships.c.updated_at)
+             .join_from(memberships, subscribers, sid == subscribers.c.id)
+             .where(memberships.c.list_id == list_id))
+    if status is not None:
+        query = query.where(_status_filter(status))
+    backwards = before is not None and after is None
+    if backwards:
+        query = query.where(sid < before).order_by(sid.desc())
+    else:
+        query = query.where(sid > (after or 0)).order_by(sid)
+    rows = conn.execute(query.limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if backwards:
+        rows.reverse()
+        return MembersPage(rows, has_before=more, has_after=True)
+    return MembersPage(rows, has_before=bool(after), has_after=more)
