@@ -46,11 +46,11 @@ class AdminContext:
         self.env.filters["n"] = lambda value: f"{value or 0:,}"
         self.env.filters["when"] = lambda at: at.strftime("%Y-%m-%d %H:%M") if at else ""
 
-    def page(self, request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
+    def page(self, request: Request, template: str, code: int = 200, /, **context) -> HTMLResponse:
         admin = getattr(request.state, "admin", None)
         html = self.env.get_template(template).render(
             admin=admin, csrf=admin.csrf if admin else "", path=request.url.path, **context)
-        return HTMLResponse(html, status_code=status, headers=NO_STORE)
+        return HTMLResponse(html, status_code=code, headers=NO_STORE)
 
     async def session_valid(self, name: str, stamp: str) -> bool:
         from mailer.admin_users import current_stamp

@@ -1,0 +1,69 @@
+"""The admin pages' fast queries (mailer/web/admin/search.py) on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+PEOPLE = [("ann@example.com", "Ann Lee"), ("anna@example.org", "Anna Berg"), ("bob@example.com", "Bob Annan"),
+          ("zoe_x@test.net", "Zoë"), ("100%@test.net", ""), ("carl@annex.example", "carl")]
+
+
+@pytest.fixture
+def people(engine, crank):
+    from mailer.migrate import upgrade
+    from subscribers import store
+
+    upgrade(engine)
+    with engine.begin() as conn:
+        for email, name in PEOPLE:
+            store.add_subscriber(conn, email, crank, name=name)
+    return engine
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("ann", ["ann@example.com", "anna@example.org"]),          # address or name starting with it
+    ("ANN", ["ann@example.com", "anna@example.org"]),          # any case
+    ("anna", ["anna@example.org"]),
+    ("lee", []),                                               # the start, not the middle
+    ("bob", ["bob@example.com"]),
+    ("zoe_", ["zoe_x@test.net"]),                              # _ and % are plain characters
+    ("100%", ["100%@test.net"]),
+    ("zo", ["zoe_x@test.net"]),
+    ("@example.com", ["ann@example.com", "bob@example.com"]),  # a domain
+    ("@annex", ["carl@annex.example"]),
+    ("  carl ", ["carl@annex.example"]),
+    ("nobody", []),
+])
+def test_find(people, text, expected):
+    from mailer.web.admin.search import find
+
+    with people.connect() as conn:
+        found = find(conn, text)
+    assert [row[1] for row in found.rows] == expected
+    assert found.total == len(expected)
+    assert all(row[3] == "crank: active" for row in found.rows)
+
+
+def test_members_pages_forward_and_back_with_a_status(people, crank):
+    from mailer.web.admin.search import members
+    from subscribers import store
+    from subscribers.models import Status
+
+    with people.begin() as conn:
+        bob = store.get_subscriber(conn, "bob@example.com").id
+        store.unsubscribe(conn, bob, crank, source="admin")
+        store.set_status(conn, store.get_subscriber(conn, "carl@annex.example").id, None, Status.BOUNCED, "test")
+    with people.connect() as conn:
+        first = members(conn, crank, limit=2)
+        assert [r[1] for r in first.rows] == ["ann@example.com", "anna@example.org"]
+        assert (first.has_before, first.has_after) == (False, True)
+        second = members(conn, crank, after=first.last_id, limit=2)
+        assert [r[1] for r in second.rows] == ["bob@example.com", "zoe_x@test.net"]
+        assert second.has_before and second.has_after
+        back = members(conn, crank, before=second.first_id, limit=2)
+        assert back.rows == first.rows
+        assert [r[1] for r in members(conn, crank, status=Status.UNSUBSCRIBED).rows] == ["bob@example.com"]
+        assert [r[1] for r in members(conn, crank, status=Status.BOUNCED).rows] == ["carl@annex.example"]
+        assert len(members(conn, crank, status=Status.ACTIVE).rows) == 4
+        last = members(conn, crank, after=second.last_id, limit=2)
+        assert (len(last.rows), last.has_after) == (2, False)
