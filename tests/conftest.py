@@ -40,6 +40,14 @@ def config_file(tmp_path) -> Path:
     return target
 
 
+def skip_or_fail(reason: str) -> None:
+    """A service a test needs is missing: skip it, except under CI (MAILER_REQUIRE_SERVICES set,
+    as .ci/run does), where a missing service is a failure, never a silent skip."""
+    if os.environ.get("MAILER_REQUIRE_SERVICES"):
+        pytest.fail(f"{reason} (MAILER_REQUIRE_SERVICES is set)")
+    pytest.skip(reason)
+
+
 def _pg_reachable() -> str | None:
     try:
         import psycopg
@@ -54,7 +62,7 @@ def _pg_reachable() -> str | None:
 def pg_server() -> str:
     reason = _pg_reachable()
     if reason:
-        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+        skip_or_fail(f"PostgreSQL tests skipped: {reason}")
     return PG_URL
 
 

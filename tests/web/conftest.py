@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import skip_or_fail
 from tests.events.signing import Signer
 from tests.web.live import free_socket, serve_in_thread
 
@@ -85,7 +86,7 @@ def pytest_collection_modifyitems(items):
 def chromium():
     """Debian's Chromium under Playwright (never `playwright install`)."""
     if not CHROMIUM.exists() or not shutil.which(str(CHROMIUM)):
-        pytest.skip(f"browser tests skipped: {CHROMIUM} is missing (apt-get install chromium)")
+        skip_or_fail(f"browser tests skipped: {CHROMIUM} is missing (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

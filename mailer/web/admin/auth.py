@@ -94,10 +94,16 @@ class Sessions:
 
 
 def check_same_site(request: Request, base_url: str) -> None:
-    """Refuse a state-changing request that a browser says came from another site."""
+    """Refuse a state-changing request that a browser says came from another site.
+
+    Sec-Fetch-Site is the browser's own word and wins when present. Our pages send
+    `Referrer-Policy: no-referrer`, under which Chromium sends `Origin: null` even for our own
+    forms, so Origin decides only for browsers without Sec-Fetch-Site: it must then be ours."""
     fetch_site = request.headers.get("sec-fetch-site")
-    if fetch_site in ("cross-site", "same-site"):
-        raise Forbidden("cross-site request refused")
+    if fetch_site is not None:
+        if fetch_site not in ("same-origin", "none"):
+            raise Forbidden("cross-site request refused")
+        return
     origin = request.headers.get("origin")
     if origin is None:
         return

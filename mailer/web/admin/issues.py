@@ -18,11 +18,13 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from mailer.web.admin import figures
 from mailer.web.archive import SLUG
-from mailer.web.security import ARCHIVE_CSP
+from mailer.web.security import ARCHIVE_CSP, PAGE_CSP
 
 router = APIRouter(prefix="/issues")
 # The email's own HTML inside our frames: as the archive shows it, but framable by our pages only.
 FRAMED_CSP = ARCHIVE_CSP.replace("frame-ancestors 'none'", "frame-ancestors 'self'")
+# The issue page itself: our usual policy, plus frames of our own (the two previews).
+ISSUE_PAGE_CSP = PAGE_CSP + "; frame-src 'self'"
 MAX_PROOF_ADDRESSES = 10
 
 _builds: dict[Path, tuple[float, object]] = {}
@@ -83,8 +85,14 @@ async def one(request: Request, slug: str) -> Response:
     path = _path(request, slug)
     build = await run_in_threadpool(_build, ctx.settings, path)
     sent = await run_in_threadpool(ctx.web.read, figures.issues_sent, None, slug)
-    return ctx.page(request, "issue.html.j2", slug=slug, build=build, sent=sent[0] if sent else None,
-                    proof_to=ctx.settings.newsletter.reply_to, results=None, error="")
+    return _issue_page(request, 200, slug=slug, build=build, sent=sent[0] if sent else None,
+                       proof_to=ctx.settings.newsletter.reply_to, results=None, error="")
+
+
+def _issue_page(request: Request, code: int, **context) -> Response:
+    page = request.app.state.admin.page(request, "issue.html.j2", code, **context)
+    page.headers["content-security-policy"] = ISSUE_PAGE_CSP
+    return page
 
 
 @router.get("/{slug}/email.html", include_in_schema=False)
@@ -125,8 +133,8 @@ async def proof(request: Request, slug: str, to: str = Form("")) -> Response:
         except MailerError as exc:
             error = f"The proof was not sent: {exc}"
     sent = await run_in_threadpool(ctx.web.read, figures.issues_sent, None, slug)
-    return ctx.page(request, "issue.html.j2", 400 if error else 200, slug=slug, build=build,
-                    sent=sent[0] if sent else None, proof_to=to, results=results, error=error)
+    return _issue_page(request, 400 if error else 200, slug=slug, build=build, sent=sent[0] if sent else None,
+                       proof_to=to, results=results, error=error)
 
 
 def _report(conn, slug: str):
