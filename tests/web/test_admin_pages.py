@@ -72,10 +72,14 @@ def test_import_dry_run_then_apply_then_export(admin):
             "0 unchanged, 1 invalid, 0 suppressed, 1 duplicates merged.") in dry.text
     assert "not-an-address" in dry.text and members(admin) == {}
     upload = dry.text.split('name="upload" value="')[1].split('"')[0]
-    done = post(admin, "/admin/lists/crank/import/apply", {"upload": upload, "filename": "audience.csv",
-                                                             "overwrite": "1"})
+    done = post(admin, "/admin/lists/crank/import/apply", {"upload": upload, "overwrite": "1"})
     assert "Read 4 rows from audience.csv into crank: 2 new" in done.text and "Dry run" not in done.text
     assert members(admin) == {"ann@example.com": "active", "bob@example.org": "active"}
+    with admin.web.engine.connect() as conn:
+        from subscribers import store
+
+        first = store.history_of(conn, store.get_subscriber(conn, "ann@example.com").id)[0]
+    assert first.detail["file"] == "audience.csv"                     # the admin's name for it
     again = post(admin, "/admin/lists/crank/import/apply", {"upload": upload})
     assert again.status_code == 410                                   # applied once, not twice
     exported = admin.admin.get("/admin/lists/crank/export.csv")

@@ -33,10 +33,22 @@ UPLOAD_DAYS = 1                       # an upload not applied within a day is de
 def _uploads() -> Path:
     folder = Path(tempfile.gettempdir()) / "mailer-admin-uploads"
     folder.mkdir(mode=0o700, exist_ok=True)
-    for old in folder.glob("*.csv"):  # tidy: dry runs never applied
+    for old in folder.iterdir():      # tidy: dry runs never applied, exports never fetched
         if time.time() - old.stat().st_mtime > UPLOAD_DAYS * 86400:
-            old.unlink(missing_ok=True)
+            shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
     return folder
+
+
+def _upload_file(upload_id: str) -> Path | None:
+    """The uploaded file, kept under its own name (the import's history names the file)."""
+    if not UPLOAD_ID.fullmatch(upload_id):
+        return None
+    return next((_uploads() / upload_id).glob("*"), None)
+
+
+def _safe_name(name: str | None) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._ -]", "_", Path(name or "").name).strip(" .")[:100]
+    return cleaned or "upload.csv"
 
 
 def _redirect(url: str) -> RedirectResponse:
@@ -148,41 +160,42 @@ def _run_import(web, path: Path, name: str, *, unconfirmed: bool, overwrite: boo
                           dry_run=dry_run, overwrite=overwrite)
 
 
-async def _import_page(request: Request, name: str, upload_id: str, filename: str, unconfirmed: bool,
+async def _import_page(request: Request, name: str, path: Path, upload_id: str, unconfirmed: bool,
                        overwrite: bool, dry_run: bool) -> Response:
     ctx = request.app.state.admin
-    path = _uploads() / f"{upload_id}.csv"
     try:
         summary = await run_in_threadpool(_run_import, ctx.web, path, name, unconfirmed=unconfirmed,
                                           overwrite=overwrite, dry_run=dry_run)
     except SubscriberError as exc:
-        path.unlink(missing_ok=True)
+        shutil.rmtree(path.parent, ignore_errors=True)
         return ctx.page(request, "message.html.j2", 400, title="The file could not be imported", message=str(exc),
                         back=f"/admin/lists/{name}")
     if not dry_run:
-        path.unlink(missing_ok=True)
-    summary.file = filename                      # the name the admin knows, not our temporary one
+        shutil.rmtree(path.parent, ignore_errors=True)
+    summary.file = path.name                     # the admin's name for it, not our folder
     return ctx.page(request, "import_report.html.j2", lst_name=name, s=summary, upload_id=upload_id,
-                    filename=filename, unconfirmed=unconfirmed, overwrite=overwrite)
+                    unconfirmed=unconfirmed, overwrite=overwrite)
 
 
 @router.post("/{name}/import", include_in_schema=False)
 async def import_upload(request: Request, name: str, file: UploadFile = File(...), unconfirmed: str = Form(""),
                         no_overwrite: str = Form("")) -> Response:
     upload_id = secrets.token_hex(16)
-    with open(_uploads() / f"{upload_id}.csv", "wb") as out:
+    folder = _uploads() / upload_id
+    folder.mkdir(mode=0o700)
+    path = folder / _safe_name(file.filename)
+    with open(path, "wb") as out:
         await run_in_threadpool(shutil.copyfileobj, file.file, out)
-    filename = Path(file.filename or "upload.csv").name[:200]
-    return await _import_page(request, name, upload_id, filename, bool(unconfirmed), not no_overwrite, dry_run=True)
+    return await _import_page(request, name, path, upload_id, bool(unconfirmed), not no_overwrite, dry_run=True)
 
 
 @router.post("/{name}/import/apply", include_in_schema=False)
-async def import_apply(request: Request, name: str, upload: str = Form(""), filename: str = Form("upload.csv"),
-                       unconfirmed: str = Form(""), overwrite: str = Form("")) -> Response:
-    if not UPLOAD_ID.fullmatch(upload) or not (_uploads() / f"{upload}.csv").exists():
+async def import_apply(request: Request, name: str, upload: str = Form(""), unconfirmed: str = Form(""),
+                       overwrite: str = Form("")) -> Response:
+    path = _upload_file(upload)
+    if path is None:
         raise HTTPException(410, "That upload is gone (applied already, or older than a day). Upload the file again.")
-    return await _import_page(request, name, upload, filename[:200], bool(unconfirmed), bool(overwrite),
-                              dry_run=False)
+    return await _import_page(request, name, path, upload, bool(unconfirmed), bool(overwrite), dry_run=False)
 
 
 @router.get("/{name}/export.csv", include_in_schema=False)
