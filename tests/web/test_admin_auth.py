@@ -194,3 +194,4 @@ def test_admin_pages_carry_the_readers_security_headers(admin):
                  "permissions-policy", "cross-origin-opener-policy"):
         assert reply.headers[name] == readers.headers[name], name
     assert reply.headers["cache-control"] == "no-store"
+    assert reply.headers["x-robots-tag"] == "noindex, nofollow"

@@ -187,3 +187,53 @@ def test_report_and_dashboard_figures(admin, repo, signer):
     board = admin.admin.get("/admin").text
     assert "2024-11" in board and "<polyline" in board and "Nothing is scheduled" in board
     assert admin.admin.get("/admin/issues/2025-01/report").status_code == 404
+
+
+def test_a_proof_stays_outside_the_send_ledger(admin, repo):
+    import shutil
+
+    from sqlalchemy import func, select
+
+    from mailer.ledger import sends
+
+    shutil.copy(repo / "issues" / "2024-11.md", admin.settings.compose.issues_dir / "2024-11.md")
+    assert post(admin, "/admin/issues/2024-11/proof", {"to": "editor@example.org"}).status_code == 200
+    with admin.web.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(sends)).scalar() == 0
+    assert "Not sent yet." in admin.admin.get("/admin/issues/2024-11").text
+
+
+def test_uploads_above_the_form_limit_are_fine_up_to_64_mb(admin):
+    import http.client
+    from urllib.parse import urlsplit
+
+    big = "email,name\n" + "".join(f"r{i}@example.com,Reader {i}\n" for i in range(5000))   # ~150 KB
+    assert len(big) > 64 * 1024
+    reply = post(admin, "/admin/lists/crank/import", files={"file": ("big.csv", big.encode(), "text/csv")})
+    assert reply.status_code == 200 and "5,000 new" in reply.text
+    where = urlsplit(admin.url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+    conn.putrequest("POST", "/admin/lists/crank/import")
+    conn.putheader("Content-Length", str(64 * 1024 * 1024 + 1))
+    conn.putheader("Content-Type", "multipart/form-data; boundary=x")
+    conn.endheaders()
+    assert conn.getresponse().status == 413
+
+
+def test_stale_uploads_are_deleted_after_a_day(tmp_path, monkeypatch):
+    import os
+    import tempfile
+    import time
+
+    from mailer.web.admin import lists
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    folder = lists._uploads()
+    old, new = folder / ("a" * 32), folder / ("b" * 32)
+    for upload in (old, new):
+        upload.mkdir()
+        (upload / "audience.csv").write_text("email\n")
+    os.utime(old, (time.time() - 2 * 86400,) * 2)
+    lists._uploads()
+    assert not old.exists() and lists._upload_file("b" * 32).name == "audience.csv"
+    assert lists._upload_file("../etc") is None
