@@ -67,3 +67,23 @@ def test_members_pages_forward_and_back_with_a_status(people, crank):
         assert len(members(conn, crank, status=Status.ACTIVE).rows) == 4
         last = members(conn, crank, after=second.last_id, limit=2)
         assert (len(last.rows), last.has_after) == (2, False)
+
+
+def test_status_counts_match_the_stores_counts(people, crank, digest):
+    from mailer.web.admin.search import status_counts
+    from subscribers import store
+    from subscribers.models import Status
+
+    with people.begin() as conn:
+        ids = {e: store.get_subscriber(conn, e).id for e, _ in PEOPLE}
+        store.add_subscriber(conn, "ann@example.com", digest)
+        store.unsubscribe(conn, ids["bob@example.com"], crank, source="admin")
+        store.set_status(conn, ids["carl@annex.example"], None, Status.BOUNCED, "test")     # everywhere
+        store.set_status(conn, ids["ann@example.com"], digest, Status.COMPLAINED, "test")   # and on digest
+        store.add_subscriber(conn, "dora@example.com", crank, status=Status.UNCONFIRMED)
+    with people.connect() as conn:
+        expected = {row.id: counts for row, counts in store.list_counts(conn)}
+        for list_id in (crank, digest):
+            assert status_counts(conn, list_id) == expected[list_id]
+    assert expected[crank] == {Status.ACTIVE: 3, Status.UNSUBSCRIBED: 1, Status.BOUNCED: 1,
+                               Status.COMPLAINED: 1, Status.UNCONFIRMED: 1}

@@ -36,6 +36,10 @@ def upgrade() -> None:
     )
     op.create_index("ix_memberships_list_id_status_subscriber_id", "memberships",
                     ["list_id", "status", "subscriber_id"])
+    # The few subscribers bounced or complained anywhere (search.status_counts).
+    op.create_index("ix_subscribers_global_status", "subscribers", ["global_status"],
+                    sqlite_where=sa.text("global_status IS NOT NULL"),
+                    postgresql_where=sa.text("global_status IS NOT NULL"))
     # The dashboard's chart (events per day) and an issue's report (its events by type and day).
     op.create_index("ix_events_at", "events", ["at"])
     op.create_index("ix_events_issue_type_at", "events", ["issue", "type", "at"])
@@ -52,5 +56,6 @@ def downgrade() -> None:
     op.execute("DROP INDEX ix_subscribers_name_prefix")
     op.drop_index("ix_events_issue_type_at", table_name="events")
     op.drop_index("ix_events_at", table_name="events")
+    op.drop_index("ix_subscribers_global_status", table_name="subscribers")
     op.drop_index("ix_memberships_list_id_status_subscriber_id", table_name="memberships")
     op.drop_table("admin_users")

@@ -88,7 +88,7 @@ def _one(conn, name: str, status: Status | None, after: int | None, before: int 
     from subscribers import store
 
     found = store.get_list(conn, name)
-    counts = next((c for r, c in store.list_counts(conn) if r.id == found.id), {})
+    counts = search.status_counts(conn, found.id)
     return found, counts, search.members(conn, found.id, status=status, after=after, before=before)
 
 

@@ -5,6 +5,7 @@
   PostgreSQL `LIKE 'text%'` on text_pattern_ops indexes, on SQLite a range on the binary index,
   since SQLite's LIKE would not use it. Text starting with `@` searches the domain part, which
   has no index: a scan, stopped at the first 50 matches (the count is capped the same way).
+- `status_counts`: one list's members per status, from an index, without reading subscribers.
 - `members`: one page of a list's members in subscriber order, keyset-paginated (`after` or
   `before` a subscriber id), optionally with one effective status; the (list_id, status,
   subscriber_id) index answers it without reading the rest of the list.
@@ -78,6 +79,25 @@ def _with_lists(conn, rows) -> list:
 
 def subscriber_email(conn, subscriber_id: int) -> str | None:
     return conn.execute(select(subscribers.c.email).where(subscribers.c.id == subscriber_id)).scalar()
+
+
+def status_counts(conn, list_id: int) -> dict[Status, int]:
+    """A list's members per effective status, as store.list_counts counts them, for one list and
+    without joining a million subscribers: the membership statuses come from the (list_id,
+    status, subscriber_id) index alone, then the few members with a global status (bounced or
+    complained anywhere; a partial index finds them) are moved to it."""
+    counts = {Status(s): n for s, n in conn.execute(
+        select(memberships.c.status, func.count()).where(memberships.c.list_id == list_id)
+        .group_by(memberships.c.status))}
+    moved = conn.execute(
+        select(memberships.c.status, subscribers.c.global_status, func.count())
+        .join_from(subscribers, memberships, memberships.c.subscriber_id == subscribers.c.id)
+        .where(subscribers.c.global_status.is_not(None), memberships.c.list_id == list_id)
+        .group_by(memberships.c.status, subscribers.c.global_status))
+    for own, glob, n in moved:
+        counts[Status(own)] -= n
+        counts[Status(glob)] = counts.get(Status(glob), 0) + n
+    return {status: n for status, n in counts.items() if n}
 
 
 @dataclass(frozen=True)
