@@ -38,6 +38,14 @@ def members(admin, list_name: str = "crank") -> dict[str, str]:
     return dict(rows)
 
 
+def outbox_mails(live):
+    import email
+    import email.policy
+
+    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+            for p in live.settings.delivery.outbox_dir.rglob("*.eml")]
+
+
 def figures_of(html: str) -> dict[str, str]:
     import re
 
@@ -179,10 +187,12 @@ def test_report_and_dashboard_figures(admin, repo, signer):
     post_events(admin, signer, [("r0@example.com", "delivered"), ("r1@example.com", "delivered"),
                                 ("r2@example.com", "bounce"), ("r3@example.com", "spamreport"),
                                 ("r1@example.com", "open")])
+    one_click = next(mail["List-Unsubscribe"].strip("<>") for mail in outbox_mails(admin) if "r1@" in mail["To"])
+    assert admin.http.post(one_click, data={"List-Unsubscribe": "One-Click"}).status_code == 200
     report = admin.admin.get("/admin/issues/2024-11/report")
     assert report.status_code == 200
     assert figures_of(report.text) == {"readers": "4", "sent": "4", "failed": "0", "skipped": "0", "bounces": "1",
-                                       "complaints": "1", "unsubscribes": "0", "opens": "1", "clicks": "0"}
+                                       "complaints": "1", "unsubscribes": "1", "opens": "1", "clicks": "0"}
     assert "<svg" in report.text and "<polyline" in report.text
     board = admin.admin.get("/admin").text
     assert "2024-11" in board and "<polyline" in board and "Nothing is scheduled" in board

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from mailer.web.admin import figures
+from mailer.web.admin import figures, search
 from mailer.web.admin.lists import STATUSES
 
 router = APIRouter()
@@ -15,9 +15,7 @@ LAST_ISSUES = 5
 
 
 def _read(conn) -> dict:
-    from subscribers import store
-
-    return {"lists": store.list_counts(conn), "issues": figures.issues_sent(conn, LAST_ISSUES),
+    return {"lists": search.overview(conn), "issues": figures.issues_sent(conn, LAST_ISSUES),
             "chart": figures.chart(figures.events_by_day(conn)), "next_send": figures.next_scheduled(conn)}
 
 

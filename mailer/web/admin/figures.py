@@ -13,7 +13,7 @@ import importlib
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import Date, cast, func, select
+from sqlalchemy import Date, cast, func, literal_column, select
 
 from mailer.ledger import sends
 from subscribers.models import history
@@ -125,8 +125,9 @@ def _add_unsubscribes(conn, found: dict[str, IssueFigures]) -> None:
         if issue not in found:
             continue
         end = rows[i + 1].started_at if i + 1 < len(rows) and rows[i + 1].list_id == list_id else None
-        where = [history.c.list_id == list_id, history.c.new_status == "unsubscribed", history.c.source == "web",
-                 history.c.at >= start]
+        # The literal (not a bound value) lets SQLite use the partial index ix_history_unsubscribes.
+        where = [history.c.list_id == list_id, history.c.new_status == literal_column("'unsubscribed'"),
+                 history.c.source == "web", history.c.at >= start]
         if end is not None:
             where.append(history.c.at < end)
         found[issue].unsubscribes += conn.execute(select(func.count()).where(*where)).scalar_one()

@@ -55,16 +55,10 @@ def _redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
-def _overview(conn):
-    from subscribers import store
-
-    return store.list_counts(conn)
-
-
 @router.get("", include_in_schema=False)
 async def all_lists(request: Request, deleted: str = "") -> Response:
     ctx = request.app.state.admin
-    rows = await run_in_threadpool(ctx.web.read, _overview)
+    rows = await run_in_threadpool(ctx.web.read, search.overview)
     return ctx.page(request, "lists.html.j2", lists=rows, statuses=STATUSES, deleted=deleted[:64], error="",
                     form={})
 
@@ -78,7 +72,7 @@ async def create(request: Request, name: str = Form(""), title: str = Form(""), 
     try:
         await run_in_threadpool(ctx.web.write, store.create_list, name, title, description)
     except SubscriberError as exc:
-        rows = await run_in_threadpool(ctx.web.read, _overview)
+        rows = await run_in_threadpool(ctx.web.read, search.overview)
         return ctx.page(request, "lists.html.j2", 400, lists=rows, statuses=STATUSES, deleted="", error=str(exc),
                         form={"name": name, "title": title, "description": description})
     return _redirect(f"/admin/lists/{name}?created=1")

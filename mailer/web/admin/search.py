@@ -100,6 +100,13 @@ def status_counts(conn, list_id: int) -> dict[Status, int]:
     return {status: n for status, n in counts.items() if n}
 
 
+def overview(conn) -> list[tuple]:
+    """(list row, {Status: count}) for every list, like store.list_counts, a list at a time."""
+    from subscribers import store
+
+    return [(row, status_counts(conn, row.id)) for row in store.all_lists(conn)]
+
+
 @dataclass(frozen=True)
 class MembersPage:
     rows: list                 # (subscriber_id, email, name, effective status, updated_at)
