@@ -14,7 +14,6 @@ clicking would. Latency is from sending the request to the last byte of the page
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import sys
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from bench.report import write_section  # noqa: E402
-from bench.web import PG, SECRET, start_server, write_config  # noqa: E402
+from bench.web import PG, start_server, write_config  # noqa: E402
 from tests.web.live import free_socket  # noqa: E402
 
 FIRST = ["ann", "bob", "carla", "dmitri", "eve", "fatima", "george", "hana", "ivan", "julia", "kofi", "lena",

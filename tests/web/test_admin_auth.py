@@ -3,8 +3,6 @@ cross-site posts; sessions are signed, HttpOnly, SameSite=Lax cookies that expir
 
 from __future__ import annotations
 
-import dataclasses
-
 import httpx
 import pytest
 

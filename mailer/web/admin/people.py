@@ -46,16 +46,16 @@ def _add(conn, email: str, list_name: str, name: str, unconfirmed: bool, resubsc
 
 
 @router.post("", include_in_schema=False)
-async def add(request: Request, email: str = Form(""), name: str = Form(""), list: str = Form(""),
+async def add(request: Request, email: str = Form(""), name: str = Form(""), list_name: str = Form("", alias="list"),
               unconfirmed: str = Form(""), resubscribe: str = Form("")) -> Response:
     ctx = request.app.state.admin
     try:
-        result = await run_in_threadpool(ctx.web.write, _add, email, list, name, bool(unconfirmed),
+        result = await run_in_threadpool(ctx.web.write, _add, email, list_name, name, bool(unconfirmed),
                                          bool(resubscribe), ctx.web.secret)
     except SubscriberError as exc:
         lists = await run_in_threadpool(ctx.web.read, _lists)
         return ctx.page(request, "subscribers.html.j2", 400, q="", found=None, lists=lists, cap=search.COUNT_CAP,
-                        error=str(exc), form={"email": email, "name": name, "list": list})
+                        error=str(exc), form={"email": email, "name": name, "list": list_name})
     return RedirectResponse(f"/admin/subscribers/{result.subscriber_id}?did={result.outcome}", status_code=303)
 
 
@@ -112,8 +112,8 @@ async def _act(request: Request, subscriber_id: int, fn, *args) -> Response | ob
 
 
 @router.post("/{subscriber_id}/unsubscribe", include_in_schema=False)
-async def unsubscribe(request: Request, subscriber_id: int, list: str = Form("")) -> Response:
-    changed = await _act(request, subscriber_id, _unsubscribe, list)
+async def unsubscribe(request: Request, subscriber_id: int, list_name: str = Form("", alias="list")) -> Response:
+    changed = await _act(request, subscriber_id, _unsubscribe, list_name)
     if isinstance(changed, Response):
         return changed
     return RedirectResponse(f"/admin/subscribers/{subscriber_id}?did={'unsubscribed' if changed else 'already'}",
@@ -121,8 +121,8 @@ async def unsubscribe(request: Request, subscriber_id: int, list: str = Form("")
 
 
 @router.post("/{subscriber_id}/resubscribe", include_in_schema=False)
-async def resubscribe(request: Request, subscriber_id: int, list: str = Form("")) -> Response:
-    result = await _act(request, subscriber_id, _resubscribe, list, request.app.state.admin.web.secret)
+async def resubscribe(request: Request, subscriber_id: int, list_name: str = Form("", alias="list")) -> Response:
+    result = await _act(request, subscriber_id, _resubscribe, list_name, request.app.state.admin.web.secret)
     if isinstance(result, Response):
         return result
     did = "resubscribed" if result.outcome != "unchanged" else "unchanged"
