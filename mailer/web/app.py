@@ -1,4 +1,4 @@
-"""Web service: Settings -> the FastAPI app (public pages, SendGrid webhook, archive, health).
+"""Web service: Settings -> the FastAPI app (public pages, SendGrid webhook, archive, health, /admin).
 
 `create_app(settings)` wires the routers, middleware and error pages and nothing else; each route
 module does one job. Run it with `mailer serve` (uvicorn, one process: the rate limiter and caches

@@ -87,3 +87,36 @@ def test_status_counts_match_the_stores_counts(people, crank, digest):
             assert status_counts(conn, list_id) == expected[list_id]
     assert expected[crank] == {Status.ACTIVE: 3, Status.UNSUBSCRIBED: 1, Status.BOUNCED: 1,
                                Status.COMPLAINED: 1, Status.UNCONFIRMED: 1}
+
+
+def test_events_by_day_and_issue_figures(people, crank):
+    from datetime import date, datetime, timedelta, timezone
+
+    from sqlalchemy import insert
+
+    from mailer.ledger import sends
+    from mailer.web.admin import figures
+    from subscribers import store
+    from subscribers.policy import events
+
+    day = date(2024, 11, 5)
+    late = datetime(2024, 11, 5, 23, 30, tzinfo=timezone.utc)          # late evening UTC: still the 5th
+    with people.begin() as conn:
+        who = store.get_subscriber(conn, "ann@example.com").id
+        conn.execute(insert(sends).values(issue="2024-11", list_id=crank, list_name="crank", subject="November",
+                                          backend="outbox", status="done", total=6, sent=5, failed=1, skipped=0,
+                                          batches=1, started_at=late - timedelta(days=1)))
+        rows = [("delivered", late), ("delivered", late - timedelta(days=1)), ("bounced", late),
+                ("complained", late), ("unsubscribed", late), ("opened", late), ("delivered", late - timedelta(days=9))]
+        conn.execute(insert(events), [dict(source="test", event_id=f"e{i}", subscriber_id=who, type=kind, at=at,
+                                           issue="2024-11", received_at=at) for i, (kind, at) in enumerate(rows)])
+    with people.connect() as conn:
+        by_day = figures.events_by_day(conn, days=3, today=day)
+        [fig] = figures.issues_sent(conn)
+    assert list(by_day) == [day - timedelta(days=2), day - timedelta(days=1), day]
+    assert by_day[day] == {"delivered": 1, "opened": 1, "bounced": 1, "unsubscribed or complained": 2}
+    assert by_day[day - timedelta(days=1)]["delivered"] == 1
+    assert (fig.issue, fig.sent, fig.failed, fig.bounces, fig.complaints, fig.unsubscribes, fig.opens) == \
+        ("2024-11", 5, 1, 1, 1, 1, 1)
+    chart = figures.chart(by_day)
+    assert [line[4] for line in chart.lines] == [2, 1, 1, 2]

@@ -138,7 +138,8 @@ def events_by_day(conn, *, days: int = 30, issue: str | None = None, today: date
     today = today or datetime.now(timezone.utc).date()
     first = today - timedelta(days=days - 1)
     since = datetime.combine(first, datetime.min.time(), tzinfo=timezone.utc)
-    day = func.date(events.c.at) if conn.dialect.name == "sqlite" else cast(events.c.at, Date)
+    # The UTC day: SQLite stores UTC text; PostgreSQL would otherwise use the session's time zone.
+    day = func.date(events.c.at) if conn.dialect.name == "sqlite" else cast(func.timezone("UTC", events.c.at), Date)
     query = select(day, events.c.type, func.count()).where(events.c.at >= since)
     if issue is not None:
         query = query.where(events.c.issue == issue)

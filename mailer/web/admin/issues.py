@@ -138,18 +138,17 @@ async def proof(request: Request, slug: str, to: str = Form("")) -> Response:
 
 
 def _report(conn, slug: str):
+    """The issue's figures and a chart of its events from the day it went out: its first 30
+    days, or the days so far (a week at least, so a fresh send still draws a chart)."""
+    from datetime import datetime, timedelta, timezone
+
     found = figures.issues_sent(conn, issue=slug)
     if not found:
         return None
-    by_day = figures.events_by_day(conn, issue=slug, days=30, today=_report_end(found[0]))
+    start = found[0].started_at.date()
+    days = min(30, max(7, (datetime.now(timezone.utc).date() - start).days + 1))
+    by_day = figures.events_by_day(conn, issue=slug, days=days, today=start + timedelta(days=days - 1))
     return found[0], figures.chart(by_day)
-
-
-def _report_end(fig):
-    from datetime import datetime, timedelta, timezone
-
-    end = fig.started_at + timedelta(days=29)
-    return min(end, datetime.now(timezone.utc)).date()
 
 
 @router.get("/{slug}/report", include_in_schema=False)
