@@ -193,3 +193,12 @@ def test_admin_pages_carry_the_readers_security_headers(admin):
         assert reply.headers[name] == readers.headers[name], name
     assert reply.headers["cache-control"] == "no-store"
     assert reply.headers["x-robots-tag"] == "noindex, nofollow"
+
+
+def test_an_upload_without_a_session_is_refused_before_it_is_read(admin, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    reply = admin.http.post("/admin/lists/crank/import", files={"file": ("a.csv", b"email\nx@example.com\n")})
+    assert reply.status_code == 401
+    assert not (tmp_path / "mailer-admin-uploads").exists()

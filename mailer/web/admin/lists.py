@@ -14,7 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, Form, Request
+from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -172,15 +173,21 @@ async def _import_page(request: Request, name: str, path: Path, upload_id: str, 
 
 
 @router.post("/{name}/import", include_in_schema=False)
-async def import_upload(request: Request, name: str, file: UploadFile = File(...), unconfirmed: str = Form(""),
-                        no_overwrite: str = Form("")) -> Response:
+async def import_upload(request: Request, name: str) -> Response:
+    # No File()/Form() parameters: FastAPI would parse (and spool) the upload before the session
+    # check runs; read here, it is parsed only for a logged-in admin with a valid CSRF token.
+    form = await request.form()
+    file = form.get("file")
+    if not isinstance(file, StarletteUpload):
+        raise HTTPException(400, "Choose a CSV file to upload.")
     upload_id = secrets.token_hex(16)
     folder = _uploads() / upload_id
     folder.mkdir(mode=0o700)
     path = folder / _safe_name(file.filename)
     with open(path, "wb") as out:
         await run_in_threadpool(shutil.copyfileobj, file.file, out)
-    return await _import_page(request, name, path, upload_id, bool(unconfirmed), not no_overwrite, dry_run=True)
+    return await _import_page(request, name, path, upload_id, bool(form.get("unconfirmed")),
+                              not form.get("no_overwrite"), dry_run=True)
 
 
 @router.post("/{name}/import/apply", include_in_schema=False)
