@@ -120,3 +120,35 @@ def test_events_by_day_and_issue_figures(people, crank):
         ("2024-11", 5, 1, 1, 1, 1, 1)
     chart = figures.chart(by_day)
     assert [line[4] for line in chart.lines] == [2, 1, 1, 2]
+
+
+def test_count_cache_serves_a_minute_then_refreshes_behind_the_scenes(people, crank):
+    import threading
+
+    from mailer.web.admin.search import CountCache
+    from subscribers import store
+    from subscribers.models import Status
+
+    def read(fn, *args):
+        with people.connect() as conn:
+            return fn(conn, *args)
+
+    def add(email: str) -> None:
+        with people.begin() as conn:
+            store.add_subscriber(conn, email, crank)
+
+    cache = CountCache(read)
+    with people.connect() as conn:
+        assert cache.get(conn, crank) == {Status.ACTIVE: 6}
+        add("new1@example.com")
+        assert cache.get(conn, crank) == {Status.ACTIVE: 6}            # within the minute: as counted
+        cache.clear()                                                   # an admin action
+        assert cache.get(conn, crank) == {Status.ACTIVE: 7}
+        cache.ttl = 0                                                   # the minute is over
+        add("new2@example.com")
+        assert cache.get(conn, crank) == {Status.ACTIVE: 7}            # served stale, recount started
+        for thread in threading.enumerate():
+            if thread.name == f"admin-counts-{crank}":
+                thread.join(10)
+        cache.ttl = 60
+        assert cache.get(conn, crank) == {Status.ACTIVE: 8}

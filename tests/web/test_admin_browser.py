@@ -14,6 +14,10 @@ from tests.web.admin_helpers import PASSWORD, USER, add_user, post_events, send_
 pytestmark = pytest.mark.browser
 ARTIFACTS = "tests/artifacts/admin"
 WIDTHS = (375, 1280)
+# What sticks out, when a page is too wide (elements inside a scrolling box do not count).
+WIDEST = """[...document.querySelectorAll('body *')]
+    .filter(e => e.getBoundingClientRect().right > window.innerWidth && !e.parentElement.closest('.scroll, .frames'))
+    .map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right)).slice(0, 5).join(', ')"""
 AUDIENCE = "email,name\nann.lee@example.com,Ann Lee\nbob@example.org,Bob\nnot-an-address,Nobody\n"
 
 
@@ -47,7 +51,7 @@ def test_admin_walk(live, desk, shots, repo, signer, tmp_path):
             page.set_viewport_size({"width": width, "height": 900})
             if width == 375:
                 assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), \
-                    f"{name} is wider than a 375 px phone"
+                    f"{name} is wider than a 375 px phone: " + page.evaluate(WIDEST)
             page.screenshot(path=str(shots / f"{len(taken) + 1:02}-{name}-{width}.png"), full_page=True)
         taken.append(name)
         page.set_viewport_size({"width": 1280, "height": 900})

@@ -39,6 +39,9 @@ class AdminContext:
                                  https=self.base_url.startswith("https://"))
         rate = Rate(burst=settings.web.admin_login_burst, per_hour=settings.web.admin_login_per_hour)
         self.limiter = RateLimiter({"login-address": rate, "login-user": rate})
+        from mailer.web.admin.search import CountCache
+
+        self.counts = CountCache(web.read)
         self.dir = Path(settings.compose.templates_dir) / "admin"
         self.env = Environment(loader=FileSystemLoader(self.dir), autoescape=True, auto_reload=False,
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)

@@ -149,5 +149,6 @@ async def current_admin(request: Request) -> Admin:
         check_same_site(request, ctx.base_url)
         form = await request.form()
         check_token(form.get("csrf"), admin.csrf)
+        ctx.counts.clear()                       # the action may change them: recount next time
     request.state.admin = admin
     return admin

@@ -59,7 +59,7 @@ def _redirect(url: str) -> RedirectResponse:
 @router.get("", include_in_schema=False)
 async def all_lists(request: Request, deleted: str = "") -> Response:
     ctx = request.app.state.admin
-    rows = await run_in_threadpool(ctx.web.read, search.overview)
+    rows = await run_in_threadpool(ctx.web.read, search.overview, ctx.counts)
     return ctx.page(request, "lists.html.j2", lists=rows, statuses=STATUSES, deleted=deleted[:64], error="",
                     form={})
 
@@ -73,23 +73,24 @@ async def create(request: Request, name: str = Form(""), title: str = Form(""), 
     try:
         await run_in_threadpool(ctx.web.write, store.create_list, name, title, description)
     except SubscriberError as exc:
-        rows = await run_in_threadpool(ctx.web.read, search.overview)
+        rows = await run_in_threadpool(ctx.web.read, search.overview, ctx.counts)
         return ctx.page(request, "lists.html.j2", 400, lists=rows, statuses=STATUSES, deleted="", error=str(exc),
                         form={"name": name, "title": title, "description": description})
     return _redirect(f"/admin/lists/{name}?created=1")
 
 
-def _one(conn, name: str, status: Status | None, after: int | None, before: int | None):
+def _one(conn, counts_cache, name: str, status: Status | None, after: int | None, before: int | None):
     from subscribers import store
 
     found = store.get_list(conn, name)
-    counts = search.status_counts(conn, found.id)
+    counts = counts_cache.get(conn, found.id)
     return found, counts, search.members(conn, found.id, status=status, after=after, before=before)
 
 
 async def _get(request: Request, name: str, *args):
     try:
-        return await run_in_threadpool(request.app.state.admin.web.read, _one, name, *args)
+        ctx = request.app.state.admin
+        return await run_in_threadpool(ctx.web.read, _one, ctx.counts, name, *args)
     except SubscriberError as exc:
         raise HTTPException(404, str(exc)) from None
 

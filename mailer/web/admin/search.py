@@ -5,7 +5,8 @@
   PostgreSQL `LIKE 'text%'` on text_pattern_ops indexes, on SQLite a range on the binary index,
   since SQLite's LIKE would not use it. Text starting with `@` searches the domain part, which
   has no index: a scan, stopped at the first 50 matches (the count is capped the same way).
-- `status_counts`: one list's members per status, from an index, without reading subscribers.
+- `status_counts`: one list's members per status, from an index, without reading subscribers;
+  `CountCache` keeps them a minute.
 - `members`: one page of a list's members in subscriber order, keyset-paginated (`after` or
   `before` a subscriber id), optionally with one effective status; the (list_id, status,
   subscriber_id) index answers it without reading the rest of the list.
@@ -14,6 +15,8 @@ Read-only; state changes go through subscribers.store like the CLI's.
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import and_, func, or_, select
@@ -59,8 +62,14 @@ def find(conn, text: str, limit: int = PAGE) -> Found:
     where = match(text, conn.dialect.name)
     hits = select(subscribers.c.id).where(where).limit(COUNT_CAP + 1).subquery()
     total = conn.execute(select(func.count()).select_from(hits)).scalar_one()
+    # Prefix matches are few next to a million: find them by their indexes, then sort them. Plain
+    # ORDER BY email tempts both planners to walk the address index in order and test every row,
+    # which for text near the end of the alphabet reads nearly the whole table; `email || ''`
+    # is not indexed, so they don't. A domain search has no index anyway: there the in-order walk
+    # that stops at the 50th hit is the good plan.
+    order = subscribers.c.email if text.strip().startswith("@") else subscribers.c.email.concat("")
     rows = conn.execute(select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.global_status)
-                        .where(where).order_by(subscribers.c.email).limit(limit)).all()
+                        .where(where).order_by(order).limit(limit)).all()
     return Found(total, _with_lists(conn, rows))
 
 
@@ -100,11 +109,62 @@ def status_counts(conn, list_id: int) -> dict[Status, int]:
     return {status: n for status, n in counts.items() if n}
 
 
-def overview(conn) -> list[tuple]:
+class CountCache:
+    """status_counts per list, kept a minute: counting a million members reads a million index
+    entries (over a second on a busy machine), too slow for every page view.
+
+    Stale-while-revalidate: after `ttl` the old counts are still served while one background
+    read refreshes them, so no page waits for a recount except the very first. Every admin action
+    clears the cache (auth.current_admin on each POST), so an admin sees their own changes at
+    once; changes made elsewhere (CLI imports, webhooks) show within a minute."""
+
+    def __init__(self, read, ttl: float = 60.0) -> None:
+        self.read, self.ttl = read, ttl       # read(fn, *args): a transaction of the web context
+        self._data: dict[int, tuple[float, dict]] = {}
+        self._refreshing: set[int] = set()
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def get(self, conn, list_id: int) -> dict[Status, int]:
+        with self._lock:
+            hit = self._data.get(list_id)
+            generation = self._generation
+        if hit is None:
+            value = status_counts(conn, list_id)
+            self._store(list_id, value, generation)
+            return value
+        if time.monotonic() - hit[0] > self.ttl:
+            with self._lock:
+                start = list_id not in self._refreshing
+                self._refreshing.add(list_id)
+            if start:
+                threading.Thread(target=self._refresh, args=(list_id, generation), daemon=True,
+                                 name=f"admin-counts-{list_id}").start()
+        return hit[1]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._generation += 1
+
+    def _store(self, list_id: int, value: dict, generation: int) -> None:
+        with self._lock:
+            if generation == self._generation:     # not cleared meanwhile: an older count is no use
+                self._data[list_id] = (time.monotonic(), value)
+
+    def _refresh(self, list_id: int, generation: int) -> None:
+        try:
+            self._store(list_id, self.read(status_counts, list_id), generation)
+        finally:
+            with self._lock:
+                self._refreshing.discard(list_id)
+
+
+def overview(conn, cache: CountCache) -> list[tuple]:
     """(list row, {Status: count}) for every list, like store.list_counts, a list at a time."""
     from subscribers import store
 
-    return [(row, status_counts(conn, row.id)) for row in store.all_lists(conn)]
+    return [(row, cache.get(conn, row.id)) for row in store.all_lists(conn)]
 
 
 @dataclass(frozen=True)
