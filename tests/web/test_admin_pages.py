@@ -120,6 +120,9 @@ def test_members_filter_and_pages(admin):
     only = admin.admin.get("/admin/lists/crank?status=unsubscribed")
     assert only.text.count("/admin/subscribers/") == 1 and "r03@example.com" in only.text
     assert admin.admin.get("/admin/lists/crank?status=nonsense").status_code == 400
+    # the counts are cached, but an admin's own action shows at once
+    post(admin, f"/admin/subscribers/{ids[4]}/unsubscribe", {"list": "crank"})
+    assert "unsubscribed (2)" in admin.admin.get("/admin/lists/crank").text
 
 
 def test_subscriber_search_page_and_actions(admin):
