@@ -125,6 +125,9 @@ class WebSettings:
     confirm_link_days: int = 7         # a confirmation link expires (unsubscribe links never do)
     subscribe_burst: int = 5           # per client IP: form posts at once ...
     subscribe_per_hour: int = 30       # ... and sustained
+    admin_session_hours: int = 12      # an /admin login lasts this long
+    admin_login_burst: int = 5         # login attempts at once, per client address and per user name ...
+    admin_login_per_hour: int = 20     # ... and sustained
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@
       ScheduleError             an issue that cannot be (un)scheduled: lint errors, a bad --at, its state
       BounceSourceError         a bounce mailbox that cannot be read (path, IMAP server, folder)
       ReportError               a report that cannot be made (unknown issue or list)
+      AdminUserError            `mailer admin` users: a bad name, a short password, unknown or taken
     ConfigError                 at start-up; deliberately outside MailerError
 
     subscribers.errors.SubscriberError   the list store's own tree (subscribers never imports mailer);
@@ -111,6 +112,10 @@ class BounceSourceError(MailerError):
 
 class ReportError(MailerError):
     """A report that cannot be made: an issue or list with no send."""
+
+
+class AdminUserError(MailerError):
+    """An admin user that cannot be added or removed as asked (mailer/admin_users.py)."""
 
 
 class ConfigError(Exception):

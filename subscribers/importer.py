@@ -76,6 +76,13 @@ class ImportSummary:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def headline(self) -> str:
+        """The one-line report (`mailer subscribers import` and the admin pages print it)."""
+        head = "Dry run, nothing was written. Read" if self.dry_run else "Read"
+        return (f"{head} {self.rows:,} rows from {self.file} into {self.list}: {self.imported:,} new, "
+                f"{self.updated:,} updated, {self.unchanged:,} unchanged, {self.invalid:,} invalid, "
+                f"{self.suppressed:,} suppressed, {self.duplicates:,} duplicates merged.")
+
     def add_invalid(self, line: int, email: str, reason: str) -> None:
         self.invalid += 1
         if len(self.invalid_rows) < MAX_INVALID_KEPT:

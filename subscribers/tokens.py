@@ -177,7 +177,8 @@ def open_request(secret: str, token: str, *, max_age: int | None = None,
     if not token.startswith(SEALED) or len(token) > 2000:
         raise TokenError("this confirm link is not valid")
     try:
-        raw = base64.urlsafe_b64decode(token[len(SEALED):] + "=" * (-len(token) % 4))
+        payload = token[len(SEALED):]
+        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
         plain = AESGCM(_sealing_key(secret)).decrypt(raw[:12], raw[12:], SEALED.encode())
         list_id, address, name, asked = json.loads(plain)
     except (ValueError, TypeError, InvalidTag, _binascii.Error):

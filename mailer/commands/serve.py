@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         host: Optional[str] = typer.Option(None, "--host", help="Address to listen on (default: web.host in the config)."),
         port: Optional[int] = typer.Option(None, "--port", help="Port to listen on (default: web.port in the config)."),
     ) -> None:
-        """Serve subscribe/confirm/unsubscribe pages, the SendGrid webhook and the archive."""
+        """Serve subscribe/confirm/unsubscribe pages, the SendGrid webhook, the archive and /admin."""
         import uvicorn
 
         from mailer.web import create_app

@@ -252,10 +252,7 @@ def import_(ctx: typer.Context,
 
 
 def _print_import(s) -> None:
-    head = "Dry run, nothing was written. Read" if s.dry_run else "Read"
-    _say(f"{head} {s.rows:,} rows from {s.file} into {s.list}: {s.imported:,} new, {s.updated:,} updated, "
-         f"{s.unchanged:,} unchanged, {s.invalid:,} invalid, {s.suppressed:,} suppressed, "
-         f"{s.duplicates:,} duplicates merged.")
+    _say(s.headline())
     shown = s.invalid_rows[:20]
     if shown:
         from rich.table import Table

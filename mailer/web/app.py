@@ -1,4 +1,4 @@
-"""Web service: Settings -> the FastAPI app (public pages, SendGrid webhook, archive, health).
+"""Web service: Settings -> the FastAPI app (public pages, SendGrid webhook, archive, health, /admin).
 
 `create_app(settings)` wires the routers, middleware and error pages and nothing else; each route
 module does one job. Run it with `mailer serve` (uvicorn, one process: the rate limiter and caches
@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from mailer.web import archive, preferences, public, webhooks
+from mailer.web import admin, archive, preferences, public, webhooks
 from mailer.web.context import WebContext
 from mailer.web.security import BodyLimit, SecurityHeaders
 
@@ -32,9 +32,11 @@ def create_app(settings) -> FastAPI:
     app.state.web = WebContext(settings)
     for module in (public, preferences, webhooks, archive):
         app.include_router(module.router)
+    admin.install(app, app.state.web)
     _add_basics(app)
     _add_error_pages(app)
-    app.add_middleware(BodyLimit, limit=FORM_LIMIT, overrides={"/webhooks/": WEBHOOK_LIMIT})
+    app.add_middleware(BodyLimit, limit=FORM_LIMIT, overrides={"/webhooks/": WEBHOOK_LIMIT,
+                                                               "/admin/lists/": admin.UPLOAD_LIMIT})
     app.add_middleware(SecurityHeaders, https=settings.newsletter.base_url.startswith("https://"))
     app.router.add_event_handler("shutdown", app.state.web.close)
     return app
@@ -77,6 +79,8 @@ def _add_error_pages(app: FastAPI) -> None:
         if request.url.path.startswith(API_PATHS):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         title = {404: "Page not found", 405: "Not allowed", 413: "Too large"}.get(exc.status_code, "Error")
+        if admin.is_admin_path(request.url.path):
+            return await admin.error_page(request, exc.status_code, title, str(exc.detail))
         page = request.app.state.web.pages.error(exc.status_code, title, str(exc.detail))
         page.headers.update(exc.headers or {})
         return page

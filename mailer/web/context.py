@@ -76,6 +76,12 @@ class WebContext:
                 log.warning("database locked by another process; retrying")
                 time.sleep(0.05 * (attempt + 1))
 
+    def exclusive(self):
+        """This process's writer lock (SQLite) for work that opens its own transactions, such as
+        an import: held, no other write of this process starts."""
+        self.engine
+        return self._writer
+
     def list_info(self, conn, list_id: int) -> tuple[str, str] | None:
         """(name, title) of a list, cached a minute: every unsubscribe page names its list."""
         from subscribers.models import lists

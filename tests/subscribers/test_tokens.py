@@ -133,3 +133,11 @@ def test_sealed_requests_hide_the_address_and_expire():
     for bad in (token[:-3] + "AAA", seal_request("other-key" * 4, 3, "ann@example.com"), "r.", "r.!!", "W.x"):
         with pytest.raises(TokenError):
             open_request(KEY, bad)
+
+
+@pytest.mark.parametrize("name", ["", "A", "An", "Ann", "Anne"])   # every length of base64 tail
+def test_sealed_requests_open_whatever_their_length(name):
+    from subscribers.tokens import open_request, seal_request
+
+    token = seal_request(KEY, 3, "ann@example.com", name, now=1_800_000_000.0)
+    assert open_request(KEY, token, now=1_800_000_001.0) == (3, "ann@example.com", name, 1_800_000_000.0)

@@ -1,0 +1,214 @@
+"""Admin web interface benchmark: subscriber search and a list's member pages at 1,000,000
+subscribers, on SQLite and on the machine's PostgreSQL.
+
+The server is `mailer serve` in its own process; this process logs in through the real form and
+asks for pages one after another (closed loop, one request at a time, keep-alive), as an admin
+clicking would. Latency is from sending the request to the last byte of the page.
+  search:  /admin/subscribers?q=TEXT, TEXT the first 2-6 letters of a random subscriber's address
+           or name, or an `@domain` (a scan, stopped at 50 hits)
+  members: /admin/lists/crank?after=ID[&status=S], a random page of the list, all or one status
+
+    .venv/bin/python bench/admin.py [--subscribers 1000000] [--requests 200] [--sqlite-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from bench.report import write_section  # noqa: E402
+from bench.web import PG, start_server, write_config  # noqa: E402
+from tests.web.live import free_socket  # noqa: E402
+
+FIRST = ["ann", "bob", "carla", "dmitri", "eve", "fatima", "george", "hana", "ivan", "julia", "kofi", "lena",
+         "mateo", "nora", "omar", "priya", "quentin", "rosa", "sven", "tariq", "uma", "victor", "wen", "ximena",
+         "yusuf", "zoe"]
+LAST = ["lee", "garcia", "smith", "nguyen", "okafor", "muller", "rossi", "tanaka", "silva", "kowalski",
+        "haddad", "johansson", "dubois", "kim", "patel", "brown", "novak", "costa", "ivanova", "obi"]
+DOMAINS = [f"mail{i}.example" for i in range(40)] + ["example.com", "example.org", "post.example"]
+PASSWORD = "bench password 0123456789"
+
+
+def person(i: int) -> tuple[str, str]:
+    first, last = FIRST[i % len(FIRST)], LAST[(i // len(FIRST)) % len(LAST)]
+    return f"{first}.{last}{i}@{DOMAINS[i % len(DOMAINS)]}", f"{first.title()} {last.title()}"
+
+
+def _pool(words: list[str], index: str) -> str:
+    """SQL for words[index] on SQLite and PostgreSQL alike: a slice of one space-padded string."""
+    width = max(map(len, words))
+    padded = "".join(w.ljust(width) for w in words)
+    return f"rtrim(substr('{padded}', ({index}) * {width} + 1, {width}))"
+
+
+def seed(db_url: str, n: int) -> None:
+    """n subscribers (person(i), made by the database itself: a million rows in one INSERT ...
+    SELECT) on list crank, 85 % active and the rest spread over the other statuses, and an admin
+    user; the schema comes from both migration histories, indexes included."""
+    from sqlalchemy import case, insert, literal, select, text
+
+    from mailer import admin_users
+    from mailer.migrate import connect
+    from subscribers import store
+    from subscribers.models import memberships, subscribers, utcnow
+
+    engine = connect(db_url)
+    now = utcnow()
+    with engine.begin() as conn:
+        lid = store.create_list(conn, "crank", title="CRANK Call").id
+        admin_users.add_user(conn, "bench", PASSWORD)
+    first = _pool(FIRST, f"i % {len(FIRST)}")
+    last = _pool(LAST, f"(i / {len(FIRST)}) % {len(LAST)}")
+    domain = _pool(DOMAINS, f"i % {len(DOMAINS)}")
+    series = ("generate_series(0, :n - 1) AS n(i)" if engine.dialect.name == "postgresql" else
+              "(WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < :n - 1) SELECT i FROM s) AS n")
+    title = "upper(substr({0}, 1, 1)) || substr({0}, 2)"
+    with engine.begin() as conn:
+        conn.execute(text(
+            f"INSERT INTO subscribers (email, name, attributes, created_at, updated_at) "
+            f"SELECT {first} || '.' || {last} || CAST(i AS TEXT) || '@' || {domain}, "
+            f"{title.format(first)} || ' ' || {title.format(last)}, '{{}}', :now, :now FROM {series}"),
+            {"n": n, "now": now})
+    bucket = subscribers.c.id % 100
+    status = case((bucket < 85, "active"), (bucket < 92, "unsubscribed"), (bucket < 96, "unconfirmed"),
+                  (bucket < 99, "bounced"), else_="complained")
+    with engine.begin() as conn:
+        conn.execute(insert(memberships).from_select(
+            ["list_id", "subscriber_id", "status", "consent_source", "consent_at", "created_at", "updated_at"],
+            select(literal(lid), subscribers.c.id, status, literal("import"), literal(now), literal(now),
+                   literal(now))))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE" if engine.dialect.name == "postgresql" else "ANALYZE"))
+    engine.dispose()
+
+
+def login(url: str) -> httpx.Client:
+    import re
+
+    client = httpx.Client(base_url=url, timeout=60, headers={"accept": "text/html"})
+    page = client.get("/admin/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    reply = client.post("/admin/login", data={"username": "bench", "password": PASSWORD, "csrf": token})
+    assert reply.status_code == 303, reply.text
+    return client
+
+
+def paths(n: int, count: int, rng: random.Random) -> dict[str, list[str]]:
+    search = []
+    for _ in range(count):
+        email, name = person(rng.randrange(n))
+        pick = rng.random()
+        if pick < 0.1:
+            search.append("@" + email.split("@")[1])
+        else:
+            source = email if pick < 0.6 else name
+            search.append(source[: rng.randint(2, 6)])
+    members = []
+    for _ in range(count):
+        status = rng.choice(["", "", "active", "unsubscribed", "bounced"])
+        after = rng.randrange(n) if rng.random() < 0.8 else 0
+        members.append(f"/admin/lists/crank?after={after}" + (f"&status={status}" if status else ""))
+    return {"search": [f"/admin/subscribers?q={httpx.QueryParams({'q': q})['q']}" for q in search],
+            "members": members}
+
+
+def measure(client: httpx.Client, urls: list[str]) -> dict:
+    client.get(urls[0])                                               # warm-up
+    times = []
+    for url in urls:
+        start = time.perf_counter()
+        reply = client.get(url)
+        times.append(1000 * (time.perf_counter() - start))
+        reply.raise_for_status()
+    times.sort()
+    return {"requests": len(times), "median": statistics.median(times),
+            "p99": statistics.quantiles(times, n=100, method="inclusive")[98], "max": times[-1]}
+
+
+def run(label: str, db_url: str, args) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-admin-") as tmp:
+        if db_url.startswith("sqlite"):
+            db_url = f"sqlite:///{tmp}/bench.db"
+        started = time.perf_counter()
+        seed(db_url, args.subscribers)
+        print(f"{label}: seeded {args.subscribers:,} subscribers in {time.perf_counter() - started:.0f} s", flush=True)
+        sock = free_socket()
+        port = sock.getsockname()[1]
+        sock.close()          # the server binds it again at once; a benchmark, not a test
+        config = write_config(Path(tmp), port, "", db_url)
+        proc = start_server(config, port)
+        try:
+            client = login(f"http://127.0.0.1:{port}")
+            try:
+                todo = paths(args.subscribers, args.requests, random.Random(11))
+                return {page: measure(client, urls) for page, urls in todo.items()}
+            finally:
+                client.close()
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def _pg_schema() -> tuple[str, callable]:
+    import uuid
+
+    import psycopg
+
+    schema = f"bench_admin_{uuid.uuid4().hex[:8]}"
+    plain = PG.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+
+    def drop() -> None:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+    sep = "&" if "?" in PG else "?"
+    return f"{PG}{sep}options=-csearch_path%3D{schema}", drop
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--sqlite-only", action="store_true")
+    args = parser.parse_args()
+    results = {"SQLite": run("SQLite", "sqlite://", args)}
+    if not args.sqlite_only:
+        url, drop = _pg_schema()
+        try:
+            results["PostgreSQL"] = run("PostgreSQL", url, args)
+        finally:
+            drop()
+    rows = ["| database | page | requests | median | p99 | max |", "|---|---|---:|---:|---:|---:|"]
+    for db, pages in results.items():
+        for page, r in pages.items():
+            rows.append(f"| {db} | {page} | {r['requests']} | {r['median']:.1f} ms | {r['p99']:.1f} ms | "
+                        f"{r['max']:.1f} ms |")
+    print("\n".join(rows))
+    command = "bench/run admin" if args.subscribers == 1_000_000 and args.requests == 200 else \
+        f".venv/bin/python bench/admin.py --subscribers {args.subscribers} --requests {args.requests}"
+    write_section("admin", f"""## Admin web interface: search and member pages
+
+{args.subscribers:,} subscribers on one list; `mailer serve` in its own process, one admin asking
+for one page after another over keep-alive (latency to the last byte). Goal: p99 under 200 ms.
+*search*: `/admin/subscribers?q=` with the first 2-6 letters of an address or name (one in ten an
+`@domain`, which scans); *members*: `/admin/lists/crank?after=ID`, a random page, all members or
+one status.
+
+{chr(10).join(rows)}
+""", command)
+
+
+if __name__ == "__main__":
+    main()

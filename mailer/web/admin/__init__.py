@@ -1,0 +1,109 @@
+"""The admin web interface under /admin: users log in, then manage lists, subscribers and issues.
+
+    auth.py        sessions, CSRF, same-site checks, "no session, no answer"
+    login.py       the login and logout pages, with their rate limits
+    dashboard.py   /admin: lists with counts, the last issues, a chart of events, the next send
+    lists.py       /admin/lists...: create, edit, delete, members, CSV import and export
+    people.py      /admin/subscribers...: search, one subscriber, add/unsubscribe/resubscribe/forget
+    issues.py      /admin/issues...: drafts and sent issues, preview, lint, proof, report
+    figures.py     what the dashboard and the reports count (ledger + events), and the SVG chart
+    search.py      the fast queries: subscriber search and a list's members a page at a time
+
+`install(app, web)` adds all of it to the readers' app (mailer/web/app.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+
+from mailer.web.admin.auth import Forbidden, NotLoggedIn, Sessions, current_admin, is_page_request, login_redirect_target
+from mailer.web.ratelimit import Rate, RateLimiter
+
+# Admin pages show personal data: never cached, never indexed.
+NO_STORE = {"cache-control": "no-store", "x-robots-tag": "noindex, nofollow"}
+UPLOAD_LIMIT = 64 * 1024 * 1024        # a CSV import; parsed from a temporary file
+
+
+class AdminContext:
+    def __init__(self, web) -> None:
+        settings = web.settings
+        self.web = web
+        self.settings = settings
+        self.base_url = settings.newsletter.base_url
+        self.sessions = Sessions(web.secret, hours=settings.web.admin_session_hours,
+                                 https=self.base_url.startswith("https://"))
+        rate = Rate(burst=settings.web.admin_login_burst, per_hour=settings.web.admin_login_per_hour)
+        self.limiter = RateLimiter({"login-address": rate, "login-user": rate})
+        from mailer.web.admin.search import CountCache
+
+        self.counts = CountCache(web.read)
+        self.dir = Path(settings.compose.templates_dir) / "admin"
+        self.env = Environment(loader=FileSystemLoader(self.dir), autoescape=True, auto_reload=False,
+                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+        self.env.globals.update(newsletter=settings.newsletter.name)
+        self.env.filters["n"] = lambda value: f"{value or 0:,}"
+        self.env.filters["when"] = lambda at: at.strftime("%Y-%m-%d %H:%M") if at else ""
+
+    def page(self, request: Request, template: str, code: int = 200, /, **context) -> HTMLResponse:
+        admin = getattr(request.state, "admin", None)
+        html = self.env.get_template(template).render(
+            admin=admin, csrf=admin.csrf if admin else "", path=request.url.path, **context)
+        return HTMLResponse(html, status_code=code, headers=NO_STORE)
+
+    async def session_valid(self, name: str, stamp: str) -> bool:
+        from mailer.admin_users import current_stamp
+
+        found = await run_in_threadpool(self.web.read, current_stamp, name)
+        return found is not None and found == stamp
+
+
+def _refuse(request: Request) -> Response:
+    if is_page_request(request):
+        return RedirectResponse(login_redirect_target(request), status_code=303, headers=NO_STORE)
+    return PlainTextResponse("401: log in at /admin/login first\n", status_code=401,
+                             headers={**NO_STORE, "www-authenticate": 'Cookie realm="admin"'})
+
+
+async def error_page(request: Request, status: int, title: str, message: str) -> Response:
+    """An error under /admin (e.g. 404): shown to a logged-in user only; anyone else is refused
+    exactly as on an existing page, so nothing tells which /admin paths exist."""
+    from mailer.web.admin.auth import SESSION_COOKIE
+
+    ctx = request.app.state.admin
+    if getattr(request.state, "admin", None) is None and request.url.path != "/admin/login":
+        data = ctx.sessions.read(request.cookies.get(SESSION_COOKIE))
+        if data is None or not await ctx.session_valid(data["u"], data["s"]):
+            return _refuse(request)
+    return ctx.page(request, "message.html.j2", status, title=title, message=message)
+
+
+def is_admin_path(path: str) -> bool:
+    return path == "/admin" or path.startswith("/admin/")
+
+
+def install(app: FastAPI, web) -> None:
+    from mailer.web.admin import dashboard, issues, lists, login, people
+
+    app.state.admin = AdminContext(web)
+    app.include_router(login.router)
+    for module in (dashboard, lists, people, issues):
+        app.include_router(module.router, prefix="/admin", dependencies=[Depends(current_admin)])
+
+    @app.get("/admin/static/admin.css", include_in_schema=False)
+    def stylesheet(request: Request) -> Response:
+        css = (request.app.state.admin.dir / "admin.css").read_bytes()
+        return Response(css, media_type="text/css", headers={"cache-control": "public, max-age=3600"})
+
+    @app.exception_handler(NotLoggedIn)
+    async def not_logged_in(request: Request, exc: NotLoggedIn) -> Response:
+        return _refuse(request)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        return request.app.state.admin.page(request, "message.html.j2", 403, title="Refused",
+                                            message=exc.reason)

@@ -1,0 +1,183 @@
+"""Admin web interface: what the dashboard and the issue reports count, and their SVG chart.
+
+Figures come straight from the send ledger (mailer.ledger: sends) and the stored delivery events
+(subscribers.policy: events, one row per provider event, tagged with our issue slug); what is
+scheduled comes from the scheduler's issue states (mailer.issue_states), tags from
+subscribers.tags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+
+from sqlalchemy import Date, cast, func, literal_column, select
+
+from mailer import issue_states as states
+from mailer.issue_states import IssueState
+from mailer.ledger import sends
+from subscribers import tags as subscribers_tags
+from subscribers.models import history
+from subscribers.policy import events
+
+BOUNCES = ("bounced", "blocked", "dropped")
+SERIES = (   # (label, event types, colour, dash pattern: never colour alone)
+    ("delivered", ("delivered",), "#1f6f43", ""),
+    ("opened", ("opened",), "#2458a6", "6 3"),
+    ("bounced", BOUNCES, "#b3261e", "2 3"),
+    ("unsubscribed or complained", ("unsubscribed", "complained"), "#7a4b00", "10 3 2 3"),
+)
+
+
+@dataclass
+class IssueFigures:
+    issue: str
+    subject: str
+    started_at: datetime | None
+    lists: list[str] = field(default_factory=list)
+    total: int = 0
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    bounces: int = 0
+    complaints: int = 0
+    unsubscribes: int = 0
+    opens: int = 0
+    clicks: int = 0
+    status: str = ""
+
+
+def scheduled(conn) -> list[str]:
+    """Every scheduled issue, soonest first, as "ISSUE to LIST at TIME UTC"."""
+    rows = sorted(states.in_state(conn, IssueState.SCHEDULED), key=lambda r: r.send_at)
+    return [f"{r.issue} ({r.subject}) to {r.list_name} at {r.send_at:%Y-%m-%d %H:%M} UTC" for r in rows]
+
+
+def next_scheduled(conn) -> str | None:
+    """The next scheduled send, or None."""
+    return next(iter(scheduled(conn)), None)
+
+
+def tags_of(conn, subscriber_id: int) -> list[str]:
+    """The subscriber's tags."""
+    return subscribers_tags.tags_of(conn, subscriber_id)
+
+
+def issues_sent(conn, limit: int | None = None, issue: str | None = None) -> list[IssueFigures]:
+    """Sent (or sending) issues, newest first, with their figures summed over their lists."""
+    query = select(sends).order_by(sends.c.started_at.desc())
+    if issue is not None:
+        query = query.where(sends.c.issue == issue)
+    found: dict[str, IssueFigures] = {}
+    for row in conn.execute(query):
+        fig = found.get(row.issue)
+        if fig is None:
+            if limit is not None and len(found) >= limit:
+                continue
+            fig = found[row.issue] = IssueFigures(row.issue, row.subject, row.started_at, status=row.status)
+        fig.lists.append(row.list_name)
+        fig.total += row.total
+        fig.sent += row.sent
+        fig.failed += row.failed
+        fig.skipped += row.skipped
+        fig.started_at = min(fig.started_at, row.started_at)
+        if row.status != "done":
+            fig.status = row.status
+    if found:
+        _add_events(conn, found)
+        _add_unsubscribes(conn, found)
+    return list(found.values())
+
+
+def _add_events(conn, found: dict[str, IssueFigures]) -> None:
+    query = (select(events.c.issue, events.c.type, func.count()).where(events.c.issue.in_(list(found)))
+             .group_by(events.c.issue, events.c.type))
+    for issue, kind, count in conn.execute(query):
+        fig = found[issue]
+        if kind in BOUNCES:
+            fig.bounces += count
+        elif kind == "complained":
+            fig.complaints += count
+        elif kind == "unsubscribed":
+            fig.unsubscribes += count
+        elif kind == "opened":
+            fig.opens += count
+        elif kind == "clicked":
+            fig.clicks += count
+
+
+def _add_unsubscribes(conn, found: dict[str, IssueFigures]) -> None:
+    """Readers' own unsubscribes (our pages and one-click links: history source "web") on each
+    list an issue went to, from its send until the list's next send."""
+    rows = conn.execute(select(sends.c.issue, sends.c.list_id, sends.c.started_at)
+                        .where(sends.c.list_id.is_not(None)).order_by(sends.c.list_id, sends.c.started_at)).all()
+    for i, (issue, list_id, start) in enumerate(rows):
+        if issue not in found:
+            continue
+        end = rows[i + 1].started_at if i + 1 < len(rows) and rows[i + 1].list_id == list_id else None
+        # The literal (not a bound value) lets SQLite use the partial index ix_history_unsubscribes.
+        where = [history.c.list_id == list_id, history.c.new_status == literal_column("'unsubscribed'"),
+                 history.c.source == "web", history.c.at >= start]
+        if end is not None:
+            where.append(history.c.at < end)
+        found[issue].unsubscribes += conn.execute(select(func.count()).where(*where)).scalar_one()
+
+
+def events_by_day(conn, *, days: int = 30, issue: str | None = None, today: date | None = None) -> dict:
+    """{day: {series label: count}} for the last `days` days (every day present, zeros included)."""
+    today = today or datetime.now(timezone.utc).date()
+    first = today - timedelta(days=days - 1)
+    since = datetime.combine(first, datetime.min.time(), tzinfo=timezone.utc)
+    # The UTC day: SQLite stores UTC text; PostgreSQL would otherwise use the session's time zone.
+    day = func.date(events.c.at) if conn.dialect.name == "sqlite" else cast(func.timezone("UTC", events.c.at), Date)
+    query = select(day, events.c.type, func.count()).where(events.c.at >= since)
+    if issue is not None:
+        query = query.where(events.c.issue == issue)
+    out = {first + timedelta(days=i): {label: 0 for label, *_ in SERIES} for i in range(days)}
+    labels = {kind: label for label, kinds, *_ in SERIES for kind in kinds}
+    for when, kind, count in conn.execute(query.group_by(day, events.c.type)):
+        when = date.fromisoformat(when) if isinstance(when, str) else when
+        if when in out and kind in labels:
+            out[when][labels[kind]] += count
+    return out
+
+
+@dataclass(frozen=True)
+class Chart:
+    """An SVG line chart laid out here and drawn by templates/admin/chart.html.j2 (no script)."""
+    width: int
+    height: int
+    lines: list            # (label, colour, dash, "x,y x,y ...", total)
+    y_ticks: list          # (y, label)
+    x_ticks: list          # (x, label)
+    days: list             # (day, {label: count}) for the data table
+    labels: list
+
+
+def chart(by_day: dict, *, width: int = 640, height: int = 220) -> Chart:
+    left, right, top, bottom = 44, 8, 10, 26
+    days = sorted(by_day)
+    peak = max([1] + [n for counts in by_day.values() for n in counts.values()])
+    step = _nice_step(peak)
+    top_value = step * -(-peak // step)
+    span_x = (width - left - right) / max(1, len(days) - 1)
+    span_y = (height - top - bottom) / top_value
+
+    def point(i: int, n: int) -> str:
+        return f"{left + i * span_x:.1f},{height - bottom - n * span_y:.1f}"
+
+    lines = [(label, colour, dash, " ".join(point(i, by_day[d][label]) for i, d in enumerate(days)),
+              sum(by_day[d][label] for d in days)) for label, _kinds, colour, dash in SERIES]
+    y_ticks = [(height - bottom - v * span_y, f"{v:,}") for v in range(0, top_value + 1, step)]
+    every = max(1, len(days) // 6)
+    x_ticks = [(left + i * span_x, d.strftime("%b %d")) for i, d in enumerate(days) if i % every == 0]
+    return Chart(width, height, lines, y_ticks, x_ticks, [(d, by_day[d]) for d in days],
+                 [label for label, *_ in SERIES])
+
+
+def _nice_step(peak: int) -> int:
+    for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000):
+        if peak / step <= 5:
+            return step
+    return 10 ** len(str(peak // 5))
+

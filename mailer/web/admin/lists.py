@@ -1,0 +1,220 @@
+"""/admin/lists...: create, edit, delete (after a confirmation page), members a page at a time,
+CSV import by upload (a dry run first, then the same file applied) and CSV export.
+
+List changes go through subscribers.store and imports through subscribers.importer, exactly as
+`mailer lists` and `mailer subscribers import|export` do; the report is the CLI's.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from fastapi import APIRouter, Form, Request
+from starlette.datastructures import UploadFile as StarletteUpload
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.responses import FileResponse, RedirectResponse, Response
+
+from mailer.web.admin import search
+from subscribers.errors import SubscriberError
+from subscribers.models import Status
+
+router = APIRouter(prefix="/lists")
+STATUSES = [s.value for s in Status]
+UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+UPLOAD_DAYS = 1                       # an upload not applied within a day is deleted
+
+
+def _uploads() -> Path:
+    folder = Path(tempfile.gettempdir()) / "mailer-admin-uploads"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for old in folder.iterdir():      # tidy: dry runs never applied, exports never fetched
+        if time.time() - old.stat().st_mtime > UPLOAD_DAYS * 86400:
+            shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+    return folder
+
+
+def _upload_file(upload_id: str) -> Path | None:
+    """The uploaded file, kept under its own name (the import's history names the file)."""
+    if not UPLOAD_ID.fullmatch(upload_id):
+        return None
+    return next((_uploads() / upload_id).glob("*"), None)
+
+
+def _safe_name(name: str | None) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._ -]", "_", Path(name or "").name).strip(" .")[:100]
+    return cleaned or "upload.csv"
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+@router.get("", include_in_schema=False)
+async def all_lists(request: Request, deleted: str = "") -> Response:
+    ctx = request.app.state.admin
+    rows = await run_in_threadpool(ctx.web.read, search.overview, ctx.counts)
+    return ctx.page(request, "lists.html.j2", lists=rows, statuses=STATUSES, deleted=deleted[:64], error="",
+                    form={})
+
+
+@router.post("", include_in_schema=False)
+async def create(request: Request, name: str = Form(""), title: str = Form(""), description: str = Form("")) -> Response:
+    from subscribers import store
+
+    ctx = request.app.state.admin
+    name = name.strip()
+    try:
+        await run_in_threadpool(ctx.web.write, store.create_list, name, title, description)
+    except SubscriberError as exc:
+        rows = await run_in_threadpool(ctx.web.read, search.overview, ctx.counts)
+        return ctx.page(request, "lists.html.j2", 400, lists=rows, statuses=STATUSES, deleted="", error=str(exc),
+                        form={"name": name, "title": title, "description": description})
+    return _redirect(f"/admin/lists/{name}?created=1")
+
+
+def _one(conn, counts_cache, name: str, status: Status | None, after: int | None, before: int | None):
+    from subscribers import store
+
+    found = store.get_list(conn, name)
+    counts = counts_cache.get(conn, found.id)
+    return found, counts, search.members(conn, found.id, status=status, after=after, before=before)
+
+
+async def _get(request: Request, name: str, *args):
+    try:
+        ctx = request.app.state.admin
+        return await run_in_threadpool(ctx.web.read, _one, ctx.counts, name, *args)
+    except SubscriberError as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+def _status(value: str) -> Status | None:
+    if not value:
+        return None
+    if value not in STATUSES:
+        raise HTTPException(400, f"status must be one of {', '.join(STATUSES)}")
+    return Status(value)
+
+
+@router.get("/{name}", include_in_schema=False)
+async def one(request: Request, name: str, status: str = "", after: int | None = None, before: int | None = None,
+              created: str = "", saved: str = "") -> Response:
+    ctx = request.app.state.admin
+    chosen = _status(status)
+    found, counts, page = await _get(request, name, chosen, after, before)
+    return ctx.page(request, "list.html.j2", lst=found, counts=counts, total=sum(counts.values()), page=page,
+                    status=chosen.value if chosen else "", statuses=STATUSES, created=bool(created),
+                    saved=bool(saved), error="")
+
+
+@router.post("/{name}", include_in_schema=False)
+async def edit(request: Request, name: str, title: str = Form(""), description: str = Form(""),
+               private: str = Form("")) -> Response:
+    from subscribers import store
+
+    ctx = request.app.state.admin
+    try:
+        await run_in_threadpool(ctx.web.write, store.edit_list, name, title=title, description=description,
+                                private=bool(private))
+    except SubscriberError as exc:
+        raise HTTPException(404, str(exc)) from None
+    return _redirect(f"/admin/lists/{name}?saved=1")
+
+
+@router.get("/{name}/delete", include_in_schema=False)
+async def delete_confirm(request: Request, name: str) -> Response:
+    ctx = request.app.state.admin
+    found, counts, _ = await _get(request, name, None, None, None)
+    return ctx.page(request, "list_delete.html.j2", lst=found, total=sum(counts.values()))
+
+
+@router.post("/{name}/delete", include_in_schema=False)
+async def delete(request: Request, name: str) -> Response:
+    from subscribers import store
+
+    ctx = request.app.state.admin
+    try:
+        await run_in_threadpool(ctx.web.write, store.delete_list, name)
+    except SubscriberError as exc:
+        raise HTTPException(404, str(exc)) from None
+    return _redirect(f"/admin/lists?deleted={name}")
+
+
+# ---------------------------------------------------------------- import and export
+
+def _run_import(web, path: Path, name: str, *, unconfirmed: bool, overwrite: bool, dry_run: bool):
+    from subscribers.importer import import_csv
+
+    with web.exclusive():            # one writer at a time, as for every other write of this process
+        return import_csv(web.engine, path, name, secret=web.secret,
+                          status=Status.UNCONFIRMED if unconfirmed else Status.ACTIVE,
+                          dry_run=dry_run, overwrite=overwrite)
+
+
+async def _import_page(request: Request, name: str, path: Path, upload_id: str, unconfirmed: bool,
+                       overwrite: bool, dry_run: bool) -> Response:
+    ctx = request.app.state.admin
+    try:
+        summary = await run_in_threadpool(_run_import, ctx.web, path, name, unconfirmed=unconfirmed,
+                                          overwrite=overwrite, dry_run=dry_run)
+    except SubscriberError as exc:
+        shutil.rmtree(path.parent, ignore_errors=True)
+        return ctx.page(request, "message.html.j2", 400, title="The file could not be imported", message=str(exc),
+                        back=f"/admin/lists/{name}")
+    if not dry_run:
+        shutil.rmtree(path.parent, ignore_errors=True)
+    summary.file = path.name                     # the admin's name for it, not our folder
+    return ctx.page(request, "import_report.html.j2", lst_name=name, s=summary, upload_id=upload_id,
+                    unconfirmed=unconfirmed, overwrite=overwrite)
+
+
+@router.post("/{name}/import", include_in_schema=False)
+async def import_upload(request: Request, name: str) -> Response:
+    # No File()/Form() parameters: FastAPI would parse (and spool) the upload before the session
+    # check runs; read here, it is parsed only for a logged-in admin with a valid CSRF token.
+    form = await request.form()
+    file = form.get("file")
+    if not isinstance(file, StarletteUpload):
+        raise HTTPException(400, "Choose a CSV file to upload.")
+    upload_id = secrets.token_hex(16)
+    folder = _uploads() / upload_id
+    folder.mkdir(mode=0o700)
+    path = folder / _safe_name(file.filename)
+    with open(path, "wb") as out:
+        await run_in_threadpool(shutil.copyfileobj, file.file, out)
+    return await _import_page(request, name, path, upload_id, bool(form.get("unconfirmed")),
+                              not form.get("no_overwrite"), dry_run=True)
+
+
+@router.post("/{name}/import/apply", include_in_schema=False)
+async def import_apply(request: Request, name: str, upload: str = Form(""), unconfirmed: str = Form(""),
+                       overwrite: str = Form("")) -> Response:
+    path = _upload_file(upload)
+    if path is None:
+        raise HTTPException(410, "That upload is gone (applied already, or older than a day). Upload the file again.")
+    return await _import_page(request, name, path, upload, bool(unconfirmed), bool(overwrite), dry_run=False)
+
+
+@router.get("/{name}/export.csv", include_in_schema=False)
+async def export(request: Request, name: str, status: str = "") -> Response:
+    from subscribers.exporter import export_csv
+
+    ctx = request.app.state.admin
+    chosen = _status(status)
+    path = _uploads() / f"export-{secrets.token_hex(16)}.csv"
+    try:
+        await run_in_threadpool(export_csv, ctx.web.engine, name, path, status=chosen.value if chosen else None)
+    except SubscriberError as exc:
+        path.unlink(missing_ok=True)
+        raise HTTPException(404, str(exc)) from None
+    download = f"{name}{'-' + chosen.value if chosen else ''}.csv"
+    return FileResponse(path, media_type="text/csv; charset=utf-8", filename=download,
+                        headers={"cache-control": "no-store"},
+                        background=BackgroundTask(path.unlink, missing_ok=True))

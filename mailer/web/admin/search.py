@@ -1,0 +1,210 @@
+"""Admin web interface: the queries that must stay fast at a million subscribers.
+
+- `find`: subscribers whose address or name *starts with* the text (any case), first 50 by
+  address, with a count capped at 1,000. Both conditions use an index (m0006_admin_users): on
+  PostgreSQL `LIKE 'text%'` on text_pattern_ops indexes, on SQLite a range on the binary index,
+  since SQLite's LIKE would not use it. Text starting with `@` searches the domain part, which
+  has no index: a scan, stopped at the first 50 matches (the count is capped the same way).
+- `status_counts`: one list's members per status, from an index, without reading subscribers;
+  `CountCache` keeps them a minute.
+- `members`: one page of a list's members in subscriber order, keyset-paginated (`after` or
+  `before` a subscriber id), optionally with one effective status; the (list_id, status,
+  subscriber_id) index answers it without reading the rest of the list.
+Read-only; state changes go through subscribers.store like the CLI's.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import and_, func, or_, select
+
+from subscribers.models import Status, lists, memberships, subscribers
+from subscribers.queries import effective_status, effective_status_sql
+
+PAGE = 50
+COUNT_CAP = 1000
+
+
+@dataclass(frozen=True)
+class Found:
+    total: int                 # at most COUNT_CAP + 1 (shown as "more than 1,000")
+    rows: list                 # (id, email, name, lists "name:status, ...")
+
+    @property
+    def capped(self) -> bool:
+        return self.total > COUNT_CAP
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _prefix(column, text: str, dialect: str):
+    if dialect == "postgresql":
+        return column.like(_escape_like(text) + "%", escape="\\")
+    upper = text[:-1] + chr(ord(text[-1]) + 1)
+    return and_(column >= text, column < upper)
+
+
+def match(text: str, dialect: str):
+    text = text.strip().lower()
+    if text.startswith("@"):
+        return subscribers.c.email.like("%" + _escape_like(text) + "%", escape="\\")
+    return or_(_prefix(subscribers.c.email, text, dialect), _prefix(func.lower(subscribers.c.name), text, dialect))
+
+
+def find(conn, text: str, limit: int = PAGE) -> Found:
+    if not text.strip():
+        return Found(0, [])
+    where = match(text, conn.dialect.name)
+    hits = select(subscribers.c.id).where(where).limit(COUNT_CAP + 1).subquery()
+    total = conn.execute(select(func.count()).select_from(hits)).scalar_one()
+    # Prefix matches are few next to a million: find them by their indexes, then sort them. Plain
+    # ORDER BY email tempts both planners to walk the address index in order and test every row,
+    # which for text near the end of the alphabet reads nearly the whole table; `email || ''`
+    # is not indexed, so they don't. A domain search has no index anyway: there the in-order walk
+    # that stops at the 50th hit is the good plan.
+    order = subscribers.c.email if text.strip().startswith("@") else subscribers.c.email.concat("")
+    rows = conn.execute(select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.global_status)
+                        .where(where).order_by(order).limit(limit)).all()
+    return Found(total, _with_lists(conn, rows))
+
+
+def _with_lists(conn, rows) -> list:
+    ids = [row.id for row in rows]
+    where: dict[int, list[str]] = {}
+    if ids:
+        query = (select(memberships.c.subscriber_id, lists.c.name, memberships.c.status)
+                 .join_from(memberships, lists, memberships.c.list_id == lists.c.id)
+                 .where(memberships.c.subscriber_id.in_(ids)).order_by(lists.c.name))
+        glob = {row.id: row.global_status for row in rows}
+        for sid, name, status in conn.execute(query):
+            where.setdefault(sid, []).append(f"{name}: {effective_status(status, glob[sid])}")
+    return [(row.id, row.email, row.name, ", ".join(where.get(row.id, []))) for row in rows]
+
+
+def subscriber_email(conn, subscriber_id: int) -> str | None:
+    return conn.execute(select(subscribers.c.email).where(subscribers.c.id == subscriber_id)).scalar()
+
+
+def status_counts(conn, list_id: int) -> dict[Status, int]:
+    """A list's members per effective status, as store.list_counts counts them, for one list and
+    without joining a million subscribers: the membership statuses come from the (list_id,
+    status, subscriber_id) index alone, then the few members with a global status (bounced or
+    complained anywhere; a partial index finds them) are moved to it."""
+    counts = {Status(s): n for s, n in conn.execute(
+        select(memberships.c.status, func.count()).where(memberships.c.list_id == list_id)
+        .group_by(memberships.c.status))}
+    moved = conn.execute(
+        select(memberships.c.status, subscribers.c.global_status, func.count())
+        .join_from(subscribers, memberships, memberships.c.subscriber_id == subscribers.c.id)
+        .where(subscribers.c.global_status.is_not(None), memberships.c.list_id == list_id)
+        .group_by(memberships.c.status, subscribers.c.global_status))
+    for own, glob, n in moved:
+        counts[Status(own)] -= n
+        counts[Status(glob)] = counts.get(Status(glob), 0) + n
+    return {status: n for status, n in counts.items() if n}
+
+
+class CountCache:
+    """status_counts per list, kept a minute: counting a million members reads a million index
+    entries (over a second on a busy machine), too slow for every page view.
+
+    Stale-while-revalidate: after `ttl` the old counts are still served while one background
+    read refreshes them, so no page waits for a recount except the very first. Every admin action
+    clears the cache (auth.current_admin on each POST), so an admin sees their own changes at
+    once; changes made elsewhere (CLI imports, webhooks) show within a minute."""
+
+    def __init__(self, read, ttl: float = 60.0) -> None:
+        self.read, self.ttl = read, ttl       # read(fn, *args): a transaction of the web context
+        self._data: dict[int, tuple[float, dict]] = {}
+        self._refreshing: set[int] = set()
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def get(self, conn, list_id: int) -> dict[Status, int]:
+        with self._lock:
+            hit = self._data.get(list_id)
+            generation = self._generation
+        if hit is None:
+            value = status_counts(conn, list_id)
+            self._store(list_id, value, generation)
+            return value
+        if time.monotonic() - hit[0] > self.ttl:
+            with self._lock:
+                start = list_id not in self._refreshing
+                self._refreshing.add(list_id)
+            if start:
+                threading.Thread(target=self._refresh, args=(list_id, generation), daemon=True,
+                                 name=f"admin-counts-{list_id}").start()
+        return hit[1]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._generation += 1
+
+    def _store(self, list_id: int, value: dict, generation: int) -> None:
+        with self._lock:
+            if generation == self._generation:     # not cleared meanwhile: an older count is no use
+                self._data[list_id] = (time.monotonic(), value)
+
+    def _refresh(self, list_id: int, generation: int) -> None:
+        try:
+            self._store(list_id, self.read(status_counts, list_id), generation)
+        finally:
+            with self._lock:
+                self._refreshing.discard(list_id)
+
+
+def overview(conn, cache: CountCache) -> list[tuple]:
+    """(list row, {Status: count}) for every list, like store.list_counts, a list at a time."""
+    from subscribers import store
+
+    return [(row, cache.get(conn, row.id)) for row in store.all_lists(conn)]
+
+
+@dataclass(frozen=True)
+class MembersPage:
+    rows: list                 # (subscriber_id, email, name, effective status, updated_at)
+    has_before: bool
+    has_after: bool
+
+    @property
+    def first_id(self) -> int | None:
+        return self.rows[0][0] if self.rows else None
+
+    @property
+    def last_id(self) -> int | None:
+        return self.rows[-1][0] if self.rows else None
+
+
+def _status_filter(status: Status):
+    if status in (Status.BOUNCED, Status.COMPLAINED):
+        return effective_status_sql() == status.value
+    return and_(memberships.c.status == status.value, subscribers.c.global_status.is_(None))
+
+
+def members(conn, list_id: int, *, status: Status | None = None, after: int | None = None,
+            before: int | None = None, limit: int = PAGE) -> MembersPage:
+    sid = memberships.c.subscriber_id
+    query = (select(sid, subscribers.c.email, subscribers.c.name, effective_status_sql(), memberships.c.updated_at)
+             .join_from(memberships, subscribers, sid == subscribers.c.id)
+             .where(memberships.c.list_id == list_id))
+    if status is not None:
+        query = query.where(_status_filter(status))
+    backwards = before is not None and after is None
+    if backwards:
+        query = query.where(sid < before).order_by(sid.desc())
+    else:
+        query = query.where(sid > (after or 0)).order_by(sid)
+    rows = conn.execute(query.limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if backwards:
+        rows.reverse()
+        return MembersPage(rows, has_before=more, has_after=True)
+    return MembersPage(rows, has_before=bool(after), has_after=more)

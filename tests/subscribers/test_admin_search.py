@@ -1,0 +1,154 @@
+"""The admin pages' fast queries (mailer/web/admin/search.py) on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+PEOPLE = [("ann@example.com", "Ann Lee"), ("anna@example.org", "Anna Berg"), ("bob@example.com", "Bob Annan"),
+          ("zoe_x@test.net", "Zoë"), ("100%@test.net", ""), ("carl@annex.example", "carl")]
+
+
+@pytest.fixture
+def people(engine, crank):
+    from mailer.migrate import upgrade
+    from subscribers import store
+
+    upgrade(engine)
+    with engine.begin() as conn:
+        for email, name in PEOPLE:
+            store.add_subscriber(conn, email, crank, name=name)
+    return engine
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("ann", ["ann@example.com", "anna@example.org"]),          # address or name starting with it
+    ("ANN", ["ann@example.com", "anna@example.org"]),          # any case
+    ("anna", ["anna@example.org"]),
+    ("lee", []),                                               # the start, not the middle
+    ("bob", ["bob@example.com"]),
+    ("zoe_", ["zoe_x@test.net"]),                              # _ and % are plain characters
+    ("100%", ["100%@test.net"]),
+    ("zo", ["zoe_x@test.net"]),
+    ("@example.com", ["ann@example.com", "bob@example.com"]),  # a domain
+    ("@annex", ["carl@annex.example"]),
+    ("  carl ", ["carl@annex.example"]),
+    ("nobody", []),
+])
+def test_find(people, text, expected):
+    from mailer.web.admin.search import find
+
+    with people.connect() as conn:
+        found = find(conn, text)
+    assert [row[1] for row in found.rows] == expected
+    assert found.total == len(expected)
+    assert all(row[3] == "crank: active" for row in found.rows)
+
+
+def test_members_pages_forward_and_back_with_a_status(people, crank):
+    from mailer.web.admin.search import members
+    from subscribers import store
+    from subscribers.models import Status
+
+    with people.begin() as conn:
+        bob = store.get_subscriber(conn, "bob@example.com").id
+        store.unsubscribe(conn, bob, crank, source="admin")
+        store.set_status(conn, store.get_subscriber(conn, "carl@annex.example").id, None, Status.BOUNCED, "test")
+    with people.connect() as conn:
+        first = members(conn, crank, limit=2)
+        assert [r[1] for r in first.rows] == ["ann@example.com", "anna@example.org"]
+        assert (first.has_before, first.has_after) == (False, True)
+        second = members(conn, crank, after=first.last_id, limit=2)
+        assert [r[1] for r in second.rows] == ["bob@example.com", "zoe_x@test.net"]
+        assert second.has_before and second.has_after
+        back = members(conn, crank, before=second.first_id, limit=2)
+        assert back.rows == first.rows
+        assert [r[1] for r in members(conn, crank, status=Status.UNSUBSCRIBED).rows] == ["bob@example.com"]
+        assert [r[1] for r in members(conn, crank, status=Status.BOUNCED).rows] == ["carl@annex.example"]
+        assert len(members(conn, crank, status=Status.ACTIVE).rows) == 4
+        last = members(conn, crank, after=second.last_id, limit=2)
+        assert (len(last.rows), last.has_after) == (2, False)
+
+
+def test_status_counts_match_the_stores_counts(people, crank, digest):
+    from mailer.web.admin.search import status_counts
+    from subscribers import store
+    from subscribers.models import Status
+
+    with people.begin() as conn:
+        ids = {e: store.get_subscriber(conn, e).id for e, _ in PEOPLE}
+        store.add_subscriber(conn, "ann@example.com", digest)
+        store.unsubscribe(conn, ids["bob@example.com"], crank, source="admin")
+        store.set_status(conn, ids["carl@annex.example"], None, Status.BOUNCED, "test")     # everywhere
+        store.set_status(conn, ids["ann@example.com"], digest, Status.COMPLAINED, "test")   # and on digest
+        store.add_subscriber(conn, "dora@example.com", crank, status=Status.UNCONFIRMED)
+    with people.connect() as conn:
+        expected = {row.id: counts for row, counts in store.list_counts(conn)}
+        for list_id in (crank, digest):
+            assert status_counts(conn, list_id) == expected[list_id]
+    assert expected[crank] == {Status.ACTIVE: 3, Status.UNSUBSCRIBED: 1, Status.BOUNCED: 1,
+                               Status.COMPLAINED: 1, Status.UNCONFIRMED: 1}
+
+
+def test_events_by_day_and_issue_figures(people, crank):
+    from datetime import date, datetime, timedelta, timezone
+
+    from sqlalchemy import insert
+
+    from mailer.ledger import sends
+    from mailer.web.admin import figures
+    from subscribers import store
+    from subscribers.policy import events
+
+    day = date(2024, 11, 5)
+    late = datetime(2024, 11, 5, 23, 30, tzinfo=timezone.utc)          # late evening UTC: still the 5th
+    with people.begin() as conn:
+        who = store.get_subscriber(conn, "ann@example.com").id
+        conn.execute(insert(sends).values(issue="2024-11", list_id=crank, list_name="crank", subject="November",
+                                          backend="outbox", status="done", total=6, sent=5, failed=1, skipped=0,
+                                          batches=1, started_at=late - timedelta(days=1)))
+        rows = [("delivered", late), ("delivered", late - timedelta(days=1)), ("bounced", late),
+                ("complained", late), ("unsubscribed", late), ("opened", late), ("delivered", late - timedelta(days=9))]
+        conn.execute(insert(events), [dict(source="test", event_id=f"e{i}", subscriber_id=who, type=kind, at=at,
+                                           issue="2024-11", received_at=at) for i, (kind, at) in enumerate(rows)])
+    with people.connect() as conn:
+        by_day = figures.events_by_day(conn, days=3, today=day)
+        [fig] = figures.issues_sent(conn)
+    assert list(by_day) == [day - timedelta(days=2), day - timedelta(days=1), day]
+    assert by_day[day] == {"delivered": 1, "opened": 1, "bounced": 1, "unsubscribed or complained": 2}
+    assert by_day[day - timedelta(days=1)]["delivered"] == 1
+    assert (fig.issue, fig.sent, fig.failed, fig.bounces, fig.complaints, fig.unsubscribes, fig.opens) == \
+        ("2024-11", 5, 1, 1, 1, 1, 1)
+    chart = figures.chart(by_day)
+    assert [line[4] for line in chart.lines] == [2, 1, 1, 2]
+
+
+def test_count_cache_serves_a_minute_then_refreshes_behind_the_scenes(people, crank):
+    import threading
+
+    from mailer.web.admin.search import CountCache
+    from subscribers import store
+    from subscribers.models import Status
+
+    def read(fn, *args):
+        with people.connect() as conn:
+            return fn(conn, *args)
+
+    def add(email: str) -> None:
+        with people.begin() as conn:
+            store.add_subscriber(conn, email, crank)
+
+    cache = CountCache(read)
+    with people.connect() as conn:
+        assert cache.get(conn, crank) == {Status.ACTIVE: 6}
+        add("new1@example.com")
+        assert cache.get(conn, crank) == {Status.ACTIVE: 6}            # within the minute: as counted
+        cache.clear()                                                   # an admin action
+        assert cache.get(conn, crank) == {Status.ACTIVE: 7}
+        cache.ttl = 0                                                   # the minute is over
+        add("new2@example.com")
+        assert cache.get(conn, crank) == {Status.ACTIVE: 7}            # served stale, recount started
+        for thread in threading.enumerate():
+            if thread.name == f"admin-counts-{crank}":
+                thread.join(10)
+        cache.ttl = 60
+        assert cache.get(conn, crank) == {Status.ACTIVE: 8}
