@@ -32,7 +32,7 @@ from pathlib import Path
 
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, select, text
 
-from subscribers import store
+from subscribers import pg_copy, store
 from subscribers.bulk import Bulk, sqlite_time
 from subscribers.csvfile import CsvSource
 from subscribers.errors import CsvImportError, SecretRequired
@@ -83,7 +83,7 @@ Progress = Callable[[int, int, ImportSummary], None]
 
 def import_csv(engine: Engine, path: str | Path, list_name: str, *, secret: str | None = None,
                status: Status = Status.ACTIVE, dry_run: bool = False, check_dns: bool = False,
-               overwrite: bool = True, chunk_size: int = CHUNK, on_progress: Progress | None = None,
+               overwrite: bool = True, chunk_size: int | None = None, on_progress: Progress | None = None,
                parallel: bool | None = None) -> ImportSummary:
     """Import a CSV into an existing list (ListNotFound otherwise: a typo never creates one).
 
@@ -102,6 +102,8 @@ def import_csv(engine: Engine, path: str | Path, list_name: str, *, secret: str 
     summary = ImportSummary(file=str(path), list=list_name, dry_run=dry_run)
     with engine.connect() as conn:
         list_id = store.get_list(conn, list_name).id
+        pg = conn.dialect.name == "postgresql"
+        chunk_size = chunk_size or (pg_copy.CHUNK if pg else CHUNK)
         job = _Job(conn, list_id, path.name, summary, secret, overwrite)
         reader = _read_in_process if parallel else _read_here
         try:
@@ -115,6 +117,8 @@ def import_csv(engine: Engine, path: str | Path, list_name: str, *, secret: str 
                     on_progress(position, size, summary)
         finally:
             conn.rollback()  # dry run: everything; otherwise only what an error interrupted
+            if pg:
+                pg_copy.drop(conn)
             _seen_drop(conn)
             _tune(conn, False)
     return summary
@@ -211,10 +215,14 @@ class _Job:
         self.bulk = Bulk(conn)
         self.started = utcnow()  # rows created at or after this were created by this run
         self.started_text = sqlite_time(self.started)
+        self.pg = pg_copy.PgMerge(self) if self.bulk.pg else None  # PostgreSQL: COPY + set-based merge
+
 
     def run(self, rows: dict[str, Row]) -> None:
         if not rows:
             return
+        if self.pg is not None:
+            return self.pg.run(rows)
         bulk, emails = self.bulk, list(rows)
         existing = {email: (sid, name, attrs, glob, created) for sid, email, name, attrs, glob, created
                     in bulk.select_in("SELECT id, email, name, attributes, global_status, created_at "
