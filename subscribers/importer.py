@@ -298,9 +298,9 @@ class _Job:
                 joins.append((sid, row))
                 continue
             changed = self._status_change(sid, Status(current), row) or changed
-            summary.updated += changed
-            summary.unchanged += not changed and not again
-            summary.duplicates += not changed and again
+            summary.updated += changed and not again  # a later row of the file: a duplicate, even
+            summary.unchanged += not changed and not again  # when it filled blanks (as within a chunk)
+            summary.duplicates += again
         self._write_updates(data_updates, now)
         self._join(joins, now)
         summary.imported += len(joins)
