@@ -24,6 +24,7 @@ Limits come in as a small dataclass: subscribers never imports mailer.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -121,12 +122,36 @@ def record_events(conn: Connection, batch: Sequence[DeliveryEvent], ids: dict[st
             first.setdefault((e.source, e.event_id[:100]), e)
         else:
             anonymous.append(e)
+    if conn.dialect.name == "postgresql":
+        return _record_copied(conn, first, anonymous, ids)
     seen = _stored_ids(conn, first)
     new = [e for key, e in first.items() if key not in seen] + anonymous
     if new:
         now = datetime.now(timezone.utc)
         conn.execute(_insert_ignore(conn), [_row(e, ids, now) for e in new])
     return new
+
+
+_COLUMNS = ("source", "event_id", "subscriber_id", "type", "severity", "at", "issue", "send_ref", "message_id",
+            "detail", "raw", "received_at")
+
+
+def _record_copied(conn: Connection, first: dict, anonymous: list[DeliveryEvent],
+                   ids: dict[str, int]) -> list[DeliveryEvent]:
+    """PostgreSQL: the events COPY into a staging table and go in with one INSERT ... ON CONFLICT
+    DO NOTHING RETURNING, which names the new ones: no lookup first, and no per-row parameter
+    processing (SQLAlchemy's executemany cost most of a 1,000-event post, measured)."""
+    from subscribers.bulk import Bulk
+
+    now = datetime.now(timezone.utc)
+    rows = []
+    for e in [*first.values(), *anonymous]:
+        row = _row(e, ids, now)
+        row["raw"] = None if e.raw is None else json.dumps(row["raw"])  # jsonb from JSON text
+        rows.append(tuple(row[c] for c in _COLUMNS))
+    stored = set(Bulk(conn).insert(events, _COLUMNS, rows, conflict=["event_id", "source"],
+                                   returning=["source", "event_id"]))
+    return [e for (source, event_id), e in first.items() if (source[:32], event_id) in stored] + anonymous
 
 
 def _stored_ids(conn: Connection, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
