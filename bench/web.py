@@ -222,18 +222,27 @@ def run(db_label: str, db_url: str, args) -> tuple[dict, dict]:
     return hook, unsub
 
 
-def reset_pg() -> str | None:
+def reset_pg(schema: str = "bench_web") -> str | None:
+    """A fresh, empty schema (each run its own: the migrations run once per URL and process)."""
     try:
         import psycopg
 
         plain = PG.replace("postgresql+psycopg", "postgresql")
         with psycopg.connect(plain, autocommit=True, connect_timeout=3) as conn:
-            conn.execute("DROP SCHEMA IF EXISTS bench_web CASCADE")
-            conn.execute("CREATE SCHEMA bench_web")
-        return f"{PG}{'&' if '?' in PG else '?'}options=-csearch_path%3Dbench_web"
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            conn.execute(f"CREATE SCHEMA {schema}")
+        return f"{PG}{'&' if '?' in PG else '?'}options=-csearch_path%3D{schema}"
     except Exception as exc:  # noqa: BLE001
         print(f"PostgreSQL skipped: {exc}")
         return None
+
+
+def drop_pg(schemas: list[str]) -> None:
+    import psycopg
+
+    with psycopg.connect(PG.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        for schema in schemas:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 def main() -> None:
@@ -249,7 +258,11 @@ def main() -> None:
     runs = max(args.runs, 1)
     rows = [("SQLite", [run("SQLite", "sqlite://", args) for _ in range(runs)])]
     if not args.sqlite_only and reset_pg():
-        rows.append(("PostgreSQL", [run("PostgreSQL", reset_pg(), args) for _ in range(runs)]))
+        schemas = [f"bench_web{i or ''}" for i in range(runs)]
+        try:
+            rows.append(("PostgreSQL", [run("PostgreSQL", reset_pg(schema), args) for schema in schemas]))
+        finally:
+            drop_pg(schemas)
     load_after = os.getloadavg()[0]
     lines = ["## Web service", "",
              f"`mailer serve` (one uvicorn process) on loopback; the client is a second process. "
