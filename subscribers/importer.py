@@ -217,7 +217,6 @@ class _Job:
         self.started_text = sqlite_time(self.started)
         self.pg = pg_copy.PgMerge(self) if self.bulk.pg else None  # PostgreSQL: COPY + set-based merge
 
-
     def run(self, rows: dict[str, Row]) -> None:
         if not rows:
             return
