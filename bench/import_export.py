@@ -95,6 +95,12 @@ def _cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _rss(r: dict) -> str:
+    if not r["reader_rss_mb"]:
+        return f"{r['rss_mb']} MB (a file under 4 MB is parsed in-process, no reader)"
+    return f"{r['rss_mb']} MB + reader {r['reader_rss_mb']} MB"
+
+
 def run_phase(kind: str, url: str, path: Path) -> dict:
     out = subprocess.run([sys.executable, __file__, "--phase", kind, "--url", url, "--path", str(path)],
                          check=True, capture_output=True, text=True)
@@ -181,8 +187,7 @@ def main() -> None:
                 small_pg = run_phase("import", url, small)
             finally:
                 drop_schema(schema)
-            pg_note = (f" On PostgreSQL a {small_pg['rows']:,}-row import peaks at {small_pg['rss_mb']} MB "
-                       f"(+ reader {small_pg['reader_rss_mb']} MB): the same as the full file.")
+            pg_note = f" On PostgreSQL a {small_pg['rows']:,}-row import peaks at {_rss(small_pg)}."
     body = "\n".join([
         "## Subscriber import and export",
         "",
@@ -198,14 +203,16 @@ def main() -> None:
         *rows,
         "",
         f"Memory does not grow with the file: a {small_rss['rows']:,}-row import into SQLite peaks at "
-        f"{small_rss['rss_mb']} MB (+ reader {small_rss['reader_rss_mb']} MB); the rest of the 1,000,000-row "
-        "figure is SQLite's page cache, which the importer raises to a fixed 64 MB." + pg_note,
+        f"{_rss(small_rss)}; the rest of the {args.rows:,}-row figure is SQLite's page cache, which the "
+        "importer raises to a fixed 64 MB." + pg_note,
         "",
         f"Machine load (1-minute load average) at start {load_before:.1f}, at end {os.getloadavg()[0]:.1f}: "
         "on a shared 2-core machine, wall time above the larger of the two CPU figures is time spent "
         "waiting for a core (or, on PostgreSQL, for the server).",
     ])
-    write_section("import_export", body, "bench/run import_export")
+    default = args.rows == 1_000_000 and args.runs == 2 and not args.skip_postgres
+    write_section("import_export", body, "bench/run import_export" if default else
+                  " ".join([".venv/bin/python bench/import_export.py", *sys.argv[1:]]))
     print(body)
 
 

@@ -303,7 +303,9 @@ def main() -> None:
               f"at 200 requests/s. Load average (1 min) {load_before:.1f} before, {load_after:.1f} after: "
               "above about 1, other work shares the 2 cores and the figures suffer (PostgreSQL most, "
               "its server being one more process to schedule for every statement)."]
-    write_section("web", "\n".join(lines), "bench/run web")
+    default = (args.rate, args.seconds, args.posts, args.runs, args.sqlite_only) == (200.0, 10.0, 20, 2, False)
+    write_section("web", "\n".join(lines), "bench/run web" if default else
+                  " ".join([".venv/bin/python bench/web.py", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":
