@@ -145,13 +145,19 @@ class Bulk:
         return self.conn.connection.driver_connection  # the psycopg Connection, same transaction
 
     def _copy(self, table: Table, columns: Sequence[str], rows: list[tuple], name: str | None = None) -> None:
-        """Binary COPY: psycopg's C writer, 3x faster than the text format (measured)."""
+        self.copy_into(name or table.name, columns, [_copy_type(table.c[c].type) for c in columns], rows)
+
+    def copy_into(self, name: str, columns: Sequence[str], types: Sequence[str], rows) -> None:
+        """Binary COPY of an iterable of tuples into table `name` (PostgreSQL type names in
+        `types`; jsonb values as JSON text): psycopg's C writer, 3x faster than the text format
+        (measured), and nothing to quote or escape."""
         with self._raw().cursor() as cur:
             cur.adapters.register_dumper(str, _json_text_dumper())  # used for jsonb columns only (by OID)
-            with cur.copy(f"COPY {name or table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types([_copy_type(table.c[c].type) for c in columns])
+            with cur.copy(f"COPY {name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(list(types))
+                write = copy.write_row
                 for row in rows:
-                    copy.write_row(row)
+                    write(row)
 
     def _staged(self, table: Table, columns: Sequence[str], rows: list[tuple]) -> str:
         """COPY rows into a temporary table shaped like `table`'s `columns`; returns its name."""

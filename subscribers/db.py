@@ -8,17 +8,19 @@ programmatically: no alembic.ini. mailer's own history uses its own version tabl
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError, SQLAlchemyError
 
 from subscribers.errors import StoreError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "alembic_version"
 _LOCK_ID = 0x5CB5_0001  # pg_advisory_xact_lock key: one migrator at a time
+IDLE_PING_SECONDS = 10.0
 _upgraded: set[str] = set()  # URLs already brought to head in this process
 
 
@@ -38,9 +40,34 @@ def create(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, parsed.database)
     try:
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url)
     except (ArgumentError, SQLAlchemyError, ImportError) as exc:
         raise StoreError(f"cannot use database {parsed.render_as_string(hide_password=True)}: {exc}") from exc
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """pool_pre_ping's safety without its round trip on every checkout: a connection is pinged
+    only when it comes out of the pool after IDLE_PING_SECONDS unused (a server restart or a
+    firewall may have dropped it meanwhile); one in steady use (the web service's writer, an
+    import) goes straight to work. A failed ping makes the pool open a fresh connection."""
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_conn, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn, record, _proxy):
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING_SECONDS:
+            return
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            dbapi_conn.rollback()
+        except Exception as exc:  # noqa: BLE001 - any failure: the connection is not usable
+            raise DisconnectionError(str(exc)) from exc
 
 
 def _sqlite_engine(url: str, database: str | None) -> Engine:

@@ -35,7 +35,7 @@ from pathlib import Path
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from subscribers import store
+from subscribers import pg_copy, store
 from subscribers.bulk import Bulk, sqlite_time
 from subscribers.csvfile import CsvSource
 from subscribers.errors import CsvImportError, ImportInterrupted, SecretRequired, SubscriberError
@@ -94,7 +94,7 @@ Progress = Callable[[int, int, ImportSummary], None]
 
 def import_csv(engine: Engine, path: str | Path, list_name: str, *, secret: str | None = None,
                status: Status = Status.ACTIVE, dry_run: bool = False, check_dns: bool = False,
-               overwrite: bool = True, chunk_size: int = CHUNK, on_progress: Progress | None = None,
+               overwrite: bool = True, chunk_size: int | None = None, on_progress: Progress | None = None,
                parallel: bool | None = None) -> ImportSummary:
     """Import a CSV into an existing list (ListNotFound otherwise: a typo never creates one).
 
@@ -113,7 +113,9 @@ def import_csv(engine: Engine, path: str | Path, list_name: str, *, secret: str 
     summary = ImportSummary(file=str(path), list=list_name, dry_run=dry_run)
     with engine.connect() as conn:
         list_id = store.get_list(conn, list_name).id
-        job = _Job(conn, list_id, path.name, summary, secret, overwrite)
+        pg = conn.dialect.name == "postgresql"
+        chunk_size = chunk_size or (pg_copy.CHUNK if pg else CHUNK)
+        job = _Job(conn, list_id, path.name, summary, secret, overwrite, copy_merge=_plain(path))
         reader = _read_in_process if parallel else _read_here
         saved = dataclasses.replace(summary)   # the counts as of the last commit
         try:
@@ -132,6 +134,8 @@ def import_csv(engine: Engine, path: str | Path, list_name: str, *, secret: str 
             raise
         finally:
             conn.rollback()  # dry run: everything; otherwise only what an error interrupted
+            if pg:
+                pg_copy.drop(conn)
             _seen_drop(conn)
             _tune(conn, False)
     return summary
@@ -228,22 +232,34 @@ def _seen_drop(conn: Connection) -> None:
     conn.commit()
 
 
+def _plain(path: Path) -> bool:
+    """Whether the file's header has neither tags nor a consent record (Mailchimp's OPTIN/CONFIRM)."""
+    with CsvSource(path) as source:
+        cols = source.columns
+    return cols.tags is None and all(c is None for c in cols.consent)
+
+
 class _Job:
     """One import's write side: merge each chunk of parsed rows with the store and write it."""
 
     def __init__(self, conn: Connection, list_id: int, file_name: str, summary: ImportSummary,
-                 secret: str | None, overwrite: bool):
+                 secret: str | None, overwrite: bool, copy_merge: bool = True):
         self.conn, self.list_id, self.file_name, self.summary = conn, list_id, file_name, summary
         self.secret, self.overwrite = secret, overwrite
         self.bulk = Bulk(conn)
         self.started = utcnow()  # rows created at or after this were created by this run
         self.started_text = sqlite_time(self.started)
+        # PostgreSQL: COPY + set-based merges (pg_copy.py), for files without tags or a consent
+        # record (those take the general path below, every chunk alike, so the counts agree)
+        self.pg = pg_copy.PgMerge(self) if self.bulk.pg and copy_merge else None
 
     def run(self, rows: dict[str, Row]) -> None:
         if not rows:
             return
-        bulk = self.bulk
         emails = self._drop_forgotten(list(rows))
+        if self.pg is not None:
+            return self.pg.run({e: rows[e] for e in emails})
+        bulk = self.bulk
         existing = {email: (sid, name, attrs, glob, created) for sid, email, name, attrs, glob, created
                     in bulk.select_in("SELECT id, email, name, attributes, global_status, created_at "
                                       "FROM subscribers WHERE email {in_}", emails)}
@@ -326,9 +342,9 @@ class _Job:
                 joins.append((sid, row))
                 continue
             changed = self._status_change(sid, Status(current), row) or changed
-            summary.updated += changed
-            summary.unchanged += not changed and not again
-            summary.duplicates += not changed and again
+            summary.updated += changed and not again  # a later row of the file: a duplicate, even
+            summary.unchanged += not changed and not again  # when it filled blanks (as within a chunk)
+            summary.duplicates += again
         self._write_updates(data_updates, now)
         self._tag(tag_rows)
         if tag_rows:

@@ -27,6 +27,7 @@ Limits come in as a small dataclass: subscribers never imports mailer.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -84,6 +85,10 @@ def ingest(conn: Connection, batch: Sequence[DeliveryEvent], limits: Limits, *,
     `list_for(conn, event)` names the list a message was sent for (mailer knows it from its send
     ledger); without it an unsubscribe event applies to every list.
     """
+    if conn.dialect.name == "postgresql" and not any(e.type in _RULES for e in batch):
+        # Only statistics (deliveries, opens, clicks, deferrals, blocks): nothing acts on them, so
+        # this commit need not wait for its WAL flush (docs/postgresql.md says what a crash costs).
+        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
     ids = subscriber_ids(conn, {e.recipient for e in batch})
     known = [e for e in batch if e.recipient in ids]
     new = record_events(conn, known, ids)
@@ -120,6 +125,8 @@ def record_events(conn: Connection, batch: Sequence[DeliveryEvent], ids: dict[st
     first: dict[tuple[str, str], DeliveryEvent] = {}
     for e in batch:
         first.setdefault((e.source[:32], dedupe_key(e)), e)
+    if conn.dialect.name == "postgresql":
+        return _record_copied(conn, first, ids)
     seen = _stored_ids(conn, first)
     new = [e for key, e in first.items() if key not in seen]
     if new:
@@ -136,6 +143,27 @@ def dedupe_key(e: DeliveryEvent) -> str:
         return e.event_id[:100]
     text = "\x1f".join([e.type.value, e.recipient, _utc(e.at).isoformat(), e.detail or ""])
     return "content:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+_COLUMNS = ("source", "event_id", "subscriber_id", "type", "severity", "at", "issue", "send_ref", "message_id",
+            "detail", "raw", "received_at")
+
+
+def _record_copied(conn: Connection, first: dict, ids: dict[str, int]) -> list[DeliveryEvent]:
+    """PostgreSQL: the events COPY into a staging table and go in with one INSERT ... ON CONFLICT
+    DO NOTHING RETURNING, which names the new ones: no lookup first, and no per-row parameter
+    processing (SQLAlchemy's executemany cost most of a 1,000-event post, measured)."""
+    from subscribers.bulk import Bulk
+
+    now = datetime.now(timezone.utc)
+    rows = []
+    for e in first.values():
+        row = _row(e, ids, now)
+        row["raw"] = None if e.raw is None else json.dumps(row["raw"])  # jsonb from JSON text
+        rows.append(tuple(row[c] for c in _COLUMNS))
+    stored = set(Bulk(conn).insert(events, _COLUMNS, rows, conflict=["event_id", "source"],
+                                   returning=["source", "event_id"]))
+    return [e for key, e in first.items() if key in stored]
 
 
 def _stored_ids(conn: Connection, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:

@@ -245,8 +245,12 @@ def unsubscribe_in(conn, web, claim, who: Client) -> Target:
 
 
 def _unsubscribe_many(conn, calls: list[tuple]) -> list[Target]:
-    """All queued unsubscribes of one group commit, in its one transaction."""
-    return [unsubscribe_in(conn, *args) for args in calls]
+    """All queued unsubscribes of one group commit, in its one transaction (on PostgreSQL one
+    statement: subscribers/one_click.py)."""
+    from subscribers.one_click import unsubscribe_many
+
+    unsubscribe_many(conn, [(*ids, who.ip, who.user_agent) for _web, ids, who in calls])
+    return [_target(conn, web, *ids) for web, ids, _who in calls]
 
 
 unsubscribe_in.many = _unsubscribe_many

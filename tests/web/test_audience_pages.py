@@ -17,7 +17,7 @@ from subscribers.models import Action, Status, history, memberships, subscribers
 from subscribers.tokens import make_token
 from tests.web.test_readers import link
 from tests.web.conftest import LIST, SECRET
-from tests.web.mailbox import wait_for_mails
+from tests.web.outbox_mail import wait_for_mails
 
 ANN = "ann@example.com"
 IP = {"x-forwarded-for": "192.0.2.20"}

@@ -34,7 +34,7 @@ def test_subscribe_form_on_a_phone(live, phone, tmp_path):
 def test_subscribe_confirm_unsubscribe_walk(live, phone, tmp_path):
     """A reader on a phone: the form, the mail in the outbox, the confirm button, the unsubscribe
     link from the mail's footer. Screenshots of each page land in tmp_path."""
-    from tests.web.mailbox import wait_for_mails
+    from tests.web.outbox_mail import wait_for_mails
 
     problems = watch(phone)
     shots = tmp_path / "screens"

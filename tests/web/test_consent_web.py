@@ -10,7 +10,7 @@ from sqlalchemy import event, func, select
 from subscribers import store
 from subscribers.models import Status, forgotten, history, subscribers
 from tests.web.conftest import SECRET
-from tests.web.mailbox import mails, wait_for_mails
+from tests.web.outbox_mail import mails, wait_for_mails
 from tests.web.test_readers import ANN, link, make_member, outbox, state, subscribe
 
 
