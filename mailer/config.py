@@ -302,6 +302,12 @@ RANGES = {
     ("web", "confirm_link_days"): (1, 365),
     ("web", "subscribe_burst"): (1, 10_000),
     ("web", "subscribe_per_hour"): (1, 1_000_000),
+    ("web", "admin_session_hours"): (1, 24 * 30),
+    ("web", "admin_login_burst"): (1, 1000),
+    ("web", "admin_login_per_hour"): (1, 100_000),
+    ("bounces.imap", "port"): (1, 65535),
+    ("schedule", "misfire_grace_minutes"): (0, 7 * 24 * 60),
+    ("schedule", "proof_hours_before"): (0, 24 * 14),
 }
 
 
@@ -346,8 +352,6 @@ def _check_schedule(s: ScheduleSettings) -> None:
     hour, _, minute = s.time.partition(":")
     if not (hour.isdigit() and minute.isdigit() and len(minute) == 2 and int(hour) < 24 and int(minute) < 60):
         raise ConfigError(f"[schedule] time must be HH:MM (24-hour), not {s.time!r}")
-    if s.misfire_grace_minutes < 0 or s.proof_hours_before < 0:
-        raise ConfigError("[schedule] misfire_grace_minutes and proof_hours_before must not be negative")
     for address in s.editors:
         if "@" not in address:
             raise ConfigError(f"[schedule] editors must be email addresses, not {address!r}")
