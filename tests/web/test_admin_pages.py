@@ -250,3 +250,29 @@ def test_stale_uploads_are_deleted_after_a_day(tmp_path, monkeypatch):
     lists._uploads()
     assert not old.exists() and lists._upload_file("b" * 32).name == "audience.csv"
     assert lists._upload_file("../etc") is None
+
+
+def test_schedule_and_unschedule_from_the_issue_page(admin, repo):
+    import shutil
+
+    shutil.copy(repo / "issues" / "2024-11.md", admin.settings.compose.issues_dir / "2024-11.md")
+    done = post(admin, "/admin/issues/2024-11/schedule", {"at": "2099-12-01 09:00"})
+    assert done.status_code == 200 and "Scheduled for 2099-12-01 09:00" in done.text
+    assert "2024-11" in admin.admin.get("/admin").text.split('id="next-send"')[1].split("</section>")[0]
+    assert "2099-12-01" in admin.admin.get("/admin/issues").text
+    again = post(admin, "/admin/issues/2024-11/unschedule")
+    assert again.status_code == 200 and "a draft again" in again.text
+    assert "Nothing is scheduled." in admin.admin.get("/admin").text
+    past = post(admin, "/admin/issues/2024-11/schedule", {"at": "2020-01-01 09:00"})
+    assert past.status_code == 400 and "Not scheduled:" in past.text and "in the past" in past.text
+
+
+def test_an_issue_with_lint_errors_is_neither_proofed_nor_scheduled(admin, repo):
+    path = admin.settings.compose.issues_dir / "2024-12.md"
+    path.write_text((repo / "issues" / "2024-11.md").read_text(encoding="utf-8").replace(
+        "## Links", "Dear {{ nmae }},\n\n## Links", 1), encoding="utf-8")
+    proof = post(admin, "/admin/issues/2024-12/proof", {"to": "editor@example.org"})
+    assert proof.status_code == 400 and "lint error" in proof.text
+    assert not list(admin.settings.delivery.outbox_dir.rglob("*.eml"))
+    scheduled = post(admin, "/admin/issues/2024-12/schedule", {"at": "2099-12-01 09:00"})
+    assert scheduled.status_code == 400 and "lint error" in scheduled.text

@@ -53,6 +53,11 @@ def scheduled(conn) -> list[str]:
     return [f"{r.issue} ({r.subject}) to {r.list_name} at {r.send_at:%Y-%m-%d %H:%M} UTC" for r in rows]
 
 
+def issue_state(conn, slug: str):
+    """The issue's row in the scheduler's states (state, send_at, list_name, reason), or None."""
+    return states.find(conn, slug)
+
+
 def next_scheduled(conn) -> str | None:
     """The next scheduled send, or None."""
     return next(iter(scheduled(conn)), None)

@@ -84,9 +84,17 @@ async def one(request: Request, slug: str) -> Response:
     ctx = request.app.state.admin
     path = _path(request, slug)
     build = await run_in_threadpool(_build, ctx.settings, path)
+    return await _show(request, slug, build, 200, proof_to=ctx.settings.newsletter.reply_to)
+
+
+async def _show(request: Request, slug: str, build, code: int, *, proof_to: str, results=None, error: str = "",
+                schedule_error: str = "", schedule_note: str = "") -> Response:
+    ctx = request.app.state.admin
     sent = await run_in_threadpool(ctx.web.read, figures.issues_sent, None, slug)
-    return _issue_page(request, 200, slug=slug, build=build, sent=sent[0] if sent else None,
-                       proof_to=ctx.settings.newsletter.reply_to, results=None, error="")
+    state = await run_in_threadpool(ctx.web.read, figures.issue_state, slug)
+    return _issue_page(request, code, slug=slug, build=build, sent=sent[0] if sent else None, state=state,
+                       proof_to=proof_to, results=results, error=error, schedule_error=schedule_error,
+                       schedule_note=schedule_note)
 
 
 def _issue_page(request: Request, code: int, **context) -> Response:
@@ -109,10 +117,11 @@ async def email_text(request: Request, slug: str) -> Response:
 
 
 def _send_proof(settings, path: Path, addresses: list[str]):
-    from mailer.compose import compose_issue
+    """Through the editors' gate (mailer.lint.gate), as `mailer issue proof`: lint errors refuse."""
     from mailer.dispatch import send_proof
+    from mailer.lint import gate
 
-    return send_proof(settings, compose_issue(path, settings), addresses)
+    return send_proof(settings, gate(path, settings, proof=True)[1], addresses)
 
 
 @router.post("/{slug}/proof", include_in_schema=False)
@@ -132,9 +141,42 @@ async def proof(request: Request, slug: str, to: str = Form("")) -> Response:
             results = list(zip(addresses, outcome))
         except MailerError as exc:
             error = f"The proof was not sent: {exc}"
-    sent = await run_in_threadpool(ctx.web.read, figures.issues_sent, None, slug)
-    return _issue_page(request, 400 if error else 200, slug=slug, build=build, sent=sent[0] if sent else None,
-                       proof_to=to, results=results, error=error)
+    return await _show(request, slug, build, 400 if error else 200, proof_to=to, results=results, error=error)
+
+
+@router.post("/{slug}/schedule", include_in_schema=False)
+async def schedule(request: Request, slug: str, at: str = Form("")) -> Response:
+    """Schedule for the next free slot of [schedule], or `at` (as `mailer issue schedule --at`)."""
+    from mailer.errors import MailerError
+    from mailer.schedule import schedule_issue, shown, utcnow
+
+    ctx = request.app.state.admin
+    path = _path(request, slug)
+    try:
+        done = await run_in_threadpool(schedule_issue, ctx.settings, str(path), at.strip() or None, utcnow())
+        note, error = f"Scheduled for {shown(done.send_at, ctx.settings.schedule)} to {done.list_name}.", ""
+    except MailerError as exc:
+        note, error = "", f"Not scheduled: {exc}"
+    build = await run_in_threadpool(_build, ctx.settings, path)
+    return await _show(request, slug, build, 400 if error else 200, proof_to=ctx.settings.newsletter.reply_to,
+                       schedule_error=error, schedule_note=note)
+
+
+@router.post("/{slug}/unschedule", include_in_schema=False)
+async def unschedule(request: Request, slug: str) -> Response:
+    from mailer.errors import MailerError
+    from mailer.schedule import unschedule_issue, utcnow
+
+    ctx = request.app.state.admin
+    path = _path(request, slug)
+    try:
+        left = await run_in_threadpool(unschedule_issue, ctx.settings, slug, utcnow())
+        note, error = ("Unscheduled: it is a draft again." if left else "It was not scheduled."), ""
+    except MailerError as exc:
+        note, error = "", f"Not unscheduled: {exc}"
+    build = await run_in_threadpool(_build, ctx.settings, path)
+    return await _show(request, slug, build, 400 if error else 200, proof_to=ctx.settings.newsletter.reply_to,
+                       schedule_error=error, schedule_note=note)
 
 
 def _report(conn, slug: str):
