@@ -247,10 +247,20 @@ def unsubscribe_in(conn, web, claim, who: Client) -> Target:
 def _unsubscribe_many(conn, calls: list[tuple]) -> list[Target]:
     """All queued unsubscribes of one group commit, in its one transaction (on PostgreSQL one
     statement: subscribers/one_click.py)."""
+    from dataclasses import replace
+
+    from subscribers.links import bound
     from subscribers.one_click import unsubscribe_many
 
-    unsubscribe_many(conn, [(*ids, who.ip, who.user_agent) for _web, ids, who in calls])
-    return [_target(conn, web, *ids) for web, ids, _who in calls]
+    live = [bound(conn, claim) for _web, claim, _who in calls]   # a link for a row that is gone acts on nobody
+    changed = unsubscribe_many(conn, [(*claim, who.ip, who.user_agent)
+                                      for (_web, claim, who), ok in zip(calls, live) if ok])
+    targets = []
+    for (web, claim, _who), ok in zip(calls, live):
+        key = tuple(claim)   # a dead link is answered as done, the same as a first use (unsubscribe_in)
+        targets.append(replace(_target(conn, web, *claim), changed=key in changed or not ok))
+        changed.discard(key)   # a second request for it in this group finds it done already
+    return targets
 
 
 unsubscribe_in.many = _unsubscribe_many
