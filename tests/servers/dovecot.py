@@ -3,7 +3,7 @@ generated config in a temporary folder, one passwd-file user, Maildir storage, r
 foreground by the test and stopped by it. Nothing system-wide is touched.
 
 Dovecot cannot bind port 0 (`port = 0` disables a listener), and tests never pick a fixed port,
-so dovecot listens on a unix socket and `port` is a plain byte relay bound to 127.0.0.1:0 that
+so dovecot listens on a unix socket and `port` is a byte relay (tests/servers/relay.py) on 127.0.0.1:0 that
 hands each TCP connection to that socket. Logins arrive as local connections, so plaintext LOGIN
 is allowed without TLS, as on any loopback.
 """
@@ -15,9 +15,10 @@ import pwd
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
+
+from tests.servers.relay import Relay
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 USER, PASSWORD = "bounces", "imap-secret"
@@ -77,7 +78,7 @@ class Dovecot:
         self.root = Path(tempfile.mkdtemp(prefix="mailer-dovecot-"))
         self.root.chmod(0o755)
         self.proc: subprocess.Popen | None = None
-        self.listener: socket.socket | None = None
+        self.relay: Relay | None = None
         self.port = 0
 
     def __enter__(self) -> "Dovecot":
@@ -98,14 +99,13 @@ class Dovecot:
                 raise RuntimeError(f"dovecot did not start: {self.proc.stderr.read().decode()} "
                                    f"{self.log()}")
             time.sleep(0.05)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True, name="dovecot-relay").start()
+        self.relay = Relay(connect=self._connect).__enter__()
+        self.port = self.relay.port
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.listener is not None:
-            self.listener.close()
+        if self.relay is not None:
+            self.relay.__exit__(None, None, None)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -119,16 +119,10 @@ class Dovecot:
         path = self.root / "dovecot.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.socket(socket.AF_UNIX)
-            server.connect(str(self.root / "imap.sock"))
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+    def _connect(self) -> socket.socket:
+        server = socket.socket(socket.AF_UNIX)
+        server.connect(str(self.root / "imap.sock"))
+        return server
 
     def client(self):
         import imaplib
@@ -155,16 +149,3 @@ class Dovecot:
         finally:
             conn.logout()
 
-
-def _pipe(source: socket.socket, target: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            target.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (source, target):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass

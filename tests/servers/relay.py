@@ -5,17 +5,23 @@ then a client's connection is refused, as when Postfix restarts; after, every co
 to `target_port` on 127.0.0.1. `relay.up.wait()` waits for the moment it came back.
 
     with Relay(sink.port, down=2.0) as relay:   # relay.port refuses for 2 s, then forwards
+
+`connect` replaces the target port with any way of reaching the server (tests/servers/dovecot.py
+relays to a unix socket).
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+from typing import Callable
 
 
 class Relay:
-    def __init__(self, target_port: int, *, down: float = 0.0):
-        self.target_port, self.down = target_port, down
+    def __init__(self, target_port: int | None = None, *, down: float = 0.0,
+                 connect: Callable[[], socket.socket] | None = None):
+        self.down = down
+        self.connect = connect or (lambda: socket.create_connection(("127.0.0.1", target_port)))
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
@@ -34,7 +40,7 @@ class Relay:
             except OSError:
                 return
             self.accepted += 1
-            server = socket.create_connection(("127.0.0.1", self.target_port))
+            server = self.connect()
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
 
