@@ -4,7 +4,7 @@
 personalize and dispatch use: per-recipient fields are markers (mailer.model.marker), never
 re-rendered per recipient.
 
-mjml-python validates nothing (libraries.md): a misspelt tag is copied raw into the HTML and a
+mjml-python validates nothing (docs/mail-facts.md, Libraries): a misspelt tag is copied raw into the HTML and a
 broken structure raises a bare ValueError without position. So tag names are checked in each
 template's source as it loads (exact template and line), and the generated MJML is checked for
 balance and nesting before compiling, the error mapped back to the template line that made it.
@@ -144,7 +144,7 @@ def shown_path(path: Path) -> str:
 
 
 def check_tag_names(source: str, template: str) -> None:
-    """Every mj-* tag must be MJML's; padding zeros need a unit (libraries.md: MRML drops a
+    """Every mj-* tag must be MJML's; padding zeros need a unit (docs/mail-facts.md: MRML drops a
     unitless zero from the shorthand when it computes Outlook's column widths)."""
     zero = _BARE_ZERO.search(source)
     if zero:

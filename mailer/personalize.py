@@ -4,15 +4,15 @@
 reader (the view-online URL), folds the shared headers once, and pre-encodes both body parts as
 quoted-printable with the per-recipient markers cut out (see `_qp_template`). `personalize(edition,
 recipient)` is then a handful of string operations; `Outgoing.as_bytes()` splices the reader's
-values into the pre-encoded parts. Building an `EmailMessage` per reader and serializing it costs
-about 4 ms for a 45 KB issue (measured), too slow for 1,000 messages/s; splicing costs tens of
-microseconds and yields the same RFC 5322 message (`Outgoing.as_message()` parses it back).
+values into the pre-encoded parts. Building an `EmailMessage` per reader was too slow for 1,000
+messages/s; splicing yields the same RFC 5322 message (`Outgoing.as_message()` parses it back).
+The measurements: docs/decisions.md, "MIME is spliced".
 
 Safety: names are cleaned of control characters (CR/LF, bidi overrides...) and written in the To
 header as an atom phrase, a quoted-string or RFC 2047 encoded-words, never raw; every value put in
 the HTML part is HTML-escaped; addresses must be plain ASCII addr-specs (IDN domains are punycoded).
 `List-Unsubscribe` is written on one line ourselves: Python's header folding rewrites long URLs
-into encoded-words and breaks the header (standards.md 1.2, python/cpython#85725).
+into encoded-words and breaks the header (docs/mail-facts.md, python/cpython#85725).
 """
 
 from __future__ import annotations
@@ -312,8 +312,8 @@ def _shared_head(newsletter: NewsletterSettings, subject: str | None, slug: str,
 
 
 def _subject_header(subject: str) -> str:
-    """A per-reader Subject header, folded by hand: email.policy's folder costs ~0.3 ms a call,
-    more than the rest of a message. ASCII is folded at spaces (lines <= 78); anything else, or
+    """A per-reader Subject header, folded by hand: email.policy's folder costs more than the
+    rest of a message (docs/decisions.md). ASCII is folded at spaces (lines <= 78); anything else, or
     text that looks like an encoded-word, is written as RFC 2047 encoded-words."""
     if not subject.isascii() or "=?" in subject:
         return f"Subject: {_encoded_words(subject)}\r\n"

@@ -158,7 +158,7 @@ def _read_in_process(path: Path, summary: ImportSummary, status: Status, check_d
                      chunk_size: int) -> Iterator[tuple[dict[str, Row], int]]:
     """Parse in a child process (subscribers._reader), a pipe's worth ahead, while this one
     writes: the two halves of an import cost about the same, and a thread would only fight
-    over the GIL (measured: slower than no thread at all)."""
+    over the GIL (docs/decisions.md: slower than no thread at all)."""
     package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     errors = tempfile.TemporaryFile()   # a file, not a pipe: a chatty child can never block on it

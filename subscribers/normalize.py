@@ -6,8 +6,8 @@ listmonk do), surrounding whitespace is dropped, and IDN domains are stored in t
 (punycode, IDNA 2008 / UTS #46) form, the form that goes on the wire to SMTP servers and SendGrid:
 `Jöhn@Bücher.Example` -> `jöhn@xn--bcher-kva.example`. A non-ASCII local part stays Unicode (NFC).
 
-Validation is email-validator's (syntax; DNS only when asked). A call costs about 36 µs, too slow
-for a million-row import, so a fast path accepts the common case itself: an ASCII dot-atom local
+Validation is email-validator's (syntax; DNS only when asked). A call is too slow for a million-row
+import (docs/decisions.md), so a fast path accepts the common case itself: an ASCII dot-atom local
 part (RFC 5322 §3.2.3, the exact set email-validator accepts by default) with lengths in bounds,
 and a domain that email-validator already accepted (cached per domain). Everything else goes to
 email-validator, so results and error messages are the library's own; tests compare both paths.

@@ -1,9 +1,9 @@
 """A local SMTP server (aiosmtpd) that records every envelope and its raw bytes, for tests and bench.
 
-aiosmtpd's Controller cannot bind port 0 (libraries.md), so we pick a free port first.
+aiosmtpd's Controller cannot bind port 0 (docs/mail-facts.md), so we pick a free port first.
 Faults: `replies={"x@example.org": "450 4.2.1 Mailbox busy"}` answers RCPT for chosen recipients;
 `drop_after=N` aborts the connection (no reply) at the MAIL command after N messages on that
-connection, as servers that cap messages per connection do (standards.md 6.1, Yahoo).
+connection, as servers that cap messages per connection do (docs/mail-facts.md, Yahoo).
 `greylist={"x@example.org": 2.0}` answers RCPT for chosen recipients with 450 4.7.1 until that
 many seconds after their first try (Postgrey's way; `sink.state.rcpt_tries` counts the tries);
 `drop_after_data={"x@example.org"}` queues the message, then drops the connection without the
@@ -11,8 +11,7 @@ many seconds after their first try (Postgrey's way; `sink.state.rcpt_tries` coun
 `tls_context` offers STARTTLS; `implicit_tls` serves TLS from the first byte (port 465 style);
 `users={"name": "password"}` requires AUTH (PLAIN/LOGIN, allowed without TLS on loopback).
 `bulk_data=True` (the bench) reads DATA in one piece instead of aiosmtpd's line-by-line loop,
-which costs a few microseconds per line and caps a 40 KB message at ~200 messages/s on its own,
-long before the client does; real MTAs read DATA in blocks.
+which caps the sink's rate long before the client's (BENCHMARKS.md, "Send"); real MTAs read DATA in blocks.
 """
 
 from __future__ import annotations
