@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from mailer.commands import issue as issue_cmds
 from mailer.commands.common import app_context, console
 
 
@@ -28,10 +29,6 @@ BACKEND = typer.Option(None, "--backend", help="Override \\[delivery] backend.",
 
 def register(app: typer.Typer) -> None:
     app.command("send")(send)
-    try:
-        from mailer.commands import issue as issue_cmds
-    except ModuleNotFoundError:  # pragma: no cover - before the issue commands exist
-        return
     issue_cmds.app.command("proof")(proof)
 
 
