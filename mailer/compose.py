@@ -66,13 +66,20 @@ def compose_issue(path: str | Path, settings, *, proof: bool = False) -> Compose
 def compose(issue, settings, *, proof: bool = False) -> ComposedIssue:
     """An Issue (stage 1's output) through templates, MJML and premailer to a ComposedIssue;
     `proof`: the copy `mailer issue proof` sends (a banner on top; see templates/email.mjml.j2)."""
+    mjml, html, text = render(TEMPLATE, issue_context(issue, settings, proof=proof), settings)
+    return ComposedIssue(slug=issue.slug, subject=issue.subject, preheader=issue.preheader,
+                         mjml=mjml, html=html, text=text, date=issue.date)
+
+
+def render(template: str, context: dict, settings) -> tuple[str, str, str]:
+    """Stages 2-3 for any template (the issue's, or a service mail's such as the confirmation):
+    (MJML, inlined HTML, text part)."""
     from mailer.inline import html_to_text, inline_css
 
     folder = templates_dir(settings)
-    mjml = render_mjml(TEMPLATE, issue_context(issue, settings, proof=proof), folder)
-    html = inline_css(mjml_to_html(mjml, folder, TEMPLATE))
-    return ComposedIssue(slug=issue.slug, subject=issue.subject, preheader=issue.preheader,
-                         mjml=mjml, html=html, text=html_to_text(html), date=issue.date)
+    mjml = render_mjml(template, context, folder)
+    html = inline_css(mjml_to_html(mjml, folder, template))
+    return mjml, html, html_to_text(html)
 
 
 def templates_dir(settings) -> Path:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from mailer.errors import MailerError
+from mailer.errors import MailerError, where
 from mailer.model import FIELDS, MARKER, MERGE_FIELDS, marker
 
 PREHEADER_CHARS = 90         # what inboxes show after the subject, roughly (docs/mail-facts.md)
@@ -55,9 +55,7 @@ class Finding:
     line: int | None = None
 
     def __str__(self) -> str:
-        where = f"{self.path}:{self.line}: " if self.path and self.line else \
-            (f"{self.path}: " if self.path else "")
-        return f"{self.severity.value}: {where}{self.message}"
+        return f"{self.severity.value}: {where(self.path, self.line)}{self.message}"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from email.utils import format_datetime
 from mailer.config import NewsletterSettings
 from mailer.errors import ConfigError, PermanentDelivery
 from mailer.model import FIELDS, MARKER, ComposedIssue, field_value, first_name, marker
+from subscribers.normalize import CONTROL   # controls, separators, zero-width, bidi, BOM: never in a name
 
 PER_RECIPIENT = ("name", "first_name", "email", "unsubscribe_url", "preferences_url")   # per reader; archive_url once
 ONE_CLICK = "List-Unsubscribe=One-Click"              # RFC 8058 section 3.1: this exact value
@@ -41,8 +42,6 @@ REF_HEADER = "X-Mailer-Ref"                            # opaque delivery referen
 PROOF_PREFIX = "[PROOF] "
 
 _POLICY = email.policy.SMTP                            # 78-column folding for the shared headers
-# C0/C1 controls, line/paragraph separators, zero-width and bidi controls, BOM: never in a name.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 _ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")         # RFC 5322 atext + space
 _ADDR = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+")
 _REF = re.compile(r"[A-Za-z0-9._=-]{1,64}")                           # safe in a VERP local part
@@ -193,7 +192,7 @@ def personalize(edition: Edition, recipient: Recipient) -> Outgoing:
 
 def clean_name(raw: str | None) -> str:
     """A display name with no control characters, single spaces, no '%%', at most 200 characters."""
-    cleaned = " ".join(_CONTROL.sub(" ", raw or "").split()).replace("%%", "%")
+    cleaned = " ".join(CONTROL.sub(" ", raw or "").split()).replace("%%", "%")
     return cleaned[:_MAX_NAME].strip()
 
 
@@ -331,7 +330,7 @@ def _fold(name: str, value) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(_CONTROL.sub(" ", text or "").split())
+    return " ".join(CONTROL.sub(" ", text or "").split())
 
 
 def _check_ref(value: str, what: str) -> str:

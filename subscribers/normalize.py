@@ -74,7 +74,8 @@ _dot_atom = _DOT_ATOM.fullmatch
 
 # Names: control characters (C0, C1, DEL), line/paragraph separators and other invisible format
 # characters become a space; runs of whitespace collapse. A name is one line of plain text.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+# (mailer.personalize cleans names in headers with the same pattern)
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 MAX_NAME = 200
 
 
@@ -86,7 +87,7 @@ def clean_text(raw: str | None, limit: int = MAX_NAME) -> str:
         return raw[:limit]  # the common case, without a regex or a copy
     text = unicodedata.normalize("NFC", raw)
     if not text.isprintable():
-        text = _CONTROL.sub(" ", text)
+        text = CONTROL.sub(" ", text)
     return " ".join(text.split())[:limit]
 
 

@@ -12,14 +12,12 @@ from typing import Optional
 
 import typer
 
+from mailer.backends import BACKENDS
 from mailer.commands import issue as issue_cmds
 from mailer.commands.common import app_context, console
 
 
-class BackendName(str, enum.Enum):
-    outbox = "outbox"
-    smtp = "smtp"
-    sendgrid = "sendgrid"
+BackendName = enum.Enum("BackendName", {name: name for name in BACKENDS}, type=str)
 
 
 _ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
