@@ -246,11 +246,28 @@ def unsubscribe_in(conn, web, claim, who: Client) -> Target:
 
 def _unsubscribe_many(conn, calls: list[tuple]) -> list[Target]:
     """All queued unsubscribes of one group commit, in its one transaction (on PostgreSQL one
-    statement: subscribers/one_click.py)."""
+    statement: subscribers/one_click.py), by unsubscribe_in's rules: a link made for an earlier
+    row acts on nobody and is answered as done; `changed` is False for a link used already."""
+    from dataclasses import replace
+
+    from subscribers.links import bound
+    from subscribers.models import Status, memberships
     from subscribers.one_click import unsubscribe_many
 
-    unsubscribe_many(conn, [(*ids, who.ip, who.user_agent) for _web, ids, who in calls])
-    return [_target(conn, web, *ids) for web, ids, _who in calls]
+    todo, changed, seen = [], [], set()
+    for _web, claim, who in calls:
+        sid, lid = claim
+        if not bound(conn, claim):
+            changed.append(True)   # a dead link is answered as done, the same as a first use
+            continue
+        status = conn.execute(select(memberships.c.status).where(
+            memberships.c.subscriber_id == sid, memberships.c.list_id == lid)).scalar()
+        changed.append(status != Status.UNSUBSCRIBED and (sid, lid) not in seen)
+        seen.add((sid, lid))
+        todo.append((sid, lid, who.ip, who.user_agent))
+    unsubscribe_many(conn, todo)
+    return [replace(_target(conn, web, *claim), changed=did)
+            for (web, claim, _who), did in zip(calls, changed)]
 
 
 unsubscribe_in.many = _unsubscribe_many
