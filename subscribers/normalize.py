@@ -43,6 +43,13 @@ def normalize_email(raw: str, *, check_dns: bool = False) -> str:
     return _full(raw, text, check_dns)
 
 
+def needs_smtputf8(address: str) -> bool:
+    """Whether a normalized address has a non-ASCII local part (its domain is punycode already):
+    mail to it needs SMTPUTF8, which no delivery backend here speaks, so entry points that can
+    still ask the person (the web form) refuse it."""
+    return not address.isascii()
+
+
 def _full(raw: str, text: str, check_dns: bool) -> str:
     """Ask email-validator itself: the slow path, for everything unusual."""
     from email_validator import EmailNotValidError, validate_email

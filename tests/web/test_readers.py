@@ -266,3 +266,18 @@ def test_group_commit_isolates_a_failing_write(live):
         queued[1].result(5)
     with web.engine.connect() as conn:
         assert conn.execute(select(lists.c.title).where(lists.c.name == LIST)).scalar() == "last"
+
+
+@pytest.mark.parametrize("typed, problem", [
+    ("ann@example.com", None),
+    ("  Ann@Example.COM ", None),
+    ("ann@bücher.example", None),
+    ("jöhn@example.com", "non-ASCII characters before the @"),
+    ("ann@", "does not look like an email address"),
+    ("ann example.com", "does not look like an email address"),
+])
+def test_address_problem_follows_the_stores_rules(typed, problem):
+    from mailer.web.readers import address_problem
+
+    said = address_problem(typed)
+    assert said is None if problem is None else problem in said
