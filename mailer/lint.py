@@ -28,7 +28,7 @@ from enum import Enum
 from pathlib import Path
 
 from mailer.errors import MailerError, where
-from mailer.model import FIELDS, MARKER, MERGE_FIELDS, marker
+from mailer.model import FIELDS, MARKER, MERGE_FIELDS, fill, marker
 
 PREHEADER_CHARS = 90         # what inboxes show after the subject, roughly (docs/mail-facts.md)
 CLIP_BYTES = 102_000          # Gmail's ~102 KB (community-measured, not published by Google)
@@ -94,9 +94,8 @@ def lint(issue, composed, templates_dir: str | Path) -> LintReport:
 
 
 def fill_for_sizing(html: str) -> str:
-    from mailer.preview import fill_preview
-
-    return fill_preview(html, SIZING_VALUES, "html")
+    """The HTML with sizing values in the markers (mailer.model.fill, as every stage fills them)."""
+    return fill(html, SIZING_VALUES, "html")
 
 
 def check_size(size: int) -> list[Finding]:
