@@ -38,24 +38,27 @@ WITH req AS (
 INSERT INTO history (subscriber_id, list_id, at, action, old_status, new_status, source, detail)
 SELECT todo.sid, todo.lid, :now, '{Action.STATUS.value}', todo.old, '{Status.UNSUBSCRIBED.value}', :source, todo.detail
 FROM todo JOIN upd ON upd.subscriber_id = todo.sid AND upd.list_id = todo.lid
+RETURNING subscriber_id, list_id
 """
 
 
 def unsubscribe_many(conn: Connection, requests: Sequence[tuple[int, int, str | None, str | None]], *,
-                     source: str = "web") -> None:
-    """Unsubscribe each (subscriber_id, list_id, ip, user_agent), in the caller's transaction.
-    Idempotent; a membership that is gone (forgotten, list deleted) is skipped, as is one
-    already unsubscribed."""
+                     source: str = "web") -> set[tuple[int, int]]:
+    """Unsubscribe each (subscriber_id, list_id, ip, user_agent), in the caller's transaction;
+    returns the (subscriber_id, list_id) this call changed. Idempotent; a membership that is gone
+    (forgotten, list deleted) is skipped, as is one already unsubscribed."""
     if not requests:
-        return
+        return set()
     if conn.dialect.name != "postgresql":
+        changed = set()
         for sid, lid, ip, agent in requests:
             try:
-                store.unsubscribe(conn, sid, lid, source=source, ip=ip, user_agent=agent)
+                if store.unsubscribe(conn, sid, lid, source=source, ip=ip, user_agent=agent):
+                    changed.add((sid, lid))
             except SubscriberNotFound:
                 pass
-        return
+        return changed
     details = [json.dumps({"ip": ip, "user_agent": agent}) if ip or agent else None for _, _, ip, agent in requests]
-    conn.execute(text(_MANY), {"ords": list(range(len(requests))), "sids": [r[0] for r in requests],
-                               "lids": [r[1] for r in requests], "details": details, "now": utcnow(),
-                               "source": source[:64]})
+    return {tuple(row) for row in conn.execute(text(_MANY), {
+        "ords": list(range(len(requests))), "sids": [r[0] for r in requests], "lids": [r[1] for r in requests],
+        "details": details, "now": utcnow(), "source": source[:64]})}

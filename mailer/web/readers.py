@@ -244,28 +244,21 @@ def unsubscribe_in(conn, web, claim, who: Client) -> Target:
 
 def _unsubscribe_many(conn, calls: list[tuple]) -> list[Target]:
     """All queued unsubscribes of one group commit, in its one transaction (on PostgreSQL one
-    statement: subscribers/one_click.py), by unsubscribe_in's rules: a link made for an earlier
-    row acts on nobody and is answered as done; `changed` is False for a link used already."""
+    statement: subscribers/one_click.py)."""
     from dataclasses import replace
 
     from subscribers.links import bound
-    from subscribers.models import Status, memberships
     from subscribers.one_click import unsubscribe_many
 
-    todo, changed, seen = [], [], set()
-    for _web, claim, who in calls:
-        sid, lid = claim
-        if not bound(conn, claim):
-            changed.append(True)   # a dead link is answered as done, the same as a first use
-            continue
-        status = conn.execute(select(memberships.c.status).where(
-            memberships.c.subscriber_id == sid, memberships.c.list_id == lid)).scalar()
-        changed.append(status != Status.UNSUBSCRIBED and (sid, lid) not in seen)
-        seen.add((sid, lid))
-        todo.append((sid, lid, who.ip, who.user_agent))
-    unsubscribe_many(conn, todo)
-    return [replace(_target(conn, web, *claim), changed=did)
-            for (web, claim, _who), did in zip(calls, changed)]
+    live = [bound(conn, claim) for _web, claim, _who in calls]   # a link for a row that is gone acts on nobody
+    changed = unsubscribe_many(conn, [(*claim, who.ip, who.user_agent)
+                                      for (_web, claim, who), ok in zip(calls, live) if ok])
+    targets = []
+    for (web, claim, _who), ok in zip(calls, live):
+        key = tuple(claim)   # a dead link is answered as done, the same as a first use (unsubscribe_in)
+        targets.append(replace(_target(conn, web, *claim), changed=key in changed or not ok))
+        changed.discard(key)   # a second request for it in this group finds it done already
+    return targets
 
 
 unsubscribe_in.many = _unsubscribe_many

@@ -107,3 +107,17 @@ def test_the_form_does_the_same_work_whatever_the_state(live):
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(history)).scalar() == rows_before
     assert len(mails(outbox(live))) == len(names) - 1                    # throttled: no second mail
+
+
+@pytest.mark.parametrize("body", [{"List-Unsubscribe": "One-Click"}, None])
+def test_a_link_not_bound_to_the_membership_changes_nobody(live, body):
+    """One-click posts go through the group commit (readers._unsubscribe_many): a genuinely
+    signed token whose key is not the membership's is answered as done and changes nothing."""
+    from subscribers.tokens import make_token
+
+    sid, lid = make_member(live, ANN, Status.ACTIVE)
+    stale = make_token(SECRET, "unsubscribe", sid, lid, "0" * 16)
+    assert live.http.post(f"/unsubscribe/{stale}", data=body).status_code == 200
+    assert state(live)["status"] == "active"
+    assert live.http.post(f"/unsubscribe/{link(live, 'unsubscribe', sid, lid)}", data=body).status_code == 200
+    assert state(live)["status"] == "unsubscribed"
