@@ -129,13 +129,9 @@ def measured(kind: str, n: int, target_for) -> dict:
 
 
 def sendgrid_server():
-    from tests.servers.smtp_sink import free_port
-
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.sendgrid_server", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.sendgrid_server", "--port", "0"],
                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    proc.stdout.readline()
-    url = f"http://127.0.0.1:{port}"
+    url = proc.stdout.readline().split()[-1]     # "listening on http://127.0.0.1:PORT": the OS's pick
 
     def stop() -> dict:
         stats = json.load(urllib.request.urlopen(f"{url}/_stats"))

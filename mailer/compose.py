@@ -4,7 +4,7 @@
 personalize and dispatch use: per-recipient fields are markers (mailer.model.marker), never
 re-rendered per recipient.
 
-mjml-python validates nothing (libraries.md): a misspelt tag is copied raw into the HTML and a
+mjml-python validates nothing (docs/mail-facts.md, Libraries): a misspelt tag is copied raw into the HTML and a
 broken structure raises a bare ValueError without position. So tag names are checked in each
 template's source as it loads (exact template and line), and the generated MJML is checked for
 balance and nesting before compiling, the error mapped back to the template line that made it.
@@ -66,13 +66,20 @@ def compose_issue(path: str | Path, settings, *, proof: bool = False) -> Compose
 def compose(issue, settings, *, proof: bool = False) -> ComposedIssue:
     """An Issue (stage 1's output) through templates, MJML and premailer to a ComposedIssue;
     `proof`: the copy `mailer issue proof` sends (a banner on top; see templates/email.mjml.j2)."""
+    mjml, html, text = render(TEMPLATE, issue_context(issue, settings, proof=proof), settings)
+    return ComposedIssue(slug=issue.slug, subject=issue.subject, preheader=issue.preheader,
+                         mjml=mjml, html=html, text=text, date=issue.date)
+
+
+def render(template: str, context: dict, settings) -> tuple[str, str, str]:
+    """Stages 2-3 for any template (the issue's, or a service mail's such as the confirmation):
+    (MJML, inlined HTML, text part)."""
     from mailer.inline import html_to_text, inline_css
 
     folder = templates_dir(settings)
-    mjml = render_mjml(TEMPLATE, issue_context(issue, settings, proof=proof), folder)
-    html = inline_css(mjml_to_html(mjml, folder, TEMPLATE))
-    return ComposedIssue(slug=issue.slug, subject=issue.subject, preheader=issue.preheader,
-                         mjml=mjml, html=html, text=html_to_text(html), date=issue.date)
+    mjml = render_mjml(template, context, folder)
+    html = inline_css(mjml_to_html(mjml, folder, template))
+    return mjml, html, html_to_text(html)
 
 
 def templates_dir(settings) -> Path:
@@ -144,7 +151,7 @@ def shown_path(path: Path) -> str:
 
 
 def check_tag_names(source: str, template: str) -> None:
-    """Every mj-* tag must be MJML's; padding zeros need a unit (libraries.md: MRML drops a
+    """Every mj-* tag must be MJML's; padding zeros need a unit (docs/mail-facts.md: MRML drops a
     unitless zero from the shorthand when it computes Outlook's column widths)."""
     zero = _BARE_ZERO.search(source)
     if zero:

@@ -13,11 +13,11 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mailer.backends import BACKENDS
 from mailer.errors import ConfigError
 
 ENV_CONFIG = "MAILER_CONFIG"
 DEFAULT_CONFIG = "config.toml"
-BACKENDS = ("outbox", "smtp", "sendgrid")
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,14 @@ class BounceSettings:
     soft_bounce_limit: int = 3
     soft_bounce_window_days: int = 30
     imap: ImapSettings = field(default_factory=ImapSettings)
+
+    def limits(self):
+        """The store's policy limits (subscribers.policy.Limits) from these settings: subscribers
+        never reads mailer's config, so this is where [bounces] becomes its value."""
+        from subscribers.policy import Limits   # SQLAlchemy: not for commands that never need it
+
+        return Limits(soft_bounce_limit=self.soft_bounce_limit,
+                      soft_bounce_window_days=self.soft_bounce_window_days)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ Library errors are translated at one boundary per stage or backend, chained with
 
 from __future__ import annotations
 
+from subscribers.errors import where
+
 
 class MailerError(Exception):
     """Base of every error the pipeline reports to the person who caused it."""
@@ -38,8 +40,7 @@ class IssueSourceError(MailerError):
 
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None):
         self.path, self.line, self.message = path, line, message
-        where = f"{path}:{line}: " if path and line else (f"{path}: " if path else "")
-        super().__init__(f"{where}{message}")
+        super().__init__(f"{where(path, line)}{message}")
         self.problems = [self]
 
     @classmethod
@@ -59,8 +60,7 @@ class ComposeError(MailerError):
 
     def __init__(self, message: str, *, template: str | None = None, line: int | None = None):
         self.template, self.line, self.message = template, line, message
-        where = f"{template}:{line}: " if template and line else (f"{template}: " if template else "")
-        super().__init__(f"{where}{message}")
+        super().__init__(f"{where(template, line)}{message}")
 
 
 class DeliveryError(MailerError):

@@ -1,6 +1,6 @@
 """Stage 3: HTML -> inlined HTML (premailer) + the plain-text part.
 
-premailer's defaults break MJML's output (libraries.md): they strip `!important` from the
+premailer's defaults break MJML's output (docs/mail-facts.md, Libraries): they strip `!important` from the
 media-query column rules, drop the client-specific <style> blocks and the media queries, and
 download MJML's web-font stylesheet. Hence the exact options in `inline_css`.
 
@@ -42,12 +42,13 @@ def _premailer():
     """Import premailer once, without the parts of it that only ever fetch over the network.
 
     `mailer issue build` should start fast (an editor waits for it), and three of premailer's
-    imports only serve downloading stylesheets, which composing must never do:
-    - `requests` (with urllib3, chardet, idna: ~50 ms) is premailer's `session` for <link>
+    imports only serve downloading stylesheets, which composing must never do (their start-up
+    costs: docs/decisions.md):
+    - `requests` (with urllib3, chardet, idna) is premailer's `session` for <link>
       stylesheets; allow_network=False and our `_Offline` session never use it;
-    - `cssutils._fetch` (importlib.metadata, encutils: ~10 ms) fetches @import URLs, which
-      cssutils may do even with allow_network=False (libraries.md); ours refuses instead;
-    - `urllib.request` (with http.client, ssl, email: ~13 ms) serves cssutils' parseUrl and
+    - `cssutils._fetch` (importlib.metadata, encutils) fetches @import URLs, which
+      cssutils may do even with allow_network=False (docs/mail-facts.md); ours refuses instead;
+    - `urllib.request` (with http.client, ssl, email) serves cssutils' parseUrl and
       parseFile only; cssutils gets a stand-in that loads the real module on first use.
     The stand-ins hold those names in sys.modules only while premailer loads, so a later
     `import requests` or `import urllib.request` anywhere else gets the real library.
@@ -75,7 +76,7 @@ def _premailer():
     # premailer validates existing inline styles even with disable_validation=True (merge_styles
     # calls csstext_to_pairs with validate left at True). Validation only logs, and we silence
     # those logs, but checking against cssutils' CSS profiles first compiles ~240 large regexes
-    # (~80 ms per process). Without profiles every property is "unknown" and the output is
+    # (docs/decisions.md). Without profiles every property is "unknown" and the output is
     # byte-identical (tests/test_compose.py checks the sample issue both ways).
     import cssutils
 

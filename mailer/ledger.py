@@ -12,7 +12,7 @@ The next batch is read (`peek`) and personalized while the current one is on the
 claimed with one atomic `UPDATE ... WHERE id IN (...) AND state = 'pending'` (two workers never
 claim the same row: the second one's UPDATE finds it no longer pending) and committed as
 `sending` *before* it goes to the backend; results are committed after. A crash in between leaves exactly
-that batch `sending`, which the next run names (standards.md 6.3). The ledger keeps ids only;
+that batch `sending`, which the next run names (docs/exactly-once.md). The ledger keeps ids only;
 addresses and names are read from the store when a batch is claimed, so suppression is re-checked
 when each batch is prepared and `forget` needs nothing from mailer.
 """

@@ -1,6 +1,6 @@
 """The lint report: Issue + ComposedIssue -> findings an editor can act on before sending.
 
-Rules (standards.md section 5 and CAN-SPAM):
+Rules (docs/mail-facts.md, "HTML email" and "Privacy and the law"):
 - size: Gmail clips HTML above ~102 KB, hiding the footer and its unsubscribe link (error);
   above 90 KB is too close, since an ESP's click tracking adds to it (warning);
 - alt: an image without alt text (WCAG 1.1.1; Outlook blocks images by default) (warning);
@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from mailer.errors import MailerError
-from mailer.model import FIELDS, MARKER, MERGE_FIELDS, marker
+from mailer.errors import MailerError, where
+from mailer.model import FIELDS, MARKER, MERGE_FIELDS, fill, marker
 
-PREHEADER_CHARS = 90         # what inboxes show after the subject, roughly (standards.md 5)
+PREHEADER_CHARS = 90         # what inboxes show after the subject, roughly (docs/mail-facts.md)
 CLIP_BYTES = 102_000          # Gmail's ~102 KB (community-measured, not published by Google)
-WARN_BYTES = 90_000           # the margin standards.md recommends
+WARN_BYTES = 90_000           # the margin docs/mail-facts.md explains
 # Realistic per-recipient values for measuring: the size that counts is after personalizing.
 SIZING_VALUES = {"name": "N" * 40, "first_name": "F" * 20, "email": "e" * 40 + "@example.org",
                  "unsubscribe_url": "https://news.example.org/unsubscribe/" + "t" * 120,
@@ -55,9 +55,7 @@ class Finding:
     line: int | None = None
 
     def __str__(self) -> str:
-        where = f"{self.path}:{self.line}: " if self.path and self.line else \
-            (f"{self.path}: " if self.path else "")
-        return f"{self.severity.value}: {where}{self.message}"
+        return f"{self.severity.value}: {where(self.path, self.line)}{self.message}"
 
 
 @dataclass(frozen=True)
@@ -96,9 +94,8 @@ def lint(issue, composed, templates_dir: str | Path) -> LintReport:
 
 
 def fill_for_sizing(html: str) -> str:
-    from mailer.preview import fill_preview
-
-    return fill_preview(html, SIZING_VALUES, "html")
+    """The HTML with sizing values in the markers (mailer.model.fill, as every stage fills them)."""
+    return fill(html, SIZING_VALUES, "html")
 
 
 def check_size(size: int) -> list[Finding]:

@@ -2,7 +2,7 @@
 
 mailer keeps its own Alembic history in `mailer/migrations/` with its own version table,
 `mailer_alembic_version`, beside the subscribers package's (`alembic_version`) in the same
-database (notes/schema.md). `upgrade(url)` applies the subscribers migrations first, because the
+database (docs/design.md). `upgrade(url)` applies the subscribers migrations first, because the
 ledger's foreign keys point at `lists` and `subscribers`. It runs programmatically: no alembic.ini.
 """
 

@@ -4,15 +4,15 @@
 reader (the view-online URL), folds the shared headers once, and pre-encodes both body parts as
 quoted-printable with the per-recipient markers cut out (see `_qp_template`). `personalize(edition,
 recipient)` is then a handful of string operations; `Outgoing.as_bytes()` splices the reader's
-values into the pre-encoded parts. Building an `EmailMessage` per reader and serializing it costs
-about 4 ms for a 45 KB issue (measured), too slow for 1,000 messages/s; splicing costs tens of
-microseconds and yields the same RFC 5322 message (`Outgoing.as_message()` parses it back).
+values into the pre-encoded parts. Building an `EmailMessage` per reader was too slow for 1,000
+messages/s; splicing yields the same RFC 5322 message (`Outgoing.as_message()` parses it back).
+The measurements: docs/decisions.md, "MIME is spliced".
 
 Safety: names are cleaned of control characters (CR/LF, bidi overrides...) and written in the To
 header as an atom phrase, a quoted-string or RFC 2047 encoded-words, never raw; every value put in
 the HTML part is HTML-escaped; addresses must be plain ASCII addr-specs (IDN domains are punycoded).
 `List-Unsubscribe` is written on one line ourselves: Python's header folding rewrites long URLs
-into encoded-words and breaks the header (standards.md 1.2, python/cpython#85725).
+into encoded-words and breaks the header (docs/mail-facts.md, python/cpython#85725).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from email.utils import format_datetime
 from mailer.config import NewsletterSettings
 from mailer.errors import ConfigError, PermanentDelivery
 from mailer.model import FIELDS, MARKER, ComposedIssue, field_value, first_name, marker
+from subscribers.normalize import CONTROL   # controls, separators, zero-width, bidi, BOM: never in a name
 
 PER_RECIPIENT = ("name", "first_name", "email", "unsubscribe_url", "preferences_url")   # per reader; archive_url once
 ONE_CLICK = "List-Unsubscribe=One-Click"              # RFC 8058 section 3.1: this exact value
@@ -41,8 +42,6 @@ REF_HEADER = "X-Mailer-Ref"                            # opaque delivery referen
 PROOF_PREFIX = "[PROOF] "
 
 _POLICY = email.policy.SMTP                            # 78-column folding for the shared headers
-# C0/C1 controls, line/paragraph separators, zero-width and bidi controls, BOM: never in a name.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 _ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")         # RFC 5322 atext + space
 _ADDR = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+")
 _REF = re.compile(r"[A-Za-z0-9._=-]{1,64}")                           # safe in a VERP local part
@@ -193,7 +192,7 @@ def personalize(edition: Edition, recipient: Recipient) -> Outgoing:
 
 def clean_name(raw: str | None) -> str:
     """A display name with no control characters, single spaces, no '%%', at most 200 characters."""
-    cleaned = " ".join(_CONTROL.sub(" ", raw or "").split()).replace("%%", "%")
+    cleaned = " ".join(CONTROL.sub(" ", raw or "").split()).replace("%%", "%")
     return cleaned[:_MAX_NAME].strip()
 
 
@@ -312,8 +311,8 @@ def _shared_head(newsletter: NewsletterSettings, subject: str | None, slug: str,
 
 
 def _subject_header(subject: str) -> str:
-    """A per-reader Subject header, folded by hand: email.policy's folder costs ~0.3 ms a call,
-    more than the rest of a message. ASCII is folded at spaces (lines <= 78); anything else, or
+    """A per-reader Subject header, folded by hand: email.policy's folder costs more than the
+    rest of a message (docs/decisions.md). ASCII is folded at spaces (lines <= 78); anything else, or
     text that looks like an encoded-word, is written as RFC 2047 encoded-words."""
     if not subject.isascii() or "=?" in subject:
         return f"Subject: {_encoded_words(subject)}\r\n"
@@ -331,7 +330,7 @@ def _fold(name: str, value) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(_CONTROL.sub(" ", text or "").split())
+    return " ".join(CONTROL.sub(" ", text or "").split())
 
 
 def _check_ref(value: str, what: str) -> str:

@@ -1,7 +1,7 @@
 """The admins' subscriber store: lists, subscribers, memberships, history. Never imports mailer.
 
     normalize.py   raw address -> normalized address (or InvalidAddress); raw name -> clean line
-    models.py      the tables and status enums (the shared database contract, notes/schema.md)
+    models.py      the tables and status enums (the shared database contract, docs/design.md)
     db.py          URL -> Engine, with this package's Alembic migrations (migrations/) applied
     store.py       Connection + intent -> state change + history row (reads: queries.py)
     csvfile.py     CSV file -> header mapping + records with line numbers; formula-safe cells

@@ -1,8 +1,8 @@
 """Rows as tuples -> one fast statement per chunk, on SQLite and on PostgreSQL.
 
 The importer's hot path. SQLAlchemy's per-parameter processing costs more than the database
-itself at a million rows (measured: about 80 µs per imported row through Core executemany), and
-psycopg's text-array dumping is pure Python (about 150 µs per row through `unnest(%s[])`), so
+itself at a million rows (docs/decisions.md), and psycopg's text-array
+dumping (`unnest(%s[])`) is pure Python, so
 these helpers hand plain values straight to the driver:
 
 - SQLite: `executemany` with `?` placeholders (sqlite3 loops in C);
@@ -79,7 +79,7 @@ class Bulk:
     def _fixed(self, columns: Sequence[str], rows: list[tuple], fixed: dict | None) -> tuple[list, list, str]:
         """(all columns, rows, SQLite VALUES list). SQLite: `fixed` values become SQL literals
         in the statement, not parameters: binding the same few values again on every row cost
-        about a third of an import's insert time (measured). PostgreSQL: appended to each row
+        a large share of an import's insert time (docs/decisions.md). PostgreSQL: appended to each row
         for COPY."""
         marks = ["?"] * len(columns)
         if not fixed:
@@ -149,8 +149,8 @@ class Bulk:
 
     def copy_into(self, name: str, columns: Sequence[str], types: Sequence[str], rows) -> None:
         """Binary COPY of an iterable of tuples into table `name` (PostgreSQL type names in
-        `types`; jsonb values as JSON text): psycopg's C writer, 3x faster than the text format
-        (measured), and nothing to quote or escape."""
+        `types`; jsonb values as JSON text): psycopg's C writer, faster than the text format
+        (docs/decisions.md), and nothing to quote or escape."""
         with self._raw().cursor() as cur:
             cur.adapters.register_dumper(str, _json_text_dumper())  # used for jsonb columns only (by OID)
             with cur.copy(f"COPY {name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:

@@ -18,6 +18,12 @@
 from __future__ import annotations
 
 
+def where(path: str | None, line: int | None) -> str:
+    """The prefix that names a place in a file, as compilers do: "path:line: ", "path: " or ""
+    (mailer's errors and lint findings use it too)."""
+    return f"{path}:{line}: " if path and line else (f"{path}: " if path else "")
+
+
 class SubscriberError(Exception):
     """Base of the store's errors; the CLI prints one line and exits with `exit_code`."""
 
@@ -75,8 +81,7 @@ class CsvImportError(SubscriberError):
 
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None):
         self.path, self.line, self.message = path, line, message
-        where = f"{path}:{line}: " if path and line else (f"{path}: " if path else "")
-        super().__init__(f"{where}{message}")
+        super().__init__(f"{where(path, line)}{message}")
 
 
 class ImportInterrupted(CsvImportError):

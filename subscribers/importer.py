@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from itertools import islice
+from typing import NamedTuple
 from pathlib import Path
 
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, select, text
@@ -50,6 +51,15 @@ PARALLEL_FROM = 4 << 20  # bytes
 MAX_INVALID_KEPT = 100_000  # a file of garbage must not grow memory without bound either
 
 _seen = Table("import_seen", MetaData(), Column("email", String(320), primary_key=True))
+
+
+class Stored(NamedTuple):
+    """A subscriber row already in the store, as the SQLite merge reads it."""
+    id: int
+    name: str | None
+    attributes: str | None     # JSON text, compared as is before parsing
+    global_status: str | None
+    created_at: object         # as the driver returns it (see _created_by_us)
 
 
 @dataclass(frozen=True)
@@ -158,7 +168,7 @@ def _read_in_process(path: Path, summary: ImportSummary, status: Status, check_d
                      chunk_size: int) -> Iterator[tuple[dict[str, Row], int]]:
     """Parse in a child process (subscribers._reader), a pipe's worth ahead, while this one
     writes: the two halves of an import cost about the same, and a thread would only fight
-    over the GIL (measured: slower than no thread at all)."""
+    over the GIL (docs/decisions.md: slower than no thread at all)."""
     package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     errors = tempfile.TemporaryFile()   # a file, not a pipe: a chatty child can never block on it
@@ -260,10 +270,10 @@ class _Job:
         if self.pg is not None:
             return self.pg.run({e: rows[e] for e in emails})
         bulk = self.bulk
-        existing = {email: (sid, name, attrs, glob, created) for sid, email, name, attrs, glob, created
+        existing = {email: Stored(sid, name, attrs, glob, created) for sid, email, name, attrs, glob, created
                     in bulk.select_in("SELECT id, email, name, attributes, global_status, created_at "
                                       "FROM subscribers WHERE email {in_}", emails)}
-        seen = {e for e, stored in existing.items() if self._created_by_us(stored[4])}
+        seen = {e for e, stored in existing.items() if self._created_by_us(stored.created_at)}
         if len(seen) < len(existing):
             seen.update(e for (e,) in bulk.select_in("SELECT email FROM import_seen WHERE email {in_}",
                                                      [e for e in existing if e not in seen]))
@@ -325,11 +335,11 @@ class _Job:
         summary, now = self.summary, utcnow()
         member = dict(self.bulk.select_in(
             f"SELECT subscriber_id, status FROM memberships WHERE list_id = {int(self.list_id)} "
-            "AND subscriber_id {in_}", [v[0] for v in existing.values()], ints=True))
+            "AND subscriber_id {in_}", [v.id for v in existing.values()], ints=True))
         joins, data_updates, tag_rows = [], [], []
-        have = self._tags_of([v[0] for e, v in existing.items() if rows[e].tags])
+        have = self._tags_of([v.id for e, v in existing.items() if rows[e].tags])
         for email, stored in existing.items():
-            sid, glob = stored[0], stored[3]
+            sid, glob = stored.id, stored.global_status
             row, current, again = rows[email], member.get(sid), email in seen
             if glob or current in SUPPRESSED:
                 summary.suppressed += not again
@@ -348,7 +358,7 @@ class _Job:
         self._write_updates(data_updates, now)
         self._tag(tag_rows)
         if tag_rows:
-            lines = {sid: rows[e].line for e, (sid, *_rest) in existing.items()}
+            lines = {stored.id: rows[e].line for e, stored in existing.items()}
             self._history([(sid, None, lines[sid], ["tags"]) for sid in dict.fromkeys(s for s, _t in tag_rows)],
                           now, None, Action.UPDATE)
         self._join(joins, now)
@@ -366,8 +376,8 @@ class _Job:
         self.bulk.insert(subscriber_tags, ["subscriber_id", "tag"], list(dict.fromkeys(pairs)),
                          conflict=["subscriber_id", "tag"])
 
-    def _data_update(self, row: Row, stored: tuple, seen: bool, out: list) -> bool:
-        sid, old_name, raw_attrs = stored[:3]
+    def _data_update(self, row: Row, stored: Stored, seen: bool, out: list) -> bool:
+        sid, old_name, raw_attrs = stored.id, stored.name, stored.attributes
         if (not row.name or row.name == old_name) and raw_attrs == row.attrs_json:
             return False  # the common re-import case, decided without parsing JSON
         old_attrs = _attrs(raw_attrs)

@@ -1,4 +1,4 @@
-"""The store's tables and enums: the database contract that mailer builds on (notes/schema.md).
+"""The store's tables and enums: the database contract that mailer builds on (docs/design.md).
 
 Declarative SQLAlchemy 2 classes; each table is also exported under its own name (`lists`,
 `subscribers`, `memberships`, `history`, `forgotten`) for Core statements, which is what the
@@ -89,7 +89,7 @@ NAMING = {
 
 def _one_of(column: str, values) -> str:
     # An OR chain, not IN (...): SQLite evaluates this several times faster per inserted row
-    # (measured: IN cost ~4 µs per row and constraint, more than the insert itself).
+    # (docs/decisions.md: IN cost more per row than the insert itself).
     return " OR ".join(f"{column} = '{v}'" for v in values)
 
 

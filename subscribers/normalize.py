@@ -6,8 +6,8 @@ listmonk do), surrounding whitespace is dropped, and IDN domains are stored in t
 (punycode, IDNA 2008 / UTS #46) form, the form that goes on the wire to SMTP servers and SendGrid:
 `Jöhn@Bücher.Example` -> `jöhn@xn--bcher-kva.example`. A non-ASCII local part stays Unicode (NFC).
 
-Validation is email-validator's (syntax; DNS only when asked). A call costs about 36 µs, too slow
-for a million-row import, so a fast path accepts the common case itself: an ASCII dot-atom local
+Validation is email-validator's (syntax; DNS only when asked). A call is too slow for a million-row
+import (docs/decisions.md), so a fast path accepts the common case itself: an ASCII dot-atom local
 part (RFC 5322 §3.2.3, the exact set email-validator accepts by default) with lengths in bounds,
 and a domain that email-validator already accepted (cached per domain). Everything else goes to
 email-validator, so results and error messages are the library's own; tests compare both paths.
@@ -43,6 +43,13 @@ def normalize_email(raw: str, *, check_dns: bool = False) -> str:
     return _full(raw, text, check_dns)
 
 
+def needs_smtputf8(address: str) -> bool:
+    """Whether a normalized address has a non-ASCII local part (its domain is punycode already):
+    mail to it needs SMTPUTF8, which no delivery backend here speaks, so entry points that can
+    still ask the person (the web form) refuse it."""
+    return not address.isascii()
+
+
 def _full(raw: str, text: str, check_dns: bool) -> str:
     """Ask email-validator itself: the slow path, for everything unusual."""
     from email_validator import EmailNotValidError, validate_email
@@ -74,7 +81,8 @@ _dot_atom = _DOT_ATOM.fullmatch
 
 # Names: control characters (C0, C1, DEL), line/paragraph separators and other invisible format
 # characters become a space; runs of whitespace collapse. A name is one line of plain text.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+# (mailer.personalize cleans names in headers with the same pattern)
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 MAX_NAME = 200
 
 
@@ -86,7 +94,7 @@ def clean_text(raw: str | None, limit: int = MAX_NAME) -> str:
         return raw[:limit]  # the common case, without a regex or a copy
     text = unicodedata.normalize("NFC", raw)
     if not text.isprintable():
-        text = _CONTROL.sub(" ", text)
+        text = CONTROL.sub(" ", text)
     return " ".join(text.split())[:limit]
 
 

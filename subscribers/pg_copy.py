@@ -201,8 +201,8 @@ class PgMerge:
     def _tune(self) -> bool:
         """Per transaction (SET LOCAL; nothing server-wide): sorts of a chunk in memory, and
         the memberships' foreign-key checks off where this role may turn them off. Those checks
-        are one trigger call per row and foreign key, 40% of a first import's server time
-        (measured: docs/postgresql.md); the rows they check are ours: the list, locked here
+        are one trigger call per row and foreign key, much of a first import's server time
+        (docs/postgresql.md); the rows they check are ours: the list, locked here
         once, subscribers inserted by this transaction, and existing ones locked by _LOCK_JOINED.
         Returns whether the checks are off."""
         conn = self.conn
@@ -218,7 +218,7 @@ class PgMerge:
         return True
 
     def _insert_new(self) -> int:
-        """A plain INSERT: ON CONFLICT's speculative insertion doubled its cost (measured). An
+        """A plain INSERT: ON CONFLICT's speculative insertion cost far more (docs/decisions.md). An
         address that someone signed up with since the plan was made fails it; then the chunk's
         new rows go again, skipping such addresses."""
         try:

@@ -18,7 +18,7 @@ The policy, like listmonk's bounce actions but with a time window for soft bounc
     anything else (delivered, deferred, blocked, dropped for other reasons, opens, clicks,
     resubscribe, unknown)               -> stored, status left alone
 
-Events arrive out of order (standards.md 4.1), so an event older than the subscriber's latest
+Events arrive out of order (docs/mail-facts.md), so an event older than the subscriber's latest
 consent (a confirmation, import or admin add) is stored but changes nothing: the person's later
 decision wins, and a bounce from before a re-confirmation says nothing about the mailbox now.
 Limits come in as a small dataclass: subscribers never imports mailer.
@@ -152,7 +152,7 @@ _COLUMNS = ("source", "event_id", "subscriber_id", "type", "severity", "at", "is
 def _record_copied(conn: Connection, first: dict, ids: dict[str, int]) -> list[DeliveryEvent]:
     """PostgreSQL: the events COPY into a staging table and go in with one INSERT ... ON CONFLICT
     DO NOTHING RETURNING, which names the new ones: no lookup first, and no per-row parameter
-    processing (SQLAlchemy's executemany cost most of a 1,000-event post, measured)."""
+    processing (SQLAlchemy's executemany cost most of a 1,000-event post: docs/decisions.md)."""
     from subscribers.bulk import Bulk
 
     now = datetime.now(timezone.utc)

@@ -448,11 +448,10 @@ def is_forgotten(conn: Connection, email: str, secret: str) -> bool:
     return conn.execute(select(forgotten.c.id).where(forgotten.c.email_hash == digest)).first() is not None
 
 
-def forget(conn: Connection, email: str, secret: str, *, source: str = "admin", before_delete=None) -> int | None:
+def forget(conn: Connection, email: str, secret: str, *, source: str = "admin") -> int | None:
     """GDPR erasure: the subscriber row and memberships go, their history rows lose the id and
     every detail; only a keyed hash of the address remains, so imports skip it. Returns the
-    erased subscriber's id (None if the address was not stored; its hash is kept all the same).
-    `before_delete(conn, subscriber_id)` lets the caller erase its own copies first."""
+    erased subscriber's id (None if the address was not stored; its hash is kept all the same)."""
     address = normalize_email(email)
     digest = forget_hash(secret, address)
     if conn.execute(select(forgotten.c.id).where(forgotten.c.email_hash == digest)).first() is None:
@@ -463,8 +462,6 @@ def forget(conn: Connection, email: str, secret: str, *, source: str = "admin", 
     row = find_subscriber(conn, address)
     if row is None:
         return None
-    if before_delete is not None:
-        before_delete(conn, row.id)
     conn.execute(update(history).where(history.c.subscriber_id == row.id).values(subscriber_id=None, detail=None))
     conn.execute(delete(memberships).where(memberships.c.subscriber_id == row.id))
     conn.execute(delete(subscribers).where(subscribers.c.id == row.id))

@@ -2,7 +2,7 @@
 
 Tokens are itsdangerous URL-safe signed payloads (HMAC-SHA256), salted with their purpose so an
 unsubscribe token never confirms and vice versa. They carry only opaque values (no address, no PII:
-standards §1.7) and a timestamp, so a confirm link can expire while an unsubscribe link keeps
+docs/mail-facts.md) and a timestamp, so a confirm link can expire while an unsubscribe link keeps
 working, as CAN-SPAM asks (at least 30 days; ours: always). The payload is
 `[subscriber_id, list_id, key]`, `key` being the membership's random `token_key`: a token made for
 a membership that no longer exists matches no row, whatever was created since. Tokens mailed
@@ -81,8 +81,8 @@ def _key(key: str) -> str:
 def token_maker(secret: str, purpose: str, list_id: int,
                 keys: Callable[[int], str] | None = None) -> Callable[[int], str]:
     """f(subscriber_id) -> the same token make_token would give at this moment, for a million
-    readers per send: the key is derived and the timestamp taken once per maker (a few µs per
-    token instead of ~34 µs for a new serializer each time). `keys(subscriber_id)` gives each
+    readers per send: the key is derived and the timestamp taken once per maker (a new
+    serializer per token was too slow: docs/decisions.md, "Tokens are made by hand"). `keys(subscriber_id)` gives each
     membership's token_key (subscribers.links.MembershipKeys); without it, old-kind tokens."""
     serializer = _serializer(secret, purpose)
     signer = serializer.make_signer()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +171,13 @@ def test_a_long_preheader_is_a_warning_naming_its_line(tmp_path, settings):
     report = lint(issue, compose(issue, settings), templates_dir(settings))
     assert rows(report) == [(W, "preheader", 3, "the preheader has 91 characters: inboxes show about "
                                                 "90, so the end will be cut off")]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_lint_does_not_need_the_preview():
+    """Sizing fills markers the way every stage does (mailer.model.fill): no lint <-> preview cycle."""
+    code = ("import sys, mailer.lint as l; l.fill_for_sizing('<p>%%name:html%%</p>'); "
+            "sys.exit('mailer.preview' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

@@ -111,6 +111,4 @@ def _key(ctx) -> str:
 
 
 def _limits(ctx):
-    from mailer.web.ingest import limits_from
-
-    return limits_from(app_context(ctx).settings)
+    return app_context(ctx).settings.bounces.limits()

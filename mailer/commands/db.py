@@ -6,8 +6,6 @@ the MAILER_SECRET_KEY secret. Only typer is imported at module level.
 
 from __future__ import annotations
 
-import importlib
-
 import typer
 
 from mailer.commands.common import app_context, console
@@ -43,18 +41,10 @@ def secret(ctx: typer.Context, required: bool = True) -> str | None:
         return None
 
 
-def _mailer_migrations():
-    try:
-        return importlib.import_module("mailer.migrate")
-    except ModuleNotFoundError as exc:
-        if exc.name == "mailer.migrate":
-            return None
-        raise
-
-
 @app.command()
 def upgrade(ctx: typer.Context) -> None:
     """Apply every pending migration: the subscriber store's, then mailer's own."""
+    from mailer import migrate as mailer_migrate
     from subscribers import db
 
     url = database_url(ctx)
@@ -63,10 +53,8 @@ def upgrade(ctx: typer.Context) -> None:
     out = console()
     out.print(f"subscribers schema: {before or 'empty'} -> {head}" if before != head
               else f"subscribers schema: already at {head}", markup=False, highlight=False)
-    mailer_migrate = _mailer_migrations()
-    if mailer_migrate is not None:
-        result = mailer_migrate.upgrade(url)
-        out.print(f"mailer schema: {result}" if result else "mailer schema: upgraded", markup=False)
+    result = mailer_migrate.upgrade(url)
+    out.print(f"mailer schema: {result}" if result else "mailer schema: upgraded", markup=False)
 
 
 @app.command()
@@ -74,15 +62,14 @@ def current(ctx: typer.Context) -> None:
     """Show the database and the revision each schema (subscribers', mailer's) is at, and the newest."""
     from sqlalchemy.engine import make_url
 
+    from mailer import migrate as mailer_migrate
     from subscribers import db
 
     url = database_url(ctx)
     engine = db.create(url)
     lines = [make_url(url).render_as_string(hide_password=True),
              _schema_line("subscribers", db.current_revision(engine), db.head_revision())]
-    mailer_migrate = _mailer_migrations()
-    if mailer_migrate is not None:
-        lines.append(_schema_line("mailer", mailer_migrate.current_revision(engine), mailer_migrate.head_revision()))
+    lines.append(_schema_line("mailer", mailer_migrate.current_revision(engine), mailer_migrate.head_revision()))
     console().print("\n".join(lines), markup=False, highlight=False)
 
 

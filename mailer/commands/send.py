@@ -12,13 +12,12 @@ from typing import Optional
 
 import typer
 
+from mailer.backends import BACKENDS
+from mailer.commands import issue as issue_cmds
 from mailer.commands.common import app_context, console
 
 
-class BackendName(str, enum.Enum):
-    outbox = "outbox"
-    smtp = "smtp"
-    sendgrid = "sendgrid"
+BackendName = enum.Enum("BackendName", {name: name for name in BACKENDS}, type=str)
 
 
 _ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
@@ -28,10 +27,6 @@ BACKEND = typer.Option(None, "--backend", help="Override \\[delivery] backend.",
 
 def register(app: typer.Typer) -> None:
     app.command("send")(send)
-    try:
-        from mailer.commands import issue as issue_cmds
-    except ModuleNotFoundError:  # pragma: no cover - before the issue commands exist
-        return
     issue_cmds.app.command("proof")(proof)
 
 

@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     def serve(
         ctx: typer.Context,
         host: Optional[str] = typer.Option(None, "--host", help="Address to listen on (default: web.host in the config)."),
-        port: Optional[int] = typer.Option(None, "--port", help="Port to listen on (default: web.port in the config)."),
+        port: Optional[int] = typer.Option(None, "--port", help="Port to listen on (default: web.port in the config; 0: any free port, printed at start)."),
     ) -> None:
         """Serve subscribe/confirm/unsubscribe pages, the SendGrid webhook, the archive and /admin."""
         import uvicorn
@@ -27,5 +27,5 @@ def register(app: typer.Typer) -> None:
         # proxy_headers: behind a local reverse proxy (127.0.0.1 trusted by default, or
         # FORWARDED_ALLOW_IPS), the client address comes from X-Forwarded-For.
         # No access log: confirm and unsubscribe URLs carry tokens, which a log must not collect.
-        uvicorn.run(web, host=host or settings.web.host, port=port or settings.web.port,
+        uvicorn.run(web, host=host or settings.web.host, port=settings.web.port if port is None else port,
                     proxy_headers=True, server_header=False, access_log=False, log_level="info")

@@ -205,24 +205,12 @@ def forget(ctx: typer.Context, email: str = EMAIL,
     if not yes:
         typer.confirm(f"Erase {address} and its history's personal data for good?", abort=True)
     with engine(ctx).begin() as conn:
-        erased = store.forget(conn, address, key, before_delete=_mailer_forget_hook())
+        erased = store.forget(conn, address, key)
     if erased is None:
         _say(f"{address} was not stored; remembered its hash so that imports skip it.")
     else:
         _say(f"Forgot {address}: subscriber, memberships and personal data in its history erased; "
              "imports will skip it.")
-
-
-def _mailer_forget_hook():
-    """mailer.privacy.forget(conn, subscriber_id), if mailer keeps personal data of its own."""
-    import importlib
-
-    try:
-        return importlib.import_module("mailer.privacy").forget
-    except ModuleNotFoundError as exc:
-        if exc.name == "mailer.privacy":
-            return None
-        raise
 
 
 @app.command("import")

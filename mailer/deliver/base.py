@@ -1,7 +1,7 @@
 """Stage 6: outgoing batch -> [Result]; the one base class every delivery backend fills in.
 
 Shaped after django-anymail's base backend, but batch-shaped because SendGrid takes 1,000
-recipients per request (STYLE.md section 2):
+recipients per request (docs/mail-facts.md):
 
     with create_backend("sendgrid", settings) as backend:      # open() ... close()
         results = backend.send_batch(batch)                    # len(batch) <= backend.max_batch

@@ -3,15 +3,15 @@
 The content goes once per request; each reader is one personalization with one `to` (readers
 never see each other), their values as `substitutions` (the markers of mailer.model, HTML-escaped
 for the HTML part), their own `List-Unsubscribe` and `X-Mailer-Ref` in `headers`, and
-`mailer_ref` in `custom_args` so Event Webhook events map back (standards.md 3.1, 3.3).
+`mailer_ref` in `custom_args` so Event Webhook events map back (docs/mail-facts.md).
 
 We build the JSON ourselves and post it through the `sendgrid` library's client
 (`client.mail.send.post`): the `Mail` helper inserts personalizations at the front and its `p=`
-helpers attached one reader's headers to another (libraries.md). The part shared by every batch
+helpers attached one reader's headers to another (docs/mail-facts.md). The part shared by every batch
 (from, subject, both bodies: tens of KB) is serialized once per edition and spliced into each
 request body, so a million readers cost a thousand small `json.dumps` of personalizations.
 
-Answers (standards.md 3.3, 6.2): 202 accepted; 429 wait until X-RateLimit-Reset, then retry;
+Answers (docs/mail-facts.md): 202 accepted; 429 wait until X-RateLimit-Reset, then retry;
 5xx, and a request that never fully left (connection refused, reset while sending): bounded
 exponential backoff with jitter. A request that left and got no answer (a timeout or a dropped
 connection while waiting for the answer) may have been accepted: it is never retried, but raises
@@ -104,7 +104,7 @@ class SendGridBackend(Backend):
         body = encoded
         while todo:  # each round either succeeds or removes the readers SendGrid named
             status, answer = self._post(body)
-            if 200 <= status < 300:  # 202 queued; 200 only in sandbox mode (standards.md 3.4)
+            if 200 <= status < 300:  # 202 queued; 200 only in sandbox mode (docs/mail-facts.md)
                 message_id = answer.headers.get("X-Message-Id")
                 raw = {"status": status, "x_message_id": message_id, "personalizations": len(todo)}
                 for i in todo:
@@ -175,7 +175,7 @@ class SendGridBackend(Backend):
         return named
 
     def _rate_limit_wait(self, headers, attempt: int) -> float:
-        """Until X-RateLimit-Reset (epoch seconds), plus up to a second of jitter (standards.md 6.2)."""
+        """Until X-RateLimit-Reset (epoch seconds), plus up to a second of jitter (docs/mail-facts.md)."""
         try:
             reset = float(headers.get("X-RateLimit-Reset"))
         except (TypeError, ValueError, AttributeError):
@@ -226,7 +226,7 @@ def shared_fields(edition) -> dict:
                         {"type": "text/html", "value": edition.html}],
             "headers": {"List-Unsubscribe-Post": ONE_CLICK, ISSUE_HEADER: edition.slug},
             "custom_args": {ISSUE_ARG: edition.slug},
-            # We own unsubscribes (RFC 8058 headers): SendGrid must not add its own (standards.md 3.4).
+            # We own unsubscribes (RFC 8058 headers): SendGrid must not add its own (docs/mail-facts.md).
             "tracking_settings": {"subscription_tracking": {"enable": False}}}
 
 

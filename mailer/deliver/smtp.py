@@ -1,13 +1,13 @@
 """Stage 6b: outgoing batch -> SMTP transactions over one reused connection (smtplib).
 
-One connection serves the whole send (standards.md 6.1: reuse connections); when the server drops
+One connection serves the whole send (docs/mail-facts.md: reuse connections); when the server drops
 it or answers 421, we reconnect and retry that message once. A batch (`[delivery.smtp] batch_size`
 messages, so one ledger claim and one results write per batch, not per message) goes one message
 after another over that connection; with `connections` above 1, each of that many connections
 sends its own contiguous part of the batch at once (results keep the batch's order: measured on
 2 cores, two connections send about 1.4 times as fast, the sink answering one while the other
 waits). Each message is its own transaction with a VERP return path `bounces+REF@domain`
-(standards.md 2.3), REF being the delivery's opaque ref, so bounce mail maps back without
+(docs/mail-facts.md), REF being the delivery's opaque ref, so bounce mail maps back without
 exposing the address. With `[delivery.smtp] dkim_domain` and `dkim_selector` set, each message is
 DKIM-signed (deliver/dkim_sign.py: dkimpy's canonicalization, OpenSSL's RSA); `h=` covers
 List-Unsubscribe and List-Unsubscribe-Post, as RFC 8058 section 4 requires for one-click.
@@ -48,7 +48,7 @@ class _Dropped(Exception):
 
 class SmtpBackend(Backend):
     name = "smtp"
-    max_batch = 20     # per instance: [delivery.smtp] batch_size, the most a crash can resend (STYLE.md 2)
+    max_batch = 20     # per instance: [delivery.smtp] batch_size, the most a crash can resend (docs/exactly-once.md)
 
     def __init__(self, settings: SmtpSettings, newsletter: NewsletterSettings, *,
                  password: str | None = None, dkim_key: str | bytes | None = None,

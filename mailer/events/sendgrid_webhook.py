@@ -3,7 +3,7 @@
 Pure functions: `verify` raises SignatureError on anything that does not verify; `parse` never
 raises on event types or fields it does not know (they become EventType.UNKNOWN or are skipped).
 Sources: SendGrid "Getting started with the Event Webhook security features" and the event
-reference (standards.md sections 4.1-4.5).
+reference (docs/mail-facts.md, "SendGrid Event Webhook").
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ _SIMPLE = {
     "open": EventType.OPENED,
     "click": EventType.CLICKED,
 }
-# `dropped` means SendGrid suppressed the address itself; mirror its reason (standards.md 7).
+# `dropped` means SendGrid suppressed the address itself; mirror its reason (docs/mail-facts.md).
 _DROPPED_REASONS = {
     "bounced address": (EventType.BOUNCED, Severity.HARD),
     "spam reporting address": (EventType.COMPLAINED, None),
@@ -142,7 +142,7 @@ def _classify(item: dict) -> tuple[EventType, Severity | None]:
 
 def _bounce_severity(item: dict) -> Severity:
     """Hard unless the status class is 4 (RFC 3463), it is a full mailbox (x.2.2), or SendGrid
-    classifies the cause as passing. Real bounces can lack `status` (standards.md 4.3)."""
+    classifies the cause as passing. Real bounces can lack `status` (docs/mail-facts.md)."""
     status = str(item.get("status") or "")
     classification = str(item.get("bounce_classification") or "").lower()
     if status.startswith("4") or status.endswith(".2.2") or classification in _SOFT_CLASSIFICATIONS:

@@ -22,7 +22,7 @@ from mailer.web.security import BodyLimit, SecurityHeaders
 log = logging.getLogger("mailer.web")
 
 FORM_LIMIT = 64 * 1024                 # a subscribe form is a few hundred bytes
-WEBHOOK_LIMIT = 8 * 1024 * 1024        # SendGrid batches up to 768 KB (standards.md 4.1); room to spare
+WEBHOOK_LIMIT = 8 * 1024 * 1024        # SendGrid batches up to 768 KB (docs/mail-facts.md); room to spare
 API_PATHS = ("/webhooks/", "/healthz")  # answered in JSON; everything else is a page
 
 

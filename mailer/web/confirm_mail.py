@@ -35,15 +35,11 @@ def _compose(settings, list_title: str) -> ComposedIssue:
 
 def render_mail(settings, template: str, subject: str, slug: str = SLUG, **values) -> ComposedIssue:
     """A service mail (templates/*.mjml.j2) through the issue's stages; markers left for personalize."""
-    from mailer.compose import HTML_MARKERS, mjml_to_html, render_mjml
-    from mailer.inline import html_to_text, inline_css
+    from mailer.compose import HTML_MARKERS, render
 
     context = {"newsletter": settings.newsletter, "markers": HTML_MARKERS, **values}
-    templates = settings.compose.templates_dir
-    mjml = render_mjml(template, context, templates)
-    html = inline_css(mjml_to_html(mjml, templates))
-    return ComposedIssue(slug=slug, subject=subject, preheader="", mjml=mjml, html=html,
-                         text=html_to_text(html))
+    mjml, html, text = render(template, context, settings)
+    return ComposedIssue(slug=slug, subject=subject, preheader="", mjml=mjml, html=html, text=text)
 
 
 def with_token(composed: ComposedIssue, token: str) -> ComposedIssue:

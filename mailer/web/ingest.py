@@ -9,11 +9,8 @@ from __future__ import annotations
 
 
 def limits_from(settings):
-    """[bounces] -> the policy's Limits (subscribers never reads mailer's config)."""
-    from subscribers.policy import Limits
-
-    return Limits(soft_bounce_limit=settings.bounces.soft_bounce_limit,
-                  soft_bounce_window_days=settings.bounces.soft_bounce_window_days)
+    """[bounces] -> the policy's Limits (config.BounceSettings.limits)."""
+    return settings.bounces.limits()
 
 
 def ingest_events(web, events, limits, list_for=None) -> dict:

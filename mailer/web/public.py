@@ -6,7 +6,7 @@ are several; `?list=NAME` preselects one). A private or unknown list is answered
 Double opt-in: POST /subscribe records an unconfirmed membership and mails a link; only a POST to
 that link confirms, so link scanners that GET every URL confirm nobody. Whatever the address's
 state the page says the same thing, so the form tells nobody who is subscribed. Unsubscribe
-follows RFC 8058 (standards.md 1.2): the POST works at once whatever its body or content type
+follows RFC 8058 (docs/mail-facts.md): the POST works at once whatever its body or content type
 (the body is never read), answers 200 without a redirect, and may be repeated.
 """
 

@@ -71,16 +71,14 @@ def clean_agent(agent: str) -> str:
 
 def address_problem(email: str) -> str | None:
     """What is wrong with the typed address, in the reader's words; None when it will do."""
-    from mailer.errors import PermanentDelivery
-    from mailer.personalize import ascii_address
     from subscribers.errors import InvalidAddress
-    from subscribers.normalize import normalize_email
+    from subscribers.normalize import needs_smtputf8, normalize_email
 
     try:
-        ascii_address(normalize_email(email))
+        address = normalize_email(email)
     except InvalidAddress:
         return "That does not look like an email address. Please check it."
-    except PermanentDelivery:   # SMTPUTF8 local parts: no backend of ours can send to them yet
+    if needs_smtputf8(address):
         return "We cannot send to addresses with non-ASCII characters before the @ yet, sorry."
     return None
 

@@ -1,7 +1,7 @@
 """Web service, stage 7a's door: POST /webhooks/sendgrid -> verified events -> stored, policy applied.
 
 The signature is checked on the raw bytes before anything parses them (SendGrid: re-serialised JSON
-no longer verifies; standards.md 4.4). A bad signature or a stale timestamp gets 403 and changes
+no longer verifies; docs/mail-facts.md). A bad signature or a stale timestamp gets 403 and changes
 nothing; a well-signed body that is not a JSON array gets 400. Anything SendGrid sees as non-2xx it
 retries for 24 hours, so a verified post is answered 2xx even when it holds nothing we know.
 """

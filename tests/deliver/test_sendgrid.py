@@ -34,7 +34,7 @@ def test_a_thousand_readers_in_one_request_each_with_their_own_values(make_backe
         results = backend.send_batch(batch)
     assert sendgrid_server.stats.requests == 1 and backend.calls == 1
     assert all(r.ok for r in results)
-    assert len({r.provider_id for r in results}) == 1  # one X-Message-Id per request (standards.md 3.3)
+    assert len({r.provider_id for r in results}) == 1  # one X-Message-Id per request (docs/mail-facts.md)
     (body,) = sendgrid_server.accepted
     assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
     assert body["content"][1]["value"] == edition.html and body["custom_args"] == {"mailer_issue": "2024-11"}

@@ -11,7 +11,7 @@ from mailer.events.sendgrid_webhook import parse, verify
 from subscribers.events import EventType, Severity
 from tests.events.signing import Signer, body
 
-# The vector from sendgrid-python's test/unit/test_eventwebhook.py (standards.md 4.5).
+# The vector from sendgrid-python's test/unit/test_eventwebhook.py (docs/mail-facts.md).
 VECTOR_KEY = ("MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE83T4O/n84iotIvIW4mdBgQ/7dAfSmpqIM8kF9mN1flpVKS3GRqe62"
               "gw+2fNNRaINXvVpiglSI8eNEc6wEA3F+g==")
 VECTOR_SIG = ("MEUCIGHQVtGj+Y3LkG9fLcxf3qfI10QysgDWmMOVmxG0u6ZUAiEAyBiXDWzM+uOe5W0JuG+luQAbPIqHh89M15T"

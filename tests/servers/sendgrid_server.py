@@ -1,6 +1,6 @@
 """A local SendGrid-compatible HTTP server: `POST /v3/mail/send` on 127.0.0.1, for tests and bench.
 
-It enforces SendGrid's documented limits (standards.md 3.1-3.3: twilio/sendgrid-oai
+It enforces SendGrid's documented limits (docs/mail-facts.md: twilio/sendgrid-oai
 tsg_mail_v3.yaml and the mail-send errors page) and answers as SendGrid does: 202 with
 `X-Message-Id`; 400 `{"errors": [{"message", "field", "help"}]}` with dotted fields such as
 `personalizations.3.to.0.email`; 401/403; 413 over 30 MB; rate-limit headers on every answer.
@@ -9,7 +9,7 @@ the mail (sendgrid/sendgrid-python#291); this server answers 400 so a test notic
 
 Faults are programmed per request: `server.fail(429, times=3)`, `server.fail(503)`,
 `server.stall(seconds, accept=True)` (the client times out; the mail was nevertheless taken: the
-ambiguous case of standards.md 6.3), `server.drop(accept=True)` (the body is read, maybe taken,
+ambiguous case in docs/exactly-once.md), `server.drop(accept=True)` (the body is read, maybe taken,
 and the connection closed without an answer). `SendGridServer(down=True)` holds its port but
 refuses connections until `server.up()`. Accepted bodies are kept in `server.accepted` (and the
 raw request bytes in `server.raw_bodies`) unless `keep_bodies=False` (the bench), when only

@@ -1,9 +1,10 @@
 """A local SMTP server (aiosmtpd) that records every envelope and its raw bytes, for tests and bench.
 
-aiosmtpd's Controller cannot bind port 0 (libraries.md), so we pick a free port first.
+aiosmtpd's Controller cannot be given port 0 (docs/mail-facts.md), so the sink binds its own
+socket to port 0 and hands it over; `sink.port` is the port the OS gave it.
 Faults: `replies={"x@example.org": "450 4.2.1 Mailbox busy"}` answers RCPT for chosen recipients;
 `drop_after=N` aborts the connection (no reply) at the MAIL command after N messages on that
-connection, as servers that cap messages per connection do (standards.md 6.1, Yahoo).
+connection, as servers that cap messages per connection do (docs/mail-facts.md, Yahoo).
 `greylist={"x@example.org": 2.0}` answers RCPT for chosen recipients with 450 4.7.1 until that
 many seconds after their first try (Postgrey's way; `sink.state.rcpt_tries` counts the tries);
 `drop_after_data={"x@example.org"}` queues the message, then drops the connection without the
@@ -11,8 +12,7 @@ many seconds after their first try (Postgrey's way; `sink.state.rcpt_tries` coun
 `tls_context` offers STARTTLS; `implicit_tls` serves TLS from the first byte (port 465 style);
 `users={"name": "password"}` requires AUTH (PLAIN/LOGIN, allowed without TLS on loopback).
 `bulk_data=True` (the bench) reads DATA in one piece instead of aiosmtpd's line-by-line loop,
-which costs a few microseconds per line and caps a 40 KB message at ~200 messages/s on its own,
-long before the client does; real MTAs read DATA in blocks.
+which caps the sink's rate long before the client's (BENCHMARKS.md, "Send"); real MTAs read DATA in blocks.
 """
 
 from __future__ import annotations
@@ -135,11 +135,12 @@ class _Controller(Controller):
     def factory(self):
         return _BulkDataSMTP(self.handler, **self.SMTP_kwargs) if self.bulk_data else super().factory()
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    def _create_server(self):
+        """Listen on a socket bound to port 0 here (no port picked, closed and reused: others run
+        tests at the same time); `self.port` is the one the OS gave, before start() connects to it."""
+        sock = socket.create_server((self.hostname, 0))
+        self.port = sock.getsockname()[1]
+        return self.loop.create_server(self._factory_invoker, sock=sock, ssl=self.ssl_context)
 
 
 class SmtpSink:
@@ -152,14 +153,18 @@ class SmtpSink:
         self.state = SinkState(count_only=count_only)
         handler = _Handler(self.state, {k.lower(): v for k, v in (replies or {}).items()}, drop_after,
                            greylist, drop_after_data)
-        self.port = free_port()
         kwargs: dict = {"data_size_limit": 40 * 1024 * 1024}
         if users is not None:
             kwargs.update(auth_required=True, auth_require_tls=False, authenticator=_authenticator(users))
         if tls_context and not implicit_tls:
             kwargs["tls_context"] = tls_context
-        self.controller = _Controller(handler, hostname="127.0.0.1", port=self.port, bulk_data=bulk_data,
+        self.controller = _Controller(handler, hostname="127.0.0.1", port=0, bulk_data=bulk_data,
                                       ssl_context=tls_context if implicit_tls else None, **kwargs)
+
+    @property
+    def port(self) -> int:
+        """The port the OS gave the sink (once started)."""
+        return self.controller.port
 
     @property
     def messages(self) -> list[Received]:

@@ -8,7 +8,7 @@ import string
 import pytest
 
 from subscribers.errors import InvalidAddress
-from subscribers.normalize import _full, clean_text, display_email, normalize_email
+from subscribers.normalize import _full, clean_text, display_email, needs_smtputf8, normalize_email
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -99,3 +99,13 @@ def test_clean_text(raw, expected):
 def test_display_email_shows_unicode_domain():
     assert display_email("dora@xn--bcher-kva.example") == "dora@bücher.example"
     assert display_email("ann@example.com") == "ann@example.com"
+
+
+@pytest.mark.parametrize("raw, smtputf8", [
+    ("ann@example.com", False),
+    ("Jöhn@Bücher.Example", True),          # non-ASCII local part: only SMTPUTF8 can carry it
+    ("ann@Bücher.Example", False),          # an IDN domain is punycode once normalized
+    ("δοκιμή@example.com", True),
+])
+def test_needs_smtputf8(raw, smtputf8):
+    assert needs_smtputf8(normalize_email(raw)) is smtputf8

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -10,9 +11,16 @@ from pathlib import Path
 
 import httpx
 
-from tests.web.live import free_socket
-
 MAILER = Path(sys.executable).with_name("mailer")
+
+
+def started_on(proc: subprocess.Popen) -> int:
+    """The port `mailer serve --port 0` got, from uvicorn's start-up line on stderr."""
+    for line in proc.stderr:
+        found = re.search(r"running on http://127\.0\.0\.1:(\d+)", line)
+        if found:
+            return int(found.group(1))
+    raise AssertionError(f"mailer serve exited with {proc.wait()} before saying where it listens")
 
 
 def wait_for(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> httpx.Response:
@@ -28,13 +36,12 @@ def wait_for(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> httpx.R
 
 
 def test_serve_answers_healthz(config_file):
-    with free_socket() as sock:
-        port = sock.getsockname()[1]
     env = {**os.environ, "MAILER_SECRET_KEY": "serve-test-secret-0123456789"}
     proc = subprocess.Popen([str(MAILER), "--config", str(config_file), "serve", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                             "--port", "0"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
+        port = started_on(proc)
         r = wait_for(f"http://127.0.0.1:{port}/healthz", proc)
         assert (r.status_code, r.json()["status"]) == (200, "ok")
         assert "server" not in r.headers

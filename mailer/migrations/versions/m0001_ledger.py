@@ -6,7 +6,7 @@ Create Date: 2026-11-29
 
 A frozen snapshot: types are spelled out rather than imported from mailer.ledger. Foreign keys
 to the subscribers package's tables are SET NULL, so `mailer lists delete` and `mailer subscribers
-forget` keep working; the ledger holds ids only, no addresses or names (notes/schema.md).
+forget` keep working; the ledger holds ids only, no addresses or names (docs/design.md).
 """
 
 import sqlalchemy as sa

@@ -136,13 +136,12 @@ async def forget_confirm(request: Request, subscriber_id: int) -> Response:
 
 
 def _forget(conn, subscriber_id: int, secret: str) -> str:
-    from mailer.commands.subscribers import _mailer_forget_hook
     from subscribers import store
 
     email = search.subscriber_email(conn, subscriber_id)
     if email is None:
         raise HTTPException(404, "No such subscriber.")
-    store.forget(conn, email, secret, before_delete=_mailer_forget_hook())
+    store.forget(conn, email, secret)
     return email
 
 
