@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     from mailer.config import Settings
     from mailer.personalize import Outgoing
 
-BACKEND_NAMES = ("outbox", "smtp", "sendgrid")
-
 
 class ResultStatus(str, enum.Enum):
     ACCEPTED = "accepted"          # the provider or server took it (not yet delivered)
@@ -103,6 +101,7 @@ def create_backend(name: str, settings: Settings, **options) -> Backend:
         from mailer.deliver.sendgrid import SendGridBackend
 
         return SendGridBackend(settings.delivery.sendgrid, **options)
+    from mailer.backends import BACKENDS
     from mailer.errors import ConfigError
 
-    raise ConfigError(f"[delivery] backend must be one of {', '.join(BACKEND_NAMES)}, not {name!r}")
+    raise ConfigError(f"[delivery] backend must be one of {', '.join(BACKENDS)}, not {name!r}")
