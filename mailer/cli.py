@@ -46,7 +46,7 @@ def _wire() -> None:
     for module, name in (("issue", "issue"), ("lists", "lists"), ("subscribers", "subscribers"),
                          ("db", "db"), ("send", None), ("serve", None), ("init", None),
                          ("schedule", "schedule"), ("issues", None), ("bounces", "bounces"), ("report", None),
-                         ("admin", "admin")):
+                         ("admin", "admin"), ("worker", None)):
         try:
             mod = importlib.import_module(f"mailer.commands.{module}")
         except ModuleNotFoundError as exc:

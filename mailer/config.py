@@ -72,6 +72,7 @@ class DeliverySettings:
     retry_hours: float = 24.0       # a reader refused temporarily (SMTP 4xx) is retried this long
     retry_first_seconds: float = 60.0   # first wait before retrying a deferred reader; doubles each time
     retry_wait_seconds: float = 600.0   # a run waits itself for deferred readers due within this long
+    worker_lease_seconds: float = 60.0  # a worker silent this long is presumed dead; its batches are reclaimed
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
 
@@ -294,6 +295,7 @@ RANGES = {
     ("delivery", "retry_hours"): (0, 24 * 7),
     ("delivery", "retry_first_seconds"): (1, 3600),
     ("delivery", "retry_wait_seconds"): (0, 3600),
+    ("delivery", "worker_lease_seconds"): (2, 3600),
     ("bounces", "soft_bounce_limit"): (1, 100),
     ("bounces", "soft_bounce_window_days"): (1, 3650),
     ("webhooks.sendgrid", "max_age_seconds"): (1, 86_400),
