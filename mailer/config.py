@@ -42,6 +42,7 @@ class SendGridSettings:
     timeout: float = 30.0          # seconds; the library has none by default
     batch_size: int = 1000         # personalizations per request (SendGrid's maximum)
     max_retries: int = 6           # for 429, 5xx and timeouts
+    requests_per_second: float = 100.0   # `mailer worker`s share this budget (mailer/ratelimit.py); 0: none
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,7 @@ RANGES = {
     ("delivery.sendgrid", "timeout"): (1, 600),
     ("delivery.sendgrid", "batch_size"): (1, 1000),
     ("delivery.sendgrid", "max_retries"): (0, 20),
+    ("delivery.sendgrid", "requests_per_second"): (0, 10_000),
     ("delivery.smtp", "port"): (1, 65535),
     ("delivery.smtp", "timeout"): (1, 3600),
     ("delivery.smtp", "batch_size"): (1, 10_000),

@@ -146,9 +146,19 @@ def _loop(settings: Settings, engine, row, me: str, summary, lost, stop, edition
     d = settings.delivery
     retry = Retry(row.started_at, d.retry_hours, d.retry_first_seconds, d.retry_wait_seconds)
     return WorkerLoop(engine, row.id, row.list_id, edition, dispatch._token_maker(settings, row.list_id, engine),
-                      create_backend(row.backend, settings), summary, lambda s: None, time.monotonic(),
+                      _backend(settings, engine, row.backend), summary, lambda s: None, time.monotonic(),
                       retry=retry, ref_key=ref_key, refused=dispatch._bounce_policy(settings, row.id, ref_key),
                       lost=lost, stop=stop, worker=me)
+
+
+def _backend(settings: Settings, engine, name: str):
+    """The send's backend; SendGrid draws on the budget all workers share (mailer/ratelimit.py)."""
+    from mailer.ratelimit import SharedBudget
+
+    rate = settings.delivery.sendgrid.requests_per_second
+    if name != "sendgrid" or not rate:
+        return create_backend(name, settings)
+    return create_backend(name, settings, budget=SharedBudget(engine, "sendgrid", rate))
 
 
 # --- mailer send --workers N ---------------------------------------------------------------------

@@ -8,6 +8,7 @@ Create Date: 2026-12-02
 one process alone keeps 0 and is never touched by a worker. `deliveries.worker` names who claimed a
 reader's batch, and `worker_leases` holds each live worker's lease, renewed by its heartbeat: a
 `sending` reader whose worker has no live lease was in flight on a dead worker (docs/workers.md).
+`rate_budget` is the provider's request budget all workers share (mailer/ratelimit.py).
 Frozen snapshot: types spelt out.
 """
 
@@ -33,9 +34,18 @@ def upgrade() -> None:
         sa.Column("lease_until", TS, nullable=False),
         sa.PrimaryKeyConstraint("worker", name="pk_worker_leases"),
     )
+    op.create_table(
+        "rate_budget",
+        sa.Column("name", sa.String(32), nullable=False),
+        sa.Column("tokens", sa.Float(), nullable=False),
+        sa.Column("stamp", sa.Float(), nullable=False),
+        sa.Column("wait_until", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("name", name="pk_rate_budget"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("rate_budget")
     op.drop_table("worker_leases")
     # plain DROP COLUMN (SQLite >= 3.35 too): rebuilding `sends` would cascade into deliveries
     op.execute("ALTER TABLE deliveries DROP COLUMN worker")
