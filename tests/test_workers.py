@@ -182,3 +182,37 @@ def test_mailer_send_without_list_names_the_option(cli, tmp_path, repo):
     config, _ = sqlite_project(tmp_path, repo)
     result = cli("--config", config, "send", "2024-11", "--yes")
     assert result.code == 2 and "--list" in result.err
+
+
+def test_a_lease_that_expired_is_not_renewed_and_its_batch_is_reclaimed(db_url):
+    """The lease's edges, on both databases: renewed while live; once expired, never renewed again
+    (that worker stops), and its batch is another worker's to reclaim, named and settled."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from mailer import segments
+    from mailer.migrate import connect
+    from subscribers.models import utcnow
+
+    list_id = seed(db_url, 5)
+    engine = connect(db_url)
+    with engine.begin() as conn:
+        send_id = ledger.create_send(conn, issue="2024-11", list_id=list_id, list_name="crank", subject="s",
+                                     backend="outbox", recipients=segments.readers("2024-11", list_id, ""))
+        leases.acquire(conn, "a:1", 60)
+        leases.acquire(conn, "b:2", 60)
+        first = leases.claim_next(conn, send_id, "a:1", 3, 0)
+        second = leases.claim_next(conn, send_id, "b:2", 3, 0)
+    with engine.begin() as conn:
+        assert leases.renewer("a:1", 60)(conn) is True
+        assert leases.orphaned(conn, send_id) == []
+        conn.execute(update(leases.worker_leases).where(leases.worker_leases.c.worker == "a:1")
+                     .values(lease_until=utcnow() - timedelta(seconds=1)))        # a:1 went silent
+        assert leases.renewer("a:1", 60)(conn) is False
+        assert leases.orphaned(conn, send_id) == [(first, 3, "a:1")]
+        assert leases.reclaim(conn, send_id, [first], resend=True) == 3
+        assert leases.holders(conn, send_id) == [("b:2", 2)]
+        c = ledger.counts(conn, send_id)
+    engine.dispose()
+    assert (second, c["pending"], c["sending"]) == (2, 3, 2)
