@@ -47,6 +47,15 @@ class WorkerLoop(BatchLoop):
     def __init__(self, *args, worker: str, **kwargs):
         super().__init__(*args, **kwargs)
         self.worker = worker
+        self.unsent: set[int] = set()   # batches claimed and prepared, not yet handed to the backend
+
+    def give_back(self) -> None:
+        """Batches claimed ahead but never sent (the run stopped first) go back to pending: nobody
+        may have them, so on_interrupted does not apply."""
+        with self.engine.begin() as conn:
+            for batch in sorted(self.unsent):
+                ledger.release(conn, self.send_id, batch, "claimed by a worker that stopped before sending it")
+        self.unsent.clear()
 
     def _read_ahead(self, after: int) -> list[Prepared]:
         with self.engine.begin() as conn:
@@ -59,10 +68,12 @@ class WorkerLoop(BatchLoop):
             return self._read_ahead(after)
         p = self._personalize(rows)
         p.batch = batch
+        self.unsent.add(batch)
         return [p]
 
     def claim(self, conn, p: Prepared):
-        ledger.mark(conn, p.marks)   # claimed already, in _read_ahead
+        ledger.mark(conn, p.marks)   # claimed already, in _read_ahead; it leaves now
+        self.unsent.discard(p.batch)
         return p.batch, p
 
 
@@ -126,6 +137,8 @@ def _work_on(settings: Settings, engine, row, me: str, report: WorkerReport, not
             loop.run(time.sleep)
     except SendTakenOver:
         return False   # our lease expired: what we held is someone else's to reclaim
+    finally:
+        loop.give_back()
     report.sends[row.id] = report.sends.get(row.id, 0) + summary.sent
     with engine.begin() as conn:
         c = ledger.counts(conn, row.id)

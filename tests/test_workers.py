@@ -216,3 +216,43 @@ def test_a_lease_that_expired_is_not_renewed_and_its_batch_is_reclaimed(db_url):
         c = ledger.counts(conn, send_id)
     engine.dispose()
     assert (second, c["pending"], c["sending"]) == (2, 3, 2)
+
+
+def test_sigterm_stops_a_worker_after_the_batch_on_the_wire_and_gives_back_what_it_had_not_sent(
+        tmp_path, repo, pg_url):
+    from mailer import dispatch
+    from mailer.config import load_settings
+    from mailer.migrate import connect
+    from mailer.schedule import compose_checked, issue_path
+
+    seed_many(pg_url, 3000)
+    with SendGridServer(keep_bodies=False) as server:
+        server.stall(0.3, accept=True, times=10_000)
+        config = project(tmp_path, repo, pg_url, server=server)
+        config.write_text(config.read_text().replace("[delivery.sendgrid]\n", "[delivery.sendgrid]\nbatch_size = 100\n"))
+        settings = load_settings(config)
+        plan = dispatch.plan_send(settings, compose_checked(issue_path("2024-11", settings), settings), "crank")
+        send_id, _, _ = dispatch._start(plan, "resend", lambda message: None)     # a shared send, no worker yet
+        engine = connect(pg_url)
+        with engine.begin() as conn:
+            conn.execute(ledger.sends.update().values(workers=1))
+        worker = subprocess.Popen(mailer(config, "worker", "--forever"), cwd=tmp_path, env=environment(),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: server.stats.accepted >= 2, what="two batches taken")
+            worker.send_signal(signal.SIGTERM)
+            out, err = worker.communicate(timeout=120)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        copies = server.stats.copies
+    assert worker.returncode == 0, err
+    assert re.search(r"worker \S+: [\d,]+ sent in 1 send\(s\)", out)
+    with engine.connect() as conn:
+        c = ledger.counts(conn, send_id)
+        left = conn.execute(select(leases.worker_leases)).all()
+    engine.dispose()
+    assert c["sending"] == 0 and c["pending"] > 0 and left == []
+    assert c["accepted"] == len(copies) and set(copies.values()) == {1}
+    assert c["accepted"] + c["pending"] == 3000
