@@ -187,8 +187,9 @@ def run_shared(settings: Settings, plan: dispatch.Plan, workers: int, *, config=
     if plan.send_id is None and plan.readers == 0:
         return dispatch.run_send(settings, plan)   # its one-line refusal: nobody to send to
     archive = None if plan.already_sent else dispatch.archive_copy(plan.issue, settings.newsletter)
-    if not plan.already_sent:
-        dispatch.ref_key_of(settings), create_backend(plan.backend, settings)  # settings fail here, before the ledger
+    if not plan.already_sent:  # settings and secrets fail here, before the ledger is touched
+        dispatch.ref_key_of(settings)
+        create_backend(plan.backend, settings)
     send_id, summary.interrupted, finished = dispatch._start(plan, settings.delivery.on_interrupted, notice,
                                                              take_over=take_over, archive=archive)
     summary.send_id = send_id
