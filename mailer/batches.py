@@ -40,6 +40,7 @@ class Prepared:
     marks: list = field(default_factory=list)     # (delivery id, state, None, why): skipped / failed
     last_id: int = 0
     encoded: object = None                        # backend.encode(outs), made ahead of sending
+    batch: int | None = None                      # set when claimed before it is read (workers.WorkerLoop)
 
 
 class BatchLoop:

@@ -13,7 +13,8 @@ from typing import Optional
 
 import typer
 
-from mailer.commands import admin, bounces, db, init, issue, issues, lists, report, schedule, send, serve, subscribers
+from mailer.commands import (admin, bounces, db, init, issue, issues, lists, report, schedule, send, serve,
+                             subscribers, worker)
 from mailer.commands.common import AppContext
 
 try:  # typer >= 0.20 vendors click
@@ -54,6 +55,7 @@ issues.register(app)
 app.add_typer(bounces.app, name="bounces")
 report.register(app)
 app.add_typer(admin.app, name="admin")
+worker.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,7 @@ class SendGridSettings:
     timeout: float = 30.0          # seconds; the library has none by default
     batch_size: int = 1000         # personalizations per request (SendGrid's maximum)
     max_retries: int = 6           # for 429, 5xx and timeouts
+    requests_per_second: float = 100.0   # `mailer worker`s share this budget (mailer/ratelimit.py); 0: none
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class DeliverySettings:
     retry_hours: float = 24.0       # a reader refused temporarily (SMTP 4xx) is retried this long
     retry_first_seconds: float = 60.0   # first wait before retrying a deferred reader; doubles each time
     retry_wait_seconds: float = 600.0   # a run waits itself for deferred readers due within this long
+    worker_lease_seconds: float = 60.0  # a worker silent this long is presumed dead; its batches are reclaimed
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
 
@@ -294,6 +296,7 @@ RANGES = {
     ("delivery.sendgrid", "timeout"): (1, 600),
     ("delivery.sendgrid", "batch_size"): (1, 1000),
     ("delivery.sendgrid", "max_retries"): (0, 20),
+    ("delivery.sendgrid", "requests_per_second"): (0, 10_000),
     ("delivery.smtp", "port"): (1, 65535),
     ("delivery.smtp", "timeout"): (1, 3600),
     ("delivery.smtp", "batch_size"): (1, 10_000),
@@ -302,6 +305,7 @@ RANGES = {
     ("delivery", "retry_hours"): (0, 24 * 7),
     ("delivery", "retry_first_seconds"): (1, 3600),
     ("delivery", "retry_wait_seconds"): (0, 3600),
+    ("delivery", "worker_lease_seconds"): (2, 3600),
     ("bounces", "soft_bounce_limit"): (1, 100),
     ("bounces", "soft_bounce_window_days"): (1, 3650),
     ("webhooks.sendgrid", "max_age_seconds"): (1, 86_400),

@@ -74,6 +74,7 @@ sends = Table(
     Column("archive_text", Text),
     Column("archive_date", Date),  # the issue's date (front matter) and preheader, for the archive pages
     Column("archive_preheader", Text),
+    Column("workers", Integer, nullable=False, default=0, server_default="0"),  # > 0: shared by workers (workers.py)
     UniqueConstraint("issue", "list_id", "segment"),
     CheckConstraint("status IN ('sending', 'stopped', 'done')"),
 )
@@ -90,6 +91,7 @@ deliveries = Table(
     Column("last_error", Text),
     Column("updated_at", UtcDateTime),
     Column("next_attempt_at", UtcDateTime),   # a deferred reader is tried again from then on
+    Column("worker", String(300)),            # the worker that claimed it (mailer/leases.py)
     UniqueConstraint("send_id", "subscriber_id"),
     # (send_id, id), not (send_id, state, ...): an index on state would be rewritten at every state
     # change, twice per reader, which costs more than scanning a send's rows in id order.
@@ -219,10 +221,11 @@ class Heartbeat:
         with Heartbeat(engine, send_id) as beat:   # ... beat.lost: another runner took over
     """
 
-    def __init__(self, engine, send_id: int, every: float | None = None):
+    def __init__(self, engine, send_id: int, every: float | None = None, beat=None):
         import threading
 
         self.engine, self.send_id = engine, send_id
+        self.beat = beat or (lambda conn: heartbeat(conn, send_id))  # a worker renews its lease instead
         self.every = HEARTBEAT_EVERY if every is None else every
         self.lost = False
         self._stop = threading.Event()
@@ -232,7 +235,7 @@ class Heartbeat:
         while not self._stop.wait(self.every):
             try:
                 with self.engine.begin() as conn:
-                    self.lost = not heartbeat(conn, self.send_id)
+                    self.lost = not self.beat(conn)
             except Exception:  # noqa: BLE001 - a busy database: the next beat tries again
                 continue
             if self.lost:
@@ -335,11 +338,12 @@ def archived_copy(conn: Connection, issue: str):
 # The hot statements, built once: a send runs them once per batch, and for SMTP a batch is one
 # message, so constructing SQLAlchemy expressions each time would cost more than running them.
 _m = memberships
-_PEEK = (select(deliveries.c.id, deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
-                deliveries.c.attempts, subscribers.c.global_status, _m.c.status)
-         .select_from(deliveries.outerjoin(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-                      .outerjoin(_m, and_(_m.c.subscriber_id == deliveries.c.subscriber_id,
-                                          _m.c.list_id == bindparam("b_list"))))
+_READERS = (select(deliveries.c.id, deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
+                   deliveries.c.attempts, subscribers.c.global_status, _m.c.status)
+            .select_from(deliveries.outerjoin(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                         .outerjoin(_m, and_(_m.c.subscriber_id == deliveries.c.subscriber_id,
+                                             _m.c.list_id == bindparam("b_list")))))
+_PEEK = (_READERS
          .where(deliveries.c.send_id == bindparam("b_send"), deliveries.c.state == State.PENDING.value,
                 deliveries.c.id > bindparam("b_after"))
          .order_by(deliveries.c.id).limit(bindparam("b_size")))
@@ -366,6 +370,17 @@ def peek(conn: Connection, send_id: int, list_id: int | None, after: int, size: 
     name and suppression, read now; nothing is claimed (that is `claim`)."""
     rows = conn.execute(_PEEK, {"b_list": list_id, "b_send": send_id, "b_after": after, "b_size": size})
     return [Reader(r[0], r[1], r[2], r[3], r[4] + 1, _suppressed(r)) for r in rows]
+
+
+_BATCH = (_READERS.where(deliveries.c.send_id == bindparam("b_send"), deliveries.c.batch == bindparam("b_batch"),
+                         deliveries.c.state == State.SENDING.value).order_by(deliveries.c.id))
+
+
+def batch_readers(conn: Connection, send_id: int, list_id: int | None, batch: int) -> list[Reader]:
+    """The readers of a batch already claimed (a worker claims first, then reads: mailer/leases.py);
+    `attempts` already counts this one."""
+    rows = conn.execute(_BATCH, {"b_list": list_id, "b_send": send_id, "b_batch": batch})
+    return [Reader(r[0], r[1], r[2], r[3], r[4], _suppressed(r)) for r in rows]
 
 
 def claim(conn: Connection, send_id: int, ids: list[int]) -> tuple[int, set[int] | None]:

@@ -173,6 +173,30 @@ def test_two_schedulers_at_once_send_once(sched, caplog):
         assert conn.execute(ledger.sends.select()).all().__len__() == 1
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_on_postgresql_the_issues_advisory_lock_decides_who_fires_the_slot(sched, db_url, caplog):
+    """A second scheduler (here: a bare session) holding the issue's advisory lock keeps this one from
+    the slot's decision altogether: nothing claimed, nothing sent, until the lock is let go."""
+    import zlib
+
+    import psycopg
+
+    from mailer.schedule import LOCK_NAMESPACE
+
+    caplog.set_level(logging.INFO, "mailer.schedule")
+    schedule_issue(sched, "2024-12", None, BEFORE)
+    plain, _, options = db_url.replace("postgresql+psycopg", "postgresql").partition("?")
+    key = (LOCK_NAMESPACE, zlib.crc32(b"2024-12") & 0x7FFFFFFF)
+    with psycopg.connect(plain, autocommit=True) as other:
+        assert other.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[0]
+        Scheduler(sched).slot(DEC_SLOT + timedelta(milliseconds=5))
+        assert state(sched).state == "scheduled" and readers_got(sched) == Counter()
+        assert any("left to another scheduler (it holds the issue's lock)" in r.getMessage() for r in caplog.records)
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+    Scheduler(sched).slot(DEC_SLOT + timedelta(seconds=1))
+    assert readers_got(sched) == EVERYONE_ONCE and state(sched).state == "sent"
+
+
 def test_dst_change_between_scheduling_and_the_slot(sched):
     """Scheduled in winter (EST, UTC-5) for April's slot (EDT, UTC-4): still 09:00 local."""
     march = datetime(2027, 3, 10, 15, 0, tzinfo=UTC)     # after March's slot, before the 14 March change

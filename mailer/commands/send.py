@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
 def send(
     ctx: typer.Context,
     issue: str = ISSUE,
-    list_name: str = typer.Option(..., "--list", help="The list to send to.", show_default=False),
+    list_name: Optional[str] = typer.Option(None, "--list", help="The list to send to.", show_default=False),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Compose and personalize every message; deliver nothing."),
     backend: Optional[BackendName] = BACKEND,
@@ -42,6 +42,10 @@ def send(
                                              show_default=False),
     take_over: bool = typer.Option(False, "--take-over", help="Resume a send whose runner still looks alive "
                                    "(fresh heartbeat): only when you know that process is gone."),
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="Share the send among N local `mailer worker` "
+                                "processes (PostgreSQL; more can join from other machines)."),
+    status: bool = typer.Option(False, "--status", help="Show the progress of ISSUE's sends across all workers; "
+                                "send nothing."),
 ) -> None:
     """Send ISSUE to every active subscriber of a list (or of a segment: --tag), exactly once (a rerun resumes)."""
     from mailer import dispatch
@@ -49,6 +53,18 @@ def send(
 
     settings = app_context(ctx).settings
     err = console(stderr=True)
+    if status:
+        from mailer.schedule import issue_path
+        from mailer.workers import status_lines
+
+        typer.echo("\n".join(status_lines(settings, issue_path(issue, settings).stem, list_name)))
+        return
+    if list_name is None:
+        raise typer.BadParameter("name the list to send to", param_hint="--list")
+    if workers > 1:  # before anything is composed or asked
+        from mailer.workers import refuse_on_sqlite
+
+        refuse_on_sqlite(settings, f"--workers {workers}")
     with _warnings_to(err):
         composed = _gate(issue, settings, err)   # lint errors stop here: no ledger row, no mail
         if not dry_run:
@@ -65,8 +81,15 @@ def send(
                 typer.confirm(f"{verb} '{shown_subject(composed.subject)}' to {plan.readers:,} {who} of {describe(plan.list_name, plan.segment)} "
                               f"via {plan.backend}?", abort=True, err=True)
             with _progress(err) as on_progress:
-                summary = dispatch.run_send(settings, plan, on_progress=on_progress, take_over=take_over,
-                                            notice=lambda message: err.print(f"note: {message}"))
+                if workers > 1:
+                    from mailer.workers import run_shared
+
+                    summary = run_shared(settings, plan, workers, config=app_context(ctx).config,
+                                         on_progress=on_progress, take_over=take_over,
+                                         notice=lambda message: err.print(f"note: {message}"))
+                else:
+                    summary = dispatch.run_send(settings, plan, on_progress=on_progress, take_over=take_over,
+                                                notice=lambda message: err.print(f"note: {message}"))
     _report(summary, shown_subject(composed.subject), as_json)
 
 

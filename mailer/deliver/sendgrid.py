@@ -58,8 +58,9 @@ class SendGridBackend(Backend):
 
     def __init__(self, settings: SendGridSettings, *, api_key: str | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
-                 rng: Callable[[], float] = random.random):
+                 rng: Callable[[], float] = random.random, budget=None):
         self.settings = settings
+        self.budget = budget   # ratelimit.SharedBudget: the rate limit shared by all workers (mailer/workers.py)
         self.max_batch = settings.batch_size
         self._api_key = api_key or secret(settings.api_key_env, key="[delivery.sendgrid] api_key_env")
         self._sleep, self._clock, self._rng = sleep, clock, rng
@@ -128,6 +129,9 @@ class SendGridBackend(Backend):
             if attempt > self.settings.max_retries:
                 raise TemporaryDelivery(f"giving up after {attempt} attempts", backend=self.name,
                                         status=status, detail=_detail(answer)) from answer
+            if retry == "rate" and self.budget is not None:  # every worker waits, not just this one
+                self.budget.hold_until(self._clock() + self._rate_limit_wait(answer.headers, attempt))
+                continue                                      # the next take() waits it out
             self._sleep(self._rate_limit_wait(answer.headers, attempt) if retry == "rate"
                         else self._backoff(attempt))
 
@@ -138,6 +142,8 @@ class SendGridBackend(Backend):
         """
         from python_http_client import exceptions as sg
 
+        if self.budget is not None:
+            self.budget.take()
         self.calls += 1
         try:
             response = self._send_client.post(request_body=_Json(body), request_headers={"Content-Type": _CONTENT_TYPE})

@@ -29,7 +29,7 @@ import re
 import secrets
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -63,6 +63,7 @@ class Stats:
     max_body: int = 0
     refs: set = field(default_factory=set)
     duplicate_refs: int = 0
+    copies: Counter = field(default_factory=Counter)   # mailer_ref -> copies accepted (keep_bodies=False)
 
 
 def error(message: str, field_: str | None = None) -> dict:
@@ -270,6 +271,7 @@ class SendGridServer:
                     ref = (p.get("custom_args") or {}).get("mailer_ref") or p["to"][0]["email"]
                     st.duplicate_refs += ref in st.refs
                     st.refs.add(ref)
+                    st.copies[ref] += 1
 
 
 def _handler(server: SendGridServer):

@@ -1,0 +1,38 @@
+"""`mailer worker`: join the running shared sends (mailer send --workers) from any machine."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from mailer.commands.common import app_context, console
+
+
+def register(app: typer.Typer) -> None:
+    app.command("worker")(worker)
+
+
+def worker(
+    ctx: typer.Context,
+    forever: bool = typer.Option(False, "--forever", help="Keep polling for new shared sends instead of "
+                                 "stopping when none has work left."),
+    send: Optional[int] = typer.Option(None, "--send", help="Work on this send (its #) only.", show_default=False),
+    lease: Optional[float] = typer.Option(None, "--lease", min=2.0, max=3600.0, show_default=False,
+                                          help="Override [delivery] worker_lease_seconds: how long a batch stays ours "
+                                          "without a heartbeat (renewed 4 times per lease)."),
+) -> None:
+    """Send batches of every running shared send (`mailer send --workers N`) until none has work left."""
+    import signal
+
+    from mailer.workers import run_worker
+
+    settings = app_context(ctx).settings
+    err = console(stderr=True)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *a: stopping.append(True))  # finish the batch on the wire, then stop
+    report = run_worker(settings, forever=forever, only=send, lease=lease or settings.delivery.worker_lease_seconds, stop=lambda: bool(stopping),
+                        notice=lambda message: err.print(f"note: {message}", markup=False, soft_wrap=True))
+    sent = sum(report.sends.values())
+    typer.echo(f"worker {report.worker}: {sent:,} sent in {len(report.sends)} send(s), "
+               f"{len(report.reclaimed)} batch(es) of dead workers reclaimed.")

@@ -1,0 +1,261 @@
+"""Stage 5, shared: one send, several `mailer worker` processes, on any machines that reach the database.
+
+    mailer send ISSUE --list NAME --workers 4    # starts the send (ledger rows as ever), runs 4 workers
+    mailer worker [--forever]                    # on another machine: joins any shared running send
+
+A worker holds a lease (mailer/leases.py) renewed by its heartbeat, claims one batch at a time with
+`SELECT ... FOR UPDATE SKIP LOCKED`, commits it `sending` under its name, then reads, personalizes and
+sends it through the same loop as a single-process send (batches.BatchLoop). A batch left `sending`
+by a worker whose lease expired is reclaimed by any other, with [delivery] on_interrupted applied to
+it as to any batch in flight at a crash. SQLite has one writer: one worker at a time there.
+The argument: docs/workers.md.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from mailer import dispatch, leases, ledger
+from mailer.batches import BatchLoop, Prepared, Retry
+from mailer.config import Settings
+from mailer.deliver.base import create_backend
+from mailer.errors import SendError, SendTakenOver
+from mailer.ledger import SendStatus
+
+POLL = 1.0   # seconds between looks at the ledger while waiting (for other workers, or --forever)
+
+
+def sqlite_refusal(what: str) -> str:
+    return (f"{what} needs PostgreSQL ([database] url = \"postgresql+psycopg://...\"): SQLite lets one "
+            "process write at a time, so one worker sends there")
+
+
+def refuse_on_sqlite(settings: Settings, what: str) -> None:
+    from mailer.config import database_url
+
+    if database_url(settings).startswith("sqlite"):
+        raise SendError(sqlite_refusal(what))
+
+
+class WorkerLoop(BatchLoop):
+    """BatchLoop that claims before it reads: each batch is taken with SKIP LOCKED under this
+    worker's name, then personalized (other workers never see it pending meanwhile)."""
+
+    def __init__(self, *args, worker: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.worker = worker
+        self.unsent: set[int] = set()   # batches claimed and prepared, not yet handed to the backend
+
+    def give_back(self) -> None:
+        """Batches claimed ahead but never sent (the run stopped first) go back to pending: nobody
+        may have them, so on_interrupted does not apply."""
+        with self.engine.begin() as conn:
+            for batch in sorted(self.unsent):
+                ledger.release(conn, self.send_id, batch, "claimed by a worker that stopped before sending it")
+        self.unsent.clear()
+
+    def _read_ahead(self, after: int) -> list[Prepared]:
+        with self.engine.begin() as conn:
+            batch = leases.claim_next(conn, self.send_id, self.worker, self.backend.max_batch, after)
+        if batch is None:
+            return []
+        with self.engine.connect() as conn:
+            rows = ledger.batch_readers(conn, self.send_id, self.list_id, batch)
+        if not rows:  # reclaimed under us (our lease had expired): nothing of it is ours
+            return self._read_ahead(after)
+        p = self._personalize(rows)
+        p.batch = batch
+        self.unsent.add(batch)
+        return [p]
+
+    def claim(self, conn, p: Prepared):
+        ledger.mark(conn, p.marks)   # claimed already, in _read_ahead; it leaves now
+        self.unsent.discard(p.batch)
+        return p.batch, p
+
+
+@dataclass
+class WorkerReport:
+    worker: str
+    sends: dict = field(default_factory=dict)       # send id -> readers this worker sent
+    reclaimed: list = field(default_factory=list)   # (send id, batch, readers, dead worker)
+    editions: dict = field(default_factory=dict, repr=False)  # send id -> the issue prepared for it
+
+
+def run_worker(settings: Settings, *, forever: bool = False, only: int | None = None,
+               lease: float | None = None, notice=lambda message: None, poll: float = POLL,
+               stop=lambda: False) -> WorkerReport:
+    """Claim batches of running shared sends until none has work left (or, `forever`, until stopped)."""
+    engine = dispatch.open_store(settings)
+    lease = lease or settings.delivery.worker_lease_seconds
+    me = ledger.this_runner()
+    report = WorkerReport(me)
+    current: list = [None]
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite" and leases.live_workers(conn, besides=me):
+            raise SendError(sqlite_refusal("a second worker") + f"; {leases.live_workers(conn)[0][0]} is running")
+        leases.acquire(conn, me, lease)
+    beat = ledger.Heartbeat(engine, None, every=lease / 4, beat=leases.renewer(me, lease, lambda: current[0]))
+    try:
+        with beat:
+            while not stop() and not beat.lost:
+                busy = False
+                with engine.connect() as conn:
+                    running = leases.shared_sends(conn, only)
+                for row in running:
+                    current[0] = row.id
+                    busy |= _work_on(settings, engine, row, me, report, notice, lambda: beat.lost, stop)
+                if not busy and not forever:
+                    break
+                time.sleep(poll)
+    finally:
+        with engine.begin() as conn:
+            leases.release(conn, me)
+    return report
+
+
+def _work_on(settings: Settings, engine, row, me: str, report: WorkerReport, notice, lost, stop) -> bool:
+    """One pass over a send: reclaim dead workers' batches, send what is pending. True while the
+    send still has work (pending, or in flight on another worker whose lease may yet expire)."""
+    on_interrupted = settings.delivery.on_interrupted
+    with engine.begin() as conn:
+        dead = leases.orphaned(conn, row.id)
+        leases.reclaim(conn, row.id, [b for b, _, _ in dead], resend=on_interrupted == "resend")
+    for batch, readers, worker in dead:
+        verb = "resending it" if on_interrupted == "resend" else "skipping it"
+        notice(f"send #{row.id}: batch {batch} ({readers:,} readers) was in flight on worker {worker}, whose "
+               f"lease expired: the provider may or may not have taken it; {verb} ([delivery] on_interrupted = "
+               f"\"{on_interrupted}\")")
+        report.reclaimed.append((row.id, batch, readers, worker))
+    summary = dispatch.SendSummary(row.issue, row.list_name, row.backend, send_id=row.id)
+    loop = _loop(settings, engine, row, me, summary, lost, stop, report.editions)
+    try:
+        with loop.backend:
+            loop.run(time.sleep)
+    except SendTakenOver:
+        return False   # our lease expired: what we held is someone else's to reclaim
+    finally:
+        loop.give_back()
+    report.sends[row.id] = report.sends.get(row.id, 0) + summary.sent
+    with engine.begin() as conn:
+        c = ledger.counts(conn, row.id)
+        others = leases.others_in_flight(conn, row.id, me)
+        if not (c["pending"] or c["sending"] or c["deferred"]):
+            ledger.finish(conn, row.id, SendStatus.DONE)
+    return bool(c["pending"] or others)
+
+
+def _loop(settings: Settings, engine, row, me: str, summary, lost, stop, editions: dict) -> WorkerLoop:
+    from mailer.schedule import compose_checked, issue_path
+
+    if row.id not in editions:  # composed once per worker and send
+        composed = compose_checked(issue_path(row.issue, settings), settings)
+        editions[row.id] = dispatch.prepare(composed, settings.newsletter, nonce=f"s{row.id}")  # same Message-IDs
+    edition = editions[row.id]
+    ref_key = dispatch.ref_key_of(settings)
+    d = settings.delivery
+    retry = Retry(row.started_at, d.retry_hours, d.retry_first_seconds, d.retry_wait_seconds)
+    return WorkerLoop(engine, row.id, row.list_id, edition, dispatch._token_maker(settings, row.list_id, engine),
+                      _backend(settings, engine, row.backend), summary, lambda s: None, time.monotonic(),
+                      retry=retry, ref_key=ref_key, refused=dispatch._bounce_policy(settings, row.id, ref_key),
+                      lost=lost, stop=stop, worker=me)
+
+
+def _backend(settings: Settings, engine, name: str):
+    """The send's backend; SendGrid draws on the budget all workers share (mailer/ratelimit.py)."""
+    from mailer.ratelimit import SharedBudget
+
+    rate = settings.delivery.sendgrid.requests_per_second
+    if name != "sendgrid" or not rate:
+        return create_backend(name, settings)
+    return create_backend(name, settings, budget=SharedBudget(engine, "sendgrid", rate))
+
+
+# --- mailer send --workers N ---------------------------------------------------------------------
+
+def run_shared(settings: Settings, plan: dispatch.Plan, workers: int, *, config=None, on_progress=None,
+               notice=lambda message: None, take_over: bool = False, on_started=lambda procs: None) -> dispatch.SendSummary:
+    """Start (or resume) the send, mark it shared, run `workers` local `mailer worker` processes on it
+    and wait for them; the parent keeps the send's heartbeat, so a plain `mailer send` waits."""
+    if workers > 1:
+        refuse_on_sqlite(settings, f"--workers {workers}")
+    started = time.monotonic()
+    summary = dispatch.SendSummary(plan.issue.slug, plan.list_name, plan.backend, segment=plan.segment)
+    if plan.send_id is None and plan.readers == 0:
+        return dispatch.run_send(settings, plan)   # its one-line refusal: nobody to send to
+    archive = None if plan.already_sent else dispatch.archive_copy(plan.issue, settings.newsletter)
+    if not plan.already_sent:  # settings and secrets fail here, before the ledger is touched
+        dispatch.ref_key_of(settings)
+        create_backend(plan.backend, settings)
+    send_id, summary.interrupted, finished = dispatch._start(plan, settings.delivery.on_interrupted, notice,
+                                                             take_over=take_over, archive=archive)
+    summary.send_id = send_id
+    if finished:
+        with plan.engine.connect() as conn:
+            dispatch._fill(summary, ledger.counts(conn, send_id))
+        summary.already_sent, summary.status = True, SendStatus.DONE.value
+        return summary
+    with plan.engine.begin() as conn:
+        conn.execute(ledger.sends.update().where(ledger.sends.c.id == send_id).values(workers=workers))
+    command = [sys.executable, "-m", "mailer"] + (["--config", str(config)] if config else []) + [
+        "worker", "--send", str(send_id)]
+    with ledger.Heartbeat(plan.engine, send_id):
+        procs = [subprocess.Popen(command, stdout=subprocess.DEVNULL) for _ in range(workers)]
+        on_started(procs)
+        while any(p.poll() is None for p in procs):
+            _progress(plan.engine, summary, started, on_progress)
+            time.sleep(POLL)
+    left = dispatch._unfinished(plan, send_id)
+    failed = [p.returncode for p in procs if p.returncode]
+    error = f"{len(failed)} of {workers} workers failed (exit {failed})" if failed else None
+    dispatch._finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, error)
+    summary.duration = time.monotonic() - started
+    if left and failed:
+        raise SendError(f"send #{send_id} stopped with {left:,} readers left: {error}; run the same command "
+                        "again to continue")
+    return summary
+
+
+def _progress(engine, summary, started: float, on_progress) -> None:
+    if on_progress is None:
+        return
+    with engine.connect() as conn:
+        dispatch._fill(summary, ledger.counts(conn, summary.send_id))
+    summary.duration = time.monotonic() - started
+    on_progress(summary)
+
+
+# --- mailer send --status ------------------------------------------------------------------------
+
+def status_lines(settings: Settings, issue: str, list_name: str | None) -> list[str]:
+    """Progress of every send of ISSUE (to one list): counts by state, workers holding batches."""
+    from sqlalchemy import select
+
+    engine = dispatch.open_store(settings)
+    with engine.connect() as conn:
+        q = select(ledger.sends).where(ledger.sends.c.issue == issue)
+        if list_name:
+            q = q.where(ledger.sends.c.list_name == list_name)
+        rows = conn.execute(q.order_by(ledger.sends.c.id)).all()
+        if not rows:
+            where = f" to {list_name}" if list_name else ""
+            raise SendError(f"no send of {issue}{where} yet (`mailer send {issue} --list NAME` starts one)")
+        live = {w: until for w, _, until in leases.live_workers(conn)}
+        lines = []
+        for row in rows:
+            c = ledger.counts(conn, row.id)
+            done = c["accepted"] + c["failed"] + c["skipped"]
+            total = sum(c.values())
+            shown = ", ".join(f"{n:,} {state}" for state, n in c.items() if n)
+            lines.append(f"send #{row.id} {row.issue} to {row.list_name}{' (' + row.segment + ')' if row.segment else ''}: "
+                         f"{row.status}, {done:,}/{total:,} done ({shown or 'no readers'})")
+            for worker, n in leases.holders(conn, row.id):
+                state = f"lease until {live[worker]:%H:%M:%S}" if worker in live else "lease expired: reclaimed next"
+                lines.append(f"  worker {worker or '(single run)'}: {n:,} readers in flight, {state}")
+            idle = [w for w, s, _ in leases.live_workers(conn) if s == row.id and w not in dict(leases.holders(conn, row.id))]
+            for worker in idle:
+                lines.append(f"  worker {worker}: live, nothing in flight")
+    return lines
