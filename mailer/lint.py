@@ -243,7 +243,11 @@ class _Locator:
 # --- the gate before any delivery -----------------------------------------------------------
 
 class LintFailed(MailerError):
-    """An issue whose lint report has errors: nothing may be delivered."""
+    """An issue whose lint report has errors: nothing may be delivered. `report` is that report."""
+
+    def __init__(self, message: str, report: "LintReport"):
+        super().__init__(message)
+        self.report = report
 
 
 def gate(path, settings, *, proof: bool = False, show=None):
@@ -262,5 +266,5 @@ def gate(path, settings, *, proof: bool = False, show=None):
         show(report.render(str(path)))
     if report.errors:
         raise LintFailed(f"{path}: {len(report.errors)} lint error(s) in the report above; fix them "
-                         "and run the command again (nothing was sent)")
+                         "and run the command again (nothing was sent)", report)
     return issue, composed, report

@@ -59,11 +59,10 @@ def compose_checked(path: Path, settings: Settings) -> ComposedIssue:
     send goes through (when scheduling, before the proof, at the slot)."""
     from mailer.lint import LintFailed, gate
 
-    reports = []
     try:
-        return gate(path, settings, show=reports.append)[1]   # the editors' gate (mailer.lint.gate)
-    except LintFailed:
-        errors = [line.strip() for line in reports[-1].splitlines() if line.strip().startswith("error")]
+        return gate(path, settings)[1]   # the editors' gate (mailer.lint.gate)
+    except LintFailed as exc:
+        errors = [str(finding) for finding in exc.report.errors]
         listed = "; ".join(errors[:3]) + ("; ..." if len(errors) > 3 else "")
         raise ScheduleError(f"{Path(path).stem} has {len(errors)} lint error(s), fix them first "
                             f"(`mailer issue build {path}` shows them): {listed}") from None
