@@ -244,8 +244,11 @@ def _seen_drop(conn: Connection) -> None:
 
 def _plain(path: Path) -> bool:
     """Whether the file's header has neither tags nor a consent record (Mailchimp's OPTIN/CONFIRM)."""
-    with CsvSource(path) as source:
-        cols = source.columns
+    try:
+        with CsvSource(path, check_encoding=False) as source:   # the header only: the reader checks the file
+            cols = source.columns
+    except UnicodeDecodeError:
+        return False   # not UTF-8: the reader names the byte and line
     return cols.tags is None and all(c is None for c in cols.consent)
 
 

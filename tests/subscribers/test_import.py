@@ -280,3 +280,11 @@ def test_a_leading_quote_is_kept_unless_our_export_added_it(engine, crank, tmp_p
     import_csv(engine, path, "crank")
     ann = _subscriber(engine, "ann@example.com")
     assert (ann.name, ann.attributes) == (stored, {"note": stored})
+
+
+def test_a_header_that_is_not_utf8_is_named_like_any_other_line(engine, crank, tmp_path):
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes("em\u00e9ail,name\nann@example.com,Ann\n".encode("latin-1"))
+    with pytest.raises(CsvImportError, match=r"not UTF-8 \(byte 0xe9\)") as caught:
+        import_csv(engine, bad, "crank")
+    assert caught.value.line == 1
