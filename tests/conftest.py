@@ -24,10 +24,12 @@ def repo() -> Path:
 
 @pytest.fixture
 def settings(tmp_path):
-    """The repo's config.toml with the database and outbox moved into a temporary folder."""
+    """The repo's config.toml with the database and outbox moved into a temporary folder, and its
+    own path there too, so that nothing found next to the config file (the key file a README run
+    leaves in the repo, .mailer-secret) reaches a test."""
     s = load_settings(REPO / "config.toml")
     return dataclasses.replace(
-        s,
+        s, path=tmp_path / "config.toml",
         database=dataclasses.replace(s.database, url=f"sqlite:///{tmp_path / 'mailer.db'}"),
         delivery=dataclasses.replace(s.delivery, outbox_dir=tmp_path / "outbox"),
     )
