@@ -71,7 +71,7 @@ def child(kind: str, url: str, target: str) -> None:
                                                             starttls=False,
                                                             **(_dkim_settings() if signed else {})))
     s = dataclasses.replace(s, database=dataclasses.replace(s.database, url=url), delivery=delivery)
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu, children = time.perf_counter(), time.process_time(), _children_cpu()
     composed = compose_issue(os.environ.get("BENCH_ISSUE") or ROOT / "issues" / "2024-11.md", s)  # merge_fields.py
     if kind == "smtp-backend":
         sent = backend_alone(s, composed, int(Path(url).name))
@@ -79,8 +79,15 @@ def child(kind: str, url: str, target: str) -> None:
     else:
         summary = dispatch.run_send(s, dispatch.plan_send(s, composed, "crank"))
         sent = {"sent": summary.sent, "failed": summary.failed}
-    print(json.dumps({"wall": time.perf_counter() - started, "cpu": time.process_time() - cpu, **sent,
+    print(json.dumps({"wall": time.perf_counter() - started, "cpu": time.process_time() - cpu,
+                      "children_cpu": _children_cpu() - children, **sent,
                       "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's ended children (the DKIM signing processes, once closed)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _dkim_settings() -> dict:
@@ -243,22 +250,27 @@ def dkim_rows(n: int) -> None:
              "as deliver/dkim_sign.py does (dkimpy's header handling, our body canonicalization, RSA by "
              "`cryptography`/OpenSSL) or not. "
              "Same child-process setup as the send section above.", "",
-             "| run | messages | wall time | messages/s | client CPU | client CPU per message | received |",
-             "|---|---|---|---|---|---|---|"]
+             "| run | messages | wall time | messages/s | client CPU | of it, signing processes | client CPU per message | received |",
+             "|---|---|---|---|---|---|---|---|"]
     for label, r in rows:
-        lines.append(f"| {label} | {n:,} | {r['wall']:.1f} s | {n / r['wall']:,.0f} | {r['cpu']:.1f} s | "
-                     f"{r['cpu'] / n * 1000:.2f} ms | {r['server'].get('received', 0):,} |")
+        total = r["cpu"] + r.get("children_cpu", 0)
+        lines.append(f"| {label} | {n:,} | {r['wall']:.1f} s | {n / r['wall']:,.0f} | {total:.1f} s | "
+                     f"{r.get('children_cpu', 0):.1f} s | {total / n * 1000:.2f} ms | {r['server'].get('received', 0):,} |")
     load = os.getloadavg()[0]
     ours, theirs = signature_cpu()
     lines += ["", f"One signature of the November issue (about 48 KB), CPU per message: {ours:.2f} ms here, "
               f"{theirs:.1f} ms with `dkim.sign` (dkimpy's pure-Python RSA), measured in the same minute."]
-    extra = (rows[1][1]["cpu"] - rows[0][1]["cpu"]) / n * 1000
+    unsigned, signed = (r["cpu"] + r.get("children_cpu", 0) for _, r in rows)
+    rate = n / rows[1][1]["wall"]
     lines += ["", "Goal: a signed send at least 1,000 messages/s, like the unsigned one (dkimpy's pure-Python "
               "RSA cost about 12 ms a message, capping it near 80/s). Signing adds "
-              f"{extra:.2f} ms of client CPU per message here (RSA runs in OpenSSL without the GIL, on each "
-              "SMTP connection's own thread); on this run the unsigned send did not reach 1,000/s either, so "
-              "the wall-time rates say more about the machine's load than about signing.", "",
-              f"Load average when written: {load:.2f} (2 cores shared with other work"
+              f"{(signed - unsigned) / n * 1000:.2f} ms of CPU per message here. `cryptography` holds the GIL "
+              "while OpenSSL signs, so after the first 200 messages (signed in the sending threads) the "
+              "signatures are made by `[delivery.smtp] dkim_processes` spawned processes (default: one "
+              "less than the CPUs, here 1) while the sending process personalizes and sends: "
+              + (f"goal met ({rate:,.0f}/s)." if rate >= 1000 else
+                 f"goal not met on this run ({rate:,.0f}/s); the machine's load is below."), "",
+              f"Load average when written: {load:.2f} (2 cores shared with the SMTP sink and other work"
               + ("; noisy: re-run on a quiet machine)." if load > 2 else ").")]
     write_section("send-dkim", "\n".join(lines), f"bench/send.py --dkim --smtp {n}")
 

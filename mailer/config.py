@@ -63,6 +63,7 @@ class SmtpSettings:
     ehlo_name: str = ""            # the name we give in EHLO; empty: this host's FQDN
     ca_file: str = ""              # PEM file of CAs to trust for the relay's certificate; empty: the system's
     connect_retry_seconds: float = 60.0   # keep retrying a refused/unreachable relay this long (backoff)
+    dkim_processes: int = 0        # processes that DKIM-sign a large send; 0: one less than the CPUs (at least 1); -1: none
 
 
 @dataclass(frozen=True)
@@ -302,6 +303,7 @@ RANGES = {
     ("delivery.smtp", "batch_size"): (1, 10_000),
     ("delivery.smtp", "connections"): (1, 64),
     ("delivery.smtp", "connect_retry_seconds"): (0, 600),
+    ("delivery.smtp", "dkim_processes"): (-1, 64),
     ("delivery", "retry_hours"): (0, 24 * 7),
     ("delivery", "retry_first_seconds"): (1, 3600),
     ("delivery", "retry_wait_seconds"): (0, 3600),

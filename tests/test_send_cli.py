@@ -201,3 +201,38 @@ def test_a_run_ending_with_deferred_readers_says_how_many_and_until_when(cli, co
     assert (summary["sent"], summary["deferred"], summary["status"], summary["already_sent"]) == (2, 1, "stopped", False)
     assert summary["retry_at"] and sink.state.rcpt_tries["r1@example.org"] == 1
     assert Counter(r for m in sink.messages for r in m.rcpt_tos) == {"r0@example.org": 1, "r2@example.org": 1}
+
+
+def test_a_dkim_signed_send_from_the_real_command_signs_every_message_in_its_signing_process(
+        config_file, repo, tmp_path):
+    """`mailer send` as installed (the console script, a process of its own): past the first 200
+    messages the signatures come from spawned signing processes; every one verifies."""
+    import base64
+
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.servers.smtp_sink import SmtpSink
+
+    url = f"sqlite:///{config_file.parent / 'mailer.db'}"
+    seed(url, 300)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode("ascii")
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+    with SmtpSink(bulk_data=True) as sink:
+        text = config_file.read_text(encoding="utf-8")
+        text = text.replace("port = 587", f"port = {sink.port}").replace("starttls = true", "starttls = false")
+        text = text.replace("dkim_processes = 0", 'dkim_processes = 1\ndkim_domain = "example.org"\ndkim_selector = "news"')
+        config_file.write_text(text, encoding="utf-8")
+        mailer = Path(sys.executable).parent / "mailer"
+        done = subprocess.run([str(mailer), "--config", str(config_file), "send", "2024-11", "--list", "crank",
+                               "--yes", "--backend", "smtp"], cwd=config_file.parent, capture_output=True, text=True,
+                              env={**os.environ, "MAILER_DKIM_PRIVATE_KEY": pem}, timeout=120)
+        messages = list(sink.messages)
+    assert done.returncode == 0, done.stderr
+    assert "300 sent, 0 failed, 0 skipped" in done.stdout
+    assert sorted(m.rcpt_tos[0] for m in messages) == sorted(f"r{i}@example.org" for i in range(300))
+    assert all(dkim.verify(m.data, dnsfunc=lambda name, timeout=5: record) for m in messages)

@@ -5,19 +5,29 @@ send near 80 messages a second. Here dkimpy still does the header side exactly a
 the header block, relaxed header canonicalization, choosing the header fields `h=` names, the tag
 order and the folding), and the RSA signature moves to `cryptography` (OpenSSL): the SHA-256 of
 the canonical headers is signed as a pre-hashed digest. The body's relaxed canonicalization
-(RFC 6376 3.4.4) is done here with a few bytes.replace passes for a CRLF message: dkimpy's replaces every
-single space by a space and splits the whole message into lines, 5 to 10 ms for a 45 KB issue;
-any other message goes through dkimpy's own. The result is byte for byte what `dkim.sign` makes
-for the same message, key and time (tests/deliver/test_smtp.py).
+(RFC 6376 3.4.4) is done here for a CRLF message by finding the few runs of spaces (bytes.find)
+instead of rewriting the whole body once per pass; any other message goes through dkimpy's own.
+The result is byte for byte what `dkim.sign` makes for the same message, key and time
+(tests/deliver/test_smtp.py).
+
+`cryptography` holds the GIL while OpenSSL signs, so signing threads do not run in parallel with
+the thread that sends: `SigningPool` signs batches in other processes instead (BENCHMARKS.md,
+"Send: DKIM-signed SMTP"; the choice in docs/decisions.md).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import multiprocessing
+import re
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
 
 import dkim
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from dkim.canonicalization import CanonicalizationPolicy, Relaxed
 
 _POLICY = CanonicalizationPolicy(Relaxed, Relaxed)
@@ -28,9 +38,7 @@ class DkimSigner:
     """One key, selector and domain; `sign(message)` returns the header line to prepend."""
 
     def __init__(self, selector: bytes, domain: bytes, private_key_pem: bytes, include_headers):
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
+        self.args = (selector, domain, private_key_pem, tuple(include_headers))   # to rebuild it elsewhere
         key = load_pem_private_key(private_key_pem, password=None)  # ValueError / TypeError when bad
         if not isinstance(key, rsa.RSAPrivateKey):
             raise ValueError("the DKIM key must be an RSA private key (rsa-sha256)")
@@ -56,9 +64,6 @@ class DkimSigner:
         return _NAME + b": " + value
 
     def _rsa(self, digest: bytes) -> bytes:
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import padding, utils
-
         return self.key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
 
 
@@ -78,8 +83,53 @@ def relaxed_body(body: bytes) -> bytes:
     before a CRLF, no empty lines at the end (an empty body stays empty), as dkimpy does it."""
     if b"\t" in body:
         body = body.replace(b"\t", b" ")
-    while b"  " in body:  # bytes.replace, not a regex: a run of n spaces goes in log2(n) passes
-        body = body.replace(b"  ", b" ")
-    body = body.replace(b" \r\n", b"\r\n")
+    if b"  " in body:
+        body = _single_spaces(body)
+    if b" \r\n" in body:
+        body = body.replace(b" \r\n", b"\r\n")
     body = body.rstrip(b"\r\n")   # every CR and LF here is one CRLF pair: whole empty lines go
     return body + b"\r\n" if body else b""
+
+
+_SPACES = re.compile(rb" +")
+
+
+def _single_spaces(body: bytes) -> bytes:
+    """Each run of spaces as one space. A composed issue has a few dozen runs in 45 KB: finding
+    them costs far less than rewriting the whole body once per halving pass."""
+    pieces, start = [], 0
+    while (at := body.find(b"  ", start)) >= 0:
+        pieces.append(body[start:at + 1])
+        start = _SPACES.match(body, at).end()
+    pieces.append(body[start:])
+    return b"".join(pieces)
+
+
+class SigningPool:
+    """Signs batches of messages in `processes` other processes, each with its own DkimSigner.
+
+    `submit(messages)` returns a Future of their DKIM-Signature headers, in order. The processes
+    are spawned (not forked: the sending process has threads), so starting costs an interpreter
+    and the imports; the caller starts a pool only for a send large enough to pay for it."""
+
+    def __init__(self, signer: DkimSigner, processes: int):
+        self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_start_signer, initargs=signer.args)
+
+    def submit(self, messages: list[bytes]) -> Future:
+        return self._pool.submit(_sign_all, messages)
+
+    def close(self) -> None:
+        self._pool.shutdown(cancel_futures=True)
+
+
+_signer: DkimSigner | None = None   # in a SigningPool process: its one signer
+
+
+def _start_signer(*args) -> None:
+    global _signer
+    _signer = DkimSigner(*args)
+
+
+def _sign_all(messages: list[bytes]) -> list[bytes]:
+    return [_signer.sign(m) for m in messages]

@@ -23,14 +23,17 @@ connections (a restart) is retried with backoff for `connect_retry_seconds`, the
 from __future__ import annotations
 
 import dataclasses
+import os
 import smtplib
 import ssl
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Sequence
 
 from mailer.config import NewsletterSettings, SmtpSettings, secret
 from mailer.deliver.base import Backend, Result, ResultStatus
+from mailer.deliver.dkim_sign import DkimSigner, SigningPool
 from mailer.errors import PermanentDelivery, TemporaryDelivery
 
 # Headers the DKIM signature covers; RFC 8058 section 4 names the two List-Unsubscribe ones.
@@ -49,6 +52,7 @@ class _Dropped(Exception):
 class SmtpBackend(Backend):
     name = "smtp"
     max_batch = 20     # per instance: [delivery.smtp] batch_size, the most a crash can resend (docs/exactly-once.md)
+    pool_after = 200   # messages signed in the sending threads before signing processes start (a proof never starts them)
 
     def __init__(self, settings: SmtpSettings, newsletter: NewsletterSettings, *,
                  password: str | None = None, dkim_key: str | bytes | None = None,
@@ -67,6 +71,8 @@ class SmtpBackend(Backend):
         if isinstance(self._dkim_key, str):
             self._dkim_key = self._dkim_key.encode("ascii")
         self._signer = None
+        self._signing: SigningPool | None = None   # DKIM in other processes, once pool_after messages were signed here
+        self._encoded = 0
         self._conn: smtplib.SMTP | None = None
         self._lanes: list[SmtpBackend] = []   # with connections > 1: one single-connection backend each
         self._pool: ThreadPoolExecutor | None = None
@@ -91,6 +97,9 @@ class SmtpBackend(Backend):
         self._lanes[0]._conn = self._lanes[0]._connect()
 
     def close(self) -> None:
+        signing, self._signing = self._signing, None
+        if signing is not None:
+            signing.close()
         lanes, self._lanes = self._lanes, []
         for lane in lanes:
             lane.close()
@@ -164,8 +173,6 @@ class SmtpBackend(Backend):
         s = self.settings
         try:
             if self._signer is None:
-                from mailer.deliver.dkim_sign import DkimSigner
-
                 self._signer = DkimSigner(s.dkim_selector.encode("ascii"), s.dkim_domain.encode("ascii"),
                                           self._dkim_key, DKIM_HEADERS)
             return self._signer.sign(data) + data
@@ -174,13 +181,33 @@ class SmtpBackend(Backend):
                                     backend=self.name) from exc
 
     def encode(self, batch: Sequence) -> list[bytes]:
-        """Each message as the DATA content, dot-stuffed and terminated, ready for the wire; with
-        DKIM, the message still to sign (`_Unsigned`): each connection's thread signs its own
-        messages as it sends them, so the RSA work (OpenSSL, without the GIL) runs on as many
-        threads as there are connections instead of competing with them from the dispatch thread."""
-        if self._dkim_key:
-            return [_Unsigned(out.as_bytes()) for out in batch]
-        return [_for_data(out.as_bytes()) for out in batch]
+        """Each message as the DATA content, dot-stuffed and terminated, ready for the wire. With
+        DKIM, the message still to sign: by the connection's own thread as it sends it (`_Unsigned`)
+        for the first `pool_after` messages, then by the signing processes, which start on the
+        next batches while this one is on the wire (`_Signing`). `cryptography` holds the GIL
+        while it signs, so threads alone would sign one message at a time (deliver/dkim_sign.py)."""
+        if not self._dkim_key:
+            return [_for_data(out.as_bytes()) for out in batch]
+        messages = [out.as_bytes() for out in batch]
+        pool = self._signing_pool(len(messages))
+        return [_Unsigned(m) for m in messages] if pool is None else self._submit(pool, messages)
+
+    def _signing_pool(self, count: int) -> SigningPool | None:
+        self._encoded += count
+        if self._signing is None and self._encoded > self.pool_after and self.settings.dkim_processes >= 0:
+            self.sign(b"From: check@example.org\r\n\r\nkey check\r\n")  # the key is good: made the signer
+            self._signing = SigningPool(self._signer, self.settings.dkim_processes or max(1, (os.cpu_count() or 2) - 1))
+        return self._signing
+
+    def _submit(self, pool: SigningPool, messages: list[bytes]) -> list:
+        try:
+            signatures = pool.submit(messages)
+        except (BrokenProcessPool, RuntimeError):  # a signing process died: sign here from now on
+            self._encoded, self.pool_after = 0, float("inf")
+            self._signing = None
+            pool.close()
+            return [_Unsigned(m) for m in messages]
+        return [_Signing(m, signatures, i) for i, m in enumerate(messages)]
 
     def _send(self, batch: Sequence, encoded: list[bytes]) -> list[Result]:
         """One result per message, each in its own transaction. A failure of the whole backend at
@@ -199,6 +226,8 @@ class SmtpBackend(Backend):
                     self._conn = self._connect()
                 if type(data) is _Unsigned:
                     data = _for_data(self.sign(data))
+                elif type(data) is _Signing:
+                    data = _for_data(data.signed(self.sign))
                 results.append(self._send_one(out, data))
             except (TemporaryDelivery, PermanentDelivery) as exc:
                 if not results:
@@ -287,6 +316,21 @@ class SmtpBackend(Backend):
 
 class _Unsigned(bytes):
     """A message whose DKIM signature is made just before it is sent (see `encode`)."""
+
+
+class _Signing:
+    """A message whose DKIM signature a SigningPool process is making, with its batch's."""
+
+    __slots__ = ("message", "signatures", "index")
+
+    def __init__(self, message: bytes, signatures: Future, index: int):
+        self.message, self.signatures, self.index = message, signatures, index
+
+    def signed(self, sign_here) -> bytes:
+        try:
+            return self.signatures.result()[self.index] + self.message
+        except BrokenProcessPool:  # a signing process was killed: the same signature, made here
+            return sign_here(self.message)
 
 
 @dataclasses.dataclass(frozen=True)

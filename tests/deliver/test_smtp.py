@@ -155,8 +155,11 @@ def test_connection_failures_stop_with_a_clear_error(settings, edition, case, er
             send_all(backend_for(settings, port, **extra), readers(edition, 1))
 
 
-def test_dkim_signature_covers_the_one_click_headers_and_verifies(settings, edition, smtp_sink):
-    import dkim
+@pytest.fixture(scope="module")
+def dkim_pair():
+    """A fresh 2048-bit key: its PEM, and a DNS lookup answering with its public key record."""
+    import base64
+
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -165,17 +168,21 @@ def test_dkim_signature_covers_the_one_click_headers_and_verifies(settings, edit
                             serialization.NoEncryption())
     public = key.public_key().public_bytes(serialization.Encoding.DER,
                                            serialization.PublicFormat.SubjectPublicKeyInfo)
-    import base64
-
     record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-    backend = backend_for(settings, smtp_sink.port, dkim_domain="example.org", dkim_selector="news",
-                          dkim_key=pem.decode())
-    send_all(backend, readers(edition, 2, names=lambda i: "Zoë \"Z\" O'Brien"))
 
     def dns(name, timeout=5):
         assert name == b"news._domainkey.example.org."
         return record
 
+    return pem.decode(), dns
+
+
+def test_dkim_signature_covers_the_one_click_headers_and_verifies(settings, edition, smtp_sink, dkim_pair):
+    import dkim
+
+    pem, dns = dkim_pair
+    backend = backend_for(settings, smtp_sink.port, dkim_domain="example.org", dkim_selector="news", dkim_key=pem)
+    send_all(backend, readers(edition, 2, names=lambda i: "Zoë \"Z\" O'Brien"))
     for message in smtp_sink.messages:
         assert dkim.verify(message.data, dnsfunc=dns)
         signature = email.message_from_bytes(message.data, policy=email.policy.compat32)["DKIM-Signature"]
@@ -184,6 +191,42 @@ def test_dkim_signature_covers_the_one_click_headers_and_verifies(settings, edit
         tampered = message.data.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
                                         b"List-Unsubscribe-Post: List-Unsubscribe=Two-Click")
         assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+def _kill(pool) -> None:
+    for process in pool._pool._processes.values():
+        process.kill()
+        process.join()
+
+
+@pytest.mark.parametrize("kill", [None, "between batches", "while signing"])
+def test_a_large_send_is_signed_in_other_processes_and_every_signature_verifies(settings, edition, smtp_sink,
+                                                                                dkim_pair, kill):
+    """After `pool_after` messages the signatures come from a SigningPool process; one killed
+    mid-send costs nothing: its messages are signed in the sending process instead."""
+    import dkim
+
+    pem, dns = dkim_pair
+    backend = backend_for(settings, smtp_sink.port, dkim_domain="example.org", dkim_selector="news",
+                          dkim_key=pem, dkim_processes=1, connections=2)
+    backend.pool_after = 20
+    batch, results, pools = readers(edition, 80), [], []
+    with backend:
+        for k in range(0, len(batch), 20):
+            part = batch[k:k + 20]
+            if kill == "between batches" and backend._signing is not None and not pools:
+                pools.append(backend._signing)
+                _kill(backend._signing)
+            encoded = backend.encode(part)
+            if kill == "while signing" and backend._signing is not None and not pools:
+                pools.append(backend._signing)
+                _kill(backend._signing)
+            pools += [backend._signing] if backend._signing is not None else []
+            results += backend.send_batch(part, encoded)
+    assert pools, "the signing processes never started"
+    assert [r.status for r in results] == [ResultStatus.ACCEPTED] * 80
+    assert sorted(m.rcpt_tos[0] for m in smtp_sink.messages) == sorted(o.email for o in batch)
+    assert all(dkim.verify(m.data, dnsfunc=dns) for m in smtp_sink.messages)
 
 
 def test_a_bad_dkim_key_fails_before_anything_is_sent(settings, edition, smtp_sink):
@@ -217,7 +260,9 @@ def test_our_dkim_signature_is_byte_for_byte_dkimpys_own(monkeypatch, edition):
     monkeypatch.setattr(dkim.time, "time", lambda: 1_733_097_600)
     signer = DkimSigner(b"news", b"example.org", pem, DKIM_HEADERS)
     odd = [b"From: a@example.org\r\nSubject:  x \r\n\r\n" + body for body in
-           (b"", b"\r\n\r\n", b"a \t b\t\r\n  \r\n\r\n", b"last line ", b"x\r\n ", b"bare\nLF \r\n")]
+           (b"", b"\r\n\r\n", b"a \t b\t\r\n  \r\n\r\n", b"last line ", b"x\r\n ", b"bare\nLF \r\n",
+            b"  lead\r\nmid    dle\r\ntrail   \r\n", b"one two  three   four" + b" " * 17 + b"five\r\n",
+            b"\t \t x \t\r\n \r\n", b"end  ", b" " * 1000)]
     messages = [out.as_bytes() for out in readers(edition, 3, names=lambda i: ["Zoë  O'Brien", "  a   b ", ".d"][i])]
     for message in messages + odd:
         theirs = dkim.sign(message, b"news", b"example.org", pem, include_headers=list(DKIM_HEADERS),
