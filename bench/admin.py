@@ -28,7 +28,6 @@ import httpx  # noqa: E402
 
 from bench.report import write_section  # noqa: E402
 from bench.web import PG, start_server, write_config  # noqa: E402
-from tests.web.live import free_socket  # noqa: E402
 
 FIRST = ["ann", "bob", "carla", "dmitri", "eve", "fatima", "george", "hana", "ivan", "julia", "kofi", "lena",
          "mateo", "nora", "omar", "priya", "quentin", "rosa", "sven", "tariq", "uma", "victor", "wen", "ximena",
@@ -142,11 +141,8 @@ def run(label: str, db_url: str, args) -> dict:
         started = time.perf_counter()
         seed(db_url, args.subscribers)
         print(f"{label}: seeded {args.subscribers:,} subscribers in {time.perf_counter() - started:.0f} s", flush=True)
-        sock = free_socket()
-        port = sock.getsockname()[1]
-        sock.close()          # the server binds it again at once; a benchmark, not a test
-        config = write_config(Path(tmp), port, "", db_url)
-        proc = start_server(config, port)
+        config = write_config(Path(tmp), "", db_url)
+        proc, port = start_server(config)
         try:
             client = login(f"http://127.0.0.1:{port}")
             try:

@@ -36,20 +36,21 @@ import httpx  # noqa: E402
 
 from bench.report import write_section  # noqa: E402
 from tests.events.signing import Signer, body  # noqa: E402
-from tests.web.live import free_socket  # noqa: E402
 
 SECRET = "bench-secret-key-0123456789abcdef"
 MIX = [("delivered", 60), ("processed", 20), ("open", 14), ("click", 3), ("deferred", 2), ("bounce", 1)]
 PG = os.environ.get("MAILER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
-def write_config(folder: Path, port: int, public_key: str, db_url: str) -> Path:
+def write_config(folder: Path, public_key: str, db_url: str) -> Path:
+    """The repository's config on `db_url`. Its base_url keeps the default port: the benchmarks
+    follow no link the server makes, and the server's port is known only once it listens."""
     text = (ROOT / "config.toml").read_text(encoding="utf-8")
     text = text.replace('url = "sqlite:///mailer.db"', f'url = "{db_url}"')
     text = text.replace('public_key = ""', f'public_key = "{public_key}"')
-    text = text.replace('base_url = "http://127.0.0.1:8000"', f'base_url = "http://127.0.0.1:{port}"')
-    # Paths in a config resolve against its folder: point at the repository's templates.
-    text += f'\n[compose]\ntemplates_dir = "{ROOT / "templates"}"\nissues_dir = "{ROOT / "issues"}"\n'
+    # Paths in a config resolve against its folder: point at the repository's templates and issues.
+    text = text.replace('templates_dir = "templates"', f'templates_dir = "{ROOT / "templates"}"', 1)
+    text = text.replace('issues_dir = "issues"', f'issues_dir = "{ROOT / "issues"}"', 1)
     path = folder / "config.toml"
     path.write_text(text, encoding="utf-8")
     return path
@@ -82,22 +83,29 @@ def seed(db_url: str, readers: int) -> tuple[list[str], list[str]]:
     return addresses, tokens
 
 
-def start_server(config: Path, port: int) -> subprocess.Popen:
-    """`mailer serve` on `port`; its log goes to server.log beside the config (a pipe nobody
-    reads would fill up and stall the server)."""
+def start_server(config: Path) -> tuple[subprocess.Popen, int]:
+    """`mailer serve --port 0` and the port it got, read from its start-up line; its log goes to
+    server.log beside the config (a pipe nobody reads would fill up and stall the server)."""
     env = {**os.environ, "MAILER_SECRET_KEY": SECRET, "PYTHONPATH": str(ROOT)}
-    log = open(config.parent / "server.log", "w")
+    path = config.parent / "server.log"
+    log = open(path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "mailer", "--config", str(config), "serve",
-                             "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=log, text=True)
+                             "--port", "0"], env=env, cwd=ROOT, stdout=log, stderr=log, text=True)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.1)
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = re.search(r"running on http://127\.0\.0\.1:(\d+)", path.read_text())
+        if found and _healthy(int(found.group(1))):
+            return proc, int(found.group(1))
+        time.sleep(0.1)
     proc.kill()
-    raise SystemExit(f"mailer serve did not start: {(config.parent / 'server.log').read_text()[-2000:]}")
+    raise SystemExit(f"mailer serve did not start: {path.read_text()[-2000:]}")
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def webhook_posts(signer: Signer, addresses: list[str], posts: int) -> list[tuple[bytes, dict]]:
@@ -211,12 +219,10 @@ def run(db_label: str, db_url: str, args) -> tuple[dict, dict]:
         if db_url.startswith("sqlite"):
             db_url = f"sqlite:///{tmp}/bench.db"
         signer = Signer()
-        with free_socket() as sock:
-            port = sock.getsockname()[1]
-        config = write_config(Path(tmp), port, signer.public_key, db_url)
+        config = write_config(Path(tmp), signer.public_key, db_url)
         addresses, tokens = seed(db_url, readers)
         signed = webhook_posts(signer, addresses, args.posts + 1)
-        server = start_server(config, port)
+        server, port = start_server(config)
         try:
             url = f"http://127.0.0.1:{port}"
             cpu = _cpu_seconds(server.pid)

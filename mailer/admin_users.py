@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, delete, insert, select, update
+from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from mailer.errors import AdminUserError
-from subscribers.models import utcnow
+from subscribers.models import UtcDateTime, utcnow
 
 metadata = MetaData()
 
@@ -25,8 +25,8 @@ admin_users = Table(
     Column("id", Integer, primary_key=True),
     Column("name", String(64), nullable=False, unique=True),
     Column("password_hash", String(200), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("last_login_at", DateTime(timezone=True)),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_login_at", UtcDateTime),
 )
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, distinct, func, select
 
@@ -129,7 +129,7 @@ def _timeline(conn, issue: str, send_ids: list[int]) -> dict[str, list[tuple[str
                         .order_by(events.c.at)).all()
     if not rows:
         return {}
-    times = [_utc(at) for _, at in rows]
+    times = [at for _, at in rows]
     hourly = times[-1] - times[0] <= timedelta(days=3)
     fmt = "%Y-%m-%d %H:00" if hourly else "%Y-%m-%d"
     buckets = _buckets(times[0], times[-1], hourly)
@@ -149,12 +149,6 @@ def _buckets(first: datetime, last: datetime, hourly: bool) -> list[datetime]:
         out.append(at)
         at += step
     return out
-
-
-def _utc(value) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 # ------------------------------------------------------------------------------ output

@@ -10,29 +10,20 @@ these helpers hand plain values straight to the driver:
   followed by one `INSERT ... SELECT ... ON CONFLICT DO NOTHING` / `UPDATE ... FROM` when the
   statement needs a conflict rule, RETURNING or a join.
 
-Callers pass values as SQLAlchemy itself would store them (`Bulk.time` for timestamps, SQLAlchemy's
-SQLite text format there; JSON as text), so rows written in bulk read back through the models.
+Callers pass values as SQLAlchemy itself would store them (`Bulk.time` for timestamps: the column
+type's own conversion, models.driver_value; JSON as text), so rows written in bulk read back
+through the models.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime, timezone
-
 from functools import cache
 
 from sqlalchemy import JSON, BigInteger, Connection, Integer, Table
 
-from subscribers.models import UtcDateTime
-
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME storage format
-
-
-def sqlite_time(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(timezone.utc).strftime(_SQLITE_TIME)
+from subscribers.models import UtcDateTime, driver_value
 
 
 class Bulk:
@@ -42,10 +33,8 @@ class Bulk:
         self.conn = conn
         self.pg = conn.dialect.name == "postgresql"
         self._stages: set[str] = set()
-
-    def time(self, value: datetime | None):
-        """A timestamp as this driver should receive it (SQLite: SQLAlchemy's text format)."""
-        return value if self.pg else sqlite_time(value)
+        # a timestamp as this driver should receive it for a UtcDateTime column
+        self.time = driver_value(conn.dialect)
 
     def insert(self, table: Table, columns: Sequence[str], rows: list[tuple], *,
                conflict: Sequence[str] | None = None, returning: Sequence[str] | None = None,
@@ -126,18 +115,22 @@ class Bulk:
         self.conn.exec_driver_sql(f"UPDATE {table.name} AS t SET {sets} FROM {stage} AS v WHERE t.{key} = v.{key}")
         self.conn.exec_driver_sql(f"TRUNCATE {stage}")
 
-    def select_in(self, sql: str, values: Sequence, *, ints: bool = False) -> list[tuple]:
-        """Run `sql`, whose one placeholder `{in_}` stands for "IN (values)". On PostgreSQL the
-        values travel as one newline-joined string (addresses and hashes hold no newline)."""
+    def select_in(self, sql: str, values: Sequence, *, ints: bool = False, params: Sequence = ()) -> list[tuple]:
+        """Run `sql`, whose placeholder `{in_}` stands for "IN (values)" and each `{param}` for one
+        of `params`, in order (all before `{in_}` in the statement). On PostgreSQL the values
+        travel as one newline-joined string (addresses and hashes hold no newline)."""
         if not values:
             return []
+        mark = "%s" if self.pg else "?"
         if self.pg:
             cast = "::int[]" if ints else ""
             joined = "\n".join(map(str, values))
             return self.conn.exec_driver_sql(
-                sql.format(in_=f"= ANY(string_to_array(%s, E'\\n'){cast})"), (joined,)).fetchall()
-        marks = ", ".join("?" * len(values))
-        return self.conn.exec_driver_sql(sql.format(in_=f"IN ({marks})"), tuple(values)).fetchall()
+                sql.format(in_=f"= ANY(string_to_array(%s, E'\\n'){cast})", param=mark),
+                (*params, joined)).fetchall()
+        in_ = ", ".join("?" * len(values))
+        return self.conn.exec_driver_sql(sql.format(in_=f"IN ({in_})", param=mark),
+                                         (*params, *values)).fetchall()
 
     # ---- PostgreSQL
 

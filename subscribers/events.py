@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 
 
 class EventType(str, enum.Enum):
@@ -45,3 +45,11 @@ class DeliveryEvent:
     issue: str | None = None        # our issue slug, from correlation headers / custom_args
     send_ref: str | None = None     # our opaque delivery reference, from custom_args / VERP
     raw: object = field(default=None, compare=False, repr=False)  # never dropped
+
+    def __post_init__(self) -> None:
+        # every parser's time in one form (a naive one is taken as UTC), so the policy compares
+        # and dedupe keys are made from one value whatever the parser gave
+        if self.at.tzinfo is None:
+            object.__setattr__(self, "at", self.at.replace(tzinfo=timezone.utc))
+        elif self.at.utcoffset():
+            object.__setattr__(self, "at", self.at.astimezone(timezone.utc))

@@ -16,15 +16,14 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timezone
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, literal_column, text
 
 from subscribers import store
 from subscribers.csvfile import neutralize
 from subscribers.errors import SubscriberError
-from subscribers.models import Status
+from subscribers.models import Status, utc_text
 
 COLUMNS = ["email", "name", "status", "subscribed_at", "tags"]
 
@@ -48,9 +47,12 @@ def export_csv(engine: Engine, list_name: str, out: str | Path, *, status: Statu
         total = conn.execute(text(f"SELECT count(*) FROM memberships m JOIN subscribers s "
                                   f"ON s.id = m.subscriber_id WHERE {where}"), params).scalar()
         summary = ExportSummary(list_name, str(out), columns=len(COLUMNS) + len(keys))
-        # Untyped text(): rows come as the driver gives them, without per-value processing.
-        query = text("SELECT s.email, s.name, COALESCE(s.global_status, m.status), m.consent_at, s.attributes, "
-                     f"{_TAGS[conn.dialect.name == 'postgresql']} FROM memberships m JOIN subscribers s ON s.id = m.subscriber_id WHERE {where} ORDER BY s.id")
+        # Untyped text(): rows come as the driver gives them, without per-value processing; the
+        # database writes the consent time's text, the same on both (models.utc_text).
+        when = utc_text(literal_column("m.consent_at")).compile(dialect=conn.dialect)
+        query = text(f"SELECT s.email, s.name, COALESCE(s.global_status, m.status), {when}, s.attributes, "
+                     f"{_TAGS[conn.dialect.name == 'postgresql']} FROM memberships m "
+                     f"JOIN subscribers s ON s.id = m.subscriber_id WHERE {where} ORDER BY s.id")
         with _target(out) as fh:
             writer = csv.writer(fh, lineterminator="\r\n")  # RFC 4180 line ends, as spreadsheets expect
             writer.writerow([neutralize(c) for c in COLUMNS + keys])
@@ -93,12 +95,8 @@ _RISKY = frozenset("=+-@\t\r'")
 
 
 def _cells(row, keys: list[str]) -> list[str]:
-    email, name, status, consent_at, attrs, tags = row
-    if isinstance(consent_at, str):  # SQLite: SQLAlchemy's "YYYY-MM-DD HH:MM:SS.ffffff", in UTC
-        when = consent_at.replace(" ", "T") + "Z"
-    else:
-        when = consent_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if consent_at else ""
-    cells = [email, name or "", status, when, tags or ""]
+    email, name, status, when, attrs, tags = row
+    cells = [email, name or "", status, when or "", tags or ""]
     if keys:
         if isinstance(attrs, str):
             attrs = json.loads(attrs)

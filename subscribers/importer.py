@@ -37,7 +37,7 @@ from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, sele
 from sqlalchemy.exc import SQLAlchemyError
 
 from subscribers import pg_copy, store
-from subscribers.bulk import Bulk, sqlite_time
+from subscribers.bulk import Bulk
 from subscribers.csvfile import CsvSource
 from subscribers.errors import CsvImportError, ImportInterrupted, SecretRequired, SubscriberError
 from subscribers.models import (GLOBAL_STATUSES, SUPPRESSED, Action, ConsentSource, Status, forgotten, history,
@@ -59,7 +59,7 @@ class Stored(NamedTuple):
     name: str | None
     attributes: str | None     # JSON text, compared as is before parsing
     global_status: str | None
-    created_at: object         # as the driver returns it (see _created_by_us)
+    ours: bool                 # created during this run (see _Job.run)
 
 
 @dataclass(frozen=True)
@@ -261,7 +261,6 @@ class _Job:
         self.secret, self.overwrite = secret, overwrite
         self.bulk = Bulk(conn)
         self.started = utcnow()  # rows created at or after this were created by this run
-        self.started_text = sqlite_time(self.started)
         # PostgreSQL: COPY + set-based merges (pg_copy.py), for files without tags or a consent
         # record (those take the general path below, every chunk alike, so the counts agree)
         self.pg = pg_copy.PgMerge(self) if self.bulk.pg and copy_merge else None
@@ -273,10 +272,12 @@ class _Job:
         if self.pg is not None:
             return self.pg.run({e: rows[e] for e in emails})
         bulk = self.bulk
-        existing = {email: Stored(sid, name, attrs, glob, created) for sid, email, name, attrs, glob, created
-                    in bulk.select_in("SELECT id, email, name, attributes, global_status, created_at "
-                                      "FROM subscribers WHERE email {in_}", emails)}
-        seen = {e for e, stored in existing.items() if self._created_by_us(stored.created_at)}
+        # Created during this run, hence by an earlier row of this file (or, harmlessly, by a
+        # signup meanwhile: its data then only gets blanks filled); compared by the database.
+        found = bulk.select_in("SELECT id, email, name, attributes, global_status, created_at >= {param} "
+                               "FROM subscribers WHERE email {in_}", emails, params=[bulk.time(self.started)])
+        existing = {email: Stored(sid, name, attrs, glob, bool(ours)) for sid, email, name, attrs, glob, ours in found}
+        seen = {e for e, stored in existing.items() if stored.ours}
         if len(seen) < len(existing):
             seen.update(e for (e,) in bulk.select_in("SELECT email FROM import_seen WHERE email {in_}",
                                                      [e for e in existing if e not in seen]))
@@ -285,11 +286,6 @@ class _Job:
         if existing:
             self._merge_existing(rows, existing, seen)
             bulk.insert(_seen, ["email"], [(e,) for e in existing if e not in seen])
-
-    def _created_by_us(self, created) -> bool:
-        """Created during this run, hence by an earlier row of this file (or, harmlessly, by a
-        signup meanwhile: its data then only gets blanks filled)."""
-        return created >= (self.started_text if isinstance(created, str) else self.started)
 
     def _drop_forgotten(self, emails: list[str]) -> list[str]:
         """The chunk's addresses minus forgotten ones, new or (from before every path checked

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from datetime import timezone
 
 from sqlalchemy import Connection, Engine, select
 
@@ -90,6 +89,5 @@ def bound(conn: Connection, claim: Claim) -> bool:
     if claim.key is not None:
         return hmac.compare_digest(row.token_key, claim.key)
     upto = conn.execute(select(store_meta.c.value).where(store_meta.c.name == LEGACY_UPTO)).scalar()
-    created = row.created_at.replace(tzinfo=row.created_at.tzinfo or timezone.utc)
     return (upto is not None and row.id <= int(upto)
-            and claim.issued + CLOCK_SLACK >= int(created.timestamp()))
+            and claim.issued + CLOCK_SLACK >= int(row.created_at.timestamp()))

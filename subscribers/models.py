@@ -11,13 +11,16 @@ SQL without the enum types. Timestamps are aware UTC datetimes on both SQLite an
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, Boolean, CheckConstraint, DateTime, FetchedValue, ForeignKey, Index, Integer,
-                        MetaData, String, Text, UniqueConstraint)
+from sqlalchemy import (JSON, BigInteger, Boolean, CheckConstraint, Date, DateTime, FetchedValue, ForeignKey, Index,
+                        Integer, MetaData, String, Text, UniqueConstraint)
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from subscribers.status import Status
@@ -57,22 +60,71 @@ def utcnow() -> datetime:
 
 
 class UtcDateTime(TypeDecorator):
-    """Aware UTC in, aware UTC out, on SQLite (which keeps no zone) as on PostgreSQL."""
+    """Aware UTC in, aware UTC out, on SQLite (which keeps no zone) as on PostgreSQL.
+
+    The one place that knows how the two databases differ here (docs/design.md, "The database
+    contract"): SQLite stores SQLAlchemy's text `YYYY-MM-DD HH:MM:SS.ffffff` in UTC, PostgreSQL a
+    timestamptz. A naive value is taken as UTC on both (PostgreSQL would otherwise read it in the
+    session's time zone). Code that writes past SQLAlchemy's statements (subscribers/bulk.py) uses
+    `driver_value`; SQL that needs the day or the text of a timestamp uses `utc_date`, `utc_text`.
+    """
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
     def process_bind_param(self, value, dialect):
-        if value is not None and value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
-            if dialect.name == "sqlite":
-                value = value.replace(tzinfo=None)
-        return value
+        if value is None:
+            return None
+        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value, dialect):
         if value is None:
             return None
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def driver_value(dialect) -> Callable[[datetime | None], Any]:
+    """A function turning a datetime into what this dialect's driver stores for a UtcDateTime
+    column (SQLite: SQLAlchemy's text; PostgreSQL: the aware datetime), for statements that hand
+    values straight to the driver."""
+    return UtcDateTime().dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
+
+
+class utc_date(FunctionElement):
+    """The UTC calendar day of a UtcDateTime column, as a `date` on both databases."""
+
+    type = Date()
+    inherit_cache = True
+
+
+@compiles(utc_date, "sqlite")
+def _utc_date_sqlite(element, compiler, **kw):
+    return f"date({compiler.process(element.clauses, **kw)})"          # the stored text is UTC
+
+
+@compiles(utc_date, "postgresql")
+def _utc_date_postgresql(element, compiler, **kw):       # not the session's time zone
+    return f"CAST(({compiler.process(element.clauses, **kw)}) AT TIME ZONE 'UTC' AS DATE)"
+
+
+class utc_text(FunctionElement):
+    """A UtcDateTime column as ISO 8601 text, `2024-11-05T09:30:00.000000Z`, the same on both
+    databases (made by the database: no per-row work in Python)."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(utc_text, "sqlite")
+def _utc_text_sqlite(element, compiler, **kw):
+    return f"(replace({compiler.process(element.clauses, **kw)}, ' ', 'T') || 'Z')"
+
+
+@compiles(utc_text, "postgresql")
+def _utc_text_postgresql(element, compiler, **kw):
+    column = compiler.process(element.clauses, **kw)
+    return f"""to_char(({column}) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
 
 Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")

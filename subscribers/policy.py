@@ -141,7 +141,7 @@ def dedupe_key(e: DeliveryEvent) -> str:
     is the same row, never a second soft bounce."""
     if e.event_id:
         return e.event_id[:100]
-    text = "\x1f".join([e.type.value, e.recipient, _utc(e.at).isoformat(), e.detail or ""])
+    text = "\x1f".join([e.type.value, e.recipient, e.at.isoformat(), e.detail or ""])
     return "content:" + hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -202,7 +202,7 @@ def _insert_ignore(conn: Connection):
 def _row(e: DeliveryEvent, ids: dict[str, int], now: datetime) -> dict:
     return {"source": e.source[:32], "event_id": dedupe_key(e),
             "subscriber_id": ids[e.recipient], "type": e.type.value,
-            "severity": e.severity.value if e.severity else None, "at": _utc(e.at),
+            "severity": e.severity.value if e.severity else None, "at": e.at,
             "issue": _cut(e.issue, 100), "send_ref": _cut(e.send_ref, 100),
             "message_id": _cut(e.message_id, 200), "detail": _cut(e.detail, 1000),
             "raw": _jsonable(e.raw), "received_at": now}
@@ -215,7 +215,7 @@ def _hard_or_counted(conn, event, limits, subscriber_id, since) -> Status | None
     reach the limit (this one included: it is stored already)."""
     if event.severity is not Severity.SOFT:
         return Status.BOUNCED
-    at = _utc(event.at)
+    at = event.at
     start = at - timedelta(days=limits.soft_bounce_window_days)
     if since is not None and since > start:
         start = since.replace(microsecond=0)   # as in apply_event: bounce mail is dated in whole seconds
@@ -247,7 +247,7 @@ def apply_event(conn: Connection, event: DeliveryEvent, limits: Limits, *,
     if sid is None:
         return None
     since = _latest_consent(conn, sid, list_id)
-    if since is not None and _utc(event.at) < since.replace(microsecond=0):  # providers send whole seconds
+    if since is not None and event.at < since.replace(microsecond=0):  # providers send whole seconds
         return None                              # the person decided again after this event
     status = rule(conn, event, limits, sid, since)
     if status is None:
@@ -263,8 +263,7 @@ def _latest_consent(conn, subscriber_id: int, list_id: int | None) -> datetime |
     query = select(func.max(memberships.c.consent_at)).where(memberships.c.subscriber_id == subscriber_id)
     if list_id is not None:
         query = query.where(memberships.c.list_id == list_id)
-    value = conn.execute(query).scalar()
-    return _utc(value) if value is not None else None
+    return conn.execute(query).scalar()
 
 
 def _is_member(conn, subscriber_id: int, list_id: int) -> bool:
@@ -274,14 +273,8 @@ def _is_member(conn, subscriber_id: int, list_id: int) -> bool:
 
 def _detail(e: DeliveryEvent) -> dict:
     return {"event": e.type.value, "severity": e.severity.value if e.severity else None,
-            "event_id": e.event_id, "issue": e.issue, "at": _utc(e.at).isoformat(),
+            "event_id": e.event_id, "issue": e.issue, "at": e.at.isoformat(),
             "detail": _cut(e.detail, 300)}
-
-
-def _utc(value) -> datetime:
-    if isinstance(value, str):   # SQLite hands back text for func.max over a datetime column
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def _cut(value: str | None, n: int) -> str | None:

@@ -363,15 +363,7 @@ def _asked_since_change(conn, subscriber_id: int, list_id: int, digest: str) -> 
         signup_requests.c.list_id == list_id, signup_requests.c.address_hash == digest)).scalar()
     if asked is None:
         return False
-    return changed is None or _aware(asked) > _aware(changed)
-
-
-def _aware(value) -> datetime:
-    from datetime import timezone
-
-    if isinstance(value, str):   # SQLite gives text for max() over a datetime column
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+    return changed is None or asked > changed
 
 
 def confirm_forgotten(conn: Connection, list_id: int, address: str, *, secret: str, asked_at: datetime,
@@ -382,7 +374,7 @@ def confirm_forgotten(conn: Connection, list_id: int, address: str, *, secret: s
     address = normalize_email(address)
     digest = forget_hash(secret, address)
     when = conn.execute(select(forgotten.c.at).where(forgotten.c.email_hash == digest)).scalar()
-    if when is not None and _aware(when) > asked_at:
+    if when is not None and when > asked_at:
         return False            # forgotten after this link was made
     if conn.execute(select(lists.c.id).where(lists.c.id == list_id)).first() is None:
         return False

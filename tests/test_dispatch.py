@@ -115,7 +115,7 @@ def test_a_sent_issue_is_not_sent_again(store_settings, composed):
 
 
 def test_readers_are_fixed_at_the_start_and_suppression_is_checked_before_each_batch(store_settings, composed):
-    from subscribers.store import set_status
+    from subscribers.store import forget, set_status
 
     list_id = seed(store_settings.database.url, 250)
     engine = dispatch.open_store(store_settings)
@@ -126,21 +126,23 @@ def test_readers_are_fixed_at_the_start_and_suppression_is_checked_before_each_b
 
         def _send(self, batch, encoded):
             ChangingStore.calls += 1
-            if ChangingStore.calls == 1:  # while batch 1 is out: r200 leaves, r201 bounces, r999 joins
+            if ChangingStore.calls == 1:  # while batch 1 is out: r200 leaves, r201 bounces, r999 joins,
+                seed(store_settings.database.url, 1, start=999)   # r202 is forgotten (GDPR erasure)
                 with engine.begin() as conn:
                     set_status(conn, _sid(conn, "r200@example.org"), list_id, "unsubscribed", "test")
                     set_status(conn, _sid(conn, "r201@example.org"), None, "bounced", "test")
-                seed(store_settings.database.url, 1, start=999)
+                    forget(conn, "r202@example.org", SECRET)
             return super()._send(batch, encoded)
 
     summary = send(store_settings, composed, backend=ChangingStore(store_settings.delivery.outbox_dir))
-    assert (summary.total, summary.sent, summary.skipped) == (250, 248, 2)
-    names = {p.name for p in store_settings.delivery.outbox_dir.glob("*.eml")}
-    assert len(names) == 248
+    assert (summary.total, summary.sent, summary.skipped) == (250, 247, 3)
+    sent = [addressee(p.read_bytes()) for p in store_settings.delivery.outbox_dir.glob("*.eml")]
+    assert sorted(sent) == sorted(f"r{i}@example.org" for i in range(250) if i not in (200, 201, 202))
     with engine.connect() as conn:
         rows = conn.execute(select(ledger.deliveries.c.state, ledger.deliveries.c.last_error)
                             .where(ledger.deliveries.c.state == "skipped")).all()
-    assert sorted(r.last_error for r in rows) == ["bounced since the send started", "unsubscribed since the send started"]
+    assert sorted(r.last_error for r in rows) == ["bounced since the send started", "forgotten since the send started",
+                                                  "unsubscribed since the send started"]
 
 
 def _sid(conn, address):
@@ -199,6 +201,92 @@ def test_temporary_and_permanent_refusals(store_settings, composed):
                             .where(ledger.deliveries.c.state != "accepted").order_by(ledger.deliveries.c.id)).all()
     assert [tuple(r) for r in rows] == [("failed", 1, replies["r1@example.org"]),
                                         ("deferred", 1, replies["r3@example.org"])]
+
+
+@pytest.mark.parametrize("on_interrupted, copies", [("resend", 2), ("skip", 1)])
+def test_smtp_connection_lost_after_data_leaves_the_reader_in_flight_for_the_next_run(store_settings, composed,
+                                                                                       on_interrupted, copies):
+    seed(store_settings.database.url, 5)
+    with SmtpSink(drop_after_data={"r2@example.org"}) as sink:
+        settings = with_backend(store_settings, "smtp", sink_port=sink.port)
+        first = send(settings, composed)
+        assert (first.sent, first.in_doubt, first.status) == (4, 1, "stopped")
+        assert states(settings) == {"accepted": 4, "sending": 1}
+        notes = []
+        again = send(settings, composed, notice=notes.append, on_interrupted=on_interrupted)
+    assert "was in flight when the last run stopped" in notes[0]
+    assert Counter(m.rcpt_tos[0] for m in sink.messages) == {**{f"r{i}@example.org": 1 for i in range(5)},
+                                                             "r2@example.org": copies}
+    assert (again.sent, again.skipped, again.status) == (4 + copies - 1, 2 - copies, "done")
+
+
+def test_a_refused_return_path_stops_the_send_and_a_rerun_finishes_it(store_settings, composed):
+    seed(store_settings.database.url, 5)
+    refused = "553 5.7.1 Sender address rejected: not owned by user"
+    with SmtpSink(refuse_sender=refused) as sink:
+        settings = with_backend(store_settings, "smtp", sink_port=sink.port)
+        with pytest.raises(SendError, match=r"after 0 sent: smtp: the server refuses the return path "
+                                            r"bounces@example.org \(status 553\).*ledger is intact"):
+            send(settings, composed)
+    assert (states(settings), sink.messages) == ({"pending": 5}, [])
+    with SmtpSink() as sink:
+        summary = send(with_backend(store_settings, "smtp", sink_port=sink.port), composed)
+    assert summary.sent == 5 and sorted(m.rcpt_tos[0] for m in sink.messages) == [f"r{i}@example.org" for i in range(5)]
+
+
+def test_readers_a_rival_claimed_first_are_left_to_it(store_settings, composed, monkeypatch):
+    """Between reading a batch's readers and claiming them, another worker claimed two: this run
+    sends the rest of that batch and never the rival's two (they stay in its batch, `sending`)."""
+    seed(store_settings.database.url, 10)
+    settings = with_backend(store_settings, "smtp", sink_port=None)
+    real, calls, rival = ledger.claim, [], []
+
+    def rival_first(conn, send_id, ids):
+        calls.append(ids)
+        if len(calls) == 2:                 # the second batch of four: r4 to r7
+            rival.append(real(conn, send_id, ids[1:3])[0])
+        return real(conn, send_id, ids)
+
+    monkeypatch.setattr(ledger, "claim", rival_first)
+    backend = create_backend("outbox", settings)
+    backend.max_batch = 4
+    summary = send(settings, composed, backend=backend)
+    sent = sorted(addressee(p.read_bytes()) for p in settings.delivery.outbox_dir.glob("*.eml"))
+    assert sent == sorted(f"r{i}@example.org" for i in range(10) if i not in (5, 6))
+    engine = dispatch.open_store(settings)
+    with engine.connect() as conn:
+        theirs = conn.execute(select(ledger.deliveries.c.subscriber_id, ledger.deliveries.c.batch)
+                              .where(ledger.deliveries.c.state == "sending")).all()
+        assert sorted(sid for sid, _ in theirs) == [_sid(conn, "r5@example.org"), _sid(conn, "r6@example.org")]
+    assert {batch for _, batch in theirs} == set(rival) and summary.sent == 8
+
+
+def test_a_first_start_that_loses_the_race_finds_the_winners_send(store_settings, composed, monkeypatch):
+    """Two `mailer send` started at once both find no send and both insert one: the UNIQUE
+    constraint refuses the second, which looks again, finds the winner running and says so."""
+    import os
+
+    list_id = seed(store_settings.database.url, 3)
+    engine = dispatch.open_store(store_settings)
+    real, raced = ledger.find_send, []
+
+    def winner_first(conn, *args):
+        found = real(conn, *args)
+        if found is None and not raced:
+            raced.append(True)
+            with engine.begin() as other:   # the other process, committed before our insert
+                from subscribers.store import recipients_select
+
+                ledger.create_send(other, issue="2024-11", list_id=list_id, list_name="crank", subject="S",
+                                   backend="outbox", recipients=recipients_select(list_id))
+                other.execute(update(ledger.sends).values(runner=f"{ledger.socket.gethostname()}:{os.getppid()}"))
+        return found
+
+    monkeypatch.setattr(ledger, "find_send", winner_first)
+    with pytest.raises(SendError, match="running in another process"):
+        send(store_settings, composed)
+    assert raced and states(store_settings) == {"pending": 3}       # one send, its readers once
+    assert not store_settings.delivery.outbox_dir.exists()
 
 
 def test_a_rejected_api_key_stops_the_send_and_a_rerun_finishes_it(store_settings, composed, sendgrid_server,

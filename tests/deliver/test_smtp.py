@@ -70,8 +70,9 @@ def test_a_dropped_connection_is_reopened_and_nobody_is_missed_or_doubled(settin
     assert (sink.state.connections, sink.state.drops) == (connections, connections - 1)
 
 
-A, LATER, REFUSED = ResultStatus.ACCEPTED, ResultStatus.RETRY_LATER, ResultStatus.REJECTED
+A, LATER, REFUSED, DOUBT = ResultStatus.ACCEPTED, ResultStatus.RETRY_LATER, ResultStatus.REJECTED, ResultStatus.IN_DOUBT
 CLOSING = "421 4.3.2 Service shutting down"
+SENDER_REFUSED = "553 5.7.1 Sender address rejected: not owned by user"
 
 
 @pytest.mark.parametrize("case, lanes, sink_options, statuses, received, connections", [
@@ -89,6 +90,11 @@ CLOSING = "421 4.3.2 Service shutting down"
     ("two connections, dropped mid-part", 2, {"drop_after": 1}, [A] * 5, [0, 1, 2, 3, 4], 5),
     ("two connections, the second part's server gone", 2, {"replies": {"r3@example.org": CLOSING}},
      [A, A, A, LATER, LATER], [0, 1, 2], 3),
+    # the server took r2's content and hung up before its reply: in doubt, never sent again
+    ("connection lost after DATA", 1, {"drop_after_data": {"r2@example.org"}}, [A, A, DOUBT, A, A],
+     [0, 1, 2, 3, 4], 2),
+    ("return path refused mid-batch: the rest waits", 1,
+     {"refuse_sender": SENDER_REFUSED, "refuse_sender_after": 3}, [A, A, A, LATER, LATER], [0, 1, 2], 1),
 ])
 def test_a_batch_goes_message_by_message_with_one_result_per_reader(settings, edition, case, lanes, sink_options,
                                                                      statuses, received, connections):
@@ -110,6 +116,25 @@ def test_a_backend_failure_at_the_first_message_of_every_part_raises_as_for_one(
         with backend, pytest.raises(TemporaryDelivery, match="dropped the connection twice"):
             backend.send_batch(readers(edition, 5))
     assert sink.messages == []
+
+
+def test_a_connection_lost_after_data_says_so_and_the_next_message_goes_on_a_new_one(settings, edition):
+    with SmtpSink(drop_after_data={"r1@example.org"}) as sink:
+        results = send_all(backend_for(settings, sink.port), readers(edition, 3))
+    assert [r.status for r in results] == [A, DOUBT, A]
+    assert results[1].detail.startswith("connection lost after DATA")
+    assert [m.rcpt_tos for m in sink.messages] == [(f"r{i}@example.org",) for i in range(3)]   # r1 once
+    assert (sink.state.connections, sink.state.drops) == (2, 1)
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_a_refused_return_path_stops_the_send_before_anything_goes(settings, edition, lanes):
+    with SmtpSink(refuse_sender=SENDER_REFUSED) as sink:
+        backend = backend_for(settings, sink.port, batch_size=4, connections=lanes)
+        refused = pytest.raises(PermanentDelivery, match="refuses the return path bounces@news.example.org")
+        with backend, refused as caught:
+            backend.send_batch(readers(edition, 4))
+    assert (caught.value.status, sink.messages) == (553, [])
 
 
 def test_starttls_and_login(settings, edition, tls_pair):

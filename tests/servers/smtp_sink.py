@@ -9,6 +9,8 @@ connection, as servers that cap messages per connection do (docs/mail-facts.md, 
 many seconds after their first try (Postgrey's way; `sink.state.rcpt_tries` counts the tries);
 `drop_after_data={"x@example.org"}` queues the message, then drops the connection without the
 250 reply, once per recipient (the server took it; the client cannot know).
+`refuse_sender="553 5.7.1 Sender address rejected"` answers every MAIL FROM so once the sink has
+taken `refuse_sender_after` messages (a relay that stops accepting our return path).
 `tls_context` offers STARTTLS; `implicit_tls` serves TLS from the first byte (port 465 style);
 `users={"name": "password"}` requires AUTH (PLAIN/LOGIN, allowed without TLS on loopback).
 `bulk_data=True` (the bench) reads DATA in one piece instead of aiosmtpd's line-by-line loop,
@@ -51,8 +53,10 @@ class SinkState:
 
 class _Handler:
     def __init__(self, state: SinkState, replies: dict[str, str], drop_after: int | None,
-                 greylist: dict[str, float] | None = None, drop_after_data: set[str] | None = None):
+                 greylist: dict[str, float] | None = None, drop_after_data: set[str] | None = None,
+                 refuse_sender: tuple[str, int] | None = None):
         self.state, self.replies, self.drop_after = state, replies, drop_after
+        self.refuse_sender = refuse_sender
         self.greylist = {k.lower(): v for k, v in (greylist or {}).items()}
         self.drop_after_data = {a.lower() for a in (drop_after_data or ())}
         self.first_try: dict[str, float] = {}
@@ -75,6 +79,8 @@ class _Handler:
                 self.state.drops += 1
             server.transport.abort()  # gone without a word
             return "421 4.4.2 never seen"
+        if self.refuse_sender is not None and self.state.count >= self.refuse_sender[1]:
+            return self.refuse_sender[0]
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
@@ -148,11 +154,13 @@ class SmtpSink:
 
     def __init__(self, *, replies: dict[str, str] | None = None, drop_after: int | None = None,
                  greylist: dict[str, float] | None = None, drop_after_data: set[str] | None = None,
+                 refuse_sender: str | None = None, refuse_sender_after: int = 0,
                  tls_context: ssl.SSLContext | None = None, implicit_tls: bool = False,
                  users: dict[str, str] | None = None, count_only: bool = False, bulk_data: bool = False):
         self.state = SinkState(count_only=count_only)
         handler = _Handler(self.state, {k.lower(): v for k, v in (replies or {}).items()}, drop_after,
-                           greylist, drop_after_data)
+                           greylist, drop_after_data,
+                           (refuse_sender, refuse_sender_after) if refuse_sender else None)
         kwargs: dict = {"data_size_limit": 40 * 1024 * 1024}
         if users is not None:
             kwargs.update(auth_required=True, auth_require_tls=False, authenticator=_authenticator(users))

@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import Date, cast, func, literal_column, select
+from sqlalchemy import func, literal_column, select
 
 from mailer import issue_states as states
 from mailer.issue_states import IssueState
 from mailer.ledger import sends
 from subscribers import tags as subscribers_tags
-from subscribers.models import history
+from subscribers.models import history, utc_date
 from subscribers.policy import events
 
 BOUNCES = ("bounced", "blocked", "dropped")
@@ -133,15 +133,13 @@ def events_by_day(conn, *, days: int = 30, issue: str | None = None, today: date
     today = today or datetime.now(timezone.utc).date()
     first = today - timedelta(days=days - 1)
     since = datetime.combine(first, datetime.min.time(), tzinfo=timezone.utc)
-    # The UTC day: SQLite stores UTC text; PostgreSQL would otherwise use the session's time zone.
-    day = func.date(events.c.at) if conn.dialect.name == "sqlite" else cast(func.timezone("UTC", events.c.at), Date)
+    day = utc_date(events.c.at)
     query = select(day, events.c.type, func.count()).where(events.c.at >= since)
     if issue is not None:
         query = query.where(events.c.issue == issue)
     out = {first + timedelta(days=i): {label: 0 for label, *_ in SERIES} for i in range(days)}
     labels = {kind: label for label, kinds, *_ in SERIES for kind in kinds}
     for when, kind, count in conn.execute(query.group_by(day, events.c.type)):
-        when = date.fromisoformat(when) if isinstance(when, str) else when
         if when in out and kind in labels:
             out[when][labels[kind]] += count
     return out
