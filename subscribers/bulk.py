@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timezone
-
 from functools import cache
 
 from sqlalchemy import JSON, BigInteger, Connection, Integer, Table
@@ -199,7 +198,7 @@ def _copy_type(sa_type) -> str:
 @cache
 def _json_text_dumper():
     """Binary jsonb from JSON that is already text (jsonb's binary form: version 1, then text)."""
-    from psycopg.adapt import Dumper
+    from psycopg.adapt import Dumper   # PostgreSQL only: SQLite runs never load psycopg
     from psycopg.pq import Format
 
     class JsonTextDumper(Dumper):

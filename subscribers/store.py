@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Connection, case, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from subscribers.errors import (InvalidListName, ListExists, ListNotFound, SecretRequired,
                                 SubscriberNotFound, SuppressedAddress)
@@ -311,10 +312,7 @@ def _request(conn, list_id: int, digest: str, wanted: bool, resend_after: timede
     """Upsert the (list, address) request row; True when a mail is wanted and none went out
     within `resend_after` (the mail is then counted as sent now)."""
     now = utcnow()
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as upsert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as upsert
+    upsert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     mailed = signup_requests.c.mailed_at
     due = or_(mailed.is_(None), mailed < now - resend_after)
     statement = upsert(signup_requests).values(list_id=list_id, address_hash=digest, requested_at=now,
@@ -367,8 +365,6 @@ def _asked_since_change(conn, subscriber_id: int, list_id: int, digest: str) -> 
 
 
 def _aware(value) -> datetime:
-    from datetime import timezone
-
     if isinstance(value, str):   # SQLite gives text for max() over a datetime column
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value

@@ -18,6 +18,9 @@ import hashlib
 import time
 
 import dkim
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from dkim.canonicalization import CanonicalizationPolicy, Relaxed
 
 _POLICY = CanonicalizationPolicy(Relaxed, Relaxed)
@@ -28,9 +31,6 @@ class DkimSigner:
     """One key, selector and domain; `sign(message)` returns the header line to prepend."""
 
     def __init__(self, selector: bytes, domain: bytes, private_key_pem: bytes, include_headers):
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
         key = load_pem_private_key(private_key_pem, password=None)  # ValueError / TypeError when bad
         if not isinstance(key, rsa.RSAPrivateKey):
             raise ValueError("the DKIM key must be an RSA private key (rsa-sha256)")
@@ -56,9 +56,6 @@ class DkimSigner:
         return _NAME + b": " + value
 
     def _rsa(self, digest: bytes) -> bytes:
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import padding, utils
-
         return self.key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
 
 

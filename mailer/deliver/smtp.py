@@ -164,7 +164,7 @@ class SmtpBackend(Backend):
         s = self.settings
         try:
             if self._signer is None:
-                from mailer.deliver.dkim_sign import DkimSigner
+                from mailer.deliver.dkim_sign import DkimSigner   # cryptography: only with DKIM (BENCHMARKS.md)
 
                 self._signer = DkimSigner(s.dkim_selector.encode("ascii"), s.dkim_domain.encode("ascii"),
                                           self._dkim_key, DKIM_HEADERS)
