@@ -7,10 +7,9 @@ while they load, and once more, all of them, on the way out: about a seventh of
 `mailer issue build`, which an editor runs over and over. So:
 - it stays off while the CLI loads, and what start-up made is frozen (never scanned again);
 - it runs as usual during the command (long sends and the servers need it);
-- the final collection at exit is skipped when the command opened no database. That collection is
-  what closes SQLAlchemy's pooled connections (and lets SQLite fold its -wal file back into the
-  database), so commands that used one keep it; for the others the operating system frees the
-  memory, and their files are closed already (reference counting, `with` blocks, atexit).
+- the final collection at exit is skipped: the command's database connections are closed already
+  (mailer.cli.main disposes every Engine when the command ends: mailer/engines.py), its files too
+  (reference counting, `with` blocks, atexit), and the operating system frees the memory.
 """
 
 import gc
@@ -19,13 +18,12 @@ import sys
 
 def entry() -> None:
     gc.disable()
-    from mailer.cli import main
+    from mailer.cli import main   # loaded with the collector off: see above
 
     gc.freeze()
     gc.enable()
     code = main()
-    if "sqlalchemy" not in sys.modules:
-        gc.freeze()
+    gc.freeze()
     sys.exit(code)
 
 

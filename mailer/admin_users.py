@@ -9,9 +9,12 @@ commits; the caller owns the transaction.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import NamedTuple
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
@@ -40,8 +43,6 @@ class AdminUser(NamedTuple):
 
 
 def _hasher():
-    from argon2 import PasswordHasher
-
     return PasswordHasher()  # Argon2id, RFC 9106's second recommended parameter set
 
 
@@ -88,8 +89,6 @@ def verify(conn: Connection, name: str, password: str) -> str | None:
 
     The stamp is derived from the stored hash: a new password (remove-user, add-user) changes it,
     which ends every session made with the old one (mailer/web/admin/auth.py)."""
-    from argon2.exceptions import InvalidHashError, VerificationError
-
     hasher = _hasher()
     row = conn.execute(select(admin_users.c.id, admin_users.c.password_hash)
                        .where(admin_users.c.name == name)).first()
@@ -114,8 +113,6 @@ def verify(conn: Connection, name: str, password: str) -> str | None:
 
 def stamp(password_hash: str) -> str:
     """16 hex digits derived from the hash (never the hash itself: the cookie is readable)."""
-    import hashlib
-
     return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
 
 

@@ -17,16 +17,18 @@ from __future__ import annotations
 import gc
 import time
 from collections import deque
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import NamedTuple
 
 from mailer import ledger
 from mailer.deliver.base import ResultStatus
 from mailer.errors import AmbiguousDelivery, DeliveryError, SendTakenOver
-from mailer.ledger import State
+from mailer.ledger import Deferral, Mark, State
 from mailer.personalize import Recipient, personalize
+from subscribers.models import utcnow
 
 PREFETCH = 50              # readers read and personalized ahead at once (SMTP batches are single)
 MAX_BACKOFF = 3600.0       # seconds: the longest wait between two tries of a deferred reader
@@ -37,10 +39,15 @@ class Prepared:
     ids: list = field(default_factory=list)       # every delivery id to claim, in order
     outs: list = field(default_factory=list)      # messages for the readers still wanted
     readers: dict = field(default_factory=dict)   # ref -> ledger.Reader
-    marks: list = field(default_factory=list)     # (delivery id, state, None, why): skipped / failed
+    marks: list = field(default_factory=list)     # ledger.Mark: the readers skipped or failed already
     last_id: int = 0
     encoded: object = None                        # backend.encode(outs), made ahead of sending
     batch: int | None = None                      # set when claimed before it is read (workers.WorkerLoop)
+
+
+class Claimed(NamedTuple):
+    batch: int | None              # the ledger's batch number; None when nothing was claimed
+    prepared: Prepared | None      # what is left to send of it (a rival may have taken some)
 
 
 class BatchLoop:
@@ -100,15 +107,15 @@ class BatchLoop:
 
     def commit(self, done: tuple | None, ready: Prepared | None):
         """One transaction: the results of the batch just sent, then the claim of the next one."""
-        counted, claimed = [], (None, None)
+        counted, claimed = [], Claimed(None, None)
         with self.engine.begin() as conn:
             if done:
                 counted += self.record(conn, *done)
             if ready:
                 claimed = self.claim(conn, ready)
-                counted += claimed[1].marks
-        for _, state, _, _ in counted:
-            self._count(state)
+                counted += claimed.prepared.marks
+        for mark in counted:
+            self._count(mark.state)
         if done:
             self.progress()
         return claimed
@@ -135,14 +142,14 @@ class BatchLoop:
         p = Prepared(ids=[r.delivery_id for r in rows], last_id=rows[-1].delivery_id)
         for reader in rows:
             if reader.suppressed:
-                p.marks.append((reader.delivery_id, State.SKIPPED.value, None, reader.suppressed))
+                p.marks.append(Mark(reader.delivery_id, State.SKIPPED.value, None, reader.suppressed))
                 continue
             try:
                 out = personalize(self.edition, Recipient(ledger.delivery_ref(self.send_id, reader.subscriber_id, self.ref_key),
                                                           reader.email, reader.name or "",
                                                           self.tokens(reader.subscriber_id)))
             except DeliveryError as exc:  # an address that cannot be written safely
-                p.marks.append((reader.delivery_id, State.FAILED.value, None, str(exc)))
+                p.marks.append(Mark(reader.delivery_id, State.FAILED.value, None, str(exc)))
                 continue
             p.outs.append(out)
             p.readers[out.ref] = reader
@@ -150,15 +157,15 @@ class BatchLoop:
             p.encoded = self.backend.encode(p.outs)
         return p
 
-    def claim(self, conn, p: Prepared) -> tuple[int, Prepared]:
+    def claim(self, conn, p: Prepared) -> Claimed:
         """Claim the prepared readers (committed before anything is sent); drop any lost to a rival."""
         batch, mine = ledger.claim(conn, self.send_id, p.ids)
         if mine is not None:  # a rival took some: re-encode what is left to us
             outs = [o for o in p.outs if p.readers[o.ref].delivery_id in mine]
-            p = Prepared(p.ids, outs, p.readers, [m for m in p.marks if m[0] in mine], p.last_id,
+            p = Prepared(p.ids, outs, p.readers, [m for m in p.marks if m.delivery_id in mine], p.last_id,
                          self.backend.encode(outs) if outs else None)
         ledger.mark(conn, p.marks)
-        return batch, p
+        return Claimed(batch, p)
 
     def record(self, conn, batch: int, p: Prepared, results: list) -> list:
         """Write a batch's results; one UPDATE when SendGrid took it all under one message id."""
@@ -169,31 +176,31 @@ class BatchLoop:
                 self._settle(conn, p.readers[r.ref], r, others, deferred)
         shared = {r.provider_id for r in accepted}
         one_id = len(shared) == 1 and not any(r.status is ResultStatus.IN_DOUBT for r in results)  # in doubt stays `sending`
-        each = [] if one_id else [(p.readers[r.ref].delivery_id, State.ACCEPTED.value, r.provider_id, None)
+        each = [] if one_id else [Mark(p.readers[r.ref].delivery_id, State.ACCEPTED.value, r.provider_id, None)
                                   for r in accepted]
         ledger.mark(conn, others + each)
         ledger.defer(conn, deferred)
         if one_id:
             ledger.accept_rest(conn, self.send_id, batch, p.ids, shared.pop())
         self.summary.sent += len(accepted)
-        return others + [(d, State.DEFERRED.value, None, e) for d, e, _ in deferred]
+        return others + [Mark(d.delivery_id, State.DEFERRED.value, None, d.error) for d in deferred]
 
     def _settle(self, conn, reader, result, others: list, deferred: list) -> None:
         """One refused or unanswered reader: deferred with a next attempt, failed, or in doubt."""
         if result.status is ResultStatus.IN_DOUBT:  # stays `sending`: the next run applies on_interrupted
-            others.append((reader.delivery_id, State.SENDING.value, None, result.detail))
+            others.append(Mark(reader.delivery_id, State.SENDING.value, None, result.detail))
             self.summary.in_doubt += 1
             return
         if result.status is ResultStatus.RETRY_LATER:
             at = self.retry.next_attempt(reader.attempts)
             if at is not None:
-                deferred.append((reader.delivery_id, result.detail, at))
+                deferred.append(Deferral(reader.delivery_id, result.detail, at))
                 return
             detail = f"{result.detail} (still refused after {self.retry.hours:g} hours of retries)"
         else:
             detail = result.detail
             self.refused(conn, reader, detail)
-        others.append((reader.delivery_id, State.FAILED.value, None, detail))
+        others.append(Mark(reader.delivery_id, State.FAILED.value, None, detail))
 
     def progress(self) -> None:
         self.summary.duration = time.monotonic() - self.started
@@ -228,8 +235,6 @@ class Retry:
     an hour, until retry_hours after the send started (an MTA's queue lifetime); then failed."""
 
     def __init__(self, started_at, hours: float, first_seconds: float, wait_seconds: float, clock=None):
-        from subscribers.models import utcnow
-
         self.hours, self.first, self.wait = hours, first_seconds, wait_seconds
         self.until = started_at + timedelta(hours=hours)
         self.clock = clock or utcnow

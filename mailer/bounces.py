@@ -24,8 +24,11 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 
 from mailer.events.bounce_mail import KINDS, RANK, BounceReport, event_for, parse_bytes
+from mailer.ledger import sends
 from mailer.mailsource import Mail
 from mailer.refs import Ref, read_ref
+from subscribers.models import subscribers
+from subscribers.policy import ingest, subscriber_ids
 
 CHUNK = 500
 
@@ -78,16 +81,12 @@ def scan(engine, mails: Iterable[Mail], *, key: str, limits, dry_run: bool = Fal
 
 
 def _scan_chunk(engine, chunk, key, limits, dry_run, summary, on_message, on_chunk) -> None:
-    from subscribers.policy import ingest
-
     reports = [parse_bytes(mail.data) for mail in chunk]
     now = datetime.now(timezone.utc)
     with (engine.connect() if dry_run else engine.begin()) as conn:
         made = resolve(conn, reports, key, now)
         batch = [e for events in made for e in events]
         if dry_run:
-            from subscribers.policy import subscriber_ids
-
             known = subscriber_ids(conn, {e.recipient for e in batch})
             summary.unknown += sum(e.recipient not in known for e in batch)
         elif batch:
@@ -141,14 +140,10 @@ def _events(report: BounceReport, candidates: list[tuple[str, Ref]], emails: dic
 
 
 def _emails(conn, ids: set[int]) -> dict[int, str]:
-    from subscribers.models import subscribers
-
     return _lookup(conn, subscribers.c.id, subscribers.c.email, ids)
 
 
 def _issues(conn, ids: set[int]) -> dict[int, str]:
-    from mailer.ledger import sends
-
     return _lookup(conn, sends.c.id, sends.c.issue, ids)
 
 

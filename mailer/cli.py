@@ -15,7 +15,10 @@ import typer
 
 from mailer.commands import (admin, bounces, db, init, issue, issues, lists, report, schedule, send, serve,
                              subscribers, worker)
+from mailer import engines
 from mailer.commands.common import AppContext
+from mailer.errors import ConfigError, MailerError
+from subscribers.errors import SubscriberError
 
 try:  # typer >= 0.20 vendors click
     from typer._click import exceptions as _click
@@ -59,10 +62,8 @@ worker.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; any project error becomes one line on stderr and an exit code."""
-    from mailer.errors import ConfigError, MailerError
-    from subscribers.errors import SubscriberError
-
+    """Run the CLI; any project error becomes one line on stderr and an exit code. Every database
+    Engine the command made is disposed when it ends (mailer/engines.py)."""
     try:
         result = app(args=argv, prog_name="mailer", standalone_mode=False)
         return result if isinstance(result, int) else 0
@@ -77,3 +78,5 @@ def main(argv: list[str] | None = None) -> int:
     except (MailerError, ConfigError, SubscriberError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)
+    finally:
+        engines.dispose_all()

@@ -19,9 +19,13 @@ import traceback
 from pathlib import Path
 
 import jinja2
+import mjml as mrml
+from jinja2 import meta
 
 from mailer.errors import ComposeError
+from mailer.inline import html_to_text, inline_css
 from mailer.model import FIELDS, ComposedIssue, marker
+from mailer.source import read_issue
 
 TEMPLATE = "email.mjml.j2"
 HTML_MARKERS = {field: marker(field, "html") for field in FIELDS}
@@ -58,8 +62,6 @@ _JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}")
 
 def compose_issue(path: str | Path, settings, *, proof: bool = False) -> ComposedIssue:
     """Stages 1-3 for one issue file: read, render MJML, compile, inline CSS, make the text part."""
-    from mailer.source import read_issue
-
     return compose(read_issue(path), settings, proof=proof)
 
 
@@ -74,8 +76,6 @@ def compose(issue, settings, *, proof: bool = False) -> ComposedIssue:
 def render(template: str, context: dict, settings) -> tuple[str, str, str]:
     """Stages 2-3 for any template (the issue's, or a service mail's such as the confirmation):
     (MJML, inlined HTML, text part)."""
-    from mailer.inline import html_to_text, inline_css
-
     folder = templates_dir(settings)
     mjml = render_mjml(template, context, folder)
     html = inline_css(mjml_to_html(mjml, folder, template))
@@ -176,8 +176,6 @@ def mjml_to_html(mjml: str, templates_dir: str | Path | None = None, template: s
 
     `templates_dir` and `template` say where the MJML came from, to name the line at fault.
     """
-    import mjml as mrml
-
     problem = check_structure(mjml)
     if problem:
         line, message = problem
@@ -259,8 +257,6 @@ def _template_line(generated: str, template: str, templates_dir: Path) -> tuple[
 
 def template_files(name: str, templates_dir: Path) -> list[Path]:
     """`name` and every template it includes or imports, recursively."""
-    from jinja2 import meta
-
     templates_dir = templates_dir.resolve()
     env, seen, todo = environment(templates_dir), [], [name]
     while todo:

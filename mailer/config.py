@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer.backends import BACKENDS
 from mailer.errors import ConfigError
@@ -204,8 +206,6 @@ def secret_key(settings: "Settings") -> str:
 def ensure_secret_key(settings: "Settings") -> Path | None:
     """Write a new random key file (mode 0600) unless the environment or a key file has a key.
     Returns the file's path when it was written now, else None."""
-    import secrets
-
     if os.environ.get(settings.secret_key_env) or secret_key_file(settings).exists():
         return None
     path = secret_key_file(settings)
@@ -356,8 +356,6 @@ def _check(s: Settings) -> None:
 def _check_schedule(s: ScheduleSettings) -> None:
     """The [schedule] values that need no APScheduler; `day` is checked where the trigger is built
     (mailer.slots.slot_trigger), so commands that never schedule do not import it."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     try:
         ZoneInfo(s.timezone)
     except (ZoneInfoNotFoundError, ValueError):

@@ -21,16 +21,23 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from mailer import batches, ledger, segments
+from mailer import batches, engines, ledger, segments
+from mailer.archived import neutral_copy
 from mailer.batches import BatchLoop
 from mailer.config import Settings, database_url, secret_key
 from mailer.deliver.base import Backend, create_backend
+from mailer.deliver.refusals import refusal_event
 from mailer.errors import AmbiguousDelivery, DeliveryError, SendError, SendTakenOver
 from mailer.ledger import SendStatus
 from mailer.model import ComposedIssue
 from mailer.personalize import Recipient, personalize, prepare
+from subscribers.links import MembershipKeys
+from subscribers.policy import ingest
+from subscribers.store import get_list
+from subscribers.tokens import token_maker
 
 
 @dataclass
@@ -73,18 +80,13 @@ class SendSummary:
 
 
 def open_store(settings: Settings):
-    from mailer.migrate import connect
-
-    return connect(database_url(settings))
+    """The project's database, both schemas at head: this process's one Engine for it (mailer/engines.py)."""
+    return engines.get(database_url(settings))
 
 
 def plan_send(settings: Settings, issue: ComposedIssue, list_name: str, backend: str | None = None,
               tags: tuple[str, ...] = ()) -> Plan:
     """Look the list and any earlier send of this issue (and segment) up; count who would get it."""
-    from sqlalchemy import func, select
-
-    from subscribers.store import get_list
-
     segment = segments.segment_key(tags)
     engine = open_store(settings)
     with engine.connect() as conn:
@@ -167,19 +169,13 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
 
 def archive_copy(issue: ComposedIssue, newsletter) -> ledger.ArchiveCopy:
     """The issue as mailed, every reader field neutral: what /archive/ISSUE serves (html, text)."""
-    from mailer.archived import neutral_copy
-
     return neutral_copy(issue, newsletter.base_url)
 
 
 def _bounce_policy(settings: Settings, send_id: int, ref_key: str):
     """A permanent per-reader refusal at RCPT with a hard-bounce status (5.1.x, 5.2.1, 5.4.4)
     becomes a hard-bounce DeliveryEvent through subscribers.policy, the webhook's own policy."""
-    from mailer.deliver.refusals import refusal_event
-    from mailer.web.ingest import limits_from
-    from subscribers.policy import ingest
-
-    limits = limits_from(settings)
+    limits = settings.bounces.limits()
 
     def refused(conn, reader, detail: str | None) -> None:
         event = refusal_event(reader.email, detail, ledger.delivery_ref(send_id, reader.subscriber_id, ref_key))
@@ -277,9 +273,6 @@ def _finish(plan: Plan, summary: SendSummary, status: SendStatus, error: str | N
 
 
 def _token_maker(settings: Settings, list_id: int, engine) -> Callable[[int], str]:
-    from subscribers.links import MembershipKeys
-    from subscribers.tokens import token_maker
-
     key = secret_key(settings)
     # the signer is built once per send; each link is bound to its membership's key
     return token_maker(key, "unsubscribe", list_id, keys=MembershipKeys(engine, list_id))

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import re
 import sys
 import textwrap
 import types
+
+from lxml import etree
 
 from mailer.errors import ComposeError
 from mailer.model import MARKER
@@ -53,8 +56,6 @@ def _premailer():
     The stand-ins hold those names in sys.modules only while premailer loads, so a later
     `import requests` or `import urllib.request` anywhere else gets the real library.
     """
-    import logging
-
     makers = {
         "requests": lambda: _stand_in("requests", "premailer's session; see mailer.inline"),
         "cssutils._fetch": lambda: _stand_in("cssutils._fetch", "composing never fetches "
@@ -143,8 +144,6 @@ _HIDDEN = re.compile(r"display\s*:\s*none", re.I)
 
 def html_to_text(html: str) -> str:
     """The plain-text part: every visible sentence, links as "words <url>", wrapped at 72."""
-    from lxml import etree
-
     root = etree.fromstring(html, etree.HTMLParser())
     if root is None:
         return ""

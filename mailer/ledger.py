@@ -22,15 +22,17 @@ from __future__ import annotations
 import enum
 import os
 import socket
+import threading
 from datetime import timedelta
 from typing import NamedTuple
 
-from sqlalchemy import (BigInteger, bindparam, CheckConstraint, Column, Date, ForeignKey, Index, Integer, MetaData, String,
-                        Table, Text, UniqueConstraint, and_, func, insert, literal, or_, select, update)
+from sqlalchemy import (BigInteger, CheckConstraint, Column, Date, ForeignKey, Index, Integer, MetaData,
+                        String, Table, Text, UniqueConstraint, and_, bindparam, func, insert, literal, or_,
+                        select, update)
 from sqlalchemy.engine import Connection
 
-from subscribers.models import UtcDateTime, lists, memberships, subscribers
-from subscribers.models import utcnow as now
+from mailer.refs import read_ref, sign_ref
+from subscribers.models import UtcDateTime, lists, memberships, subscribers, utcnow as now
 
 metadata = MetaData()
 
@@ -105,8 +107,6 @@ HEARTBEAT_STALE = timedelta(minutes=2)  # a runner whose heartbeat is older is p
 def delivery_ref(send_id: int, subscriber_id: int, key: str | bytes) -> str:
     """The signed opaque ref in X-Mailer-Ref, custom_args `mailer_ref` and the VERP address
     (mailer/refs.py: "SEND.SUBSCRIBER.MAC", keyed with the secret key)."""
-    from mailer.refs import sign_ref
-
     return sign_ref(key, send_id, subscriber_id)
 
 
@@ -114,8 +114,6 @@ def parse_ref(ref: str) -> tuple[int, int] | None:
     """(send_id, subscriber_id) from a delivery ref, signed or not (old "SEND.SUBSCRIBER" refs
     too), or None if it is not one of ours. It does not check the MAC: use mailer.refs.read_ref
     with the key wherever the ref alone would decide who is affected."""
-    from mailer.refs import read_ref
-
     found = read_ref(ref)
     return (found.send_id, found.subscriber_id) if found else None
 
@@ -139,6 +137,21 @@ class Reader(NamedTuple):  # a tuple: a million of them are made per send
     name: str | None
     attempts: int                  # including the one now being made
     suppressed: str | None         # why this reader must be skipped now, or None
+
+
+class Mark(NamedTuple):
+    """One reader's outcome, written by `mark`."""
+    delivery_id: int
+    state: str                     # a State value
+    provider_id: str | None        # the provider's message id, when it gave one
+    error: str | None              # why it was skipped, failed or is in doubt
+
+
+class Deferral(NamedTuple):
+    """A reader refused temporarily, written by `defer`."""
+    delivery_id: int
+    error: str | None
+    next_attempt_at: object        # datetime: when it is tried again
 
 
 # --- sends ------------------------------------------------------------------------------------
@@ -222,8 +235,6 @@ class Heartbeat:
     """
 
     def __init__(self, engine, send_id: int, every: float | None = None, beat=None):
-        import threading
-
         self.engine, self.send_id = engine, send_id
         self.beat = beat or (lambda conn: heartbeat(conn, send_id))  # a worker renews its lease instead
         self.every = HEARTBEAT_EVERY if every is None else every
@@ -296,8 +307,8 @@ def next_due(conn: Connection, send_id: int):
         deliveries.c.send_id == send_id, deliveries.c.state == State.DEFERRED.value)).scalar()
 
 
-def defer(conn: Connection, rows: list[tuple[int, str | None, object]]) -> None:
-    """Record (delivery_id, error, next attempt at) for readers refused temporarily."""
+def defer(conn: Connection, rows: list[Deferral]) -> None:
+    """Record the readers refused temporarily, each with its next attempt."""
     if rows:
         stamp = now()
         conn.execute(update(deliveries).where(deliveries.c.id == bindparam("b_id")).values(
@@ -408,8 +419,8 @@ def _suppressed(row: tuple) -> str | None:
     return None
 
 
-def mark(conn: Connection, rows: list[tuple[int, str, str | None, str | None]]) -> None:
-    """Record (delivery_id, state, provider_id, error) for individual readers."""
+def mark(conn: Connection, rows: list[Mark]) -> None:
+    """Record individual readers' outcomes."""
     if rows:
         stamp = now()
         conn.execute(_MARK, [{"b_id": d, "b_state": s, "b_pid": p, "b_err": e, "b_now": stamp} for d, s, p, e in rows])

@@ -27,8 +27,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from lxml import etree
+
+from mailer.compose import TEMPLATE, compose, shown_path, template_files, templates_dir
 from mailer.errors import MailerError, where
 from mailer.model import FIELDS, MARKER, MERGE_FIELDS, fill, marker
+from mailer.source import read_issue
 
 PREHEADER_CHARS = 90         # what inboxes show after the subject, roughly (docs/mail-facts.md)
 CLIP_BYTES = 102_000          # Gmail's ~102 KB (community-measured, not published by Google)
@@ -82,8 +86,6 @@ class LintReport:
 
 def lint(issue, composed, templates_dir: str | Path) -> LintReport:
     """Every rule over one composed issue; `issue` is stage 1's Issue, for lines and sections."""
-    from lxml import etree
-
     locate = _Locator(issue.path, Path(templates_dir))
     tree = etree.fromstring(composed.html, etree.HTMLParser())
     size = len(fill_for_sizing(composed.html).encode("utf-8"))
@@ -217,8 +219,6 @@ class _Locator:
     @functools.cached_property
     def files(self) -> list[Path]:
         """The issue, then every template (parsed only when a finding needs a line)."""
-        from mailer.compose import TEMPLATE, template_files
-
         return [self.issue_path, *template_files(TEMPLATE, self.templates_dir)]
 
     def __call__(self, *needles: str) -> tuple[str | None, int | None]:
@@ -235,8 +235,6 @@ class _Locator:
         return self._lines[path]
 
     def _name(self, path: Path) -> str:
-        from mailer.compose import shown_path
-
         return shown_path(path) if path.is_relative_to(self.templates_dir) else str(path)
 
 
@@ -256,9 +254,6 @@ def gate(path, settings, *, proof: bool = False, show=None):
     Returns (issue, composed, report). Every command that delivers calls this first, before it
     touches a backend or the send ledger, so a refused issue leaves no trace anywhere.
     """
-    from mailer.compose import compose, templates_dir
-    from mailer.source import read_issue
-
     issue = read_issue(path)
     composed = compose(issue, settings, proof=proof)
     report = lint(issue, composed, templates_dir(settings))

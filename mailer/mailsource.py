@@ -6,6 +6,7 @@ path, `mbox-path:index`, or `imap:FOLDER:UID`).
 from __future__ import annotations
 
 import mailbox
+import mmap
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,8 +45,6 @@ def read_path(path: str | Path) -> Iterator[Mail]:
 def _mbox(path: Path) -> Iterator[Mail]:
     """mbox, split on its "From " lines in one pass over a memory map (mailbox.mbox would seek and
     reread each message; reading the file whole would hold it all), with ">From " quoting undone."""
-    import mmap
-
     try:
         with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
             yield from _split_mbox(path, data)

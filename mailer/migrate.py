@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from subscribers import db
 from subscribers.db import Migrations
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -29,18 +30,19 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(url: str | Engine) -> str:
-    """Bring the subscribers tables, then mailer's, to head; returns mailer's head revision."""
-    from subscribers import db
-
+    """Bring the subscribers tables, then mailer's, to head; returns mailer's head revision. An
+    Engine made here from a URL is disposed before returning."""
     engine = url if isinstance(url, Engine) else db.create(url)
-    db.upgrade(engine)
-    return HISTORY.upgrade(engine)
+    try:
+        db.upgrade(engine)
+        return HISTORY.upgrade(engine)
+    finally:
+        if engine is not url:
+            engine.dispose()
 
 
 def connect(url: str) -> Engine:
     """An Engine with both histories applied (once per URL and process)."""
-    from subscribers import db
-
     engine = db.connect(url)
     if url not in _upgraded:
         upgrade(engine)

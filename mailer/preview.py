@@ -9,10 +9,15 @@ stay inside it: `mailer issue build` loads this module and must start fast.
 from __future__ import annotations
 
 import html as html_lib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailer.compose import compose, templates_dir
+from mailer.errors import MailerError
+from mailer.lint import lint
 from mailer.model import fill, first_name
+from mailer.source import read_issue
 
 PREVIEW_NAME = "Preview Reader"
 PREVIEW_EMAIL = "preview@example.org"
@@ -44,11 +49,6 @@ class Build:
 
 
 def build_preview(path: Path, settings, version: int, last: Build | None = None) -> Build:
-    from mailer.compose import compose, templates_dir
-    from mailer.errors import MailerError
-    from mailer.lint import lint
-    from mailer.source import read_issue
-
     try:
         issue = read_issue(path)
         composed = compose(issue, settings)
@@ -65,8 +65,7 @@ class PreviewServer:
     """`mailer issue preview`: http://127.0.0.1:PORT/ shows the email and rebuilds on change."""
 
     def __init__(self, path: str | Path, settings, *, port: int = 8025, host: str = "127.0.0.1"):
-        import threading
-        from http.server import ThreadingHTTPServer
+        from http.server import ThreadingHTTPServer   # only `issue preview`; `issue build` imports this module
 
         self.path, self.settings = Path(path).resolve(), settings
         self.current = build_preview(self.path, settings, 1)
@@ -97,9 +96,7 @@ class PreviewServer:
         return self.current
 
     def _watch(self) -> None:
-        import watchfiles
-
-        from mailer.compose import templates_dir
+        import watchfiles   # only `issue preview` watches files
 
         templates = templates_dir(self.settings)
 
@@ -114,7 +111,7 @@ class PreviewServer:
 
 
 def _handler(server: PreviewServer):
-    from http.server import BaseHTTPRequestHandler
+    from http.server import BaseHTTPRequestHandler   # as in PreviewServer: not at `issue build`'s start-up
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):

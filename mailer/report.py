@@ -16,9 +16,11 @@ import html
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, distinct, func, select
+from sqlalchemy import distinct, func, select
 
 from mailer.errors import ReportError
+from mailer.ledger import deliveries, sends
+from subscribers.policy import events
 
 COMPLAINT_WARN = 0.001
 COMPLAINT_LIMIT = 0.003
@@ -58,8 +60,6 @@ class Report:
 
 def build(conn, issue: str, list_name: str | None = None) -> Report:
     """The report for every send of `issue` (or only the one to `list_name`)."""
-    from mailer.ledger import deliveries, sends
-
     query = select(sends.c.id, sends.c.list_name, sends.c.total, sends.c.started_at).where(sends.c.issue == issue)
     if list_name:
         query = query.where(sends.c.list_name == list_name)
@@ -81,15 +81,10 @@ def build(conn, issue: str, list_name: str | None = None) -> Report:
 
 def _in_send(send_ids):
     """Events of this issue from readers of these sends (an issue sent to two lists reports each)."""
-    from mailer.ledger import deliveries
-    from subscribers.policy import events
-
     return events.c.subscriber_id.in_(select(deliveries.c.subscriber_id).where(deliveries.c.send_id.in_(send_ids)))
 
 
 def _event_figures(conn, issue: str, send_ids: list[int]) -> dict[str, int]:
-    from subscribers.policy import events
-
     rows = conn.execute(select(events.c.type, events.c.severity, func.count(distinct(events.c.subscriber_id)))
                         .where(events.c.issue == issue, _in_send(send_ids))
                         .group_by(events.c.type, events.c.severity)).all()
@@ -123,8 +118,6 @@ def _warnings(rates: dict[str, float | None]) -> list[str]:
 
 def _timeline(conn, issue: str, send_ids: list[int]) -> dict[str, list[tuple[str, int]]]:
     """Events per hour (per day when they span more than three days), by type."""
-    from subscribers.policy import events
-
     rows = conn.execute(select(events.c.type, events.c.at).where(events.c.issue == issue, _in_send(send_ids))
                         .order_by(events.c.at)).all()
     if not rows:
@@ -170,7 +163,7 @@ def rows(report: Report) -> list[tuple[str, str, str]]:
 
 def chart_svg(report: Report) -> str:
     """The events-over-time chart as inline SVG (pygal, with its script left out)."""
-    import pygal
+    import pygal   # only the HTML report draws; `report --json` and the table never load it
     from pygal.style import Style
 
     style = Style(background="white", plot_background="white", font_family="sans-serif")

@@ -28,17 +28,19 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from mailer import dispatch, ledger
-from mailer import issue_states as states
+from mailer import dispatch, issue_states as states, ledger
 from mailer.config import ConfigError, Settings
 from mailer.errors import MailerError, ScheduleError
 from mailer.issue_states import IssueState
+from mailer.lint import LintFailed, gate
 from mailer.model import ComposedIssue
 from mailer.slots import last_slot, next_slots, parse_at, shown, slot_trigger, zone
 from subscribers.errors import SubscriberError
+from subscribers.models import lists
+from subscribers.store import get_list
 
 log = logging.getLogger("mailer.schedule")
 JOB_TABLE = "mailer_scheduler_jobs"   # APScheduler's SQLAlchemyJobStore table
@@ -57,8 +59,6 @@ def utcnow() -> datetime:
 def compose_checked(path: Path, settings: Settings) -> ComposedIssue:
     """Compose an issue and refuse it when the lint report has errors: the one gate every scheduled
     send goes through (when scheduling, before the proof, at the slot)."""
-    from mailer.lint import LintFailed, gate
-
     try:
         return gate(path, settings)[1]   # the editors' gate (mailer.lint.gate)
     except LintFailed as exc:
@@ -76,22 +76,10 @@ def issue_path(ref: str, settings: Settings) -> Path:
     return path
 
 
-_stores: dict = {}   # database URL -> Engine: one pool per database for the commands and the scheduler
-
-
 def store(settings: Settings):
-    """The project's database (migrated on first use), one Engine per URL in this process."""
-    from mailer.config import database_url
-
-    url = database_url(settings)
-    if url not in _stores:
-        _stores[url] = dispatch.open_store(settings)
-    return _stores[url]
-
-
-def close_stores() -> None:
-    while _stores:
-        _stores.popitem()[1].dispose()
+    """The project's database (migrated on first use): the process's one Engine for it, disposed
+    when the command ends (mailer/engines.py)."""
+    return dispatch.open_store(settings)
 
 
 def schedule_list(settings: Settings) -> str:
@@ -114,8 +102,6 @@ class Scheduled:
 
 def schedule_issue(settings: Settings, ref: str, at_text: str | None, now: datetime) -> Scheduled:
     """draft | scheduled | failed -> scheduled, for `at_text` or the next slot no other issue holds."""
-    from subscribers.store import get_list
-
     path = issue_path(ref, settings)
     composed = compose_checked(path, settings)
     list_name, engine = schedule_list(settings), store(settings)
@@ -199,8 +185,6 @@ def upcoming(settings: Settings, now: datetime, count: int) -> list[tuple[dateti
 
 def overview(settings: Settings) -> list[SimpleNamespace]:
     """Every issue file and every issue the schedule knows: state, send time, the ledger's figures."""
-    from sqlalchemy import select
-
     with store(settings).connect() as conn:
         rows = {r.issue: r for r in states.every(conn)}
         sent = {}
@@ -293,7 +277,6 @@ class Scheduler:
         def later() -> datetime:  # `now` moved on by the time the send took (the clock may be a test's)
             return now + timedelta(seconds=time.monotonic() - started)
 
-        plan = None
         try:
             composed = compose_checked(self.source(row), self.settings)
             plan = dispatch.plan_send(self.settings, composed, row.list_name)
@@ -304,9 +287,6 @@ class Scheduler:
         except BaseException:
             self._settle(row, later(), IssueState.SENDING, "interrupted; the scheduler resumes it")
             raise
-        finally:
-            if plan is not None:
-                plan.engine.dispose()   # plan_send opened a pool of its own for this send
         figures = f"{summary.sent:,} sent, {summary.failed:,} failed, {summary.skipped:,} skipped"
         if summary.status == ledger.SendStatus.DONE.value:
             self._settle(row, later(), IssueState.SENT, None, summary.send_id)
@@ -487,10 +467,6 @@ def _alive(row, send, runner: str) -> bool:
 
 
 def _list_id(conn, list_name: str) -> int | None:
-    from sqlalchemy import select
-
-    from subscribers.models import lists
-
     return conn.execute(select(lists.c.id).where(lists.c.name == list_name)).scalar()
 
 
@@ -530,6 +506,7 @@ def _guarded(job: Callable[[], None], name: str) -> None:
 
 def run(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> None:
     """A BlockingScheduler with its jobs in the project's database, until SIGTERM or Ctrl-C."""
+    # APScheduler only for `mailer schedule run`: the editors' schedule commands import this module too
     from apscheduler.events import EVENT_SCHEDULER_STARTED
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore

@@ -17,14 +17,15 @@ from collections.abc import Iterable
 from sqlalchemy import Select, exists
 
 from mailer.ledger import deliveries, sends
+from subscribers.models import subscribers
+from subscribers.queries import recipients_select
+from subscribers.tags import normalize_tags
 
 PREFIX = "tag:"
 
 
 def segment_key(tags: Iterable[str]) -> str:
     """The ledger's name for these tags; InvalidTag (a SubscriberError) for a bad one."""
-    from subscribers.tags import normalize_tags
-
     found = normalize_tags(tags)
     return PREFIX + ",".join(found) if found else ""
 
@@ -41,9 +42,6 @@ def describe(list_name: str, segment: str) -> str:
 
 def readers(issue: str, list_id: int, segment: str) -> Select:
     """recipients_select for the segment, minus readers another send of this issue and list has."""
-    from subscribers.models import subscribers
-    from subscribers.queries import recipients_select
-
     other = (exists().where(deliveries.c.subscriber_id == subscribers.c.id, deliveries.c.send_id == sends.c.id,
                             sends.c.issue == issue, sends.c.list_id == list_id, sends.c.segment != segment))
     return recipients_select(list_id, tags_of(segment)).where(~other)

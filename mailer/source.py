@@ -25,6 +25,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from markdown_it import MarkdownIt
+
 from mailer.errors import IssueSourceError
 from mailer.model import MARKER, MERGE_FIELDS, marker, with_default
 
@@ -267,8 +269,6 @@ def _check_meta(meta: dict, lines: list[str], where: str, end: int) -> list[Issu
 # --- body ------------------------------------------------------------------------------------
 
 def _markdown():
-    from markdown_it import MarkdownIt   # imported here: only stage 1 needs it
-
     # typographer + smartquotes: "straight" quotes and apostrophes become “curly” ones (only
     # those: the other "replacements" would turn (c) and -- into symbols an editor did not write).
     md = MarkdownIt("commonmark", {"html": False, "typographer": True}).enable(["smartquotes", "table"])

@@ -23,7 +23,9 @@ import urllib.request
 from datetime import datetime, timezone
 
 from mailer.errors import PermanentDelivery, TemporaryDelivery
+from mailer.events.bounce_mail import classify
 from subscribers.events import DeliveryEvent, EventType, Severity
+from subscribers.policy import ingest, subscriber_ids
 
 SOURCE = "sendgrid-suppressions"
 PAGE = 500
@@ -32,8 +34,6 @@ LISTS = ("bounces", "blocks", "spam_reports", "invalid_emails", "unsubscribes")
 
 def sync(engine, settings, api_key: str, limits, *, dry_run: bool = False, opener=urllib.request.urlopen) -> dict:
     """Read every list and ingest its entries; returns counts per list and what the policy did."""
-    from subscribers.policy import ingest, subscriber_ids
-
     counts, events = {}, []
     for name in LISTS:
         entries = list(_entries(settings, api_key, name, opener))
@@ -65,8 +65,6 @@ def to_event(name: str, item: dict) -> DeliveryEvent | None:
 
 
 def _bounce(item: dict) -> tuple[EventType, Severity]:
-    from mailer.events.bounce_mail import classify
-
     kind = classify(str(item.get("status") or ""), str(item.get("reason") or ""))
     if kind == "blocked":
         return EventType.BLOCKED, None

@@ -18,12 +18,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from sqlalchemy import select
+
 from mailer import dispatch, leases, ledger
-from mailer.batches import BatchLoop, Prepared, Retry
-from mailer.config import Settings
+from mailer.batches import BatchLoop, Claimed, Prepared, Retry
+from mailer.config import Settings, database_url
 from mailer.deliver.base import create_backend
 from mailer.errors import SendError, SendTakenOver
 from mailer.ledger import SendStatus
+from mailer.ratelimit import SharedBudget
+from mailer.schedule import compose_checked, issue_path
 
 POLL = 1.0   # seconds between looks at the ledger while waiting (for other workers, or --forever)
 
@@ -34,8 +38,6 @@ def sqlite_refusal(what: str) -> str:
 
 
 def refuse_on_sqlite(settings: Settings, what: str) -> None:
-    from mailer.config import database_url
-
     if database_url(settings).startswith("sqlite"):
         raise SendError(sqlite_refusal(what))
 
@@ -71,10 +73,10 @@ class WorkerLoop(BatchLoop):
         self.unsent.add(batch)
         return [p]
 
-    def claim(self, conn, p: Prepared):
+    def claim(self, conn, p: Prepared) -> Claimed:
         ledger.mark(conn, p.marks)   # claimed already, in _read_ahead; it leaves now
         self.unsent.discard(p.batch)
-        return p.batch, p
+        return Claimed(p.batch, p)
 
 
 @dataclass
@@ -149,8 +151,6 @@ def _work_on(settings: Settings, engine, row, me: str, report: WorkerReport, not
 
 
 def _loop(settings: Settings, engine, row, me: str, summary, lost, stop, editions: dict) -> WorkerLoop:
-    from mailer.schedule import compose_checked, issue_path
-
     if row.id not in editions:  # composed once per worker and send
         composed = compose_checked(issue_path(row.issue, settings), settings)
         editions[row.id] = dispatch.prepare(composed, settings.newsletter, nonce=f"s{row.id}")  # same Message-IDs
@@ -166,8 +166,6 @@ def _loop(settings: Settings, engine, row, me: str, summary, lost, stop, edition
 
 def _backend(settings: Settings, engine, name: str):
     """The send's backend; SendGrid draws on the budget all workers share (mailer/ratelimit.py)."""
-    from mailer.ratelimit import SharedBudget
-
     rate = settings.delivery.sendgrid.requests_per_second
     if name != "sendgrid" or not rate:
         return create_backend(name, settings)
@@ -232,8 +230,6 @@ def _progress(engine, summary, started: float, on_progress) -> None:
 
 def status_lines(settings: Settings, issue: str, list_name: str | None) -> list[str]:
     """Progress of every send of ISSUE (to one list): counts by state, workers holding batches."""
-    from sqlalchemy import select
-
     engine = dispatch.open_store(settings)
     with engine.connect() as conn:
         q = select(ledger.sends).where(ledger.sends.c.issue == issue)

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import pickle
 import sys
+import traceback
 from itertools import islice
 from pathlib import Path
 
+from subscribers.csvfile import CsvSource
+from subscribers.errors import CsvImportError
+from subscribers.importer import ImportSummary
+from subscribers.parse import RowParser
+
 
 def main(argv: list[str]) -> int:
-    from subscribers.csvfile import CsvSource
-    from subscribers.errors import CsvImportError
-    from subscribers.importer import ImportSummary
-    from subscribers.parse import RowParser
-
     path, status, check_dns, chunk_size = argv[0], argv[1], argv[2] == "1", int(argv[3])
     out = sys.stdout.buffer
 
@@ -46,8 +47,6 @@ def main(argv: list[str]) -> int:
     except BrokenPipeError:  # the importer stopped reading (an error on its side): just go
         return 1
     except Exception as exc:  # noqa: BLE001 - reported by the parent, with the file named
-        import traceback
-
         send(("error", f"could not read the file: {exc!r}\n{traceback.format_exc().strip()}", path, None))
     return 0
 

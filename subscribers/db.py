@@ -11,6 +11,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from alembic import command, context
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, OperationalError, SQLAlchemyError
@@ -96,21 +100,15 @@ class Migrations:
         self.script_location, self.version_table, self.lock_id = script_location, version_table, lock_id
 
     def config(self, connection):
-        from alembic.config import Config
-
         cfg = Config()
         cfg.set_main_option("script_location", str(self.script_location))
         cfg.attributes["connection"] = connection
         return cfg
 
     def head(self) -> str:
-        from alembic.script import ScriptDirectory
-
         return ScriptDirectory.from_config(self.config(None)).get_current_head()
 
     def current(self, engine: Engine) -> str | None:
-        from alembic.runtime.migration import MigrationContext
-
         try:
             with engine.connect() as conn:
                 opts = {"version_table": self.version_table}
@@ -120,8 +118,6 @@ class Migrations:
 
     def upgrade(self, engine: Engine) -> str:
         """Bring this history to head; returns the head revision."""
-        from alembic import command
-
         head = self.head()
         try:
             if self.current(engine) == head:
@@ -168,8 +164,6 @@ def run_env(metadata, version_table: str) -> None:
 
     The caller passed an open Connection in `config.attributes["connection"]`.
     """
-    from alembic import context
-
     connection = context.config.attributes.get("connection")
     if connection is None:  # pragma: no cover - only through Migrations.upgrade
         raise RuntimeError("run migrations through subscribers.db.upgrade(url) or mailer.migrate.upgrade(url)")
@@ -200,9 +194,15 @@ def connect(url: str) -> Engine:
 
 
 def upgrade(url: str | Engine) -> str:
-    """Apply the subscribers migrations up to head; returns the head revision."""
-    engine = url if isinstance(url, Engine) else create(url)
-    return MIGRATIONS_HISTORY.upgrade(engine)
+    """Apply the subscribers migrations up to head; returns the head revision. An Engine made here
+    from a URL is disposed before returning."""
+    if isinstance(url, Engine):
+        return MIGRATIONS_HISTORY.upgrade(url)
+    engine = create(url)
+    try:
+        return MIGRATIONS_HISTORY.upgrade(engine)
+    finally:
+        engine.dispose()
 
 
 def head_revision() -> str:

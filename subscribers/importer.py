@@ -20,18 +20,19 @@ forgotten is left exactly as it is and counted as `suppressed`.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import pickle
-import tempfile
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from itertools import islice
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -40,8 +41,8 @@ from subscribers import pg_copy, store
 from subscribers.bulk import Bulk
 from subscribers.csvfile import CsvSource
 from subscribers.errors import CsvImportError, ImportInterrupted, SecretRequired, SubscriberError
-from subscribers.models import (GLOBAL_STATUSES, SUPPRESSED, Action, ConsentSource, Status, forgotten, history,
-                                memberships, subscriber_tags, subscribers, utcnow)
+from subscribers.models import (GLOBAL_STATUSES, SUPPRESSED, Action, ConsentSource, Status, forgotten,
+                                history, memberships, subscriber_tags, subscribers, utcnow)
 from subscribers.parse import Row, RowParser
 from subscribers.tokens import forget_hash
 
@@ -217,8 +218,6 @@ def _widen_pipe(pipe) -> None:
     checkpoint) costs wall time. 1 MB is the default ceiling for unprivileged processes; the
     buffer is fixed, so memory still does not grow with the file. Elsewhere: no-op."""
     try:
-        import fcntl
-
         fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
     except (ImportError, AttributeError, OSError):
         pass  # not Linux, or above /proc/sys/fs/pipe-max-size / a pipe quota: keep the default

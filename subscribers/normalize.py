@@ -15,9 +15,12 @@ email-validator, so results and error messages are the library's own; tests comp
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import unicodedata
 from functools import lru_cache
+
+import idna
 
 from subscribers.errors import InvalidAddress
 
@@ -52,7 +55,7 @@ def needs_smtputf8(address: str) -> bool:
 
 def _full(raw: str, text: str, check_dns: bool) -> str:
     """Ask email-validator itself: the slow path, for everything unusual."""
-    from email_validator import EmailNotValidError, validate_email
+    from email_validator import EmailNotValidError, validate_email   # only once an address is checked: `send` and `lists` never load it
 
     try:
         result = validate_email(text, check_deliverability=check_dns)
@@ -64,7 +67,7 @@ def _full(raw: str, text: str, check_dns: bool) -> str:
 
 def _validated_domain(domain: str, check_dns: bool) -> str | None:
     """The ASCII form of a domain email-validator accepts, or None (the slow path then explains)."""
-    from email_validator import EmailNotValidError, validate_email
+    from email_validator import EmailNotValidError, validate_email   # as in _full
 
     try:
         return validate_email(f"a@{domain}", check_deliverability=check_dns).ascii_domain
@@ -101,8 +104,6 @@ def clean_text(raw: str | None, limit: int = MAX_NAME) -> str:
 def normalize_ip(text: str | None) -> str | None:
     """A real IPv4 or IPv6 address in its compressed form (zone id dropped: 39 characters at
     most, so it fits the 45-character column everywhere), else None. A proxy can pass any text."""
-    import ipaddress
-
     if not text or len(text) > 64:
         return None
     try:
@@ -117,8 +118,6 @@ def display_email(email: str) -> str:
     if "xn--" not in domain:
         return email
     try:
-        import idna
-
         return f"{local}@{idna.decode(domain)}"
     except idna.IDNAError:
         return email

@@ -7,8 +7,10 @@ and a per-row `status` / `subscribed_at` when the file has those columns (our ow
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from datetime import datetime, timezone
+from json.encoder import c_encode_basestring, c_make_encoder
 
 from subscribers.csvfile import CONSENT, Columns, restore
 from subscribers.errors import InvalidAddress
@@ -30,8 +32,6 @@ def _make_encode():
     """The encoder's C iterator, built once: JSONEncoder.encode builds a new one on every call,
     most of its cost for a small dict (docs/decisions.md). Same output; no circular-reference markers,
     which a flat {str: str} dict of attributes does not need."""
-    from json.encoder import c_encode_basestring, c_make_encoder
-
     if c_make_encoder is None or c_encode_basestring is None:  # no _json accelerator
         return _encoder.encode
     iterate = c_make_encoder(None, _encoder.default, c_encode_basestring, None, ":", ",", False, False, True)
@@ -186,8 +186,6 @@ class RowParser:
 
 
 def _ip(value: str) -> str | None:
-    import ipaddress
-
     try:
         return str(ipaddress.ip_address(value)) if value else None
     except ValueError:

@@ -32,8 +32,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import BigInteger, Column, Connection, Integer, MetaData, String, Table, Text, func, select
+from sqlalchemy import (BigInteger, Column, Connection, Integer, MetaData, String, Table, Text, any_,
+                        bindparam, func, select)
+from sqlalchemy.dialects import postgresql, sqlite
 
+from subscribers import store
+from subscribers.bulk import Bulk
 from subscribers.events import DeliveryEvent, EventType, Severity
 from subscribers.models import Json, Status, UtcDateTime, memberships, subscribers
 
@@ -153,8 +157,6 @@ def _record_copied(conn: Connection, first: dict, ids: dict[str, int]) -> list[D
     """PostgreSQL: the events COPY into a staging table and go in with one INSERT ... ON CONFLICT
     DO NOTHING RETURNING, which names the new ones: no lookup first, and no per-row parameter
     processing (SQLAlchemy's executemany cost most of a 1,000-event post: docs/decisions.md)."""
-    from subscribers.bulk import Bulk
-
     now = datetime.now(timezone.utc)
     rows = []
     for e in first.values():
@@ -185,17 +187,11 @@ def _one_of(conn: Connection, column, values: list):
     switched to a generic plan that took 30 times longer once the table had grown)."""
     if conn.dialect.name != "postgresql":
         return column.in_(values)
-    from sqlalchemy import any_, bindparam
-    from sqlalchemy.dialects.postgresql import ARRAY
-
-    return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
 
 
 def _insert_ignore(conn: Connection):
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     return dialect_insert(events).on_conflict_do_nothing(index_elements=["event_id", "source"])
 
 
@@ -238,8 +234,6 @@ def apply_event(conn: Connection, event: DeliveryEvent, limits: Limits, *,
 
     Soft bounces are counted from the `events` table, so store the event first (`ingest` does).
     """
-    from subscribers import store
-
     rule = _RULES.get(event.type)
     if rule is None:
         return None

@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from sqlalchemy import Connection, Select, and_, func, or_, select
+from sqlalchemy import Connection, Select, and_, exists, func, or_, select
 
 from subscribers.errors import SubscriberNotFound
-from subscribers.models import Status, Subscriber, history, lists, memberships, subscribers
+from subscribers.models import Status, Subscriber, history, lists, memberships, subscriber_tags, subscribers
 from subscribers.normalize import normalize_email
 
 
@@ -33,10 +33,14 @@ def recipients_select(list_id: int, tags: tuple[str, ...] = ()) -> Select:
                     subscribers.c.global_status.is_(None))
              .order_by(subscribers.c.id))
     if tags:
-        from subscribers.tags import with_any_tag
-
         query = query.where(with_any_tag(tags))
     return query
+
+
+def with_any_tag(tags: Iterable[str]):
+    """A WHERE clause on `subscribers`: the subscriber has at least one of these tags."""
+    return exists().where(subscriber_tags.c.subscriber_id == subscribers.c.id,
+                          subscriber_tags.c.tag.in_(list(tags)))
 
 
 def iter_recipients(conn: Connection, list_id: int, batch: int = 5000) -> Iterator[tuple[int, str, str]]:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, case, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from subscribers.errors import (InvalidListName, ListExists, ListNotFound, SecretRequired,
                                 SubscriberNotFound, SuppressedAddress)
@@ -311,10 +312,7 @@ def _request(conn, list_id: int, digest: str, wanted: bool, resend_after: timede
     """Upsert the (list, address) request row; True when a mail is wanted and none went out
     within `resend_after` (the mail is then counted as sent now)."""
     now = utcnow()
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as upsert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as upsert
+    upsert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     mailed = signup_requests.c.mailed_at
     due = or_(mailed.is_(None), mailed < now - resend_after)
     statement = upsert(signup_requests).values(list_id=list_id, address_hash=digest, requested_at=now,

@@ -1,4 +1,4 @@
-"""Text -> tags; (subscriber, tags) -> stored tags; the tag filter a segmented send uses.
+"""Text -> tags; (subscriber, tags) -> stored tags (the filter a segmented send uses: queries.py).
 
 A tag is a short label an admin gives subscribers ("press", "donor 2024"): one line, compared
 without regard to case or surrounding space, at most 64 characters, no commas (a CSV cell holds
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, delete, exists, select
+from sqlalchemy import Connection, delete, select
 
 from subscribers.errors import InvalidTag
-from subscribers.models import Action, subscriber_tags, subscribers
+from subscribers.models import Action, subscriber_tags
 from subscribers.normalize import clean_text
+from subscribers.store import record
 
 MAX_TAG = 64
 
@@ -54,8 +55,6 @@ def tags_of(conn: Connection, subscriber_id: int) -> list[str]:
 
 def add_tags(conn: Connection, subscriber_id: int, tags: Iterable[str], source: str = "admin") -> list[str]:
     """Give these tags; returns the ones that are new (a history row names them)."""
-    from subscribers.store import record
-
     have = set(tags_of(conn, subscriber_id))
     new = [t for t in normalize_tags(tags) if t not in have]
     if new:
@@ -66,8 +65,6 @@ def add_tags(conn: Connection, subscriber_id: int, tags: Iterable[str], source: 
 
 def remove_tags(conn: Connection, subscriber_id: int, tags: Iterable[str], source: str = "admin") -> list[str]:
     """Take these tags away; returns the ones that were there."""
-    from subscribers.store import record
-
     have = set(tags_of(conn, subscriber_id))
     gone = [t for t in normalize_tags(tags) if t in have]
     if gone:
@@ -75,9 +72,3 @@ def remove_tags(conn: Connection, subscriber_id: int, tags: Iterable[str], sourc
                                                    subscriber_tags.c.tag.in_(gone)))
         record(conn, subscriber_id, None, Action.UPDATE, source, detail={"fields": ["tags"], "removed": gone})
     return gone
-
-
-def with_any_tag(tags: Iterable[str]):
-    """A WHERE clause on `subscribers`: the subscriber has at least one of these tags."""
-    return exists().where(subscriber_tags.c.subscriber_id == subscribers.c.id,
-                          subscriber_tags.c.tag.in_(list(tags)))

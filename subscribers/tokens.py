@@ -15,12 +15,20 @@ This module only signs and reads; subscribers.links looks the key up and checks 
 
 from __future__ import annotations
 
+import base64
 import binascii
+import binascii as _binascii
 import hashlib
 import hmac
+import json
+import os
 import re
+import time
 from collections.abc import Callable
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 from itsdangerous.encoding import int_to_bytes
 
 from subscribers.errors import SecretRequired, TokenError
@@ -30,8 +38,6 @@ _SALT = "crank-mailer/{purpose}/v1"
 
 
 def _serializer(secret: str, purpose: str):
-    from itsdangerous import URLSafeTimedSerializer
-
     if purpose not in PURPOSES:
         raise TokenError(f"unknown token purpose {purpose!r} (expected one of {', '.join(PURPOSES)})")
     if not secret:
@@ -111,8 +117,6 @@ def verify_token(secret: str, purpose: str, token: str, *, max_age: int | None =
     """The Claim of a genuine token (unpacks as (subscriber_id, list_id)); TokenError if forged,
     tampered, expired or made for another purpose. `max_age` in seconds (None: never expires).
     Genuine is not yet valid: subscribers.links.bound checks the claim against the row."""
-    from itsdangerous import BadData, SignatureExpired
-
     serializer = _serializer(secret, purpose)
     try:
         payload, issued = serializer.loads(token, max_age=max_age, return_timestamp=True)
@@ -149,13 +153,6 @@ def seal_request(secret: str, list_id: int, address: str, name: str = "", *, now
     """A confirm token for a request of which nothing may be stored (a forgotten address): the
     address itself travels in the link, encrypted and authenticated (AES-256-GCM, key derived
     from the secret), so the URL shows nothing and only this service can open it."""
-    import base64
-    import json
-    import os
-    import time
-
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
     asked = time.time() if now is None else now
     plain = json.dumps([int(list_id), address, name, asked], separators=(",", ":")).encode()
     nonce = os.urandom(12)
@@ -166,14 +163,6 @@ def seal_request(secret: str, list_id: int, address: str, name: str = "", *, now
 def open_request(secret: str, token: str, *, max_age: int | None = None,
                  now: float | None = None) -> tuple[int, str, str, float]:
     """(list_id, address, name, asked_at) of a genuine sealed token; TokenError otherwise."""
-    import base64
-    import binascii as _binascii
-    import json
-    import time
-
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
     if not token.startswith(SEALED) or len(token) > 2000:
         raise TokenError("this confirm link is not valid")
     try:

@@ -10,11 +10,20 @@ from pathlib import Path
 
 import pytest
 
+from mailer import engines
 from mailer.config import load_settings
 from tests.services import missing
 
 REPO = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("MAILER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(autouse=True)
+def dispose_engines():
+    """What mailer.cli.main does when a command ends, for the tests that call the stages directly:
+    the process's Engines (mailer/engines.py) are closed after each test, the PostgreSQL server is shared."""
+    yield
+    engines.dispose_all()
 
 
 @pytest.fixture
@@ -75,6 +84,7 @@ def pg_url(pg_server):
         conn.execute(f'CREATE SCHEMA "{schema}"')
     sep = "&" if "?" in pg_server else "?"
     yield f"{pg_server}{sep}options=-csearch_path%3D{schema}"
+    engines.dispose_all()
     with psycopg.connect(plain, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 

@@ -37,15 +37,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 @pytest.fixture(autouse=True)
-def close_pools():
-    """Each test's database gets its own pool; close it after, the PostgreSQL server is shared."""
-    from mailer.schedule import close_stores
-
-    yield
-    close_stores()  # http base_url on purpose
-
-
-@pytest.fixture(autouse=True)
 def secret_in_env(monkeypatch):
     monkeypatch.setenv("MAILER_SECRET_KEY", SECRET)
 

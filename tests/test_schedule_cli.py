@@ -15,15 +15,6 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-@pytest.fixture(autouse=True)
-def close_pools():
-    """Each test's database gets its own pool; close it after, the PostgreSQL server is shared."""
-    from mailer.schedule import close_stores
-
-    yield
-    close_stores()
-
-
 @pytest.fixture
 def project(config_file, cli):
     """config.toml in a temporary folder (database there too), issue 2024-12, list crank with one reader."""

@@ -9,7 +9,9 @@ import sys
 
 import typer
 
-from mailer.commands.common import app_context, console
+from mailer.commands.common import console, store_engine
+
+# The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
 app = typer.Typer(help="Users of the admin web interface (/admin, served by `mailer serve`).",
                   no_args_is_help=True)
@@ -18,10 +20,7 @@ NAME = typer.Argument(..., help="The user name typed at the login page.", show_d
 
 
 def _engine(ctx: typer.Context):
-    from mailer.config import database_url
-    from mailer.migrate import connect   # admin_users lives in mailer's own history
-
-    return connect(database_url(app_context(ctx).settings))
+    return store_engine(ctx)   # both schemas: admin_users lives in mailer's own history
 
 
 def _say(message: str) -> None:

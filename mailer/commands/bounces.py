@@ -6,11 +6,15 @@ Only typer is imported at module level; parsing and the store load inside each c
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
 from mailer.commands.common import app_context, console, store_engine
+from mailer.commands.db import secret
+
+# The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
 app = typer.Typer(help="Bounce mail, complaints and provider suppression lists.", no_args_is_help=True)
 
@@ -45,15 +49,12 @@ def sync_sendgrid(ctx: typer.Context, dry_run: bool = DRY_RUN,
                   as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
     """Read SendGrid's suppression lists (bounces, blocks, spam reports, invalid emails,
     unsubscribes) and apply them through the same policy."""
-    import json
-
     from mailer.config import secret
     from mailer.suppressions import sync
 
     settings = app_context(ctx).settings
     key = secret(settings.delivery.sendgrid.api_key_env, key="[delivery.sendgrid] api_key_env")
-    with store_engine(ctx) as engine:
-        summary = sync(engine, settings.delivery.sendgrid, key, _limits(ctx), dry_run=dry_run)
+    summary = sync(store_engine(ctx), settings.delivery.sendgrid, key, _limits(ctx), dry_run=dry_run)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -64,8 +65,6 @@ def sync_sendgrid(ctx: typer.Context, dry_run: bool = DRY_RUN,
 
 
 def _run(ctx, mails, *, dry_run: bool, as_json: bool, verbose: bool, on_chunk=None) -> None:
-    import json
-
     from mailer import bounces
 
     rows: list[dict] = []
@@ -78,9 +77,8 @@ def _run(ctx, mails, *, dry_run: bool, as_json: bool, verbose: bool, on_chunk=No
             d = scanned.as_dict()
             typer.echo(f"{d['file']}: {d['kind']} {', '.join(d['recipients'])}".rstrip())
 
-    with store_engine(ctx) as engine:
-        summary = bounces.scan(engine, mails, key=_key(ctx), limits=_limits(ctx), dry_run=dry_run,
-                               on_message=each, on_chunk=on_chunk)
+    summary = bounces.scan(store_engine(ctx), mails, key=_key(ctx), limits=_limits(ctx), dry_run=dry_run,
+                           on_message=each, on_chunk=on_chunk)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -101,8 +99,6 @@ def _print_summary(out, summary) -> None:
 
 def _key(ctx) -> str:
     """The secret key that signs refs; without it no ref is trusted and addresses decide."""
-    from mailer.commands.db import secret
-
     key = secret(ctx, required=False)
     if not key:
         typer.echo("warning: MAILER_SECRET_KEY is not set: no ref can be verified, so only the addresses "

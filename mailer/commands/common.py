@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
+
+from mailer import engines
+
+# The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
 
 @dataclass
@@ -28,18 +31,12 @@ def app_context(ctx: typer.Context) -> AppContext:
     return ctx.find_root().obj
 
 
-@contextmanager
-def store_engine(ctx: typer.Context):
-    """The database's Engine with both migration histories applied, disposed afterwards: commands
-    also run in-process, many times over (the tests), and each would otherwise keep its pool open."""
+def store_engine(ctx: typer.Context, schemas: str = "all"):
+    """The database's Engine for this command (mailer/engines.py: made once, disposed when the
+    command ends); `schemas`: which migration histories it brings to head first."""
     from mailer.config import database_url
-    from mailer.migrate import connect
 
-    engine = connect(database_url(app_context(ctx).settings))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
+    return engines.get(database_url(app_context(ctx).settings), schemas)
 
 
 def console(stderr: bool = False):

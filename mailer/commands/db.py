@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import typer
 
-from mailer.commands.common import app_context, console
+from mailer.commands.common import app_context, console, store_engine
+from mailer.errors import ConfigError
+
+# The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
 app = typer.Typer(help="The database schema: apply migrations, show the current revision.", no_args_is_help=True)
 
@@ -20,17 +23,14 @@ def database_url(ctx: typer.Context) -> str:
 
 
 def engine(ctx: typer.Context):
-    """The store's Engine, migrated on first use (subscribers.db.connect)."""
-    from subscribers.db import connect
-
-    return connect(database_url(ctx))
+    """The store's Engine for this command, its schema (not mailer's) brought to head on first use."""
+    return store_engine(ctx, "subscribers")
 
 
 def secret(ctx: typer.Context, required: bool = True) -> str | None:
     """MAILER_SECRET_KEY (the env var the config names). Not required: None when unset, and the
     store asks for it only if it really needs it (a database with forgotten addresses)."""
     from mailer.config import secret_key
-    from mailer.errors import ConfigError
 
     settings = app_context(ctx).settings
     try:
@@ -47,13 +47,13 @@ def upgrade(ctx: typer.Context) -> None:
     from mailer import migrate as mailer_migrate
     from subscribers import db
 
-    url = database_url(ctx)
-    before = db.current_revision(db.create(url))
-    head = db.upgrade(url)
+    engine = store_engine(ctx, "none")
+    before = db.current_revision(engine)
+    head = db.upgrade(engine)
     out = console()
     out.print(f"subscribers schema: {before or 'empty'} -> {head}" if before != head
               else f"subscribers schema: already at {head}", markup=False, highlight=False)
-    result = mailer_migrate.upgrade(url)
+    result = mailer_migrate.upgrade(engine)
     out.print(f"mailer schema: {result}" if result else "mailer schema: upgraded", markup=False)
 
 
@@ -66,7 +66,7 @@ def current(ctx: typer.Context) -> None:
     from subscribers import db
 
     url = database_url(ctx)
-    engine = db.create(url)
+    engine = store_engine(ctx, "none")
     lines = [make_url(url).render_as_string(hide_password=True),
              _schema_line("subscribers", db.current_revision(engine), db.head_revision())]
     lines.append(_schema_line("mailer", mailer_migrate.current_revision(engine), mailer_migrate.head_revision()))

@@ -6,9 +6,13 @@ shell that first sent (docs/editor.md). `mailer send` makes it too on its first 
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from mailer.commands.common import app_context
+
+# The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
 
 def register(app: typer.Typer) -> None:
@@ -17,8 +21,6 @@ def register(app: typer.Typer) -> None:
 
 def init(ctx: typer.Context) -> None:
     """Write the secret key file (.mailer-secret, mode 0600) next to the config file, once."""
-    import os
-
     from mailer.config import ensure_secret_key, secret_key, secret_key_file
 
     settings = app_context(ctx).settings

@@ -10,6 +10,10 @@ from typing import Optional
 import typer
 
 from mailer.commands.common import app_context
+from mailer.commands.schedule import print_scheduled, print_unscheduled
+from mailer.errors import MailerError
+
+# The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
 app = typer.Typer(help="Compose an issue: build it to files with a lint report, or preview it live.",
                   no_args_is_help=True)
@@ -30,7 +34,6 @@ def build(
     warnings are printed and do not fail the build.
     """
     from mailer.compose import compose, templates_dir
-    from mailer.errors import MailerError
     from mailer.lint import lint
     from mailer.preview import fill_preview, preview_values
     from mailer.source import read_issue
@@ -62,7 +65,6 @@ def preview(
     port: int = typer.Option(8025, "--port", help="Port on 127.0.0.1."),
 ) -> None:
     """Serve ISSUE on http://127.0.0.1:PORT/, rebuilt whenever the file or a template changes."""
-    from mailer.errors import MailerError
     from mailer.preview import PreviewServer
 
     try:
@@ -89,8 +91,6 @@ def schedule(
                                      "\"2026-12-01 09:00\" in the \\[schedule] time zone, or with an offset."),
 ) -> None:
     """Compose and lint ISSUE (errors refuse), then schedule it for the next free slot or --at."""
-    from mailer.commands.schedule import print_scheduled
-
     print_scheduled(app_context(ctx).settings, issue, at)
 
 
@@ -100,6 +100,4 @@ def unschedule(
     issue: str = typer.Argument(..., help="The issue's name (2024-12) or file.", show_default=False),
 ) -> None:
     """Take ISSUE off the schedule (back to draft); a send already under way cannot be taken back."""
-    from mailer.commands.schedule import print_unscheduled
-
     print_unscheduled(app_context(ctx).settings, issue)

@@ -5,12 +5,16 @@ Only typer is imported at module level; the store loads inside each command.
 
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 import typer
 
-from mailer.commands.common import console
+from mailer.commands.common import app_context, console
 from mailer.commands.db import engine
+from subscribers.errors import ListExists
+
+# The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
 app = typer.Typer(help="Subscriber lists. Without a subcommand: a table of lists with counts per status.")
 
@@ -28,8 +32,6 @@ def lists(ctx: typer.Context,
     with engine(ctx).connect() as conn:
         rows = store.list_counts(conn)
     if as_json:
-        import json
-
         typer.echo(json.dumps([{"name": r.name, "title": r.title, "description": r.description, "private": r.private,
                                 "counts": {s: counts.get(s, 0) for s in STATUS_COLUMNS},
                                 "total": sum(counts.values())} for r, counts in rows], indent=2))
@@ -68,7 +70,6 @@ def create(ctx: typer.Context,
                                          help="Succeed, changing nothing, if the list already exists.")) -> None:
     """Create a list."""
     from subscribers import store
-    from subscribers.errors import ListExists
 
     try:
         with engine(ctx).begin() as conn:
@@ -104,7 +105,6 @@ def edit(ctx: typer.Context,
 def embed(ctx: typer.Context, name: str = typer.Argument(..., help="The list the form subscribes to.",
                                                          show_default=False)) -> None:
     """Print an HTML form to paste into another site; it posts to this service's /subscribe."""
-    from mailer.commands.common import app_context
     from mailer.web.embed import embed_form
     from subscribers import store
 

@@ -5,12 +5,16 @@ Only typer is imported at module level; the report and the store load inside the
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from mailer.commands.common import console, store_engine
+from mailer.errors import ReportError
+
+# The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
 
 def register(app: typer.Typer) -> None:
@@ -25,12 +29,10 @@ def report(ctx: typer.Context,
                                                     "with a chart of events over time.")) -> None:
     """Readers, deliveries, bounces, blocks, complaints, unsubscribes (opens and clicks where the
     provider reports them), each with its rate, and the warnings a bulk sender must heed."""
-    import json
-
     from mailer import report as reports
 
     slug = Path(issue).stem if issue.endswith(".md") else issue
-    with store_engine(ctx) as engine, engine.connect() as conn:
+    with store_engine(ctx).connect() as conn:
         found = reports.build(conn, slug, list_name)
     if html_file is not None:
         _write(html_file, reports.render_html(found))
@@ -59,8 +61,6 @@ def _table(found, rows):
 
 
 def _write(path: Path, text: str) -> None:
-    from mailer.errors import ReportError
-
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:

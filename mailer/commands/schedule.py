@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import sys
+from datetime import timedelta
+
 import typer
 
 from mailer.commands.common import app_context
+
+# The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
 app = typer.Typer(help="The monthly slot: show what goes out when, run the scheduler.", no_args_is_help=True)
 
@@ -34,8 +39,7 @@ def show(
 @app.command()
 def run(ctx: typer.Context) -> None:
     """Run the scheduler until SIGTERM or Ctrl-C: each scheduled issue goes out on its slot, once."""
-    import logging
-    import sys
+    import logging   # not loaded by `mailer --help` otherwise
 
     from mailer.schedule import run as run_scheduler
 
@@ -51,8 +55,6 @@ def run(ctx: typer.Context) -> None:
 
 
 def print_scheduled(settings, issue: str, at: str | None) -> None:
-    from datetime import timedelta
-
     from mailer.schedule import schedule_issue, utcnow
     from mailer.slots import shown
 

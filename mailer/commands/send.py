@@ -6,7 +6,11 @@ Only typer is imported here; compose, dispatch and the backends load inside the 
 from __future__ import annotations
 
 import enum
+import json
 import re
+import warnings
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +19,8 @@ import typer
 from mailer.backends import BACKENDS
 from mailer.commands import issue as issue_cmds
 from mailer.commands.common import app_context, console
+
+# The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
 
 BackendName = enum.Enum("BackendName", {name: name for name in BACKENDS}, type=str)
@@ -151,15 +157,11 @@ def shown_subject(subject: str) -> str:
 
 
 def _report(summary, subject: str, as_json: bool) -> None:
-    from dataclasses import replace
-
     from mailer.segments import describe
 
     if not as_json:  # "crank (tags: press)" in the lines below
         summary = replace(summary, list=describe(summary.list, summary.segment))
     if as_json:
-        import json
-
         data = summary.as_dict()
         data["duration"] = round(data["duration"], 3)
         typer.echo(json.dumps(data))
@@ -183,8 +185,6 @@ def _report(summary, subject: str, as_json: bool) -> None:
 
 def _when(iso: str | None) -> str:
     """An ISO time as the reader's local time, to the minute."""
-    from datetime import datetime
-
     return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M %Z") if iso else "later"
 
 
@@ -223,8 +223,6 @@ class _warnings_to:
         self.err = err
 
     def __enter__(self):
-        import warnings
-
         self.catcher = warnings.catch_warnings()
         self.catcher.__enter__()
         warnings.simplefilter("default")

@@ -8,6 +8,8 @@ import typer
 
 from mailer.commands.common import app_context
 
+# The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
+
 
 def register(app: typer.Typer) -> None:
     @app.command("serve")

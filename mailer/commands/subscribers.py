@@ -14,7 +14,10 @@ import typer
 
 from mailer.commands.common import console
 from mailer.commands.db import engine, secret
+from subscribers.errors import SubscriberNotFound
 from subscribers.status import Status
+
+# The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
 app = typer.Typer(help="Subscribers: add, remove, show, search, tag, untag, forget, import and export.",
                   no_args_is_help=True)
@@ -57,7 +60,6 @@ def add(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST,
 def remove(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST) -> None:
     """Unsubscribe EMAIL from a list (history is kept; re-adding it needs --resubscribe)."""
     from subscribers import store
-    from subscribers.errors import SubscriberNotFound
 
     with engine(ctx).begin() as conn:
         found = store.get_list(conn, list_name)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Optional
 
 import typer
 
 from mailer.commands.common import app_context, console
+
+# The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
 
 def register(app: typer.Typer) -> None:
@@ -23,8 +26,6 @@ def worker(
                                           "without a heartbeat (renewed 4 times per lease)."),
 ) -> None:
     """Send batches of every running shared send (`mailer send --workers N`) until none has work left."""
-    import signal
-
     from mailer.workers import run_worker
 
     settings = app_context(ctx).settings

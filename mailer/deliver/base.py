@@ -22,6 +22,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Sequence
 
+from mailer.backends import BACKENDS
+from mailer.errors import ConfigError
+
 if TYPE_CHECKING:
     from mailer.config import Settings
     from mailer.personalize import Outgoing
@@ -88,7 +91,11 @@ class Backend(ABC):
 
 
 def create_backend(name: str, settings: Settings, **options) -> Backend:
-    """The backend called `name`, built from its settings; `options` go to its constructor."""
+    """The backend called `name`, built from its settings; `options` go to its constructor.
+
+    Each backend's module is imported here, not at the top: it imports Backend from this module, and
+    a send loads only its own provider's library (sendgrid's, or DKIM's cryptography through smtp:
+    start-up costs in BENCHMARKS.md)."""
     if name == "outbox":
         from mailer.deliver.outbox import OutboxBackend
 
@@ -101,7 +108,4 @@ def create_backend(name: str, settings: Settings, **options) -> Backend:
         from mailer.deliver.sendgrid import SendGridBackend
 
         return SendGridBackend(settings.delivery.sendgrid, **options)
-    from mailer.backends import BACKENDS
-    from mailer.errors import ConfigError
-
     raise ConfigError(f"[delivery] backend must be one of {', '.join(BACKENDS)}, not {name!r}")

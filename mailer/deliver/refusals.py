@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from subscribers.events import DeliveryEvent, EventType, Severity
+from subscribers.models import utcnow
 
 SOURCE = "smtp-rcpt"
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -35,7 +36,6 @@ def refusal_event(address: str | None, reply: str | None, ref: str) -> DeliveryE
     """The hard-bounce event for this refusal, or None when it says nothing about the address."""
     if not address or not is_hard_bounce(enhanced_status(reply)):
         return None
-    from subscribers.models import utcnow
 
     return DeliveryEvent(type=EventType.BOUNCED, recipient=address, at=utcnow(), source=SOURCE,
                          event_id=f"rcpt:{ref}", severity=Severity.HARD, detail=reply, send_ref=ref,

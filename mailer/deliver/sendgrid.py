@@ -34,6 +34,9 @@ import time
 import urllib.error
 from typing import Callable, Sequence
 
+from python_http_client import exceptions as sg
+from sendgrid import SendGridAPIClient
+
 from mailer.config import SendGridSettings, secret
 from mailer.deliver.base import Backend, Result, ResultStatus
 from mailer.errors import AmbiguousDelivery, PermanentDelivery, TemporaryDelivery
@@ -69,8 +72,6 @@ class SendGridBackend(Backend):
         self.calls = 0                                     # HTTP requests made, retries included
 
     def open(self) -> None:
-        from sendgrid import SendGridAPIClient
-
         _withhold_bodies()
         client = SendGridAPIClient(api_key=self._api_key, host=self.settings.host.rstrip("/"))
         client.client.timeout = self.settings.timeout  # the library has none by default
@@ -140,8 +141,6 @@ class SendGridBackend(Backend):
 
         Returns (status, answer, None) when done, or (status, error, "rate" | "backoff") to retry.
         """
-        from python_http_client import exceptions as sg
-
         if self.budget is not None:
             self.budget.take()
         self.calls += 1

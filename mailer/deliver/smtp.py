@@ -29,12 +29,14 @@ import ssl
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from mailer.config import NewsletterSettings, SmtpSettings, secret
 from mailer.deliver.base import Backend, Result, ResultStatus
-from mailer.deliver.dkim_sign import DkimSigner, SigningPool
 from mailer.errors import PermanentDelivery, TemporaryDelivery
+
+if TYPE_CHECKING:
+    from mailer.deliver.dkim_sign import SigningPool
 
 # Headers the DKIM signature covers; RFC 8058 section 4 names the two List-Unsubscribe ones.
 DKIM_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"mime-version",
@@ -173,6 +175,8 @@ class SmtpBackend(Backend):
         s = self.settings
         try:
             if self._signer is None:
+                from mailer.deliver.dkim_sign import DkimSigner   # cryptography: only with DKIM (BENCHMARKS.md)
+
                 self._signer = DkimSigner(s.dkim_selector.encode("ascii"), s.dkim_domain.encode("ascii"),
                                           self._dkim_key, DKIM_HEADERS)
             return self._signer.sign(data) + data
@@ -195,6 +199,8 @@ class SmtpBackend(Backend):
     def _signing_pool(self, count: int) -> SigningPool | None:
         self._encoded += count
         if self._signing is None and self._encoded > self.pool_after and self.settings.dkim_processes >= 0:
+            from mailer.deliver.dkim_sign import SigningPool   # cryptography: only with DKIM (BENCHMARKS.md)
+
             self.sign(b"From: check@example.org\r\n\r\nkey check\r\n")  # the key is good: made the signer
             self._signing = SigningPool(self._signer, self.settings.dkim_processes or max(1, (os.cpu_count() or 2) - 1))
         return self._signing

@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 from email.message import Message
 from email.utils import parseaddr, parsedate_to_datetime
 
+from flufl.bounce._scan import _DETECTORS   # all_failures() without its per-detector logging
+
 from subscribers.events import DeliveryEvent, EventType, Severity
 
 SOURCE = "bounce-mail"
@@ -301,8 +303,6 @@ def _from_daemon(msg: Message) -> bool:
 
 
 def _flufl(msg: Message) -> tuple[list[Finding], str]:
-    from flufl.bounce._scan import _DETECTORS   # all_failures() without its per-detector logging
-
     for detector in _DETECTORS:
         try:
             temporary, permanent = detector().process(msg)

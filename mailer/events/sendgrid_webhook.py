@@ -15,6 +15,8 @@ import re
 import time
 from datetime import datetime, timezone
 
+from sendgrid.helpers.eventwebhook import EventWebhook
+
 from mailer.errors import SignatureError
 from mailer.model import ISSUE_ARG, REF_ARG
 from subscribers.events import DeliveryEvent, EventType, Severity
@@ -50,8 +52,6 @@ _SOFT_CLASSIFICATIONS = {"technical failure", "frequency or volume too high"}
 
 @functools.lru_cache(maxsize=8)
 def _public_key(public_key_b64: str):
-    from sendgrid.helpers.eventwebhook import EventWebhook
-
     try:
         return EventWebhook().convert_public_key_to_ecdsa(public_key_b64)
     except ValueError as exc:
@@ -61,8 +61,6 @@ def _public_key(public_key_b64: str):
 def verify(raw_body: bytes, signature: str | None, timestamp: str | None, *, public_key: str,
            max_age_seconds: int, now: float | None = None) -> None:
     """Check SendGrid's ECDSA P-256 signature over timestamp + raw body, and the timestamp's age."""
-    from sendgrid.helpers.eventwebhook import EventWebhook
-
     if not public_key:
         raise SignatureError("no [webhooks.sendgrid] public_key is configured")
     if not signature or not timestamp:

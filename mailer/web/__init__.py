@@ -7,7 +7,9 @@ from __future__ import annotations
 
 
 def create_app(settings):
-    """Settings -> the FastAPI app (imported lazily: the CLI must start fast)."""
+    """Settings -> the FastAPI app (imported here, not at the top: importing
+    any mailer.web module runs this package first, and `mailer lists embed` needs mailer.web.embed
+    without FastAPI)."""
     from mailer.web.app import create_app as build
 
     return build(settings)

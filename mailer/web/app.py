@@ -11,6 +11,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -68,8 +69,6 @@ def _add_basics(app: FastAPI) -> None:
 
 
 def _ping(web: WebContext) -> None:
-    from sqlalchemy import text
-
     web.read(lambda conn: conn.execute(text("SELECT 1")))
 
 

@@ -27,8 +27,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, Response
 
 from mailer.archived import neutral_copy, neutral_values
+from mailer.compose import compose
+from mailer.ledger import archived, archived_copy
 from mailer.model import fill
-from mailer.source import valid_issue_name
+from mailer.source import read_issue, valid_issue_name
 from mailer.web.archive_page import web_content
 from mailer.web.security import ARCHIVE_CSP
 
@@ -66,8 +68,6 @@ class Archive:
         """Every archived issue, newest first (by date, then name): the ledger's rows, their
         stored copies (read once: they never change). An old send without a copy whose issue file
         no longer composes stays listed from its ledger row (its page answers 503) and is logged."""
-        from mailer.ledger import archived
-
         found = []
         for slug, subject, started in self.read(archived):
             try:
@@ -82,8 +82,6 @@ class Archive:
 
     def get(self, slug: str) -> ArchivedIssue | None:
         """The issue as mailed, or None when no send of that name has started."""
-        from mailer.ledger import archived_copy
-
         if not valid_issue_name(slug):
             return None
         if slug in self._copies:
@@ -115,9 +113,6 @@ class Archive:
         return issue
 
     def _compose(self, path: Path) -> ArchivedIssue:
-        from mailer.compose import compose
-        from mailer.source import read_issue
-
         source = read_issue(path)
         copy = neutral_copy(compose(source, self.settings), self.base_url)
         return ArchivedIssue(slug=source.slug, date=copy.date, subject=fill(source.subject, self.neutral_values(source.slug), "text"),

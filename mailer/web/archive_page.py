@@ -12,6 +12,8 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
+import lxml.html
+
 MAIL_ONLY = "mail-only"
 
 
@@ -22,8 +24,6 @@ class WebContent:
 
 
 def web_content(email_html: str) -> WebContent:
-    import lxml.html
-
     doc = lxml.html.document_fromstring(email_html)
     styles = "\n".join(style.text_content() for style in doc.iter("style"))
     for element in doc.xpath(f'//*[contains(concat(" ", normalize-space(@class), " "), " {MAIL_ONLY} ")]'):

@@ -12,7 +12,10 @@ import functools
 import logging
 import time
 
+from mailer.compose import HTML_MARKERS, render
+from mailer.deliver.base import create_backend
 from mailer.model import ComposedIssue
+from mailer.personalize import Recipient, personalize, prepare
 
 log = logging.getLogger("mailer.web")
 TEMPLATE = "confirm.mjml.j2"
@@ -35,8 +38,6 @@ def _compose(settings, list_title: str) -> ComposedIssue:
 
 def render_mail(settings, template: str, subject: str, slug: str = SLUG, **values) -> ComposedIssue:
     """A service mail (templates/*.mjml.j2) through the issue's stages; markers left for personalize."""
-    from mailer.compose import HTML_MARKERS, render
-
     context = {"newsletter": settings.newsletter, "markers": HTML_MARKERS, **values}
     mjml, html, text = render(template, context, settings)
     return ComposedIssue(slug=slug, subject=subject, preheader="", mjml=mjml, html=html, text=text)
@@ -64,9 +65,6 @@ def send_confirmation(settings, *, email: str, name: str, subscriber_id: int, li
 def send_one(settings, composed: ComposedIssue, ref: str, email: str, name: str, unsubscribe_token: str,
              what: str):
     """Personalize one service mail and hand it to the configured backend; the backend's Result."""
-    from mailer.deliver.base import create_backend
-    from mailer.personalize import Recipient, personalize, prepare
-
     edition = prepare(composed, settings.newsletter)
     message = personalize(edition, Recipient(ref=ref, email=email, name=name, unsubscribe_token=unsubscribe_token))
     with create_backend(settings.delivery.backend, settings) as backend:

@@ -18,11 +18,16 @@ from concurrent.futures import Future
 from contextlib import nullcontext
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
-from mailer.config import secret_key
+from mailer import engines
+from mailer.config import database_url, secret_key
+from mailer.ledger import parse_ref, sends
 from mailer.web.archive import Archive
+from mailer.web.ingest import ingest_events
 from mailer.web.pages import Pages
 from mailer.web.ratelimit import Rate, RateLimiter
+from subscribers.models import lists
 
 log = logging.getLogger("mailer.web")
 LIST_CACHE_SECONDS = 60.0
@@ -50,10 +55,7 @@ class WebContext:
     def engine(self):
         with self._lock:
             if self._engine is None:
-                from mailer.config import database_url
-                from mailer.migrate import connect   # the store's tables, then the send ledger
-
-                self._engine = connect(database_url(self.settings))
+                self._engine = engines.get(database_url(self.settings))   # the store's tables, then the send ledger
                 self._writer = threading.Lock() if self._engine.dialect.name == "sqlite" else nullcontext()
             return self._engine
 
@@ -63,8 +65,6 @@ class WebContext:
 
     def write(self, fn, *args, **kwargs):
         """fn(conn, ...) in one transaction, committed when it returns."""
-        from sqlalchemy.exc import OperationalError
-
         engine = self.engine
         for attempt in range(SQLITE_RETRIES):
             try:
@@ -84,8 +84,6 @@ class WebContext:
 
     def list_info(self, conn, list_id: int) -> tuple[str, str] | None:
         """(name, title) of a list, cached a minute: every unsubscribe page names its list."""
-        from subscribers.models import lists
-
         hit = self._lists.get(list_id)
         if hit and time.monotonic() - hit[0] < LIST_CACHE_SECONDS:
             return hit[1]
@@ -96,15 +94,11 @@ class WebContext:
 
     def ingest(self, events) -> dict:
         """Store verified events once and apply subscribers.policy (runs in a worker thread)."""
-        from mailer.web.ingest import ingest_events, limits_from
-
-        return ingest_events(self, events, limits_from(self.settings), list_for=self.list_for)
+        return ingest_events(self, events, self.settings.bounces.limits(), list_for=self.list_for)
 
     def list_for(self, conn, event):
         """The list a message was sent for: its delivery ref (custom_args `mailer_ref`, made by
         mailer.ledger.delivery_ref) names the send, the send its list. None when unknown."""
-        from mailer.ledger import parse_ref, sends
-
         ref = parse_ref(event.send_ref or "")
         if ref is None:
             return None
@@ -116,8 +110,7 @@ class WebContext:
 
     def close(self) -> None:
         self.batch.stop()
-        if self._engine is not None:
-            self._engine.dispose()
+        engines.dispose_all()   # the service's Engine, and the one the admin's scheduling shares
 
 
 class GroupWriter:

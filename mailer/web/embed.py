@@ -9,14 +9,13 @@ class names (`crank-subscribe...`) let the host site style it.
 from __future__ import annotations
 
 from mailer.errors import ListIsPrivate
+from mailer.web.pages import Pages
 
 TEMPLATE = "embed.html.j2"
 
 
 def embed_form(settings, lst) -> str:
     """The snippet for a public list; ListIsPrivate for a private one (its signups are refused)."""
-    from mailer.web.pages import Pages
-
     if lst.private:
         raise ListIsPrivate(f"list {lst.name} is private: readers cannot subscribe to it themselves "
                             f"(`mailer lists edit {lst.name} --public` offers it)")

@@ -7,15 +7,10 @@ fails, nothing is kept and SendGrid, seeing a 5xx, posts the batch again later.
 
 from __future__ import annotations
 
-
-def limits_from(settings):
-    """[bounces] -> the policy's Limits (config.BounceSettings.limits)."""
-    return settings.bounces.limits()
+from subscribers.policy import ingest
 
 
 def ingest_events(web, events, limits, list_for=None) -> dict:
-    from subscribers.policy import ingest
-
     if not events:
         return {"stored": 0, "duplicates": 0, "unknown": 0, "changed": 0}
     return web.write(lambda conn: ingest(conn, events, limits, list_for=list_for).as_dict())

@@ -15,6 +15,13 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
+from mailer.web.preferences_mail import send_preferences_link
+from subscribers import store
+from subscribers.links import link_token, resolve
+from subscribers.models import Action, Status, history, lists, memberships, subscribers, utcnow
+from subscribers.normalize import display_email
+from subscribers.queries import effective_status
+
 log = logging.getLogger("mailer.web")
 
 
@@ -53,8 +60,6 @@ def offered_lists(web) -> list:
 
 
 def _offered(conn) -> list:
-    from subscribers import store
-
     return sorted((lst for lst in store.all_lists(conn) if not lst.private), key=lambda lst: (lst.title or lst.name).lower())
 
 
@@ -66,8 +71,6 @@ def subscriber_for(web, token: str) -> int | None:
 
 def _live_claim(conn, web, token: str, max_age: int):
     """A genuine token whose membership is still the one it was made for (subscribers.links)."""
-    from subscribers.links import resolve
-
     return (resolve(conn, web.secret, "preferences", token, max_age=max_age)
             or resolve(conn, web.secret, "unsubscribe", token))
 
@@ -77,10 +80,6 @@ def load(web, subscriber_id: int) -> Reader | None:
 
 
 def _load(conn, subscriber_id: int) -> Reader | None:
-    from subscribers.models import lists, memberships, subscribers
-    from subscribers.normalize import display_email
-    from subscribers.queries import effective_status
-
     row = conn.execute(select(subscribers.c.email, subscribers.c.name, subscribers.c.global_status)
                        .where(subscribers.c.id == subscriber_id)).first()
     if row is None:
@@ -104,9 +103,6 @@ def save(web, subscriber_id: int, wanted: set[str], name: str, who) -> list[str]
 
 
 def _save(conn, web, subscriber_id: int, wanted: set[str], name: str, who) -> list[str] | None:
-    from subscribers import store
-    from subscribers.models import lists
-
     reader = _load(conn, subscriber_id)
     if reader is None:
         return None
@@ -133,9 +129,6 @@ def leave_all(web, subscriber_id: int, who) -> list[str] | None:
 
 
 def _leave_all(conn, subscriber_id: int, who) -> list[str] | None:
-    from subscribers import store
-    from subscribers.models import Status, lists, memberships, subscribers
-
     if conn.execute(select(subscribers.c.id).where(subscribers.c.id == subscriber_id)).first() is None:
         return None
     rows = conn.execute(select(memberships.c.list_id, lists.c.title, lists.c.name)
@@ -154,9 +147,6 @@ def request_link(web, email: str) -> LinkMail | None:
 
 
 def _request_link(conn, web, email: str) -> LinkMail | None:
-    from subscribers import store
-    from subscribers.models import Action, history, memberships, utcnow
-
     row = store.find_subscriber(conn, email)
     if row is None:
         return None
@@ -175,15 +165,12 @@ def _request_link(conn, web, email: str) -> LinkMail | None:
 
 def _link_tokens(conn, web, mail) -> tuple[str, str]:
     """The fresh preferences link's token and the unsubscribe token, bound to the membership."""
-    from subscribers.links import link_token
-
     return tuple(link_token(conn, web.secret, purpose, mail.subscriber_id, mail.list_id)
                  for purpose in ("preferences", "unsubscribe"))
 
 
 def send_link_mail(web, mail: LinkMail) -> None:
     """Background task after the response: a failure is logged, the reader may ask again later."""
-    from mailer.web.preferences_mail import send_preferences_link
     try:
         send_preferences_link(web.settings, mail, *web.read(_link_tokens, web, mail))
     except Exception:  # noqa: BLE001 - nobody is waiting for this; the log must say why

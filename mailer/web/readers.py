@@ -8,10 +8,19 @@ link goes in which mail, what a dead link is (subscribers.links).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
+
+from mailer.web.confirm_mail import send_confirmation
+from subscribers import store
+from subscribers.errors import InvalidAddress, SubscriberNotFound, TokenError
+from subscribers.links import bound, new_key
+from subscribers.models import Status, memberships, subscribers
+from subscribers.normalize import clean_text, needs_smtputf8, normalize_email, normalize_ip
+from subscribers.one_click import unsubscribe_many
+from subscribers.tokens import SEALED, make_token, open_request, seal_request, verify_token
 
 log = logging.getLogger("mailer.web")
 
@@ -58,22 +67,15 @@ def client(request) -> Client:
 
 
 def ip_or_none(text: str | None) -> str | None:
-    from subscribers.normalize import normalize_ip
-
     return normalize_ip(text)
 
 
 def clean_agent(agent: str) -> str:
-    from subscribers.normalize import clean_text
-
     return clean_text(agent, 512)
 
 
 def address_problem(email: str) -> str | None:
     """What is wrong with the typed address, in the reader's words; None when it will do."""
-    from subscribers.errors import InvalidAddress
-    from subscribers.normalize import needs_smtputf8, normalize_email
-
     try:
         address = normalize_email(email)
     except InvalidAddress:
@@ -90,12 +92,6 @@ def sign_up(web, lst, email: str, name: str, who: Client) -> ConfirmationMail | 
 
 
 def _sign_up(conn, web, lst, email: str, name: str, who: Client) -> ConfirmationMail | None:
-    from subscribers import store
-    from subscribers.links import new_key
-    from subscribers.models import memberships, subscribers
-    from subscribers.normalize import clean_text
-    from subscribers.tokens import make_token, seal_request
-
     signup = store.subscribe_unconfirmed(
         conn, lst.id, email, secret=web.secret, name=name, ip=who.ip, user_agent=who.user_agent,
         resend_after=timedelta(minutes=web.settings.web.confirm_resend_minutes))
@@ -118,8 +114,6 @@ def _sign_up(conn, web, lst, email: str, name: str, who: Client) -> Confirmation
 
 def send_confirmation_mail(web, mail: ConfirmationMail) -> None:
     """Background task after the response: a failure is logged, the reader may ask again later."""
-    from mailer.web.confirm_mail import send_confirmation
-
     try:
         send_confirmation(web.settings, email=mail.email, name=mail.name,
                           subscriber_id=mail.subscriber_id, list_id=mail.list_id,
@@ -131,9 +125,6 @@ def send_confirmation_mail(web, mail: ConfirmationMail) -> None:
 
 def verify(web, purpose: str, token: str, max_age: int | None = None):
     """The Claim of a genuinely signed token, or None (not yet checked against the row)."""
-    from subscribers.errors import TokenError
-    from subscribers.tokens import verify_token
-
     try:
         return verify_token(web.secret, purpose, token, max_age=max_age)
     except TokenError:
@@ -143,8 +134,6 @@ def verify(web, purpose: str, token: str, max_age: int | None = None):
 def membership_for(web, purpose: str, token: str, *, max_age: int | None = None) -> Target | None:
     """The target of a genuine token whose membership still exists (subscribers.links), None for
     a forged, tampered or expired one, or one made for a row that is gone."""
-    from subscribers.tokens import SEALED
-
     if purpose == "confirm" and token.startswith(SEALED):
         return _sealed_target(web, token, max_age)
     claim = verify(web, purpose, token, max_age)
@@ -152,15 +141,10 @@ def membership_for(web, purpose: str, token: str, *, max_age: int | None = None)
 
 
 def _live_target(conn, web, claim) -> Target | None:
-    from subscribers.links import bound
-
     return _target(conn, web, *claim) if bound(conn, claim) else None
 
 
 def _sealed_target(web, token: str, max_age: int | None) -> Target | None:
-    from subscribers.errors import TokenError
-    from subscribers.tokens import open_request
-
     try:
         list_id, address, name, asked = open_request(web.secret, token, max_age=max_age)
     except TokenError:
@@ -180,8 +164,6 @@ def status_of(web, target: Target) -> str | None:
 
 
 def _status_of(conn, target: Target) -> str | None:
-    from subscribers.models import memberships, subscribers
-
     row = conn.execute(select(memberships.c.status, subscribers.c.global_status)
                        .join_from(memberships, subscribers, memberships.c.subscriber_id == subscribers.c.id)
                        .where(memberships.c.subscriber_id == target.subscriber_id,
@@ -195,10 +177,6 @@ def confirm(web, target: Target, who: Client) -> bool:
 
 
 def _confirm(conn, web, target: Target, who: Client) -> bool:
-    from subscribers import store
-    from subscribers.errors import SubscriberNotFound
-    from subscribers.models import Status, memberships, subscribers
-
     try:
         store.confirm(conn, target.subscriber_id, target.list_id, secret=web.secret, ip=who.ip,
                       user_agent=who.user_agent)
@@ -212,10 +190,6 @@ def _confirm(conn, web, target: Target, who: Client) -> bool:
 
 
 def _confirm_sealed(conn, web, target: Target, who: Client) -> bool:
-    from datetime import datetime, timezone
-
-    from subscribers import store
-
     address, name, asked = target.sealed
     return store.confirm_forgotten(conn, target.list_id, address, secret=web.secret, name=name, ip=who.ip,
                                    user_agent=who.user_agent, asked_at=datetime.fromtimestamp(asked, timezone.utc))
@@ -227,12 +201,6 @@ def unsubscribe_in(conn, web, claim, who: Client) -> Target:
     A genuine token whose membership is gone (forgotten, list deleted), or that was made for an
     earlier row, is answered as done and changes nothing: it acts on nobody.
     """
-    from dataclasses import replace
-
-    from subscribers import store
-    from subscribers.errors import SubscriberNotFound
-    from subscribers.links import bound
-
     changed = True   # a dead link is answered as done, the same as a first use
     if bound(conn, claim):
         try:
@@ -245,11 +213,6 @@ def unsubscribe_in(conn, web, claim, who: Client) -> Target:
 def _unsubscribe_many(conn, calls: list[tuple]) -> list[Target]:
     """All queued unsubscribes of one group commit, in its one transaction (on PostgreSQL one
     statement: subscribers/one_click.py)."""
-    from dataclasses import replace
-
-    from subscribers.links import bound
-    from subscribers.one_click import unsubscribe_many
-
     live = [bound(conn, claim) for _web, claim, _who in calls]   # a link for a row that is gone acts on nobody
     changed = unsubscribe_many(conn, [(*claim, who.ip, who.user_agent)
                                       for (_web, claim, who), ok in zip(calls, live) if ok])

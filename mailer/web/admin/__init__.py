@@ -21,7 +21,11 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
-from mailer.web.admin.auth import Forbidden, NotLoggedIn, Sessions, current_admin, is_page_request, login_redirect_target
+from mailer.admin_users import current_stamp
+from mailer.web.admin import dashboard, issues, lists, login, people
+from mailer.web.admin.auth import (SESSION_COOKIE, Forbidden, NotLoggedIn, Sessions, current_admin,
+                                   is_page_request, login_redirect_target)
+from mailer.web.admin.search import CountCache
 from mailer.web.ratelimit import Rate, RateLimiter
 
 # Admin pages show personal data: never cached, never indexed.
@@ -39,7 +43,6 @@ class AdminContext:
                                  https=self.base_url.startswith("https://"))
         rate = Rate(burst=settings.web.admin_login_burst, per_hour=settings.web.admin_login_per_hour)
         self.limiter = RateLimiter({"login-address": rate, "login-user": rate})
-        from mailer.web.admin.search import CountCache
 
         self.counts = CountCache(web.read)
         self.dir = Path(settings.compose.templates_dir) / "admin"
@@ -56,8 +59,6 @@ class AdminContext:
         return HTMLResponse(html, status_code=code, headers=NO_STORE)
 
     async def session_valid(self, name: str, stamp: str) -> bool:
-        from mailer.admin_users import current_stamp
-
         found = await run_in_threadpool(self.web.read, current_stamp, name)
         return found is not None and found == stamp
 
@@ -72,8 +73,6 @@ def _refuse(request: Request) -> Response:
 async def error_page(request: Request, status: int, title: str, message: str) -> Response:
     """An error under /admin (e.g. 404): shown to a logged-in user only; anyone else is refused
     exactly as on an existing page, so nothing tells which /admin paths exist."""
-    from mailer.web.admin.auth import SESSION_COOKIE
-
     ctx = request.app.state.admin
     if getattr(request.state, "admin", None) is None and request.url.path != "/admin/login":
         data = ctx.sessions.read(request.cookies.get(SESSION_COOKIE))
@@ -87,8 +86,6 @@ def is_admin_path(path: str) -> bool:
 
 
 def install(app: FastAPI, web) -> None:
-    from mailer.web.admin import dashboard, issues, lists, login, people
-
     app.state.admin = AdminContext(web)
     app.include_router(login.router)
     for module in (dashboard, lists, people, issues):

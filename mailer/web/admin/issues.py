@@ -9,6 +9,7 @@ change of the file; proofs through mailer.dispatch.send_proof (what `mailer issu
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from fastapi import APIRouter, Form, Request
@@ -16,8 +17,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
+from mailer.dispatch import send_proof
+from mailer.errors import MailerError
+from mailer.lint import gate
+from mailer.preview import build_preview
+from mailer.schedule import schedule_issue, shown, unschedule_issue, utcnow
+from mailer.source import read_issue, valid_issue_name
 from mailer.web.admin import figures
-from mailer.source import valid_issue_name
 from mailer.web.security import ARCHIVE_CSP, PAGE_CSP
 
 router = APIRouter(prefix="/issues")
@@ -42,8 +48,6 @@ def _path(request: Request, slug: str) -> Path:
 
 def _build(settings, path: Path):
     """The preview build of the file, recomposed only when the file changed."""
-    from mailer.preview import build_preview
-
     mtime = path.stat().st_mtime
     with _lock:
         hit = _builds.get(path)
@@ -56,9 +60,6 @@ def _build(settings, path: Path):
 
 
 def _subject(path: Path) -> str:
-    from mailer.errors import MailerError
-    from mailer.source import read_issue
-
     try:
         return read_issue(path).subject
     except MailerError as exc:
@@ -118,16 +119,11 @@ async def email_text(request: Request, slug: str) -> Response:
 
 def _send_proof(settings, path: Path, addresses: list[str]):
     """Through the editors' gate (mailer.lint.gate), as `mailer issue proof`: lint errors refuse."""
-    from mailer.dispatch import send_proof
-    from mailer.lint import gate
-
     return send_proof(settings, gate(path, settings, proof=True)[1], addresses)
 
 
 @router.post("/{slug}/proof", include_in_schema=False)
 async def proof(request: Request, slug: str, to: str = Form("")) -> Response:
-    from mailer.errors import MailerError
-
     ctx = request.app.state.admin
     path = _path(request, slug)
     build = await run_in_threadpool(_build, ctx.settings, path)
@@ -147,9 +143,6 @@ async def proof(request: Request, slug: str, to: str = Form("")) -> Response:
 @router.post("/{slug}/schedule", include_in_schema=False)
 async def schedule(request: Request, slug: str, at: str = Form("")) -> Response:
     """Schedule for the next free slot of [schedule], or `at` (as `mailer issue schedule --at`)."""
-    from mailer.errors import MailerError
-    from mailer.schedule import schedule_issue, shown, utcnow
-
     ctx = request.app.state.admin
     path = _path(request, slug)
     try:
@@ -164,9 +157,6 @@ async def schedule(request: Request, slug: str, at: str = Form("")) -> Response:
 
 @router.post("/{slug}/unschedule", include_in_schema=False)
 async def unschedule(request: Request, slug: str) -> Response:
-    from mailer.errors import MailerError
-    from mailer.schedule import unschedule_issue, utcnow
-
     ctx = request.app.state.admin
     path = _path(request, slug)
     try:
@@ -182,8 +172,6 @@ async def unschedule(request: Request, slug: str) -> Response:
 def _report(conn, slug: str):
     """The issue's figures and a chart of its events from the day it went out: its first 30
     days, or the days so far (a week at least, so a fresh send still draws a chart)."""
-    from datetime import datetime, timedelta, timezone
-
     found = figures.issues_sent(conn, issue=slug)
     if not found:
         return None

@@ -15,14 +15,17 @@ import time
 from pathlib import Path
 
 from fastapi import APIRouter, Form, Request
-from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.exceptions import HTTPException
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from mailer.web.admin import search
+from subscribers import store
 from subscribers.errors import SubscriberError
+from subscribers.exporter import export_csv
+from subscribers.importer import import_csv
 from subscribers.models import Status
 
 router = APIRouter(prefix="/lists")
@@ -66,8 +69,6 @@ async def all_lists(request: Request, deleted: str = "") -> Response:
 
 @router.post("", include_in_schema=False)
 async def create(request: Request, name: str = Form(""), title: str = Form(""), description: str = Form("")) -> Response:
-    from subscribers import store
-
     ctx = request.app.state.admin
     name = name.strip()
     try:
@@ -80,8 +81,6 @@ async def create(request: Request, name: str = Form(""), title: str = Form(""), 
 
 
 def _one(conn, counts_cache, name: str, status: Status | None, after: int | None, before: int | None):
-    from subscribers import store
-
     found = store.get_list(conn, name)
     counts = counts_cache.get(conn, found.id)
     return found, counts, search.members(conn, found.id, status=status, after=after, before=before)
@@ -117,8 +116,6 @@ async def one(request: Request, name: str, status: str = "", after: int | None =
 @router.post("/{name}", include_in_schema=False)
 async def edit(request: Request, name: str, title: str = Form(""), description: str = Form(""),
                private: str = Form("")) -> Response:
-    from subscribers import store
-
     ctx = request.app.state.admin
     try:
         await run_in_threadpool(ctx.web.write, store.edit_list, name, title=title, description=description,
@@ -137,8 +134,6 @@ async def delete_confirm(request: Request, name: str) -> Response:
 
 @router.post("/{name}/delete", include_in_schema=False)
 async def delete(request: Request, name: str) -> Response:
-    from subscribers import store
-
     ctx = request.app.state.admin
     try:
         await run_in_threadpool(ctx.web.write, store.delete_list, name)
@@ -150,8 +145,6 @@ async def delete(request: Request, name: str) -> Response:
 # ---------------------------------------------------------------- import and export
 
 def _run_import(web, path: Path, name: str, *, unconfirmed: bool, overwrite: bool, dry_run: bool):
-    from subscribers.importer import import_csv
-
     with web.exclusive():            # one writer at a time, as for every other write of this process
         return import_csv(web.engine, path, name, secret=web.secret,
                           status=Status.UNCONFIRMED if unconfirmed else Status.ACTIVE,
@@ -204,8 +197,6 @@ async def import_apply(request: Request, name: str, upload: str = Form(""), unco
 
 @router.get("/{name}/export.csv", include_in_schema=False)
 async def export(request: Request, name: str, status: str = "") -> Response:
-    from subscribers.exporter import export_csv
-
     ctx = request.app.state.admin
     chosen = _status(status)
     path = _uploads() / f"export-{secrets.token_hex(16)}.csv"

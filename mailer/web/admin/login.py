@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
+from mailer.admin_users import verify
 from mailer.web.admin.auth import (SESSION_COOKIE, Admin, check_same_site, check_token, current_admin,
                                    safe_next)
 
@@ -39,8 +40,6 @@ def login_form(request: Request, next: str = "/admin") -> Response:
 @router.post("/login", include_in_schema=False)
 async def login(request: Request, username: str = Form(""), password: str = Form(""), csrf: str = Form(""),
                 next: str = Form("/admin")) -> Response:
-    from mailer.admin_users import verify
-
     ctx = request.app.state.admin
     check_same_site(request, ctx.base_url)
     nonce, _ = ctx.sessions.login_nonce(request)

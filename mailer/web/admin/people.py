@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import RedirectResponse, Response
 
 from mailer.web.admin import figures, search
+from subscribers import store
 from subscribers.errors import SubscriberError
 from subscribers.models import Status
 
@@ -21,8 +22,6 @@ router = APIRouter(prefix="/subscribers")
 
 
 def _lists(conn):
-    from subscribers import store
-
     return store.all_lists(conn)
 
 
@@ -37,8 +36,6 @@ async def find(request: Request, q: str = "") -> Response:
 
 
 def _add(conn, email: str, list_name: str, name: str, unconfirmed: bool, resubscribe: bool, secret: str):
-    from subscribers import store
-
     found = store.get_list(conn, list_name)
     return store.add_subscriber(conn, email, found.id, name=name or None,
                                 status=Status.UNCONFIRMED if unconfirmed else Status.ACTIVE,
@@ -60,8 +57,6 @@ async def add(request: Request, email: str = Form(""), name: str = Form(""), lis
 
 
 def _person(conn, subscriber_id: int):
-    from subscribers import store
-
     email = search.subscriber_email(conn, subscriber_id)
     if email is None:
         return None
@@ -89,8 +84,6 @@ async def person(request: Request, subscriber_id: int, did: str = "") -> Respons
 
 
 def _unsubscribe(conn, subscriber_id: int, list_name: str) -> bool:
-    from subscribers import store
-
     found = store.get_list(conn, list_name)
     return store.unsubscribe(conn, subscriber_id, found.id, source="admin")
 
@@ -136,8 +129,6 @@ async def forget_confirm(request: Request, subscriber_id: int) -> Response:
 
 
 def _forget(conn, subscriber_id: int, secret: str) -> str:
-    from subscribers import store
-
     email = search.subscriber_email(conn, subscriber_id)
     if email is None:
         raise HTTPException(404, "No such subscriber.")

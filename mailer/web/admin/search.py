@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, func, or_, select
 
+from subscribers import store
 from subscribers.models import Status, lists, memberships, subscribers
 from subscribers.queries import effective_status, effective_status_sql
 
@@ -162,8 +163,6 @@ class CountCache:
 
 def overview(conn, cache: CountCache) -> list[tuple]:
     """(list row, {Status: count}) for every list, like store.list_counts, a list at a time."""
-    from subscribers import store
-
     return [(row, cache.get(conn, row.id)) for row in store.all_lists(conn)]
 
 
