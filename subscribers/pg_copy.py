@@ -209,7 +209,7 @@ class PgMerge:
         conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
         conn.exec_driver_sql("SET LOCAL jit = off")  # compiling costs more than it saves on a chunk
         if self.fk_off is None:
-            self.fk_off = _may_skip_fk_checks(conn)
+            self.fk_off = may_skip_fk_checks(conn)
         if not self.fk_off:
             return False
         conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
@@ -270,7 +270,7 @@ class PgMerge:
         return later
 
 
-def _may_skip_fk_checks(conn: Connection) -> bool:
+def may_skip_fk_checks(conn: Connection) -> bool:
     """A superuser may; since PostgreSQL 15 so may a role granted it
     (`GRANT SET ON PARAMETER session_replication_role TO ...`)."""
     if conn.exec_driver_sql("SELECT current_setting('is_superuser')").scalar() == "on":

@@ -92,7 +92,7 @@ def test_without_the_right_to_skip_foreign_key_checks_the_result_is_the_same(pg_
     with engine.begin() as conn:
         fast_list, slow_list = store.create_list(conn, "fast").id, store.create_list(conn, "slow").id
     fast = import_csv(engine, path("fast.example"), "fast", chunk_size=1)
-    monkeypatch.setattr(pg_copy, "_may_skip_fk_checks", lambda conn: False)
+    monkeypatch.setattr(pg_copy, "may_skip_fk_checks", lambda conn: False)
     slow = import_csv(engine, path("slow.example"), "slow", chunk_size=1)
     assert _summary(fast) == _summary(slow)
     with engine.connect() as conn:
