@@ -377,6 +377,8 @@ _PEEK = (_READERS
          .order_by(deliveries.c.id).limit(bindparam("b_size")))
 _NEXT_BATCH = (update(sends).where(sends.c.id == bindparam("b_send")).values(batches=sends.c.batches + 1)
                .returning(sends.c.batches))
+
+
 def _claim_where(ids):
     return (update(deliveries)
             .where(deliveries.c.send_id == bindparam("b_send"), ids, deliveries.c.state == State.PENDING.value)
@@ -388,6 +390,7 @@ def _claim_where(ids):
 # render and psycopg more to parse (a statement that long is not cached) than the update itself.
 _CLAIM = {"postgresql": _claim_where(deliveries.c.id == any_(bindparam("b_ids", type_=ARRAY(BigInteger)))),
           "sqlite": _claim_where(deliveries.c.id.in_(bindparam("b_ids", expanding=True)))}
+
 _ACCEPT_REST = (update(deliveries)
                 .where(deliveries.c.send_id == bindparam("b_send"),
                        deliveries.c.id.between(bindparam("b_first"), bindparam("b_last")),
