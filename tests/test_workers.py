@@ -61,6 +61,14 @@ def seed_many(url: str, n: int) -> None:
     engine.dispose()
 
 
+def fixed_send(conn, list_id: int) -> int:
+    """A send of 2024-11 to the whole list, its readers fixed (no worker, no backend)."""
+    from mailer import segments
+
+    return ledger.create_send(conn, issue="2024-11", list_id=list_id, list_name="crank", subject="s",
+                              backend="outbox", recipients=segments.readers(conn, "2024-11", list_id, ""))
+
+
 def mailer(config, *args: str) -> list[str]:
     return [sys.executable, "-m", "mailer", "--config", str(config), *args]
 
@@ -191,15 +199,13 @@ def test_a_lease_that_expired_is_not_renewed_and_its_batch_is_reclaimed(db_url):
 
     from sqlalchemy import update
 
-    from mailer import segments
     from mailer.migrate import connect
     from subscribers.models import utcnow
 
     list_id = seed(db_url, 5)
     engine = connect(db_url)
     with engine.begin() as conn:
-        send_id = ledger.create_send(conn, issue="2024-11", list_id=list_id, list_name="crank", subject="s",
-                                     backend="outbox", recipients=segments.readers(conn, "2024-11", list_id, ""))
+        send_id = fixed_send(conn, list_id)
         leases.acquire(conn, "a:1", 60)
         leases.acquire(conn, "b:2", 60)
         first, first_ids = leases.claim_next(conn, send_id, "a:1", 3, 0)
@@ -228,14 +234,12 @@ CLAIMS = [(0, [1, 2, 3], 1), (3, [4, 5, 6], 2), (6, [7], 3), (7, None, None), ("
 def test_claims_take_the_next_pending_readers_wrap_around_and_number_only_real_batches(db_url):
     """leases.claim_next, on both databases (PostgreSQL claims in one statement with SKIP LOCKED):
     ids above `after` first, then from the start; nothing pending is None and spends no batch number."""
-    from mailer import segments
     from mailer.migrate import connect
 
     list_id = seed(db_url, 7)
     engine = connect(db_url)
     with engine.begin() as conn:
-        send_id = ledger.create_send(conn, issue="2024-11", list_id=list_id, list_name="crank", subject="s",
-                                     backend="outbox", recipients=segments.readers(conn, "2024-11", list_id, ""))
+        send_id = fixed_send(conn, list_id)
         ids = list(conn.execute(select(ledger.deliveries.c.id).where(ledger.deliveries.c.send_id == send_id)
                                 .order_by(ledger.deliveries.c.id)).scalars())
     for after, wanted, batch in CLAIMS:
@@ -256,14 +260,12 @@ def test_two_workers_claiming_at_once_on_postgresql_skip_each_others_readers(pg_
     LOCKED), then waits only for the batch counter on the send's row: no reader twice."""
     import threading
 
-    from mailer import segments
     from mailer.migrate import connect
 
     list_id = seed(pg_url, 7)
     engine = connect(pg_url)
     with engine.begin() as conn:
-        send_id = ledger.create_send(conn, issue="2024-11", list_id=list_id, list_name="crank", subject="s",
-                                     backend="outbox", recipients=segments.readers(conn, "2024-11", list_id, ""))
+        send_id = fixed_send(conn, list_id)
     got, pid = {}, {}
 
     def rival():
