@@ -2,14 +2,16 @@
 SendGrid-compatible server. Writes the "workers" section of BENCHMARKS.md.
 
 Each run gets a fresh schema in the PostgreSQL database named by MAILER_BENCH_PG_URL (default: the
-tests' MAILER_TEST_PG_URL), seeded in bulk (INSERT ... SELECT generate_series) before the clock
-starts; then the real command runs: `python -m mailer send 2024-11 --list crank --workers N --yes`.
-Figures: wall time of the command (start of the send to the summary; composing and fixing the readers
-included), SendGrid API calls, the peak RSS of the largest process (a worker, or the parent), and
-the CPU the PostgreSQL server's processes used meanwhile (read from /proc: every postgres process on
-the machine, so other load on the same server is counted too).
+tests' MAILER_TEST_PG_URL; a database of its own keeps other work's backends out of the figures),
+seeded in bulk (INSERT ... SELECT generate_series) before the clock starts; then the real command
+runs: `python -m mailer send 2024-11 --list crank --workers N --yes`. Figures: wall time of the
+command (start of the send to the summary; composing and fixing the readers included), SendGrid API
+calls, the peak RSS of the largest process (a worker, or the parent), and CPU seconds: the
+PostgreSQL backends (and autovacuum) of the benchmark's database, sampled from /proc while the
+send runs; the mailer processes (parent and workers); the local SendGrid server (a thread pool
+in this process).
 
-    .venv/bin/python bench/workers.py [--readers 100000] [--workers 1,2,4]
+    .venv/bin/python bench/workers.py [--readers 1000000] [--workers 1,2,4]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -30,25 +33,59 @@ sys.path.insert(0, str(ROOT))
 SECRET = "bench-secret-0123456789abcdef0123"
 PG = os.environ.get("MAILER_BENCH_PG_URL") or os.environ.get(
     "MAILER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+SAMPLE = 0.2   # seconds between looks at the backends' CPU (a backend's last fraction before it exits is lost)
 
 
-def postgres_cpu() -> float:
-    """CPU seconds used so far by every process called postgres: utime + stime, and cutime + cstime
-    (the postmaster's reaped children: backends that closed during the run)."""
-    tick, total = os.sysconf("SC_CLK_TCK"), 0
+def backends_cpu(database: str) -> dict[str, float]:
+    """pid -> CPU seconds (utime + stime) of every postgres process serving `database`: its backends
+    ("postgres: USER DATABASE HOST ...") and autovacuum workers ("autovacuum worker DATABASE")."""
+    tick, found = os.sysconf("SC_CLK_TCK"), {}
+    needle = f" {database}".encode()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if not title.startswith(b"postgres:") or needle + b" " not in title + b" ":
+                continue
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
-        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-        if name == "postgres":
-            total += sum(int(x) for x in rest[11:15])
-    return total / tick
+        rest = stat[stat.rindex(")") + 2:].split()
+        found[pid] = (int(rest[11]) + int(rest[12])) / tick
+    return found
+
+
+class DatabaseCpu:
+    """The CPU the database's processes used while it was running (backends come and go: each is
+    sampled every SAMPLE seconds and its last sample kept)."""
+
+    def __init__(self, database: str):
+        self.database, self.seen, self.before = database, {}, backends_cpu(database)
+        self._stop, self.own = threading.Event(), 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid, cpu in backends_cpu(self.database).items():
+                self.seen[pid] = max(self.seen.get(pid, 0.0), cpu)
+            self.own = time.thread_time()
+            self._stop.wait(SAMPLE)
+
+    def __enter__(self) -> "DatabaseCpu":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def seconds(self) -> float:
+        return sum(cpu - self.before.get(pid, 0.0) for pid, cpu in self.seen.items())
 
 
 def run(readers: int, workers: int) -> dict:
     import psycopg
+    from sqlalchemy.engine import make_url
 
     from tests.servers.sendgrid_server import SendGridServer
     from tests.test_workers import project, seed_many
@@ -60,22 +97,30 @@ def run(readers: int, workers: int) -> dict:
     url = f"{PG}{'&' if '?' in PG else '?'}options=-csearch_path%3D{schema}"
     try:
         seed_many(url, readers)
+        with psycopg.connect(plain, autocommit=True) as conn:   # as a list that has been there a while
+            conn.execute(f'VACUUM ANALYZE "{schema}".subscribers, "{schema}".memberships')
         with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp, SendGridServer(keep_bodies=False) as server:
             config = project(Path(tmp), ROOT, url, server=server)
             env = {**os.environ, "MAILER_SECRET_KEY": SECRET, "SENDGRID_API_KEY": "SG.test"}
             env.pop("MAILER_CONFIG", None)
-            cpu, started = postgres_cpu(), time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "mailer", "--config", str(config), "send", "2024-11",
-                                   "--list", "crank", "--workers", str(workers), "--yes", "--json"],
-                                  cwd=tmp, env=env, capture_output=True, text=True)
-            wall, db_cpu = time.perf_counter() - started, postgres_cpu() - cpu
+            load = os.getloadavg()[0]
+            mine, theirs = os.times(), resource.getrusage(resource.RUSAGE_CHILDREN)
+            with DatabaseCpu(make_url(PG).database) as db:
+                started = time.perf_counter()
+                done = subprocess.run([sys.executable, "-m", "mailer", "--config", str(config), "send", "2024-11",
+                                       "--list", "crank", "--workers", str(workers), "--yes", "--json"],
+                                      cwd=tmp, env=env, capture_output=True, text=True)
+                wall = time.perf_counter() - started
+            after, children = os.times(), resource.getrusage(resource.RUSAGE_CHILDREN)
             if done.returncode:
                 raise SystemExit(f"--workers {workers} failed:\n{done.stderr}")
             summary = json.loads(done.stdout.strip().splitlines()[-1])
             stats = server.stats
             assert summary["sent"] == readers and len(stats.copies) == readers and stats.duplicate_refs == 0
-            return {"wall": wall, "calls": stats.requests, "db_cpu": db_cpu,
-                    "peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+            return {"wall": wall, "calls": stats.requests, "db_cpu": db.seconds, "load": load,
+                    "mailer_cpu": (children.ru_utime + children.ru_stime) - (theirs.ru_utime + theirs.ru_stime),
+                    "server_cpu": (after.user + after.system) - (mine.user + mine.system) - db.own,
+                    "peak_mb": children.ru_maxrss / 1024}
     finally:
         with psycopg.connect(plain, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
@@ -83,21 +128,25 @@ def run(readers: int, workers: int) -> dict:
 
 def report(readers: int, rows: list) -> str:
     lines = [f"### `mailer send --workers N`, {readers:,} readers, PostgreSQL, local SendGrid server", "",
-             "| workers | wall | readers/s | API calls | peak RSS, largest process | PostgreSQL CPU |",
-             "|---|---|---|---|---|---|"]
+             "| workers | wall | readers/s | API calls | peak RSS, largest process | CPU: PostgreSQL | "
+             "CPU: mailer processes | CPU: SendGrid server | CPU, all | load average at start |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for n, r in rows:
+        total = r["db_cpu"] + r["mailer_cpu"] + r["server_cpu"]
         lines.append(f"| {n} | {r['wall']:.1f} s | {readers / r['wall']:,.0f} | {r['calls']:,} | "
-                     f"{r['peak_mb']:.0f} MB | {r['db_cpu']:.1f} s |")
+                     f"{r['peak_mb']:.0f} MB | {r['db_cpu']:.1f} s | {r['mailer_cpu']:.1f} s | "
+                     f"{r['server_cpu']:.1f} s | {total:.1f} s | {r['load']:.2f} |")
     lines += ["", "Wall time includes composing the issue in each worker and fixing the readers. Peak RSS is "
               "the largest of the parent and its workers (each run measured in a process of its own). With 1 "
-              "worker `--workers 1` is the plain single-process send. PostgreSQL CPU counts every postgres "
-              "process on the machine."]
+              "worker `--workers 1` is the plain single-process send. PostgreSQL CPU counts the backends "
+              "and autovacuum of the benchmark's database only; the mailer processes are the parent and "
+              "its workers."]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--readers", type=int, default=100_000)
+    parser.add_argument("--readers", type=int, default=1_000_000)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)   # one measured run, in its own process
     args = parser.parse_args()

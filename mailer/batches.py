@@ -147,7 +147,7 @@ class BatchLoop:
             try:
                 out = personalize(self.edition, Recipient(ledger.delivery_ref(self.send_id, reader.subscriber_id, self.ref_key),
                                                           reader.email, reader.name or "",
-                                                          self.tokens(reader.subscriber_id)))
+                                                          self.tokens(reader.subscriber_id, reader.key)))
             except DeliveryError as exc:  # an address that cannot be written safely
                 p.marks.append(Mark(reader.delivery_id, State.FAILED.value, None, str(exc)))
                 continue

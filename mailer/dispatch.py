@@ -93,7 +93,7 @@ def plan_send(settings: Settings, issue: ComposedIssue, list_name: str, backend:
         found = get_list(conn, list_name)
         row = ledger.find_send(conn, issue.slug, found.id, segment)
         if row is None:
-            chosen = segments.readers(issue.slug, found.id, segment).subquery()
+            chosen = segments.readers(conn, issue.slug, found.id, segment).subquery()
             readers = conn.execute(select(func.count()).select_from(chosen)).scalar_one()
         else:
             c = ledger.counts(conn, row.id)
@@ -195,7 +195,7 @@ def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
     if plan.send_id is None:
         with plan.engine.connect() as conn:
             chosen = conn.execution_options(yield_per=5000).execute(
-                segments.readers(plan.issue.slug, plan.list_id, plan.segment))
+                segments.readers(conn, plan.issue.slug, plan.list_id, plan.segment))
             for subscriber_id, email, name in chosen:
                 try:
                     personalize(edition, Recipient(ledger.delivery_ref(0, subscriber_id, "dry-run"), email, name or "",
@@ -219,7 +219,7 @@ def _start(plan: Plan, on_interrupted: str, notice, *, take_over: bool = False,
             with plan.engine.begin() as conn:
                 row = ledger.find_send(conn, plan.issue.slug, plan.list_id, plan.segment)
                 if row is None:
-                    chosen = segments.readers(plan.issue.slug, plan.list_id, plan.segment)
+                    chosen = segments.readers(conn, plan.issue.slug, plan.list_id, plan.segment)
                     return ledger.create_send(conn, issue=plan.issue.slug, list_id=plan.list_id,
                                               list_name=plan.list_name, subject=plan.issue.subject,
                                               backend=plan.backend, recipients=chosen, segment=plan.segment,
@@ -272,9 +272,10 @@ def _finish(plan: Plan, summary: SendSummary, status: SendStatus, error: str | N
     summary.status = status.value
 
 
-def _token_maker(settings: Settings, list_id: int, engine) -> Callable[[int], str]:
+def _token_maker(settings: Settings, list_id: int, engine) -> Callable[..., str]:
     key = secret_key(settings)
-    # the signer is built once per send; each link is bound to its membership's key
+    # the signer is built once per send; each link is bound to its membership's key, which a send
+    # reads with the reader (ledger.Reader.key); MembershipKeys serves the dry run
     return token_maker(key, "unsubscribe", list_id, keys=MembershipKeys(engine, list_id))
 
 

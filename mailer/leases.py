@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import Column, Integer, String, Table, delete, func, insert, or_, select, update
+from sqlalchemy import Column, Integer, String, Table, delete, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection
 
 from mailer import ledger
@@ -68,25 +68,51 @@ def shared_sends(conn: Connection, only: int | None = None) -> list:
     return conn.execute(q.order_by(sends.c.id)).all()
 
 
-def claim_next(conn: Connection, send_id: int, worker: str, size: int, after: int) -> int | None:
+def claim_next(conn: Connection, send_id: int, worker: str, size: int, after: int) -> tuple[int, list[int]] | None:
     """Claim up to `size` pending readers (ids above `after` first, then from the start) as a new
-    batch of `worker`; returns the batch number, or None when no reader is pending."""
-    ids = _pending(conn, send_id, size, after) or (_pending(conn, send_id, size, 0) if after else [])
+    batch of `worker`; returns (the batch number, the ids claimed, ascending), or None when no reader
+    is pending."""
+    take = _claim_pg if conn.dialect.name == "postgresql" else _claim
+    return take(conn, send_id, worker, size, after) or (take(conn, send_id, worker, size, 0) if after else None)
+
+
+def _claim(conn: Connection, send_id: int, worker: str, size: int, after: int) -> tuple[int, list[int]] | None:
+    """SQLite has one writer at a time: nothing to skip, so a plain read, then the update."""
+    ids = list(conn.execute(select(deliveries.c.id).where(
+        deliveries.c.send_id == send_id, deliveries.c.state == State.PENDING.value, deliveries.c.id > after)
+        .order_by(deliveries.c.id).limit(size)).scalars())
     if not ids:
         return None
     batch = conn.execute(ledger._NEXT_BATCH, {"b_send": send_id}).scalar_one()
     conn.execute(update(deliveries).where(deliveries.c.id.in_(ids), deliveries.c.state == State.PENDING.value)
                  .values(state=State.SENDING.value, batch=batch, worker=worker, attempts=deliveries.c.attempts + 1,
                          updated_at=now()))
-    return batch
+    return batch, ids
 
 
-def _pending(conn: Connection, send_id: int, size: int, after: int) -> list[int]:
-    q = (select(deliveries.c.id).where(deliveries.c.send_id == send_id, deliveries.c.state == State.PENDING.value,
-                                       deliveries.c.id > after).order_by(deliveries.c.id).limit(size))
-    if conn.dialect.name == "postgresql":  # SQLite has one writer at a time: nothing to skip
-        q = q.with_for_update(skip_locked=True)
-    return list(conn.execute(q).scalars())
+# One statement, one round trip: the next pending readers that no other worker is claiming (SKIP
+# LOCKED), a batch number only if there are any, and the readers marked `sending` under it. The
+# ids go through an array, so the update is a probe of the primary key per reader whatever the
+# planner thinks of the send's size.
+_CLAIM_PG = text("""
+WITH picked AS (
+  SELECT id FROM deliveries WHERE send_id = :send AND state = 'pending' AND id > :after
+  ORDER BY id LIMIT :size FOR UPDATE SKIP LOCKED),
+numbered AS (
+  UPDATE sends SET batches = batches + 1 WHERE id = :send AND EXISTS (SELECT 1 FROM picked) RETURNING batches)
+UPDATE deliveries SET state = 'sending', batch = numbered.batches, worker = :worker, attempts = attempts + 1,
+  updated_at = :now
+FROM numbered WHERE deliveries.id = ANY(ARRAY(SELECT id FROM picked)) AND deliveries.state = 'pending'
+RETURNING deliveries.id, numbered.batches
+""")
+
+
+def _claim_pg(conn: Connection, send_id: int, worker: str, size: int, after: int) -> tuple[int, list[int]] | None:
+    rows = conn.execute(_CLAIM_PG, {"send": send_id, "after": after, "size": size, "worker": worker,
+                                    "now": now()}).all()
+    if not rows:
+        return None
+    return rows[0][1], sorted(r[0] for r in rows)
 
 
 def orphaned(conn: Connection, send_id: int) -> list[tuple[int, int, str | None]]:

@@ -26,9 +26,9 @@ import threading
 from datetime import timedelta
 from typing import NamedTuple
 
-from sqlalchemy import (BigInteger, CheckConstraint, Column, Date, ForeignKey, Index, Integer, MetaData,
-                        String, Table, Text, UniqueConstraint, and_, bindparam, func, insert, literal, or_,
-                        select, update)
+from sqlalchemy import (BigInteger, bindparam, CheckConstraint, Column, Date, ForeignKey, Index, Integer, MetaData, String,
+                        Table, Text, UniqueConstraint, and_, any_, func, insert, literal, or_, select, update)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from mailer.refs import read_ref, sign_ref
@@ -98,6 +98,7 @@ deliveries = Table(
     # (send_id, id), not (send_id, state, ...): an index on state would be rewritten at every state
     # change, twice per reader, which costs more than scanning a send's rows in id order.
     Index("ix_deliveries_send_id_id", "send_id", "id"),
+    postgresql_with={"fillfactor": 25},  # both updates of a reader stay in its page (m0008, docs/postgresql.md)
 )
 
 HEARTBEAT_EVERY = 10.0                  # seconds between heartbeats, from a timer thread
@@ -137,6 +138,7 @@ class Reader(NamedTuple):  # a tuple: a million of them are made per send
     name: str | None
     attempts: int                  # including the one now being made
     suppressed: str | None         # why this reader must be skipped now, or None
+    key: str | None = None         # their membership's token_key, for the unsubscribe link (subscribers/links.py)
 
 
 class Mark(NamedTuple):
@@ -172,13 +174,38 @@ def create_send(conn: Connection, *, issue: str, list_id: int, list_name: str, s
         status=SendStatus.SENDING.value, started_at=stamp, runner=this_runner(), heartbeat_at=stamp,
         archive_html=html, archive_text=text, archive_date=date, archive_preheader=preheader,
     ).returning(sends.c.id)).scalar_one()
+    fk_off = _skip_fk_checks(conn)
+    if fk_off:  # the lock each reader's foreign-key check would take, taken in the same statement
+        recipients = recipients.with_for_update(read=True, key_share=True, of=subscribers)
     chosen = recipients.subquery()
     conn.execute(insert(deliveries).from_select(
         ["send_id", "subscriber_id", "state", "attempts"],
         select(literal(send_id), chosen.c.subscriber_id, literal(State.PENDING.value), literal(0))))
+    if fk_off:
+        conn.exec_driver_sql("SET LOCAL session_replication_role = DEFAULT")
     total = conn.execute(select(func.count()).where(deliveries.c.send_id == send_id)).scalar_one()
     conn.execute(update(sends).where(sends.c.id == send_id).values(total=total))
+    if conn.dialect.name == "postgresql":
+        # Statistics that know the send's rows now: without them a fresh table looks empty and the
+        # planner reads every pending reader of the send at each batch (docs/postgresql.md).
+        conn.exec_driver_sql("ANALYZE deliveries")
     return send_id
+
+
+def _skip_fk_checks(conn: Connection) -> bool:
+    """On PostgreSQL, where the role may, the readers' rows go in without a foreign-key trigger call
+    per row (a third of fixing a million readers): the send's row is this transaction's own, and
+    the subscribers are locked FOR KEY SHARE by the INSERT's SELECT, as the checks would have
+    locked them one by one, so none can be deleted before the rows naming them commit. The same
+    trade as the import's (docs/postgresql.md)."""
+    if conn.dialect.name != "postgresql":
+        return False
+    from subscribers.pg_copy import may_skip_fk_checks
+
+    if not may_skip_fk_checks(conn):
+        return False
+    conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+    return True
 
 
 def take_over(conn: Connection, send_id: int, backend: str) -> None:
@@ -350,7 +377,7 @@ def archived_copy(conn: Connection, issue: str):
 # message, so constructing SQLAlchemy expressions each time would cost more than running them.
 _m = memberships
 _READERS = (select(deliveries.c.id, deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
-                   deliveries.c.attempts, subscribers.c.global_status, _m.c.status)
+                   deliveries.c.attempts, subscribers.c.global_status, _m.c.status, _m.c.token_key)
             .select_from(deliveries.outerjoin(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
                          .outerjoin(_m, and_(_m.c.subscriber_id == deliveries.c.subscriber_id,
                                              _m.c.list_id == bindparam("b_list")))))
@@ -360,11 +387,20 @@ _PEEK = (_READERS
          .order_by(deliveries.c.id).limit(bindparam("b_size")))
 _NEXT_BATCH = (update(sends).where(sends.c.id == bindparam("b_send")).values(batches=sends.c.batches + 1)
                .returning(sends.c.batches))
-_CLAIM = (update(deliveries)
-          .where(deliveries.c.send_id == bindparam("b_send"), deliveries.c.id.in_(bindparam("b_ids", expanding=True)),
-                 deliveries.c.state == State.PENDING.value)
-          .values(state=State.SENDING.value, batch=bindparam("b_batch"), attempts=deliveries.c.attempts + 1,
-                  updated_at=bindparam("b_now")))
+
+
+def _claim_where(ids):
+    return (update(deliveries)
+            .where(deliveries.c.send_id == bindparam("b_send"), ids, deliveries.c.state == State.PENDING.value)
+            .values(state=State.SENDING.value, batch=bindparam("b_batch"), attempts=deliveries.c.attempts + 1,
+                    updated_at=bindparam("b_now")))
+
+
+# The batch's ids as one array on PostgreSQL: a thousand bind parameters cost the client more to
+# render and psycopg more to parse (a statement that long is not cached) than the update itself.
+_CLAIM = {"postgresql": _claim_where(deliveries.c.id == any_(bindparam("b_ids", type_=ARRAY(BigInteger)))),
+          "sqlite": _claim_where(deliveries.c.id.in_(bindparam("b_ids", expanding=True)))}
+
 _ACCEPT_REST = (update(deliveries)
                 .where(deliveries.c.send_id == bindparam("b_send"),
                        deliveries.c.id.between(bindparam("b_first"), bindparam("b_last")),
@@ -380,18 +416,22 @@ def peek(conn: Connection, send_id: int, list_id: int | None, after: int, size: 
     """The next `size` pending readers after delivery id `after`, with their current address,
     name and suppression, read now; nothing is claimed (that is `claim`)."""
     rows = conn.execute(_PEEK, {"b_list": list_id, "b_send": send_id, "b_after": after, "b_size": size})
-    return [Reader(r[0], r[1], r[2], r[3], r[4] + 1, _suppressed(r)) for r in rows]
+    return [Reader(r[0], r[1], r[2], r[3], r[4] + 1, _suppressed(r), r[7]) for r in rows]
 
 
-_BATCH = (_READERS.where(deliveries.c.send_id == bindparam("b_send"), deliveries.c.batch == bindparam("b_batch"),
-                         deliveries.c.state == State.SENDING.value).order_by(deliveries.c.id))
+_BATCH = (_READERS.where(deliveries.c.send_id == bindparam("b_send"),
+                         deliveries.c.id.between(bindparam("b_first"), bindparam("b_last")),
+                         deliveries.c.batch == bindparam("b_batch"), deliveries.c.state == State.SENDING.value)
+          .order_by(deliveries.c.id))
 
 
-def batch_readers(conn: Connection, send_id: int, list_id: int | None, batch: int) -> list[Reader]:
-    """The readers of a batch already claimed (a worker claims first, then reads: mailer/leases.py);
-    `attempts` already counts this one."""
-    rows = conn.execute(_BATCH, {"b_list": list_id, "b_send": send_id, "b_batch": batch})
-    return [Reader(r[0], r[1], r[2], r[3], r[4], _suppressed(r)) for r in rows]
+def batch_readers(conn: Connection, send_id: int, list_id: int | None, batch: int, ids: list[int]) -> list[Reader]:
+    """The readers of a batch already claimed (a worker claims first, then reads: mailer/leases.py),
+    `ids` those it claimed, ascending (the bounds of the index range read: there is no index on
+    `batch`); `attempts` already counts this one."""
+    rows = conn.execute(_BATCH, {"b_list": list_id, "b_send": send_id, "b_batch": batch,
+                                 "b_first": ids[0], "b_last": ids[-1]})
+    return [Reader(r[0], r[1], r[2], r[3], r[4], _suppressed(r), r[7]) for r in rows]
 
 
 def claim(conn: Connection, send_id: int, ids: list[int]) -> tuple[int, set[int] | None]:
@@ -400,7 +440,7 @@ def claim(conn: Connection, send_id: int, ids: list[int]) -> tuple[int, set[int]
     Returns (batch, None) when all were claimed, else (batch, the ids actually claimed): another
     worker may have taken some (on PostgreSQL its row locks make us wait, then skip them)."""
     batch = conn.execute(_NEXT_BATCH, {"b_send": send_id}).scalar_one()
-    claimed = conn.execute(_CLAIM, {"b_send": send_id, "b_ids": ids, "b_batch": batch, "b_now": now()}).rowcount
+    claimed = conn.execute(_CLAIM[conn.dialect.name], {"b_send": send_id, "b_ids": ids, "b_batch": batch, "b_now": now()}).rowcount
     if claimed == len(ids):
         return batch, None
     return batch, set(conn.execute(select(deliveries.c.id).where(

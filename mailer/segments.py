@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Select, exists
+from sqlalchemy import Select, exists, select
 
 from mailer.ledger import deliveries, sends
 from subscribers.models import subscribers
@@ -40,8 +40,17 @@ def describe(list_name: str, segment: str) -> str:
     return f"{list_name} (tags: {', '.join(tags)})" if tags else list_name
 
 
-def readers(issue: str, list_id: int, segment: str) -> Select:
-    """recipients_select for the segment, minus readers another send of this issue and list has."""
-    other = (exists().where(deliveries.c.subscriber_id == subscribers.c.id, deliveries.c.send_id == sends.c.id,
-                            sends.c.issue == issue, sends.c.list_id == list_id, sends.c.segment != segment))
-    return recipients_select(list_id, tags_of(segment)).where(~other)
+def readers(conn, issue: str, list_id: int, segment: str) -> Select:
+    """recipients_select for the segment, minus readers another send of this issue and list has.
+
+    The other sends are looked up first, so the query names them: each reader is then one probe of
+    deliveries' (send_id, subscriber_id) key, and none at all when there is no other send (the
+    usual case). Correlated through `sends` instead, PostgreSQL may drive the probe by
+    subscriber_id alone, a scan of the whole key per reader while the send's own rows go in."""
+    other = list(conn.execute(select(sends.c.id).where(sends.c.issue == issue, sends.c.list_id == list_id,
+                                                       sends.c.segment != segment)).scalars())
+    chosen = recipients_select(list_id, tags_of(segment))
+    if not other:
+        return chosen
+    return chosen.where(~exists().where(deliveries.c.send_id.in_(other),
+                                        deliveries.c.subscriber_id == subscribers.c.id))

@@ -30,6 +30,7 @@ from mailer.ratelimit import SharedBudget
 from mailer.schedule import compose_checked, issue_path
 
 POLL = 1.0   # seconds between looks at the ledger while waiting (for other workers, or --forever)
+PROGRESS_SHARE = 0.02   # at most this share of the time counting readers for `send --workers`'s bar
 
 
 def sqlite_refusal(what: str) -> str:
@@ -61,11 +62,12 @@ class WorkerLoop(BatchLoop):
 
     def _read_ahead(self, after: int) -> list[Prepared]:
         with self.engine.begin() as conn:
-            batch = leases.claim_next(conn, self.send_id, self.worker, self.backend.max_batch, after)
-        if batch is None:
+            claimed = leases.claim_next(conn, self.send_id, self.worker, self.backend.max_batch, after)
+        if claimed is None:
             return []
+        batch, ids = claimed
         with self.engine.connect() as conn:
-            rows = ledger.batch_readers(conn, self.send_id, self.list_id, batch)
+            rows = ledger.batch_readers(conn, self.send_id, self.list_id, batch, ids)
         if not rows:  # reclaimed under us (our lease had expired): nothing of it is ours
             return self._read_ahead(after)
         p = self._personalize(rows)
@@ -203,9 +205,10 @@ def run_shared(settings: Settings, plan: dispatch.Plan, workers: int, *, config=
     with ledger.Heartbeat(plan.engine, send_id):
         procs = [subprocess.Popen(command, stdout=subprocess.DEVNULL) for _ in range(workers)]
         on_started(procs)
+        shown = Progress(plan.engine, summary, started, on_progress)
         while any(p.poll() is None for p in procs):
-            _progress(plan.engine, summary, started, on_progress)
-            time.sleep(POLL)
+            shown.now()
+            _wait_for_one(procs, POLL)
     left = dispatch._unfinished(plan, send_id)
     failed = [p.returncode for p in procs if p.returncode]
     error = f"{len(failed)} of {workers} workers failed (exit {failed})" if failed else None
@@ -217,13 +220,35 @@ def run_shared(settings: Settings, plan: dispatch.Plan, workers: int, *, config=
     return summary
 
 
-def _progress(engine, summary, started: float, on_progress) -> None:
-    if on_progress is None:
-        return
-    with engine.connect() as conn:
-        dispatch._fill(summary, ledger.counts(conn, summary.send_id))
-    summary.duration = time.monotonic() - started
-    on_progress(summary)
+def _wait_for_one(procs: list, most: float) -> None:
+    """Sleep up to `most` seconds, waking as soon as a worker exits (the send's end is not delayed)."""
+    alive = [p for p in procs if p.poll() is None]
+    try:
+        if alive:
+            alive[0].wait(timeout=most)   # the others are looked at by the caller's next pass
+    except subprocess.TimeoutExpired:
+        pass
+
+
+class Progress:
+    """The parent's progress bar, from counts in the ledger. Counting reads every reader of the send,
+    so it is done at most once per PROGRESS_SHARE of the time the last count took: the bar must not
+    take the database's CPU from the workers (a million readers take a few hundred ms to count)."""
+
+    def __init__(self, engine, summary, started: float, on_progress):
+        self.engine, self.summary, self.started, self.on_progress = engine, summary, started, on_progress
+        self.next = 0.0
+
+    def now(self) -> None:
+        if self.on_progress is None or time.monotonic() < self.next:
+            return
+        began = time.monotonic()
+        with self.engine.connect() as conn:
+            dispatch._fill(self.summary, ledger.counts(conn, self.summary.send_id))
+        done = time.monotonic()
+        self.next = done + (done - began) / PROGRESS_SHARE
+        self.summary.duration = done - self.started
+        self.on_progress(self.summary)
 
 
 # --- mailer send --status ------------------------------------------------------------------------

@@ -41,9 +41,9 @@ from subscribers import pg_copy, store
 from subscribers.bulk import Bulk
 from subscribers.csvfile import CsvSource
 from subscribers.errors import CsvImportError, ImportInterrupted, SecretRequired, SubscriberError
-from subscribers.models import (GLOBAL_STATUSES, SUPPRESSED, Action, ConsentSource, Status, forgotten,
-                                history, memberships, subscriber_tags, subscribers, utcnow)
-from subscribers.parse import Row, RowParser
+from subscribers.models import (GLOBAL_STATUSES, SUPPRESSED, Action, ConsentSource, Status, forgotten, history,
+                                memberships, subscriber_tags, subscribers, utcnow)
+from subscribers.parse import Row, RowParser, membership_consent
 from subscribers.tokens import forget_hash
 
 CHUNK = 5000
@@ -242,13 +242,13 @@ def _seen_drop(conn: Connection) -> None:
 
 
 def _plain(path: Path) -> bool:
-    """Whether the file's header has neither tags nor a consent record (Mailchimp's OPTIN/CONFIRM)."""
+    """Whether the file's header has no tags column (the PostgreSQL merge writes no tags)."""
     try:
         with CsvSource(path, check_encoding=False) as source:   # the header only: the reader checks the file
             cols = source.columns
     except UnicodeDecodeError:
         return False   # not UTF-8: the reader names the byte and line
-    return cols.tags is None and all(c is None for c in cols.consent)
+    return cols.tags is None
 
 
 class _Job:
@@ -260,8 +260,8 @@ class _Job:
         self.secret, self.overwrite = secret, overwrite
         self.bulk = Bulk(conn)
         self.started = utcnow()  # rows created at or after this were created by this run
-        # PostgreSQL: COPY + set-based merges (pg_copy.py), for files without tags or a consent
-        # record (those take the general path below, every chunk alike, so the counts agree)
+        # PostgreSQL: COPY + set-based merges (pg_copy.py), for files without tags (those take the
+        # general path below, every chunk alike, so the counts agree)
         self.pg = pg_copy.PgMerge(self) if self.bulk.pg and copy_merge else None
 
     def run(self, rows: dict[str, Row]) -> None:
@@ -418,12 +418,9 @@ class _Job:
 
 
 def _consent(bulk: Bulk, consent: tuple | None) -> tuple:
-    """(consent_ip, optin_at, optin_ip) for a membership from the file's consent record
-    (Mailchimp's OPTIN_TIME, OPTIN_IP, CONFIRM_TIME, CONFIRM_IP); consent_at is the row's."""
-    if not consent:
-        return (None, None, None)
-    optin_at, optin_ip, _confirm_at, confirm_ip = consent
-    return (confirm_ip or optin_ip, bulk.time(optin_at) if optin_at else None, optin_ip)
+    """parse.membership_consent, its time as this driver takes it."""
+    consent_ip, optin_at, optin_ip = membership_consent(consent)
+    return (consent_ip, bulk.time(optin_at) if optin_at else None, optin_ip)
 
 
 def _json(value: dict) -> str:

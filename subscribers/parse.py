@@ -185,6 +185,15 @@ class RowParser:
         return tuple(values) if any(v is not None for v in values) else None
 
 
+def membership_consent(consent: tuple | None) -> tuple:
+    """(consent_ip, optin_at, optin_ip) for a new membership from the file's consent record
+    (Mailchimp's OPTIN_TIME, OPTIN_IP, CONFIRM_TIME, CONFIRM_IP); consent_at is the row's."""
+    if not consent:
+        return (None, None, None)
+    optin_at, optin_ip, _confirm_at, confirm_ip = consent
+    return (confirm_ip or optin_ip, optin_at, optin_ip)
+
+
 def _ip(value: str) -> str | None:
     try:
         return str(ipaddress.ip_address(value)) if value else None

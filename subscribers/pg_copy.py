@@ -30,21 +30,21 @@ from subscribers import store
 from subscribers.bulk import Bulk
 from subscribers.errors import ListNotFound, SecretRequired
 from subscribers.models import ConsentSource, utcnow
-from subscribers.parse import Row
+from subscribers.parse import Row, membership_consent
 from subscribers.tokens import forget_hash
 
 CHUNK = 20_000  # rows per COPY + merge (and per commit): fixed costs are noise, memory stays flat (and small)
 _SUPPRESSED = "('unsubscribed', 'bounced', 'complained')"
 _GLOBAL = "('bounced', 'complained')"
-_STAGE_COLUMNS = ("line", "email", "name", "attributes", "status", "consent_at")
-_STAGE_TYPES = ("int4", "text", "text", "jsonb", "text", "timestamptz")
+_STAGE_COLUMNS = ("line", "email", "name", "attributes", "status", "consent_at", "consent_ip", "optin_at", "optin_ip")
+_STAGE_TYPES = ("int4", "text", "text", "jsonb", "text", "timestamptz", "text", "timestamptz", "text")
 
 _CREATE = [
     "CREATE TEMPORARY TABLE IF NOT EXISTS import_stage (line int, email text, name text, attributes jsonb, "
-    "status text, consent_at timestamptz)",
+    "status text, consent_at timestamptz, consent_ip text, optin_at timestamptz, optin_ip text)",
     "CREATE TEMPORARY TABLE IF NOT EXISTS import_plan (line int, email text, name text, attributes jsonb, "
-    "status text, consent_at timestamptz, sid int, old_name text, old_attrs jsonb, glob text, member text, "
-    "seen boolean)",
+    "status text, consent_at timestamptz, consent_ip text, optin_at timestamptz, optin_ip text, sid int, "
+    "old_name text, old_attrs jsonb, glob text, member text, seen boolean)",
     "CREATE TEMPORARY TABLE IF NOT EXISTS import_seen_ids (id int PRIMARY KEY)",
 ]
 
@@ -54,7 +54,8 @@ _CREATE = [
 # earlier chunk held the address), so the row is a duplicate and may only fill blanks.
 _PLAN = """
 INSERT INTO import_plan
-SELECT s.line, s.email, s.name, s.attributes, s.status, s.consent_at, b.id, b.name, b.attributes,
+SELECT s.line, s.email, s.name, s.attributes, s.status, s.consent_at, s.consent_ip, s.optin_at, s.optin_ip,
+       b.id, b.name, b.attributes,
        b.global_status, m.status,
        b.id IS NOT NULL AND (b.created_at >= :started OR EXISTS (SELECT 1 FROM import_seen_ids x WHERE x.id = b.id))
 FROM import_stage s
@@ -72,10 +73,13 @@ WITH ins AS (
   {{conflict}}
   RETURNING id, email
 ), rows AS (
-  SELECT ins.id, p.line, p.status, p.consent_at FROM ins JOIN import_plan p ON p.email = ins.email
+  SELECT ins.id, p.line, p.status, p.consent_at, p.consent_ip, p.optin_at, p.optin_ip
+  FROM ins JOIN import_plan p ON p.email = ins.email
 ), mem AS (
-  INSERT INTO memberships (list_id, subscriber_id, status, consent_at, consent_source, created_at, updated_at)
-  SELECT :list_id, id, status, coalesce(consent_at, :now), :source, :now, :now FROM rows
+  INSERT INTO memberships (list_id, subscriber_id, status, consent_at, consent_ip, optin_at, optin_ip,
+                           consent_source, created_at, updated_at)
+  SELECT :list_id, id, status, coalesce(consent_at, :now), consent_ip, optin_at, optin_ip, :source, :now, :now
+  FROM rows
 ), hist AS (
   INSERT INTO history (subscriber_id, list_id, at, action, old_status, new_status, source, detail)
   SELECT id, :list_id, :now, 'subscribe', NULL, status, 'import', jsonb_build_object('file', CAST(:file AS text), 'line', line)
@@ -116,8 +120,10 @@ _EXISTING = _MERGED + f"""
            CASE WHEN name_changed THEN 'name' END, CASE WHEN attrs_changed THEN 'attributes' END], NULL)))
   FROM z WHERE name_changed OR attrs_changed ORDER BY line
 ), joined AS (
-  INSERT INTO memberships (list_id, subscriber_id, status, consent_at, consent_source, created_at, updated_at)
-  SELECT :list_id, sid, status, coalesce(consent_at, :now), :source, :now, :now FROM z
+  INSERT INTO memberships (list_id, subscriber_id, status, consent_at, consent_ip, optin_at, optin_ip,
+                           consent_source, created_at, updated_at)
+  SELECT :list_id, sid, status, coalesce(consent_at, :now), consent_ip, optin_at, optin_ip, :source, :now, :now
+  FROM z
   WHERE member IS NULL AND EXISTS (SELECT 1 FROM subscribers b WHERE b.id = z.sid)  -- (not forgotten meanwhile)
   ORDER BY line
   ON CONFLICT (list_id, subscriber_id) DO NOTHING
@@ -209,7 +215,7 @@ class PgMerge:
         conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
         conn.exec_driver_sql("SET LOCAL jit = off")  # compiling costs more than it saves on a chunk
         if self.fk_off is None:
-            self.fk_off = _may_skip_fk_checks(conn)
+            self.fk_off = may_skip_fk_checks(conn)
         if not self.fk_off:
             return False
         conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
@@ -234,7 +240,8 @@ class PgMerge:
 
     def _copy(self, rows) -> None:
         Bulk(self.conn).copy_into("import_stage", _STAGE_COLUMNS, _STAGE_TYPES,
-                                  ((r.line, r.email, r.name, r.attrs_json, r.status, r.consent_at) for r in rows))
+                                  ((r.line, r.email, r.name, r.attrs_json, r.status, r.consent_at,
+                                    *membership_consent(r.consent)) for r in rows))
 
     def _drop_forgotten(self) -> None:
         """New addresses whose keyed hash is in `forgotten`: suppressed, left out of the plan."""
@@ -270,7 +277,7 @@ class PgMerge:
         return later
 
 
-def _may_skip_fk_checks(conn: Connection) -> bool:
+def may_skip_fk_checks(conn: Connection) -> bool:
     """A superuser may; since PostgreSQL 15 so may a role granted it
     (`GRANT SET ON PARAMETER session_replication_role TO ...`)."""
     if conn.exec_driver_sql("SELECT current_setting('is_superuser')").scalar() == "on":

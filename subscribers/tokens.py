@@ -89,7 +89,8 @@ def token_maker(secret: str, purpose: str, list_id: int,
     """f(subscriber_id) -> the same token make_token would give at this moment, for a million
     readers per send: the key is derived and the timestamp taken once per maker (a new
     serializer per token was too slow: docs/decisions.md, "Tokens are made by hand"). `keys(subscriber_id)` gives each
-    membership's token_key (subscribers.links.MembershipKeys); without it, old-kind tokens."""
+    membership's token_key (subscribers.links.MembershipKeys); without it, old-kind tokens. A send
+    reads each reader's key with the reader and passes it: f(subscriber_id, key)."""
     serializer = _serializer(secret, purpose)
     signer = serializer.make_signer()
     key, digest = signer.derive_key(), signer.digest_method
@@ -97,8 +98,8 @@ def token_maker(secret: str, purpose: str, list_id: int,
     stamp = _b64(int_to_bytes(signer.get_timestamp()))
     tail = f",{int(list_id)}"
 
-    def make(subscriber_id: int) -> str:
-        bound = f',"{_key(keys(subscriber_id))}"]' if keys is not None else "]"
+    def make(subscriber_id: int, known: str | None = None) -> str:
+        bound = f',"{_key(known or keys(subscriber_id))}"]' if keys is not None else "]"
         value = f"{_b64(f'[{int(subscriber_id)}{tail}{bound}'.encode())}{sep}{stamp}"
         return f"{value}{sep}{_b64(hmac.digest(key, value.encode(), digest))}"
 

@@ -375,6 +375,53 @@ def test_a_claim_takes_only_readers_still_pending(store_settings):
     assert second == (2, set(ids[4:]))
 
 
+# Who is fixed when a send starts: (reader, membership status, global status) -> in the send?
+FIXED = [("r0", "active", None, True), ("r1", "active", None, True), ("r2", "unsubscribed", None, False),
+         ("r3", "active", "bounced", False), ("r4", "active", None, True)]
+
+
+@pytest.mark.parametrize("triggers", ["on", "off"])
+def test_fixing_the_readers_on_postgresql_locks_them_as_the_foreign_key_checks_would(pg_url, triggers, monkeypatch):
+    """ledger.create_send skips the foreign-key trigger call per reader where the role may
+    (docs/postgresql.md): the same readers are fixed either way, every one of them is locked against
+    deletion until the send's rows commit, and the triggers are back on for the rest of the transaction."""
+    import psycopg
+    from sqlalchemy import update as sql_update
+
+    from mailer import segments
+    from subscribers import pg_copy
+    from subscribers.models import memberships, subscribers
+
+    if triggers == "on":
+        monkeypatch.setattr(pg_copy, "may_skip_fk_checks", lambda conn: False)
+    from mailer.migrate import connect
+
+    list_id = seed(pg_url, len(FIXED))
+    engine = connect(pg_url)
+    with engine.begin() as conn:
+        for name, status, suppressed, _ in FIXED:
+            sid = conn.execute(select(subscribers.c.id).where(subscribers.c.email == f"{name}@example.org")).scalar()
+            conn.execute(sql_update(memberships).where(memberships.c.subscriber_id == sid).values(status=status))
+            conn.execute(sql_update(subscribers).where(subscribers.c.id == sid).values(global_status=suppressed))
+    plain = pg_url.replace("postgresql+psycopg", "postgresql")
+    with engine.begin() as conn:
+        send_id = ledger.create_send(conn, issue="x", list_id=list_id, list_name="crank", subject="S",
+                                     backend="outbox", recipients=segments.readers(conn, "x", list_id, ""))
+        assert conn.exec_driver_sql("SHOW session_replication_role").scalar() == "origin"
+        fixed = conn.execute(select(subscribers.c.email).join(ledger.deliveries, ledger.deliveries.c.subscriber_id
+                                                              == subscribers.c.id)
+                             .where(ledger.deliveries.c.send_id == send_id).order_by(subscribers.c.email)).scalars()
+        assert list(fixed) == [f"{name}@example.org" for name, *_, wanted in FIXED if wanted]
+        with psycopg.connect(plain, autocommit=True) as other:   # a forget while the send starts waits
+            other.execute("SET lock_timeout = '200ms'")
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                other.execute("DELETE FROM subscribers WHERE email = 'r1@example.org'")
+            other.execute("DELETE FROM subscribers WHERE email = 'r2@example.org'")   # not a reader: not locked
+    with engine.connect() as conn:
+        assert conn.execute(select(ledger.sends.c.total).where(ledger.sends.c.id == send_id)).scalar() == 3
+    engine.dispose()
+
+
 def test_a_bad_setting_fails_before_the_ledger_is_touched(store_settings, composed, monkeypatch):
     seed(store_settings.database.url, 3)
     monkeypatch.delenv("MAILER_SECRET_KEY")

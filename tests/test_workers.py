@@ -61,6 +61,14 @@ def seed_many(url: str, n: int) -> None:
     engine.dispose()
 
 
+def fixed_send(conn, list_id: int) -> int:
+    """A send of 2024-11 to the whole list, its readers fixed (no worker, no backend)."""
+    from mailer import segments
+
+    return ledger.create_send(conn, issue="2024-11", list_id=list_id, list_name="crank", subject="s",
+                              backend="outbox", recipients=segments.readers(conn, "2024-11", list_id, ""))
+
+
 def mailer(config, *args: str) -> list[str]:
     return [sys.executable, "-m", "mailer", "--config", str(config), *args]
 
@@ -191,19 +199,18 @@ def test_a_lease_that_expired_is_not_renewed_and_its_batch_is_reclaimed(db_url):
 
     from sqlalchemy import update
 
-    from mailer import segments
     from mailer.migrate import connect
     from subscribers.models import utcnow
 
     list_id = seed(db_url, 5)
     engine = connect(db_url)
     with engine.begin() as conn:
-        send_id = ledger.create_send(conn, issue="2024-11", list_id=list_id, list_name="crank", subject="s",
-                                     backend="outbox", recipients=segments.readers("2024-11", list_id, ""))
+        send_id = fixed_send(conn, list_id)
         leases.acquire(conn, "a:1", 60)
         leases.acquire(conn, "b:2", 60)
-        first = leases.claim_next(conn, send_id, "a:1", 3, 0)
-        second = leases.claim_next(conn, send_id, "b:2", 3, 0)
+        first, first_ids = leases.claim_next(conn, send_id, "a:1", 3, 0)
+        second, second_ids = leases.claim_next(conn, send_id, "b:2", 3, 0)
+        assert len(first_ids) == 3 and len(second_ids) == 2 and not set(first_ids) & set(second_ids)
     with engine.begin() as conn:
         assert leases.renewer("a:1", 60)(conn) is True
         assert leases.orphaned(conn, send_id) == []
@@ -216,6 +223,71 @@ def test_a_lease_that_expired_is_not_renewed_and_its_batch_is_reclaimed(db_url):
         c = ledger.counts(conn, send_id)
     engine.dispose()
     assert (second, c["pending"], c["sending"]) == (2, 3, 2)
+
+
+# (after, what a claim of 3 takes: delivery ids by position, 1-based, and its batch number) in order,
+# each row seeing what the rows before it left; "release 1" puts batch 1 back to pending.
+CLAIMS = [(0, [1, 2, 3], 1), (3, [4, 5, 6], 2), (6, [7], 3), (7, None, None), ("release 1", None, None),
+          (7, [1, 2, 3], 4), (3, None, None)]
+
+
+def test_claims_take_the_next_pending_readers_wrap_around_and_number_only_real_batches(db_url):
+    """leases.claim_next, on both databases (PostgreSQL claims in one statement with SKIP LOCKED):
+    ids above `after` first, then from the start; nothing pending is None and spends no batch number."""
+    from mailer.migrate import connect
+
+    list_id = seed(db_url, 7)
+    engine = connect(db_url)
+    with engine.begin() as conn:
+        send_id = fixed_send(conn, list_id)
+        ids = list(conn.execute(select(ledger.deliveries.c.id).where(ledger.deliveries.c.send_id == send_id)
+                                .order_by(ledger.deliveries.c.id)).scalars())
+    for after, wanted, batch in CLAIMS:
+        with engine.begin() as conn:
+            if after == "release 1":
+                ledger.release(conn, send_id, 1, "given back")
+                continue
+            got = leases.claim_next(conn, send_id, "a:1", 3, ids[after - 1] if after else 0)
+        assert got == (None if wanted is None else (batch, [ids[k - 1] for k in wanted])), after
+    with engine.connect() as conn:
+        assert conn.execute(select(ledger.sends.c.batches).where(ledger.sends.c.id == send_id)).scalar() == 4
+        assert ledger.counts(conn, send_id)["sending"] == 7
+    engine.dispose()
+
+
+def test_two_workers_claiming_at_once_on_postgresql_skip_each_others_readers(pg_url):
+    """While one worker's claim is not yet committed, another's picks the next readers (SKIP
+    LOCKED), then waits only for the batch counter on the send's row: no reader twice."""
+    import threading
+
+    from mailer.migrate import connect
+
+    list_id = seed(pg_url, 7)
+    engine = connect(pg_url)
+    with engine.begin() as conn:
+        send_id = fixed_send(conn, list_id)
+    got, pid = {}, {}
+
+    def rival():
+        with engine.begin() as two:
+            pid["b"] = two.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            got["second"] = leases.claim_next(two, send_id, "b:2", 3, 0)
+
+    with engine.begin() as one:
+        got["first"] = leases.claim_next(one, send_id, "a:1", 3, 0)
+        thread = threading.Thread(target=rival)
+        thread.start()
+        wait_for(lambda: pid.get("b") and one.exec_driver_sql(
+            f"SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = {pid['b']}").scalar(),
+            what="the rival's claim to wait for the batch counter")
+    thread.join()
+    with engine.begin() as conn:
+        got["third"] = leases.claim_next(conn, send_id, "a:1", 3, 0)
+    first, second, third = got["first"], got["second"], got["third"]
+    assert (len(first[1]), len(second[1]), len(third[1])) == (3, 3, 1)
+    assert len(set(first[1]) | set(second[1]) | set(third[1])) == 7
+    assert (first[0], second[0], third[0]) == (1, 2, 3)
+    engine.dispose()
 
 
 def test_sigterm_stops_a_worker_after_the_batch_on_the_wire_and_gives_back_what_it_had_not_sent(

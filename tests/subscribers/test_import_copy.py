@@ -82,6 +82,51 @@ def test_dry_run_across_chunks_changes_nothing(engine, crank, tmp_path):
     assert _snapshot(engine) == before
 
 
+# A Mailchimp-style consent record without tags goes through the PostgreSQL merge too: (address,
+# cells after it) -> the membership's (consent_at, consent_ip, optin_at, optin_ip) after the import;
+# "now" is the import's time (no record), "kept" the membership from before (never rewritten).
+# joined@ is stored already, on another list only.
+CONSENT = [
+    ("new@example.com", "2023-03-05 10:22:31,203.0.113.5,2023-03-05 10:25:02,203.0.113.9",
+     ("2023-03-05 10:25:02", "203.0.113.9", "2023-03-05 10:22:31", "203.0.113.5")),
+    ("asked@example.com", "2023-03-05 10:22:31,203.0.113.5,,",
+     ("2023-03-05 10:22:31", "203.0.113.5", "2023-03-05 10:22:31", "203.0.113.5")),
+    ("blank@example.com", ",,,", ("now", None, None, None)),
+    ("joined@example.com", "2023-04-01 08:00:00,198.51.100.7,,",
+     ("2023-04-01 08:00:00", "198.51.100.7", "2023-04-01 08:00:00", "198.51.100.7")),
+    ("member@example.com", "2023-04-01 08:00:00,198.51.100.7,,", "kept"),  # on the list before
+]
+
+
+def test_a_consent_record_without_tags_is_kept_on_both_paths(engine, crank, tmp_path):
+    from datetime import datetime, timezone
+
+    with engine.begin() as conn:
+        store.add_subscriber(conn, "joined@example.com", store.create_list(conn, "other").id)
+        store.add_subscriber(conn, "member@example.com", crank)
+    before = _consents(engine, crank)["member@example.com"]
+    lines = ["Email Address,OPTIN_TIME,OPTIN_IP,CONFIRM_TIME,CONFIRM_IP"] + [f"{a},{cells}" for a, cells, _ in CONSENT]
+    started = datetime.now(timezone.utc)
+    summary = import_csv(engine, _csv(tmp_path, lines), "crank")
+    assert (summary.imported, summary.unchanged) == (4, 1)
+    got = _consents(engine, crank)
+    for address, _, wanted in CONSENT:
+        if wanted == "kept":
+            assert got[address] == before, address
+            continue
+        at, *rest = got[address]
+        at = "now" if at >= started else at.strftime("%Y-%m-%d %H:%M:%S")
+        optin = rest[1].strftime("%Y-%m-%d %H:%M:%S") if rest[1] else None
+        assert (at, rest[0], optin, rest[2]) == wanted, address
+
+
+def _consents(engine, list_id: int) -> dict:
+    with engine.connect() as conn:
+        return {r.email: (r.consent_at, r.consent_ip, r.optin_at, r.optin_ip) for r in conn.execute(
+            select(subscribers.c.email, memberships.c.consent_at, memberships.c.consent_ip, memberships.c.optin_at,
+                   memberships.c.optin_ip).join_from(memberships, subscribers).where(memberships.c.list_id == list_id))}
+
+
 def test_without_the_right_to_skip_foreign_key_checks_the_result_is_the_same(pg_url, tmp_path, monkeypatch):
     from subscribers.db import connect
 
@@ -92,7 +137,7 @@ def test_without_the_right_to_skip_foreign_key_checks_the_result_is_the_same(pg_
     with engine.begin() as conn:
         fast_list, slow_list = store.create_list(conn, "fast").id, store.create_list(conn, "slow").id
     fast = import_csv(engine, path("fast.example"), "fast", chunk_size=1)
-    monkeypatch.setattr(pg_copy, "_may_skip_fk_checks", lambda conn: False)
+    monkeypatch.setattr(pg_copy, "may_skip_fk_checks", lambda conn: False)
     slow = import_csv(engine, path("slow.example"), "slow", chunk_size=1)
     assert _summary(fast) == _summary(slow)
     with engine.connect() as conn:
