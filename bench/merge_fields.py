@@ -25,12 +25,12 @@ from bench.send import measured, sendgrid_server, smtp_sink  # noqa: E402
 
 def merge_issue(folder: Path) -> Path:
     """The November issue with "Dear {{ first_name | default("reader") }}," in subject and body."""
-    text = (ROOT / "issues" / "2024-11.md").read_text(encoding="utf-8")
-    text = text.replace('subject = "CRANK Call | November 2024"',
+    original = (ROOT / "issues" / "2024-11.md").read_text(encoding="utf-8")
+    text = original.replace('subject = "CRANK Call | November 2024"',
                         "subject = 'CRANK Call | November 2024, for {{ first_name | default(\"you\") }}'", 1)
     text = text.replace("\nCRANK Call is a monthly review",
                         '\nDear {{ first_name | default("reader") }}, CRANK Call is a monthly review', 1)
-    assert text.count("{{") == 2
+    assert text.count("{{") == original.count("{{") + 2   # the file's own comments show the syntax too
     path = folder / "2024-11.md"
     path.write_text(text, encoding="utf-8")
     return path
