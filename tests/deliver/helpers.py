@@ -19,11 +19,14 @@ def seed(url: str, n: int, list_name: str = "crank", *, start: int = 0) -> int:
     from subscribers.errors import ListNotFound
 
     engine = connect(url)
-    with engine.begin() as conn:
-        try:
-            found = get_list(conn, list_name)
-        except ListNotFound:
-            found = create_list(conn, list_name)
-        for i in range(start, start + n):
-            add_subscriber(conn, f"r{i}@example.org", found.id, name=f"Reader {i}")
+    try:
+        with engine.begin() as conn:
+            try:
+                found = get_list(conn, list_name)
+            except ListNotFound:
+                found = create_list(conn, list_name)
+            for i in range(start, start + n):
+                add_subscriber(conn, f"r{i}@example.org", found.id, name=f"Reader {i}")
+    finally:
+        engine.dispose()   # its own Engine, not mailer.engines': closed here, not left to the collector
     return found.id
