@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection
 
 from mailer.refs import read_ref, sign_ref
 from subscribers.models import UtcDateTime, lists, memberships, subscribers, utcnow as now
+from subscribers.pg_copy import may_skip_fk_checks
 
 metadata = MetaData()
 
@@ -200,8 +201,6 @@ def _skip_fk_checks(conn: Connection) -> bool:
     trade as the import's (docs/postgresql.md)."""
     if conn.dialect.name != "postgresql":
         return False
-    from subscribers.pg_copy import may_skip_fk_checks
-
     if not may_skip_fk_checks(conn):
         return False
     conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
