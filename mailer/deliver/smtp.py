@@ -172,17 +172,21 @@ class SmtpBackend(Backend):
 
     def sign(self, data: bytes) -> bytes:
         """Prepend a DKIM-Signature (relaxed/relaxed, rsa-sha256): deliver/dkim_sign.py."""
-        s = self.settings
         try:
-            if self._signer is None:
-                from mailer.deliver.dkim_sign import DkimSigner   # cryptography: only with DKIM (BENCHMARKS.md)
-
-                self._signer = DkimSigner(s.dkim_selector.encode("ascii"), s.dkim_domain.encode("ascii"),
-                                          self._dkim_key, DKIM_HEADERS)
-            return self._signer.sign(data) + data
+            return self._dkim_signer().sign(data) + data
         except (ValueError, TypeError) as exc:  # a malformed or non-RSA PEM
-            raise PermanentDelivery(f"cannot DKIM-sign with the key in ${s.dkim_key_env}: {exc}",
+            raise PermanentDelivery(f"cannot DKIM-sign with the key in ${self.settings.dkim_key_env}: {exc}",
                                     backend=self.name) from exc
+
+    def _dkim_signer(self):
+        """This backend's DkimSigner, made on first use (ValueError / TypeError for a bad key)."""
+        if self._signer is None:
+            from mailer.deliver.dkim_sign import DkimSigner   # cryptography: only with DKIM (BENCHMARKS.md)
+
+            s = self.settings
+            self._signer = DkimSigner(s.dkim_selector.encode("ascii"), s.dkim_domain.encode("ascii"),
+                                      self._dkim_key, DKIM_HEADERS)
+        return self._signer
 
     def encode(self, batch: Sequence) -> list[bytes]:
         """Each message as the DATA content, dot-stuffed and terminated, ready for the wire. With
@@ -201,15 +205,15 @@ class SmtpBackend(Backend):
         if self._signing is None and self._encoded > self.pool_after and self.settings.dkim_processes >= 0:
             from mailer.deliver.dkim_sign import SigningPool   # cryptography: only with DKIM (BENCHMARKS.md)
 
-            self.sign(b"From: check@example.org\r\n\r\nkey check\r\n")  # the key is good: made the signer
-            self._signing = SigningPool(self._signer, self.settings.dkim_processes or max(1, (os.cpu_count() or 2) - 1))
+            # the key is good: open() and the messages before these were signed with it
+            self._signing = SigningPool(self._dkim_signer(), self.settings.dkim_processes or max(1, (os.cpu_count() or 2) - 1))
         return self._signing
 
     def _submit(self, pool: SigningPool, messages: list[bytes]) -> list:
         try:
             signatures = pool.submit(messages)
         except (BrokenProcessPool, RuntimeError):  # a signing process died: sign here from now on
-            self._encoded, self.pool_after = 0, float("inf")
+            self.pool_after = float("inf")
             self._signing = None
             pool.close()
             return [_Unsigned(m) for m in messages]
