@@ -28,7 +28,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "bounces"
 
 
 def generate(path: Path, messages: int, readers: int) -> dict[str, int]:
-    from mailer.refs import sign_ref
+    from mailer.send.refs import sign_ref
     from tests.bounces.samples import dsn
 
     own = [p.read_bytes() for p in sorted((FIXTURES / "own").glob("*.eml"))]

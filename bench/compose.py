@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -60,10 +59,17 @@ def timed(fn, runs: int) -> list[float]:
 
 def in_process() -> dict[str, float]:
     """Medians of the stages, warm (templates loaded, premailer imported)."""
-    from mailer.compose import TEMPLATE, compose, issue_context, mjml_to_html, render_mjml, templates_dir
+    from mailer.compose.inline import html_to_text, inline_css
+    from mailer.compose.render import (
+        TEMPLATE,
+        compose,
+        issue_context,
+        mjml_to_html,
+        render_mjml,
+        templates_dir,
+    )
+    from mailer.compose.source import read_issue
     from mailer.config import load_settings
-    from mailer.inline import html_to_text, inline_css
-    from mailer.source import read_issue
 
     settings = load_settings(ROOT / "config.toml")
     folder = templates_dir(settings)
@@ -178,7 +184,7 @@ Largest imports of one build (`python -X importtime`, cumulative): {import_rows}
 The build's time is start-up: imports dominate, the work itself is the in-process figure above
 (run once, cold, the same stages take about 35 ms: premailer's caches and Jinja's are empty).
 What start-up does not pay for: premailer's network modules (`requests`, `cssutils._fetch`,
-`urllib.request`: about 75 ms, see mailer/inline.py), cssutils' CSS profiles (about 80 ms), and
+`urllib.request`: about 75 ms, see mailer/compose/inline.py), cssutils' CSS profiles (about 80 ms), and
 CPython's cycle collector scanning start-up's objects while they load and again at exit (about
 35 ms, see mailer/__main__.py). typer is pinned below 0.29, which imports pydantic for every
 command (about 100 ms)."""

@@ -3,7 +3,7 @@
 The November issue as it is, then the same issue with a merge field (and its fallback) in the
 subject and in the greeting, so every reader's subject and body differ. Each pair of rows must be
 within the run-to-run noise: merge fields are filled by the same splicing as the footer's fields
-(mailer/personalize.py), and SendGrid gets them as substitutions with the content sent once per
+(mailer/compose/personalize.py), and SendGrid gets them as substitutions with the content sent once per
 request. Writes the "merge-fields" section of BENCHMARKS.md.
 
     .venv/bin/python bench/merge_fields.py [--sendgrid 100000] [--smtp 2000] [--repeat 2]

@@ -58,9 +58,9 @@ def child(kind: str, url: str, target: str) -> None:
 
     warnings.simplefilter("ignore")  # the http base_url of the sample config
     os.environ.update(MAILER_SECRET_KEY=SECRET, SENDGRID_API_KEY="SG.test")
-    from mailer import dispatch
-    from mailer.compose import compose_issue
+    from mailer.compose.render import compose_issue
     from mailer.config import load_settings
+    from mailer.send import dispatch
 
     s = load_settings(ROOT / "config.toml")
     signed = kind == "smtp-dkim"
@@ -105,8 +105,8 @@ def _dkim_settings() -> dict:
 
 def backend_alone(settings, composed, n: int) -> dict:
     """The SMTP backend without the ledger: n messages of the real issue over one connection."""
-    from mailer.deliver.base import create_backend
-    from mailer.personalize import Recipient, personalize, prepare
+    from mailer.compose.personalize import Recipient, personalize, prepare
+    from mailer.send.deliver.registry import create_backend
 
     edition = prepare(composed, settings.newsletter)
     outs = [personalize(edition, Recipient(f"1.{i}", f"reader{i}@example.org", f"Reader {i}", "t" * 60))
@@ -279,11 +279,11 @@ def signature_cpu(count: int = 40) -> tuple[float, float]:
     import dkim
 
     warnings.simplefilter("ignore")
-    from mailer.compose import compose_issue
+    from mailer.compose.personalize import Recipient, personalize, prepare
+    from mailer.compose.render import compose_issue
     from mailer.config import load_settings
-    from mailer.deliver.dkim_sign import DkimSigner
-    from mailer.deliver.smtp import DKIM_HEADERS
-    from mailer.personalize import Recipient, personalize, prepare
+    from mailer.send.deliver.dkim_sign import DkimSigner
+    from mailer.send.deliver.smtp import DKIM_HEADERS
 
     s = load_settings(ROOT / "config.toml")
     s = dataclasses.replace(s, compose=dataclasses.replace(s.compose, templates_dir=ROOT / "templates"))

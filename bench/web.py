@@ -62,8 +62,8 @@ def seed(db_url: str, readers: int) -> tuple[list[str], list[str]]:
 
     from subscribers import store
     from subscribers.db import connect
-    from subscribers.models import memberships, subscribers, utcnow
     from subscribers.links import MembershipKeys
+    from subscribers.models import memberships, subscribers, utcnow
     from subscribers.tokens import token_maker
 
     engine = connect(db_url)

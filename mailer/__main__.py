@@ -18,7 +18,7 @@ import sys
 
 def entry() -> None:
     gc.disable()
-    from mailer.cli import main   # loaded with the collector off: see above
+    from mailer.cli import main  # loaded with the collector off: see above
 
     gc.freeze()
     gc.enable()

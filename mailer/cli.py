@@ -13,9 +13,22 @@ from typing import Optional
 
 import typer
 
-from mailer.commands import (admin, bounces, db, init, issue, issues, lists, report, schedule, send, serve,
-                             subscribers, worker)
 from mailer import engines
+from mailer.commands import (
+    admin,
+    bounces,
+    db,
+    init,
+    issue,
+    issues,
+    lists,
+    report,
+    schedule,
+    send,
+    serve,
+    subscribers,
+    worker,
+)
 from mailer.commands.common import AppContext
 from mailer.errors import ConfigError, MailerError
 from subscribers.errors import SubscriberError

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from mailer.backends import BACKENDS
 from mailer.errors import ConfigError
+from mailer.send.deliver.registry import BACKENDS
 
 ENV_CONFIG = "MAILER_CONFIG"
 DEFAULT_CONFIG = "config.toml"
@@ -44,7 +44,7 @@ class SendGridSettings:
     timeout: float = 30.0          # seconds; the library has none by default
     batch_size: int = 1000         # personalizations per request (SendGrid's maximum)
     max_retries: int = 6           # for 429, 5xx and timeouts
-    requests_per_second: float = 100.0   # `mailer worker`s share this budget (mailer/ratelimit.py); 0: none
+    requests_per_second: float = 100.0   # `mailer worker`s share this budget (mailer/send/ratelimit.py); 0: none
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,9 @@ class BounceSettings:
     def limits(self):
         """The store's policy limits (subscribers.policy.Limits) from these settings: subscribers
         never reads mailer's config, so this is where [bounces] becomes its value."""
-        from subscribers.policy import Limits   # SQLAlchemy: not for commands that never need it
+        from subscribers.policy import (
+            Limits,  # SQLAlchemy: not for commands that never need it
+        )
 
         return Limits(soft_bounce_limit=self.soft_bounce_limit,
                       soft_bounce_window_days=self.soft_bounce_window_days)
@@ -355,7 +357,7 @@ def _check(s: Settings) -> None:
 
 def _check_schedule(s: ScheduleSettings) -> None:
     """The [schedule] values that need no APScheduler; `day` is checked where the trigger is built
-    (mailer.slots.slot_trigger), so commands that never schedule do not import it."""
+    (mailer.schedule.slots.slot_trigger), so commands that never schedule do not import it."""
     try:
         ZoneInfo(s.timezone)
     except (ZoneInfoNotFoundError, ValueError):

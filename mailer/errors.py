@@ -11,7 +11,8 @@
       SendError                 a send run that cannot start or go on (empty list, already sent...)
         SendTakenOver           another runner took this send over (mailer send --take-over)
       ListIsPrivate             a public form asked for a private list (`mailer lists embed`)
-      ScheduleError             an issue that cannot be (un)scheduled: lint errors, a bad --at, its state
+      LintFailed                an issue whose lint report has errors: nothing may be delivered
+      ScheduleError             an issue that cannot be (un)scheduled: a bad --at, its state
       BounceSourceError         a bounce mailbox that cannot be read (path, IMAP server, folder)
       ReportError               a report that cannot be made (unknown issue or list)
       AdminUserError            `mailer admin` users: a bad name, a short password, unknown or taken
@@ -102,8 +103,17 @@ class ListIsPrivate(MailerError):
     """A private list has no public form: readers cannot subscribe to it themselves."""
 
 
+class LintFailed(MailerError):
+    """An issue whose lint report has errors: nothing may be delivered. `report` is that report
+    (a mailer.compose.lint.LintReport)."""
+
+    def __init__(self, message: str, report: object):
+        super().__init__(message)
+        self.report = report
+
+
 class ScheduleError(MailerError):
-    """An issue that cannot be scheduled or unscheduled as asked (mailer/schedule.py)."""
+    """An issue that cannot be scheduled or unscheduled as asked (mailer/schedule/scheduler.py)."""
 
 
 class BounceSourceError(MailerError):

@@ -9,16 +9,16 @@ can be HTML-escaped in one part and left as it is in the other, even when the pr
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import html
 import re
-import datetime as dt
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 # Per-recipient fields, filled after composing.
 FIELDS = ("name", "first_name", "email", "unsubscribe_url", "archive_url", "preferences_url")
 # The merge fields an editor may write in an issue's body and subject, as `{{ first_name }}` or
-# `{{ first_name | default("reader") }}` (mailer.source turns them into markers; docs/editor.md).
+# `{{ first_name | default("reader") }}` (mailer.compose.source turns them into markers; docs/editor.md).
 MERGE_FIELDS = ("name", "first_name", "email")
 
 Part = Literal["html", "text"]
@@ -86,3 +86,12 @@ class ComposedIssue:
     html: str
     text: str
     date: dt.date | None = None   # the issue's date (front matter); None for mails that are not issues
+
+
+class ArchiveCopy(NamedTuple):
+    """What a send stores for /archive/ISSUE when it starts (mailer.compose.archived makes it,
+    mailer.send.ledger keeps it on the send's row)."""
+    html: str
+    text: str
+    date: dt.date | None
+    preheader: str

@@ -192,7 +192,7 @@ def _copy_type(sa_type) -> str:
 @cache
 def _json_text_dumper():
     """Binary jsonb from JSON that is already text (jsonb's binary form: version 1, then text)."""
-    from psycopg.adapt import Dumper   # PostgreSQL only: SQLite runs never load psycopg
+    from psycopg.adapt import Dumper  # PostgreSQL only: SQLite runs never load psycopg
     from psycopg.pq import Format
 
     class JsonTextDumper(Dumper):

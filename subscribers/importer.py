@@ -40,9 +40,25 @@ from sqlalchemy.exc import SQLAlchemyError
 from subscribers import pg_copy, store
 from subscribers.bulk import Bulk
 from subscribers.csvfile import CsvSource
-from subscribers.errors import CsvImportError, ImportInterrupted, SecretRequired, SubscriberError
-from subscribers.models import (GLOBAL_STATUSES, SUPPRESSED, Action, ConsentSource, Status, forgotten, history,
-                                memberships, subscriber_tags, subscribers, utcnow)
+from subscribers.errors import (
+    CsvImportError,
+    ImportInterrupted,
+    SecretRequired,
+    SubscriberError,
+)
+from subscribers.models import (
+    GLOBAL_STATUSES,
+    SUPPRESSED,
+    Action,
+    ConsentSource,
+    Status,
+    forgotten,
+    history,
+    memberships,
+    subscriber_tags,
+    subscribers,
+    utcnow,
+)
 from subscribers.parse import Row, RowParser, membership_consent
 from subscribers.tokens import forget_hash
 

@@ -55,7 +55,10 @@ def needs_smtputf8(address: str) -> bool:
 
 def _full(raw: str, text: str, check_dns: bool) -> str:
     """Ask email-validator itself: the slow path, for everything unusual."""
-    from email_validator import EmailNotValidError, validate_email   # only once an address is checked: `send` and `lists` never load it
+    from email_validator import (  # only once an address is checked: `send` and `lists` never load it
+        EmailNotValidError,
+        validate_email,
+    )
 
     try:
         result = validate_email(text, check_deliverability=check_dns)
@@ -67,7 +70,7 @@ def _full(raw: str, text: str, check_dns: bool) -> str:
 
 def _validated_domain(domain: str, check_dns: bool) -> str | None:
     """The ASCII form of a domain email-validator accepts, or None (the slow path then explains)."""
-    from email_validator import EmailNotValidError, validate_email   # as in _full
+    from email_validator import EmailNotValidError, validate_email  # as in _full
 
     try:
         return validate_email(f"a@{domain}", check_deliverability=check_dns).ascii_domain
@@ -84,7 +87,7 @@ _dot_atom = _DOT_ATOM.fullmatch
 
 # Names: control characters (C0, C1, DEL), line/paragraph separators and other invisible format
 # characters become a space; runs of whitespace collapse. A name is one line of plain text.
-# (mailer.personalize cleans names in headers with the same pattern)
+# (mailer.compose.personalize cleans names in headers with the same pattern)
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 MAX_NAME = 200
 

@@ -11,7 +11,15 @@ from collections.abc import Iterable, Iterator
 from sqlalchemy import Connection, Select, and_, exists, func, or_, select
 
 from subscribers.errors import SubscriberNotFound
-from subscribers.models import Status, Subscriber, history, lists, memberships, subscriber_tags, subscribers
+from subscribers.models import (
+    Status,
+    Subscriber,
+    history,
+    lists,
+    memberships,
+    subscriber_tags,
+    subscribers,
+)
 from subscribers.normalize import normalize_email
 
 

@@ -20,15 +20,44 @@ from typing import Any
 from sqlalchemy import Connection, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from subscribers.errors import (InvalidListName, ListExists, ListNotFound, SecretRequired,
-                                SubscriberNotFound, SuppressedAddress)
+from subscribers.errors import (
+    InvalidListName,
+    ListExists,
+    ListNotFound,
+    SecretRequired,
+    SubscriberNotFound,
+    SuppressedAddress,
+)
 from subscribers.links import new_key
-from subscribers.models import (GLOBAL_STATUSES, SUPPRESSED, Action, ConsentSource, List, Status, Subscriber,
-                                forgotten, history, lists, memberships, signup_requests, subscribers, utcnow)
+from subscribers.models import (
+    GLOBAL_STATUSES,
+    SUPPRESSED,
+    Action,
+    ConsentSource,
+    List,
+    Status,
+    Subscriber,
+    forgotten,
+    history,
+    lists,
+    memberships,
+    signup_requests,
+    subscribers,
+    utcnow,
+)
 from subscribers.normalize import clean_text, normalize_email, normalize_ip
-from subscribers.queries import (effective_status, find_subscriber, get_subscriber, history_of,  # noqa: F401
-                                 iter_recipients, list_counts, membership_status, memberships_of,
-                                 recipients_select, search)
+from subscribers.queries import (  # noqa: F401
+    effective_status,
+    find_subscriber,
+    get_subscriber,
+    history_of,
+    iter_recipients,
+    list_counts,
+    membership_status,
+    memberships_of,
+    recipients_select,
+    search,
+)
 from subscribers.tokens import forget_hash
 
 LIST_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")

@@ -92,8 +92,8 @@ def test_segmented_sends_are_exactly_once_per_segment_and_never_twice_per_reader
     assert press.code == 1 and "has no active subscribers (who have not had this issue)" in press.err
 
     assert sorted(_copies(crank.outbox).values()) == [1, 1, 1, 1]  # four readers, one copy each
-    from mailer.ledger import sends
     from mailer.migrate import connect
+    from mailer.send.ledger import sends
 
     with connect(crank.url).connect() as conn:
         rows = conn.execute(select(sends.c.segment, sends.c.total).order_by(sends.c.id)).all()

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from mailer.compose import compose, compose_issue
+from mailer.compose.inline import html_to_text, inline_css
+from mailer.compose.render import compose, compose_issue
+from mailer.compose.source import read_issue
 from mailer.errors import ComposeError
-from mailer.inline import html_to_text, inline_css
-from mailer.model import FIELDS, marker
-from mailer.source import read_issue
+from mailer.model import marker
 
 # The November 2024 issue exactly as the customer published it (the source of issues/2024-11.md).
 SEED = Path(__file__).resolve().parent / "fixtures/seed/2024-11.txt"
@@ -37,9 +37,8 @@ def seed_lines(repo) -> list[str]:
 
 @pytest.fixture(scope="module")
 def november(request):
-    from tests.conftest import REPO
-
     from mailer.config import load_settings
+    from tests.conftest import REPO
 
     return compose_issue(REPO / "issues/2024-11.md", load_settings(REPO / "config.toml"))
 
@@ -132,10 +131,10 @@ def test_html_to_text(html, text):
 
 
 def test_inlining_is_the_same_with_cssutils_validation(november, monkeypatch):
-    """mailer.inline drops cssutils' CSS profiles for speed; the output must not change."""
+    """mailer.compose.inline drops cssutils' CSS profiles for speed; the output must not change."""
     import cssutils
 
-    from mailer.compose import mjml_to_html
+    from mailer.compose.render import mjml_to_html
 
     plain = mjml_to_html(november.mjml)
     fast = inline_css(plain)
@@ -144,11 +143,11 @@ def test_inlining_is_the_same_with_cssutils_validation(november, monkeypatch):
 
 
 def test_premailer_loads_without_fetching_modules_and_they_still_work(november):
-    """mailer.inline keeps requests, cssutils._fetch and urllib.request out of premailer's import;
+    """mailer.compose.inline keeps requests, cssutils._fetch and urllib.request out of premailer's import;
     a fresh process shows they are not loaded by composing, yet work when something uses them."""
     script = f"""
 import sys
-from mailer.inline import inline_css
+from mailer.compose.inline import inline_css
 inline_css({november.html!r})
 print(sorted(m for m in ("requests", "cssutils._fetch", "urllib.request", "http.client") if m in sys.modules))
 import cssutils

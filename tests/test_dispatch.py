@@ -11,9 +11,9 @@ from collections import Counter
 import pytest
 from sqlalchemy import select, text, update
 
-from mailer import dispatch, ledger
-from mailer.deliver.base import create_backend
 from mailer.errors import SendError
+from mailer.send import dispatch, ledger
+from mailer.send.deliver.registry import create_backend
 from tests.deliver.helpers import seed
 from tests.servers.fixtures import sendgrid_server, smtp_sink  # noqa: F401 - fixtures
 from tests.servers.smtp_sink import SmtpSink
@@ -30,7 +30,7 @@ def secrets_in_env(monkeypatch):
 
 @pytest.fixture(scope="module")
 def composed(repo):
-    from mailer.compose import compose_issue
+    from mailer.compose.render import compose_issue
     from mailer.config import load_settings
 
     return compose_issue(repo / "issues" / "2024-11.md", load_settings(repo / "config.toml"))
@@ -388,7 +388,7 @@ def test_fixing_the_readers_on_postgresql_locks_them_as_the_foreign_key_checks_w
     import psycopg
     from sqlalchemy import update as sql_update
 
-    from mailer import segments
+    from mailer.send import segments
     from subscribers import pg_copy
     from subscribers.models import memberships, subscribers
 

@@ -9,7 +9,8 @@ import uuid
 import psycopg
 import pytest
 
-from mailer import dispatch, engines
+from mailer import engines
+from mailer.send import dispatch
 from tests.deliver.helpers import seed
 
 SECRET = "test-secret-key-0123456789abcdef"
@@ -77,8 +78,8 @@ def test_a_command_reuses_one_engine_for_every_stage(settings, db_url, repo):
     """plan_send, the send and the scheduler's store all get the process's one Engine."""
     from dataclasses import replace
 
-    from mailer.compose import compose_issue
-    from mailer.schedule import store
+    from mailer.compose.render import compose_issue
+    from mailer.schedule.scheduler import store
 
     s = replace(settings, database=replace(settings.database, url=db_url))
     seed(db_url, 2)

@@ -64,8 +64,8 @@ COMMANDS = {
 
 
 def ledger_rows(folder: Path) -> int:
-    from mailer.ledger import sends
     from mailer.migrate import connect
+    from mailer.send.ledger import sends
 
     with connect(f"sqlite:///{folder / 'mailer.db'}").connect() as conn:
         return conn.execute(select(func.count()).select_from(sends)).scalar_one()
@@ -97,13 +97,13 @@ def test_warnings_are_shown_before_the_question(cli, newsletter):
 
 
 def test_a_clean_issue_is_composed_once_and_sent(cli, newsletter, monkeypatch):
-    import mailer.compose
-    import mailer.lint
+    import mailer.compose.gate
+    import mailer.compose.render
 
     calls = []
-    real = mailer.compose.compose
-    # the send composes through the lint gate (mailer.lint.gate), which imported `compose` at its top
-    monkeypatch.setattr(mailer.lint, "compose", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = mailer.compose.render.compose
+    # the send composes through the lint gate (mailer.compose.gate.gate), which imported `compose` at its top
+    monkeypatch.setattr(mailer.compose.gate, "compose", lambda *a, **k: calls.append(1) or real(*a, **k))
     result = cli("--config", newsletter / "config.toml", *COMMANDS["send"])
     assert result.code == 0, result.err
     assert "0 error(s), 0 warning(s)" in result.err

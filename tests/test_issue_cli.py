@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.preview import PreviewServer, fill_preview
+from mailer.compose.preview import PreviewServer, fill_preview
 
 BROKEN = "tests/fixtures/issues/broken_front_matter.md"
 BROKEN_MESSAGE = (f'error: {BROKEN}:3: settings: a closing " is missing (text needs "double quotes"; '

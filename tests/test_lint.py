@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mailer.compose import compose, templates_dir
-from mailer.lint import CLIP_BYTES, Severity, fill_for_sizing, lint
+from mailer.compose.lint import CLIP_BYTES, Severity, fill_for_sizing, lint
+from mailer.compose.render import compose, templates_dir
+from mailer.compose.source import read_issue
 from mailer.model import ComposedIssue
-from mailer.source import read_issue
 
 FM = '+++\nsubject = "S"\npreheader = "P"\ndate = 2025-01-07\n+++\n# T\n\n'   # body on line 8
 E, W = Severity.ERROR, Severity.WARNING
@@ -178,6 +178,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_lint_does_not_need_the_preview():
     """Sizing fills markers the way every stage does (mailer.model.fill): no lint <-> preview cycle."""
-    code = ("import sys, mailer.lint as l; l.fill_for_sizing('<p>%%name:html%%</p>'); "
-            "sys.exit('mailer.preview' in sys.modules)")
+    code = ("import sys, mailer.compose.lint as l; l.fill_for_sizing('<p>%%name:html%%</p>'); "
+            "sys.exit('mailer.compose.preview' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

@@ -15,9 +15,9 @@ import html
 
 import pytest
 
-from mailer import dispatch
+from mailer.compose.source import merge_fields, parse_issue
 from mailer.model import marker, with_default
-from mailer.source import merge_fields, parse_issue
+from mailer.send import dispatch
 from tests.deliver.helpers import seed
 from tests.servers.fixtures import sendgrid_server, smtp_sink  # noqa: F401 - fixtures
 
@@ -76,7 +76,7 @@ def test_the_subject_keeps_text_markers_and_the_html_title_html_ones():
 
 @pytest.fixture
 def composed(tmp_path, settings):
-    from mailer.compose import compose_issue
+    from mailer.compose.render import compose_issue
 
     path = tmp_path / "2024-12.md"
     path.write_text(ISSUE, encoding="utf-8")
@@ -165,7 +165,7 @@ def test_sendgrid_sends_the_content_once_per_thousand_readers(settings, composed
     "Zoë, your CRANK Call",
 ])
 def test_a_per_reader_subject_header_reads_back_as_written(subject):
-    from mailer.personalize import _subject_header
+    from mailer.compose.personalize import _subject_header
 
     header = _subject_header(subject)
     assert all(len(line) <= 78 for line in header.split("\r\n"))

@@ -1,4 +1,4 @@
-"""The SendGrid rate limit shared by all workers: one budget row in the database (mailer/ratelimit.py).
+"""The SendGrid rate limit shared by all workers: one budget row in the database (mailer/send/ratelimit.py).
 
 Two budgets (two workers) on one database, on a clock the test moves: what one takes the other
 cannot; a 429 seen by one makes the other wait until SendGrid's reset, over real HTTP."""
@@ -10,7 +10,7 @@ import time
 import pytest
 
 from mailer.migrate import connect
-from mailer.ratelimit import SharedBudget
+from mailer.send.ratelimit import SharedBudget
 from tests.deliver.helpers import readers
 from tests.servers.fixtures import edition, sample_issue, sendgrid_server  # noqa: F401 - fixtures
 
@@ -60,7 +60,7 @@ def test_a_hold_set_by_one_worker_makes_the_other_wait(engine):
 def test_a_429_to_one_worker_holds_every_worker_until_the_reset(engine, sendgrid_server, edition, settings):
     from dataclasses import replace
 
-    from mailer.deliver.sendgrid import SendGridBackend
+    from mailer.send.deliver.sendgrid import SendGridBackend
 
     clock = Clock()
     sg = replace(settings.delivery.sendgrid, host=sendgrid_server.url, timeout=5.0, max_retries=2)
@@ -80,7 +80,7 @@ def test_a_429_to_one_worker_holds_every_worker_until_the_reset(engine, sendgrid
 def test_the_other_worker_waits_out_the_hold_too(engine, sendgrid_server, edition, settings):
     from dataclasses import replace
 
-    from mailer.deliver.sendgrid import SendGridBackend
+    from mailer.send.deliver.sendgrid import SendGridBackend
 
     clock_one, clock_two = Clock(), Clock()   # two machines: each waits on its own clock
     sg = replace(settings.delivery.sendgrid, host=sendgrid_server.url, timeout=5.0, max_retries=2)

@@ -21,8 +21,8 @@ T0 = datetime(2024, 11, 5, 14, 0, tzinfo=timezone.utc)
 def sent(config_file, db_url, monkeypatch):
     """Issue 2024-11 sent to 500 readers of crank (490 accepted, 6 failed, 4 deferred), then:
     11 hard and 3 soft bounces, 2 blocks, 1 complaint, 4 unsubscribes, 300 opens by 200 readers."""
-    from mailer.ledger import deliveries, sends
     from mailer.migrate import connect
+    from mailer.send.ledger import deliveries, sends
     from subscribers import store
     from subscribers.policy import Limits, ingest
 

@@ -20,9 +20,16 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from mailer import issue_states, ledger
-from mailer.errors import ScheduleError
-from mailer.schedule import Scheduler, overview, schedule_issue, unschedule_issue, upcoming
+from mailer.errors import LintFailed, ScheduleError
+from mailer.schedule import states as issue_states
+from mailer.schedule.scheduler import (
+    Scheduler,
+    overview,
+    schedule_issue,
+    unschedule_issue,
+    upcoming,
+)
+from mailer.send import ledger
 from tests.conftest import REPO
 from tests.deliver.helpers import seed
 
@@ -172,7 +179,7 @@ def test_on_postgresql_the_issues_advisory_lock_decides_who_fires_the_slot(sched
 
     import psycopg
 
-    from mailer.schedule import LOCK_NAMESPACE
+    from mailer.schedule.scheduler import LOCK_NAMESPACE
 
     caplog.set_level(logging.INFO, "mailer.schedule")
     schedule_issue(sched, "2024-12", None, BEFORE)
@@ -217,7 +224,7 @@ def test_dst_change_between_scheduling_and_the_slot(sched):
 ])
 def test_slots_across_dst(day, time, after, expected):
     from mailer.config import ScheduleSettings
-    from mailer.slots import next_slots, shown
+    from mailer.schedule.slots import next_slots, shown
 
     schedule = ScheduleSettings(day=day, time=time, timezone="America/New_York")
     assert [shown(s, schedule) for s in next_slots(schedule, after, 2)] == expected
@@ -275,7 +282,7 @@ def test_an_issue_with_lint_errors_cannot_be_scheduled(sched):
     path = sched.compose.issues_dir / "2024-12.md"
     path.write_text(path.read_text(encoding="utf-8").replace("First story paragraph.", "Dear {{ nmae }},"),
                     encoding="utf-8")
-    with pytest.raises(ScheduleError, match=r"2024-12 has 1 lint error\(s\), fix them first .*unresolved "
+    with pytest.raises(LintFailed, match=r"2024-12 has 1 lint error\(s\), fix them first .*unresolved "
                                             r"template variable \{\{ nmae \}\}"):
         schedule_issue(sched, "2024-12", None, BEFORE)
     assert state(sched) is None

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from mailer.config import load_settings
-from mailer.slots import next_slots, shown
+from mailer.schedule.slots import next_slots, shown
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

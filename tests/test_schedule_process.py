@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from mailer.config import ScheduleSettings
-from mailer.slots import next_slots
+from mailer.schedule.slots import next_slots
 from tests.services import missing
 
 SCHEDULE = ScheduleSettings(day="1st tue", time="09:00", timezone="America/New_York", list="sample",

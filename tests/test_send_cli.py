@@ -113,7 +113,7 @@ def _config(tmp_path: Path, repo: Path, db_url: str, server_url: str) -> Path:
 
 
 def _in_flight(db_url: str) -> set[str]:
-    from mailer.ledger import deliveries
+    from mailer.send.ledger import deliveries
     from subscribers.models import subscribers
 
     engine = open_store_url(db_url)
@@ -165,8 +165,8 @@ def test_an_issue_name_too_long_for_the_ledger_is_refused_before_the_ledger_is_t
                                                                                         tmp_path):
     from sqlalchemy import func
 
-    from mailer.ledger import sends
     from mailer.migrate import connect
+    from mailer.send.ledger import sends
 
     long_name = tmp_path / ("2024-11-" + "x" * 62 + ".md")     # 70 characters before .md
     long_name.write_text((repo / "issues" / "2024-11.md").read_text(encoding="utf-8"), encoding="utf-8")

@@ -17,14 +17,20 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from mailer import dispatch, ledger
 from mailer.errors import SendError
+from mailer.send import dispatch, ledger
 from subscribers.models import subscribers
 from tests.deliver.helpers import seed
 from tests.servers.fixtures import sendgrid_server  # noqa: F401 - fixture
 from tests.servers.relay import Relay
 from tests.servers.smtp_sink import SmtpSink
-from tests.test_dispatch import composed, repo, secrets_in_env, store_settings, with_backend  # noqa: F401
+from tests.test_dispatch import (  # noqa: F401
+    composed,
+    repo,
+    secrets_in_env,
+    store_settings,
+    with_backend,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # http base_url on purpose
 
@@ -252,7 +258,7 @@ def test_a_live_runner_elsewhere_is_refused_unless_taken_over(store_settings, co
 
 
 def test_the_heartbeat_stays_fresh_while_a_batch_is_on_the_wire(store_settings, composed, monkeypatch):
-    from mailer.deliver.base import create_backend
+    from mailer.send.deliver.registry import create_backend
 
     monkeypatch.setattr(ledger, "HEARTBEAT_EVERY", 0.05)
     seed(store_settings.database.url, 3)
@@ -279,7 +285,7 @@ def test_the_heartbeat_stays_fresh_while_a_batch_is_on_the_wire(store_settings, 
 
 
 def test_a_runner_taken_over_stops_before_its_next_batch(store_settings, composed, monkeypatch):
-    from mailer.deliver.base import create_backend
+    from mailer.send.deliver.registry import create_backend
 
     monkeypatch.setattr(ledger, "HEARTBEAT_EVERY", 0.05)
     beats = []

@@ -6,8 +6,16 @@ import datetime as dt
 
 import pytest
 
+from mailer.compose.source import (
+    Image,
+    ItemList,
+    Paragraph,
+    Story,
+    Table,
+    parse_issue,
+    read_issue,
+)
 from mailer.errors import IssueSourceError
-from mailer.source import Image, ItemList, Paragraph, Story, Table, parse_issue, read_issue
 
 FIXTURES = "tests/fixtures/issues"
 FM = '+++\nsubject = "S"\npreheader = "P"\ndate = 2025-01-07\n+++\n'   # body starts on line 6

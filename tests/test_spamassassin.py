@@ -21,8 +21,8 @@ SPAMASSASSIN = shutil.which("spamassassin")
 
 @pytest.fixture
 def november_message(repo, settings) -> bytes:
-    from mailer.compose import compose_issue
-    from mailer.personalize import Recipient, personalize, prepare
+    from mailer.compose.personalize import Recipient, personalize, prepare
+    from mailer.compose.render import compose_issue
 
     composed = compose_issue(repo / "issues" / "2024-11.md", settings)
     with warnings.catch_warnings():

@@ -19,7 +19,15 @@ from sqlalchemy.orm import Session
 from mailer.admin_users import admin_users
 from mailer.migrate import connect
 from subscribers.bulk import Bulk
-from subscribers.models import List, UtcDateTime, history, lists, subscribers, utc_date, utc_text
+from subscribers.models import (
+    List,
+    UtcDateTime,
+    history,
+    lists,
+    subscribers,
+    utc_date,
+    utc_text,
+)
 
 UTC = timezone.utc
 

@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import select, text
 
-from mailer import leases, ledger
+from mailer.send import leases, ledger
 from tests.deliver.helpers import seed
 from tests.servers.sendgrid_server import SendGridServer
 
@@ -63,7 +63,7 @@ def seed_many(url: str, n: int) -> None:
 
 def fixed_send(conn, list_id: int) -> int:
     """A send of 2024-11 to the whole list, its readers fixed (no worker, no backend)."""
-    from mailer import segments
+    from mailer.send import segments
 
     return ledger.create_send(conn, issue="2024-11", list_id=list_id, list_name="crank", subject="s",
                               backend="outbox", recipients=segments.readers(conn, "2024-11", list_id, ""))
@@ -121,7 +121,7 @@ def test_four_workers_one_killed_every_reader_once_but_the_dead_workers_batch(tm
                 parent.kill()
                 parent.wait()
         assert parent.returncode == 0, err
-        assert f"Sent 'CRANK Call | November 2024' to crank via sendgrid" in out
+        assert "Sent 'CRANK Call | November 2024' to crank via sendgrid" in out
         assert in_flight and len(in_flight) <= 2 * 1000   # its batch on the wire, and the next one claimed
         copies = Counter({int(ref.split(".")[1]): n for ref, n in server.stats.copies.items()})
 
@@ -292,10 +292,10 @@ def test_two_workers_claiming_at_once_on_postgresql_skip_each_others_readers(pg_
 
 def test_sigterm_stops_a_worker_after_the_batch_on_the_wire_and_gives_back_what_it_had_not_sent(
         tmp_path, repo, pg_url):
-    from mailer import dispatch
+    from mailer.compose.gate import compose_checked, issue_path
     from mailer.config import load_settings
     from mailer.migrate import connect
-    from mailer.schedule import compose_checked, issue_path
+    from mailer.send import dispatch
 
     seed_many(pg_url, 3000)
     with SendGridServer(keep_bodies=False) as server:

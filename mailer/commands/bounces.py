@@ -29,7 +29,7 @@ def scan(ctx: typer.Context,
                                      show_default=False),
          dry_run: bool = DRY_RUN, as_json: bool = AS_JSON, verbose: bool = VERBOSE) -> None:
     """Read returned mail (DSNs, ARF complaints, prose bounces) and apply it to subscribers."""
-    from mailer.mailsource import read_path
+    from mailer.events.mailsource import read_path
 
     _run(ctx, read_path(path), dry_run=dry_run, as_json=as_json, verbose=verbose)
 
@@ -37,7 +37,7 @@ def scan(ctx: typer.Context,
 @app.command()
 def fetch(ctx: typer.Context, dry_run: bool = DRY_RUN, as_json: bool = AS_JSON, verbose: bool = VERBOSE) -> None:
     """The same as `scan`, over IMAP (\\[bounces.imap]); what was processed moves to processed_folder."""
-    from mailer.imap import ImapBounces
+    from mailer.events.imap import ImapBounces
 
     settings = app_context(ctx).settings
     with ImapBounces(settings.bounces.imap) as box:
@@ -50,7 +50,7 @@ def sync_sendgrid(ctx: typer.Context, dry_run: bool = DRY_RUN,
     """Read SendGrid's suppression lists (bounces, blocks, spam reports, invalid emails,
     unsubscribes) and apply them through the same policy."""
     from mailer.config import secret
-    from mailer.suppressions import sync
+    from mailer.events.suppressions import sync
 
     settings = app_context(ctx).settings
     key = secret(settings.delivery.sendgrid.api_key_env, key="[delivery.sendgrid] api_key_env")
@@ -65,7 +65,7 @@ def sync_sendgrid(ctx: typer.Context, dry_run: bool = DRY_RUN,
 
 
 def _run(ctx, mails, *, dry_run: bool, as_json: bool, verbose: bool, on_chunk=None) -> None:
-    from mailer import bounces
+    from mailer.events import bounces
 
     rows: list[dict] = []
     out = console()

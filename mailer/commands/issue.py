@@ -33,10 +33,10 @@ def build(
     Exits 1 on an error (the message names file and line) or an error-level lint finding;
     warnings are printed and do not fail the build.
     """
-    from mailer.compose import compose, templates_dir
-    from mailer.lint import lint
-    from mailer.preview import fill_preview, preview_values
-    from mailer.source import read_issue
+    from mailer.compose.lint import lint
+    from mailer.compose.preview import fill_preview, preview_values
+    from mailer.compose.render import compose, templates_dir
+    from mailer.compose.source import read_issue
 
     settings = app_context(ctx).settings
     parsed = read_issue(issue)
@@ -65,7 +65,7 @@ def preview(
     port: int = typer.Option(8025, "--port", help="Port on 127.0.0.1."),
 ) -> None:
     """Serve ISSUE on http://127.0.0.1:PORT/, rebuilt whenever the file or a template changes."""
-    from mailer.preview import PreviewServer
+    from mailer.compose.preview import PreviewServer
 
     try:
         server = PreviewServer(issue, app_context(ctx).settings, port=port).start()

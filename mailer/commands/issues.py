@@ -15,8 +15,8 @@ def register(app: typer.Typer) -> None:
 
 def issues(ctx: typer.Context) -> None:
     """List the issues: draft, scheduled, sending, sent or failed, when, and what the ledger counted."""
-    from mailer.schedule import overview
-    from mailer.slots import shown
+    from mailer.schedule.scheduler import overview
+    from mailer.schedule.slots import shown
 
     settings = app_context(ctx).settings
     rows = overview(settings)

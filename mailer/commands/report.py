@@ -29,7 +29,7 @@ def report(ctx: typer.Context,
                                                     "with a chart of events over time.")) -> None:
     """Readers, deliveries, bounces, blocks, complaints, unsubscribes (opens and clicks where the
     provider reports them), each with its rate, and the warnings a bulk sender must heed."""
-    from mailer import report as reports
+    from mailer.reports import report as reports
 
     slug = Path(issue).stem if issue.endswith(".md") else issue
     with store_engine(ctx).connect() as conn:

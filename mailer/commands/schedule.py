@@ -1,5 +1,5 @@
 """`mailer schedule show | run`, and the printing behind `mailer issue schedule | unschedule` and
-`mailer issues` (mailer/schedule.py does the work; only typer is imported at module level)."""
+`mailer issues` (mailer/schedule/scheduler.py does the work; only typer is imported at module level)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def show(
     count: int = typer.Option(3, "--count", "-n", min=1, max=120, help="How many slots to show."),
 ) -> None:
     """The next slots (local time and UTC) and the issue each would send."""
-    from mailer.schedule import upcoming, utcnow
-    from mailer.slots import shown
+    from mailer.schedule.scheduler import upcoming, utcnow
+    from mailer.schedule.slots import shown
 
     settings = app_context(ctx).settings
     s = settings.schedule
@@ -39,9 +39,9 @@ def show(
 @app.command()
 def run(ctx: typer.Context) -> None:
     """Run the scheduler until SIGTERM or Ctrl-C: each scheduled issue goes out on its slot, once."""
-    import logging   # not loaded by `mailer --help` otherwise
+    import logging  # not loaded by `mailer --help` otherwise
 
-    from mailer.schedule import run as run_scheduler
+    from mailer.schedule.scheduler import run as run_scheduler
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))   # each line carries its own time
@@ -55,8 +55,8 @@ def run(ctx: typer.Context) -> None:
 
 
 def print_scheduled(settings, issue: str, at: str | None) -> None:
-    from mailer.schedule import schedule_issue, utcnow
-    from mailer.slots import shown
+    from mailer.schedule.scheduler import schedule_issue, utcnow
+    from mailer.schedule.slots import shown
 
     done = schedule_issue(settings, issue, at, utcnow())
     which = "the time given" if done.pinned else "the next free slot"
@@ -71,7 +71,7 @@ def print_scheduled(settings, issue: str, at: str | None) -> None:
 
 
 def print_unscheduled(settings, issue: str) -> None:
-    from mailer.schedule import unschedule_issue, utcnow
+    from mailer.schedule.scheduler import unschedule_issue, utcnow
 
     left = unschedule_issue(settings, issue, utcnow())
     typer.echo(f"{issue} was not scheduled; nothing changed." if left is None

@@ -11,14 +11,13 @@ import re
 import warnings
 from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
 from typing import Optional
 
 import typer
 
-from mailer.backends import BACKENDS
 from mailer.commands import issue as issue_cmds
 from mailer.commands.common import app_context, console
+from mailer.send.deliver.registry import BACKENDS
 
 # The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
@@ -54,21 +53,21 @@ def send(
                                 "send nothing."),
 ) -> None:
     """Send ISSUE to every active subscriber of a list (or of a segment: --tag), exactly once (a rerun resumes)."""
-    from mailer import dispatch
-    from mailer.segments import describe
+    from mailer.send import dispatch
+    from mailer.send.segments import describe
 
     settings = app_context(ctx).settings
     err = console(stderr=True)
     if status:
-        from mailer.schedule import issue_path
-        from mailer.workers import status_lines
+        from mailer.compose.gate import issue_path
+        from mailer.send.workers import status_lines
 
         typer.echo("\n".join(status_lines(settings, issue_path(issue, settings).stem, list_name)))
         return
     if list_name is None:
         raise typer.BadParameter("name the list to send to", param_hint="--list")
     if workers > 1:  # before anything is composed or asked
-        from mailer.workers import refuse_on_sqlite
+        from mailer.send.workers import refuse_on_sqlite
 
         refuse_on_sqlite(settings, f"--workers {workers}")
     with _warnings_to(err):
@@ -88,7 +87,7 @@ def send(
                               f"via {plan.backend}?", abort=True, err=True)
             with _progress(err) as on_progress:
                 if workers > 1:
-                    from mailer.workers import run_shared
+                    from mailer.send.workers import run_shared
 
                     summary = run_shared(settings, plan, workers, config=app_context(ctx).config,
                                          on_progress=on_progress, take_over=take_over,
@@ -106,7 +105,7 @@ def proof(
     backend: Optional[BackendName] = BACKEND,
 ) -> None:
     """Send a copy of ISSUE marked as a proof ("[PROOF]" subject) to editors, outside the ledger."""
-    from mailer.dispatch import send_proof
+    from mailer.send.dispatch import send_proof
 
     settings = app_context(ctx).settings
     addresses = [a.strip() for a in to.split(",") if a.strip()]
@@ -127,14 +126,11 @@ def proof(
 
 
 def _gate(issue: str, settings, err, *, proof: bool = False):
-    """Compose ISSUE once and lint it (mailer.lint.gate); the report goes to stderr, before any
+    """Compose ISSUE once and lint it (mailer.compose.gate.gate); the report goes to stderr, before any
     question; an error raises LintFailed."""
-    from mailer.lint import gate
+    from mailer.compose.gate import gate, issue_path
 
-    path = Path(issue)
-    if not path.exists() and not issue.endswith(".md"):
-        path = settings.compose.issues_dir / f"{issue}.md"
-    return gate(path, settings, proof=proof, show=lambda report: err.print(report, markup=False,
+    return gate(issue_path(issue, settings), settings, proof=proof, show=lambda report: err.print(report, markup=False,
                                                                             soft_wrap=True))[1]
 
 
@@ -157,7 +153,7 @@ def shown_subject(subject: str) -> str:
 
 
 def _report(summary, subject: str, as_json: bool) -> None:
-    from mailer.segments import describe
+    from mailer.send.segments import describe
 
     if not as_json:  # "crank (tags: press)" in the lines below
         summary = replace(summary, list=describe(summary.list, summary.segment))

@@ -26,7 +26,7 @@ def worker(
                                           "without a heartbeat (renewed 4 times per lease)."),
 ) -> None:
     """Send batches of every running shared send (`mailer send --workers N`) until none has work left."""
-    from mailer.workers import run_worker
+    from mailer.send.workers import run_worker
 
     settings = app_context(ctx).settings
     err = console(stderr=True)

@@ -13,9 +13,9 @@ Readers, in order (docs/bounces.md has the classification table):
    address: prose carries no status code to say the mailbox was only full), its temporary ones
    ("still trying") delays.
 
-The ref (mailer/refs.py) is looked for in the VERP address the mail came back to (`To`,
+The ref (mailer/send/refs.py) is looked for in the VERP address the mail came back to (`To`,
 `Delivered-To`, `X-Original-To`, ...) and in the `X-Mailer-Ref` of the returned original; whether
-to trust it is decided later, with the key and the store (mailer/bounces.py).
+to trust it is decided later, with the key and the store (mailer/events/bounces.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from datetime import datetime, timezone
 from email.message import Message
 from email.utils import parseaddr, parsedate_to_datetime
 
-from flufl.bounce._scan import _DETECTORS   # all_failures() without its per-detector logging
+from flufl.bounce._scan import (
+    _DETECTORS,  # all_failures() without its per-detector logging
+)
 
 from subscribers.events import DeliveryEvent, EventType, Severity
 

@@ -1,7 +1,7 @@
 """Web service: the send ledger -> GET /archive (newest first), /archive/{issue} (a page of the
 site), /archive/feed.xml (Atom 1.0).
 
-Each issue is the copy stored on its send's ledger row when the send started (mailer.archived):
+Each issue is the copy stored on its send's ledger row when the send started (mailer.compose.archived):
 the composed email with its per-reader markers filled by neutral values (no name, no address, no
 token), with the issue's date and preheader. So it is the same for everyone, safe to share, there
 from the first message on, and what was mailed even if the issue file or the templates change
@@ -26,11 +26,11 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, Response
 
-from mailer.archived import neutral_copy, neutral_values
-from mailer.compose import compose
-from mailer.ledger import archived, archived_copy
+from mailer.compose.archived import neutral_copy, neutral_values
+from mailer.compose.render import compose
+from mailer.compose.source import read_issue, valid_issue_name
 from mailer.model import fill
-from mailer.source import read_issue, valid_issue_name
+from mailer.send.ledger import archived, archived_copy
 from mailer.web.archive_page import web_content
 from mailer.web.security import ARCHIVE_CSP
 

@@ -12,10 +12,10 @@ import functools
 import logging
 import time
 
-from mailer.compose import HTML_MARKERS, render
-from mailer.deliver.base import create_backend
+from mailer.compose.personalize import Recipient, personalize, prepare
+from mailer.compose.render import HTML_MARKERS, render
 from mailer.model import ComposedIssue
-from mailer.personalize import Recipient, personalize, prepare
+from mailer.send.deliver.registry import create_backend
 
 log = logging.getLogger("mailer.web")
 TEMPLATE = "confirm.mjml.j2"

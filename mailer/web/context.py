@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from mailer import engines
 from mailer.config import database_url, secret_key
-from mailer.ledger import parse_ref, sends
+from mailer.send.ledger import parse_ref, sends
 from mailer.web.archive import Archive
 from mailer.web.ingest import ingest_events
 from mailer.web.pages import Pages
@@ -98,7 +98,7 @@ class WebContext:
 
     def list_for(self, conn, event):
         """The list a message was sent for: its delivery ref (custom_args `mailer_ref`, made by
-        mailer.ledger.delivery_ref) names the send, the send its list. None when unknown."""
+        mailer.send.ledger.delivery_ref) names the send, the send its list. None when unknown."""
         ref = parse_ref(event.send_ref or "")
         if ref is None:
             return None

@@ -18,7 +18,15 @@ from sqlalchemy import func, select
 from mailer.web.preferences_mail import send_preferences_link
 from subscribers import store
 from subscribers.links import link_token, resolve
-from subscribers.models import Action, Status, history, lists, memberships, subscribers, utcnow
+from subscribers.models import (
+    Action,
+    Status,
+    history,
+    lists,
+    memberships,
+    subscribers,
+    utcnow,
+)
 from subscribers.normalize import display_email
 from subscribers.queries import effective_status
 

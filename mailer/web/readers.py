@@ -18,9 +18,20 @@ from subscribers import store
 from subscribers.errors import InvalidAddress, SubscriberNotFound, TokenError
 from subscribers.links import bound, new_key
 from subscribers.models import Status, memberships, subscribers
-from subscribers.normalize import clean_text, needs_smtputf8, normalize_email, normalize_ip
+from subscribers.normalize import (
+    clean_text,
+    needs_smtputf8,
+    normalize_email,
+    normalize_ip,
+)
 from subscribers.one_click import unsubscribe_many
-from subscribers.tokens import SEALED, make_token, open_request, seal_request, verify_token
+from subscribers.tokens import (
+    SEALED,
+    make_token,
+    open_request,
+    seal_request,
+    verify_token,
+)
 
 log = logging.getLogger("mailer.web")
 

@@ -4,8 +4,8 @@ tests/fixtures/bounces/own/postfix_unknown_user.eml): for the end-to-end test an
 from __future__ import annotations
 
 import mailbox
-from email.utils import format_datetime
 from datetime import datetime, timezone
+from email.utils import format_datetime
 from pathlib import Path
 
 STATUS = {"hard": ("failed", "5.1.1", "550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown"),

@@ -11,7 +11,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from mailer.refs import read_ref, sign_ref
+from mailer.send.refs import read_ref, sign_ref
 from tests.bounces.conftest import SECRET, with_database
 from tests.bounces.samples import dsn, write_maildir
 from tests.servers.fixtures import smtp_sink  # noqa: F401 - fixture
@@ -43,7 +43,7 @@ def test_a_refs_mac_is_still_the_first_ten_base32_characters_of_the_hmac(key, se
     import hashlib
     import hmac
 
-    from mailer import refs
+    from mailer.send import refs
 
     raw = key.encode() if isinstance(key, str) else key
     digest = hmac.new(hashlib.sha256(refs._SALT + raw).digest(), f"{send_id}.{subscriber_id}".encode(),
@@ -57,8 +57,8 @@ def test_a_refs_mac_is_still_the_first_ten_base32_characters_of_the_hmac(key, se
 @pytest.fixture
 def store(bounce_config, db_url):
     """(config path, engine, {address: subscriber id}) with three readers on list crank and a send."""
-    from mailer.ledger import sends
     from mailer.migrate import connect
+    from mailer.send.ledger import sends
     from subscribers import store as st
     from subscribers.models import utcnow
 
@@ -144,7 +144,7 @@ def test_scanning_twice_counts_nothing_twice(cli, store, tmp_path):
 
 def test_kinds_go_through_the_one_policy(cli, store, tmp_path):
     config, engine, ids, send_id = store
-    complaint = f"""From: feedback@arf.example.net
+    complaint = """From: feedback@arf.example.net
 To: fbl@news.example.org
 Subject: complaint
 Message-ID: <fbl-1@arf.example.net>
@@ -186,9 +186,9 @@ def test_smtp_bounces_suppress_readers_and_the_next_issue_skips_them(cli, bounce
                                                                      tmp_path, repo):
     """Send over SMTP to the sink; DSNs come back for three readers to their signed VERP address
     (one of them forwarded); scan; they are suppressed and the next issue does not mail them."""
-    from mailer import dispatch
-    from mailer.compose import compose_issue
+    from mailer.compose.render import compose_issue
     from mailer.config import load_settings
+    from mailer.send import dispatch
     from tests.deliver.helpers import seed
 
     with_database(bounce_config, db_url)

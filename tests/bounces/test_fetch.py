@@ -11,8 +11,8 @@ from tests.bounces.conftest import SECRET, with_database
 from tests.bounces.samples import dsn
 from tests.bounces.test_apply import statuses
 from tests.conftest import REPO
-from tests.services import missing
 from tests.servers import dovecot as dc
+from tests.services import missing
 
 
 @pytest.fixture
@@ -36,9 +36,9 @@ def fetch_config(bounce_config, imap, monkeypatch, tmp_path):
 
 
 def test_fetch_reads_the_folder_applies_the_policy_and_moves_what_it_processed(cli, fetch_config, imap):
-    from mailer.config import load_settings, database_url
+    from mailer.config import database_url, load_settings
     from mailer.migrate import connect
-    from mailer.refs import sign_ref
+    from mailer.send.refs import sign_ref
     from subscribers import store
 
     assert load_settings(fetch_config).bounces.imap.username == dc.USER

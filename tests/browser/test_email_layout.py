@@ -6,10 +6,9 @@ import os
 
 import pytest
 
+from mailer.compose.preview import fill_preview, preview_values
+from mailer.compose.render import compose_issue
 from tests.services import missing
-
-from mailer.compose import compose_issue
-from mailer.preview import fill_preview, preview_values
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -26,9 +25,8 @@ def _chromium_installed():
 
 @pytest.fixture(scope="module")
 def email_html():
-    from tests.conftest import REPO
-
     from mailer.config import load_settings
+    from tests.conftest import REPO
 
     settings = load_settings(REPO / "config.toml")
     composed = compose_issue(REPO / "issues/2024-11.md", settings)

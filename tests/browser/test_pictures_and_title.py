@@ -59,11 +59,10 @@ def png(width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def email_html(tmp_path_factory):
-    from tests.conftest import REPO
-
-    from mailer.compose import compose_issue
+    from mailer.compose.preview import fill_preview, preview_values
+    from mailer.compose.render import compose_issue
     from mailer.config import load_settings
-    from mailer.preview import fill_preview, preview_values
+    from tests.conftest import REPO
 
     settings = load_settings(REPO / "config.toml")
     path = tmp_path_factory.mktemp("issues") / "2024-12.md"

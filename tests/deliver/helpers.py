@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailer.personalize import Recipient, personalize
+from mailer.compose.personalize import Recipient, personalize
 
 
 def readers(edition, n: int, *, start: int = 0, send: int = 1, names=None):
@@ -15,8 +15,8 @@ def readers(edition, n: int, *, start: int = 0, send: int = 1, names=None):
 def seed(url: str, n: int, list_name: str = "crank", *, start: int = 0) -> int:
     """A list with `n` active readers r{i}@example.org ("Reader i"); returns the list id."""
     from subscribers.db import connect
-    from subscribers.store import add_subscriber, create_list, get_list
     from subscribers.errors import ListNotFound
+    from subscribers.store import add_subscriber, create_list, get_list
 
     engine = connect(url)
     try:

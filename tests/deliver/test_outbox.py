@@ -7,8 +7,9 @@ import email.policy
 
 import pytest
 
-from mailer.deliver.base import ResultStatus, create_backend
 from mailer.errors import PermanentDelivery
+from mailer.send.deliver.base import ResultStatus
+from mailer.send.deliver.registry import create_backend
 from tests.deliver.helpers import readers
 
 

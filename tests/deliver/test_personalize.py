@@ -8,10 +8,16 @@ import warnings
 
 import pytest
 
+from mailer.compose.personalize import (
+    ISSUE_HEADER,
+    REF_HEADER,
+    Recipient,
+    UnsafeUnsubscribeUrl,
+    personalize,
+    prepare,
+)
 from mailer.errors import PermanentDelivery
 from mailer.model import marker
-from mailer.personalize import (ISSUE_HEADER, REF_HEADER, Recipient, UnsafeUnsubscribeUrl, personalize,
-                                prepare)
 
 HEADERS = {"date", "message-id", "to", "from", "reply-to", "subject", "mime-version", "content-type",
            "list-unsubscribe", "list-unsubscribe-post", ISSUE_HEADER.lower(), REF_HEADER.lower()}

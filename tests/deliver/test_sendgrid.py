@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from mailer.deliver.base import ResultStatus
-from mailer.deliver.sendgrid import SendGridBackend
 from mailer.errors import AmbiguousDelivery, PermanentDelivery, TemporaryDelivery
+from mailer.send.deliver.base import ResultStatus
+from mailer.send.deliver.sendgrid import SendGridBackend
 from tests.deliver.helpers import readers
 
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 import email
 import email.policy
 import re
+import socket
 
 import pytest
 
-from mailer.deliver.base import ResultStatus
-from mailer.deliver.smtp import SmtpBackend
 from mailer.errors import PermanentDelivery, TemporaryDelivery
+from mailer.send.deliver.base import ResultStatus
+from mailer.send.deliver.smtp import SmtpBackend
 from tests.deliver.helpers import readers
 from tests.servers.smtp_sink import SmtpSink
 
@@ -277,8 +277,8 @@ def test_our_dkim_signature_is_byte_for_byte_dkimpys_own(monkeypatch, edition):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from mailer.deliver.dkim_sign import DkimSigner
-    from mailer.deliver.smtp import DKIM_HEADERS
+    from mailer.send.deliver.dkim_sign import DkimSigner
+    from mailer.send.deliver.smtp import DKIM_HEADERS
 
     pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())

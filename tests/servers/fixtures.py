@@ -31,11 +31,12 @@ def smtp_sink():
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory):
     """(certificate PEM file, key PEM file): a self-signed certificate for 127.0.0.1."""
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
@@ -80,7 +81,7 @@ def sample_issue() -> ComposedIssue:
 
 @pytest.fixture
 def edition(sample_issue, settings):
-    from mailer.personalize import prepare
+    from mailer.compose.personalize import prepare
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the test config's base_url is http on purpose

@@ -94,7 +94,7 @@ def test_events_by_day_and_issue_figures(people, crank):
 
     from sqlalchemy import insert
 
-    from mailer.ledger import sends
+    from mailer.send.ledger import sends
     from mailer.web.admin import figures
     from subscribers import store
     from subscribers.policy import events

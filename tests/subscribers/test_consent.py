@@ -15,8 +15,16 @@ from subscribers.errors import SuppressedAddress
 from subscribers.events import DeliveryEvent, EventType, Severity
 from subscribers.importer import import_csv
 from subscribers.links import bound, link_token, membership_key
-from subscribers.models import (UtcDateTime, Status, forgotten, history, lists, memberships, signup_requests, subscribers,
-                                utcnow)
+from subscribers.models import (
+    Status,
+    UtcDateTime,
+    forgotten,
+    history,
+    memberships,
+    signup_requests,
+    subscribers,
+    utcnow,
+)
 from subscribers.policy import Limits, events, ingest
 from subscribers.tokens import make_token, verify_token
 
@@ -316,7 +324,9 @@ def test_old_links_keep_working_for_their_own_rows_only(db_url, monkeypatch):
 
         ann = member(ANN, now - timedelta(days=9))
         gone = member("gone@example.com", now - timedelta(days=8))
-    from mailer.migrate import HISTORY as LEDGER   # the send ledger points at lists and subscribers
+    from mailer.migrate import (
+        HISTORY as LEDGER,  # the send ledger points at lists and subscribers
+    )
 
     LEDGER.upgrade(engine)
     with engine.begin() as conn:

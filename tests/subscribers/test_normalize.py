@@ -8,7 +8,13 @@ import string
 import pytest
 
 from subscribers.errors import InvalidAddress
-from subscribers.normalize import _full, clean_text, display_email, needs_smtputf8, normalize_email
+from subscribers.normalize import (
+    _full,
+    clean_text,
+    display_email,
+    needs_smtputf8,
+    normalize_email,
+)
 
 
 @pytest.mark.parametrize("raw, expected", [

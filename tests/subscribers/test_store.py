@@ -6,8 +6,15 @@ import pytest
 from sqlalchemy import func, select
 
 from subscribers import store
-from subscribers.errors import (InvalidAddress, InvalidListName, ListExists, ListNotFound, SecretRequired,
-                                SubscriberNotFound, SuppressedAddress)
+from subscribers.errors import (
+    InvalidAddress,
+    InvalidListName,
+    ListExists,
+    ListNotFound,
+    SecretRequired,
+    SubscriberNotFound,
+    SuppressedAddress,
+)
 from subscribers.models import Status, forgotten, history, memberships, subscribers
 
 from .conftest import SECRET

@@ -42,8 +42,9 @@ def test_rejects(case, make_bad):
 
 
 def test_signed_but_wrong_shape_is_rejected():
-    from itsdangerous import URLSafeTimedSerializer
     import hashlib
+
+    from itsdangerous import URLSafeTimedSerializer
 
     odd = URLSafeTimedSerializer(KEY, salt="crank-mailer/unsubscribe/v1",
                                  signer_kwargs={"digest_method": hashlib.sha256}).dumps(["7", 3])
@@ -100,10 +101,9 @@ def test_keyed_round_trip_stays_header_short(purpose, subscriber_id, list_id):
                                      b'[7,3,"0123456789abcdef","x"]', b"[7,3.5]", b"[0,3]", b"[7,99999999999999999999]"])
 def test_signed_but_odd_keyed_payloads_are_rejected(payload):
     import hashlib
+    import json
 
     from itsdangerous import URLSafeTimedSerializer
-
-    import json
 
     odd = URLSafeTimedSerializer(KEY, salt="crank-mailer/unsubscribe/v1",
                                  signer_kwargs={"digest_method": hashlib.sha256}).dumps(json.loads(payload))

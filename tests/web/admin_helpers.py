@@ -39,8 +39,8 @@ def send_issue(live, repo, slug: str = "2024-11", list_name: str = "crank"):
     """Copy issues/SLUG.md into the test's issues folder and send it to the list for real (outbox)."""
     import shutil
 
-    from mailer import dispatch
-    from mailer.compose import compose_issue
+    from mailer.compose.render import compose_issue
+    from mailer.send import dispatch
 
     path = live.settings.compose.issues_dir / f"{slug}.md"
     shutil.copy(repo / "issues" / f"{slug}.md", path)

@@ -10,9 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.services import missing
-
 from tests.events.signing import Signer
+from tests.services import missing
 from tests.web.live import free_socket, serve_in_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -80,7 +79,7 @@ def pytest_collection_modifyitems(items):
     """Local links are http on purpose; personalize's one-click warning is for production."""
     for item in items:
         if "tests/web/" in str(item.path):
-            item.add_marker(pytest.mark.filterwarnings("ignore::mailer.personalize.UnsafeUnsubscribeUrl"))
+            item.add_marker(pytest.mark.filterwarnings("ignore::mailer.compose.personalize.UnsafeUnsubscribeUrl"))
 
 
 @pytest.fixture(scope="session")

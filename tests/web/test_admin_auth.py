@@ -6,7 +6,14 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.web.admin_helpers import PASSWORD, USER, add_user, form_token, login, page_token
+from tests.web.admin_helpers import (
+    PASSWORD,
+    USER,
+    add_user,
+    form_token,
+    login,
+    page_token,
+)
 
 HTML = {"accept": "text/html,application/xhtml+xml"}
 
@@ -60,8 +67,9 @@ def test_login_sets_a_signed_httponly_lax_cookie(admin):
 
 
 def test_cookie_is_secure_when_base_url_is_https(admin):
-    from mailer.web.admin.auth import Sessions
     from starlette.responses import Response
+
+    from mailer.web.admin.auth import Sessions
 
     response = Response()
     Sessions("k" * 32, hours=1, https=True).set_session(response, "value")

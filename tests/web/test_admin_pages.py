@@ -207,7 +207,7 @@ def test_a_proof_stays_outside_the_send_ledger(admin, repo):
 
     from sqlalchemy import func, select
 
-    from mailer.ledger import sends
+    from mailer.send.ledger import sends
 
     shutil.copy(repo / "issues" / "2024-11.md", admin.settings.compose.issues_dir / "2024-11.md")
     assert post(admin, "/admin/issues/2024-11/proof", {"to": "editor@example.org"}).status_code == 200

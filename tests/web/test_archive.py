@@ -11,7 +11,7 @@ import pytest
 
 def mark_sent(live, slug: str, sent: int = 1, subject: str = "CRANK Call | November 2024") -> None:
     """A send of `slug` in mailer's ledger, as a `mailer send` from before archive copies leaves it."""
-    from mailer.ledger import sends
+    from mailer.send.ledger import sends
     from subscribers.models import utcnow
 
     with live.web.engine.begin() as conn:

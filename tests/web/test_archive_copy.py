@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from mailer.send import dispatch
 from mailer.web.archive_page import web_content
-
-from mailer import dispatch
 from tests.deliver.helpers import seed
 from tests.web.test_archive import mark_sent
 
@@ -16,7 +15,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 @pytest.fixture
 def composed(live, repo):
-    from mailer.compose import compose_issue
+    from mailer.compose.render import compose_issue
     from mailer.config import load_settings
 
     return compose_issue(repo / "issues" / "2024-11.md", load_settings(repo / "config.toml"))
@@ -27,7 +26,7 @@ class Crash(BaseException):
 
 
 def test_the_mailed_copy_is_online_from_the_first_message_and_after_a_crash(live, composed):
-    from mailer.deliver.base import create_backend
+    from mailer.send.deliver.registry import create_backend
 
     seed(live.web.engine.url.render_as_string(hide_password=False), 5)
     seen = {}

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from subscribers import store
-from tests.web.test_readers import link
 from tests.web.conftest import LIST
 from tests.web.test_audience_pages import lists, statuses, two_issues  # noqa: F401 - fixtures
+from tests.web.test_readers import link
 
 pytestmark = pytest.mark.browser
 WIDTHS = [375, 1024]

@@ -15,9 +15,9 @@ from sqlalchemy import select
 from subscribers import store
 from subscribers.models import Action, Status, history, memberships, subscribers
 from subscribers.tokens import make_token
-from tests.web.test_readers import link
 from tests.web.conftest import LIST, SECRET
 from tests.web.outbox_mail import wait_for_mails
+from tests.web.test_readers import link
 
 ANN = "ann@example.com"
 IP = {"x-forwarded-for": "192.0.2.20"}
@@ -258,7 +258,7 @@ def test_mails_link_to_the_preferences_page(live):
 # --- the archive --------------------------------------------------------------------------------------
 
 def sent(live, slug: str) -> None:
-    from mailer.ledger import sends
+    from mailer.send.ledger import sends
     from subscribers.models import utcnow
 
     with live.web.engine.begin() as conn:

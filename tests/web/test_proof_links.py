@@ -8,8 +8,8 @@ import email.policy
 
 from lxml import etree
 
-from mailer.compose import compose_issue
-from mailer.dispatch import send_proof
+from mailer.compose.render import compose_issue
+from mailer.send.dispatch import send_proof
 
 
 def test_a_proof_is_marked_and_its_links_lead_to_pages_that_exist(live, repo, tmp_path):

@@ -11,7 +11,7 @@ from subscribers import store
 from subscribers.models import Status, history, memberships, subscribers
 from subscribers.tokens import make_token
 from tests.web.conftest import LIST, SECRET
-from tests.web.outbox_mail import mails, wait_for_mails
+from tests.web.outbox_mail import wait_for_mails
 
 ANN = "ann@example.com"
 

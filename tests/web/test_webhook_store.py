@@ -79,7 +79,7 @@ def test_a_batch_of_thousands(live, signer):
 
 
 def test_an_unsubscribe_event_leaves_only_the_list_its_message_came_from(live, signer):
-    from mailer.ledger import delivery_ref, sends
+    from mailer.send.ledger import delivery_ref, sends
     from subscribers import store
     from subscribers.models import utcnow
 

@@ -4,7 +4,7 @@ Revision ID: m0001_ledger
 Revises:
 Create Date: 2026-11-29
 
-A frozen snapshot: types are spelled out rather than imported from mailer.ledger. Foreign keys
+A frozen snapshot: types are spelled out rather than imported from mailer.send.ledger. Foreign keys
 to the subscribers package's tables are SET NULL, so `mailer lists delete` and `mailer subscribers
 forget` keep working; the ledger holds ids only, no addresses or names (docs/design.md).
 """

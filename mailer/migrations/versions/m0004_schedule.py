@@ -4,7 +4,7 @@ Revision ID: m0004_schedule
 Revises: m0001_ledger
 Create Date: 2026-12-02
 
-A frozen snapshot of mailer/issue_states.py. APScheduler's own job table
+A frozen snapshot of mailer/schedule/states.py. APScheduler's own job table
 (`mailer_scheduler_jobs`) is created by its SQLAlchemyJobStore, not here (docs/schedule.md).
 """
 

@@ -8,7 +8,7 @@ Create Date: 2026-12-02
 one process alone keeps 0 and is never touched by a worker. `deliveries.worker` names who claimed a
 reader's batch, and `worker_leases` holds each live worker's lease, renewed by its heartbeat: a
 `sending` reader whose worker has no live lease was in flight on a dead worker (docs/workers.md).
-`rate_budget` is the provider's request budget all workers share (mailer/ratelimit.py).
+`rate_budget` is the provider's request budget all workers share (mailer/send/ratelimit.py).
 Frozen snapshot: types spelt out.
 """
 

@@ -19,12 +19,24 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, Request
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import (
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 
 from mailer.admin_users import current_stamp
 from mailer.web.admin import dashboard, issues, lists, login, people
-from mailer.web.admin.auth import (SESSION_COOKIE, Forbidden, NotLoggedIn, Sessions, current_admin,
-                                   is_page_request, login_redirect_target)
+from mailer.web.admin.auth import (
+    SESSION_COOKIE,
+    Forbidden,
+    NotLoggedIn,
+    Sessions,
+    current_admin,
+    is_page_request,
+    login_redirect_target,
+)
 from mailer.web.admin.search import CountCache
 from mailer.web.ratelimit import Rate, RateLimiter
 

@@ -1,8 +1,8 @@
 """Admin web interface: what the dashboard and the issue reports count, and their SVG chart.
 
-Figures come straight from the send ledger (mailer.ledger: sends) and the stored delivery events
+Figures come straight from the send ledger (mailer.send.ledger: sends) and the stored delivery events
 (subscribers.policy: events, one row per provider event, tagged with our issue slug); what is
-scheduled comes from the scheduler's issue states (mailer.issue_states), tags from
+scheduled comes from the scheduler's issue states (mailer.schedule.states), tags from
 subscribers.tags.
 """
 
@@ -13,9 +13,9 @@ from datetime import date, datetime, timedelta, timezone
 
 from sqlalchemy import func, literal_column, select
 
-from mailer import issue_states as states
-from mailer.issue_states import IssueState
-from mailer.ledger import sends
+from mailer.schedule import states
+from mailer.schedule.states import IssueState
+from mailer.send.ledger import sends
 from subscribers import tags as subscribers_tags
 from subscribers.models import history, utc_date
 from subscribers.policy import events

@@ -2,8 +2,8 @@
 as readers will see it (desktop and phone width, in sandboxed frames), its text part and lint
 report; a proof to editors; a sent issue's report with its chart.
 
-Composing goes through mailer.preview.build_preview (what `mailer issue preview` shows), once per
-change of the file; proofs through mailer.dispatch.send_proof (what `mailer issue proof` sends).
+Composing goes through mailer.compose.preview.build_preview (what `mailer issue preview` shows), once per
+change of the file; proofs through mailer.send.dispatch.send_proof (what `mailer issue proof` sends).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
-from mailer.dispatch import send_proof
+from mailer.compose.gate import gate
+from mailer.compose.preview import build_preview
+from mailer.compose.source import read_issue, valid_issue_name
 from mailer.errors import MailerError
-from mailer.lint import gate
-from mailer.preview import build_preview
-from mailer.schedule import schedule_issue, shown, unschedule_issue, utcnow
-from mailer.source import read_issue, valid_issue_name
+from mailer.schedule.scheduler import schedule_issue, shown, unschedule_issue, utcnow
+from mailer.send.dispatch import send_proof
 from mailer.web.admin import figures
 from mailer.web.security import ARCHIVE_CSP, PAGE_CSP
 
@@ -118,7 +118,7 @@ async def email_text(request: Request, slug: str) -> Response:
 
 
 def _send_proof(settings, path: Path, addresses: list[str]):
-    """Through the editors' gate (mailer.lint.gate), as `mailer issue proof`: lint errors refuse."""
+    """Through the editors' gate (mailer.compose.gate.gate), as `mailer issue proof`: lint errors refuse."""
     return send_proof(settings, gate(path, settings, proof=True)[1], addresses)
 
 

@@ -12,8 +12,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from mailer.admin_users import verify
-from mailer.web.admin.auth import (SESSION_COOKIE, Admin, check_same_site, check_token, current_admin,
-                                   safe_next)
+from mailer.web.admin.auth import (
+    SESSION_COOKIE,
+    Admin,
+    check_same_site,
+    check_token,
+    current_admin,
+    safe_next,
+)
 
 router = APIRouter(prefix="/admin")
 

@@ -57,7 +57,7 @@ def _premailer():
     `import requests` or `import urllib.request` anywhere else gets the real library.
     """
     makers = {
-        "requests": lambda: _stand_in("requests", "premailer's session; see mailer.inline"),
+        "requests": lambda: _stand_in("requests", "premailer's session; see mailer.compose.inline"),
         "cssutils._fetch": lambda: _stand_in("cssutils._fetch", "composing never fetches "
                                              "stylesheets", _defaultFetcher=_refuse_fetch),
         "urllib.request": lambda: _on_first_use("urllib.request"),

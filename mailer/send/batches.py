@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import NamedTuple
 
-from mailer import ledger
-from mailer.deliver.base import ResultStatus
+from mailer.compose.personalize import Recipient, personalize
 from mailer.errors import AmbiguousDelivery, DeliveryError, SendTakenOver
-from mailer.ledger import Deferral, Mark, State
-from mailer.personalize import Recipient, personalize
+from mailer.send import ledger
+from mailer.send.deliver.base import ResultStatus
+from mailer.send.ledger import Deferral, Mark, State
 from subscribers.models import utcnow
 
 PREFETCH = 50              # readers read and personalized ahead at once (SMTP batches are single)

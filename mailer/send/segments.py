@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import Select, exists, select
 
-from mailer.ledger import deliveries, sends
+from mailer.send.ledger import deliveries, sends
 from subscribers.models import subscribers
 from subscribers.queries import recipients_select
 from subscribers.tags import normalize_tags

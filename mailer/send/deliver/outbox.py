@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from mailer.deliver.base import Backend, Result, ResultStatus
 from mailer.errors import PermanentDelivery
+from mailer.send.deliver.base import Backend, Result, ResultStatus
+
+if TYPE_CHECKING:
+    from mailer.config import Settings
 
 
 class OutboxBackend(Backend):
     name = "outbox"
     max_batch = 100
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **options) -> Backend:
+        return cls(settings.delivery.outbox_dir, **options)
 
     def __init__(self, outbox_dir: Path):
         self.dir = Path(outbox_dir)

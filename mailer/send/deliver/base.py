@@ -22,12 +22,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Sequence
 
-from mailer.backends import BACKENDS
-from mailer.errors import ConfigError
-
 if TYPE_CHECKING:
+    from mailer.compose.personalize import Outgoing
     from mailer.config import Settings
-    from mailer.personalize import Outgoing
 
 
 class ResultStatus(str, enum.Enum):
@@ -82,30 +79,14 @@ class Backend(ABC):
     def _send(self, batch: Sequence[Outgoing], encoded: object) -> list[Result]:
         """The only hook that touches the network or disk."""
 
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Settings, **options) -> Backend:
+        """The backend as `[delivery]` configures it; `options` go to the constructor."""
+
     def __enter__(self):
         self.open()
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def create_backend(name: str, settings: Settings, **options) -> Backend:
-    """The backend called `name`, built from its settings; `options` go to its constructor.
-
-    Each backend's module is imported here, not at the top: it imports Backend from this module, and
-    a send loads only its own provider's library (sendgrid's, or DKIM's cryptography through smtp:
-    start-up costs in BENCHMARKS.md)."""
-    if name == "outbox":
-        from mailer.deliver.outbox import OutboxBackend
-
-        return OutboxBackend(settings.delivery.outbox_dir, **options)
-    if name == "smtp":
-        from mailer.deliver.smtp import SmtpBackend
-
-        return SmtpBackend(settings.delivery.smtp, settings.newsletter, **options)
-    if name == "sendgrid":
-        from mailer.deliver.sendgrid import SendGridBackend
-
-        return SendGridBackend(settings.delivery.sendgrid, **options)
-    raise ConfigError(f"[delivery] backend must be one of {', '.join(BACKENDS)}, not {name!r}")

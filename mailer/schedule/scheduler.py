@@ -5,9 +5,9 @@
     run(settings)                                       # `mailer schedule run`: BlockingScheduler until SIGTERM
 
 Every decision takes `now` as an argument (the scheduler's clock), so tests drive a month in
-microseconds. The sending itself is mailer.dispatch (plan_send/run_send): exactly once per reader,
+microseconds. The sending itself is mailer.send.dispatch (plan_send/run_send): exactly once per reader,
 resumable. Two schedulers on one database are kept apart by the issue's conditional state change
-(mailer/issue_states.py), on PostgreSQL also by an advisory lock held for the whole send, and
+(mailer/schedule/states.py), on PostgreSQL also by an advisory lock held for the whole send, and
 below both by the ledger's own claim. docs/schedule.md has the reasons.
 """
 
@@ -31,13 +31,21 @@ from typing import Callable
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from mailer import dispatch, issue_states as states, ledger
+from mailer.compose.gate import compose_checked, issue_path
 from mailer.config import ConfigError, Settings
-from mailer.errors import MailerError, ScheduleError
-from mailer.issue_states import IssueState
-from mailer.lint import LintFailed, gate
+from mailer.errors import LintFailed, MailerError, ScheduleError
 from mailer.model import ComposedIssue
-from mailer.slots import last_slot, next_slots, parse_at, shown, slot_trigger, zone
+from mailer.schedule import states
+from mailer.schedule.slots import (
+    last_slot,
+    next_slots,
+    parse_at,
+    shown,
+    slot_trigger,
+    zone,
+)
+from mailer.schedule.states import IssueState
+from mailer.send import dispatch, ledger
 from subscribers.errors import SubscriberError
 from subscribers.models import lists
 from subscribers.store import get_list
@@ -52,28 +60,6 @@ SLOTS_AHEAD = 36                      # how many slots `schedule` looks through 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-# --- the lint gate ------------------------------------------------------------------------------
-
-def compose_checked(path: Path, settings: Settings) -> ComposedIssue:
-    """Compose an issue and refuse it when the lint report has errors: the one gate every scheduled
-    send goes through (when scheduling, before the proof, at the slot)."""
-    try:
-        return gate(path, settings)[1]   # the editors' gate (mailer.lint.gate)
-    except LintFailed as exc:
-        errors = [str(finding) for finding in exc.report.errors]
-        listed = "; ".join(errors[:3]) + ("; ..." if len(errors) > 3 else "")
-        raise ScheduleError(f"{Path(path).stem} has {len(errors)} lint error(s), fix them first "
-                            f"(`mailer issue build {path}` shows them): {listed}") from None
-
-
-def issue_path(ref: str, settings: Settings) -> Path:
-    """ISSUE as the commands take it: a file (issues/2024-12.md) or a name (2024-12)."""
-    path = Path(ref)
-    if not path.exists() and not ref.endswith(".md"):
-        path = settings.compose.issues_dir / f"{ref}.md"
-    return path
 
 
 def store(settings: Settings):
@@ -362,7 +348,7 @@ class Scheduler:
         try:
             composed = compose_checked(self.source(row), self.settings)
             results = dispatch.send_proof(self.settings, composed, editors)
-        except ScheduleError as exc:
+        except (ScheduleError, LintFailed) as exc:
             self.decide(now, row, f"no proof: {exc}")
             return self.notify(now, f"{row.issue} cannot go out as it is", f"{exc}\n\nIt is scheduled for "
                                f"{shown(row.send_at, self.settings.schedule)} and fails then unless fixed.")
@@ -451,7 +437,7 @@ class Scheduler:
 
 
 def _alive(row, send, runner: str) -> bool:
-    """Is the issue's runner still at work? Its send's heartbeat says (mailer.ledger.runner_alive);
+    """Is the issue's runner still at work? Its send's heartbeat says (mailer.send.ledger.runner_alive);
     before its send row exists (claimed, composing), a runner on this host is judged by its pid, one
     elsewhere by how recently it touched the issue's row."""
     if row.runner is None:

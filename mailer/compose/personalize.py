@@ -33,7 +33,9 @@ from email.utils import format_datetime
 from mailer.config import NewsletterSettings
 from mailer.errors import ConfigError, PermanentDelivery
 from mailer.model import FIELDS, MARKER, ComposedIssue, field_value, first_name, marker
-from subscribers.normalize import CONTROL   # controls, separators, zero-width, bidi, BOM: never in a name
+from subscribers.normalize import (
+    CONTROL,  # controls, separators, zero-width, bidi, BOM: never in a name
+)
 
 PER_RECIPIENT = ("name", "first_name", "email", "unsubscribe_url", "preferences_url")   # per reader; archive_url once
 ONE_CLICK = "List-Unsubscribe=One-Click"              # RFC 8058 section 3.1: this exact value

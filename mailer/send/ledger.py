@@ -26,13 +26,36 @@ import threading
 from datetime import timedelta
 from typing import NamedTuple
 
-from sqlalchemy import (BigInteger, bindparam, CheckConstraint, Column, Date, ForeignKey, Index, Integer, MetaData, String,
-                        Table, Text, UniqueConstraint, and_, any_, func, insert, literal, or_, select, update)
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    and_,
+    any_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
-from mailer.refs import read_ref, sign_ref
-from subscribers.models import UtcDateTime, lists, memberships, subscribers, utcnow as now
+from mailer.model import ArchiveCopy
+from mailer.send.refs import read_ref, sign_ref
+from subscribers.models import UtcDateTime, lists, memberships, subscribers
+from subscribers.models import utcnow as now
 from subscribers.pg_copy import may_skip_fk_checks
 
 metadata = MetaData()
@@ -94,7 +117,7 @@ deliveries = Table(
     Column("last_error", Text),
     Column("updated_at", UtcDateTime),
     Column("next_attempt_at", UtcDateTime),   # a deferred reader is tried again from then on
-    Column("worker", String(300)),            # the worker that claimed it (mailer/leases.py)
+    Column("worker", String(300)),            # the worker that claimed it (mailer/send/leases.py)
     UniqueConstraint("send_id", "subscriber_id"),
     # (send_id, id), not (send_id, state, ...): an index on state would be rewritten at every state
     # change, twice per reader, which costs more than scanning a send's rows in id order.
@@ -108,13 +131,13 @@ HEARTBEAT_STALE = timedelta(minutes=2)  # a runner whose heartbeat is older is p
 
 def delivery_ref(send_id: int, subscriber_id: int, key: str | bytes) -> str:
     """The signed opaque ref in X-Mailer-Ref, custom_args `mailer_ref` and the VERP address
-    (mailer/refs.py: "SEND.SUBSCRIBER.MAC", keyed with the secret key)."""
+    (mailer/send/refs.py: "SEND.SUBSCRIBER.MAC", keyed with the secret key)."""
     return sign_ref(key, send_id, subscriber_id)
 
 
 def parse_ref(ref: str) -> tuple[int, int] | None:
     """(send_id, subscriber_id) from a delivery ref, signed or not (old "SEND.SUBSCRIBER" refs
-    too), or None if it is not one of ours. It does not check the MAC: use mailer.refs.read_ref
+    too), or None if it is not one of ours. It does not check the MAC: use mailer.send.refs.read_ref
     with the key wherever the ref alone would decide who is affected."""
     found = read_ref(ref)
     return (found.send_id, found.subscriber_id) if found else None
@@ -122,14 +145,6 @@ def parse_ref(ref: str) -> tuple[int, int] | None:
 
 def this_runner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-class ArchiveCopy(NamedTuple):
-    """What a send stores for /archive/ISSUE when it starts (mailer.archived)."""
-    html: str
-    text: str
-    date: object           # datetime.date: the issue's date
-    preheader: str
 
 
 class Reader(NamedTuple):  # a tuple: a million of them are made per send
@@ -425,7 +440,7 @@ _BATCH = (_READERS.where(deliveries.c.send_id == bindparam("b_send"),
 
 
 def batch_readers(conn: Connection, send_id: int, list_id: int | None, batch: int, ids: list[int]) -> list[Reader]:
-    """The readers of a batch already claimed (a worker claims first, then reads: mailer/leases.py),
+    """The readers of a batch already claimed (a worker claims first, then reads: mailer/send/leases.py),
     `ids` those it claimed, ascending (the bounds of the index range read: there is no index on
     `batch`); `attempts` already counts this one."""
     rows = conn.execute(_BATCH, {"b_list": list_id, "b_send": send_id, "b_batch": batch,

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import distinct, func, select
 
 from mailer.errors import ReportError
-from mailer.ledger import deliveries, sends
+from mailer.send.ledger import deliveries, sends
 from subscribers.policy import events
 
 COMPLAINT_WARN = 0.001
@@ -163,7 +163,7 @@ def rows(report: Report) -> list[tuple[str, str, str]]:
 
 def chart_svg(report: Report) -> str:
     """The events-over-time chart as inline SVG (pygal, with its script left out)."""
-    import pygal   # only the HTML report draws; `report --json` and the table never load it
+    import pygal  # only the HTML report draws; `report --json` and the table never load it
     from pygal.style import Style
 
     style = Style(background="white", plot_background="white", font_family="sans-serif")

@@ -15,8 +15,7 @@ Rules (docs/mail-facts.md, "HTML email" and "Privacy and the law"):
   (`%%unsubscribe_url:html%%`...) are expected in hrefs and filled per recipient later.
 Each finding names the issue-file line it comes from when it can find it, else the template's.
 
-`gate` is what every command that delivers runs first (send, its dry run, proof, a schedule):
-compose once, lint, show the report, and refuse while an error remains.
+The gate that every command that delivers runs first is mailer/compose/gate.py.
 """
 
 from __future__ import annotations
@@ -29,10 +28,13 @@ from pathlib import Path
 
 from lxml import etree
 
-from mailer.compose import TEMPLATE, compose, shown_path, template_files, templates_dir
-from mailer.errors import MailerError, where
+from mailer.compose.render import (
+    TEMPLATE,
+    shown_path,
+    template_files,
+)
+from mailer.errors import where
 from mailer.model import FIELDS, MARKER, MERGE_FIELDS, fill, marker
-from mailer.source import read_issue
 
 PREHEADER_CHARS = 90         # what inboxes show after the subject, roughly (docs/mail-facts.md)
 CLIP_BYTES = 102_000          # Gmail's ~102 KB (community-measured, not published by Google)
@@ -236,30 +238,3 @@ class _Locator:
 
     def _name(self, path: Path) -> str:
         return shown_path(path) if path.is_relative_to(self.templates_dir) else str(path)
-
-
-# --- the gate before any delivery -----------------------------------------------------------
-
-class LintFailed(MailerError):
-    """An issue whose lint report has errors: nothing may be delivered. `report` is that report."""
-
-    def __init__(self, message: str, report: "LintReport"):
-        super().__init__(message)
-        self.report = report
-
-
-def gate(path, settings, *, proof: bool = False, show=None):
-    """Compose the issue file once, lint it, `show` the report; raise LintFailed on any error.
-
-    Returns (issue, composed, report). Every command that delivers calls this first, before it
-    touches a backend or the send ledger, so a refused issue leaves no trace anywhere.
-    """
-    issue = read_issue(path)
-    composed = compose(issue, settings, proof=proof)
-    report = lint(issue, composed, templates_dir(settings))
-    if show is not None:
-        show(report.render(str(path)))
-    if report.errors:
-        raise LintFailed(f"{path}: {len(report.errors)} lint error(s) in the report above; fix them "
-                         "and run the command again (nothing was sent)", report)
-    return issue, composed, report

@@ -3,7 +3,7 @@
     mailer send ISSUE --list NAME --workers 4    # starts the send (ledger rows as ever), runs 4 workers
     mailer worker [--forever]                    # on another machine: joins any shared running send
 
-A worker holds a lease (mailer/leases.py) renewed by its heartbeat, claims one batch at a time with
+A worker holds a lease (mailer/send/leases.py) renewed by its heartbeat, claims one batch at a time with
 `SELECT ... FOR UPDATE SKIP LOCKED`, commits it `sending` under its name, then reads, personalizes and
 sends it through the same loop as a single-process send (batches.BatchLoop). A batch left `sending`
 by a worker whose lease expired is reclaimed by any other, with [delivery] on_interrupted applied to
@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from mailer import dispatch, leases, ledger
-from mailer.batches import BatchLoop, Claimed, Prepared, Retry
+from mailer.compose.gate import compose_checked, issue_path
 from mailer.config import Settings, database_url
-from mailer.deliver.base import create_backend
 from mailer.errors import SendError, SendTakenOver
-from mailer.ledger import SendStatus
-from mailer.ratelimit import SharedBudget
-from mailer.schedule import compose_checked, issue_path
+from mailer.send import dispatch, leases, ledger
+from mailer.send.batches import BatchLoop, Claimed, Prepared, Retry
+from mailer.send.deliver.registry import create_backend
+from mailer.send.ledger import SendStatus
+from mailer.send.ratelimit import SharedBudget
 
 POLL = 1.0   # seconds between looks at the ledger while waiting (for other workers, or --forever)
 PROGRESS_SHARE = 0.02   # at most this share of the time counting readers for `send --workers`'s bar
@@ -167,7 +167,7 @@ def _loop(settings: Settings, engine, row, me: str, summary, lost, stop, edition
 
 
 def _backend(settings: Settings, engine, name: str):
-    """The send's backend; SendGrid draws on the budget all workers share (mailer/ratelimit.py)."""
+    """The send's backend; SendGrid draws on the budget all workers share (mailer/send/ratelimit.py)."""
     rate = settings.delivery.sendgrid.requests_per_second
     if name != "sendgrid" or not rate:
         return create_backend(name, settings)

@@ -14,7 +14,7 @@ import time
 from sqlalchemy import Column, Float, String, Table, case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from mailer.ledger import metadata
+from mailer.send.ledger import metadata
 
 rate_budget = Table(
     "rate_budget", metadata,

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 
 from mailer.config import ImapSettings, secret
 from mailer.errors import BounceSourceError
-from mailer.mailsource import Mail
+from mailer.events.mailsource import Mail
 
 FETCH_BATCH = 100
 TIMEOUT = 60.0

@@ -1,14 +1,13 @@
 """Composed issue -> the archive copy: the mail as sent, with nobody's name, address or token.
 
-Made once when a send starts and stored on its ledger row (mailer.ledger.sends.archive_html,
+Made once when a send starts and stored on its ledger row (mailer.send.ledger.sends.archive_html,
 archive_text), so /archive/ISSUE serves the very copy that was mailed, from the first message on,
 whatever happens later to the issue file or the templates (docs/exactly-once.md).
 """
 
 from __future__ import annotations
 
-from mailer.ledger import ArchiveCopy
-from mailer.model import ComposedIssue, fill
+from mailer.model import ArchiveCopy, ComposedIssue, fill
 
 
 def neutral_values(base_url: str, slug: str) -> dict[str, str]:

@@ -24,9 +24,9 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 
 from mailer.events.bounce_mail import KINDS, RANK, BounceReport, event_for, parse_bytes
-from mailer.ledger import sends
-from mailer.mailsource import Mail
-from mailer.refs import Ref, read_ref
+from mailer.events.mailsource import Mail
+from mailer.send.ledger import sends
+from mailer.send.refs import Ref, read_ref
 from subscribers.models import subscribers
 from subscribers.policy import ingest, subscriber_ids
 

@@ -32,11 +32,12 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Sequence
 
 from mailer.config import NewsletterSettings, SmtpSettings, secret
-from mailer.deliver.base import Backend, Result, ResultStatus
 from mailer.errors import PermanentDelivery, TemporaryDelivery
+from mailer.send.deliver.base import Backend, Result, ResultStatus
 
 if TYPE_CHECKING:
-    from mailer.deliver.dkim_sign import SigningPool
+    from mailer.config import Settings
+    from mailer.send.deliver.dkim_sign import SigningPool
 
 # Headers the DKIM signature covers; RFC 8058 section 4 names the two List-Unsubscribe ones.
 DKIM_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"mime-version",
@@ -55,6 +56,10 @@ class SmtpBackend(Backend):
     name = "smtp"
     max_batch = 20     # per instance: [delivery.smtp] batch_size, the most a crash can resend (docs/exactly-once.md)
     pool_after = 200   # messages signed in the sending threads before signing processes start (a proof never starts them)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **options) -> Backend:
+        return cls(settings.delivery.smtp, settings.newsletter, **options)
 
     def __init__(self, settings: SmtpSettings, newsletter: NewsletterSettings, *,
                  password: str | None = None, dkim_key: str | bytes | None = None,
@@ -181,7 +186,9 @@ class SmtpBackend(Backend):
     def _dkim_signer(self):
         """This backend's DkimSigner, made on first use (ValueError / TypeError for a bad key)."""
         if self._signer is None:
-            from mailer.deliver.dkim_sign import DkimSigner   # cryptography: only with DKIM (BENCHMARKS.md)
+            from mailer.send.deliver.dkim_sign import (
+                DkimSigner,  # cryptography: only with DKIM (BENCHMARKS.md)
+            )
 
             s = self.settings
             self._signer = DkimSigner(s.dkim_selector.encode("ascii"), s.dkim_domain.encode("ascii"),
@@ -203,7 +210,9 @@ class SmtpBackend(Backend):
     def _signing_pool(self, count: int) -> SigningPool | None:
         self._encoded += count
         if self._signing is None and self._encoded > self.pool_after and self.settings.dkim_processes >= 0:
-            from mailer.deliver.dkim_sign import SigningPool   # cryptography: only with DKIM (BENCHMARKS.md)
+            from mailer.send.deliver.dkim_sign import (
+                SigningPool,  # cryptography: only with DKIM (BENCHMARKS.md)
+            )
 
             # the key is good: open() and the messages before these were signed with it
             self._signing = SigningPool(self._dkim_signer(), self.settings.dkim_processes or max(1, (os.cpu_count() or 2) - 1))

@@ -13,11 +13,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailer.compose import compose, templates_dir
+from mailer.compose.lint import lint
+from mailer.compose.render import compose, templates_dir
+from mailer.compose.source import read_issue
 from mailer.errors import MailerError
-from mailer.lint import lint
 from mailer.model import fill, first_name
-from mailer.source import read_issue
 
 PREVIEW_NAME = "Preview Reader"
 PREVIEW_EMAIL = "preview@example.org"
@@ -65,7 +65,9 @@ class PreviewServer:
     """`mailer issue preview`: http://127.0.0.1:PORT/ shows the email and rebuilds on change."""
 
     def __init__(self, path: str | Path, settings, *, port: int = 8025, host: str = "127.0.0.1"):
-        from http.server import ThreadingHTTPServer   # only `issue preview`; `issue build` imports this module
+        from http.server import (
+            ThreadingHTTPServer,  # only `issue preview`; `issue build` imports this module
+        )
 
         self.path, self.settings = Path(path).resolve(), settings
         self.current = build_preview(self.path, settings, 1)
@@ -96,7 +98,7 @@ class PreviewServer:
         return self.current
 
     def _watch(self) -> None:
-        import watchfiles   # only `issue preview` watches files
+        import watchfiles  # only `issue preview` watches files
 
         templates = templates_dir(self.settings)
 
@@ -111,7 +113,9 @@ class PreviewServer:
 
 
 def _handler(server: PreviewServer):
-    from http.server import BaseHTTPRequestHandler   # as in PreviewServer: not at `issue build`'s start-up
+    from http.server import (
+        BaseHTTPRequestHandler,  # as in PreviewServer: not at `issue build`'s start-up
+    )
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):

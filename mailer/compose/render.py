@@ -22,10 +22,10 @@ import jinja2
 import mjml as mrml
 from jinja2 import meta
 
+from mailer.compose.inline import html_to_text, inline_css
+from mailer.compose.source import read_issue
 from mailer.errors import ComposeError
-from mailer.inline import html_to_text, inline_css
 from mailer.model import FIELDS, ComposedIssue, marker
-from mailer.source import read_issue
 
 TEMPLATE = "email.mjml.j2"
 HTML_MARKERS = {field: marker(field, "html") for field in FIELDS}

@@ -3,7 +3,7 @@
     plan = plan_send(settings, composed, "crank")          # who, how many, already sent?
     summary = run_send(settings, plan, on_progress=...)    # exactly once, resumable
 
-The readers are fixed when the send starts (mailer.ledger). Each batch is claimed atomically,
+The readers are fixed when the send starts (mailer.send.ledger). Each batch is claimed atomically,
 committed as `sending`, handed to the backend, and its results committed. A rerun of the same
 issue and list after any crash (even kill -9) continues with the pending readers; a batch left
 `sending` (in flight at a crash, or sent without an answer: AmbiguousDelivery, SMTP's IN_DOUBT) is
@@ -24,16 +24,18 @@ from typing import Callable
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from mailer import batches, engines, ledger, segments
-from mailer.archived import neutral_copy
-from mailer.batches import BatchLoop
+from mailer import engines
+from mailer.compose.archived import neutral_copy
+from mailer.compose.personalize import Recipient, personalize, prepare
 from mailer.config import Settings, database_url, secret_key
-from mailer.deliver.base import Backend, create_backend
-from mailer.deliver.refusals import refusal_event
 from mailer.errors import AmbiguousDelivery, DeliveryError, SendError, SendTakenOver
-from mailer.ledger import SendStatus
-from mailer.model import ComposedIssue
-from mailer.personalize import Recipient, personalize, prepare
+from mailer.model import ArchiveCopy, ComposedIssue
+from mailer.send import batches, ledger, segments
+from mailer.send.batches import BatchLoop
+from mailer.send.deliver.base import Backend
+from mailer.send.deliver.refusals import refusal_event
+from mailer.send.deliver.registry import create_backend
+from mailer.send.ledger import SendStatus
 from subscribers.links import MembershipKeys
 from subscribers.policy import ingest
 from subscribers.store import get_list
@@ -111,7 +113,7 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
              stop: Callable[[], bool] = lambda: False) -> SendSummary:
     """Send (or resume sending) plan.issue to plan.list; returns the counts for the whole send.
 
-    `stop` is asked between batches (mailer/schedule.py on SIGTERM): when it says True the run ends
+    `stop` is asked between batches (mailer/schedule/scheduler.py on SIGTERM): when it says True the run ends
     after recording the batch on the wire, status `stopped`, and a rerun continues."""
     started = time.monotonic()
     summary = SendSummary(plan.issue.slug, plan.list_name, plan.backend, segment=plan.segment)
@@ -167,7 +169,7 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
     return summary
 
 
-def archive_copy(issue: ComposedIssue, newsletter) -> ledger.ArchiveCopy:
+def archive_copy(issue: ComposedIssue, newsletter) -> ArchiveCopy:
     """The issue as mailed, every reader field neutral: what /archive/ISSUE serves (html, text)."""
     return neutral_copy(issue, newsletter.base_url)
 
@@ -280,7 +282,7 @@ def _token_maker(settings: Settings, list_id: int, engine) -> Callable[..., str]
 
 
 def ref_key_of(settings: Settings) -> str:
-    """The key that signs delivery refs (mailer/refs.py): the secret key."""
+    """The key that signs delivery refs (mailer/send/refs.py): the secret key."""
     return secret_key(settings)
 
 

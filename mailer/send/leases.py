@@ -13,11 +13,23 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import Column, Integer, String, Table, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Column,
+    Integer,
+    String,
+    Table,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Connection
 
-from mailer import ledger
-from mailer.ledger import SendStatus, State, deliveries, metadata, sends
+from mailer.send import ledger
+from mailer.send.ledger import SendStatus, State, deliveries, metadata, sends
 from subscribers.models import UtcDateTime
 from subscribers.models import utcnow as now
 

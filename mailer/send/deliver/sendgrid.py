@@ -32,16 +32,19 @@ import random
 import re
 import time
 import urllib.error
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from python_http_client import exceptions as sg
 from sendgrid import SendGridAPIClient
 
+from mailer.compose.personalize import ISSUE_HEADER, ONE_CLICK, REF_HEADER
 from mailer.config import SendGridSettings, secret
-from mailer.deliver.base import Backend, Result, ResultStatus
 from mailer.errors import AmbiguousDelivery, PermanentDelivery, TemporaryDelivery
 from mailer.model import FIELDS, ISSUE_ARG, REF_ARG, marker
-from mailer.personalize import ISSUE_HEADER, ONE_CLICK, REF_HEADER
+from mailer.send.deliver.base import Backend, Result, ResultStatus
+
+if TYPE_CHECKING:
+    from mailer.config import Settings
 
 # A non-default JSON content type makes python-http-client send our string as it is, instead of
 # json.dumps-ing it a second time (python_http_client/client.py, http_request): it calls
@@ -59,11 +62,15 @@ class SendGridBackend(Backend):
     name = "sendgrid"
     max_batch = 1000
 
+    @classmethod
+    def from_settings(cls, settings: Settings, **options) -> Backend:
+        return cls(settings.delivery.sendgrid, **options)
+
     def __init__(self, settings: SendGridSettings, *, api_key: str | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random, budget=None):
         self.settings = settings
-        self.budget = budget   # ratelimit.SharedBudget: the rate limit shared by all workers (mailer/workers.py)
+        self.budget = budget   # ratelimit.SharedBudget: the rate limit shared by all workers (mailer/send/workers.py)
         self.max_batch = settings.batch_size
         self._api_key = api_key or secret(settings.api_key_env, key="[delivery.sendgrid] api_key_env")
         self._sleep, self._clock, self._rng = sleep, clock, rng

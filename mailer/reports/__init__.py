@@ -1,0 +1,1 @@
+"""An issue's figures, one module for every surface that shows them."""

@@ -1,0 +1,1 @@
+"""Stage 5-6: ComposedIssue x list -> each reader's copy delivered once (dispatch, batches, ledger, workers, deliver/)."""
