@@ -7,6 +7,7 @@ Every other module takes the settings objects it needs as arguments. Tests deriv
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import secrets
 import tomllib
@@ -68,11 +69,18 @@ class SmtpSettings:
     dkim_processes: int = 0        # processes that DKIM-sign a large send; 0: one less than the CPUs (at least 1); -1: none
 
 
+class OnInterrupted(enum.StrEnum):
+    """What a rerun does with a batch that was in flight at a crash (docs/exactly-once.md)."""
+
+    RESEND = "resend"              # the provider may have taken it: some readers may get two copies
+    SKIP = "skip"                  # nobody gets two copies; some may get none
+
+
 @dataclass(frozen=True)
 class DeliverySettings:
     backend: str = "outbox"
     outbox_dir: Path = Path("outbox")
-    on_interrupted: str = "resend"  # what a rerun does with the batch in flight at a crash
+    on_interrupted: OnInterrupted = OnInterrupted.RESEND  # what a rerun does with the batch in flight at a crash
     retry_hours: float = 24.0       # a reader refused temporarily (SMTP 4xx) is retried this long
     retry_first_seconds: float = 60.0   # first wait before retrying a deferred reader; doubles each time
     retry_wait_seconds: float = 600.0   # a run waits itself for deferred readers due within this long
@@ -277,6 +285,8 @@ def _value(kind, raw, key: str, where: str, root: Path):
             raise ConfigError(f"{key} must be a path string")
         p = Path(raw).expanduser()
         return p if p.is_absolute() else (root / p)
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return _choice(kind, raw, key)
     if typing.get_origin(kind) is tuple:  # a TOML array of strings
         if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
             raise ConfigError(f"{key} must be a list of strings, not {raw!r}")
@@ -286,6 +296,16 @@ def _value(kind, raw, key: str, where: str, root: Path):
     if kind is int and isinstance(raw, bool) or not isinstance(raw, kind):
         raise ConfigError(f"{key} must be {kind.__name__}, not {type(raw).__name__} ({raw!r})")
     return raw
+
+
+def _choice(kind: type[enum.Enum], raw, key: str):
+    if not isinstance(raw, str):
+        raise ConfigError(f"{key} must be str, not {type(raw).__name__} ({raw!r})")
+    try:
+        return kind(raw)
+    except ValueError:
+        names = " or ".join(repr(member.value) for member in kind)
+        raise ConfigError(f"{key} must be {names}, not {raw!r}") from None
 
 
 def _key(where: str, name: str) -> str:
@@ -344,8 +364,6 @@ def _check(s: Settings) -> None:
     _check_ranges(s)
     if s.delivery.backend not in BACKENDS:
         raise ConfigError(f"[delivery] backend must be one of {', '.join(BACKENDS)}, not {s.delivery.backend!r}")
-    if s.delivery.on_interrupted not in ("resend", "skip"):
-        raise ConfigError(f"[delivery] on_interrupted must be 'resend' or 'skip', not {s.delivery.on_interrupted!r}")
     if not s.newsletter.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"[newsletter] base_url must start with http:// or https://, not {s.newsletter.base_url!r}")
     _check_send_edges(s)

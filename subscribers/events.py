@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 
-class EventType(str, enum.Enum):
+class EventType(enum.StrEnum):
     PROCESSED = "processed"
     DELIVERED = "delivered"
     DEFERRED = "deferred"
@@ -27,7 +27,7 @@ class EventType(str, enum.Enum):
     UNKNOWN = "unknown"
 
 
-class Severity(str, enum.Enum):
+class Severity(enum.StrEnum):
     HARD = "hard"
     SOFT = "soft"
 

@@ -43,16 +43,13 @@ GLOBAL_STATUSES = (Status.BOUNCED, Status.COMPLAINED)          # suppressed on e
 SUPPRESSED = (Status.UNSUBSCRIBED, Status.BOUNCED, Status.COMPLAINED)  # never resurrected by accident
 
 
-class ConsentSource(str, enum.Enum):
+class ConsentSource(enum.StrEnum):
     IMPORT = "import"
     WEB = "web"
     ADMIN = "admin"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Action(str, enum.Enum):
+class Action(enum.StrEnum):
     """What a history row records."""
 
     SUBSCRIBE = "subscribe"   # a membership was created (new_status says how)
@@ -63,9 +60,6 @@ class Action(str, enum.Enum):
     PREFERENCES_MAIL = "preferences_mail"  # a fresh preferences link was mailed (throttled the same way)
     UPDATE = "update"         # name or attributes changed (detail names the fields, not values)
     FORGET = "forget"         # erased; the row keeps no subscriber id and no personal data
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def utcnow() -> datetime:

@@ -36,7 +36,7 @@ from mailer.send.ledger import metadata, sends
 from subscribers.models import UtcDateTime
 
 
-class IssueState(str, enum.Enum):
+class IssueState(enum.StrEnum):
     DRAFT = "draft"
     SCHEDULED = "scheduled"
     SENDING = "sending"

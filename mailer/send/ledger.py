@@ -54,20 +54,20 @@ from sqlalchemy.engine import Connection
 
 from mailer.model import ArchiveCopy
 from mailer.send.refs import read_ref, sign_ref
-from subscribers.models import UtcDateTime, lists, memberships, subscribers
+from subscribers.models import Status, UtcDateTime, lists, memberships, subscribers
 from subscribers.models import utcnow as now
 from subscribers.pg_copy import may_skip_fk_checks
 
 metadata = MetaData()
 
 
-class SendStatus(str, enum.Enum):
+class SendStatus(enum.StrEnum):
     SENDING = "sending"            # started, not finished (or its runner died)
     STOPPED = "stopped"            # stopped by an error; a rerun continues
     DONE = "done"                  # nothing pending, sending or deferred is left
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     PENDING = "pending"
     SENDING = "sending"            # claimed and handed to the backend: outcome not yet recorded
     ACCEPTED = "accepted"
@@ -302,17 +302,22 @@ class Heartbeat:
         self._thread.join()
 
 
-def counts(conn: Connection, send_id: int) -> dict[str, int]:
+def counts(conn: Connection, send_id: int) -> dict[State, int]:
     rows = conn.execute(select(deliveries.c.state, func.count()).where(deliveries.c.send_id == send_id)
                         .group_by(deliveries.c.state)).all()
     found = {state: n for state, n in rows}
-    return {s.value: found.get(s.value, 0) for s in State}
+    return {s: found.get(s.value, 0) for s in State}
+
+
+def unfinished(c: dict[State, int]) -> int:
+    """Readers of a send's counts still to be sent: pending, in flight or deferred (none: done)."""
+    return c[State.PENDING] + c[State.SENDING] + c[State.DEFERRED]
 
 
 def finish(conn: Connection, send_id: int, status: SendStatus, error: str | None = None) -> dict[str, int]:
     c = counts(conn, send_id)
     conn.execute(update(sends).where(sends.c.id == send_id).values(
-        status=status.value, sent=c["accepted"], failed=c["failed"], skipped=c["skipped"],
+        status=status.value, sent=c[State.ACCEPTED], failed=c[State.FAILED], skipped=c[State.SKIPPED],
         finished_at=now() if status is SendStatus.DONE else None, last_error=error, heartbeat_at=now()))
     return c
 
@@ -468,7 +473,7 @@ def _suppressed(row: tuple) -> str | None:
         return "forgotten since the send started"
     if global_status:
         return f"{global_status} since the send started"
-    if status != "active":
+    if status != Status.ACTIVE:
         return f"{status or 'removed from the list'} since the send started"
     return None
 

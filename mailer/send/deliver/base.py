@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from mailer.config import Settings
 
 
-class ResultStatus(str, enum.Enum):
+class ResultStatus(enum.StrEnum):
     ACCEPTED = "accepted"          # the provider or server took it (not yet delivered)
     REJECTED = "rejected"          # refused for good: bad address, SMTP 5xx, SendGrid 400 naming it
     RETRY_LATER = "retry_later"    # SMTP 4xx for this recipient: may succeed later
