@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer.errors import ConfigError
 from mailer.send.deliver.registry import BACKENDS
+from subscribers.normalize import is_sendable
 
 ENV_CONFIG = "MAILER_CONFIG"
 DEFAULT_CONFIG = "config.toml"
@@ -368,7 +369,7 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"[newsletter] base_url must start with http:// or https://, not {s.newsletter.base_url!r}")
     _check_send_edges(s)
     for key, address in (("from_email", s.newsletter.from_email), ("reply_to", s.newsletter.reply_to)):
-        if "@" not in address:
+        if not is_sendable(address):
             raise ConfigError(f"[newsletter] {key} must be an email address, not {address!r}")
     _check_schedule(s.schedule)
 
@@ -385,7 +386,7 @@ def _check_schedule(s: ScheduleSettings) -> None:
     if not (hour.isdigit() and minute.isdigit() and len(minute) == 2 and int(hour) < 24 and int(minute) < 60):
         raise ConfigError(f"[schedule] time must be HH:MM (24-hour), not {s.time!r}")
     for address in s.editors:
-        if "@" not in address:
+        if not is_sendable(address):
             raise ConfigError(f"[schedule] editors must be email addresses, not {address!r}")
 
 

@@ -40,6 +40,8 @@ BAD = [
     ('[delivery.smtp]\nconnect_retry_seconds = 3600\n', "[delivery.smtp] connect_retry_seconds must be between"),
     ('[delivery.smtp]\nca_file = "no-such.pem"\n', "[delivery.smtp] ca_file: no such file"),
     ('[delivery.smtp]\nehlo_name = "my host"\n', "[delivery.smtp] ehlo_name must be a host name"),
+    ('[schedule]\neditors = ["ed@example.org", "ed@localhost"]\n', "[schedule] editors must be email addresses, not 'ed@localhost'"),
+    ('[schedule]\neditors = ["jöhn@example.org"]\n', "[schedule] editors must be email addresses"),
 ]
 
 
@@ -68,6 +70,15 @@ def test_bad_keys_are_named(tmp_path, extra, message):
     path = tmp_path / "config.toml"
     path.write_text(NEWSLETTER + extra)
     with pytest.raises(ConfigError, match=__import__("re").escape(message)):
+        load_settings(path)
+
+
+@pytest.mark.parametrize("key, value", [("from_email", "news"), ("from_email", "news@localhost"),
+                                        ("reply_to", "Editor <editor@example.org>"), ("reply_to", "jöhn@example.org")])
+def test_sender_addresses_are_checked_as_the_send_writes_them(tmp_path, key, value):
+    path = tmp_path / "config.toml"
+    path.write_text(NEWSLETTER.replace(f'{key} = "', f'{key} = "{value}"  # ', 1))
+    with pytest.raises(ConfigError, match=__import__("re").escape(f"[newsletter] {key} must be an email address, not {value!r}")):
         load_settings(path)
 
 

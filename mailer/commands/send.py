@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import enum
 import json
-import re
 import warnings
 from dataclasses import replace
 from datetime import datetime
@@ -25,7 +24,6 @@ from mailer.send.deliver.registry import BACKENDS
 BackendName = enum.Enum("BackendName", {name: name for name in BACKENDS}, type=str)
 
 
-_ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
 ISSUE = typer.Argument(..., help="The issue file (issues/2024-11.md) or its name (2024-11).", show_default=False)
 BACKEND = typer.Option(None, "--backend", help="Override \\[delivery] backend.", case_sensitive=False)
 
@@ -106,13 +104,14 @@ def proof(
 ) -> None:
     """Send a copy of ISSUE marked as a proof ("[PROOF]" subject) to editors, outside the ledger."""
     from mailer.send.dispatch import send_proof
+    from subscribers.normalize import is_sendable
 
     settings = app_context(ctx).settings
     addresses = [a.strip() for a in to.split(",") if a.strip()]
     if not addresses:
         raise typer.BadParameter("give at least one address", param_hint="--to")
     for address in addresses:
-        if not _ADDRESS.fullmatch(address):
+        if not is_sendable(address):
             raise typer.BadParameter(f"{address!r} is not an email address (write name@example.org)",
                                      param_hint="--to")
     err = console(stderr=True)

@@ -33,6 +33,8 @@ from email.utils import format_datetime
 from mailer.config import NewsletterSettings
 from mailer.errors import ConfigError, PermanentDelivery
 from mailer.model import FIELDS, MARKER, ComposedIssue, field_value, first_name, marker
+from subscribers import normalize
+from subscribers.errors import InvalidAddress
 from subscribers.normalize import (
     CONTROL,  # controls, separators, zero-width, bidi, BOM: never in a name
 )
@@ -45,7 +47,6 @@ PROOF_PREFIX = "[PROOF] "
 
 _POLICY = email.policy.SMTP                            # 78-column folding for the shared headers
 _ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")         # RFC 5322 atext + space
-_ADDR = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+")
 _REF = re.compile(r"[A-Za-z0-9._=-]{1,64}")                           # safe in a VERP local part
 _URL_CHARS = re.compile(r"[!#-;=?-~]+")                               # printable, no space < > "
 _NEWLINES = re.compile(r"\r\n|\r|\n")
@@ -199,17 +200,13 @@ def clean_name(raw: str | None) -> str:
 
 
 def ascii_address(raw: str) -> str:
-    """A plain ASCII addr-spec (IDN domain to punycode), or PermanentDelivery naming the culprit."""
-    local, _, domain = (raw or "").strip().rpartition("@")
+    """A plain ASCII addr-spec (subscribers.normalize.ascii_address), or PermanentDelivery naming
+    the culprit."""
     try:
-        domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
-    except UnicodeError:
-        domain = ""
-    address = f"{local}@{domain}"
-    if not _ADDR.fullmatch(address) or len(address) > 254:
+        return normalize.ascii_address(raw)
+    except InvalidAddress:
         raise PermanentDelivery(f"cannot address {raw!r}: not a plain ASCII address "
-                                "(SMTPUTF8 is not supported)", backend="personalize")
-    return address
+                                "(SMTPUTF8 is not supported)", backend="personalize") from None
 
 
 def display_to(name: str, address: str) -> str:
