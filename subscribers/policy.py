@@ -75,8 +75,11 @@ CHUNK = 500            # addresses per IN (...) lookup: well under SQLite's vari
 
 @dataclass(frozen=True)
 class Limits:
-    soft_bounce_limit: int = 3
-    soft_bounce_window_days: int = 30
+    """The soft-bounce rule's numbers. No defaults here: they, and their ranges, are declared once,
+    in mailer's config ([bounces], mailer/config.py), which builds this."""
+
+    soft_bounce_limit: int
+    soft_bounce_window_days: int
 
 
 @dataclass(frozen=True)

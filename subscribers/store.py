@@ -317,7 +317,7 @@ class Signup:
 
 def subscribe_unconfirmed(conn: Connection, list_id: int, email: str, *, secret: str, name: str | None = None,
                           ip: str | None = None, user_agent: str | None = None,
-                          resend_after: timedelta = timedelta(minutes=10)) -> Signup:
+                          resend_after: timedelta) -> Signup:
     """A web form signup (unauthenticated, so it may change nothing of an existing reader).
 
     New address: an unconfirmed membership with its consent record. Forgotten address: nothing

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from subscribers.policy import Limits
+
 SECRET = "test-secret-key-0123456789"
+RESEND = timedelta(minutes=10)                                      # a web signup's mail throttle ([web] confirm_resend_minutes)
+LIMITS = Limits(soft_bounce_limit=3, soft_bounce_window_days=30)   # [bounces] as config.toml has them
 CSV = Path(__file__).resolve().parent.parent / "fixtures" / "csv"
 
 

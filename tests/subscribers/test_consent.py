@@ -25,10 +25,10 @@ from subscribers.models import (
     subscribers,
     utcnow,
 )
-from subscribers.policy import Limits, events, ingest
+from subscribers.policy import events, ingest
 from subscribers.tokens import make_token, verify_token
 
-from .conftest import SECRET
+from .conftest import LIMITS, RESEND, SECRET
 
 ANN, BOB = "ann@example.com", "bob@example.com"
 
@@ -45,7 +45,7 @@ def forget(engine, email):
 
 def web_signup(engine, email, list_id, **kw):
     with engine.begin() as conn:
-        return store.subscribe_unconfirmed(conn, list_id, email, secret=SECRET, **kw)
+        return store.subscribe_unconfirmed(conn, list_id, email, secret=SECRET, **{"resend_after": RESEND, **kw})
 
 
 def count(engine, table, *where) -> int:
@@ -110,7 +110,7 @@ def test_events_never_bring_a_forgotten_address_back(engine, crank):
     batch = [DeliveryEvent(kind, ANN, at, "sendgrid-webhook", event_id=kind.value)
              for kind in (EventType.RESUBSCRIBED, EventType.DELIVERED, EventType.UNSUBSCRIBED)]
     with engine.begin() as conn:
-        result = ingest(conn, batch, Limits())
+        result = ingest(conn, batch, LIMITS)
     assert result.unknown == 3 and not stored(engine, ANN) and count(engine, events) == 0
 
 
@@ -213,7 +213,7 @@ def test_coming_back_after_a_bounce_records_new_consent(engine, crank, how):
     assert actions[-1] in ("confirm", "status") and len(actions) == 2   # the lift, then the consent
     # a delayed event from between the old consent and the new one re-suppresses nobody
     with engine.begin() as conn:
-        ingest(conn, [_soft_bounce(long_ago + timedelta(days=1), 1)], Limits())
+        ingest(conn, [_soft_bounce(long_ago + timedelta(days=1), 1)], LIMITS)
     with engine.connect() as conn:
         assert store.memberships_of(conn, sid)[0].effective == "active"
 

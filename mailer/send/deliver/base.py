@@ -51,7 +51,7 @@ class Backend(ABC):
     """Open once, send batches of at most `max_batch` messages, close."""
 
     name: ClassVar[str]
-    max_batch: ClassVar[int]
+    max_batch: int                 # a constant, or the backend's [delivery.*] batch_size
 
     def open(self) -> None:
         """Connect or build the client; the default has nothing to do."""

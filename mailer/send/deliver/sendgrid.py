@@ -68,7 +68,6 @@ class Retry(enum.StrEnum):
 
 class SendGridBackend(Backend):
     name = "sendgrid"
-    max_batch = 1000
 
     @classmethod
     def from_settings(cls, settings: Settings, **options) -> Backend:
@@ -79,7 +78,7 @@ class SendGridBackend(Backend):
                  rng: Callable[[], float] = random.random, budget=None):
         self.settings = settings
         self.budget = budget   # ratelimit.SharedBudget: the rate limit shared by all workers (mailer/send/workers.py)
-        self.max_batch = settings.batch_size
+        self.max_batch = settings.batch_size   # personalizations per request, at most SendGrid's 1,000
         self._api_key = api_key or secret(settings.api_key_env, key="[delivery.sendgrid] api_key_env")
         self._sleep, self._clock, self._rng = sleep, clock, rng
         self._send_client = None

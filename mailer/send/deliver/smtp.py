@@ -64,7 +64,6 @@ class _Dropped(Exception):
 
 class SmtpBackend(Backend):
     name = "smtp"
-    max_batch = 20     # per instance: [delivery.smtp] batch_size, the most a crash can resend (docs/exactly-once.md)
     pool_after = 200   # messages signed in the sending threads before signing processes start (a proof never starts them)
 
     @classmethod
@@ -76,7 +75,7 @@ class SmtpBackend(Backend):
                  ssl_context: ssl.SSLContext | None = None, sleep=time.sleep):
         self.settings = settings
         self._sleep = sleep
-        self.max_batch = settings.batch_size
+        self.max_batch = settings.batch_size   # the most a crash can resend (docs/exactly-once.md)
         self.ssl_context = ssl_context
         self.return_path = settings.return_path or newsletter.from_email
         self._password = password
