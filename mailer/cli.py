@@ -33,10 +33,14 @@ from mailer.commands.common import AppContext
 from mailer.errors import ConfigError, MailerError
 from subscribers.errors import SubscriberError
 
-try:  # typer >= 0.20 vendors click
-    from typer._click import exceptions as _click
-except ImportError:  # pragma: no cover
-    from click import exceptions as _click
+# The base of the exceptions typer raises for a command line it cannot parse (exit 2, with the
+# usage line): typer >= 0.20 vendors click as its private typer._click, older typer raises click's
+# own, and typer exports neither. This is the one place that names them; main() catches it.
+# tests/test_library_contracts.py fails, naming typer's version, if it moves.
+try:
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - typer < 0.20
+    from click.exceptions import ClickException
 
 app = typer.Typer(
     name="mailer",
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         print("Aborted.", file=sys.stderr)
         return 1
-    except _click.ClickException as exc:
+    except ClickException as exc:
         exc.show()
         return exc.exit_code
     except (MailerError, ConfigError, SubscriberError) as exc:

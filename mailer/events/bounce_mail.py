@@ -30,9 +30,7 @@ from datetime import datetime, timezone
 from email.message import Message
 from email.utils import parseaddr, parsedate_to_datetime
 
-from flufl.bounce._scan import (
-    _DETECTORS,  # all_failures() without its per-detector logging
-)
+from flufl.bounce._scan import _DETECTORS  # private: the one use is flufl_failures below
 
 from subscribers.events import DeliveryEvent, EventType, Severity
 
@@ -321,16 +319,33 @@ def _from_daemon(msg: Message) -> bool:
 
 
 def _flufl(msg: Message) -> tuple[list[Finding], str]:
+    answer = flufl_failures(msg)
+    if answer is None:
+        return [], ""
+    name, temporary, permanent = answer
+    found = [Finding(a, BounceKind.HARD) for a in _addresses(_decode(permanent))]
+    found += [Finding(a, BounceKind.DELAYED) for a in _addresses(_decode(temporary))]
+    return found, f"flufl:{name}"
+
+
+def flufl_failures(msg: Message) -> tuple[str, frozenset, frozenset] | None:
+    """The first of flufl.bounce's detectors that reads `msg`: (its name, temporary, permanent
+    failures), or None.
+
+    The adapter for flufl.bounce's private detector list. Its public `all_failures()` runs the same
+    detectors in the same order, but logs every one at INFO, lets one that trips over odd mail end
+    the whole scan (raising), and does not say which detector answered (our reports name it). So
+    the list is read here, and only here; tests/test_library_contracts.py fails, naming
+    flufl.bounce's version, if the list goes or stops agreeing with `all_failures()`.
+    """
     for detector in _DETECTORS:
         try:
             temporary, permanent = detector().process(msg)
         except Exception:  # noqa: BLE001 - a detector tripping over odd mail is "not this one"
             continue
         if temporary or permanent:
-            found = [Finding(a, BounceKind.HARD) for a in _addresses(_decode(permanent))]
-            found += [Finding(a, BounceKind.DELAYED) for a in _addresses(_decode(temporary))]
-            return found, f"flufl:{detector.__name__.lower()}"
-    return [], ""
+            return detector.__name__.lower(), frozenset(temporary), frozenset(permanent)
+    return None
 
 
 # ------------------------------------------------------------------------------ helpers
