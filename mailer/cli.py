@@ -61,8 +61,8 @@ def _root(
     ctx.obj = AppContext(config)
 
 
-# Each command group, plainly imported, in the order `mailer --help` shows them: a renamed or
-# missing module fails loudly here.
+# Each command and group, plainly imported: a renamed or missing module fails loudly here.
+# `mailer --help` lists them in this order, the single commands before the groups.
 app.add_typer(issue.app, name="issue")
 app.add_typer(lists.app, name="lists")
 app.add_typer(subscribers.app, name="subscribers")

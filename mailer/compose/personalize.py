@@ -5,7 +5,7 @@ reader (the view-online URL), folds the shared headers once, and pre-encodes bot
 quoted-printable with the per-recipient markers cut out (see `_qp_template`). `personalize(edition,
 recipient)` is then a handful of string operations; `Outgoing.as_bytes()` splices the reader's
 values into the pre-encoded parts. Building an `EmailMessage` per reader was too slow for 1,000
-messages/s; splicing yields the same RFC 5322 message (`Outgoing.as_message()` parses it back).
+messages/s; splicing yields the same RFC 5322 message.
 The measurements: docs/decisions.md, "MIME is spliced".
 
 Safety: names are cleaned of control characters (CR/LF, bidi overrides...) and written in the To
@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email import quoprimime
 from email.headerregistry import Address
-from email.message import EmailMessage
 from email.utils import format_datetime
 
 from mailer.config import NewsletterSettings
@@ -146,10 +145,6 @@ class Outgoing:
     def as_bytes(self, date: datetime | None = None) -> bytes:
         """The whole RFC 5322 message, CRLF line ends, 7-bit clean."""
         return b"".join(_render(self, date or datetime.now(timezone.utc)))
-
-    def as_message(self) -> EmailMessage:
-        """The same message parsed back as an EmailMessage (for proofs, tests, inspection)."""
-        return email.message_from_bytes(self.as_bytes(), policy=email.policy.default)
 
 
 def prepare(issue: ComposedIssue, newsletter: NewsletterSettings, *, proof: bool = False,

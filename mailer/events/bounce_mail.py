@@ -409,15 +409,6 @@ def _decode(addresses) -> list[str]:
     return [a.decode("utf-8", "replace") if isinstance(a, bytes) else str(a) for a in addresses]
 
 
-def _body_text(msg: Message) -> str:
-    chunks = []
-    for part in msg.walk():
-        if part.get_content_maintype() == "text":
-            raw = part.get_payload(decode=True) or b""
-            chunks.append(raw[:20000].decode("utf-8", "replace"))
-    return "\n".join(chunks)
-
-
 def _text(value) -> str:
     if value is None:
         return ""
