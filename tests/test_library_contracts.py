@@ -7,6 +7,7 @@ version, instead of a send or a scan going wrong somewhere later. One test per p
 | flufl.bounce | `flufl.bounce._scan._DETECTORS`, the detector list | mailer.events.bounce_mail.flufl_failures |
 | typer | `typer._click.exceptions.ClickException` (typer >= 0.20 vendors click) | mailer.cli.ClickException |
 | premailer, cssutils | premailer imports `requests` only for a session; cssutils takes its default fetcher from `cssutils._fetch._defaultFetcher` while it imports | mailer.compose.inline._premailer |
+| python-http-client | with a content type of ours it calls `request_body.encode("utf-8")`, and formats the bytes into its `PAYLOAD:` debug line with `format` | mailer.send.deliver.sendgrid._Json, _Bytes |
 
 (The Maildir reader uses the Maildir format itself, not `mailbox.Maildir._lookup`, and has a test
 of its own below.)
@@ -14,6 +15,7 @@ of its own below.)
 
 from __future__ import annotations
 
+import json
 import mailbox
 import subprocess
 import sys
@@ -90,6 +92,40 @@ print(callable(getattr(cssutils._fetch, "_defaultFetcher", None)))
     assert loaded_requests == "False", _broke("premailer", "an import of requests that only binds the name")
     assert refused == "True", _broke("cssutils", "util._defaultFetcher taken from cssutils._fetch while importing")
     assert run.stdout.split("\n")[1] == "True", _broke("cssutils", "cssutils._fetch._defaultFetcher")
+
+
+def test_python_http_client_sends_our_text_as_it_is_and_logs_only_its_size():
+    """The SendGrid body (docs/decisions.md, "The SendGrid body is handed over as text")."""
+    import logging
+
+    from python_http_client import Client
+
+    from mailer.send.deliver.sendgrid import _CONTENT_TYPE, _Json
+    from tests.servers.sendgrid_server import SendGridServer
+
+    body = json.dumps({"personalizations": [{"to": [{"email": "ann@example.org"}]}],
+                       "from": {"email": "news@example.org"}, "subject": "S",
+                       "content": [{"type": "text/plain", "value": "Zoë"}]}, ensure_ascii=False)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    library = logging.getLogger("python_http_client.client")
+    library.addHandler(handler)
+    level = library.level
+    library.setLevel(logging.DEBUG)
+    try:
+        with SendGridServer() as server:
+            client = Client(host=server.url, request_headers={"Authorization": "Bearer SG.test"})
+            client.v3.mail.send.post(request_body=_Json(body), request_headers={"Content-Type": _CONTENT_TYPE})
+            sent = server.raw_bodies
+    finally:
+        library.removeHandler(handler)
+        library.setLevel(level)
+    assert sent == [body.encode("utf-8")], _broke("python-http-client", "request_body.encode('utf-8') for a "
+                                                  "body whose content type is not application/json")
+    payload = [r.getMessage() for r in records if r.getMessage().startswith("PAYLOAD")]
+    assert payload == [f"PAYLOAD: <{len(sent[0]):,} bytes of JSON>"], \
+        _broke("python-http-client", "a PAYLOAD debug line made with format() of the bytes it sends")
 
 
 def test_a_maildir_is_read_in_key_order_with_each_files_path(tmp_path):

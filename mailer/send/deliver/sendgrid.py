@@ -50,8 +50,9 @@ if TYPE_CHECKING:
 # A non-default JSON content type makes python-http-client send our string as it is, instead of
 # json.dumps-ing it a second time (python_http_client/client.py, http_request): it calls
 # `request_body.encode("utf-8")` and formats the result into a debug line. Both are internals of
-# python-http-client 3.3.x, pinned in pyproject.toml and held to by the contract test in
-# tests/deliver/test_sendgrid.py (the body arrives byte for byte; no address reaches a log).
+# python-http-client 3.3.x, pinned in pyproject.toml and held to by tests/test_library_contracts.py;
+# the public path (a dict) costs about 20% more CPU per send (docs/decisions.md, "The SendGrid
+# body is handed over as text").
 _CONTENT_TYPE = "application/json; charset=utf-8"
 _INDEXED = re.compile(r"personalizations(?:\.|\[)(\d+)")
 _NOT_IN_NAME = str.maketrans({",": " ", ";": " "})  # SendGrid drops mail whose to.name has , or ;
