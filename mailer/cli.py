@@ -7,9 +7,9 @@ The process around it (`mailer`, `python -m mailer`) is mailer/__main__.py.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -34,9 +34,9 @@ from mailer.errors import ConfigError, MailerError
 from subscribers.errors import SubscriberError
 
 try:  # typer >= 0.20 vendors click
-    from typer._click import exceptions as _click
+    _click = importlib.import_module("typer._click.exceptions")
 except ImportError:  # pragma: no cover
-    from click import exceptions as _click
+    _click = importlib.import_module("click.exceptions")
 
 app = typer.Typer(
     name="mailer",
@@ -50,7 +50,7 @@ app = typer.Typer(
 @app.callback()
 def _root(
     ctx: typer.Context,
-    config: Optional[Path] = typer.Option(
+    config: Path | None = typer.Option(
         None, "--config", envvar="MAILER_CONFIG", help="Config file (default ./config.toml)."
     ),
 ) -> None:

@@ -65,7 +65,8 @@ class SmtpSettings:
     ehlo_name: str = ""            # the name we give in EHLO; empty: this host's FQDN
     ca_file: str = ""              # PEM file of CAs to trust for the relay's certificate; empty: the system's
     connect_retry_seconds: float = 60.0   # keep retrying a refused/unreachable relay this long (backoff)
-    dkim_processes: int = 0        # processes that DKIM-sign a large send; 0: one less than the CPUs (at least 1); -1: none
+    # processes that DKIM-sign a large send; 0: one less than the CPUs (at least 1); -1: none
+    dkim_processes: int = 0
 
 
 @dataclass(frozen=True)
@@ -180,11 +181,11 @@ def secret(env_name: str, *, key: str) -> str:
 SECRET_KEY_FILE = ".mailer-secret"   # next to the config file; see secret_key()
 
 
-def secret_key_file(settings: "Settings") -> Path:
+def secret_key_file(settings: Settings) -> Path:
     return settings.root / SECRET_KEY_FILE
 
 
-def secret_key(settings: "Settings") -> str:
+def secret_key(settings: Settings) -> str:
     """The key that signs unsubscribe links and keys forget hashes: the environment variable
     that `secret_key_env` names, else the key file next to the config file (`mailer init` or
     the first `mailer send` writes it). It must outlive the shell: every link mailed depends on it."""
@@ -205,7 +206,7 @@ def secret_key(settings: "Settings") -> str:
     return value
 
 
-def ensure_secret_key(settings: "Settings") -> Path | None:
+def ensure_secret_key(settings: Settings) -> Path | None:
     """Write a new random key file (mode 0600) unless the environment or a key file has a key.
     Returns the file's path when it was written now, else None."""
     if os.environ.get(settings.secret_key_env) or secret_key_file(settings).exists():
@@ -283,7 +284,7 @@ def _value(kind, raw, key: str, where: str, root: Path):
         return tuple(raw)
     if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
         return float(raw)
-    if kind is int and isinstance(raw, bool) or not isinstance(raw, kind):
+    if (kind is int and isinstance(raw, bool)) or not isinstance(raw, kind):
         raise ConfigError(f"{key} must be {kind.__name__}, not {type(raw).__name__} ({raw!r})")
     return raw
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
-class EventType(str, enum.Enum):
+class EventType(enum.StrEnum):
     PROCESSED = "processed"
     DELIVERED = "delivered"
     DEFERRED = "deferred"
@@ -27,7 +27,7 @@ class EventType(str, enum.Enum):
     UNKNOWN = "unknown"
 
 
-class Severity(str, enum.Enum):
+class Severity(enum.StrEnum):
     HARD = "hard"
     SOFT = "soft"
 
@@ -50,6 +50,6 @@ class DeliveryEvent:
         # every parser's time in one form (a naive one is taken as UTC), so the policy compares
         # and dedupe keys are made from one value whatever the parser gave
         if self.at.tzinfo is None:
-            object.__setattr__(self, "at", self.at.replace(tzinfo=timezone.utc))
+            object.__setattr__(self, "at", self.at.replace(tzinfo=UTC))
         elif self.at.utcoffset():
-            object.__setattr__(self, "at", self.at.astimezone(timezone.utc))
+            object.__setattr__(self, "at", self.at.astimezone(UTC))

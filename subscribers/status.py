@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """A membership's status. BOUNCED and COMPLAINED also live in subscribers.global_status."""
 
     UNCONFIRMED = "unconfirmed"

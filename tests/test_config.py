@@ -82,7 +82,7 @@ def test_missing_file_and_env(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(tmp_path / "nope.toml")
     monkeypatch.setenv("MAILER_CONFIG", str(tmp_path / "env.toml"))
-    with pytest.raises(ConfigError, match="env.toml"):
+    with pytest.raises(ConfigError, match=r"env\.toml"):
         load_settings()
 
 

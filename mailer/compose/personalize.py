@@ -24,7 +24,7 @@ import re
 import secrets
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email import quoprimime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -32,7 +32,7 @@ from email.utils import format_datetime
 
 from mailer.config import NewsletterSettings
 from mailer.errors import ConfigError, PermanentDelivery
-from mailer.model import FIELDS, MARKER, ComposedIssue, field_value, first_name, marker
+from mailer.model import FIELDS, MARKER, ComposedIssue, Part, field_value, first_name, marker
 from subscribers.normalize import (
     CONTROL,  # controls, separators, zero-width, bidi, BOM: never in a name
 )
@@ -144,7 +144,7 @@ class Outgoing:
 
     def as_bytes(self, date: datetime | None = None) -> bytes:
         """The whole RFC 5322 message, CRLF line ends, 7-bit clean."""
-        return b"".join(_render(self, date or datetime.now(timezone.utc)))
+        return b"".join(_render(self, date or datetime.now(UTC)))
 
     def as_message(self) -> EmailMessage:
         """The same message parsed back as an EmailMessage (for proofs, tests, inspection)."""
@@ -251,7 +251,7 @@ def _splice(parts: tuple, out: Outgoing, part: str):
                 yield _qp(value) + b"=\r\n"
 
 
-def _qp_template(body: str, part: str, fields: tuple[str, ...]) -> tuple:
+def _qp_template(body: str, part: Part, fields: tuple[str, ...]) -> tuple:
     """Split `body` at its per-recipient markers; QP-encode each literal piece once.
 
     Each piece that does not end a line ends with a soft line break, so a value spliced in later

@@ -54,7 +54,7 @@ def _mbox(path: Path) -> Iterator[Mail]:
 
 def _split_mbox(path: Path, data) -> Iterator[Mail]:
     starts = [m.start() for m in _MBOX_FROM.finditer(data)]
-    for index, (start, end) in enumerate(zip(starts, starts[1:] + [len(data)])):
+    for index, (start, end) in enumerate(zip(starts, [*starts[1:], len(data)], strict=True)):
         body = data[data.find(b"\n", start) + 1:end]
         if body.endswith(b"\n\n"):                   # the blank line that separates messages
             body = body[:-1]
@@ -66,7 +66,8 @@ def _split_mbox(path: Path, data) -> Iterator[Mail]:
 def _maildir(path: Path) -> Iterator[Mail]:
     box = mailbox.Maildir(path, factory=None, create=False)
     for name in sorted(box.keys()):
-        yield Mail(str(path / box._lookup(name)), box.get_bytes(name))   # noqa: SLF001 - its file name
+        # its file name: Maildir's private lookup, not in the stubs
+        yield Mail(str(path / box._lookup(name)), box.get_bytes(name))  # type: ignore[attr-defined]
 
 
 def _folder(path: Path) -> Iterator[Mail]:

@@ -32,7 +32,8 @@ import random
 import re
 import time
 import urllib.error
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from python_http_client import exceptions as sg
 from sendgrid import SendGridAPIClient
@@ -58,7 +59,7 @@ _BACKOFF_BASE, _BACKOFF_CAP = 0.5, 30.0
 _MAX_RATE_WAIT = 120.0
 
 
-class SendGridBackend(Backend):
+class SendGridBackend(Backend[str]):
     name = "sendgrid"
     max_batch = 1000
 
@@ -74,7 +75,7 @@ class SendGridBackend(Backend):
         self.max_batch = settings.batch_size
         self._api_key = api_key or secret(settings.api_key_env, key="[delivery.sendgrid] api_key_env")
         self._sleep, self._clock, self._rng = sleep, clock, rng
-        self._send_client = None
+        self._send_client: Any = None   # the library's client for /v3/mail/send, while open
         self._shared: tuple[object, str] | None = None   # (edition, its serialized JSON fragment)
         self.calls = 0                                     # HTTP requests made, retries included
 
