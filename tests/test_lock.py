@@ -72,6 +72,17 @@ def test_the_tests_run_on_the_versions_the_lock_pins():
     assert not wrong, f"(pinned, installed) differ, run .ci/install: {wrong}"
 
 
+def test_the_readme_and_ci_install_from_the_locks():
+    """Command 1 and .ci/install take every package from a lock, hash-checked, and the project
+    itself without resolving anything again (the README's first ```sh block, before `# 2.`)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    command_1 = readme.split("```sh", 1)[1].split("# 2.", 1)[0]
+    install = (REPO / ".ci" / "install").read_text(encoding="utf-8")
+    for text, lock in ((command_1, "requirements.lock"), (install, "requirements-test.lock")):
+        assert re.search(rf"pip.* install (-q )?--require-hashes -r {re.escape(lock)}\b", text), lock
+        assert re.search(r"pip.* install (-q )?--no-deps -e \.", text), lock
+
+
 # --- what the code imports ----------------------------------------------------------------------
 
 def _local_names() -> set[str]:
