@@ -76,7 +76,8 @@ def seed(url: str, readers: int) -> None:
         conn.execute(insert(subscribers), [{"id": i, "email": f"reader{i}@example.org", "name": "", "created_at": now}
                                            for i in range(1, readers + 1)])
         conn.execute(insert(memberships), [{"subscriber_id": i, "list_id": crank, "status": "active",
-                                            "consent_at": now, "consent_source": "import", "created_at": now} for i in range(1, readers + 1)])
+                                            "consent_at": now, "consent_source": "import", "created_at": now}
+                                           for i in range(1, readers + 1)])
 
 
 def scan(config: Path, mbox: Path) -> tuple[float, float, str]:

@@ -143,8 +143,8 @@ def table_rows(name: str, runs: list[dict[str, dict]]) -> list[str]:
         cpu = f"{r['cpu_s']:.1f} s" + (f" + reader {r['reader_cpu_s']:.1f} s" if label != "export" else "")
         server = f"{r['server_cpu_s']:.1f} s" if r.get("server_cpu_s") is not None else "-"
         rss = f"{r['rss_mb']} MB" + (f" + reader {r['reader_rss_mb']} MB" if label != "export" else "")
-        lines.append(f"| {name} | {label} | {r['rows']:,} | {r['seconds']:.1f} s | {r['rows'] / r['seconds']:,.0f}{spread} "
-                     f"| {cpu} | {server} | {rss} |")
+        lines.append(f"| {name} | {label} | {r['rows']:,} | {r['seconds']:.1f} s | "
+                     f"{r['rows'] / r['seconds']:,.0f}{spread} | {cpu} | {server} | {rss} |")
     return lines
 
 

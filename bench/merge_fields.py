@@ -74,7 +74,7 @@ def report(rows, args) -> str:
         lines.append(f"| {kind} | {label} | {n:,} | {r['wall']:.1f} s | {n / r['wall']:,.0f} | "
                      f"{r['cpu']:.1f} s | {r['peak_mb']:.0f} MB |")
     best = {}
-    for kind, label, n, r in rows:
+    for kind, label, _n, r in rows:
         best[kind, label] = min(best.get((kind, label), float("inf")), r["cpu"])
     lines.append("")
     for kind in dict.fromkeys(k for k, _ in best):

@@ -6,7 +6,7 @@ import os
 import platform
 import re
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -15,12 +15,13 @@ HEADER = "# Benchmarks\n\nFigures written by `bench/run`; each section names the
 
 
 def machine() -> str:
-    return f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores, {platform.machine()}"
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"{python}, {os.cpu_count()} cores, {platform.machine()}"
 
 
 def write_section(name: str, body: str, command: str) -> None:
     """Replace the section between this benchmark's markers (or append it)."""
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = (f"<!-- {name}:start -->\n{body.strip()}\n\nReproduce: `{command}` "
                f"({stamp}; {machine()})\n<!-- {name}:end -->")
     text = REPORT.read_text(encoding="utf-8") if REPORT.exists() else HEADER

@@ -88,9 +88,9 @@ def start_server(config: Path) -> tuple[subprocess.Popen, int]:
     server.log beside the config (a pipe nobody reads would fill up and stall the server)."""
     env = {**os.environ, "MAILER_SECRET_KEY": SECRET, "PYTHONPATH": str(ROOT)}
     path = config.parent / "server.log"
-    log = open(path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mailer", "--config", str(config), "serve",
-                             "--port", "0"], env=env, cwd=ROOT, stdout=log, stderr=log, text=True)
+    with open(path, "w") as log:   # the server holds its own copy of the file
+        proc = subprocess.Popen([sys.executable, "-m", "mailer", "--config", str(config), "serve",
+                                 "--port", "0"], env=env, cwd=ROOT, stdout=log, stderr=log, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
         found = re.search(r"running on http://127\.0\.0\.1:(\d+)", path.read_text())
@@ -295,8 +295,8 @@ def main() -> None:
              "in parentheses.", "",
              "Server CPU: `mailer serve`'s own CPU time per 1,000-event post and per unsubscribe (the "
              "database server's is not in it).", "",
-             "| database | webhook ingest | per 1,000-event post | server CPU per post | unsubscribe median | p99 | max "
-             "| server CPU per unsubscribe | errors |",
+             "| database | webhook ingest | per 1,000-event post | server CPU per post | unsubscribe median "
+             "| p99 | max | server CPU per unsubscribe | errors |",
              "|---|---|---|---|---|---|---|---|---|"]
     for label, tries in rows:
         hooks, unsubs = sorted(h["rate"] for h, _ in tries), sorted(u["p99"] for _, u in tries)

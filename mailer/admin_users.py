@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import datetime
 from typing import NamedTuple
 
 from argon2 import PasswordHasher
@@ -48,8 +49,8 @@ MIN_PASSWORD = 12
 
 class AdminUser(NamedTuple):
     name: str
-    created_at: object
-    last_login_at: object
+    created_at: datetime
+    last_login_at: datetime | None
 
 
 def _hasher():

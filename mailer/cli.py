@@ -7,9 +7,9 @@ The process around it (`mailer`, `python -m mailer`) is mailer/__main__.py.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -36,11 +36,13 @@ from subscribers.errors import SubscriberError
 # The base of the exceptions typer raises for a command line it cannot parse (exit 2, with the
 # usage line): typer >= 0.20 vendors click as its private typer._click, older typer raises click's
 # own, and typer exports neither. This is the one place that names them; main() catches it.
-# tests/test_library_contracts.py fails, naming typer's version, if it moves.
+# tests/test_library_contracts.py fails, naming typer's version, if it moves. (Imported by name
+# at run time: the two modules' types differ, and only one of them is installed.)
 try:
-    from typer._click.exceptions import ClickException
+    _click = importlib.import_module("typer._click.exceptions")
 except ImportError:  # pragma: no cover - typer < 0.20
-    from click.exceptions import ClickException
+    _click = importlib.import_module("click.exceptions")
+ClickException = _click.ClickException
 
 app = typer.Typer(
     name="mailer",
@@ -54,7 +56,7 @@ app = typer.Typer(
 @app.callback()
 def _root(
     ctx: typer.Context,
-    config: Optional[Path] = typer.Option(
+    config: Path | None = typer.Option(
         None, "--config", envvar="MAILER_CONFIG", help="Config file (default ./config.toml)."
     ),
 ) -> None:

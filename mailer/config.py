@@ -54,7 +54,8 @@ class SendGridSettings:
     timeout: float = setting(30.0, 1, 600)       # seconds; the library has none by default
     batch_size: int = setting(1000, 1, 1000)     # personalizations per request (SendGrid's maximum)
     max_retries: int = setting(6, 0, 20)         # for 429, 5xx and timeouts
-    requests_per_second: float = setting(100.0, 0, 10_000)   # `mailer worker`s share this budget (mailer/send/ratelimit.py); 0: none
+    # `mailer worker`s share this budget (mailer/send/ratelimit.py); 0: none
+    requests_per_second: float = setting(100.0, 0, 10_000)
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,9 @@ class SmtpSettings:
     connections: int = setting(2, 1, 64)         # concurrent connections, each sending its part of a batch
     ehlo_name: str = ""            # the name we give in EHLO; empty: this host's FQDN
     ca_file: str = ""              # PEM file of CAs to trust for the relay's certificate; empty: the system's
-    connect_retry_seconds: float = setting(60.0, 0, 600)   # keep retrying a refused/unreachable relay this long (backoff)
-    dkim_processes: int = setting(0, -1, 64)     # processes that DKIM-sign a large send; 0: one less than the CPUs (at least 1); -1: none
+    connect_retry_seconds: float = setting(60.0, 0, 600)   # keep retrying a refused/unreachable relay (backoff)
+    # processes that DKIM-sign a large send; 0: one less than the CPUs (at least 1); -1: none
+    dkim_processes: int = setting(0, -1, 64)
 
 
 class OnInterrupted(enum.StrEnum):
@@ -90,10 +92,11 @@ class DeliverySettings:
     backend: str = "outbox"
     outbox_dir: Path = Path("outbox")
     on_interrupted: OnInterrupted = OnInterrupted.RESEND  # what a rerun does with the batch in flight at a crash
-    retry_hours: float = setting(24.0, 0, 24 * 7)            # a reader refused temporarily (SMTP 4xx) is retried this long
-    retry_first_seconds: float = setting(60.0, 1, 3600)      # first wait before retrying a deferred reader; doubles each time
-    retry_wait_seconds: float = setting(600.0, 0, 3600)      # a run waits itself for deferred readers due within this long
-    worker_lease_seconds: float = setting(60.0, 2, 3600)     # a worker silent this long is presumed dead; its batches are reclaimed
+    retry_hours: float = setting(24.0, 0, 24 * 7)        # a reader refused temporarily (SMTP 4xx) is retried this long
+    retry_first_seconds: float = setting(60.0, 1, 3600)  # first wait before retrying a deferred reader; doubling
+    retry_wait_seconds: float = setting(600.0, 0, 3600)  # a run waits itself for deferred readers due within this long
+    # a worker silent this long is presumed dead; its batches are reclaimed
+    worker_lease_seconds: float = setting(60.0, 2, 3600)
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
 
@@ -104,7 +107,7 @@ class ScheduleSettings:
     time: str = "09:00"
     timezone: str = "America/New_York"
     list: str = ""                 # the list that gets each scheduled issue
-    misfire_grace_minutes: int = setting(60, 0, 7 * 24 * 60)   # how late a slot may still send (scheduler down at the slot)
+    misfire_grace_minutes: int = setting(60, 0, 7 * 24 * 60)  # how late a slot may still send (scheduler down then)
     proof_hours_before: int = setting(24, 0, 24 * 14)   # a proof to the editors this long before the slot; 0: none
     editors: tuple[str, ...] = ()  # proofs and the scheduler's notices (nothing scheduled, missed)
 
@@ -123,7 +126,7 @@ class ImapSettings:
 
 @dataclass(frozen=True)
 class BounceSettings:
-    soft_bounce_limit: int = setting(3, 1, 100)              # soft bounces within the window that make an address bounced
+    soft_bounce_limit: int = setting(3, 1, 100)        # soft bounces within the window that make an address bounced
     soft_bounce_window_days: int = setting(30, 1, 3650)
     imap: ImapSettings = field(default_factory=ImapSettings)
 
@@ -158,7 +161,8 @@ class WebSettings:
     subscribe_burst: int = setting(5, 1, 10_000)           # per client IP: form posts at once ...
     subscribe_per_hour: int = setting(30, 1, 1_000_000)    # ... and sustained
     admin_session_hours: int = setting(12, 1, 24 * 30)     # an /admin login lasts this long
-    admin_login_burst: int = setting(5, 1, 1000)           # login attempts at once, per client address and per user name ...
+    # login attempts per client address and per user name: at once ...
+    admin_login_burst: int = setting(5, 1, 1000)
     admin_login_per_hour: int = setting(20, 1, 100_000)    # ... and sustained
 
 
@@ -197,11 +201,11 @@ def secret(env_name: str, *, key: str) -> str:
 SECRET_KEY_FILE = ".mailer-secret"   # next to the config file; see secret_key()
 
 
-def secret_key_file(settings: "Settings") -> Path:
+def secret_key_file(settings: Settings) -> Path:
     return settings.root / SECRET_KEY_FILE
 
 
-def secret_key(settings: "Settings") -> str:
+def secret_key(settings: Settings) -> str:
     """The key that signs unsubscribe links and keys forget hashes: the environment variable
     that `secret_key_env` names, else the key file next to the config file (`mailer init` or
     the first `mailer send` writes it). It must outlive the shell: every link mailed depends on it."""
@@ -222,7 +226,7 @@ def secret_key(settings: "Settings") -> str:
     return value
 
 
-def ensure_secret_key(settings: "Settings") -> Path | None:
+def ensure_secret_key(settings: Settings) -> Path | None:
     """Write a new random key file (mode 0600) unless the environment or a key file has a key.
     Returns the file's path when it was written now, else None."""
     if os.environ.get(settings.secret_key_env) or secret_key_file(settings).exists():
@@ -302,7 +306,7 @@ def _value(kind, raw, key: str, where: str, root: Path):
         return tuple(raw)
     if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
         return float(raw)
-    if kind is int and isinstance(raw, bool) or not isinstance(raw, kind):
+    if (kind is int and isinstance(raw, bool)) or not isinstance(raw, kind):
         raise ConfigError(f"{key} must be {kind.__name__}, not {type(raw).__name__} ({raw!r})")
     return raw
 

@@ -27,7 +27,12 @@ Library errors are translated at one boundary per stage or backend, chained with
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from subscribers.errors import where
+
+if TYPE_CHECKING:
+    from mailer.compose.lint import LintReport
 
 
 class MailerError(Exception):
@@ -45,7 +50,7 @@ class IssueSourceError(MailerError):
         self.problems = [self]
 
     @classmethod
-    def combine(cls, problems: list["IssueSourceError"]) -> "IssueSourceError":
+    def combine(cls, problems: list[IssueSourceError]) -> IssueSourceError:
         """One error for several problems of one file: the first, then one `error:` line each."""
         if len(problems) == 1:
             return problems[0]
@@ -104,10 +109,9 @@ class ListIsPrivate(MailerError):
 
 
 class LintFailed(MailerError):
-    """An issue whose lint report has errors: nothing may be delivered. `report` is that report
-    (a mailer.compose.lint.LintReport)."""
+    """An issue whose lint report has errors: nothing may be delivered. `report` is that report."""
 
-    def __init__(self, message: str, report: object):
+    def __init__(self, message: str, report: LintReport):
         super().__init__(message)
         self.report = report
 

@@ -21,7 +21,7 @@ import hashlib
 from collections.abc import Sequence
 from functools import cache
 
-from sqlalchemy import JSON, BigInteger, Connection, Integer, Table
+from sqlalchemy import JSON, BigInteger, Connection, Integer, Row, Table
 
 from subscribers.models import UtcDateTime, driver_value
 
@@ -38,7 +38,7 @@ class Bulk:
 
     def insert(self, table: Table, columns: Sequence[str], rows: list[tuple], *,
                conflict: Sequence[str] | None = None, returning: Sequence[str] | None = None,
-               fixed: dict | None = None) -> list[tuple]:
+               fixed: dict | None = None) -> Sequence[Row]:
         """INSERT rows (tuples in `columns` order); ON CONFLICT (conflict) DO NOTHING when given.
         `fixed`: {column: value} shared by every row (see `_fixed`). `returning` works on
         PostgreSQL only (sqlite3's executemany cannot return rows)."""
@@ -86,6 +86,8 @@ class Bulk:
         insertion order while our transaction holds the write lock (AUTOINCREMENT: from the
         table's sequence, so the new rows hold the highest ids); that is checked at both ends,
         else the ids are looked up."""
+        if not rows:
+            return {}
         if self.pg:
             return {k: i for i, k in self.insert(table, columns, rows, conflict=[key], returning=["id", key],
                                                  fixed=fixed)}
@@ -94,9 +96,9 @@ class Bulk:
         sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({values}) ON CONFLICT ({key}) DO NOTHING"
         inserted = self.conn.exec_driver_sql(sql, rows).rowcount
         if inserted == n:
-            last = self.conn.exec_driver_sql(f"SELECT max(id) FROM {table.name}").scalar()
-            ends = dict(self.conn.exec_driver_sql(f"SELECT id, {key} FROM {table.name} WHERE id IN (?, ?)",
-                                                  (last - n + 1, last)).fetchall())
+            last = self.conn.exec_driver_sql(f"SELECT max(id) FROM {table.name}").scalar_one()
+            ends: dict[int, str] = dict(self.conn.exec_driver_sql(
+                f"SELECT id, {key} FROM {table.name} WHERE id IN (?, ?)", (last - n + 1, last)).fetchall())
             if ends.get(last - n + 1) == rows[0][at] and ends.get(last) == rows[-1][at]:
                 return {row[at]: last - n + 1 + i for i, row in enumerate(rows)}
         return {k: i for i, k in self.select_in(f"SELECT id, {key} FROM {table.name} WHERE {key} {{in_}}",
@@ -115,7 +117,7 @@ class Bulk:
         self.conn.exec_driver_sql(f"UPDATE {table.name} AS t SET {sets} FROM {stage} AS v WHERE t.{key} = v.{key}")
         self.conn.exec_driver_sql(f"TRUNCATE {stage}")
 
-    def select_in(self, sql: str, values: Sequence, *, ints: bool = False, params: Sequence = ()) -> list[tuple]:
+    def select_in(self, sql: str, values: Sequence, *, ints: bool = False, params: Sequence = ()) -> Sequence[Row]:
         """Run `sql`, whose placeholder `{in_}` stands for "IN (values)" and each `{param}` for one
         of `params`, in order (all before `{in_}` in the statement). On PostgreSQL the values
         travel as one newline-joined string (addresses and hashes hold no newline)."""

@@ -13,8 +13,12 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from subscribers.errors import CsvImportError
+
+if TYPE_CHECKING:
+    from _csv import Reader  # what csv.reader returns
 
 EMAIL = ("email", "e-mail", "email address", "e-mail address", "email_address", "emailaddress")
 NAME = ("name", "full name", "full_name", "fullname")
@@ -71,7 +75,8 @@ def check_utf8(path: Path) -> None:
                 decoder.decode(block)
             except UnicodeDecodeError as exc:
                 raise CsvImportError(f"not UTF-8 (byte {block[exc.start]:#04x}); save the file as UTF-8 and "
-                                     f"import again", path=str(path), line=line + block[:exc.start].count(b"\n")) from None
+                                     f"import again", path=str(path),
+                                     line=line + block[:exc.start].count(b"\n")) from None
             line += block.count(b"\n")
         try:
             decoder.decode(done, final=True)
@@ -126,9 +131,9 @@ class CsvSource:
 
     path: Path
     check_encoding: bool = True
-    columns: Columns | None = None
-    _raw: io.BufferedReader | None = None
-    _reader: object = None
+    columns: Columns = field(init=False)          # these three are set by __enter__
+    _raw: io.BufferedReader = field(init=False)
+    _reader: Reader = field(init=False)
     _last_line: int = 0  # the physical line the previous record ended on
 
     def __enter__(self) -> CsvSource:
@@ -142,6 +147,8 @@ class CsvSource:
             for _line, header in self._records():
                 self.columns = map_columns(header, self.path)
                 break
+            else:   # only blank lines, or lines of empty cells (",,,")
+                raise CsvImportError("the file is empty (a header line is needed)", path=str(self.path))
         except BaseException:   # a bad header: __exit__ will not run, so close here
             self._raw.close()
             raise

@@ -34,7 +34,7 @@ _upgraded: set[str] = set()  # URLs already brought to head in this process
 
 
 def _driver_url(url: str) -> str:
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
+    if url.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
 
@@ -75,7 +75,7 @@ def _ping_when_idle(engine: Engine) -> None:
             with dbapi_conn.cursor() as cur:
                 cur.execute("SELECT 1")
             dbapi_conn.rollback()
-        except Exception as exc:  # noqa: BLE001 - any failure: the connection is not usable
+        except Exception as exc:  # any failure: the connection is not usable
             raise DisconnectionError(str(exc)) from exc
 
 
@@ -111,7 +111,10 @@ class Migrations:
         return cfg
 
     def head(self) -> str:
-        return ScriptDirectory.from_config(self.config(None)).get_current_head()
+        head = ScriptDirectory.from_config(self.config(None)).get_current_head()
+        if head is None:   # a packaging mistake, not a state of the database
+            raise StoreError(f"no migrations found in {self.script_location}")
+        return head
 
     def current(self, engine: Engine) -> str | None:
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 class EventType(enum.StrEnum):
@@ -51,6 +51,6 @@ class DeliveryEvent:
         # every parser's time in one form (a naive one is taken as UTC), so the policy compares
         # and dedupe keys are made from one value whatever the parser gave
         if self.at.tzinfo is None:
-            object.__setattr__(self, "at", self.at.replace(tzinfo=timezone.utc))
+            object.__setattr__(self, "at", self.at.replace(tzinfo=UTC))
         elif self.at.utcoffset():
-            object.__setattr__(self, "at", self.at.astimezone(timezone.utc))
+            object.__setattr__(self, "at", self.at.astimezone(UTC))

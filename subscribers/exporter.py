@@ -45,7 +45,7 @@ def export_csv(engine: Engine, list_name: str, out: str | Path, *, status: Statu
         where, params = _where(found.id, status)
         keys = _attribute_keys(conn, where, params)
         total = conn.execute(text(f"SELECT count(*) FROM memberships m JOIN subscribers s "
-                                  f"ON s.id = m.subscriber_id WHERE {where}"), params).scalar()
+                                  f"ON s.id = m.subscriber_id WHERE {where}"), params).scalar_one()
         summary = ExportSummary(list_name, str(out), columns=len(COLUMNS) + len(keys))
         # Untyped text(): rows come as the driver gives them, without per-value processing; the
         # database writes the consent time's text, the same on both (models.utc_text).

@@ -19,6 +19,7 @@ forgotten is left exactly as it is and counted as `suppressed`.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import fcntl
 import json
@@ -98,7 +99,7 @@ class ImportSummary:
     invalid: int = 0
     suppressed: int = 0    # unsubscribed here, bounced/complained anywhere, or forgotten: left as is
     duplicates: int = 0    # rows merged into an earlier row of the same file
-    invalid_rows: list[InvalidRow] = field(default_factory=list)
+    invalid_rows: builtins.list[InvalidRow] = field(default_factory=builtins.list)   # (`list` names the list here)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -188,15 +189,18 @@ def _read_in_process(path: Path, summary: ImportSummary, status: Status, check_d
     over the GIL (docs/decisions.md: slower than no thread at all)."""
     package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    errors = tempfile.TemporaryFile()   # a file, not a pipe: a chatty child can never block on it
+    # a file, not a pipe: a chatty child can never block on it (closed in the `finally` below)
+    errors = tempfile.TemporaryFile()  # noqa: SIM115
     child = subprocess.Popen(
         [sys.executable, "-m", READER, str(path), status.value, "1" if check_dns else "0",
          str(chunk_size)], stdout=subprocess.PIPE, stderr=errors, env=env)
-    _widen_pipe(child.stdout)
+    out = child.stdout
+    assert out is not None   # stdout=PIPE
+    _widen_pipe(out)
     try:
         while True:
             try:
-                message = pickle.load(child.stdout)
+                message = pickle.load(out)
             except (EOFError, pickle.UnpicklingError):
                 code = child.wait()
                 raise CsvImportError(f"the reader process stopped unexpectedly (exit code {code})"
@@ -212,7 +216,7 @@ def _read_in_process(path: Path, summary: ImportSummary, status: Status, check_d
                 summary.add_invalid(line, email, reason)
             yield {r[1]: Row(*r) for r in rows}, position
     finally:
-        child.stdout.close()
+        out.close()
         if child.poll() is None:
             child.kill()
         child.wait()
@@ -350,7 +354,9 @@ class _Job:
         member = dict(self.bulk.select_in(
             f"SELECT subscriber_id, status FROM memberships WHERE list_id = {int(self.list_id)} "
             "AND subscriber_id {in_}", [v.id for v in existing.values()], ints=True))
-        joins, data_updates, tag_rows = [], [], []
+        joins: list[tuple[int, Row]] = []
+        data_updates: list[tuple] = []
+        tag_rows: list[tuple[int, str]] = []
         have = self._tags_of([v.id for e, v in existing.items() if rows[e].tags])
         for email, stored in existing.items():
             sid, glob = stored.id, stored.global_status

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from datetime import datetime, timezone
-from json.encoder import c_encode_basestring, c_make_encoder
+from datetime import UTC, datetime
+from json.encoder import (  # type: ignore[attr-defined]  # CPython's _json accelerators: not in the stubs
+    c_encode_basestring,
+    c_make_encoder,
+)
 
 from subscribers.csvfile import CONSENT, Columns, restore
 from subscribers.errors import InvalidAddress
@@ -80,8 +83,9 @@ class Row:
         self.consent = self.consent or other.consent
         if other.tags:
             self.tags = tuple(sorted(set(self.tags) | set(other.tags)))
-        for key, value in other.attrs.items():
-            self.attrs.setdefault(key, value)
+        attrs = self.attributes()
+        for key, value in other.attributes().items():
+            attrs.setdefault(key, value)
 
 
 def _cell(value: str) -> str:
@@ -91,7 +95,7 @@ def _cell(value: str) -> str:
 class RowParser:
     """Parses records for one file; invalid rows go to `summary.add_invalid(line, email, reason)`."""
 
-    def __init__(self, cols: Columns, summary, default_status: Status = Status.ACTIVE, check_dns: bool = False):
+    def __init__(self, cols: Columns, summary, default_status: Status | str = Status.ACTIVE, check_dns: bool = False):
         self.cols, self.summary = cols, summary
         self.default_status, self.check_dns = Status(default_status).value, check_dns
         self.width = len(cols.header)
@@ -101,20 +105,25 @@ class RowParser:
         cols, n = self.cols, len(cells)
         raw = _cell(cells[cols.email]) if cols.email < n else ""
         if n > self.width and "".join(cells[self.width:]).strip():
-            return self._invalid(line, raw, f"{n} fields but the header has {self.width} (a stray delimiter or quote?)")
+            self._invalid(line, raw, f"{n} fields but the header has {self.width} (a stray delimiter or quote?)")
+            return None
         try:
             email = normalize_email(raw, check_dns=self.check_dns)
         except InvalidAddress as exc:
-            return self._invalid(line, raw, exc.reason)
+            self._invalid(line, raw, exc.reason)
+            return None
         status = self._status(cells, n)
         if status is None:
+            assert cols.status is not None   # only a status cell's word can be unknown
             word = cells[cols.status].strip()
-            return self._invalid(line, raw, f"unknown status {word!r} (one of {', '.join(FILE_STATUS)})")
+            self._invalid(line, raw, f"unknown status {word!r} (one of {', '.join(FILE_STATUS)})")
+            return None
         attrs = {}
         for i, key in cols.attributes:
             if i < n and (value := cells[i]) and not value.isspace():  # _cell(), inlined: per cell
                 attrs[key] = clean_text(restore(value) if value[0] == "'" else value, MAX_ATTRIBUTE)
-        consent_at = self._subscribed_at(cells, n, attrs) if cols.subscribed_at is not None else None
+        at = cols.subscribed_at
+        consent_at = self._subscribed_at(cells, at, n, attrs) if at is not None else None
         tags = parse_tags(cells[cols.tags]) if cols.tags is not None and cols.tags < n else ()
         consent = self._consent(cells, n, attrs) if self.has_consent else None
         if consent and consent_at is None:
@@ -140,7 +149,6 @@ class RowParser:
 
     def _invalid(self, line: int, raw: str, reason: str) -> None:
         self.summary.add_invalid(line, clean_text(raw, 320), reason)
-        return None
 
     def _name(self, cells: list[str], n: int) -> str:
         cols = self.cols
@@ -160,8 +168,7 @@ class RowParser:
             return _UNCONFIRMED  # --unconfirmed caps what the file claims
         return status
 
-    def _subscribed_at(self, cells: list[str], n: int, attrs: dict) -> datetime | None:
-        i = self.cols.subscribed_at
+    def _subscribed_at(self, cells: list[str], i: int, n: int, attrs: dict) -> datetime | None:
         value = cells[i].strip() if i < n else ""
         if not value:
             return None
@@ -173,12 +180,12 @@ class RowParser:
     def _consent(self, cells: list[str], n: int, attrs: dict) -> tuple | None:
         """(optin_at, optin_ip, confirm_at, confirm_ip) from Mailchimp's columns; None when all are
         blank. A time we cannot read is kept as an attribute, an address that is not an IP dropped."""
-        values = []
-        for (i, column) in zip(self.cols.consent, CONSENT):
+        values: list[datetime | str | None] = []
+        for (i, column) in zip(self.cols.consent, CONSENT, strict=True):
             value = _cell(cells[i]).strip() if i is not None and i < n else ""
             if column.endswith("_time"):
                 when = parse_time(value) if value else None
-                if value and when is None:
+                if i is not None and value and when is None:
                     attrs[f"{self.cols.header[i]} (as given)"] = clean_text(value, MAX_ATTRIBUTE)
                 values.append(when)
             else:
@@ -208,4 +215,4 @@ def parse_time(value: str) -> datetime | None:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

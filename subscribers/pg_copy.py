@@ -50,8 +50,9 @@ _CREATE = [
 
 # Step 2: each staged row with the store's side of it. LATERAL ... LIMIT 1 (the keys are unique)
 # keeps these one index lookup per staged row: a plain join let the planner, which knows nothing
-# of a temporary table, hash the whole subscribers table for every chunk (2.6 s a chunk at 1M). `seen`: this run wrote it already (an
-# earlier chunk held the address), so the row is a duplicate and may only fill blanks.
+# of a temporary table, hash the whole subscribers table for every chunk (2.6 s a chunk at 1M).
+# `seen`: this run wrote it already (an earlier chunk held the address), so the row is a duplicate
+# and may only fill blanks.
 _PLAN = """
 INSERT INTO import_plan
 SELECT s.line, s.email, s.name, s.attributes, s.status, s.consent_at, s.consent_ip, s.optin_at, s.optin_ip,
@@ -82,7 +83,8 @@ WITH ins AS (
   FROM rows
 ), hist AS (
   INSERT INTO history (subscriber_id, list_id, at, action, old_status, new_status, source, detail)
-  SELECT id, :list_id, :now, 'subscribe', NULL, status, 'import', jsonb_build_object('file', CAST(:file AS text), 'line', line)
+  SELECT id, :list_id, :now, 'subscribe', NULL, status, 'import',
+         jsonb_build_object('file', CAST(:file AS text), 'line', line)
   FROM rows ORDER BY line
 )
 SELECT count(*) FROM rows
@@ -130,7 +132,8 @@ _EXISTING = _MERGED + f"""
   RETURNING subscriber_id
 ), jhist AS (
   INSERT INTO history (subscriber_id, list_id, at, action, old_status, new_status, source, detail)
-  SELECT z.sid, :list_id, :now, 'subscribe', NULL, z.status, 'import', jsonb_build_object('file', CAST(:file AS text), 'line', z.line)
+  SELECT z.sid, :list_id, :now, 'subscribe', NULL, z.status, 'import',
+         jsonb_build_object('file', CAST(:file AS text), 'line', z.line)
   FROM joined j JOIN z ON z.sid = j.subscriber_id ORDER BY z.line
 ), members AS (
   SELECT seen, name_changed OR attrs_changed AS changed FROM z
@@ -282,7 +285,7 @@ def may_skip_fk_checks(conn: Connection) -> bool:
     (`GRANT SET ON PARAMETER session_replication_role TO ...`)."""
     if conn.exec_driver_sql("SELECT current_setting('is_superuser')").scalar() == "on":
         return True
-    if conn.dialect.server_version_info < (15,):
+    if (conn.dialect.server_version_info or (0,)) < (15,):
         return False
     return bool(conn.exec_driver_sql("SELECT has_parameter_privilege('session_replication_role', 'SET')").scalar())
 

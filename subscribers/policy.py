@@ -31,7 +31,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
     BigInteger,
@@ -150,7 +150,7 @@ def record_events(conn: Connection, batch: Sequence[DeliveryEvent], ids: dict[st
     seen = _stored_ids(conn, first)
     new = [e for key, e in first.items() if key not in seen]
     if new:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         conn.execute(_insert_ignore(conn), [_row(e, ids, now) for e in new])
     return new
 
@@ -173,7 +173,7 @@ def _record_copied(conn: Connection, first: dict, ids: dict[str, int]) -> list[D
     """PostgreSQL: the events COPY into a staging table and go in with one INSERT ... ON CONFLICT
     DO NOTHING RETURNING, which names the new ones: no lookup first, and no per-row parameter
     processing (SQLAlchemy's executemany cost most of a 1,000-event post: docs/decisions.md)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rows = []
     for e in first.values():
         row = _row(e, ids, now)

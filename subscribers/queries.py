@@ -145,7 +145,7 @@ def search(conn: Connection, text: str, limit: int = 50) -> tuple[int, list]:
     (case-insensitive). `lists` is "name:status, ..." for display."""
     match = or_(*(column.like(_like(t), escape="\\") for t in _search_forms(text)
                   for column in (subscribers.c.email, func.lower(subscribers.c.name))))
-    total = conn.execute(select(func.count()).select_from(subscribers).where(match)).scalar()
+    total = conn.execute(select(func.count()).select_from(subscribers).where(match)).scalar_one()
     rows = conn.execute(select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.global_status)
                         .where(match).order_by(subscribers.c.email).limit(limit)).all()
     found = []

@@ -47,7 +47,7 @@ from subscribers.models import (
     utcnow,
 )
 from subscribers.normalize import clean_text, normalize_email, normalize_ip
-from subscribers.queries import (  # noqa: F401
+from subscribers.queries import (
     effective_status,
     find_subscriber,
     get_subscriber,
@@ -74,7 +74,7 @@ def create_list(conn: Connection, name: str, title: str = "", description: str =
         raise ListExists(name)
     values = dict(name=name, title=clean_text(title) or name, description=clean_text(description, 1000),
                   private=bool(private), created_at=utcnow())
-    list_id = conn.execute(insert(lists).values(values)).inserted_primary_key[0]
+    list_id = conn.execute(insert(lists).values(values).returning(lists.c.id)).scalar_one()
     return List(id=list_id, **values)
 
 
@@ -149,7 +149,8 @@ def set_status(conn: Connection, subscriber_id: int, list_id: int | None, new_st
     if new_status is not Status.UNSUBSCRIBED:
         raise ValueError(f"{new_status} needs a list (only unsubscribed, bounced, complained apply to every list)")
     ids = conn.execute(select(memberships.c.list_id).where(memberships.c.subscriber_id == subscriber_id)).scalars()
-    return any([_set_membership(conn, subscriber_id, lid, new_status, source, detail) for lid in ids])
+    # a list, not a generator: every membership changes, where any() would stop at the first
+    return any([_set_membership(conn, subscriber_id, lid, new_status, source, detail) for lid in ids])  # noqa: C419
 
 
 def clear_global_status(conn: Connection, subscriber_id: int, source: str, detail: dict | None = None) -> bool:
@@ -236,12 +237,12 @@ def add_subscriber(conn: Connection, email: str, list_id: int, *, name: str | No
     current = conn.execute(select(memberships.c.status).where(
         memberships.c.subscriber_id == row.id, memberships.c.list_id == list_id)).scalar()
     if current is None:
-        return _join(conn, row.id, address, list_id, status, source, actor, tuple(changes) + ("subscribed",))
+        return _join(conn, row.id, address, list_id, status, source, actor, (*changes, "subscribed"))
     current = Status(current)
     if current in SUPPRESSED and not force:
         raise SuppressedAddress(address, str(current), _list_name(conn, list_id), hint="--resubscribe overrides")
     target = current if current is Status.ACTIVE and status is Status.UNCONFIRMED else status
-    if target != current or changes and any(c.endswith("lifted") for c in changes):
+    if target != current or (changes and any(c.endswith("lifted") for c in changes)):
         _set_membership(conn, row.id, list_id, target, actor, {"reason": "admin"}, consent=_consent(source))
         if target != current:
             changes.append(f"{current} -> {target}")
@@ -337,10 +338,11 @@ def subscribe_unconfirmed(conn: Connection, list_id: int, email: str, *, secret:
         sid = None
     elif current is None:
         sid = sid or _insert_subscriber(conn, address, clean_text(name))
-        _join(conn, sid, address, list_id, Status.UNCONFIRMED, ConsentSource.WEB, "web", (), ip=ip, user_agent=user_agent)
+        _join(conn, sid, address, list_id, Status.UNCONFIRMED, ConsentSource.WEB, "web", (), ip=ip,
+              user_agent=user_agent)
         status = Status.UNCONFIRMED
-    else:
-        status = effective_status(current, row.global_status)
+    else:   # (a membership row means a subscriber row)
+        status = effective_status(current, row.global_status if row else None)
     wanted = status is not Status.ACTIVE
     mail = _request(conn, list_id, digest, wanted, resend_after)
     return Signup(sid, list_id, status, wanted, mail, address)
@@ -353,9 +355,9 @@ def _request(conn, list_id: int, digest: str, wanted: bool, resend_after: timede
     upsert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     mailed = signup_requests.c.mailed_at
     due = or_(mailed.is_(None), mailed < now - resend_after)
-    statement = upsert(signup_requests).values(list_id=list_id, address_hash=digest, requested_at=now,
-                                               mailed_at=now if wanted else None)
-    statement = statement.on_conflict_do_update(
+    new = upsert(signup_requests).values(list_id=list_id, address_hash=digest, requested_at=now,
+                                         mailed_at=now if wanted else None)
+    statement = new.on_conflict_do_update(
         index_elements=["list_id", "address_hash"],
         set_={"requested_at": now, "mailed_at": case((due, now), else_=mailed) if wanted else mailed},
     ).returning(signup_requests.c.mailed_at)
@@ -421,10 +423,11 @@ def confirm_forgotten(conn: Connection, list_id: int, address: str, *, secret: s
         sid = _insert_subscriber(conn, address, clean_text(name))
         _join(conn, sid, address, list_id, Status.ACTIVE, ConsentSource.WEB, "web", (), ip=ip, user_agent=user_agent)
         return True
-    if membership_status(conn, row.id, list_id) is None:
+    current = membership_status(conn, row.id, list_id)
+    if current is None:
         _join(conn, row.id, address, list_id, Status.ACTIVE, ConsentSource.WEB, "web", (), ip=ip, user_agent=user_agent)
         return True
-    return effective_status(membership_status(conn, row.id, list_id), row.global_status) is Status.ACTIVE
+    return effective_status(current, row.global_status) is Status.ACTIVE
 
 
 def unsubscribe(conn: Connection, subscriber_id: int, list_id: int, *, source: str = "web",
@@ -499,7 +502,8 @@ def forget(conn: Connection, email: str, secret: str, *, source: str = "admin") 
 
 __all__ = [
     "AddResult", "Outcome", "Signup", "Subscriber", "add_subscriber", "all_lists", "clear_global_status", "confirm",
-    "confirm_forgotten", "create_list", "delete_list", "edit_list", "opt_in", "rename", "effective_status", "find_subscriber", "forget", "get_list", "get_subscriber",
-    "history_of", "is_forgotten", "iter_recipients", "list_counts", "membership_status", "memberships_of", "recipients_select",
+    "confirm_forgotten", "create_list", "delete_list", "edit_list", "opt_in", "rename", "effective_status",
+    "find_subscriber", "forget", "get_list", "get_subscriber", "history_of", "is_forgotten", "iter_recipients",
+    "list_counts", "membership_status", "memberships_of", "recipients_select",
     "record", "search", "set_status", "subscribe_unconfirmed", "unsubscribe",
 ]

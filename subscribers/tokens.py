@@ -92,7 +92,7 @@ def make_token(secret: str, purpose: str, subscriber_id: int, list_id: int, key:
     return _serializer(secret, purpose, now).dumps(payload)
 
 
-def _key(key: str) -> str:
+def _key(key: object) -> str:
     if not isinstance(key, str) or not KEY.fullmatch(key):
         raise TokenError("a membership key is 16 lower-case hex characters")
     return key

@@ -15,6 +15,9 @@ from mailer.config import load_settings
 from tests.services import missing
 
 REPO = Path(__file__).resolve().parent.parent
+# The local servers' fixtures, found by name in every test module rather than imported into each.
+pytest_plugins = ["tests.servers.fixtures"]
+
 PG_URL = os.environ.get("MAILER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 

@@ -15,7 +15,6 @@ from mailer.errors import SendError
 from mailer.send import dispatch, ledger
 from mailer.send.deliver.registry import create_backend
 from tests.deliver.helpers import seed
-from tests.servers.fixtures import sendgrid_server, smtp_sink  # noqa: F401 - fixtures
 from tests.servers.smtp_sink import SmtpSink
 
 SECRET = "test-secret-key-0123456789abcdef"
@@ -321,8 +320,8 @@ def test_a_second_runner_is_refused_while_the_first_is_alive(store_settings, com
     plan = dispatch.plan_send(store_settings, composed, "crank")
     dispatch.run_send(store_settings, plan)
     with plan.engine.begin() as conn:  # pretend our parent process is mid-send
-        conn.execute(update(ledger.sends).values(status="sending", runner=f"{ledger.socket.gethostname()}:{os.getppid()}",
-                                                 heartbeat_at=ledger.now()))
+        parent = f"{ledger.socket.gethostname()}:{os.getppid()}"
+        conn.execute(update(ledger.sends).values(status="sending", runner=parent, heartbeat_at=ledger.now()))
         conn.execute(update(ledger.deliveries).where(ledger.deliveries.c.id == 1).values(state="pending"))
     with pytest.raises(SendError, match="running in another process"):
         dispatch.run_send(store_settings, dispatch.plan_send(store_settings, composed, "crank"))

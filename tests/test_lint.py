@@ -180,4 +180,4 @@ def test_lint_does_not_need_the_preview():
     """Sizing fills markers the way every stage does (mailer.model.fill): no lint <-> preview cycle."""
     code = ("import sys, mailer.compose.lint as l; l.fill_for_sizing('<p>%%name:html%%</p>'); "
             "sys.exit('mailer.compose.preview' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0

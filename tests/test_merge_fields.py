@@ -19,7 +19,6 @@ from mailer.compose.source import merge_fields, parse_issue
 from mailer.model import marker, with_default
 from mailer.send import dispatch
 from tests.deliver.helpers import seed
-from tests.servers.fixtures import sendgrid_server, smtp_sink  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # http base_url on purpose
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import insert
@@ -14,7 +14,7 @@ from subscribers.events import DeliveryEvent, EventType, Severity
 from tests.services import missing
 
 CHROMIUM = "/usr/bin/chromium"
-T0 = datetime(2024, 11, 5, 14, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 11, 5, 14, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def sent(config_file, db_url, monkeypatch):
             total=500, started_at=T0).returning(sends.c.id)).scalar()
         states = ["accepted"] * 490 + ["failed"] * 6 + ["deferred"] * 4
         conn.execute(insert(deliveries), [{"send_id": send_id, "subscriber_id": sid, "state": state, "attempts": 1}
-                                          for sid, state in zip(ids, states)])
+                                          for sid, state in zip(ids, states, strict=True)])
 
         def events(kind, readers, severity=None, minutes=0, prefix=""):
             return [DeliveryEvent(type=kind, recipient=f"r{i}@example.org", severity=severity, source="test",

@@ -16,7 +16,7 @@ import shutil
 import socket
 import threading
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -33,7 +33,6 @@ from mailer.send import ledger
 from tests.conftest import REPO
 from tests.deliver.helpers import seed
 
-UTC = timezone.utc
 SECRET = "test-secret-key-0123456789abcdef"
 EDITOR = "editor@example.org"
 READERS = 5
@@ -183,7 +182,7 @@ def test_on_postgresql_the_issues_advisory_lock_decides_who_fires_the_slot(sched
 
     caplog.set_level(logging.INFO, "mailer.schedule")
     schedule_issue(sched, "2024-12", None, BEFORE)
-    plain, _, options = db_url.replace("postgresql+psycopg", "postgresql").partition("?")
+    plain, _, _options = db_url.replace("postgresql+psycopg", "postgresql").partition("?")
     key = (LOCK_NAMESPACE, zlib.crc32(b"2024-12") & 0x7FFFFFFF)
     with psycopg.connect(plain, autocommit=True) as other:
         assert other.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[0]

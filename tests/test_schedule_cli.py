@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -35,7 +35,7 @@ def run(cli, project, *args):
 
 def next_slot(project) -> str:
     settings = load_settings(project)
-    return shown(next_slots(settings.schedule, datetime.now(timezone.utc), 1)[0], settings.schedule)
+    return shown(next_slots(settings.schedule, datetime.now(UTC), 1)[0], settings.schedule)
 
 
 def test_schedule_show_issues_and_unschedule(cli, project):

@@ -21,7 +21,6 @@ from mailer.errors import SendError
 from mailer.send import dispatch, ledger
 from subscribers.models import subscribers
 from tests.deliver.helpers import seed
-from tests.servers.fixtures import sendgrid_server  # noqa: F401 - fixture
 from tests.servers.relay import Relay
 from tests.servers.smtp_sink import SmtpSink
 from tests.test_dispatch import (  # noqa: F401
@@ -163,7 +162,8 @@ def test_a_reader_still_refused_after_retry_hours_fails(store_settings, composed
         _age(settings, next_attempt=True, started=timedelta(hours=25))
         last = run(settings, composed)
     assert (last.sent, last.failed, last.deferred, last.status) == (1, 1, 0, "done")
-    (error,) = [e for s, e in rows(settings, ledger.deliveries.c.state, ledger.deliveries.c.last_error) if s == "failed"]
+    states = rows(settings, ledger.deliveries.c.state, ledger.deliveries.c.last_error)
+    (error,) = [e for s, e in states if s == "failed"]
     assert error == "451 4.3.0 Try later (still refused after 24 hours of retries)"
 
 
@@ -309,4 +309,5 @@ def test_a_runner_taken_over_stops_before_its_next_batch(store_settings, compose
     assert len(list(store_settings.delivery.outbox_dir.glob("*.eml"))) == 100   # that one batch only ...
     assert Counter(s for (s,) in rows(store_settings, ledger.deliveries.c.state)) == {"accepted": 100, "pending": 150}
     with engine.connect() as conn:                                             # ... recorded; the row left alone
-        assert tuple(conn.execute(select(ledger.sends.c.status, ledger.sends.c.runner)).one()) == ("sending", "other-host:1")
+        row = conn.execute(select(ledger.sends.c.status, ledger.sends.c.runner)).one()
+        assert tuple(row) == ("sending", "other-host:1")

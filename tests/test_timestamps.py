@@ -11,7 +11,7 @@ PostgreSQL session runs in a time zone far from UTC, which none of it may depend
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from sqlalchemy import Text, bindparam, cast, column, func, insert, select, text
 from sqlalchemy.orm import Session
@@ -29,14 +29,12 @@ from subscribers.models import (
     utc_text,
 )
 
-UTC = timezone.utc
-
 # (name, value written, the UTC instant it means)
 INSTANTS = [
     ("whole seconds", datetime(2024, 11, 5, 9, 30, tzinfo=UTC), datetime(2024, 11, 5, 9, 30, tzinfo=UTC)),
     ("zone -05:00, microseconds", datetime(2024, 11, 5, 4, 30, 0, 250, tzinfo=timezone(timedelta(hours=-5))),
      datetime(2024, 11, 5, 9, 30, 0, 250, tzinfo=UTC)),
-    ("naive, taken as UTC", datetime(2024, 12, 31, 23, 59, 59, 999999),
+    ("naive, taken as UTC", datetime(2024, 12, 31, 23, 59, 59, 999999),  # noqa: DTZ001 - the case under test
      datetime(2024, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
     ("local new year, UTC day before", datetime(2025, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1))),
      datetime(2024, 12, 31, 23, 30, tzinfo=UTC)),

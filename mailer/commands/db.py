@@ -6,6 +6,8 @@ the MAILER_SECRET_KEY secret. Only typer is imported at module level.
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import typer
 
 from mailer.commands.common import app_context, console, store_engine
@@ -27,6 +29,10 @@ def engine(ctx: typer.Context):
     return store_engine(ctx, "subscribers")
 
 
+@overload
+def secret(ctx: typer.Context, required: Literal[True] = True) -> str: ...
+@overload
+def secret(ctx: typer.Context, required: bool) -> str | None: ...
 def secret(ctx: typer.Context, required: bool = True) -> str | None:
     """MAILER_SECRET_KEY (the env var the config names). Not required: None when unset, and the
     store asks for it only if it really needs it (a database with forgotten addresses)."""

@@ -5,7 +5,6 @@ other command stay fast.
 """
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -25,7 +24,7 @@ ISSUE = typer.Argument(..., help="The issue file, e.g. issues/2024-11.md", show_
 def build(
     ctx: typer.Context,
     issue: Path = ISSUE,
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for email.mjml, email.html and "
+    out: Path | None = typer.Option(None, "--out", help="Folder for email.mjml, email.html and "
                                        "email.txt (default: build/<issue name>)."),
 ) -> None:
     """Compose ISSUE for a preview recipient and print the lint report.
@@ -87,7 +86,7 @@ def schedule(
     ctx: typer.Context,
     issue: str = typer.Argument(..., help="The issue file (issues/2024-12.md) or its name (2024-12).",
                                 show_default=False),
-    at: Optional[str] = typer.Option(None, "--at", help="Send at this time instead of the next free slot: "
+    at: str | None = typer.Option(None, "--at", help="Send at this time instead of the next free slot: "
                                      "\"2026-12-01 09:00\" in the \\[schedule] time zone, or with an offset."),
 ) -> None:
     """Compose and lint ISSUE (errors refuse), then schedule it for the next free slot or --at."""

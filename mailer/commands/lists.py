@@ -6,7 +6,6 @@ Only typer is imported at module level; the store loads inside each command.
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -55,8 +54,8 @@ def _table(rows):
         table.add_column(status, justify="right")
     table.add_column("total", justify="right")
     for row, counts in rows:  # Text(): a title is data, never rich markup
-        table.add_row(Text(row.name), Text(row.title), "private" if row.private else "public", *(f"{counts.get(s, 0):,}" for s in STATUS_COLUMNS),
-                      f"{sum(counts.values()):,}")
+        table.add_row(Text(row.name), Text(row.title), "private" if row.private else "public",
+                      *(f"{counts.get(s, 0):,}" for s in STATUS_COLUMNS), f"{sum(counts.values()):,}")
     return table
 
 
@@ -87,9 +86,9 @@ def create(ctx: typer.Context,
 @app.command()
 def edit(ctx: typer.Context,
          name: str = typer.Argument(..., help="The list to change.", show_default=False),
-         title: Optional[str] = typer.Option(None, "--title", help="What readers see."),
-         description: Optional[str] = typer.Option(None, "--description", help="A line about the list."),
-         private: Optional[bool] = typer.Option(None, "--private/--public",
+         title: str | None = typer.Option(None, "--title", help="What readers see."),
+         description: str | None = typer.Option(None, "--description", help="A line about the list."),
+         private: bool | None = typer.Option(None, "--private/--public",
                                                 help="Hide the list from /subscribe, or offer it there.")) -> None:
     """Change a list's title, description or visibility on /subscribe."""
     from subscribers import store

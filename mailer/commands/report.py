@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -23,9 +22,9 @@ def register(app: typer.Typer) -> None:
 
 def report(ctx: typer.Context,
            issue: str = typer.Argument(..., help="The issue's name (2024-11) or file.", show_default=False),
-           list_name: Optional[str] = typer.Option(None, "--list", help="Only the send to this list."),
+           list_name: str | None = typer.Option(None, "--list", help="Only the send to this list."),
            as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
-           html_file: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML page "
+           html_file: Path | None = typer.Option(None, "--html", help="Also write a self-contained HTML page "
                                                     "with a chart of events over time.")) -> None:
     """Readers, deliveries, bounces, blocks, complaints, unsubscribes (opens and clicks where the
     provider reports them), each with its rate, and the warnings a bulk sender must heed."""

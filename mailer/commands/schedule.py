@@ -68,7 +68,7 @@ def print_scheduled(settings, issue: str, at: str | None) -> None:
     if hours and editors:
         typer.echo(f"A proof goes to {', '.join(editors)} from "
                    f"{shown(done.send_at - timedelta(hours=hours), settings.schedule)}.")
-    typer.echo("`mailer schedule run` must be running then (see the README's operator's guide).")
+    typer.echo("`mailer schedule run` must be running then (see docs/operations.md, the monthly schedule).")
 
 
 def print_unscheduled(settings, issue: str) -> None:

@@ -5,23 +5,18 @@ Only typer is imported here; compose, dispatch and the backends load inside the 
 
 from __future__ import annotations
 
-import enum
 import json
 import warnings
 from dataclasses import replace
 from datetime import datetime
-from typing import Optional
 
 import typer
 
 from mailer.commands import issue as issue_cmds
 from mailer.commands.common import app_context, console
-from mailer.send.deliver.registry import BACKENDS
+from mailer.send.deliver.registry import BackendName
 
 # The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
-
-
-BackendName = enum.Enum("BackendName", {name: name for name in BACKENDS}, type=str)
 
 
 ISSUE = typer.Argument(..., help="The issue file (issues/2024-11.md) or its name (2024-11).", show_default=False)
@@ -36,12 +31,12 @@ def register(app: typer.Typer) -> None:
 def send(
     ctx: typer.Context,
     issue: str = ISSUE,
-    list_name: Optional[str] = typer.Option(None, "--list", help="The list to send to.", show_default=False),
+    list_name: str | None = typer.Option(None, "--list", help="The list to send to.", show_default=False),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Compose and personalize every message; deliver nothing."),
-    backend: Optional[BackendName] = BACKEND,
+    backend: BackendName | None = BACKEND,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
-    tags: Optional[list[str]] = typer.Option(None, "--tag", help="Only readers with this tag (repeat: any of them).",
+    tags: list[str] | None = typer.Option(None, "--tag", help="Only readers with this tag (repeat: any of them).",
                                              show_default=False),
     take_over: bool = typer.Option(False, "--take-over", help="Resume a send whose runner still looks alive "
                                    "(fresh heartbeat): only when you know that process is gone."),
@@ -81,8 +76,8 @@ def send(
             if not yes:
                 verb = "Resume sending" if plan.send_id else "Send"
                 who = "remaining subscribers" if plan.send_id else "active subscribers"
-                typer.confirm(f"{verb} '{shown_subject(composed.subject)}' to {plan.readers:,} {who} of {describe(plan.list_name, plan.segment)} "
-                              f"via {plan.backend}?", abort=True, err=True)
+                typer.confirm(f"{verb} '{shown_subject(composed.subject)}' to {plan.readers:,} {who} of "
+                              f"{describe(plan.list_name, plan.segment)} via {plan.backend}?", abort=True, err=True)
             with _progress(err) as on_progress:
                 if workers > 1:
                     from mailer.send.workers import run_shared
@@ -100,7 +95,7 @@ def proof(
     ctx: typer.Context,
     issue: str = ISSUE,
     to: str = typer.Option(..., "--to", help="Comma-separated addresses of the editors.", show_default=False),
-    backend: Optional[BackendName] = BACKEND,
+    backend: BackendName | None = BACKEND,
 ) -> None:
     """Send a copy of ISSUE marked as a proof ("[PROOF]" subject) to editors, outside the ledger."""
     from mailer.send.dispatch import send_proof
@@ -118,7 +113,7 @@ def proof(
     with _warnings_to(err):
         composed = _gate(issue, settings, err, proof=True)
         results = send_proof(settings, composed, addresses, backend_name=backend.value if backend else None)
-    for address, result in zip(addresses, results):
+    for address, result in zip(addresses, results, strict=True):
         typer.echo(f"{address}: {result.status.value}" + (f" ({result.detail})" if result.detail else ""))
     if not all(r.ok for r in results):
         raise typer.Exit(1)
@@ -187,15 +182,16 @@ class _progress:
     """A rich progress bar on stderr: sent, failed, rate and time left."""
 
     def __init__(self, err):
-        self.err, self.bar, self.task, self.first = err, None, None, None
+        from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-    def __enter__(self):
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
+        self.err, self.first = err, 0
+        self.task: TaskID | None = None
         self.bar = Progress(TextColumn("sending"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
                             TextColumn("sent {task.fields[sent]:,} · failed {task.fields[failed]:,}"),
                             TextColumn("{task.fields[rate]:,.0f}/s"), TimeRemainingColumn(),
                             console=self.err, transient=False)
+
+    def __enter__(self):
         self.bar.__enter__()
         return self.update
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from mailer.commands.common import app_context
@@ -15,8 +13,9 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
         ctx: typer.Context,
-        host: Optional[str] = typer.Option(None, "--host", help="Address to listen on (default: web.host in the config)."),
-        port: Optional[int] = typer.Option(None, "--port", help="Port to listen on (default: web.port in the config; 0: any free port, printed at start)."),
+        host: str | None = typer.Option(None, "--host", help="Address to listen on (default: web.host in the config)."),
+        port: int | None = typer.Option(None, "--port", help="Port to listen on (default: web.port in the config; "
+                                        "0: any free port, printed at start)."),
     ) -> None:
         """Serve subscribe/confirm/unsubscribe pages, the SendGrid webhook, the archive and /admin."""
         import uvicorn

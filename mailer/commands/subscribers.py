@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -16,6 +16,9 @@ from mailer.commands.common import console
 from mailer.commands.db import engine, secret
 from subscribers.errors import SubscriberNotFound
 from subscribers.status import Status
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 # The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
@@ -33,7 +36,7 @@ def _say(text: str) -> None:
 
 @app.command()
 def add(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST,
-        name: Optional[str] = typer.Option(None, "--name", help="The subscriber's name."),
+        name: str | None = typer.Option(None, "--name", help="The subscriber's name."),
         unconfirmed: bool = typer.Option(False, "--unconfirmed", help="Add as unconfirmed (awaiting opt-in)."),
         resubscribe: bool = typer.Option(False, "--resubscribe", "--force",
                                          help="Override a suppression: an unsubscribed, bounced, complained "
@@ -161,7 +164,8 @@ def search(ctx: typer.Context, text: str = typer.Argument(..., help="Part of an 
 
 @app.command()
 def tag(ctx: typer.Context, email: str = EMAIL,
-        tags: list[str] = typer.Argument(..., help="One or more tags (any case; no commas).", show_default=False)) -> None:
+        tags: list[str] = typer.Argument(..., help="One or more tags (any case; no commas).",
+                                         show_default=False)) -> None:
     """Give EMAIL these tags (a send can pick readers by tag: `mailer send ... --tag TAG`)."""
     from subscribers.tags import add_tags
 
@@ -261,7 +265,7 @@ def _print_import(s) -> None:
 def export(ctx: typer.Context, list_name: str = LIST,
            out: Path = typer.Option(..., "--out", help="The CSV file to write ('-' for standard output).",
                                     show_default=False),
-           status: Optional[Status] = typer.Option(None, "--status", help="Only members with this status.")) -> None:
+           status: Status | None = typer.Option(None, "--status", help="Only members with this status.")) -> None:
     """Export a list's members as CSV (email, name, status, subscribed_at, attributes)."""
     from subscribers.exporter import export_csv
 
@@ -277,7 +281,8 @@ class _progress:
     """A rich progress bar on stderr when it is a terminal; yields an update(done, total) or None."""
 
     def __init__(self, label: str, unit: str):
-        self.label, self.unit, self.bar = label, unit, None
+        self.label, self.unit = label, unit
+        self.bar: Progress | None = None
 
     def __enter__(self):
         err = console(stderr=True)
@@ -291,11 +296,11 @@ class _progress:
             TimeRemainingColumn,
         )
 
-        self.bar = Progress(TextColumn(self.label), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
-                            console=err, transient=True)
-        self.bar.start()
-        task = self.bar.add_task(self.label, total=None)
-        return lambda done, total: self.bar.update(task, completed=done, total=total or None)
+        self.bar = bar = Progress(TextColumn(self.label), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+                                  console=err, transient=True)
+        bar.start()
+        task = bar.add_task(self.label, total=None)
+        return lambda done, total: bar.update(task, completed=done, total=total or None)
 
     def __exit__(self, *exc):
         if self.bar is not None:

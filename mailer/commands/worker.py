@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-from typing import Optional
 
 import typer
 
@@ -20,8 +19,8 @@ def worker(
     ctx: typer.Context,
     forever: bool = typer.Option(False, "--forever", help="Keep polling for new shared sends instead of "
                                  "stopping when none has work left."),
-    send: Optional[int] = typer.Option(None, "--send", help="Work on this send (its #) only.", show_default=False),
-    lease: Optional[float] = typer.Option(None, "--lease", show_default=False,
+    send: int | None = typer.Option(None, "--send", help="Work on this send (its #) only.", show_default=False),
+    lease: float | None = typer.Option(None, "--lease", show_default=False,
                                           help="Override [delivery] worker_lease_seconds: how long a batch stays ours "
                                           "without a heartbeat (renewed 4 times per lease)."),
 ) -> None:
@@ -36,7 +35,8 @@ def worker(
     err = console(stderr=True)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *a: stopping.append(True))  # finish the batch on the wire, then stop
-    report = run_worker(settings, forever=forever, only=send, lease=lease or settings.delivery.worker_lease_seconds, stop=lambda: bool(stopping),
+    report = run_worker(settings, forever=forever, only=send, lease=lease or settings.delivery.worker_lease_seconds,
+                        stop=lambda: bool(stopping),
                         notice=lambda message: err.print(f"note: {message}", markup=False, soft_wrap=True))
     sent = sum(report.sends.values())
     typer.echo(f"worker {report.worker}: {sent:,} sent in {len(report.sends)} send(s), "

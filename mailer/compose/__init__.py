@@ -1,1 +1,3 @@
-"""Stage 1-4: issues/YYYY-MM.md -> ComposedIssue -> one reader's message (source, render, inline, personalize, lint, preview)."""
+"""Stage 1-4: issues/YYYY-MM.md -> ComposedIssue -> one reader's message.
+
+Modules: source, render, inline, personalize, lint, preview."""

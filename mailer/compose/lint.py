@@ -34,7 +34,7 @@ from mailer.compose.render import (
     template_files,
 )
 from mailer.errors import where
-from mailer.model import FIELDS, MARKER, MERGE_FIELDS, fill, marker
+from mailer.model import FIELDS, MARKER, MERGE_FIELDS, Part, fill, marker
 
 PREHEADER_CHARS = 90         # what inboxes show after the subject, roughly (docs/mail-facts.md)
 CLIP_BYTES = 102_000          # Gmail's ~102 KB (community-measured, not published by Google)
@@ -160,20 +160,22 @@ _KNOWN = ", ".join("{{ %s }}" % name for name in MERGE_FIELDS)
 
 
 def check_unresolved(composed, locate) -> list[Finding]:
-    findings, leftovers = [], {}
-    for part, text in (("HTML", composed.html), ("text", composed.text)):
-        pattern = MARKER[part.lower()]
+    findings: list[Finding] = []
+    leftovers: dict[tuple[str, str], list[str]] = {}
+    parts: list[tuple[Part, str, str]] = [("html", "HTML", composed.html), ("text", "text", composed.text)]
+    for part, label, text in parts:
+        pattern = MARKER[part]
         for found in _JINJA_LEFTOVER.findall(text):
-            leftovers.setdefault(("template variable", found), []).append(part)
+            leftovers.setdefault(("template variable", found), []).append(label)
         for found in set(_MARKER_LIKE.findall(text)):
             if not pattern.fullmatch(found):
-                leftovers.setdefault(("unknown or misplaced marker", found), []).append(part)
-        if marker("unsubscribe_url", part.lower()) not in text:
-            findings.append(Finding(Severity.ERROR, "unresolved", f"the {part} part has no "
-                                    f"unsubscribe link ({marker('unsubscribe_url', part.lower())}): "
+                leftovers.setdefault(("unknown or misplaced marker", found), []).append(label)
+        if marker("unsubscribe_url", part) not in text:
+            findings.append(Finding(Severity.ERROR, "unresolved", f"the {label} part has no "
+                                    f"unsubscribe link ({marker('unsubscribe_url', part)}): "
                                     "CAN-SPAM and Gmail/Yahoo require one", *locate("Unsubscribe")))
-    for (kind, found), parts in sorted(leftovers.items()):
-        where = " and ".join(dict.fromkeys(parts)) + (" parts" if len(set(parts)) > 1 else " part")
+    for (kind, found), labels in sorted(leftovers.items()):
+        where = " and ".join(dict.fromkeys(labels)) + (" parts" if len(set(labels)) > 1 else " part")
         hint = (f" (the merge fields are {_KNOWN}, with a fallback written "
                 '{{ first_name | default("reader") }})') if kind == "template variable" else ""
         findings.append(Finding(Severity.ERROR, "unresolved", f"unresolved {kind} {found} in the "

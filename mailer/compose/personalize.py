@@ -24,14 +24,14 @@ import re
 import secrets
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email import quoprimime
 from email.headerregistry import Address
 from email.utils import format_datetime
 
 from mailer.config import NewsletterSettings
 from mailer.errors import ConfigError, PermanentDelivery
-from mailer.model import FIELDS, MARKER, ComposedIssue, field_value, first_name, marker
+from mailer.model import FIELDS, MARKER, ComposedIssue, Part, field_value, first_name, marker
 from subscribers import normalize
 from subscribers.errors import InvalidAddress
 from subscribers.normalize import (
@@ -144,7 +144,7 @@ class Outgoing:
 
     def as_bytes(self, date: datetime | None = None) -> bytes:
         """The whole RFC 5322 message, CRLF line ends, 7-bit clean."""
-        return b"".join(_render(self, date or datetime.now(timezone.utc)))
+        return b"".join(_render(self, date or datetime.now(UTC)))
 
 
 def prepare(issue: ComposedIssue, newsletter: NewsletterSettings, *, proof: bool = False,
@@ -243,7 +243,7 @@ def _splice(parts: tuple, out: Outgoing, part: str):
                 yield _qp(value) + b"=\r\n"
 
 
-def _qp_template(body: str, part: str, fields: tuple[str, ...]) -> tuple:
+def _qp_template(body: str, part: Part, fields: tuple[str, ...]) -> tuple:
     """Split `body` at its per-recipient markers; QP-encode each literal piece once.
 
     Each piece that does not end a line ends with a soft line break, so a value spliced in later

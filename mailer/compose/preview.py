@@ -17,7 +17,7 @@ from mailer.compose.lint import lint
 from mailer.compose.render import compose, templates_dir
 from mailer.compose.source import read_issue
 from mailer.errors import MailerError
-from mailer.model import fill, first_name
+from mailer.model import Part, fill, first_name
 
 PREVIEW_NAME = "Preview Reader"
 PREVIEW_EMAIL = "preview@example.org"
@@ -31,7 +31,7 @@ def preview_values(settings, slug: str) -> dict[str, str]:
             "preferences_url": f"{base}/preferences/preview"}
 
 
-def fill_preview(text: str, values: dict[str, str], part: str) -> str:
+def fill_preview(text: str, values: dict[str, str], part: Part) -> str:
     """Replace the markers of one part; values are HTML-escaped in the HTML part."""
     return fill(text, values, part)
 
@@ -78,10 +78,10 @@ class PreviewServer:
 
     @property
     def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
+        host, port = self.httpd.socket.getsockname()[:2]
         return f"http://{host}:{port}/"
 
-    def start(self) -> "PreviewServer":
+    def start(self) -> PreviewServer:
         for thread in self.threads:
             thread.start()
         return self
@@ -103,8 +103,8 @@ class PreviewServer:
         templates = templates_dir(self.settings)
 
         def relevant(_change, changed: str) -> bool:
-            changed = Path(changed)
-            return changed == self.path or changed.is_relative_to(templates)
+            path = Path(changed)
+            return path == self.path or path.is_relative_to(templates)
 
         # Watch the folder, not the file: editors save by writing a new file and renaming it.
         for _changes in watchfiles.watch(self.path.parent, templates, watch_filter=relevant,
@@ -169,7 +169,8 @@ background:#fec;color:#630}} button{{margin-left:8px}} body.phone iframe{{width:
 <script>
 // The two views survive the reload after each rebuild (localStorage).
 const toggles = {{phone: () => document.body.classList.toggle("phone", on("phone")),
-                  dark: () => document.getElementById("email").src = on("dark") ? "/email.html?dark=1" : "/email.html"}};
+                  dark: () => document.getElementById("email").src =
+                                on("dark") ? "/email.html?dark=1" : "/email.html"}};
 function on(name) {{ return localStorage.getItem("preview-" + name) === "1"; }}
 for (const name in toggles) {{
   const button = document.getElementById(name);

@@ -133,7 +133,7 @@ def render_mjml(name: str, context: dict, templates_dir: str | Path) -> str:
         raise ComposeError(f"{type(exc).__name__}: {exc}", template=template, line=line) from exc
 
 
-def _template_frame(exc: Exception, templates_dir: Path) -> tuple[str, int] | None:
+def _template_frame(exc: Exception, templates_dir: Path) -> tuple[str, int | None] | None:
     """Jinja rewrites tracebacks so template frames carry the template file and line."""
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
         path = Path(frame.filename)
@@ -259,10 +259,12 @@ def template_files(name: str, templates_dir: Path) -> list[Path]:
     """`name` and every template it includes or imports, recursively."""
     templates_dir = templates_dir.resolve()
     env, seen, todo = environment(templates_dir), [], [name]
+    loader = env.loader
+    assert loader is not None   # environment() gives it one
     while todo:
         current = todo.pop()
         if current not in seen:
             seen.append(current)
-            source = env.loader.get_source(env, current)[0]
+            source = loader.get_source(env, current)[0]
             todo += [t for t in meta.find_referenced_templates(env.parse(source)) if t]
     return [templates_dir / n for n in seen]

@@ -28,7 +28,7 @@ from pathlib import Path
 from markdown_it import MarkdownIt
 
 from mailer.errors import IssueSourceError
-from mailer.model import MARKER, MERGE_FIELDS, marker, with_default
+from mailer.model import MARKER, MERGE_FIELDS, Part, marker, with_default
 
 FENCE = "+++"
 REQUIRED = {"subject": str, "preheader": str, "date": dt.date}
@@ -179,7 +179,7 @@ def parse_issue(text: str, path: str | Path) -> Issue:
                  image=_lead_image(meta, reader, body_start))
 
 
-def merge_fields(text: str, part: str) -> str:
+def merge_fields(text: str, part: Part) -> str:
     """`{{ first_name | default("reader") }}` -> the marker personalize fills per reader.
     Anything else in `{{ }}` stays as written, and the lint report names it (an error)."""
     def to_marker(found) -> str:
@@ -190,7 +190,7 @@ def merge_fields(text: str, part: str) -> str:
     return MERGE.sub(to_marker, text) if "{{" in text else text
 
 
-def _lead_image(meta: dict, reader: "_Body", line: int) -> Image | None:
+def _lead_image(meta: dict, reader: _Body, line: int) -> Image | None:
     if "image" not in meta:
         return None
     inline = {key: reader.inline(meta[key]) if meta.get(key) else None
@@ -424,7 +424,10 @@ class _Body:
                      line, href=str(href) if href else None)
 
     def table(self, opening) -> Table:
-        header, rows, align, row = (), [], [], None
+        header: tuple[str, ...] = ()
+        rows: list[tuple[str, ...]] = []
+        align: list[str] = []
+        row: list[str] = []
         self.i += 1
         while self.tokens[self.i].type != "table_close":
             tok = self.tokens[self.i]

@@ -26,9 +26,9 @@ import enum
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import Message
-from email.utils import parseaddr, parsedate_to_datetime
+from email.utils import collapse_rfc2231_value, parseaddr, parsedate_to_datetime
 
 from flufl.bounce._scan import _DETECTORS  # private: the one use is flufl_failures below
 
@@ -136,7 +136,7 @@ def _quick_tree(head: Message) -> Message | None:
     if not boundary or not isinstance(body, str):
         return None
     chunks = ("\n" + body.replace("\r\n", "\n")).split("\n--" + boundary)
-    parts = []
+    parts: list[Message | str] = []
     for chunk in chunks[1:]:
         if chunk.startswith("--"):
             break
@@ -146,8 +146,9 @@ def _quick_tree(head: Message) -> Message | None:
         if ctype in _REPORT_PARTS:
             if (part.get("Content-Transfer-Encoding") or "7bit").strip().lower() not in ("7bit", "8bit", "binary"):
                 return None
-            part.set_payload(_groups_from_text(text) if ctype in _GROUPED else
-                             [_header_block(text.partition("\n\n")[0])])
+            payload: list[Message | str] = []
+            payload += _groups_from_text(text) if ctype in _GROUPED else [_header_block(text.partition("\n\n")[0])]
+            part.set_payload(payload)
         parts.append(part)
     head.set_payload(parts)
     return head
@@ -155,8 +156,8 @@ def _quick_tree(head: Message) -> Message | None:
 
 def parse_message(msg: Message, data: bytes = b"") -> BounceReport:
     base = _base(msg, data)
-    for reader in (_arf, _dsn):
-        found = reader(msg)
+    for read in (_arf, _dsn):
+        found = read(msg)
         if found is not None:
             return _report(found[0], found[1], base)
     if _is_auto_reply(msg):
@@ -180,16 +181,17 @@ def _report(findings: list[Finding], reader: str, base: dict) -> BounceReport:
 def classify(status: str | None, text: str | None = "", *, smtp_code: str | None = None) -> BounceKind:
     """hard | soft | blocked for a failed recipient, from its status code and the MTA's words.
 
-    4.x.x and mailbox-full (x.2.2; the words only when there is no code) are soft; x.7.x and policy/spam/reputation words
-    are blocks (the message or our sending was refused, not the address); message-size and content
-    refusals (x.2.3, x.3.4, x.6.x) are blocks too; any other permanent failure is hard.
+    4.x.x and mailbox-full (x.2.2; the words only when there is no code) are soft; x.7.x and
+    policy/spam/reputation words are blocks (the message or our sending was refused, not the
+    address); message-size and content refusals (x.2.3, x.3.4, x.6.x) are blocks too; any other
+    permanent failure is hard.
     """
     text = text or ""
     m = _STATUS.search(status or "") or _STATUS.search(text)
     klass, subject, detail = (m.group(1), m.group(2), m.group(3)) if m else (smtp_code or _smtp_class(text), "", "")
     if klass == "4":
         return BounceKind.SOFT
-    if (subject, detail) == ("2", "2") or not m and _FULL.search(text) and not _UNKNOWN.search(text):
+    if (subject, detail) == ("2", "2") or (not m and _FULL.search(text) and not _UNKNOWN.search(text)):
         return BounceKind.SOFT
     if subject == "1" or (subject, detail) in {("2", "1"), ("4", "4")}:
         return BounceKind.HARD
@@ -211,7 +213,7 @@ def _smtp_class(text: str) -> str:
 
 def _arf(msg: Message) -> tuple[list[Finding], str] | None:
     if msg.get_content_type() != "multipart/report" or \
-            (msg.get_param("report-type") or "").lower() != "feedback-report":
+            collapse_rfc2231_value(msg.get_param("report-type") or "").lower() != "feedback-report":
         return None
     fields, original = Message(), None
     for part in msg.walk():
@@ -236,7 +238,7 @@ def _dsn(msg: Message) -> tuple[list[Finding], str] | None:
         if part.get_content_type() == "message/delivery-status":
             groups = [g for g in (part.get_payload() or []) if isinstance(g, Message)]
             if not groups:                       # some MTAs mislabel it as a single text body
-                groups = _groups_from_text(part.get_payload(decode=True) or b"")
+                groups = _groups_from_text(_decoded(part))
             break
     if groups is None:
         return None
@@ -355,19 +357,23 @@ def _fields_of(part: Message) -> Message:
     if isinstance(payload, list):
         merged = Message()
         for block in payload:
-            for k, v in block.items():
+            for k, v in block.items() if isinstance(block, Message) else ():
                 merged[k] = v
         return merged
-    return email.message_from_string(part.get_payload(decode=True).decode("utf-8", "replace")
-                                     if part.get_payload(decode=True) else "")
+    return email.message_from_string(_decoded(part).decode("utf-8", "replace"))
+
+
+def _decoded(part: Message) -> bytes:
+    """A leaf part's body, transfer-decoded (b"" for a multipart, whose payload is its parts)."""
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
 
 
 def _enclosed(part: Message) -> Message | None:
     payload = part.get_payload()
     if isinstance(payload, list):
-        return payload[0] if payload else None
-    raw = part.get_payload(decode=True) or b""
-    return email.message_from_bytes(raw)
+        return payload[0] if payload and isinstance(payload[0], Message) else None
+    return email.message_from_bytes(_decoded(part))
 
 
 def _refs(msg: Message, data: bytes) -> tuple[str, ...]:
@@ -393,7 +399,7 @@ def _date(msg: Message) -> datetime | None:
         return None
     if at is None:
         return None
-    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def _addresses(values) -> list[str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
@@ -82,7 +82,7 @@ def scan(engine, mails: Iterable[Mail], *, key: str, limits, dry_run: bool = Fal
 
 def _scan_chunk(engine, chunk, key, limits, dry_run, summary, on_message, on_chunk) -> None:
     reports = [parse_bytes(mail.data) for mail in chunk]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with (engine.connect() if dry_run else engine.begin()) as conn:
         made = resolve(conn, reports, key, now)
         batch = [e for events in made for e in events]
@@ -95,7 +95,7 @@ def _scan_chunk(engine, chunk, key, limits, dry_run, summary, on_message, on_chu
             summary.duplicates += result.duplicates
             summary.unknown += result.unknown
             summary.changed += result.changed
-    for mail, report, events in zip(chunk, reports, made):
+    for mail, report, events in zip(chunk, reports, made, strict=True):
         summary.messages += 1
         summary.kinds[report.kind] += 1
         summary.events += len(events)
@@ -107,8 +107,8 @@ def _scan_chunk(engine, chunk, key, limits, dry_run, summary, on_message, on_chu
 
 def resolve(conn, reports: Sequence[BounceReport], key: str, now: datetime) -> list[list]:
     """The events of each report, after the ref-trust rule (module docstring)."""
-    refs = {ref: read_ref(ref, key) for r in reports for ref in r.refs}
-    refs = {text: ref for text, ref in refs.items() if ref is not None}
+    read = {ref: read_ref(ref, key) for r in reports for ref in r.refs}
+    refs = {text: ref for text, ref in read.items() if ref is not None}
     emails = _emails(conn, {ref.subscriber_id for ref in refs.values()})
     issues = _issues(conn, {ref.send_id for ref in refs.values()})
     out = []

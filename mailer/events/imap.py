@@ -35,7 +35,7 @@ class ImapBounces:
         self.conn: imaplib.IMAP4 | None = None
         self.where = f"{settings.host}:{settings.port}"
 
-    def __enter__(self) -> "ImapBounces":
+    def __enter__(self) -> ImapBounces:
         s = self.settings
         try:
             if s.tls:
@@ -60,22 +60,28 @@ class ImapBounces:
     def __exit__(self, *exc) -> None:
         self._close()
 
+    @property
+    def _open(self) -> imaplib.IMAP4:
+        if self.conn is None:
+            raise RuntimeError("ImapBounces is used inside `with` only")
+        return self.conn
+
     def _select(self) -> None:
-        status, data = self.conn.select(_quote(self.settings.folder))
+        status, data = self._open.select(_quote(self.settings.folder))
         if status != "OK":
             raise BounceSourceError(f"IMAP {self.where}: cannot open folder {self.settings.folder!r}: "
                                     f"{_said(data)}")
-        self.conn.create(_quote(self.settings.processed_folder))   # "already exists" is fine
+        self._open.create(_quote(self.settings.processed_folder))   # "already exists" is fine
 
     def messages(self) -> Iterator[Mail]:
         """Every message now in the folder, oldest first (the UIDs are fixed when this starts)."""
-        status, data = self.conn.uid("SEARCH", None, "UNDELETED")
+        status, data = self._open.uid("SEARCH", "UNDELETED")   # (no CHARSET)
         if status != "OK":
             raise BounceSourceError(f"IMAP {self.where}: SEARCH failed: {_said(data)}")
         uids = (data[0] or b"").split()
         for i in range(0, len(uids), FETCH_BATCH):
             batch = b",".join(uids[i:i + FETCH_BATCH]).decode()
-            status, parts = self.conn.uid("FETCH", batch, "(UID BODY.PEEK[])")
+            status, parts = self._open.uid("FETCH", batch, "(UID BODY.PEEK[])")
             if status != "OK":
                 raise BounceSourceError(f"IMAP {self.where}: FETCH failed: {_said(parts)}")
             for part in parts:
@@ -89,13 +95,13 @@ class ImapBounces:
         if not uids:
             return
         target = _quote(self.settings.processed_folder)
-        if "MOVE" in self.conn.capabilities:
-            status, data = self.conn.uid("MOVE", uids, target)
+        if "MOVE" in self._open.capabilities:
+            status, data = self._open.uid("MOVE", uids, target)
         else:
-            status, data = self.conn.uid("COPY", uids, target)
+            status, data = self._open.uid("COPY", uids, target)
             if status == "OK":
-                self.conn.uid("STORE", uids, "+FLAGS.SILENT", r"(\Deleted)")
-                self.conn.expunge()
+                self._open.uid("STORE", uids, "+FLAGS.SILENT", r"(\Deleted)")
+                self._open.expunge()
         if status != "OK":
             raise BounceSourceError(f"IMAP {self.where}: cannot move processed mail to "
                                     f"{self.settings.processed_folder!r}: {_said(data)}")

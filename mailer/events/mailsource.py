@@ -54,7 +54,7 @@ def _mbox(path: Path) -> Iterator[Mail]:
 
 def _split_mbox(path: Path, data) -> Iterator[Mail]:
     starts = [m.start() for m in _MBOX_FROM.finditer(data)]
-    for index, (start, end) in enumerate(zip(starts, starts[1:] + [len(data)])):
+    for index, (start, end) in enumerate(zip(starts, [*starts[1:], len(data)], strict=True)):
         body = data[data.find(b"\n", start) + 1:end]
         if body.endswith(b"\n\n"):                   # the blank line that separates messages
             body = body[:-1]

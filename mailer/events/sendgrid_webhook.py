@@ -13,7 +13,8 @@ import functools
 import json
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 from sendgrid.helpers.eventwebhook import EventWebhook
 
@@ -148,11 +149,11 @@ def _bounce_severity(item: dict) -> Severity:
     return Severity.HARD
 
 
-def _timestamp(value: object) -> datetime:
+def _timestamp(value: Any) -> datetime:   # whatever the JSON held
     try:
-        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+        return datetime.fromtimestamp(float(value), tz=UTC)
     except (TypeError, ValueError, OverflowError, OSError):
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 def _text(value: object) -> str | None:

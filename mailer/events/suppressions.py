@@ -20,7 +20,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from mailer.errors import PermanentDelivery, TemporaryDelivery
 from mailer.events.bounce_mail import BounceKind, classify
@@ -38,7 +38,7 @@ def sync(engine, settings, api_key: str, limits, *, dry_run: bool = False, opene
     for name in LISTS:
         entries = list(_entries(settings, api_key, name, opener))
         counts[name] = len(entries)
-        events += [e for e in map(lambda item: to_event(name, item), entries) if e is not None]
+        events += [e for e in (to_event(name, item) for item in entries) if e is not None]
     out = {"lists": counts, "events": len(events), "stored": 0, "duplicates": 0, "unknown": 0, "changed": 0,
            "dry_run": dry_run}
     if dry_run:
@@ -64,7 +64,7 @@ def to_event(name: str, item: dict) -> DeliveryEvent | None:
                          raw={"list": name, **item})
 
 
-def _bounce(item: dict) -> tuple[EventType, Severity]:
+def _bounce(item: dict) -> tuple[EventType, Severity | None]:
     kind = classify(str(item.get("status") or ""), str(item.get("reason") or ""))
     if kind is BounceKind.BLOCKED:
         return EventType.BLOCKED, None
@@ -113,6 +113,6 @@ def _get(settings, api_key: str, path: str, query: dict, opener):
 
 def _created(value) -> datetime:
     try:
-        return datetime.fromtimestamp(int(value), tz=timezone.utc)
+        return datetime.fromtimestamp(int(value), tz=UTC)
     except (TypeError, ValueError, OverflowError, OSError):
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)

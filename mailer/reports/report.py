@@ -100,7 +100,7 @@ def _event_figures(conn, issue: str, send_ids: list[int]) -> dict[str, int]:
 
 def _rates(f: dict[str, int]) -> dict[str, float | None]:
     readers, sent = f["readers"], f["accepted"] or f["readers"]
-    rates = {name: (f[name] / readers if readers else None) for name in LEDGER_FIGURES}
+    rates: dict[str, float | None] = {name: (f[name] / readers if readers else None) for name in LEDGER_FIGURES}
     rates.update({name: (f[name] / sent if sent else None) for name in EVENT_FIGURES})
     rates["bounces"] = (f["hard_bounces"] + f["soft_bounces"]) / sent if sent else None
     return rates
@@ -130,7 +130,7 @@ def _timeline(conn, issue: str, send_ids: list[int]) -> dict[str, list[tuple[str
     buckets = _buckets(times[0], times[-1], hourly)
     labels = [b.strftime(fmt) for b in buckets]
     counts: dict[str, dict[str, int]] = {}
-    for (kind, _), at in zip(rows, times):
+    for (kind, _), at in zip(rows, times, strict=True):
         counts.setdefault(kind, dict.fromkeys(labels, 0))[at.strftime(fmt)] += 1
     return {kind: list(counts[kind].items()) for kind in CHART_SERIES if kind in counts}
 
@@ -209,7 +209,8 @@ figure {{ margin: 1rem 0; }}
 <tbody>
 {table}
 </tbody></table>
-<figure>{chart_svg(report)}<figcaption>Events reported per {"hour" if _hourly(report) else "day"} (UTC).</figcaption></figure>
+<figure>{chart_svg(report)}
+<figcaption>Events reported per {"hour" if _hourly(report) else "day"} (UTC).</figcaption></figure>
 </body></html>
 """
 

@@ -21,12 +21,12 @@ import threading
 import time
 import warnings
 import zlib
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
 
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -60,7 +60,7 @@ SLOTS_AHEAD = 36                      # how many slots `schedule` looks through 
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def store(settings: Settings):
@@ -147,7 +147,7 @@ def _check_free(conn, send_at: datetime, slug: str, settings: Settings) -> None:
 def _free_slot(conn, settings: Settings, now: datetime, slug: str) -> datetime:
     for slot in next_slots(settings.schedule, now + timedelta(seconds=1), SLOTS_AHEAD):
         if not [r for r in states.at(conn, slot) if r.issue != slug]:
-            return slot.astimezone(timezone.utc)
+            return slot.astimezone(UTC)
     raise ScheduleError(f"the next {SLOTS_AHEAD} slots all hold an issue; use --at")
 
 
@@ -163,7 +163,7 @@ def _stored_path(path: Path, settings: Settings) -> str:
 
 def upcoming(settings: Settings, now: datetime, count: int) -> list[tuple[datetime, list]]:
     """The next `count` slots, each with the issues scheduled for it, plus --at times among them."""
-    slots = [s.astimezone(timezone.utc) for s in next_slots(settings.schedule, now, count)]
+    slots = [s.astimezone(UTC) for s in next_slots(settings.schedule, now, count)]
     with store(settings).connect() as conn:
         waiting = [r for r in states.in_state(conn, IssueState.SCHEDULED) if r.send_at >= now]
     times = sorted(set(slots) | {r.send_at for r in waiting if r.pinned and slots and r.send_at <= slots[-1]})
@@ -174,7 +174,7 @@ def overview(settings: Settings) -> list[SimpleNamespace]:
     """Every issue file and every issue the schedule knows: state, send time, the ledger's figures."""
     with store(settings).connect() as conn:
         rows = {r.issue: r for r in states.every(conn)}
-        sent = {}
+        sent: dict[str, list] = {}
         for s in conn.execute(select(ledger.sends).order_by(ledger.sends.c.id)).all():
             sent.setdefault(s.issue, []).append(s)
     files = {p.stem for p in settings.compose.issues_dir.glob("*.md")}
@@ -203,7 +203,7 @@ class Scheduler:
         self.engine = store(settings)
         self.runner = ledger.this_runner()
         self.grace = timedelta(minutes=settings.schedule.misfire_grace_minutes)
-        self._lock, self._active = threading.Lock(), set()   # issues this process is handling now
+        self._lock, self._active = threading.Lock(), set[str]()   # issues this process is handling now
 
     # the two jobs
     def slot(self, now: datetime | None = None) -> None:
@@ -298,14 +298,14 @@ class Scheduler:
     def _settle(self, row, now: datetime, state: IssueState, reason: str | None, send_id: int | None = None) -> None:
         with self.engine.begin() as conn:
             if send_id is None:
-                found = ledger.find_send(conn, row.issue, _list_id(conn, row.list_name))
+                found = _send_of(conn, row.issue, row.list_name)
                 send_id = found.id if found else None
             states.settle(conn, row.issue, self.runner, state, reason, now, send_id)
 
     def resume(self, now: datetime) -> None:
         """Sends whose runner is gone (stopped, crashed) continue; deferred readers get their retry."""
         with self.engine.connect() as conn:
-            rows = [(r, ledger.find_send(conn, r.issue, _list_id(conn, r.list_name)))
+            rows = [(r, _send_of(conn, r.issue, r.list_name))
                     for r in states.in_state(conn, IssueState.SENDING)]
         for row, send in rows:
             if _alive(row, send, self.runner) or not self._resumable(row, send, now):
@@ -366,7 +366,7 @@ class Scheduler:
         if slot is None:
             return
         with self.engine.connect() as conn:
-            if states.at(conn, slot.astimezone(timezone.utc)):
+            if states.at(conn, slot.astimezone(UTC)):
                 return
         late = now - slot
         outcome = "empty" if late <= self.grace else "empty, scheduler down"
@@ -453,12 +453,15 @@ def _alive(row, send, runner: str) -> bool:
                                                heartbeat_at=row.updated_at))
 
 
-def _list_id(conn, list_name: str) -> int | None:
-    return conn.execute(select(lists.c.id).where(lists.c.name == list_name)).scalar()
+def _send_of(conn, issue: str, list_name: str):
+    """The send of `issue` to the list of that name; None if there is none, or no such list (the
+    sends of a deleted list keep no list id: they are no list's)."""
+    list_id = conn.execute(select(lists.c.id).where(lists.c.name == list_name)).scalar()
+    return None if list_id is None else ledger.find_send(conn, issue, list_id)
 
 
 def _stamp(now: datetime) -> str:
-    return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _span(delta: timedelta) -> str:
@@ -474,12 +477,18 @@ def _span(delta: timedelta) -> str:
 _service: Scheduler | None = None   # the process's Scheduler, which the stored jobs call
 
 
+def _running() -> Scheduler:
+    if _service is None:
+        raise RuntimeError("the schedule's jobs run inside `mailer schedule run` only")
+    return _service
+
+
 def slot_job() -> None:
-    _guarded(_service.slot, "slot")
+    _guarded(_running().slot, "slot")
 
 
 def tick_job() -> None:
-    _guarded(_service.tick, "tick")
+    _guarded(_running().tick, "tick")
 
 
 def _guarded(job: Callable[[], None], name: str) -> None:
@@ -487,7 +496,7 @@ def _guarded(job: Callable[[], None], name: str) -> None:
     try:
         job()
     except (SQLAlchemyError, SubscriberError, MailerError) as exc:
-        log.error("%s %s failed, retried on the next tick: %s", _stamp(_service.clock()), name,
+        log.error("%s %s failed, retried on the next tick: %s", _stamp(_running().clock()), name,
                   str(exc).splitlines()[0])
 
 
@@ -499,7 +508,7 @@ def run(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> None:
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.blocking import BlockingScheduler
 
-    global _service
+    global _service  # noqa: PLW0603 - the one Scheduler of this process, for the stored jobs
     schedule_list(settings)
     trigger = slot_trigger(settings.schedule)
     _service = service = Scheduler(settings, clock=clock)

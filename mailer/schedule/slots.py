@@ -12,7 +12,7 @@ time that falls into a DST gap or fold.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
@@ -39,7 +39,7 @@ def slot_trigger(schedule: ScheduleSettings) -> CronTrigger:
 
 def next_slots(schedule: ScheduleSettings, after: datetime, count: int) -> list[datetime]:
     """The next `count` slots at or after `after`, in the schedule's time zone."""
-    found = []
+    found: list[datetime] = []
     for slot in _slots(schedule, after):
         if len(found) == count:
             break
@@ -64,7 +64,7 @@ def _slots(schedule: ScheduleSettings, start: datetime):
     slot = trigger.get_next_fire_time(None, start.astimezone(tz))
     while slot is not None:
         if not (slot.fold and slot.replace(fold=0).utcoffset() != slot.utcoffset()):
-            yield slot.astimezone(timezone.utc).astimezone(tz)  # a time in the spring gap, as the clock shows it
+            yield slot.astimezone(UTC).astimezone(tz)  # a time in the spring gap, as the clock shows it
         slot = trigger.get_next_fire_time(slot, slot)
 
 
@@ -81,11 +81,11 @@ def parse_at(text: str, schedule: ScheduleSettings, now: datetime) -> datetime:
     if parsed.tzinfo is None:
         tz = zone(schedule)
         local = parsed.replace(tzinfo=tz)
-        if local.astimezone(timezone.utc).astimezone(tz).replace(tzinfo=None) != parsed:
+        if local.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != parsed:
             raise ScheduleError(f"--at {text!r}: {parsed:%Y-%m-%d %H:%M} does not exist in {schedule.timezone} "
                                 "(the clocks skip it for daylight saving time); pick another time")
         parsed = local
-    when = parsed.astimezone(timezone.utc)
+    when = parsed.astimezone(UTC)
     if when <= now:
         raise ScheduleError(f"--at {text!r} is in the past ({shown(when, schedule)})")
     return when
@@ -93,5 +93,5 @@ def parse_at(text: str, schedule: ScheduleSettings, now: datetime) -> datetime:
 
 def shown(when: datetime, schedule: ScheduleSettings) -> str:
     """`2026-12-01 09:00 EST (2026-12-01 14:00 UTC)`: local wall time first, then UTC."""
-    local, utc = when.astimezone(zone(schedule)), when.astimezone(timezone.utc)
+    local, utc = when.astimezone(zone(schedule)), when.astimezone(UTC)
     return f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({utc:%Y-%m-%d %H:%M} UTC)"

@@ -13,6 +13,7 @@ slot decided (sent, empty, missed): its primary key makes the editors' notice fo
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import (
@@ -29,7 +30,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError
 
 from mailer.send.ledger import metadata, sends
@@ -77,16 +78,16 @@ def find(conn: Connection, issue: str):
     return conn.execute(select(issue_states).where(issue_states.c.issue == issue)).first()
 
 
-def every(conn: Connection) -> list:
+def every(conn: Connection) -> Sequence[Row]:
     return conn.execute(select(issue_states).order_by(issue_states.c.issue)).all()
 
 
-def in_state(conn: Connection, state: IssueState) -> list:
+def in_state(conn: Connection, state: IssueState) -> Sequence[Row]:
     return conn.execute(select(issue_states).where(issue_states.c.state == state.value)
                         .order_by(issue_states.c.send_at, issue_states.c.issue)).all()
 
 
-def at(conn: Connection, when: datetime) -> list:
+def at(conn: Connection, when: datetime) -> Sequence[Row]:
     """Issues, in any state but draft, whose send time is `when`."""
     return conn.execute(select(issue_states).where(issue_states.c.send_at == when,
                                                    issue_states.c.state != _S.DRAFT.value)).all()
@@ -126,7 +127,7 @@ def take_over(conn: Connection, issue: str, old_runner: str | None, runner: str,
 def settle(conn: Connection, issue: str, runner: str, state: IssueState, reason: str | None, now: datetime,
            send_id: int | None = None) -> None:
     """The runner's outcome: sent, failed, or still sending (released for a later resume)."""
-    values = dict(state=state.value, runner=None, reason=reason, updated_at=now)
+    values: dict[str, object] = dict(state=state.value, runner=None, reason=reason, updated_at=now)
     if send_id is not None:
         values["send_id"] = send_id
     conn.execute(update(issue_states).where(issue_states.c.issue == issue, issue_states.c.runner == runner)

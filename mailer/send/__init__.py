@@ -1,1 +1,3 @@
-"""Stage 5-6: ComposedIssue x list -> each reader's copy delivered once (dispatch, batches, ledger, workers, deliver/)."""
+"""Stage 5-6: ComposedIssue x list -> each reader's copy delivered once.
+
+Modules: dispatch, batches, ledger, workers, deliver/."""

@@ -54,7 +54,7 @@ class BatchLoop:
     """One run's loop; `summary` (a dispatch.SendSummary) holds the running counts."""
 
     def __init__(self, engine, send_id, list_id, edition, tokens, backend, summary, on_progress, started, *,
-                 retry: "Retry", ref_key: str, refused=None, lost=lambda: False, stop=lambda: False):
+                 retry: Retry, ref_key: str, refused=None, lost=lambda: False, stop=lambda: False):
         self.stop = stop  # asked between batches: True ends the run with the rest pending (resumable)
         self.engine, self.send_id, self.list_id, self.ref_key = engine, send_id, list_id, ref_key
         self.edition, self.tokens, self.backend = edition, tokens, backend
@@ -113,7 +113,7 @@ class BatchLoop:
                 counted += self.record(conn, *done)
             if ready:
                 claimed = self.claim(conn, ready)
-                counted += claimed.prepared.marks
+                counted += claimed.prepared.marks if claimed.prepared else []
         for mark in counted:
             self._count(mark.state)
         if done:
@@ -145,8 +145,8 @@ class BatchLoop:
                 p.marks.append(Mark(reader.delivery_id, State.SKIPPED.value, None, reader.suppressed))
                 continue
             try:
-                out = personalize(self.edition, Recipient(ledger.delivery_ref(self.send_id, reader.subscriber_id, self.ref_key),
-                                                          reader.email, reader.name or "",
+                ref = ledger.delivery_ref(self.send_id, reader.subscriber_id, self.ref_key)
+                out = personalize(self.edition, Recipient(ref, reader.email, reader.name or "",
                                                           self.tokens(reader.subscriber_id, reader.key)))
             except DeliveryError as exc:  # an address that cannot be written safely
                 p.marks.append(Mark(reader.delivery_id, State.FAILED.value, None, str(exc)))
@@ -170,12 +170,14 @@ class BatchLoop:
     def record(self, conn, batch: int, p: Prepared, results: list) -> list:
         """Write a batch's results; one UPDATE when SendGrid took it all under one message id."""
         accepted = [r for r in results if r.ok]
-        others, deferred = [], []
+        others: list[Mark] = []
+        deferred: list[Deferral] = []
         for r in results:
             if not r.ok:
                 self._settle(conn, p.readers[r.ref], r, others, deferred)
         shared = {r.provider_id for r in accepted}
-        one_id = len(shared) == 1 and not any(r.status is ResultStatus.IN_DOUBT for r in results)  # in doubt stays `sending`
+        # (a reader in doubt stays `sending`)
+        one_id = len(shared) == 1 and not any(r.status is ResultStatus.IN_DOUBT for r in results)
         each = [] if one_id else [Mark(p.readers[r.ref].delivery_id, State.ACCEPTED.value, r.provider_id, None)
                                   for r in accepted]
         ledger.mark(conn, others + each)
@@ -185,7 +187,7 @@ class BatchLoop:
         self.summary.sent += len(accepted)
         return others + [Mark(d.delivery_id, State.DEFERRED.value, None, d.error) for d in deferred]
 
-    def _settle(self, conn, reader, result, others: list, deferred: list) -> None:
+    def _settle(self, conn, reader, result, others: list[Mark], deferred: list[Deferral]) -> None:
         """One refused or unanswered reader: deferred with a next attempt, failed, or in doubt."""
         if result.status is ResultStatus.IN_DOUBT:  # stays `sending`: the next run applies on_interrupted
             others.append(Mark(reader.delivery_id, State.SENDING.value, None, result.detail))

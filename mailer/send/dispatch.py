@@ -17,11 +17,13 @@ resent. The argument: docs/exactly-once.md.
 
 from __future__ import annotations
 
+import builtins
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
 from mailer import engines
@@ -51,9 +53,9 @@ class Plan:
     list_name: str
     backend: str
     readers: int
+    engine: Engine = field(repr=False)
     send_id: int | None = None
     already_sent: bool = False
-    engine: object = field(default=None, repr=False)
     segment: str = ""              # segments.py: "" = the whole list
 
 
@@ -71,7 +73,8 @@ class SendSummary:
     duration: float = 0.0
     already_sent: bool = False
     dry_run: bool = False
-    interrupted: list = field(default_factory=list)   # [(batch, readers)] found in flight at start
+    # [(batch, readers)] found in flight at start (`builtins`: `list` names the list here)
+    interrupted: builtins.list = field(default_factory=builtins.list)
     in_doubt: int = 0              # readers whose message may or may not have been taken (left `sending`)
     retry_at: str | None = None    # ISO time the earliest deferred reader is due again
     status: str = ""
@@ -81,7 +84,7 @@ class SendSummary:
         return asdict(self)
 
 
-def open_store(settings: Settings):
+def open_store(settings: Settings) -> Engine:
     """The project's database, both schemas at head: this process's one Engine for it (mailer/engines.py)."""
     return engines.get(database_url(settings))
 
@@ -109,7 +112,7 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
              on_progress: Callable[[SendSummary], None] | None = None,
              notice: Callable[[str], None] = lambda message: None,
              on_interrupted: OnInterrupted | None = None, take_over: bool = False,
-             sleep: Callable[[float], None] = time.sleep,
+             sleep: Callable[[float], object] = time.sleep,
              stop: Callable[[], bool] = lambda: False) -> SendSummary:
     """Send (or resume sending) plan.issue to plan.list; returns the counts for the whole send.
 
@@ -120,14 +123,13 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
     if plan.send_id is None and plan.readers == 0:
         raise SendError(f"{segments.describe(plan.list_name, plan.segment)} has no active subscribers "
                         "(who have not had this issue): nothing to send")
+    ready = None
     if not plan.already_sent:  # settings and secrets fail here, before the ledger is touched
-        tokens = _token_maker(settings, plan.list_id, plan.engine)
-        ref_key = ref_key_of(settings)
-        backend = backend or create_backend(plan.backend, settings)
-        archive = archive_copy(plan.issue, settings.newsletter)
+        ready = _Ready(_token_maker(settings, plan.list_id, plan.engine), ref_key_of(settings),
+                       backend or create_backend(plan.backend, settings), archive_copy(plan.issue, settings.newsletter))
     send_id, summary.interrupted, finished = _start(plan, on_interrupted or settings.delivery.on_interrupted,
                                                     notice, take_over=take_over,
-                                                    archive=None if plan.already_sent else archive)
+                                                    archive=ready.archive if ready else None)
     summary.send_id = send_id
     with plan.engine.connect() as conn:
         _fill(summary, ledger.counts(conn, send_id))
@@ -135,16 +137,18 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
     if finished:
         summary.already_sent, summary.status = True, SendStatus.DONE.value
         return summary
+    assert ready is not None   # complete when planned means complete now: readers never rejoin a send
+    tokens, ref_key, sender = ready.tokens, ready.ref_key, ready.backend
     edition = prepare(plan.issue, settings.newsletter, nonce=f"s{send_id}")
     d = settings.delivery
     retry = batches.Retry(begun, d.retry_hours, d.retry_first_seconds, d.retry_wait_seconds)
     try:
         with ledger.Heartbeat(plan.engine, send_id) as beat:
-            loop = BatchLoop(plan.engine, send_id, plan.list_id, edition, tokens, backend, summary,
+            loop = BatchLoop(plan.engine, send_id, plan.list_id, edition, tokens, sender, summary,
                              on_progress or (lambda s: None), started, retry=retry, ref_key=ref_key,
                              refused=_bounce_policy(settings, send_id, ref_key), lost=lambda: beat.lost, stop=stop)
             loop.progress()  # the starting point, so a progress bar's rate counts this run only
-            with backend:
+            with sender:
                 loop.run(sleep)
     except SendTakenOver:
         raise  # the row is the new runner's now: leave it as it is
@@ -167,6 +171,14 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
     _finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, None)
     summary.duration = time.monotonic() - started
     return summary
+
+
+class _Ready(NamedTuple):
+    """What a send needs from the settings and secrets, made before it touches the ledger."""
+    tokens: Callable[..., str]
+    ref_key: str
+    backend: Backend
+    archive: ArchiveCopy
 
 
 def archive_copy(issue: ComposedIssue, newsletter) -> ArchiveCopy:
@@ -212,7 +224,7 @@ def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
 
 
 def _start(plan: Plan, on_interrupted: OnInterrupted, notice, *, take_over: bool = False,
-           archive: tuple[str, str] | None = None) -> tuple[int, list, bool]:
+           archive: ArchiveCopy | None = None) -> tuple[int, list, bool]:
     """Create the send (readers fixed now) or take over an earlier one, settling its batch in flight.
 
     Returns (send id, batches found in flight, whether the send was already complete)."""
@@ -251,8 +263,9 @@ def _start(plan: Plan, on_interrupted: OnInterrupted, notice, *, take_over: bool
 
 def _alive_message(row) -> str:
     age = ledger.heartbeat_age(row)
+    beat = f"{age.total_seconds():.0f} s ago" if age is not None else "never"
     return (f"send #{row.id} of {row.issue} to {row.list_name} is running in another process ({row.runner}, "
-            f"last heartbeat {age.total_seconds():.0f} s ago); wait for it, or if you know that process is "
+            f"last heartbeat {beat}); wait for it, or if you know that process is "
             "gone, run again with --take-over")
 
 
@@ -268,6 +281,7 @@ def _unfinished(plan: Plan, send_id: int) -> int:
 
 
 def _finish(plan: Plan, summary: SendSummary, status: SendStatus, error: str | None) -> None:
+    assert summary.send_id is not None   # set when the send started
     with plan.engine.begin() as conn:
         _fill(summary, ledger.finish(conn, summary.send_id, status, error))
     summary.status = status.value
@@ -295,4 +309,5 @@ def send_proof(settings: Settings, issue: ComposedIssue, addresses: list[str], *
             for i, address in enumerate(addresses, 1)]
     backend = backend or create_backend(backend_name or settings.delivery.backend, settings)
     with backend:
-        return [r for k in range(0, len(outs), backend.max_batch) for r in backend.send_batch(outs[k:k + backend.max_batch])]
+        size = backend.max_batch
+        return [r for k in range(0, len(outs), size) for r in backend.send_batch(outs[k:k + size])]

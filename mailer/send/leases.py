@@ -11,6 +11,7 @@ exactly as a rerun does to a batch in flight at a crash (dispatch._start).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy import (
@@ -26,7 +27,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from mailer.send import ledger
 from mailer.send.ledger import SendStatus, State, deliveries, metadata, sends
@@ -63,7 +64,7 @@ def release(conn: Connection, worker: str) -> None:
     conn.execute(delete(worker_leases).where(worker_leases.c.worker == worker))
 
 
-def live_workers(conn: Connection, besides: str | None = None) -> list:
+def live_workers(conn: Connection, besides: str | None = None) -> Sequence[Row]:
     """(worker, send_id, lease_until) of every live lease."""
     q = select(worker_leases.c.worker, worker_leases.c.send_id, worker_leases.c.lease_until).where(
         worker_leases.c.lease_until > now())
@@ -72,7 +73,7 @@ def live_workers(conn: Connection, besides: str | None = None) -> list:
     return conn.execute(q.order_by(worker_leases.c.worker)).all()
 
 
-def shared_sends(conn: Connection, only: int | None = None) -> list:
+def shared_sends(conn: Connection, only: int | None = None) -> Sequence[Row]:
     """The running sends workers may join."""
     q = select(sends).where(sends.c.status == SendStatus.SENDING.value, sends.c.workers > 0)
     if only is not None:

@@ -23,6 +23,7 @@ import enum
 import os
 import socket
 import threading
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import NamedTuple
 
@@ -50,7 +51,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from mailer.model import ArchiveCopy
 from mailer.send.refs import read_ref, sign_ref
@@ -269,15 +270,21 @@ def heartbeat(conn: Connection, send_id: int) -> bool:
                         .values(heartbeat_at=now())).rowcount == 1
 
 
+def _beat_for(send_id: int | None) -> Callable[[Connection], bool]:
+    if send_id is None:
+        raise ValueError("a Heartbeat beats for a send, or calls its own `beat`")
+    return lambda conn: heartbeat(conn, send_id)
+
+
 class Heartbeat:
     """A timer thread keeping sends.heartbeat_at fresh while this process runs the send.
 
         with Heartbeat(engine, send_id) as beat:   # ... beat.lost: another runner took over
     """
 
-    def __init__(self, engine, send_id: int, every: float | None = None, beat=None):
+    def __init__(self, engine, send_id: int | None, every: float | None = None, beat=None):
         self.engine, self.send_id = engine, send_id
-        self.beat = beat or (lambda conn: heartbeat(conn, send_id))  # a worker renews its lease instead
+        self.beat = beat or _beat_for(send_id)  # a worker renews its lease instead
         self.every = HEARTBEAT_EVERY if every is None else every
         self.lost = False
         self._stop = threading.Event()
@@ -293,7 +300,7 @@ class Heartbeat:
             if self.lost:
                 return
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 
@@ -305,7 +312,7 @@ class Heartbeat:
 def counts(conn: Connection, send_id: int) -> dict[State, int]:
     rows = conn.execute(select(deliveries.c.state, func.count()).where(deliveries.c.send_id == send_id)
                         .group_by(deliveries.c.state)).all()
-    found = {state: n for state, n in rows}
+    found: dict[str, int] = dict(rows)
     return {s: found.get(s.value, 0) for s in State}
 
 
@@ -314,7 +321,7 @@ def unfinished(c: dict[State, int]) -> int:
     return c[State.PENDING] + c[State.SENDING] + c[State.DEFERRED]
 
 
-def finish(conn: Connection, send_id: int, status: SendStatus, error: str | None = None) -> dict[str, int]:
+def finish(conn: Connection, send_id: int, status: SendStatus, error: str | None = None) -> dict[State, int]:
     c = counts(conn, send_id)
     conn.execute(update(sends).where(sends.c.id == send_id).values(
         status=status.value, sent=c[State.ACCEPTED], failed=c[State.FAILED], skipped=c[State.SKIPPED],
@@ -324,7 +331,7 @@ def finish(conn: Connection, send_id: int, status: SendStatus, error: str | None
 
 # --- batches ----------------------------------------------------------------------------------
 
-def in_flight(conn: Connection, send_id: int) -> list[tuple[int, int]]:
+def in_flight(conn: Connection, send_id: int) -> Sequence[Row]:
     """(batch, readers) still `sending`: what a crashed run had handed to the backend."""
     return conn.execute(select(deliveries.c.batch, func.count()).where(
         deliveries.c.send_id == send_id, deliveries.c.state == State.SENDING.value)
@@ -459,7 +466,8 @@ def claim(conn: Connection, send_id: int, ids: list[int]) -> tuple[int, set[int]
     Returns (batch, None) when all were claimed, else (batch, the ids actually claimed): another
     worker may have taken some (on PostgreSQL its row locks make us wait, then skip them)."""
     batch = conn.execute(_NEXT_BATCH, {"b_send": send_id}).scalar_one()
-    claimed = conn.execute(_CLAIM[conn.dialect.name], {"b_send": send_id, "b_ids": ids, "b_batch": batch, "b_now": now()}).rowcount
+    claimed = conn.execute(_CLAIM[conn.dialect.name],
+                           {"b_send": send_id, "b_ids": ids, "b_batch": batch, "b_now": now()}).rowcount
     if claimed == len(ids):
         return batch, None
     return batch, set(conn.execute(select(deliveries.c.id).where(

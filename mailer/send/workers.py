@@ -177,7 +177,8 @@ def _backend(settings: Settings, engine, name: str):
 # --- mailer send --workers N ---------------------------------------------------------------------
 
 def run_shared(settings: Settings, plan: dispatch.Plan, workers: int, *, config=None, on_progress=None,
-               notice=lambda message: None, take_over: bool = False, on_started=lambda procs: None) -> dispatch.SendSummary:
+               notice=lambda message: None, take_over: bool = False,
+               on_started=lambda procs: None) -> dispatch.SendSummary:
     """Start (or resume) the send, mark it shared, run `workers` local `mailer worker` processes on it
     and wait for them; the parent keeps the send's heartbeat, so a plain `mailer send` waits."""
     if workers > 1:
@@ -271,12 +272,14 @@ def status_lines(settings: Settings, issue: str, list_name: str | None) -> list[
             done = c[State.ACCEPTED] + c[State.FAILED] + c[State.SKIPPED]
             total = sum(c.values())
             shown = ", ".join(f"{n:,} {state}" for state, n in c.items() if n)
-            lines.append(f"send #{row.id} {row.issue} to {row.list_name}{' (' + row.segment + ')' if row.segment else ''}: "
+            segment = f" ({row.segment})" if row.segment else ""
+            lines.append(f"send #{row.id} {row.issue} to {row.list_name}{segment}: "
                          f"{row.status}, {done:,}/{total:,} done ({shown or 'no readers'})")
             for worker, n in leases.holders(conn, row.id):
                 state = f"lease until {live[worker]:%H:%M:%S}" if worker in live else "lease expired: reclaimed next"
                 lines.append(f"  worker {worker or '(single run)'}: {n:,} readers in flight, {state}")
-            idle = [w for w, s, _ in leases.live_workers(conn) if s == row.id and w not in dict(leases.holders(conn, row.id))]
+            holding = dict(leases.holders(conn, row.id))
+            idle = [w for w, s, _ in leases.live_workers(conn) if s == row.id and w not in holding]
             for worker in idle:
                 lines.append(f"  worker {worker}: live, nothing in flight")
     return lines

@@ -115,8 +115,9 @@ class Archive:
     def _compose(self, path: Path) -> ArchivedIssue:
         source = read_issue(path)
         copy = neutral_copy(compose(source, self.settings), self.base_url)
-        return ArchivedIssue(slug=source.slug, date=copy.date, subject=fill(source.subject, self.neutral_values(source.slug), "text"),
-                             preheader=copy.preheader, html=copy.html)
+        subject = fill(source.subject, self.neutral_values(source.slug), "text")
+        return ArchivedIssue(slug=source.slug, date=source.date, subject=subject, preheader=copy.preheader,
+                             html=copy.html)
 
     def neutral_values(self, slug: str) -> dict[str, str]:
         return neutral_values(self.base_url, slug)

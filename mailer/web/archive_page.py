@@ -3,8 +3,9 @@ the parts that only make sense in an inbox.
 
 Sections with css-class `mail-only` go: the footer (templates/partials/footer.mjml.j2: "you are
 receiving this because...", unsubscribe, preferences and view-in-browser links) and the
-view-in-browser line above the masthead (partials/masthead.mjml.j2); on the web they are wrong. The head's <style> blocks stay (the email's responsive and dark-mode
-rules), so the issue looks as it does in a mail client, inside the site's own layout.
+view-in-browser line above the masthead (partials/masthead.mjml.j2); on the web they are wrong.
+The head's <style> blocks stay (the email's responsive and dark-mode rules), so the issue looks as
+it does in a mail client, inside the site's own layout.
 """
 
 from __future__ import annotations
@@ -27,10 +28,19 @@ def web_content(email_html: str) -> WebContent:
     doc = lxml.html.document_fromstring(email_html)
     styles = "\n".join(style.text_content() for style in doc.iter("style"))
     for element in doc.xpath(f'//*[contains(concat(" ", normalize-space(@class), " "), " {MAIL_ONLY} ")]'):
-        element.getparent().remove(element)
-    for style in list(doc.body.iter("style")):
-        style.getparent().remove(style)
+        _remove(element)
+    styles = styles.replace("</", "<\\/")
     body = doc.body
+    if body is None:   # a document of a head alone (lxml adds <body> only around content)
+        return WebContent(styles=styles, body="")
+    for style in list(body.iter("style")):
+        _remove(style)
     inner = html.escape(body.text or "") + "".join(lxml.html.tostring(child, encoding="unicode") for child in body)
-    return WebContent(styles=styles.replace("</", "<\\/"), body=inner)
+    return WebContent(styles=styles, body=inner)
 
+
+def _remove(element: lxml.html.HtmlElement) -> None:
+    """Out of the tree, its tail text with it."""
+    parent = element.getparent()
+    if parent is not None:   # (only the root has none)
+        parent.remove(element)

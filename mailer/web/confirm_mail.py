@@ -59,7 +59,8 @@ def send_confirmation(settings, *, email: str, name: str, subscriber_id: int, li
     """
     composed = with_token(compose_confirmation(settings, list_title), confirm_token)
     ref = f"c{subscriber_id}-{list_id}-{int(time.time())}"   # opaque: ids and time, no address
-    return send_one(settings, composed, ref, email, name, unsubscribe_token, f"confirmation mail to subscriber {subscriber_id}")
+    return send_one(settings, composed, ref, email, name, unsubscribe_token,
+                    f"confirmation mail to subscriber {subscriber_id}")
 
 
 def send_one(settings, composed: ComposedIssue, ref: str, email: str, name: str, unsubscribe_token: str,

@@ -14,10 +14,11 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
 from mailer import engines
@@ -44,20 +45,24 @@ class WebContext:
         per_ip = Rate(burst=settings.web.subscribe_burst, per_hour=settings.web.subscribe_per_hour)
         self.limiter = RateLimiter({"subscribe": per_ip, "preferences": per_ip})  # fresh links: same rate
         self.archive = Archive(settings, read=self.read)
-        self._engine = None
+        self._engine: Engine | None = None
         self._lock = threading.Lock()
-        self._writer = None
+        self._writer: AbstractContextManager = nullcontext()
         self._lists: dict[int, tuple[float, tuple[str, str] | None]] = {}
         self.batch = GroupWriter(self)
         self._send_lists: dict[int, int | None] = {}
 
     @property
-    def engine(self):
+    def engine(self) -> Engine:
+        return self._opened()[0]
+
+    def _opened(self) -> tuple[Engine, AbstractContextManager]:
+        """The engine, made on first use, and the writer lock that goes with its database."""
         with self._lock:
             if self._engine is None:
                 self._engine = engines.get(database_url(self.settings))   # the store's tables, then the send ledger
                 self._writer = threading.Lock() if self._engine.dialect.name == "sqlite" else nullcontext()
-            return self._engine
+            return self._engine, self._writer
 
     def read(self, fn, *args, **kwargs):
         with self.engine.connect() as conn:
@@ -65,10 +70,10 @@ class WebContext:
 
     def write(self, fn, *args, **kwargs):
         """fn(conn, ...) in one transaction, committed when it returns."""
-        engine = self.engine
+        engine, writer = self._opened()
         for attempt in range(SQLITE_RETRIES):
             try:
-                with self._writer, engine.begin() as conn:
+                with writer, engine.begin() as conn:
                     return fn(conn, *args, **kwargs)
             except OperationalError as exc:
                 if "locked" not in str(exc) or attempt == SQLITE_RETRIES - 1:
@@ -79,8 +84,7 @@ class WebContext:
     def exclusive(self):
         """This process's writer lock (SQLite) for work that opens its own transactions, such as
         an import: held, no other write of this process starts."""
-        self.engine
-        return self._writer
+        return self._opened()[1]
 
     def list_info(self, conn, list_id: int) -> tuple[str, str] | None:
         """(name, title) of a list, cached a minute: every unsubscribe page names its list."""
@@ -170,7 +174,7 @@ class GroupWriter:
             for fn, args, future in batch:
                 self._settle(future, fn, args)
             return
-        for (_, _, future), result in zip(batch, results):
+        for (_, _, future), result in zip(batch, results, strict=True):
             future.set_result(result)
 
     def _settle(self, future: Future, fn, args) -> None:
@@ -180,18 +184,26 @@ class GroupWriter:
             future.set_exception(exc)
 
 
+_MANY: dict[Callable, Callable] = {}
+
+
+def batched(fn: Callable, many: Callable) -> None:
+    """Let the group writer run all queued calls of `fn` at once: many(conn, [args, ...]) ->
+    [results], in order, in fewer statements."""
+    _MANY[fn] = many
+
+
 def _run_all(conn, batch) -> list:
-    """Each write's result, in order. A function with a `many` attribute (fn.many(conn, [args,
-    ...]) -> [results]) takes all its queued calls at once: fewer statements per batch."""
+    """Each write's result, in order; the calls of a `batched` function all at once."""
     results: list = [None] * len(batch)
     groups: dict = {}
     for i, (fn, args, _) in enumerate(batch):
-        many = getattr(fn, "many", None)
+        many = _MANY.get(fn)
         if many is None:
             results[i] = fn(conn, *args)
         else:
             groups.setdefault(many, []).append(i)
     for many, indexes in groups.items():
-        for i, result in zip(indexes, many(conn, [batch[i][1] for i in indexes])):
+        for i, result in zip(indexes, many(conn, [batch[i][1] for i in indexes]), strict=True):
             results[i] = result
     return results

@@ -11,7 +11,7 @@ IP (token bucket) and the address (one mail per [web] confirm_resend_minutes) ar
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Form, Request
 from starlette.responses import HTMLResponse
@@ -22,7 +22,7 @@ from mailer.web.public import too_many
 log = logging.getLogger("mailer.web")
 router = APIRouter()
 Names = Annotated[list[str], Form(alias="list", max_length=100)]
-TOKEN_PAGES = {400: {"description": "forged, tampered or expired link"}}
+TOKEN_PAGES: dict[int | str, dict[str, Any]] = {400: {"description": "forged, tampered or expired link"}}
 
 
 @router.get("/preferences", response_class=HTMLResponse, summary="Ask for a link to your preferences")
@@ -65,8 +65,9 @@ def save(token: str, request: Request, list_names: Names = [],  # noqa: B006 - F
          name: Annotated[str, Form(max_length=400)] = "") -> HTMLResponse:
     web = request.app.state.web
     subscriber_id = prefs.subscriber_for(web, token)
-    changed = None if subscriber_id is None else prefs.save(web, subscriber_id, set(list_names[:200]), name,
-                                                            readers.client(request))
+    if subscriber_id is None:
+        return _bad_link(web)
+    changed = prefs.save(web, subscriber_id, set(list_names[:200]), name, readers.client(request))
     reader = None if changed is None else prefs.load(web, subscriber_id)
     if reader is None:
         return _bad_link(web)

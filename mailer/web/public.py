@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Form, Query, Request
 from starlette.responses import HTMLResponse
@@ -29,7 +29,7 @@ router = APIRouter()
 ListName = Annotated[str, Query(alias="list", max_length=100)]
 ListNames = Annotated[list[str], Form(alias="list", max_length=100)]
 MAX_CHOICES = 50
-TOKEN_PAGES = {400: {"description": "forged, tampered or expired link"}}
+TOKEN_PAGES: dict[int | str, dict[str, Any]] = {400: {"description": "forged, tampered or expired link"}}
 ONE_CLICK_BODY = {"requestBody": {"required": False, "content": {
     "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {
         "List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}}},

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
 from mailer.web.confirm_mail import send_confirmation
+from mailer.web.context import batched
 from subscribers import store
 from subscribers.errors import InvalidAddress, SubscriberNotFound, TokenError
 from subscribers.links import bound, new_key
@@ -106,7 +107,8 @@ def _sign_up(conn, web, lst, email: str, name: str, who: Client) -> Confirmation
     signup = store.subscribe_unconfirmed(
         conn, lst.id, email, secret=web.secret, name=name, ip=who.ip, user_agent=who.user_agent,
         resend_after=timedelta(minutes=web.settings.web.confirm_resend_minutes))
-    row = conn.execute(select(subscribers.c.email, subscribers.c.name, memberships.c.token_key)
+    row = conn.execute(select(memberships.c.subscriber_id, subscribers.c.email, subscribers.c.name,
+                              memberships.c.token_key)
                        .join_from(memberships, subscribers, memberships.c.subscriber_id == subscribers.c.id)
                        .where(memberships.c.subscriber_id == (signup.subscriber_id or 0),
                               memberships.c.list_id == lst.id)).first()
@@ -115,7 +117,7 @@ def _sign_up(conn, web, lst, email: str, name: str, who: Client) -> Confirmation
         confirm = seal_request(web.secret, lst.id, address, who_name)
         unsubscribe = make_token(web.secret, "unsubscribe", NOBODY, lst.id, new_key())  # acts on nobody
     else:
-        sid, address, who_name = signup.subscriber_id, row.email, row.name or ""
+        sid, address, who_name = row.subscriber_id, row.email, row.name or ""
         confirm = make_token(web.secret, "confirm", sid, lst.id, row.token_key)
         unsubscribe = make_token(web.secret, "unsubscribe", sid, lst.id, row.token_key)
     if not signup.mail:
@@ -130,7 +132,7 @@ def send_confirmation_mail(web, mail: ConfirmationMail) -> None:
                           subscriber_id=mail.subscriber_id, list_id=mail.list_id,
                           list_title=mail.list_title, confirm_token=mail.confirm_token,
                           unsubscribe_token=mail.unsubscribe_token)
-    except Exception:  # noqa: BLE001 - nobody is waiting for this; the log must say why
+    except Exception:  # nobody is waiting for this; the log must say why
         log.exception("confirmation mail for subscriber %s, list %s failed", mail.subscriber_id, mail.list_id)
 
 
@@ -184,7 +186,9 @@ def _status_of(conn, target: Target) -> str | None:
 
 def confirm(web, target: Target, who: Client) -> bool:
     """Confirm; True when the membership is active afterwards (also if it already was)."""
-    return web.write(_confirm_sealed if target.sealed else _confirm, web, target, who)
+    if target.sealed:
+        return web.write(_confirm_sealed, web, target.list_id, target.sealed, who)
+    return web.write(_confirm, web, target, who)
 
 
 def _confirm(conn, web, target: Target, who: Client) -> bool:
@@ -200,10 +204,10 @@ def _confirm(conn, web, target: Target, who: Client) -> bool:
     return row.status == Status.ACTIVE.value and row.global_status is None
 
 
-def _confirm_sealed(conn, web, target: Target, who: Client) -> bool:
-    address, name, asked = target.sealed
-    return store.confirm_forgotten(conn, target.list_id, address, secret=web.secret, name=name, ip=who.ip,
-                                   user_agent=who.user_agent, asked_at=datetime.fromtimestamp(asked, timezone.utc))
+def _confirm_sealed(conn, web, list_id: int, sealed: tuple, who: Client) -> bool:
+    address, name, asked = sealed
+    return store.confirm_forgotten(conn, list_id, address, secret=web.secret, name=name, ip=who.ip,
+                                   user_agent=who.user_agent, asked_at=datetime.fromtimestamp(asked, UTC))
 
 
 def unsubscribe_in(conn, web, claim, who: Client) -> Target:
@@ -226,13 +230,13 @@ def _unsubscribe_many(conn, calls: list[tuple]) -> list[Target]:
     statement: subscribers/one_click.py)."""
     live = [bound(conn, claim) for _web, claim, _who in calls]   # a link for a row that is gone acts on nobody
     changed = unsubscribe_many(conn, [(*claim, who.ip, who.user_agent)
-                                      for (_web, claim, who), ok in zip(calls, live) if ok])
+                                      for (_web, claim, who), ok in zip(calls, live, strict=True) if ok])
     targets = []
-    for (web, claim, _who), ok in zip(calls, live):
+    for (web, claim, _who), ok in zip(calls, live, strict=True):
         key = tuple(claim)   # a dead link is answered as done, the same as a first use (unsubscribe_in)
         targets.append(replace(_target(conn, web, *claim), changed=key in changed or not ok))
         changed.discard(key)   # a second request for it in this group finds it done already
     return targets
 
 
-unsubscribe_in.many = _unsubscribe_many
+batched(unsubscribe_in, _unsubscribe_many)

@@ -4,7 +4,7 @@ tests/fixtures/bounces/own/postfix_unknown_user.eml): for the end-to-end test an
 from __future__ import annotations
 
 import mailbox
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -20,7 +20,7 @@ def dsn(recipient: str, return_path: str, kind: str = "hard", *, ref: str | None
     returned headers' X-Mailer-Ref."""
     action, status, diagnostic = STATUS[kind]
     diagnostic = diagnostic.format(rcpt=recipient)
-    date = format_datetime(at or datetime.now(timezone.utc))
+    date = format_datetime(at or datetime.now(UTC))
     queue = f"4Q{n:011X}"
     boundary = f"{queue}.1730815331/mx.news.example.org"
     return f"""Return-Path: <>

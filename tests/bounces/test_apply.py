@@ -14,7 +14,6 @@ from sqlalchemy import func, select
 from mailer.send.refs import read_ref, sign_ref
 from tests.bounces.conftest import SECRET, with_database
 from tests.bounces.samples import dsn, write_maildir
-from tests.servers.fixtures import smtp_sink  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # http base_url on purpose
 VERP = "bounces+{ref}@news.example.org"
@@ -108,8 +107,9 @@ def test_a_signed_ref_names_the_reader_even_when_the_mail_was_forwarded(cli, sto
 def test_a_forged_ref_alone_changes_nothing(cli, store, tmp_path):
     config, engine, ids, send_id = store
     forged = f"{send_id}.{ids['bob@example.org']}.aaaaaaaaaa"
+    genuine = f"{send_id}.{ids['cat@example.org']}"
     box = write_maildir(tmp_path / "box", [dsn("nobody@elsewhere.example", VERP.format(ref=forged), "hard", ref=forged),
-                                            dsn("stranger@example.net", VERP.format(ref=f"{send_id}.{ids['cat@example.org']}"))])
+                                            dsn("stranger@example.net", VERP.format(ref=genuine))])
     out = scan(cli, config, box).out
     assert statuses(engine) == dict.fromkeys(ids)
     assert events(engine) == []
@@ -129,7 +129,7 @@ def test_an_unsigned_ref_links_the_send_only_when_it_agrees_with_the_address(cli
 
 
 def test_scanning_twice_counts_nothing_twice(cli, store, tmp_path):
-    config, engine, ids, send_id = store
+    config, engine, _ids, _send_id = store
     box = write_maildir(tmp_path / "box", [dsn("cat@example.org", "bounces@news.example.org", "soft", n=i)
                                             for i in range(2)])            # two soft bounces: limit is 3
     scan(cli, config, box)
@@ -143,8 +143,8 @@ def test_scanning_twice_counts_nothing_twice(cli, store, tmp_path):
 
 
 def test_kinds_go_through_the_one_policy(cli, store, tmp_path):
-    config, engine, ids, send_id = store
-    complaint = """From: feedback@arf.example.net
+    config, engine, _ids, _send_id = store
+    complaint = b"""From: feedback@arf.example.net
 To: fbl@news.example.org
 Subject: complaint
 Message-ID: <fbl-1@arf.example.net>
@@ -163,7 +163,7 @@ Version: 1
 Original-Rcpt-To: <ann@example.org>
 
 --b--
-""".encode()
+"""
     box = write_maildir(tmp_path / "box", [complaint, dsn("bob@example.org", "bounces@n.example.org", "blocked", n=1),
                                             dsn("cat@example.org", "bounces@n.example.org", "delayed", n=2)])
     scan(cli, config, box)
@@ -173,7 +173,7 @@ Original-Rcpt-To: <ann@example.org>
 
 
 def test_dry_run_changes_nothing(cli, store, tmp_path):
-    config, engine, ids, send_id = store
+    config, engine, _ids, _send_id = store
     box = write_maildir(tmp_path / "box", [dsn("ann@example.org", "bounces@n.example.org", "hard")])
     out = scan(cli, config, box, "--dry-run").out
     assert "Dry run: 1 events for known subscribers" in out

@@ -9,7 +9,6 @@ import pytest
 
 from tests.bounces.conftest import with_database
 from tests.bounces.test_apply import events, statuses
-from tests.servers.fixtures import sendgrid_server  # noqa: F401 - fixture
 
 LATER = 4_102_444_800          # 2100-01-01: after every test reader's consent
 
@@ -29,8 +28,10 @@ def synced(bounce_config, db_url, sendgrid_server, monkeypatch):
         for i in range(8):
             store.add_subscriber(conn, f"r{i}@example.org", crank)
     s = sendgrid_server.suppressions
-    s["bounces"] = ([{"created": LATER, "email": "R0@example.org", "reason": "550 5.1.1 user unknown", "status": "5.1.1"},
-                     {"created": LATER, "email": "r1@example.org", "reason": "452 4.2.2 mailbox full", "status": "4.2.2"}]
+    s["bounces"] = ([{"created": LATER, "email": "R0@example.org", "reason": "550 5.1.1 user unknown",
+                      "status": "5.1.1"},
+                     {"created": LATER, "email": "r1@example.org", "reason": "452 4.2.2 mailbox full",
+                      "status": "4.2.2"}]
                     + [{"created": LATER - i, "email": f"stranger{i}@example.net", "reason": "550 5.1.1",
                         "status": "5.1.1"} for i in range(600)])                        # two pages
     s["blocks"] = [{"created": LATER, "email": "r2@example.org", "reason": "554 5.7.1 blocked by policy",

@@ -108,7 +108,7 @@ def test_pictures_fit_their_column_without_sideways_scrolling(browser, email_htm
     card = page.evaluate(f"{CARD}.getBoundingClientRect().width")
     boxes = page.evaluate(BOXES)
     assert len(boxes) == 3
-    for alt, w, h in boxes:
+    for alt, w, _h in boxes:
         assert 0 < w <= card <= 600, alt
     by_alt = {alt: (w, h) for alt, w, h in boxes}
     lead, wide = by_alt["Two leaders shaking hands in a gilded hall"], by_alt["A convoy on a bridge"]

@@ -43,6 +43,5 @@ def test_unwritable_outbox_stops_with_a_clear_error(settings, edition, tmp_path)
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     bad = dataclasses.replace(settings, delivery=dataclasses.replace(settings.delivery, outbox_dir=blocker / "outbox"))
-    with pytest.raises(PermanentDelivery, match="outbox folder"):
-        with create_backend("outbox", bad) as backend:
-            backend.send_batch(readers(edition, 1))
+    with pytest.raises(PermanentDelivery, match="outbox folder"), create_backend("outbox", bad) as backend:
+        backend.send_batch(readers(edition, 1))

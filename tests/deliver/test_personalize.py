@@ -74,7 +74,7 @@ def test_names_never_break_headers_or_html(edition, sample_issue, raw, shown):
     out = personalize(edition, Recipient("7.42", "reader@example.org", raw, "tok"))
     data = out.as_bytes()
     msg = parse(out)
-    assert {k.lower() for k in msg.keys()} == HEADERS
+    assert {k.lower() for k in msg} == HEADERS
     assert all(len(line) <= 998 for line in data.split(b"\r\n"))
     assert data.isascii()
     (address,) = msg["To"].addresses

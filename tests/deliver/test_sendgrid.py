@@ -78,9 +78,8 @@ def test_429_and_5xx_are_retried(make_backend, sendgrid_server, edition, sleeps,
 
 def test_retries_are_bounded(make_backend, sendgrid_server, edition, sleeps):
     sendgrid_server.fail(500, times=10)
-    with make_backend(max_retries=3) as backend:
-        with pytest.raises(TemporaryDelivery, match="giving up after 4 attempts"):
-            backend.send_batch(readers(edition, 5))
+    with make_backend(max_retries=3) as backend, pytest.raises(TemporaryDelivery, match="giving up after 4 attempts"):
+        backend.send_batch(readers(edition, 5))
     assert sendgrid_server.stats.requests == 4 and sendgrid_server.accepted == []
     assert len(sleeps) == 3 and sleeps == sorted(sleeps)
 
@@ -93,9 +92,8 @@ def test_a_request_that_left_without_an_answer_is_never_retried(make_backend, se
         sendgrid_server.stall(0.6, accept=accepted_anyway)   # answers after the client's timeout
     else:
         sendgrid_server.drop(accept=accepted_anyway)         # reads the body, hangs up
-    with make_backend(timeout=0.2) as backend:
-        with pytest.raises(AmbiguousDelivery, match="may have accepted it"):
-            backend.send_batch(readers(edition, 3))
+    with make_backend(timeout=0.2) as backend, pytest.raises(AmbiguousDelivery, match="may have accepted it"):
+        backend.send_batch(readers(edition, 3))
     sendgrid_server.settle()
     assert sendgrid_server.stats.requests == 1 and sleeps == []
     assert sendgrid_server.stats.accepted == copies          # at most one copy, whatever happened
@@ -129,17 +127,16 @@ def test_a_400_naming_one_bad_address_fails_that_reader_and_sends_the_rest(make_
 
 @pytest.mark.parametrize("api_key, status", [("SG.wrong", 401), ("SG.forbidden", 403)])
 def test_bad_credentials_stop_the_send_with_a_clear_message(make_backend, sendgrid_server, edition, api_key, status):
-    with make_backend(api_key=api_key) as backend:
-        with pytest.raises(PermanentDelivery, match=r"SENDGRID_API_KEY.*nothing was sent") as caught:
-            backend.send_batch(readers(edition, 3))
+    refused = pytest.raises(PermanentDelivery, match=r"SENDGRID_API_KEY.*nothing was sent")
+    with make_backend(api_key=api_key) as backend, refused as caught:
+        backend.send_batch(readers(edition, 3))
     assert caught.value.status == status and sendgrid_server.stats.requests == 1
 
 
 def test_a_400_about_the_whole_request_stops_the_send_with_sendgrids_words(make_backend, sendgrid_server, edition):
     sendgrid_server.fail(400)
-    with make_backend() as backend:
-        with pytest.raises(PermanentDelivery, match="internal error") as caught:
-            backend.send_batch(readers(edition, 3))
+    with make_backend() as backend, pytest.raises(PermanentDelivery, match="internal error") as caught:
+        backend.send_batch(readers(edition, 3))
     assert caught.value.status == 400
 
 

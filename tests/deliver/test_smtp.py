@@ -111,7 +111,7 @@ def test_a_batch_goes_message_by_message_with_one_result_per_reader(settings, ed
 
 @pytest.mark.parametrize("lanes, gone", [(1, ["r0@example.org"]), (2, ["r0@example.org", "r3@example.org"])])
 def test_a_backend_failure_at_the_first_message_of_every_part_raises_as_for_one(settings, edition, lanes, gone):
-    with SmtpSink(replies={address: CLOSING for address in gone}) as sink:
+    with SmtpSink(replies=dict.fromkeys(gone, CLOSING)) as sink:
         backend = backend_for(settings, sink.port, batch_size=5, connections=lanes)
         with backend, pytest.raises(TemporaryDelivery, match="dropped the connection twice"):
             backend.send_batch(readers(edition, 5))
@@ -131,7 +131,7 @@ def test_a_connection_lost_after_data_says_so_and_the_next_message_goes_on_a_new
 def test_a_refused_return_path_stops_the_send_before_anything_goes(settings, edition, lanes):
     with SmtpSink(refuse_sender=SENDER_REFUSED) as sink:
         backend = backend_for(settings, sink.port, batch_size=4, connections=lanes)
-        refused = pytest.raises(PermanentDelivery, match="refuses the return path bounces@news.example.org")
+        refused = pytest.raises(PermanentDelivery, match=r"refuses the return path bounces@news\.example\.org")
         with backend, refused as caught:
             backend.send_batch(readers(edition, 4))
     assert (caught.value.status, sink.messages) == (553, [])

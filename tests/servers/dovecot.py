@@ -81,7 +81,7 @@ class Dovecot:
         self.relay: Relay | None = None
         self.port = 0
 
-    def __enter__(self) -> "Dovecot":
+    def __enter__(self) -> Dovecot:
         nobody = pwd.getpwnam("nobody")
         for sub in ("run", "state"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)

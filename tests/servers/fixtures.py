@@ -1,4 +1,4 @@
-"""Pytest fixtures for the local servers; import them where needed (`from tests.servers.fixtures import *`)."""
+"""Pytest fixtures for the local servers, for every test (tests/conftest.py names this module in `pytest_plugins`)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def tls_files(tmp_path_factory):
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=1))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 
 class Relay:
@@ -44,7 +44,7 @@ class Relay:
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
 
-    def __enter__(self) -> "Relay":
+    def __enter__(self) -> Relay:
         threading.Thread(target=self._serve, name="relay", daemon=True).start()
         return self
 

@@ -241,7 +241,7 @@ class SendGridServer:
     def personalizations(self) -> list[dict]:
         return [p for body in self.accepted for p in body["personalizations"]]
 
-    def start(self) -> "SendGridServer":
+    def start(self) -> SendGridServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="sendgrid-server",
                                         daemon=True)
         self._thread.start()

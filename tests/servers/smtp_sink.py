@@ -178,7 +178,7 @@ class SmtpSink:
     def messages(self) -> list[Received]:
         return self.state.messages
 
-    def start(self) -> "SmtpSink":
+    def start(self) -> SmtpSink:
         self.controller.start()
         return self
 

@@ -11,8 +11,8 @@ import pytest
 from subscribers.policy import Limits
 
 SECRET = "test-secret-key-0123456789"
-RESEND = timedelta(minutes=10)                                      # a web signup's mail throttle ([web] confirm_resend_minutes)
-LIMITS = Limits(soft_bounce_limit=3, soft_bounce_window_days=30)   # [bounces] as config.toml has them
+RESEND = timedelta(minutes=10)                                     # [web] confirm_resend_minutes, as config.toml has it
+LIMITS = Limits(soft_bounce_limit=3, soft_bounce_window_days=30)   # [bounces], likewise
 CSV = Path(__file__).resolve().parent.parent / "fixtures" / "csv"
 
 

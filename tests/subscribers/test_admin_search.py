@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
 
 PEOPLE = [("ann@example.com", "Ann Lee"), ("anna@example.org", "Anna Berg"), ("bob@example.com", "Bob Annan"),
@@ -90,7 +92,7 @@ def test_status_counts_match_the_stores_counts(people, crank, digest):
 
 
 def test_events_by_day_and_issue_figures(people, crank):
-    from datetime import date, datetime, timedelta, timezone
+    from datetime import date, datetime, timedelta
 
     from sqlalchemy import insert
 
@@ -100,7 +102,7 @@ def test_events_by_day_and_issue_figures(people, crank):
     from subscribers.policy import events
 
     day = date(2024, 11, 5)
-    late = datetime(2024, 11, 5, 23, 30, tzinfo=timezone.utc)          # late evening UTC: still the 5th
+    late = datetime(2024, 11, 5, 23, 30, tzinfo=UTC)          # late evening UTC: still the 5th
     with people.begin() as conn:
         who = store.get_subscriber(conn, "ann@example.com").id
         conn.execute(insert(sends).values(issue="2024-11", list_id=crank, list_name="crank", subject="November",

@@ -46,8 +46,9 @@ def test_mailchimp_export_imports_as_it_is(engine, crank):
 
 
 @pytest.mark.parametrize("email, name, attributes", [
+    # a duplicate filled a blank; OPTIN_* and TAGS are not attributes
     ("ann.lee@example.com", "Ann Lee", {"Address": "1 Main St, Springfield", "MEMBER_RATING": "2",
-                                        "Phone Number": "555-0199"}),  # dup filled a blank; OPTIN_*, TAGS are not attributes
+                                        "Phone Number": "555-0199"}),
     ("bob@example.org", "Bob", {"MEMBER_RATING": "1"}),
     ("carol@example.net", "Carol Smith", {"Phone Number": "555-0100", "MEMBER_RATING": "3"}),
     ("dora@xn--bcher-kva.example", "Dora Müller", {"Address": "Königsallee 1"}),
@@ -86,7 +87,8 @@ def test_status_and_subscribed_at_columns(engine, crank, digest):
         got = {m.email: (m.status, m.consent_at) for m in conn.execute(
             select(subscribers.c.email, func.coalesce(subscribers.c.global_status, memberships.c.status)
                    .label("status"), memberships.c.consent_at).join_from(memberships, subscribers))}
-    assert got["liz@example.com"][0] == "active" and got["liz@example.com"][1].isoformat() == "2024-03-01T12:00:00+00:00"
+    assert got["liz@example.com"][0] == "active"
+    assert got["liz@example.com"][1].isoformat() == "2024-03-01T12:00:00+00:00"
     assert {e: s for e, (s, _) in got.items()} == {"liz@example.com": "active", "max@example.com": "unsubscribed",
                                                    "ned@example.com": "bounced", "oli@example.com": "unconfirmed"}
     assert _subscriber(engine, "oli@example.com").attributes == {"subscribed_at (as given)": "not a date"}
@@ -104,6 +106,7 @@ def test_dry_run_changes_nothing(engine, crank):
     ("latin1.csv", 2, "not UTF-8"),
     ("no_email_column.csv", 1, "no address column"),
     ("empty.csv", None, "empty"),
+    ("blank_cells.csv", None, "empty"),   # a header of empty cells is no header
     ("missing.csv", None, "no such file"),
 ])
 def test_unreadable_files_are_refused_before_anything_is_written(engine, crank, name, line, message):
@@ -224,7 +227,8 @@ def test_a_failure_part_way_says_what_was_saved_and_that_a_rerun_finishes(engine
     assert saved.rows == 6 and saved.imported > 0
     assert str(caught.value) == (
         f"the database went away; the first 6 rows are saved ({saved.imported} new, {saved.updated} updated, "
-        "0 unchanged, 0 suppressed); run the same import again to finish the job (rows already saved are not added twice)")
+        "0 unchanged, 0 suppressed); run the same import again to finish the job (rows already saved are not "
+        "added twice)")
     calls.clear()
     monkeypatch.setitem(importer.import_csv.__kwdefaults__, "chunk_size", 3)
     result = mailer("subscribers", "import", CSV / "mailchimp.csv", "--list", "crank")

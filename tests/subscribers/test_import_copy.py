@@ -3,6 +3,8 @@ could get wrong; each runs on both databases, so both paths must agree."""
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
 from sqlalchemy import func, select, text
 
@@ -99,14 +101,14 @@ CONSENT = [
 
 
 def test_a_consent_record_without_tags_is_kept_on_both_paths(engine, crank, tmp_path):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     with engine.begin() as conn:
         store.add_subscriber(conn, "joined@example.com", store.create_list(conn, "other").id)
         store.add_subscriber(conn, "member@example.com", crank)
     before = _consents(engine, crank)["member@example.com"]
     lines = ["Email Address,OPTIN_TIME,OPTIN_IP,CONFIRM_TIME,CONFIRM_IP"] + [f"{a},{cells}" for a, cells, _ in CONSENT]
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     summary = import_csv(engine, _csv(tmp_path, lines), "crank")
     assert (summary.imported, summary.unchanged) == (4, 1)
     got = _consents(engine, crank)

@@ -160,7 +160,8 @@ def test_signup_confirm_unsubscribe(engine, crank):
                                              ip="192.0.2.7", user_agent="Mozilla/5.0", resend_after=RESEND)
     assert (signup.status, signup.needs_confirmation) == (Status.UNCONFIRMED, True)
     with engine.begin() as conn:
-        assert store.confirm(conn, signup.subscriber_id, crank, secret=SECRET, ip="192.0.2.8", user_agent="Phone") is True
+        assert store.confirm(conn, signup.subscriber_id, crank, secret=SECRET, ip="192.0.2.8",
+                             user_agent="Phone") is True
         assert store.confirm(conn, signup.subscriber_id, crank, secret=SECRET) is False  # idempotent
         member = store.memberships_of(conn, signup.subscriber_id)[0]
         assert (member.status, member.consent_source, member.consent_ip, member.consent_user_agent) == (

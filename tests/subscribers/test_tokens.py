@@ -96,7 +96,8 @@ def test_keyed_round_trip_stays_header_short(purpose, subscriber_id, list_id):
 
 
 @pytest.mark.parametrize("payload", [b'[7,3,"0123456789ABCDEF"]', b'[7,3,"short"]', b"[7,3,12345]",
-                                     b'[7,3,"0123456789abcdef","x"]', b"[7,3.5]", b"[0,3]", b"[7,99999999999999999999]"])
+                                     b'[7,3,"0123456789abcdef","x"]', b"[7,3.5]", b"[0,3]",
+                                     b"[7,99999999999999999999]"])
 def test_signed_but_odd_keyed_payloads_are_rejected(payload):
     import hashlib
     import json

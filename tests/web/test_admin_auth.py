@@ -61,7 +61,7 @@ def test_login_sets_a_signed_httponly_lax_cookie(admin):
     fresh = httpx.Client(base_url=admin.url)
     page = fresh.get("/admin/login", headers=HTML)
     reply = fresh.post("/admin/login", data={"username": USER, "password": PASSWORD, "csrf": form_token(page.text)})
-    header = [v for k, v in reply.headers.multi_items() if k == "set-cookie" and v.startswith("mailer_admin=")][0]
+    header = next(v for k, v in reply.headers.multi_items() if k == "set-cookie" and v.startswith("mailer_admin="))
     assert "HttpOnly" in header and "SameSite=lax" in header and "Max-Age=43200" in header
     assert client.get("/admin", headers=HTML).status_code == 200
 
@@ -91,8 +91,8 @@ def test_login_attempts_are_limited_per_user_and_per_address(admin):
     burst = admin.settings.web.admin_login_burst
     client = httpx.Client(base_url=admin.url)
     token = form_token(client.get("/admin/login", headers=HTML).text)
-    codes = [client.post("/admin/login", data={"username": USER, "password": "not it at all", "csrf": token}).status_code
-             for _ in range(burst + 1)]
+    wrong = {"username": USER, "password": "not it at all", "csrf": token}
+    codes = [client.post("/admin/login", data=wrong).status_code for _ in range(burst + 1)]
     assert codes == [401] * burst + [429]
     # the right password does not get through either while the user's bucket is empty
     right = client.post("/admin/login", data={"username": USER, "password": PASSWORD, "csrf": token})
@@ -110,7 +110,7 @@ def test_login_without_its_token_is_refused(admin):
     assert "mailer_admin" not in client.cookies
 
 
-@pytest.mark.parametrize("data", [{}, {"csrf": ""}, {"csrf": "0" * 64}])
+@pytest.mark.parametrize("data", [{}, {"csrf": ""}, {"csrf": "0" * 64}, {"csrf": "é" * 64}])
 def test_post_without_a_valid_csrf_token_is_403(admin, data):
     client = login(admin)
     reply = client.post("/admin/lists", data={"name": "sneaky", **data})

@@ -17,7 +17,8 @@ WIDTHS = (375, 1280)
 # What sticks out, when a page is too wide (elements inside a scrolling box do not count).
 WIDEST = """[...document.querySelectorAll('body *')]
     .filter(e => e.getBoundingClientRect().right > window.innerWidth && !e.parentElement.closest('.scroll, .frames'))
-    .map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right)).slice(0, 5).join(', ')"""
+    .map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))
+    .slice(0, 5).join(', ')"""
 AUDIENCE = "email,name\nann.lee@example.com,Ann Lee\nbob@example.org,Bob\nnot-an-address,Nobody\n"
 
 

@@ -97,7 +97,7 @@ def test_fresh_link_form(live, page):
     assert fits(page) and csp_errors(page) == []     # (the dead link's 400 is logged as a failed load)
 
 
-def test_archive_index_issue_and_neighbours(two_issues, page):  # noqa: F811 - fixture
+def test_archive_index_issue_and_neighbours(two_issues, page):
     page.goto(f"{two_issues.url}/archive")
     items = page.locator("ol.issues li")
     assert items.count() == 2 and "December 2024" in items.first.inner_text()

@@ -207,7 +207,8 @@ def link_mails(live, count: int) -> list:
 
 def link_requests(live, address: str) -> int:
     with live.web.engine.connect() as conn:
-        return len(conn.execute(select(history.c.id).join_from(history, subscribers, history.c.subscriber_id == subscribers.c.id)
+        return len(conn.execute(select(history.c.id)
+                                .join_from(history, subscribers, history.c.subscriber_id == subscribers.c.id)
                                 .where(subscribers.c.email == address,
                                        history.c.action == Action.PREFERENCES_MAIL.value)).all())
 

@@ -93,10 +93,7 @@ def test_the_form_does_the_same_work_whatever_the_state(live):
     shapes = {}
     for i, who in enumerate(names):
         seen: list[str] = []
-
-        def note(conn, cursor, statement, *args):
-            seen.append(statement.split()[0])
-
+        note = _recorder(seen)
         event.listen(engine, "before_cursor_execute", note)
         try:
             assert subscribe(live, f"{who}@example.com", ip=f"198.51.100.{10 + i}").status_code == 200
@@ -121,3 +118,11 @@ def test_a_link_not_bound_to_the_membership_changes_nobody(live, body):
     assert state(live)["status"] == "active"
     assert live.http.post(f"/unsubscribe/{link(live, 'unsubscribe', sid, lid)}", data=body).status_code == 200
     assert state(live)["status"] == "unsubscribed"
+
+
+def _recorder(seen: list[str]):
+    """A before_cursor_execute listener noting each statement's first word in `seen`."""
+    def note(conn, cursor, statement, *args):
+        seen.append(statement.split()[0])
+
+    return note

@@ -6,7 +6,7 @@ later, bounce mail) makes them; times are relative to the membership's consent (
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -17,7 +17,7 @@ from subscribers.events import DeliveryEvent, EventType, Severity
 from subscribers.models import memberships, subscribers
 from subscribers.policy import Limits, events, ingest
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ADDRESS = "reader@example.com"
 LIMITS = Limits(soft_bounce_limit=3, soft_bounce_window_days=30)
 E = EventType

@@ -168,7 +168,8 @@ ONE_CLICK_POSTS = [
     ("multipart", {"files": {"List-Unsubscribe": (None, "One-Click")}}),
     ("no body", {}),
     ("json", {"json": {"whatever": True}}),
-    ("garbage multipart", {"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=x"}}),
+    ("garbage multipart", {"content": b"--x\r\nbroken",
+                           "headers": {"content-type": "multipart/form-data; boundary=x"}}),
     ("the page's button", {"data": {}}),
 ]
 

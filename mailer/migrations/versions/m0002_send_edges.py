@@ -5,8 +5,9 @@ Revises: m0001_ledger
 Create Date: 2026-12-02
 
 deliveries.next_attempt_at: when a reader refused temporarily (SMTP 4xx, greylisting) is tried
-again; sends.archive_html / archive_text / archive_date / archive_preheader: the composed issue with neutral reader fields, as it
-was mailed, served at /archive/ISSUE from the moment the send starts (docs/exactly-once.md).
+again; sends.archive_html / archive_text / archive_date / archive_preheader: the composed issue
+with neutral reader fields, as it was mailed, served at /archive/ISSUE from the moment the send
+starts (docs/exactly-once.md).
 """
 
 import sqlalchemy as sa

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Sequence
+from typing import TYPE_CHECKING, ClassVar, Generic, Self, TypeVar
 
 if TYPE_CHECKING:
     from mailer.compose.personalize import Outgoing
@@ -47,7 +48,10 @@ class Result:
         return self.status is ResultStatus.ACCEPTED
 
 
-class Backend(ABC):
+Encoded = TypeVar("Encoded")   # what a backend's `encode` makes of a batch, for its `_send`
+
+
+class Backend(ABC, Generic[Encoded]):
     """Open once, send batches of at most `max_batch` messages, close."""
 
     name: ClassVar[str]
@@ -59,7 +63,7 @@ class Backend(ABC):
     def close(self) -> None:
         """Release the connection; safe to call twice."""
 
-    def send_batch(self, batch: Sequence[Outgoing], encoded: object = None) -> list[Result]:
+    def send_batch(self, batch: Sequence[Outgoing], encoded: Encoded | None = None) -> list[Result]:
         """Deliver `batch`; `encoded` is what `encode(batch)` returned, if the caller ran it ahead."""
         if len(batch) > self.max_batch:
             raise ValueError(f"{self.name}: a batch holds at most {self.max_batch} messages, got {len(batch)}")
@@ -70,13 +74,13 @@ class Backend(ABC):
             raise AssertionError(f"{self.name}: {len(results)} results for {len(batch)} messages")
         return results
 
-    def encode(self, batch: Sequence[Outgoing]) -> object:
+    @abstractmethod
+    def encode(self, batch: Sequence[Outgoing]) -> Encoded:
         """The CPU-only part (message bytes, DKIM signatures, a request body), kept apart from the
         network so dispatch can run it for the next batch while this one is on the wire."""
-        return None
 
     @abstractmethod
-    def _send(self, batch: Sequence[Outgoing], encoded: object) -> list[Result]:
+    def _send(self, batch: Sequence[Outgoing], encoded: Encoded) -> list[Result]:
         """The only hook that touches the network or disk."""
 
     @classmethod
@@ -84,7 +88,7 @@ class Backend(ABC):
     def from_settings(cls, settings: Settings, **options) -> Backend:
         """The backend as `[delivery]` configures it; `options` go to the constructor."""
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self.open()
         return self
 

@@ -100,7 +100,9 @@ def _single_spaces(body: bytes) -> bytes:
     pieces, start = [], 0
     while (at := body.find(b"  ", start)) >= 0:
         pieces.append(body[start:at + 1])
-        start = _SPACES.match(body, at).end()
+        run = _SPACES.match(body, at)
+        assert run is not None   # the run `find` found
+        start = run.end()
     pieces.append(body[start:])
     return b"".join(pieces)
 
@@ -127,9 +129,11 @@ _signer: DkimSigner | None = None   # in a SigningPool process: its one signer
 
 
 def _start_signer(*args) -> None:
-    global _signer
+    global _signer  # noqa: PLW0603 - one signer per pool process, made by its initializer
     _signer = DkimSigner(*args)
 
 
 def _sign_all(messages: list[bytes]) -> list[bytes]:
-    return [_signer.sign(m) for m in messages]
+    signer = _signer
+    assert signer is not None   # set by _start_signer, the pool's initializer
+    return [signer.sign(m) for m in messages]

@@ -10,8 +10,9 @@ which is why this backend takes batches of 100 rather than 1.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from mailer.errors import PermanentDelivery
 from mailer.send.deliver.base import Backend, Result, ResultStatus
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from mailer.config import Settings
 
 
-class OutboxBackend(Backend):
+class OutboxBackend(Backend[list[bytes]]):
     name = "outbox"
     max_batch = 100
 
@@ -45,7 +46,7 @@ class OutboxBackend(Backend):
         return [out.as_bytes() for out in batch]
 
     def _send(self, batch: Sequence, encoded: list[bytes]) -> list[Result]:
-        return [self._write(out, data) for out, data in zip(batch, encoded)]
+        return [self._write(out, data) for out, data in zip(batch, encoded, strict=True)]
 
     def _write(self, out, data: bytes) -> Result:
         path = self.path_for(out)

@@ -10,6 +10,7 @@ imported by the base class it fills in.
 from __future__ import annotations
 
 import importlib
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from mailer.errors import ConfigError
@@ -18,10 +19,18 @@ if TYPE_CHECKING:
     from mailer.config import Settings
     from mailer.send.deliver.base import Backend
 
+
+
+class BackendName(StrEnum):
+    OUTBOX = "outbox"
+    SMTP = "smtp"
+    SENDGRID = "sendgrid"
+
+
 PATHS = {
-    "outbox": "mailer.send.deliver.outbox:OutboxBackend",
-    "smtp": "mailer.send.deliver.smtp:SmtpBackend",
-    "sendgrid": "mailer.send.deliver.sendgrid:SendGridBackend",
+    BackendName.OUTBOX.value: "mailer.send.deliver.outbox:OutboxBackend",
+    BackendName.SMTP.value: "mailer.send.deliver.smtp:SmtpBackend",
+    BackendName.SENDGRID.value: "mailer.send.deliver.sendgrid:SendGridBackend",
 }
 BACKENDS = tuple(PATHS)
 

@@ -33,7 +33,8 @@ import random
 import re
 import time
 import urllib.error
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from python_http_client import exceptions as sg
 from sendgrid import SendGridAPIClient
@@ -67,7 +68,7 @@ class Retry(enum.StrEnum):
     BACKOFF = "backoff"            # 5xx or a request that never fully left: exponential backoff
 
 
-class SendGridBackend(Backend):
+class SendGridBackend(Backend[str]):
     name = "sendgrid"
 
     @classmethod
@@ -82,7 +83,7 @@ class SendGridBackend(Backend):
         self.max_batch = settings.batch_size   # personalizations per request, at most SendGrid's 1,000
         self._api_key = api_key or secret(settings.api_key_env, key="[delivery.sendgrid] api_key_env")
         self._sleep, self._clock, self._rng = sleep, clock, rng
-        self._send_client = None
+        self._send_client: Any = None   # the library's client for /v3/mail/send, while open
         self._shared: tuple[object, str] | None = None   # (edition, its serialized JSON fragment)
         self.calls = 0                                     # HTTP requests made, retries included
 

@@ -28,9 +28,10 @@ import os
 import smtplib
 import ssl
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from mailer.config import NewsletterSettings, SmtpSettings, secret
 from mailer.errors import PermanentDelivery, TemporaryDelivery
@@ -38,7 +39,7 @@ from mailer.send.deliver.base import Backend, Result, ResultStatus
 
 if TYPE_CHECKING:
     from mailer.config import Settings
-    from mailer.send.deliver.dkim_sign import SigningPool
+    from mailer.send.deliver.dkim_sign import DkimSigner, SigningPool
 
 # Headers the DKIM signature covers; RFC 8058 section 4 names the two List-Unsubscribe ones.
 DKIM_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"mime-version",
@@ -62,15 +63,16 @@ class _Dropped(Exception):
         self.stage = stage
 
 
-class SmtpBackend(Backend):
+class SmtpBackend(Backend["list[bytes | _Signing]"]):
     name = "smtp"
-    pool_after = 200   # messages signed in the sending threads before signing processes start (a proof never starts them)
+    # messages signed in the sending threads before signing processes start (a proof never starts them)
+    pool_after: float = 200
 
     @classmethod
     def from_settings(cls, settings: Settings, **options) -> Backend:
         return cls(settings.delivery.smtp, settings.newsletter, **options)
 
-    def __init__(self, settings: SmtpSettings, newsletter: NewsletterSettings, *,
+    def __init__(self, settings: SmtpSettings, newsletter: NewsletterSettings | _Newsletter, *,
                  password: str | None = None, dkim_key: str | bytes | None = None,
                  ssl_context: ssl.SSLContext | None = None, sleep=time.sleep):
         self.settings = settings
@@ -81,12 +83,10 @@ class SmtpBackend(Backend):
         self._password = password
         if settings.username and password is None:
             self._password = secret(settings.password_env, key="[delivery.smtp] password_env")
-        self._dkim_key = dkim_key
         if settings.dkim_domain and settings.dkim_selector and dkim_key is None:
-            self._dkim_key = secret(settings.dkim_key_env, key="[delivery.smtp] dkim_key_env")
-        if isinstance(self._dkim_key, str):
-            self._dkim_key = self._dkim_key.encode("ascii")
-        self._signer = None
+            dkim_key = secret(settings.dkim_key_env, key="[delivery.smtp] dkim_key_env")
+        self._dkim_key = dkim_key.encode("ascii") if isinstance(dkim_key, str) else dkim_key
+        self._signer: DkimSigner | None = None
         self._signing: SigningPool | None = None   # DKIM in other processes, once pool_after messages were signed here
         self._encoded = 0
         self._conn: smtplib.SMTP | None = None
@@ -148,7 +148,7 @@ class SmtpBackend(Backend):
         s, where = self.settings, f"{self.settings.host}:{self.settings.port}"
         context = self.ssl_context or ssl.create_default_context(cafile=s.ca_file or None)
         name = s.ehlo_name or None
-        conn = None
+        conn: smtplib.SMTP | None = None
         try:
             if s.tls:
                 conn = smtplib.SMTP_SSL(s.host, s.port, local_hostname=name, timeout=s.timeout, context=context)
@@ -172,6 +172,13 @@ class SmtpBackend(Backend):
         except (smtplib.SMTPException, OSError) as exc:
             _close(conn)
             raise TemporaryDelivery(f"cannot connect to {where}: {exc}", backend=self.name) from exc
+
+    @property
+    def _live(self) -> smtplib.SMTP:
+        """The connection, which `_send` opens before each message."""
+        if self._conn is None:
+            raise RuntimeError("no SMTP connection")
+        return self._conn
 
     def _reconnect(self) -> None:
         _close(self._conn)
@@ -200,11 +207,13 @@ class SmtpBackend(Backend):
             )
 
             s = self.settings
+            if self._dkim_key is None:
+                raise ValueError("no key")
             self._signer = DkimSigner(s.dkim_selector.encode("ascii"), s.dkim_domain.encode("ascii"),
                                       self._dkim_key, DKIM_HEADERS)
         return self._signer
 
-    def encode(self, batch: Sequence) -> list[bytes]:
+    def encode(self, batch: Sequence) -> list[bytes | _Signing]:
         """Each message as the DATA content, dot-stuffed and terminated, ready for the wire. With
         DKIM, the message still to sign: by the connection's own thread as it sends it (`_Unsigned`)
         for the first `pool_after` messages, then by the signing processes, which start on the
@@ -224,10 +233,11 @@ class SmtpBackend(Backend):
             )
 
             # the key is good: open() and the messages before these were signed with it
-            self._signing = SigningPool(self._dkim_signer(), self.settings.dkim_processes or max(1, (os.cpu_count() or 2) - 1))
+            processes = self.settings.dkim_processes or max(1, (os.cpu_count() or 2) - 1)
+            self._signing = SigningPool(self._dkim_signer(), processes)
         return self._signing
 
-    def _submit(self, pool: SigningPool, messages: list[bytes]) -> list:
+    def _submit(self, pool: SigningPool, messages: list[bytes]) -> list[bytes | _Signing]:
         try:
             signatures = pool.submit(messages)
         except (BrokenProcessPool, RuntimeError):  # a signing process died: sign here from now on
@@ -237,7 +247,7 @@ class SmtpBackend(Backend):
             return [_Unsigned(m) for m in messages]
         return [_Signing(m, signatures, i) for i, m in enumerate(messages)]
 
-    def _send(self, batch: Sequence, encoded: list[bytes]) -> list[Result]:
+    def _send(self, batch: Sequence, encoded: list[bytes | _Signing]) -> list[Result]:
         """One result per message, each in its own transaction. A failure of the whole backend at
         the batch's first message raises, as for a single message; partway through (server gone
         twice, return path refused), the messages already sent keep their results and the rest are
@@ -248,15 +258,11 @@ class SmtpBackend(Backend):
         if self._lanes:
             return self._send_parts(batch, encoded)
         results: list[Result] = []
-        for out, data in zip(batch, encoded):
+        for out, data in zip(batch, encoded, strict=True):
             try:
                 if self._conn is None:  # a failed RSET dropped it
                     self._conn = self._connect()
-                if type(data) is _Unsigned:
-                    data = _for_data(self.sign(data))
-                elif type(data) is _Signing:
-                    data = _for_data(data.signed(self.sign))
-                results.append(self._send_one(out, data))
+                results.append(self._send_one(out, self._signed(data)))
             except (TemporaryDelivery, PermanentDelivery) as exc:
                 if not results:
                     raise
@@ -266,18 +272,28 @@ class SmtpBackend(Backend):
                 return results + [Result(o.ref, ResultStatus.RETRY_LATER, detail=why) for o in batch[len(results):]]
         return results
 
-    def _send_parts(self, batch: Sequence, encoded: list[bytes]) -> list[Result]:
+    def _signed(self, data: bytes | _Signing) -> bytes:
+        """What `encode` left for a message -> its bytes for DATA, signed here if not yet."""
+        if isinstance(data, _Signing):
+            return _for_data(data.signed(self.sign))
+        if type(data) is _Unsigned:
+            return _for_data(self.sign(data))
+        return data
+
+    def _send_parts(self, batch: Sequence, encoded: list[bytes | _Signing]) -> list[Result]:
         """Contiguous parts of the batch, one per connection, at once. A part whose connection
         failed at its first message sent nothing: its readers wait (RETRY_LATER) unless every
         part failed so, which raises as a single connection would."""
         size = -(-len(batch) // len(self._lanes))
-        parts = [(lane, k) for lane, k in zip(self._lanes, range(0, len(batch), size))]
+        parts = [(lane, k) for lane, k in zip(self._lanes, range(0, len(batch), size), strict=False)]
         if len(parts) == 1:
             return self._lanes[0]._send(batch, encoded)
-        futures = [self._pool.submit(lane._send, batch[k:k + size], encoded[k:k + size]) for lane, k in parts]
+        pool = self._pool
+        assert pool is not None   # opened with the lanes
+        futures = [pool.submit(lane._send, batch[k:k + size], encoded[k:k + size]) for lane, k in parts]
         results: list[Result] = []
         failures = []
-        for (_, k), future in zip(parts, futures):
+        for (_, k), future in zip(parts, futures, strict=True):
             try:
                 results += future.result()
             except (TemporaryDelivery, PermanentDelivery) as exc:
@@ -306,7 +322,7 @@ class SmtpBackend(Backend):
         """MAIL, RCPT, DATA and the content. Our addresses are checked ASCII addr-specs, so the
         commands are written directly (smtplib's mail()/rcpt() re-parse each address, and its
         data() dot-stuffs with a regex costing more than the rest of the message)."""
-        conn, stage = self._conn, Stage.MAIL
+        conn, stage = self._live, Stage.MAIL
         try:
             code, reply = _command(conn, "mail", f"FROM:<{sender}>")
             if code == 250:
@@ -332,7 +348,7 @@ class SmtpBackend(Backend):
         if code == 421:  # "closing transmission channel": reconnect and retry once
             raise _Dropped(stage, f"{code} {words}")
         try:
-            self._conn.rset()
+            self._live.rset()
         except (smtplib.SMTPException, OSError):
             self._conn = None  # reopened by the next _send
         if stage is Stage.MAIL and code >= 500:

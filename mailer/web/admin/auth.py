@@ -118,7 +118,8 @@ def _origin(url: str) -> str:
 
 
 def check_token(sent: str | None, expected: str) -> None:
-    if not sent or not hmac.compare_digest(str(sent), expected):
+    # (as bytes: compare_digest refuses str with non-ASCII characters, which anyone can post)
+    if not sent or not hmac.compare_digest(sent.encode(), expected.encode()):
         raise Forbidden("the form's security token is missing or out of date; reload the page and try again")
 
 
@@ -147,8 +148,8 @@ async def current_admin(request: Request) -> Admin:
     admin = Admin(data["u"], ctx.sessions.token("csrf", data["n"]))
     if request.method not in SAFE_METHODS:
         check_same_site(request, ctx.base_url)
-        form = await request.form()
-        check_token(form.get("csrf"), admin.csrf)
+        sent = (await request.form()).get("csrf")
+        check_token(sent if isinstance(sent, str) else None, admin.csrf)   # (a file is no token)
         ctx.counts.clear()                       # the action may change them: recount next time
     request.state.admin = admin
     return admin

@@ -9,7 +9,7 @@ subscribers.tags.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import func, literal_column, select
 
@@ -34,7 +34,7 @@ SERIES = (   # (label, event types, colour, dash pattern: never colour alone)
 class IssueFigures:
     issue: str
     subject: str
-    started_at: datetime | None
+    started_at: datetime      # the send's start (sends.started_at, never NULL)
     lists: list[str] = field(default_factory=list)
     total: int = 0
     sent: int = 0
@@ -131,9 +131,9 @@ def _add_unsubscribes(conn, found: dict[str, IssueFigures]) -> None:
 
 def events_by_day(conn, *, days: int = 30, issue: str | None = None, today: date | None = None) -> dict:
     """{day: {series label: count}} for the last `days` days (every day present, zeros included)."""
-    today = today or datetime.now(timezone.utc).date()
+    today = today or datetime.now(UTC).date()
     first = today - timedelta(days=days - 1)
-    since = datetime.combine(first, datetime.min.time(), tzinfo=timezone.utc)
+    since = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
     day = utc_date(events.c.at)
     query = select(day, events.c.type, func.count()).where(events.c.at >= since)
     if issue is not None:

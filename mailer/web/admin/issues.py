@@ -9,7 +9,7 @@ change of the file; proofs through mailer.send.dispatch.send_proof (what `mailer
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi import APIRouter, Form, Request
@@ -135,7 +135,7 @@ async def proof(request: Request, slug: str, to: str = Form("")) -> Response:
     else:
         try:
             outcome = await run_in_threadpool(_send_proof, ctx.settings, path, addresses)
-            results = list(zip(addresses, outcome))
+            results = list(zip(addresses, outcome, strict=True))
         except MailerError as exc:
             error = f"The proof was not sent: {exc}"
     return await _show(request, slug, build, 400 if error else 200, proof_to=to, results=results, error=error)
@@ -177,7 +177,7 @@ def _report(conn, slug: str):
     if not found:
         return None
     start = found[0].started_at.date()
-    days = min(30, max(7, (datetime.now(timezone.utc).date() - start).days + 1))
+    days = min(30, max(7, (datetime.now(UTC).date() - start).days + 1))
     by_day = figures.events_by_day(conn, issue=slug, days=days, today=start + timedelta(days=days - 1))
     return found[0], figures.chart(by_day)
 

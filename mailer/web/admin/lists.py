@@ -68,7 +68,8 @@ async def all_lists(request: Request, deleted: str = "") -> Response:
 
 
 @router.post("", include_in_schema=False)
-async def create(request: Request, name: str = Form(""), title: str = Form(""), description: str = Form("")) -> Response:
+async def create(request: Request, name: str = Form(""), title: str = Form(""),
+                 description: str = Form("")) -> Response:
     ctx = request.app.state.admin
     name = name.strip()
     try:

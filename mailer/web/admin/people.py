@@ -8,6 +8,9 @@ source ("admin"), so the history reads the same whichever way an admin worked.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from fastapi import APIRouter, Form, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -17,6 +20,8 @@ from mailer.web.admin import figures, search
 from subscribers import store
 from subscribers.errors import SubscriberError
 from subscribers.models import Status
+
+T = TypeVar("T")
 
 router = APIRouter(prefix="/subscribers")
 
@@ -95,7 +100,7 @@ def _resubscribe(conn, subscriber_id: int, list_name: str, secret: str):
     return _add(conn, email, list_name, "", False, True, secret)
 
 
-async def _act(request: Request, subscriber_id: int, fn, *args) -> Response | object:
+async def _act(request: Request, subscriber_id: int, fn: Callable[..., T], *args) -> Response | T:
     ctx = request.app.state.admin
     try:
         return await run_in_threadpool(ctx.web.write, fn, subscriber_id, *args)
