@@ -7,6 +7,7 @@ Every other module takes the settings objects it needs as arguments. Tests deriv
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import secrets
 import tomllib
@@ -17,9 +18,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer.errors import ConfigError
 from mailer.send.deliver.registry import BACKENDS
+from subscribers.normalize import is_sendable
 
 ENV_CONFIG = "MAILER_CONFIG"
 DEFAULT_CONFIG = "config.toml"
+
+
+def setting(default: float, low: float, high: float):
+    """A numeric key's default and its allowed range (inclusive), declared together: the range is
+    checked when the config is read, so a typo fails at load time, named, instead of reaching the
+    database or a reader as a 500 (a huge confirm_link_days overflowed the date arithmetic;
+    subscribe_burst = 0 refused every signup)."""
+    return field(default=default, metadata={"range": (low, high)})
 
 
 @dataclass(frozen=True)
@@ -41,43 +51,52 @@ class DatabaseSettings:
 class SendGridSettings:
     api_key_env: str = "SENDGRID_API_KEY"
     host: str = "https://api.sendgrid.com"
-    timeout: float = 30.0          # seconds; the library has none by default
-    batch_size: int = 1000         # personalizations per request (SendGrid's maximum)
-    max_retries: int = 6           # for 429, 5xx and timeouts
-    requests_per_second: float = 100.0   # `mailer worker`s share this budget (mailer/send/ratelimit.py); 0: none
+    timeout: float = setting(30.0, 1, 600)       # seconds; the library has none by default
+    batch_size: int = setting(1000, 1, 1000)     # personalizations per request (SendGrid's maximum)
+    max_retries: int = setting(6, 0, 20)         # for 429, 5xx and timeouts
+    # `mailer worker`s share this budget (mailer/send/ratelimit.py); 0: none
+    requests_per_second: float = setting(100.0, 0, 10_000)
 
 
 @dataclass(frozen=True)
 class SmtpSettings:
     host: str = "127.0.0.1"
-    port: int = 25
+    port: int = setting(25, 1, 65535)
     username: str = ""
     password_env: str = "MAILER_SMTP_PASSWORD"
     starttls: bool = False
     tls: bool = False              # implicit TLS (port 465)
-    timeout: float = 60.0
+    timeout: float = setting(60.0, 1, 3600)
     return_path: str = ""          # VERP base, e.g. "bounces@news.example.org"; empty: from_email
     dkim_domain: str = ""
     dkim_selector: str = ""
     dkim_key_env: str = "MAILER_DKIM_PRIVATE_KEY"   # PEM text of the private key
-    batch_size: int = 20           # messages per ledger batch, sent one by one over the connection
-    connections: int = 2           # concurrent connections, each sending its part of a batch
+    batch_size: int = setting(20, 1, 10_000)     # messages per ledger batch, sent one by one over the connection
+    connections: int = setting(2, 1, 64)         # concurrent connections, each sending its part of a batch
     ehlo_name: str = ""            # the name we give in EHLO; empty: this host's FQDN
     ca_file: str = ""              # PEM file of CAs to trust for the relay's certificate; empty: the system's
-    connect_retry_seconds: float = 60.0   # keep retrying a refused/unreachable relay this long (backoff)
+    connect_retry_seconds: float = setting(60.0, 0, 600)   # keep retrying a refused/unreachable relay (backoff)
     # processes that DKIM-sign a large send; 0: one less than the CPUs (at least 1); -1: none
-    dkim_processes: int = 0
+    dkim_processes: int = setting(0, -1, 64)
+
+
+class OnInterrupted(enum.StrEnum):
+    """What a rerun does with a batch that was in flight at a crash (docs/exactly-once.md)."""
+
+    RESEND = "resend"              # the provider may have taken it: some readers may get two copies
+    SKIP = "skip"                  # nobody gets two copies; some may get none
 
 
 @dataclass(frozen=True)
 class DeliverySettings:
     backend: str = "outbox"
     outbox_dir: Path = Path("outbox")
-    on_interrupted: str = "resend"  # what a rerun does with the batch in flight at a crash
-    retry_hours: float = 24.0       # a reader refused temporarily (SMTP 4xx) is retried this long
-    retry_first_seconds: float = 60.0   # first wait before retrying a deferred reader; doubles each time
-    retry_wait_seconds: float = 600.0   # a run waits itself for deferred readers due within this long
-    worker_lease_seconds: float = 60.0  # a worker silent this long is presumed dead; its batches are reclaimed
+    on_interrupted: OnInterrupted = OnInterrupted.RESEND  # what a rerun does with the batch in flight at a crash
+    retry_hours: float = setting(24.0, 0, 24 * 7)        # a reader refused temporarily (SMTP 4xx) is retried this long
+    retry_first_seconds: float = setting(60.0, 1, 3600)  # first wait before retrying a deferred reader; doubling
+    retry_wait_seconds: float = setting(600.0, 0, 3600)  # a run waits itself for deferred readers due within this long
+    # a worker silent this long is presumed dead; its batches are reclaimed
+    worker_lease_seconds: float = setting(60.0, 2, 3600)
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
 
@@ -88,8 +107,8 @@ class ScheduleSettings:
     time: str = "09:00"
     timezone: str = "America/New_York"
     list: str = ""                 # the list that gets each scheduled issue
-    misfire_grace_minutes: int = 60   # how late a slot may still send (scheduler down at the slot)
-    proof_hours_before: int = 24   # a proof to the editors this long before the slot; 0: none
+    misfire_grace_minutes: int = setting(60, 0, 7 * 24 * 60)  # how late a slot may still send (scheduler down then)
+    proof_hours_before: int = setting(24, 0, 24 * 14)   # a proof to the editors this long before the slot; 0: none
     editors: tuple[str, ...] = ()  # proofs and the scheduler's notices (nothing scheduled, missed)
 
 
@@ -97,7 +116,7 @@ class ScheduleSettings:
 class ImapSettings:
     """The mailbox the VERP return path delivers to, for `mailer bounces fetch`."""
     host: str = ""
-    port: int = 993
+    port: int = setting(993, 1, 65535)
     tls: bool = True               # implicit TLS (993); false: plain IMAP, STARTTLS when offered
     username: str = ""
     password_env: str = "MAILER_IMAP_PASSWORD"
@@ -107,8 +126,8 @@ class ImapSettings:
 
 @dataclass(frozen=True)
 class BounceSettings:
-    soft_bounce_limit: int = 3
-    soft_bounce_window_days: int = 30
+    soft_bounce_limit: int = setting(3, 1, 100)        # soft bounces within the window that make an address bounced
+    soft_bounce_window_days: int = setting(30, 1, 3650)
     imap: ImapSettings = field(default_factory=ImapSettings)
 
     def limits(self):
@@ -125,7 +144,7 @@ class BounceSettings:
 @dataclass(frozen=True)
 class SendGridWebhookSettings:
     public_key: str = ""           # base64 DER, as SendGrid shows it (public, so not a secret)
-    max_age_seconds: int = 600
+    max_age_seconds: int = setting(600, 1, 86_400)
 
 
 @dataclass(frozen=True)
@@ -136,14 +155,15 @@ class WebhookSettings:
 @dataclass(frozen=True)
 class WebSettings:
     host: str = "127.0.0.1"
-    port: int = 8000
-    confirm_resend_minutes: int = 10   # at most one confirmation mail per membership in this time
-    confirm_link_days: int = 7         # a confirmation link expires (unsubscribe links never do)
-    subscribe_burst: int = 5           # per client IP: form posts at once ...
-    subscribe_per_hour: int = 30       # ... and sustained
-    admin_session_hours: int = 12      # an /admin login lasts this long
-    admin_login_burst: int = 5         # login attempts at once, per client address and per user name ...
-    admin_login_per_hour: int = 20     # ... and sustained
+    port: int = setting(8000, 0, 65535)
+    confirm_resend_minutes: int = setting(10, 1, 10_080)   # at most one confirmation mail per membership in this time
+    confirm_link_days: int = setting(7, 1, 365)            # a confirmation link expires (unsubscribe links never do)
+    subscribe_burst: int = setting(5, 1, 10_000)           # per client IP: form posts at once ...
+    subscribe_per_hour: int = setting(30, 1, 1_000_000)    # ... and sustained
+    admin_session_hours: int = setting(12, 1, 24 * 30)     # an /admin login lasts this long
+    # login attempts per client address and per user name: at once ...
+    admin_login_burst: int = setting(5, 1, 1000)
+    admin_login_per_hour: int = setting(20, 1, 100_000)    # ... and sustained
 
 
 @dataclass(frozen=True)
@@ -278,6 +298,8 @@ def _value(kind, raw, key: str, where: str, root: Path):
             raise ConfigError(f"{key} must be a path string")
         p = Path(raw).expanduser()
         return p if p.is_absolute() else (root / p)
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return _choice(kind, raw, key)
     if typing.get_origin(kind) is tuple:  # a TOML array of strings
         if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
             raise ConfigError(f"{key} must be a list of strings, not {raw!r}")
@@ -289,69 +311,49 @@ def _value(kind, raw, key: str, where: str, root: Path):
     return raw
 
 
+def _choice(kind: type[enum.Enum], raw, key: str):
+    if not isinstance(raw, str):
+        raise ConfigError(f"{key} must be str, not {type(raw).__name__} ({raw!r})")
+    try:
+        return kind(raw)
+    except ValueError:
+        names = " or ".join(repr(member.value) for member in kind)
+        raise ConfigError(f"{key} must be {names}, not {raw!r}") from None
+
+
 def _key(where: str, name: str) -> str:
     return f"[{where}] {name}" if where else name
 
 
-# Every numeric key's allowed range (inclusive), so a typo fails at load time, named, instead of
-# reaching the database or a reader as a 500 (a huge confirm_link_days overflowed the date
-# arithmetic; subscribe_burst = 0 refused every signup).
-RANGES = {
-    ("delivery.sendgrid", "timeout"): (1, 600),
-    ("delivery.sendgrid", "batch_size"): (1, 1000),
-    ("delivery.sendgrid", "max_retries"): (0, 20),
-    ("delivery.sendgrid", "requests_per_second"): (0, 10_000),
-    ("delivery.smtp", "port"): (1, 65535),
-    ("delivery.smtp", "timeout"): (1, 3600),
-    ("delivery.smtp", "batch_size"): (1, 10_000),
-    ("delivery.smtp", "connections"): (1, 64),
-    ("delivery.smtp", "connect_retry_seconds"): (0, 600),
-    ("delivery.smtp", "dkim_processes"): (-1, 64),
-    ("delivery", "retry_hours"): (0, 24 * 7),
-    ("delivery", "retry_first_seconds"): (1, 3600),
-    ("delivery", "retry_wait_seconds"): (0, 3600),
-    ("delivery", "worker_lease_seconds"): (2, 3600),
-    ("bounces", "soft_bounce_limit"): (1, 100),
-    ("bounces", "soft_bounce_window_days"): (1, 3650),
-    ("webhooks.sendgrid", "max_age_seconds"): (1, 86_400),
-    ("web", "port"): (0, 65535),
-    ("web", "confirm_resend_minutes"): (1, 10_080),
-    ("web", "confirm_link_days"): (1, 365),
-    ("web", "subscribe_burst"): (1, 10_000),
-    ("web", "subscribe_per_hour"): (1, 1_000_000),
-    ("web", "admin_session_hours"): (1, 24 * 30),
-    ("web", "admin_login_burst"): (1, 1000),
-    ("web", "admin_login_per_hour"): (1, 100_000),
-    ("bounces.imap", "port"): (1, 65535),
-    ("schedule", "misfire_grace_minutes"): (0, 7 * 24 * 60),
-    ("schedule", "proof_hours_before"): (0, 24 * 14),
-}
-
-
-def _section(s: Settings, where: str):
+def key_range(where: str, name: str) -> tuple[float, float]:
+    """The allowed range of the numeric key `[where] name` (for a command-line override of it)."""
+    section = Settings
     for part in where.split("."):
-        s = getattr(s, part)
-    return s
+        section = typing.get_type_hints(section)[part]
+    return next(f for f in dataclasses.fields(section) if f.name == name).metadata["range"]
 
 
-def _check_ranges(s: Settings) -> None:
-    for (where, name), (low, high) in RANGES.items():
-        value = getattr(_section(s, where), name)
-        if not low <= value <= high:
-            raise ConfigError(f"[{where}] {name} must be between {low:,} and {high:,}, not {value!r}")
+def _check_ranges(section, where: str = "") -> None:
+    """Every numeric key against the range its `setting` declares, section by section."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_ranges(value, f"{where}.{f.name}".strip("."))
+        elif "range" in f.metadata:
+            low, high = f.metadata["range"]
+            if not low <= value <= high:
+                raise ConfigError(f"[{where}] {f.name} must be between {low:,} and {high:,}, not {value!r}")
 
 
 def _check(s: Settings) -> None:
     _check_ranges(s)
     if s.delivery.backend not in BACKENDS:
         raise ConfigError(f"[delivery] backend must be one of {', '.join(BACKENDS)}, not {s.delivery.backend!r}")
-    if s.delivery.on_interrupted not in ("resend", "skip"):
-        raise ConfigError(f"[delivery] on_interrupted must be 'resend' or 'skip', not {s.delivery.on_interrupted!r}")
     if not s.newsletter.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"[newsletter] base_url must start with http:// or https://, not {s.newsletter.base_url!r}")
     _check_send_edges(s)
     for key, address in (("from_email", s.newsletter.from_email), ("reply_to", s.newsletter.reply_to)):
-        if "@" not in address:
+        if not is_sendable(address):
             raise ConfigError(f"[newsletter] {key} must be an email address, not {address!r}")
     _check_schedule(s.schedule)
 
@@ -368,12 +370,12 @@ def _check_schedule(s: ScheduleSettings) -> None:
     if not (hour.isdigit() and minute.isdigit() and len(minute) == 2 and int(hour) < 24 and int(minute) < 60):
         raise ConfigError(f"[schedule] time must be HH:MM (24-hour), not {s.time!r}")
     for address in s.editors:
-        if "@" not in address:
+        if not is_sendable(address):
             raise ConfigError(f"[schedule] editors must be email addresses, not {address!r}")
 
 
 def _check_send_edges(s: Settings) -> None:
-    """The relay settings that are not numbers (their ranges are in RANGES; docs/exactly-once.md)."""
+    """The relay settings that are not numbers (numbers have their ranges; docs/exactly-once.md)."""
     d = s.delivery
     if d.smtp.ca_file and not (s.root / d.smtp.ca_file).is_file():
         raise ConfigError(f"[delivery.smtp] ca_file: no such file {s.root / d.smtp.ca_file}")

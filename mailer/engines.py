@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-SCHEMAS = ("all", "subscribers", "none")   # what `get` brings to head before handing the Engine out
 _engines: dict[tuple[str, str], Engine] = {}
 _lock = threading.Lock()
 
 
 def get(url: str, schemas: str = "all") -> Engine:
-    """The Engine for `url` in this process, made (and migrated, see SCHEMAS) on first use."""
+    """The Engine for `url` in this process, made on first use and brought to head first: both
+    histories ("all"), the store's only ("subscribers") or neither ("none")."""
     # SQLAlchemy and Alembic load here, not at the top: mailer.cli imports this module at start-up
     from mailer.migrate import connect
     from subscribers import db

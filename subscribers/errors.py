@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+from subscribers.status import Status
+
 
 def where(path: str | None, line: int | None) -> str:
     """The prefix that names a place in a file, as compilers do: "path:line: ", "path: " or ""
@@ -67,7 +69,7 @@ class SuppressedAddress(SubscriberError):
 
     def __init__(self, address: str, status: str, list_name: str | None = None, hint: str = ""):
         self.address, self.status, self.list_name = address, status, list_name
-        where = f" from list {list_name!r}" if status == "unsubscribed" and list_name else ""
+        where = f" from list {list_name!r}" if status == Status.UNSUBSCRIBED and list_name else ""
         text = f"{address} is {status}{where}; left as it is"
         super().__init__(f"{text}{'; ' + hint if hint else ''}")
 

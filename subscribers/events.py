@@ -1,7 +1,8 @@
 """The one normalized delivery-event type that every inbound signal becomes.
 
-SendGrid's signed webhook and, later, bounce mail (DSN/ARF) are parsed into `DeliveryEvent`s;
-`subscribers.policy.apply_event` is the single place that turns them into subscriber state.
+SendGrid's signed webhook, bounce mail (DSN/ARF), SendGrid's suppression lists and SMTP refusals
+are parsed into `DeliveryEvent`s; `subscribers.policy.apply_event` is the single place that turns
+them into subscriber state.
 It lives here, not in mailer, because the policy needs it and subscribers never imports mailer.
 """
 

@@ -49,9 +49,6 @@ class ConsentSource(enum.StrEnum):
     WEB = "web"
     ADMIN = "admin"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 class Action(enum.StrEnum):
     """What a history row records."""
@@ -59,14 +56,14 @@ class Action(enum.StrEnum):
     SUBSCRIBE = "subscribe"   # a membership was created (new_status says how)
     STATUS = "status"         # a membership's or the global status changed
     CONFIRM = "confirm"       # double opt-in completed (unconfirmed -> active)
-    REQUEST = "request"       # a web signup for a suppressed member: confirm may then lift it
-    CONFIRM_MAIL = "confirm_mail"  # a confirmation mail was sent (the web throttles resends by it)
-    PREFERENCES_MAIL = "preferences_mail"  # a fresh preferences link was mailed (throttled the same way)
+    # REQUEST and CONFIRM_MAIL are no longer written: since 0003_consent_ids a web signup (and its
+    # mail throttle) is one row per list and address in signup_requests, not a history row per
+    # request. They stay to name what older history rows hold.
+    REQUEST = "request"
+    CONFIRM_MAIL = "confirm_mail"
+    PREFERENCES_MAIL = "preferences_mail"  # a fresh preferences link was mailed (the web throttles by it)
     UPDATE = "update"         # name or attributes changed (detail names the fields, not values)
     FORGET = "forget"         # erased; the row keeps no subscriber id and no personal data
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def utcnow() -> datetime:
@@ -180,9 +177,6 @@ class List(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     private: Mapped[bool] = mapped_column(Boolean, default=False)   # never offered on /subscribe
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
-
-
-MailingList = List  # for readers who would rather not shadow typing.List
 
 
 class Subscriber(Base):

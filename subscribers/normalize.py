@@ -1,5 +1,6 @@
-"""Raw address -> normalized address (or InvalidAddress); raw name -> clean one-line name; raw
-client address -> IP address or None.
+"""The address rules, all of them: raw address -> normalized address (or InvalidAddress); any
+address -> the plain ASCII form we write on the wire; raw name -> clean one-line name; raw client
+address -> IP address or None. mailer checks addresses only through this module.
 
 One person is one subscriber: addresses compare case-insensitively in full (as Mailchimp and
 listmonk do), surrounding whitespace is dropped, and IDN domains are stored in their ASCII
@@ -29,6 +30,8 @@ _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _DOT_ATOM = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
 _MAX_LOCAL = 64      # RFC 5321 §4.5.3.1.1
 _MAX_ADDRESS = 254   # RFC 5321 §4.5.3.1.3 path limit minus the angle brackets (RFC 3696 errata 1690)
+# On the wire: an unquoted ASCII local part (atext and dots) @ an ASCII domain with at least one dot.
+_WIRE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+")
 
 
 def normalize_email(raw: str, *, check_dns: bool = False) -> str:
@@ -44,6 +47,32 @@ def normalize_email(raw: str, *, check_dns: bool = False) -> str:
     if not text:
         raise InvalidAddress(raw, "no address")
     return _full(raw, text, check_dns)
+
+
+def ascii_address(raw: str) -> str:
+    """The plain ASCII addr-spec written into SMTP commands, headers and SendGrid requests: an IDN
+    domain in punycode, the rest as given. InvalidAddress when it cannot be written so: no delivery
+    backend here speaks SMTPUTF8. Every address mailer sends from or to passes it."""
+    local, _, domain = (raw or "").strip().rpartition("@")
+    try:
+        domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+    except UnicodeError:
+        domain = ""
+    address = f"{local}@{domain}"
+    if not _WIRE.fullmatch(address) or len(address) > _MAX_ADDRESS:
+        raise InvalidAddress(raw, "not a plain ASCII address (SMTPUTF8 is not supported)")
+    return address
+
+
+def is_sendable(raw: str) -> bool:
+    """Whether `ascii_address` can write `raw`: the check for addresses a person types for us to
+    send from or to that are not subscribers (the config's sender, reply-to and editors, proof
+    recipients), so a typo is named where it is typed instead of failing at the send."""
+    try:
+        ascii_address(raw)
+    except InvalidAddress:
+        return False
+    return True
 
 
 def needs_smtputf8(address: str) -> bool:

@@ -22,10 +22,11 @@ from subscribers.normalize import clean_text, normalize_email
 from subscribers.tags import parse_cell as parse_tags
 
 # Row.status holds the plain string value (hot path: no enum lookups per row).
+_ACTIVE, _UNCONFIRMED = Status.ACTIVE.value, Status.UNCONFIRMED.value
 FILE_STATUS = {
-    "active": "active", "subscribed": "active", "unconfirmed": "unconfirmed", "pending": "unconfirmed",
-    "unsubscribed": "unsubscribed", "bounced": "bounced", "complained": "complained",
-    "cleaned": "bounced",  # Mailchimp's word for a bounced address
+    **{s.value: s.value for s in Status},
+    "subscribed": _ACTIVE, "pending": _UNCONFIRMED,
+    "cleaned": Status.BOUNCED.value,  # Mailchimp's word for a bounced address
 }
 MAX_ATTRIBUTE = 1000
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -163,8 +164,8 @@ class RowParser:
         if not word:
             return self.default_status
         status = FILE_STATUS.get(word)
-        if status == "active" and self.default_status == "unconfirmed":
-            return "unconfirmed"  # --unconfirmed caps what the file claims
+        if status == _ACTIVE and self.default_status == _UNCONFIRMED:
+            return _UNCONFIRMED  # --unconfirmed caps what the file claims
         return status
 
     def _subscribed_at(self, cells: list[str], i: int, n: int, attrs: dict) -> datetime | None:

@@ -1,6 +1,7 @@
 """Stage 7b: DeliveryEvents -> stored once in `events` -> subscriber state, through ONE policy.
 
-Every inbound signal (SendGrid's signed webhook now, bounce mail later) arrives here as
+Every inbound signal (SendGrid's signed webhook, bounce mail, SendGrid's suppression lists, SMTP
+refusals at RCPT) arrives here as
 `subscribers.events.DeliveryEvent`s and goes through `ingest`: events for addresses we do not
 know are dropped, the rest are stored once (UNIQUE(event_id, source): SendGrid repeats events,
 up to dozens of times; an event without an id is known by its type, address, time and reason),
@@ -75,8 +76,11 @@ CHUNK = 500            # addresses per IN (...) lookup: well under SQLite's vari
 
 @dataclass(frozen=True)
 class Limits:
-    soft_bounce_limit: int = 3
-    soft_bounce_window_days: int = 30
+    """The soft-bounce rule's numbers. No defaults here: they, and their ranges, are declared once,
+    in mailer's config ([bounces], mailer/config.py), which builds this."""
+
+    soft_bounce_limit: int
+    soft_bounce_window_days: int
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,3 @@ class Status(enum.StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
     COMPLAINED = "complained"
-
-    def __str__(self) -> str:
-        return self.value

@@ -12,6 +12,7 @@ Read-only queries (counts, search, recipients) live in subscribers.queries and a
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -193,11 +194,19 @@ def _set_membership(conn, subscriber_id, list_id, status: Status, source, detail
 
 # ---------------------------------------------------------------- admin add
 
+class Outcome(enum.StrEnum):
+    """What `add_subscriber` did."""
+
+    ADDED = "added"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
 @dataclass(frozen=True)
 class AddResult:
     subscriber_id: int
     email: str
-    outcome: str                 # "added" | "updated" | "unchanged"
+    outcome: Outcome
     status: Status               # the membership's status now
     changes: tuple[str, ...] = ()  # what changed, in words
 
@@ -238,7 +247,7 @@ def add_subscriber(conn: Connection, email: str, list_id: int, *, name: str | No
         if target != current:
             changes.append(f"{current} -> {target}")
         current = target
-    return AddResult(row.id, address, "updated" if changes else "unchanged", current, tuple(changes))
+    return AddResult(row.id, address, Outcome.UPDATED if changes else Outcome.UNCHANGED, current, tuple(changes))
 
 
 def _check_forgotten(conn, address: str, secret: str | None, force: bool, actor: str) -> bool:
@@ -288,7 +297,7 @@ def _join(conn, sid, address, list_id, status, source, actor, changes, *, ip=Non
         token_key=new_key(), **_consent(source, ip, user_agent, now)))
     detail = {"ip": normalize_ip(ip), "user_agent": user_agent} if ip or user_agent else None
     record(conn, sid, list_id, Action.SUBSCRIBE, actor, new=status, detail=detail, at=now)
-    return AddResult(sid, address, "added", Status(status), tuple(changes))
+    return AddResult(sid, address, Outcome.ADDED, Status(status), tuple(changes))
 
 
 def _list_name(conn, list_id: int) -> str | None:
@@ -309,7 +318,7 @@ class Signup:
 
 def subscribe_unconfirmed(conn: Connection, list_id: int, email: str, *, secret: str, name: str | None = None,
                           ip: str | None = None, user_agent: str | None = None,
-                          resend_after: timedelta = timedelta(minutes=10)) -> Signup:
+                          resend_after: timedelta) -> Signup:
     """A web form signup (unauthenticated, so it may change nothing of an existing reader).
 
     New address: an unconfirmed membership with its consent record. Forgotten address: nothing
@@ -492,7 +501,7 @@ def forget(conn: Connection, email: str, secret: str, *, source: str = "admin") 
 
 
 __all__ = [
-    "AddResult", "Signup", "Subscriber", "add_subscriber", "all_lists", "clear_global_status", "confirm",
+    "AddResult", "Outcome", "Signup", "Subscriber", "add_subscriber", "all_lists", "clear_global_status", "confirm",
     "confirm_forgotten", "create_list", "delete_list", "edit_list", "opt_in", "rename", "effective_status",
     "find_subscriber", "forget", "get_list", "get_subscriber", "history_of", "is_forgotten", "iter_recipients",
     "list_counts", "membership_status", "memberships_of", "recipients_select",

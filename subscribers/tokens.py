@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from itsdangerous.encoding import int_to_bytes
 
 from subscribers.errors import SecretRequired, TokenError
@@ -37,13 +37,25 @@ PURPOSES = ("unsubscribe", "confirm", "preferences")  # preferences: the fresh l
 _SALT = "crank-mailer/{purpose}/v1"
 
 
-def _serializer(secret: str, purpose: str):
+class _Signer(TimestampSigner):
+    """itsdangerous's TimestampSigner, reading the time from `now` (Unix seconds) when the caller
+    gives one (a test's fixed instant) instead of the process's clock."""
+
+    def __init__(self, *args, now: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._now = now
+
+    def get_timestamp(self) -> int:
+        return int(time.time() if self._now is None else self._now)
+
+
+def _serializer(secret: str, purpose: str, now: float | None = None):
     if purpose not in PURPOSES:
         raise TokenError(f"unknown token purpose {purpose!r} (expected one of {', '.join(PURPOSES)})")
     if not secret:
         raise SecretRequired("signing tokens needs a secret (MAILER_SECRET_KEY)")
-    return URLSafeTimedSerializer(secret, salt=_SALT.format(purpose=purpose),
-                                  signer_kwargs={"digest_method": hashlib.sha256})
+    return URLSafeTimedSerializer(secret, salt=_SALT.format(purpose=purpose), signer=_Signer,
+                                  signer_kwargs={"digest_method": hashlib.sha256, "now": now})
 
 
 KEY = re.compile(r"[0-9a-f]{16}")  # memberships.token_key
@@ -71,11 +83,13 @@ class Claim(tuple):
         return self[1]
 
 
-def make_token(secret: str, purpose: str, subscriber_id: int, list_id: int, key: str | None = None) -> str:
+def make_token(secret: str, purpose: str, subscriber_id: int, list_id: int, key: str | None = None, *,
+               now: float | None = None) -> str:
     """A URL-safe token binding `purpose` to this membership (`key`: its token_key, which
-    subscribers.links.link_token looks up; without it, a token of the old kind, for tests)."""
+    subscribers.links.link_token looks up; without it, a token of the old kind, for tests),
+    signed at `now` (Unix seconds; None: the clock's time)."""
     payload = [int(subscriber_id), int(list_id)] + ([_key(key)] if key is not None else [])
-    return _serializer(secret, purpose).dumps(payload)
+    return _serializer(secret, purpose, now).dumps(payload)
 
 
 def _key(key: object) -> str:
@@ -85,13 +99,14 @@ def _key(key: object) -> str:
 
 
 def token_maker(secret: str, purpose: str, list_id: int,
-                keys: Callable[[int], str] | None = None) -> Callable[[int], str]:
+                keys: Callable[[int], str] | None = None, *, now: float | None = None) -> Callable[[int], str]:
     """f(subscriber_id) -> the same token make_token would give at this moment, for a million
     readers per send: the key is derived and the timestamp taken once per maker (a new
     serializer per token was too slow: docs/decisions.md, "Tokens are made by hand"). `keys(subscriber_id)` gives each
     membership's token_key (subscribers.links.MembershipKeys); without it, old-kind tokens. A send
-    reads each reader's key with the reader and passes it: f(subscriber_id, key)."""
-    serializer = _serializer(secret, purpose)
+    reads each reader's key with the reader and passes it: f(subscriber_id, key). `now` as in
+    make_token."""
+    serializer = _serializer(secret, purpose, now)
     signer = serializer.make_signer()
     key, digest = signer.derive_key(), signer.digest_method
     sep = signer.sep.decode() if isinstance(signer.sep, bytes) else signer.sep
@@ -114,11 +129,13 @@ def _b64(data: bytes) -> str:
     return binascii.b2a_base64(data, newline=False).decode("ascii").rstrip("=").translate(_URLSAFE)
 
 
-def verify_token(secret: str, purpose: str, token: str, *, max_age: int | None = None) -> Claim:
+def verify_token(secret: str, purpose: str, token: str, *, max_age: int | None = None,
+                 now: float | None = None) -> Claim:
     """The Claim of a genuine token (unpacks as (subscriber_id, list_id)); TokenError if forged,
-    tampered, expired or made for another purpose. `max_age` in seconds (None: never expires).
+    tampered, expired or made for another purpose. `max_age` in seconds (None: never expires),
+    counted to `now` (Unix seconds; None: the clock's time).
     Genuine is not yet valid: subscribers.links.bound checks the claim against the row."""
-    serializer = _serializer(secret, purpose)
+    serializer = _serializer(secret, purpose, now)
     try:
         payload, issued = serializer.loads(token, max_age=max_age, return_timestamp=True)
     except SignatureExpired:

@@ -40,6 +40,9 @@ BAD = [
     ('[delivery.smtp]\nconnect_retry_seconds = 3600\n', "[delivery.smtp] connect_retry_seconds must be between"),
     ('[delivery.smtp]\nca_file = "no-such.pem"\n', "[delivery.smtp] ca_file: no such file"),
     ('[delivery.smtp]\nehlo_name = "my host"\n', "[delivery.smtp] ehlo_name must be a host name"),
+    ('[schedule]\neditors = ["ed@example.org", "ed@localhost"]\n',
+     "[schedule] editors must be email addresses, not 'ed@localhost'"),
+    ('[schedule]\neditors = ["jöhn@example.org"]\n', "[schedule] editors must be email addresses"),
 ]
 
 
@@ -67,6 +70,16 @@ OUT_OF_RANGE = [
 def test_bad_keys_are_named(tmp_path, extra, message):
     path = tmp_path / "config.toml"
     path.write_text(NEWSLETTER + extra)
+    with pytest.raises(ConfigError, match=__import__("re").escape(message)):
+        load_settings(path)
+
+
+@pytest.mark.parametrize("key, value", [("from_email", "news"), ("from_email", "news@localhost"),
+                                        ("reply_to", "Editor <editor@example.org>"), ("reply_to", "jöhn@example.org")])
+def test_sender_addresses_are_checked_as_the_send_writes_them(tmp_path, key, value):
+    path = tmp_path / "config.toml"
+    path.write_text(NEWSLETTER.replace(f'{key} = "', f'{key} = "{value}"  # ', 1))
+    message = f"[newsletter] {key} must be an email address, not {value!r}"
     with pytest.raises(ConfigError, match=__import__("re").escape(message)):
         load_settings(path)
 
@@ -103,11 +116,11 @@ def test_default_paths_resolve_against_config_folder(tmp_path):
     assert s.delivery.outbox_dir == tmp_path / "outbox"
 
 
-def test_every_numeric_key_has_a_range():
+def test_every_numeric_key_declares_its_default_and_range_together():
     import dataclasses
     import typing
 
-    from mailer.config import RANGES, Settings
+    from mailer.config import Settings, key_range
 
     def numeric(cls, where):
         for f in dataclasses.fields(cls):
@@ -115,9 +128,20 @@ def test_every_numeric_key_has_a_range():
             if dataclasses.is_dataclass(kind):
                 yield from numeric(kind, f"{where}.{f.name}".strip("."))
             elif kind in (int, float):
-                yield where, f.name
+                yield where, f
 
-    assert sorted(numeric(Settings, "")) == sorted(RANGES)
+    keys = list(numeric(Settings, ""))
+    assert len(keys) == 28
+    for where, f in keys:
+        low, high = f.metadata["range"]
+        assert low <= f.default <= high, (where, f.name)
+        assert key_range(where, f.name) == (low, high)
+
+
+def test_the_store_gets_the_configs_bounce_limits(repo):
+    from subscribers.policy import Limits
+
+    assert load_settings(repo / "config.toml").bounces.limits() == Limits(3, 30)
 
 
 def test_range_error_on_the_command_line(tmp_path, cli):
@@ -126,6 +150,14 @@ def test_range_error_on_the_command_line(tmp_path, cli):
     result = cli("--config", str(path), "lists")
     assert result.code != 0
     assert result.err.strip() == "error: [web] subscribe_burst must be between 1 and 10,000, not 0"
+
+
+@pytest.mark.parametrize("lease", ["1", "3601"])
+def test_a_command_line_override_has_the_keys_range(tmp_path, cli, lease):
+    path = tmp_path / "config.toml"
+    path.write_text(NEWSLETTER)
+    result = cli("--config", str(path), "worker", "--lease", lease)
+    assert result.code == 2 and "--lease" in result.err and "2<=x<=3600" in result.err
 
 
 def test_ca_file_resolves_against_config_folder(tmp_path):

@@ -49,7 +49,7 @@ def sent(config_file, db_url, monkeypatch):
                  + events(EventType.COMPLAINED, [7]) + events(EventType.UNSUBSCRIBED, range(10, 14))
                  + events(EventType.OPENED, range(200), minutes=30)
                  + events(EventType.OPENED, range(100), minutes=90, prefix="again-"))
-        ingest(conn, batch, Limits(soft_bounce_limit=99))
+        ingest(conn, batch, Limits(soft_bounce_limit=99, soft_bounce_window_days=30))
     engine.dispose()
     monkeypatch.setenv("COLUMNS", "200")
     return config_file

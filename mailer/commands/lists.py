@@ -12,12 +12,13 @@ import typer
 from mailer.commands.common import app_context, console
 from mailer.commands.db import engine
 from subscribers.errors import ListExists
+from subscribers.status import Status
 
 # The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
 app = typer.Typer(help="Subscriber lists. Without a subcommand: a table of lists with counts per status.")
 
-STATUS_COLUMNS = ("active", "unconfirmed", "unsubscribed", "bounced", "complained")
+STATUS_COLUMNS = (Status.ACTIVE, Status.UNCONFIRMED, Status.UNSUBSCRIBED, Status.BOUNCED, Status.COMPLAINED)
 
 
 @app.callback(invoke_without_command=True)

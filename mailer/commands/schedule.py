@@ -57,10 +57,11 @@ def run(ctx: typer.Context) -> None:
 def print_scheduled(settings, issue: str, at: str | None) -> None:
     from mailer.schedule.scheduler import schedule_issue, utcnow
     from mailer.schedule.slots import shown
+    from mailer.schedule.states import IssueState
 
     done = schedule_issue(settings, issue, at, utcnow())
     which = "the time given" if done.pinned else "the next free slot"
-    moved = " (moved)" if done.previous == "scheduled" else ""
+    moved = " (moved)" if done.previous == IssueState.SCHEDULED else ""
     typer.echo(f"Scheduled {done.issue} '{done.subject}' for {shown(done.send_at, settings.schedule)}{moved}, "
                f"{which}, to list {done.list_name}.")
     hours, editors = settings.schedule.proof_hours_before, settings.schedule.editors

@@ -6,7 +6,6 @@ Only typer is imported here; compose, dispatch and the backends load inside the 
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from dataclasses import replace
 from datetime import datetime
@@ -20,7 +19,6 @@ from mailer.send.deliver.registry import BackendName
 # The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
 
-_ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
 ISSUE = typer.Argument(..., help="The issue file (issues/2024-11.md) or its name (2024-11).", show_default=False)
 BACKEND = typer.Option(None, "--backend", help="Override \\[delivery] backend.", case_sensitive=False)
 
@@ -101,13 +99,14 @@ def proof(
 ) -> None:
     """Send a copy of ISSUE marked as a proof ("[PROOF]" subject) to editors, outside the ledger."""
     from mailer.send.dispatch import send_proof
+    from subscribers.normalize import is_sendable
 
     settings = app_context(ctx).settings
     addresses = [a.strip() for a in to.split(",") if a.strip()]
     if not addresses:
         raise typer.BadParameter("give at least one address", param_hint="--to")
     for address in addresses:
-        if not _ADDRESS.fullmatch(address):
+        if not is_sendable(address):
             raise typer.BadParameter(f"{address!r} is not an email address (write name@example.org)",
                                      param_hint="--to")
     err = console(stderr=True)

@@ -50,10 +50,10 @@ def add(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST,
         result = store.add_subscriber(conn, email, found.id, name=name, force=resubscribe,
                                       status=Status.UNCONFIRMED if unconfirmed else Status.ACTIVE,
                                       secret=secret(ctx, required=False))
-    if result.outcome == "added":
+    if result.outcome is store.Outcome.ADDED:
         extra = f" ({', '.join(c for c in result.changes if c != 'subscribed')})" if len(result.changes) > 1 else ""
         _say(f"Added {result.email} to {found.name} ({result.status}){extra}.")
-    elif result.outcome == "updated":
+    elif result.outcome is store.Outcome.UPDATED:
         _say(f"Updated {result.email} on {found.name}: {', '.join(result.changes)}.")
     else:
         _say(f"{result.email} is already on {found.name} ({result.status}); nothing changed.")

@@ -20,14 +20,18 @@ def worker(
     forever: bool = typer.Option(False, "--forever", help="Keep polling for new shared sends instead of "
                                  "stopping when none has work left."),
     send: int | None = typer.Option(None, "--send", help="Work on this send (its #) only.", show_default=False),
-    lease: float | None = typer.Option(None, "--lease", min=2.0, max=3600.0, show_default=False,
+    lease: float | None = typer.Option(None, "--lease", show_default=False,
                                           help="Override [delivery] worker_lease_seconds: how long a batch stays ours "
                                           "without a heartbeat (renewed 4 times per lease)."),
 ) -> None:
     """Send batches of every running shared send (`mailer send --workers N`) until none has work left."""
+    from mailer.config import key_range
     from mailer.send.workers import run_worker
 
     settings = app_context(ctx).settings
+    low, high = key_range("delivery", "worker_lease_seconds")   # the config key's own range
+    if lease is not None and not low <= lease <= high:
+        raise typer.BadParameter(f"{lease} is not in the range {low}<=x<={high}.", param_hint="--lease")
     err = console(stderr=True)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *a: stopping.append(True))  # finish the batch on the wire, then stop

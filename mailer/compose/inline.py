@@ -55,6 +55,11 @@ def _premailer():
       parseFile only; cssutils gets a stand-in that loads the real module on first use.
     The stand-ins hold those names in sys.modules only while premailer loads, so a later
     `import requests` or `import urllib.request` anywhere else gets the real library.
+
+    This is the adapter for what premailer and cssutils do while they import (premailer binds
+    `requests` and never uses it with our session; cssutils.util takes `_defaultFetcher` from its
+    private `cssutils._fetch`): tests/test_library_contracts.py fails, naming their versions, if
+    that changes.
     """
     makers = {
         "requests": lambda: _stand_in("requests", "premailer's session; see mailer.compose.inline"),

@@ -5,7 +5,7 @@ reader (the view-online URL), folds the shared headers once, and pre-encodes bot
 quoted-printable with the per-recipient markers cut out (see `_qp_template`). `personalize(edition,
 recipient)` is then a handful of string operations; `Outgoing.as_bytes()` splices the reader's
 values into the pre-encoded parts. Building an `EmailMessage` per reader was too slow for 1,000
-messages/s; splicing yields the same RFC 5322 message (`Outgoing.as_message()` parses it back).
+messages/s; splicing yields the same RFC 5322 message.
 The measurements: docs/decisions.md, "MIME is spliced".
 
 Safety: names are cleaned of control characters (CR/LF, bidi overrides...) and written in the To
@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import quoprimime
 from email.headerregistry import Address
-from email.message import EmailMessage
 from email.utils import format_datetime
 
 from mailer.config import NewsletterSettings
 from mailer.errors import ConfigError, PermanentDelivery
 from mailer.model import FIELDS, MARKER, ComposedIssue, Part, field_value, first_name, marker
+from subscribers import normalize
+from subscribers.errors import InvalidAddress
 from subscribers.normalize import (
     CONTROL,  # controls, separators, zero-width, bidi, BOM: never in a name
 )
@@ -45,7 +46,6 @@ PROOF_PREFIX = "[PROOF] "
 
 _POLICY = email.policy.SMTP                            # 78-column folding for the shared headers
 _ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")         # RFC 5322 atext + space
-_ADDR = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+")
 _REF = re.compile(r"[A-Za-z0-9._=-]{1,64}")                           # safe in a VERP local part
 _URL_CHARS = re.compile(r"[!#-;=?-~]+")                               # printable, no space < > "
 _NEWLINES = re.compile(r"\r\n|\r|\n")
@@ -146,10 +146,6 @@ class Outgoing:
         """The whole RFC 5322 message, CRLF line ends, 7-bit clean."""
         return b"".join(_render(self, date or datetime.now(UTC)))
 
-    def as_message(self) -> EmailMessage:
-        """The same message parsed back as an EmailMessage (for proofs, tests, inspection)."""
-        return email.message_from_bytes(self.as_bytes(), policy=email.policy.default)
-
 
 def prepare(issue: ComposedIssue, newsletter: NewsletterSettings, *, proof: bool = False,
             nonce: str | None = None) -> Edition:
@@ -199,17 +195,13 @@ def clean_name(raw: str | None) -> str:
 
 
 def ascii_address(raw: str) -> str:
-    """A plain ASCII addr-spec (IDN domain to punycode), or PermanentDelivery naming the culprit."""
-    local, _, domain = (raw or "").strip().rpartition("@")
+    """A plain ASCII addr-spec (subscribers.normalize.ascii_address), or PermanentDelivery naming
+    the culprit."""
     try:
-        domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
-    except UnicodeError:
-        domain = ""
-    address = f"{local}@{domain}"
-    if not _ADDR.fullmatch(address) or len(address) > 254:
+        return normalize.ascii_address(raw)
+    except InvalidAddress:
         raise PermanentDelivery(f"cannot address {raw!r}: not a plain ASCII address "
-                                "(SMTPUTF8 is not supported)", backend="personalize")
-    return address
+                                "(SMTPUTF8 is not supported)", backend="personalize") from None
 
 
 def display_to(name: str, address: str) -> str:

@@ -64,10 +64,16 @@ def _split_mbox(path: Path, data) -> Iterator[Mail]:
 
 
 def _maildir(path: Path) -> Iterator[Mail]:
-    box = mailbox.Maildir(path, factory=None, create=False)
-    for name in sorted(box.keys()):
-        # its file name: Maildir's private lookup, not in the stubs
-        yield Mail(str(path / box._lookup(name)), box.get_bytes(name))  # type: ignore[attr-defined]
+    """A Maildir's messages, in the order of their keys: each is a file in new/ or cur/ named by
+    its unique key, then (in cur/) the colon and its flags. Read from the folders as the format
+    says, because the label is the file's path, which mailbox.Maildir gives no public way to ask."""
+    files = {}
+    for sub in ("new", "cur"):                   # as mailbox.Maildir: cur/ wins a key in both
+        for file in (path / sub).iterdir():
+            if not file.is_dir():
+                files[file.name.split(mailbox.Maildir.colon)[0]] = file
+    for key in sorted(files):
+        yield Mail(str(files[key]), _read(files[key]))
 
 
 def _folder(path: Path) -> Iterator[Mail]:

@@ -23,7 +23,7 @@ import urllib.request
 from datetime import UTC, datetime
 
 from mailer.errors import PermanentDelivery, TemporaryDelivery
-from mailer.events.bounce_mail import classify
+from mailer.events.bounce_mail import BounceKind, classify
 from subscribers.events import DeliveryEvent, EventType, Severity
 from subscribers.policy import ingest, subscriber_ids
 
@@ -66,9 +66,9 @@ def to_event(name: str, item: dict) -> DeliveryEvent | None:
 
 def _bounce(item: dict) -> tuple[EventType, Severity | None]:
     kind = classify(str(item.get("status") or ""), str(item.get("reason") or ""))
-    if kind == "blocked":
+    if kind is BounceKind.BLOCKED:
         return EventType.BLOCKED, None
-    return EventType.BOUNCED, Severity.SOFT if kind == "soft" else Severity.HARD
+    return EventType.BOUNCED, Severity.SOFT if kind is BounceKind.SOFT else Severity.HARD
 
 
 _KINDS = {

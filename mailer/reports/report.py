@@ -19,7 +19,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import distinct, func, select
 
 from mailer.errors import ReportError
-from mailer.send.ledger import deliveries, sends
+from mailer.send.ledger import State, deliveries, sends
+from subscribers.events import EventType, Severity
 from subscribers.policy import events
 
 COMPLAINT_WARN = 0.001
@@ -28,17 +29,18 @@ BOUNCE_WARN = 0.02
 
 # figure name -> (events.type, events.severity or None)
 EVENT_FIGURES = {
-    "delivered": ("delivered", None),
-    "hard_bounces": ("bounced", "hard"),
-    "soft_bounces": ("bounced", "soft"),
-    "blocks": ("blocked", None),
-    "complaints": ("complained", None),
-    "unsubscribes": ("unsubscribed", None),
-    "opens": ("opened", None),
-    "clicks": ("clicked", None),
+    "delivered": (EventType.DELIVERED, None),
+    "hard_bounces": (EventType.BOUNCED, Severity.HARD),
+    "soft_bounces": (EventType.BOUNCED, Severity.SOFT),
+    "blocks": (EventType.BLOCKED, None),
+    "complaints": (EventType.COMPLAINED, None),
+    "unsubscribes": (EventType.UNSUBSCRIBED, None),
+    "opens": (EventType.OPENED, None),
+    "clicks": (EventType.CLICKED, None),
 }
-LEDGER_FIGURES = ("accepted", "failed", "deferred")
-CHART_SERIES = ("delivered", "bounced", "blocked", "deferred", "complained", "unsubscribed", "opened", "clicked")
+LEDGER_FIGURES = (State.ACCEPTED, State.FAILED, State.DEFERRED)
+CHART_SERIES = (EventType.DELIVERED, EventType.BOUNCED, EventType.BLOCKED, EventType.DEFERRED, EventType.COMPLAINED,
+                EventType.UNSUBSCRIBED, EventType.OPENED, EventType.CLICKED)
 
 
 @dataclass
@@ -98,7 +100,7 @@ def _event_figures(conn, issue: str, send_ids: list[int]) -> dict[str, int]:
 
 def _rates(f: dict[str, int]) -> dict[str, float | None]:
     readers, sent = f["readers"], f["accepted"] or f["readers"]
-    rates = {name: (f[name] / readers if readers else None) for name in LEDGER_FIGURES}
+    rates: dict[str, float | None] = {name: (f[name] / readers if readers else None) for name in LEDGER_FIGURES}
     rates.update({name: (f[name] / sent if sent else None) for name in EVENT_FIGURES})
     rates["bounces"] = (f["hard_bounces"] + f["soft_bounces"]) / sent if sent else None
     return rates

@@ -46,6 +46,7 @@ from mailer.schedule.slots import (
 )
 from mailer.schedule.states import IssueState
 from mailer.send import dispatch, ledger
+from mailer.send.ledger import State
 from subscribers.errors import SubscriberError
 from subscribers.models import lists
 from subscribers.store import get_list
@@ -131,8 +132,8 @@ def _check_can_schedule(conn, slug: str, state: str, found) -> None:
     send = ledger.find_send(conn, slug, found.id)
     if send is not None:
         c = ledger.counts(conn, send.id)
-        if not (c["pending"] or c["sending"] or c["deferred"]):
-            raise ScheduleError(f"{slug} was already sent to {found.name} (send #{send.id}: {c['accepted']:,} "
+        if not ledger.unfinished(c):
+            raise ScheduleError(f"{slug} was already sent to {found.name} (send #{send.id}: {c[State.ACCEPTED]:,} "
                                 "sent); nothing scheduled")
 
 
@@ -182,7 +183,7 @@ def overview(settings: Settings) -> list[SimpleNamespace]:
         row, sends = rows.get(slug), sent.get(slug, [])
         if row is not None and row.send_id is not None:
             sends = [s for s in sends if s.id == row.send_id]
-        state = row.state if row else (IssueState.SENT.value if any(s.status == "done" for s in sends)
+        state = row.state if row else (IssueState.SENT.value if any(s.status == ledger.SendStatus.DONE for s in sends)
                                        else IssueState.DRAFT.value)
         out.append(SimpleNamespace(issue=slug, state=state, send_at=row.send_at if row else None,
                                    list_name=row.list_name if row else None, reason=row.reason if row else None,
@@ -323,7 +324,7 @@ class Scheduler:
             return True
         with self.engine.connect() as conn:
             c = ledger.counts(conn, send.id)
-        if c["pending"] or c["sending"]:
+        if c[State.PENDING] or c[State.SENDING]:
             return True
         return (send.heartbeat_at or send.started_at) + DEFERRED_RETRY <= now
 

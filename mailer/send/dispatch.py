@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from mailer import engines
 from mailer.compose.archived import neutral_copy
 from mailer.compose.personalize import Recipient, personalize, prepare
-from mailer.config import Settings, database_url, secret_key
+from mailer.config import OnInterrupted, Settings, database_url, secret_key
 from mailer.errors import AmbiguousDelivery, DeliveryError, SendError, SendTakenOver
 from mailer.model import ArchiveCopy, ComposedIssue
 from mailer.send import batches, ledger, segments
@@ -37,7 +37,7 @@ from mailer.send.batches import BatchLoop
 from mailer.send.deliver.base import Backend
 from mailer.send.deliver.refusals import refusal_event
 from mailer.send.deliver.registry import create_backend
-from mailer.send.ledger import SendStatus
+from mailer.send.ledger import SendStatus, State
 from subscribers.links import MembershipKeys
 from subscribers.policy import ingest
 from subscribers.store import get_list
@@ -102,7 +102,7 @@ def plan_send(settings: Settings, issue: ComposedIssue, list_name: str, backend:
             readers = conn.execute(select(func.count()).select_from(chosen)).scalar_one()
         else:
             c = ledger.counts(conn, row.id)
-            readers = c["pending"] + c["sending"] + c["deferred"]
+            readers = ledger.unfinished(c)
     return Plan(issue, found.id, found.name, backend or settings.delivery.backend, readers,
                 send_id=row.id if row else None, already_sent=row is not None and readers == 0, engine=engine,
                 segment=segment)
@@ -111,7 +111,7 @@ def plan_send(settings: Settings, issue: ComposedIssue, list_name: str, backend:
 def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
              on_progress: Callable[[SendSummary], None] | None = None,
              notice: Callable[[str], None] = lambda message: None,
-             on_interrupted: str | None = None, take_over: bool = False,
+             on_interrupted: OnInterrupted | None = None, take_over: bool = False,
              sleep: Callable[[float], object] = time.sleep,
              stop: Callable[[], bool] = lambda: False) -> SendSummary:
     """Send (or resume sending) plan.issue to plan.list; returns the counts for the whole send.
@@ -223,7 +223,7 @@ def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
     return summary
 
 
-def _start(plan: Plan, on_interrupted: str, notice, *, take_over: bool = False,
+def _start(plan: Plan, on_interrupted: OnInterrupted, notice, *, take_over: bool = False,
            archive: ArchiveCopy | None = None) -> tuple[int, list, bool]:
     """Create the send (readers fixed now) or take over an earlier one, settling its batch in flight.
 
@@ -239,7 +239,7 @@ def _start(plan: Plan, on_interrupted: str, notice, *, take_over: bool = False,
                                               backend=plan.backend, recipients=chosen, segment=plan.segment,
                                               archive=archive), [], False
                 c = ledger.counts(conn, row.id)
-                if not (c["pending"] or c["sending"] or c["deferred"]):
+                if not ledger.unfinished(c):
                     return row.id, [], True
                 if ledger.runner_alive(row):
                     if not take_over:
@@ -249,11 +249,11 @@ def _start(plan: Plan, on_interrupted: str, notice, *, take_over: bool = False,
                 ledger.take_over(conn, row.id, plan.backend)
                 flying = ledger.in_flight(conn, row.id)
                 for batch, readers in flying:
-                    verb = "resending it" if on_interrupted == "resend" else "skipping it"
+                    verb = "resending it" if on_interrupted == OnInterrupted.RESEND else "skipping it"
                     notice(f"batch {batch} ({readers:,} readers) was in flight when the last run stopped: the "
                            f"provider may or may not have taken it; {verb} ([delivery] on_interrupted = "
                            f"\"{on_interrupted}\")")
-                ledger.settle_in_flight(conn, row.id, resend=on_interrupted == "resend")
+                ledger.settle_in_flight(conn, row.id, resend=on_interrupted == OnInterrupted.RESEND)
                 ledger.requeue_due(conn, row.id)
                 return row.id, [tuple(f) for f in flying], False
         except IntegrityError:
@@ -269,16 +269,15 @@ def _alive_message(row) -> str:
             "gone, run again with --take-over")
 
 
-def _fill(summary: SendSummary, c: dict[str, int]) -> None:
+def _fill(summary: SendSummary, c: dict[State, int]) -> None:
     summary.total = sum(c.values())
     summary.sent, summary.failed, summary.skipped, summary.deferred = (
-        c["accepted"], c["failed"], c["skipped"], c["deferred"])
+        c[State.ACCEPTED], c[State.FAILED], c[State.SKIPPED], c[State.DEFERRED])
 
 
 def _unfinished(plan: Plan, send_id: int) -> int:
     with plan.engine.connect() as conn:
-        c = ledger.counts(conn, send_id)
-    return c["pending"] + c["sending"] + c["deferred"]
+        return ledger.unfinished(ledger.counts(conn, send_id))
 
 
 def _finish(plan: Plan, summary: SendSummary, status: SendStatus, error: str | None) -> None:

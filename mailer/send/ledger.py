@@ -55,7 +55,7 @@ from sqlalchemy.engine import Connection, Row
 
 from mailer.model import ArchiveCopy
 from mailer.send.refs import read_ref, sign_ref
-from subscribers.models import UtcDateTime, lists, memberships, subscribers
+from subscribers.models import Status, UtcDateTime, lists, memberships, subscribers
 from subscribers.models import utcnow as now
 from subscribers.pg_copy import may_skip_fk_checks
 
@@ -309,17 +309,22 @@ class Heartbeat:
         self._thread.join()
 
 
-def counts(conn: Connection, send_id: int) -> dict[str, int]:
+def counts(conn: Connection, send_id: int) -> dict[State, int]:
     rows = conn.execute(select(deliveries.c.state, func.count()).where(deliveries.c.send_id == send_id)
                         .group_by(deliveries.c.state)).all()
     found: dict[str, int] = dict(rows)
-    return {s.value: found.get(s.value, 0) for s in State}
+    return {s: found.get(s.value, 0) for s in State}
 
 
-def finish(conn: Connection, send_id: int, status: SendStatus, error: str | None = None) -> dict[str, int]:
+def unfinished(c: dict[State, int]) -> int:
+    """Readers of a send's counts still to be sent: pending, in flight or deferred (none: done)."""
+    return c[State.PENDING] + c[State.SENDING] + c[State.DEFERRED]
+
+
+def finish(conn: Connection, send_id: int, status: SendStatus, error: str | None = None) -> dict[State, int]:
     c = counts(conn, send_id)
     conn.execute(update(sends).where(sends.c.id == send_id).values(
-        status=status.value, sent=c["accepted"], failed=c["failed"], skipped=c["skipped"],
+        status=status.value, sent=c[State.ACCEPTED], failed=c[State.FAILED], skipped=c[State.SKIPPED],
         finished_at=now() if status is SendStatus.DONE else None, last_error=error, heartbeat_at=now()))
     return c
 
@@ -476,7 +481,7 @@ def _suppressed(row: tuple) -> str | None:
         return "forgotten since the send started"
     if global_status:
         return f"{global_status} since the send started"
-    if status != "active":
+    if status != Status.ACTIVE:
         return f"{status or 'removed from the list'} since the send started"
     return None
 

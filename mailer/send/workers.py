@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from mailer.compose.gate import compose_checked, issue_path
-from mailer.config import Settings, database_url
+from mailer.config import OnInterrupted, Settings, database_url
 from mailer.errors import SendError, SendTakenOver
 from mailer.send import dispatch, leases, ledger
 from mailer.send.batches import BatchLoop, Claimed, Prepared, Retry
 from mailer.send.deliver.registry import create_backend
-from mailer.send.ledger import SendStatus
+from mailer.send.ledger import SendStatus, State
 from mailer.send.ratelimit import SharedBudget
 
 POLL = 1.0   # seconds between looks at the ledger while waiting (for other workers, or --forever)
@@ -127,9 +127,9 @@ def _work_on(settings: Settings, engine, row, me: str, report: WorkerReport, not
     on_interrupted = settings.delivery.on_interrupted
     with engine.begin() as conn:
         dead = leases.orphaned(conn, row.id)
-        leases.reclaim(conn, row.id, [b for b, _, _ in dead], resend=on_interrupted == "resend")
+        leases.reclaim(conn, row.id, [b for b, _, _ in dead], resend=on_interrupted == OnInterrupted.RESEND)
     for batch, readers, worker in dead:
-        verb = "resending it" if on_interrupted == "resend" else "skipping it"
+        verb = "resending it" if on_interrupted == OnInterrupted.RESEND else "skipping it"
         notice(f"send #{row.id}: batch {batch} ({readers:,} readers) was in flight on worker {worker}, whose "
                f"lease expired: the provider may or may not have taken it; {verb} ([delivery] on_interrupted = "
                f"\"{on_interrupted}\")")
@@ -147,9 +147,9 @@ def _work_on(settings: Settings, engine, row, me: str, report: WorkerReport, not
     with engine.begin() as conn:
         c = ledger.counts(conn, row.id)
         others = leases.others_in_flight(conn, row.id, me)
-        if not (c["pending"] or c["sending"] or c["deferred"]):
+        if not ledger.unfinished(c):
             ledger.finish(conn, row.id, SendStatus.DONE)
-    return bool(c["pending"] or others)
+    return bool(c[State.PENDING] or others)
 
 
 def _loop(settings: Settings, engine, row, me: str, summary, lost, stop, editions: dict) -> WorkerLoop:
@@ -269,7 +269,7 @@ def status_lines(settings: Settings, issue: str, list_name: str | None) -> list[
         lines = []
         for row in rows:
             c = ledger.counts(conn, row.id)
-            done = c["accepted"] + c["failed"] + c["skipped"]
+            done = c[State.ACCEPTED] + c[State.FAILED] + c[State.SKIPPED]
             total = sum(c.values())
             shown = ", ".join(f"{n:,} {state}" for state, n in c.items() if n)
             segment = f" ({row.segment})" if row.segment else ""

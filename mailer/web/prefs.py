@@ -42,7 +42,7 @@ class Choice:
 
     @property
     def active(self) -> bool:
-        return self.status == "active"
+        return self.status == Status.ACTIVE
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def _save(conn, web, subscriber_id: int, wanted: set[str], name: str, who) -> li
         if choice.name in wanted and not choice.active:
             if store.opt_in(conn, subscriber_id, ids[choice.name], ip=who.ip, user_agent=who.user_agent):
                 changed.append(f"joined {choice.title}")
-        elif choice.name not in wanted and choice.status in ("active", "unconfirmed"):  # noqa: SIM102 - as above
+        elif choice.name not in wanted and choice.status in (Status.ACTIVE, Status.UNCONFIRMED):  # noqa: SIM102 - as above
             if store.unsubscribe(conn, subscriber_id, ids[choice.name], source="web", ip=who.ip,
                                  user_agent=who.user_agent):
                 changed.append(f"left {choice.title}")

@@ -21,6 +21,7 @@ from fastapi import APIRouter, BackgroundTasks, Form, Query, Request
 from starlette.responses import HTMLResponse
 
 from mailer.web import prefs, readers
+from subscribers.status import Status
 
 log = logging.getLogger("mailer.web")
 router = APIRouter()
@@ -88,7 +89,7 @@ def confirm_page(token: str, request: Request) -> HTMLResponse:
     target = readers.membership_for(web, "confirm", token, max_age=_confirm_age(web))
     if target is None:
         return _bad_link(web, "confirmation")
-    if readers.status_of(web, target) == "active":
+    if readers.status_of(web, target) == Status.ACTIVE:
         return web.pages.render("confirmed.html.j2", private=True, list_title=target.list_title, already=True)
     return web.pages.render("confirm.html.j2", private=True, action=f"/confirm/{token}",
                             list_title=target.list_title)
@@ -101,7 +102,7 @@ def confirm(token: str, request: Request) -> HTMLResponse:
     target = readers.membership_for(web, "confirm", token, max_age=_confirm_age(web))
     if target is None:
         return _bad_link(web, "confirmation")
-    if readers.status_of(web, target) == "active":
+    if readers.status_of(web, target) == Status.ACTIVE:
         return web.pages.render("confirmed.html.j2", private=True, list_title=target.list_title, already=True)
     if not readers.confirm(web, target, readers.client(request)):
         return web.pages.error(409, "This link no longer applies",
@@ -117,7 +118,7 @@ def unsubscribe_page(token: str, request: Request) -> HTMLResponse:
     target = readers.membership_for(web, "unsubscribe", token)
     if target is None:
         return _bad_link(web, "unsubscribe")
-    if readers.status_of(web, target) == "unsubscribed":
+    if readers.status_of(web, target) == Status.UNSUBSCRIBED:
         return web.pages.render("unsubscribed.html.j2", private=True, list_title=target.list_title,
                                 list_name=target.list_name, already=True, preferences=f"/preferences/{token}")
     return web.pages.render("unsubscribe.html.j2", private=True, action=f"/unsubscribe/{token}",

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from subscribers.policy import Limits
+
 SECRET = "test-secret-key-0123456789"
+RESEND = timedelta(minutes=10)                                     # [web] confirm_resend_minutes, as config.toml has it
+LIMITS = Limits(soft_bounce_limit=3, soft_bounce_window_days=30)   # [bounces], likewise
 CSV = Path(__file__).resolve().parent.parent / "fixtures" / "csv"
 
 

@@ -10,8 +10,10 @@ import pytest
 from subscribers.errors import InvalidAddress
 from subscribers.normalize import (
     _full,
+    ascii_address,
     clean_text,
     display_email,
+    is_sendable,
     needs_smtputf8,
     normalize_email,
 )
@@ -60,6 +62,38 @@ def test_rejects_with_email_validators_reason(raw, reason):
         normalize_email(raw)
     assert reason.lower() in err.value.reason.lower()
     assert err.value.address == raw
+
+
+# The wire rule (every address mailer sends from or to; the config's and the proof forms' check):
+# ASCII local part as given, IDN domain to punycode, a dot in the domain, 254 characters at most.
+WIRE = [
+    ("ann@example.com", "ann@example.com"),
+    ("Ann.Lee@Example.COM", "Ann.Lee@Example.COM"),             # as given: the sender's own spelling
+    ("  ann@example.com\t", "ann@example.com"),
+    ("dora@Bücher.example", "dora@xn--bcher-kva.example"),
+    ("first+tag@sub.example.net", "first+tag@sub.example.net"),
+    ("o'brien@example.com", "o'brien@example.com"),
+    ("a" * 64 + "@" + "b" * 185 + ".com", "a" * 64 + "@" + "b" * 185 + ".com"),   # 254 in all
+    ("jöhn@example.org", None),                                 # SMTPUTF8: no backend speaks it
+    ("ann@localhost", None),
+    ("not-an-address", None),
+    ("a b@example.com", None),
+    ("<ann@example.com>", None),
+    ("Ann <ann@example.com>", None),
+    ("ann@example.com,bob@example.com", None),
+    ("a" * 64 + "@" + "b" * 186 + ".com", None),                # 255
+    ("", None),
+]
+
+
+@pytest.mark.parametrize("raw, wire", WIRE)
+def test_the_wire_form_of_an_address(raw, wire):
+    assert is_sendable(raw) is (wire is not None)
+    if wire is None:
+        with pytest.raises(InvalidAddress, match="not a plain ASCII address"):
+            ascii_address(raw)
+    else:
+        assert ascii_address(raw) == wire
 
 
 def _random_address(rnd: random.Random) -> str:

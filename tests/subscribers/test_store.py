@@ -17,7 +17,7 @@ from subscribers.errors import (
 )
 from subscribers.models import Status, forgotten, history, memberships, subscribers
 
-from .conftest import SECRET
+from .conftest import RESEND, SECRET
 
 
 def _add(engine, email, list_id, **kw):
@@ -157,7 +157,7 @@ def test_recipients_select_is_one_statement(engine, crank):
 def test_signup_confirm_unsubscribe(engine, crank):
     with engine.begin() as conn:
         signup = store.subscribe_unconfirmed(conn, crank, "Web@Example.com", name="Web Reader", secret=SECRET,
-                                             ip="192.0.2.7", user_agent="Mozilla/5.0")
+                                             ip="192.0.2.7", user_agent="Mozilla/5.0", resend_after=RESEND)
     assert (signup.status, signup.needs_confirmation) == (Status.UNCONFIRMED, True)
     with engine.begin() as conn:
         assert store.confirm(conn, signup.subscriber_id, crank, secret=SECRET, ip="192.0.2.8",
@@ -166,7 +166,8 @@ def test_signup_confirm_unsubscribe(engine, crank):
         member = store.memberships_of(conn, signup.subscriber_id)[0]
         assert (member.status, member.consent_source, member.consent_ip, member.consent_user_agent) == (
             "active", "web", "192.0.2.8", "Phone")
-        again = store.subscribe_unconfirmed(conn, crank, "web@example.com", name="Someone Else", secret=SECRET)
+        again = store.subscribe_unconfirmed(conn, crank, "web@example.com", name="Someone Else", secret=SECRET,
+                                             resend_after=RESEND)
         assert (again.status, again.needs_confirmation) == (Status.ACTIVE, False)
         assert store.get_subscriber(conn, "web@example.com").name == "Web Reader"  # the form changes no data
         assert store.unsubscribe(conn, signup.subscriber_id, crank, ip="192.0.2.9") is True
@@ -175,7 +176,8 @@ def test_signup_confirm_unsubscribe(engine, crank):
         assert store.confirm(conn, signup.subscriber_id, crank, secret=SECRET) is False
         assert store.membership_status(conn, signup.subscriber_id, crank) is Status.UNSUBSCRIBED
         # ... but a new signup that the person confirms does
-        assert store.subscribe_unconfirmed(conn, crank, "web@example.com", secret=SECRET).needs_confirmation is True
+        assert store.subscribe_unconfirmed(conn, crank, "web@example.com", secret=SECRET,
+                                          resend_after=RESEND).needs_confirmation is True
         assert store.membership_status(conn, signup.subscriber_id, crank) is Status.UNSUBSCRIBED
         assert store.confirm(conn, signup.subscriber_id, crank, secret=SECRET) is True
         assert store.membership_status(conn, signup.subscriber_id, crank) is Status.ACTIVE

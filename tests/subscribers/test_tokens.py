@@ -52,15 +52,13 @@ def test_signed_but_wrong_shape_is_rejected():
         verify_token(KEY, "unsubscribe", odd)
 
 
-def test_expiry_and_unknown_purpose(monkeypatch):
-    import time
-
-    token = make_token(KEY, "confirm", 1, 2)
-    now = time.time()
-    monkeypatch.setattr(time, "time", lambda: now + 3 * 86400)
+def test_expiry_and_unknown_purpose():
+    token = make_token(KEY, "confirm", 1, 2, now=1_800_000_000.0)
+    later = 1_800_000_000.0 + 3 * 86400
     with pytest.raises(TokenError, match="expired"):
-        verify_token(KEY, "confirm", token, max_age=86400)
-    assert verify_token(KEY, "confirm", token) == (1, 2)  # unsubscribe-style: no expiry by default
+        verify_token(KEY, "confirm", token, max_age=86400, now=later)
+    assert verify_token(KEY, "confirm", token, max_age=4 * 86400, now=later) == (1, 2)
+    assert verify_token(KEY, "confirm", token, now=later) == (1, 2)  # unsubscribe-style: no expiry by default
     with pytest.raises(TokenError, match="purpose"):
         make_token(KEY, "login", 1, 2)
 
@@ -74,14 +72,14 @@ def test_forget_hash_is_keyed():
 
 
 @pytest.mark.parametrize("purpose, list_id", [("unsubscribe", 3), ("confirm", 1)])
-def test_token_maker_makes_exactly_make_tokens_tokens(purpose, list_id, monkeypatch):
+def test_token_maker_makes_exactly_make_tokens_tokens(purpose, list_id):
     from subscribers.tokens import token_maker
 
-    monkeypatch.setattr("time.time", lambda: 1_733_000_000.5)  # one instant for both
-    make = token_maker(KEY, purpose, list_id)
+    at = 1_733_000_000.5                                       # one instant for both
+    make = token_maker(KEY, purpose, list_id, now=at)
     for subscriber_id in (1, 7, 123456789):
         token = make(subscriber_id)
-        assert token == make_token(KEY, purpose, subscriber_id, list_id)
+        assert token == make_token(KEY, purpose, subscriber_id, list_id, now=at)
         assert verify_token(KEY, purpose, token) == (subscriber_id, list_id)
 
 
@@ -112,14 +110,14 @@ def test_signed_but_odd_keyed_payloads_are_rejected(payload):
         verify_token(KEY, "unsubscribe", odd)
 
 
-def test_token_maker_binds_each_reader_to_their_key(monkeypatch):
+def test_token_maker_binds_each_reader_to_their_key():
     from subscribers.tokens import token_maker
 
-    monkeypatch.setattr("time.time", lambda: 1_800_000_000.0)
+    at = 1_800_000_000.0
     keys = {5: MEMBER_KEY, 6: "fedcba9876543210"}
-    make = token_maker(KEY, "unsubscribe", 9, keys=keys.__getitem__)
+    make = token_maker(KEY, "unsubscribe", 9, keys=keys.__getitem__, now=at)
     for sid, key in keys.items():
-        assert make(sid) == make_token(KEY, "unsubscribe", sid, 9, key)
+        assert make(sid) == make_token(KEY, "unsubscribe", sid, 9, key, now=at)
         assert verify_token(KEY, "unsubscribe", make(sid)).key == key
 
 

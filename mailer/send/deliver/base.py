@@ -55,7 +55,7 @@ class Backend(ABC, Generic[Encoded]):
     """Open once, send batches of at most `max_batch` messages, close."""
 
     name: ClassVar[str]
-    max_batch: int   # a class default; SMTP and SendGrid take theirs from the config
+    max_batch: int                 # a constant, or the backend's [delivery.*] batch_size
 
     def open(self) -> None:
         """Connect or build the client; the default has nothing to do."""

@@ -24,6 +24,7 @@ PermanentDelivery with SendGrid's own words. `sleep`, `clock` and `rng` are inje
 
 from __future__ import annotations
 
+import enum
 import html
 import http.client
 import json
@@ -50,8 +51,9 @@ if TYPE_CHECKING:
 # A non-default JSON content type makes python-http-client send our string as it is, instead of
 # json.dumps-ing it a second time (python_http_client/client.py, http_request): it calls
 # `request_body.encode("utf-8")` and formats the result into a debug line. Both are internals of
-# python-http-client 3.3.x, pinned in pyproject.toml and held to by the contract test in
-# tests/deliver/test_sendgrid.py (the body arrives byte for byte; no address reaches a log).
+# python-http-client 3.3.x, pinned in pyproject.toml and held to by tests/test_library_contracts.py;
+# the public path (a dict) costs about 20% more CPU per send (docs/decisions.md, "The SendGrid
+# body is handed over as text").
 _CONTENT_TYPE = "application/json; charset=utf-8"
 _INDEXED = re.compile(r"personalizations(?:\.|\[)(\d+)")
 _NOT_IN_NAME = str.maketrans({",": " ", ";": " "})  # SendGrid drops mail whose to.name has , or ;
@@ -59,9 +61,15 @@ _BACKOFF_BASE, _BACKOFF_CAP = 0.5, 30.0
 _MAX_RATE_WAIT = 120.0
 
 
+class Retry(enum.StrEnum):
+    """How a failed request is retried."""
+
+    RATE = "rate"                  # 429: wait until SendGrid's X-RateLimit-Reset
+    BACKOFF = "backoff"            # 5xx or a request that never fully left: exponential backoff
+
+
 class SendGridBackend(Backend[str]):
     name = "sendgrid"
-    max_batch = 1000
 
     @classmethod
     def from_settings(cls, settings: Settings, **options) -> Backend:
@@ -72,7 +80,7 @@ class SendGridBackend(Backend[str]):
                  rng: Callable[[], float] = random.random, budget=None):
         self.settings = settings
         self.budget = budget   # ratelimit.SharedBudget: the rate limit shared by all workers (mailer/send/workers.py)
-        self.max_batch = settings.batch_size
+        self.max_batch = settings.batch_size   # personalizations per request, at most SendGrid's 1,000
         self._api_key = api_key or secret(settings.api_key_env, key="[delivery.sendgrid] api_key_env")
         self._sleep, self._clock, self._rng = sleep, clock, rng
         self._send_client: Any = None   # the library's client for /v3/mail/send, while open
@@ -138,16 +146,16 @@ class SendGridBackend(Backend[str]):
             if attempt > self.settings.max_retries:
                 raise TemporaryDelivery(f"giving up after {attempt} attempts", backend=self.name,
                                         status=status, detail=_detail(answer)) from answer
-            if retry == "rate" and self.budget is not None:  # every worker waits, not just this one
+            if retry is Retry.RATE and self.budget is not None:  # every worker waits, not just this one
                 self.budget.hold_until(self._clock() + self._rate_limit_wait(answer.headers, attempt))
                 continue                                      # the next take() waits it out
-            self._sleep(self._rate_limit_wait(answer.headers, attempt) if retry == "rate"
+            self._sleep(self._rate_limit_wait(answer.headers, attempt) if retry is Retry.RATE
                         else self._backoff(attempt))
 
     def _attempt(self, body: str):
         """One request; the single place library errors are translated.
 
-        Returns (status, answer, None) when done, or (status, error, "rate" | "backoff") to retry.
+        Returns (status, answer, None) when done, or (status, error, Retry) to retry.
         """
         if self.budget is not None:
             self.budget.take()
@@ -156,7 +164,7 @@ class SendGridBackend(Backend[str]):
             response = self._send_client.post(request_body=_Json(body), request_headers={"Content-Type": _CONTENT_TYPE})
             return response.status_code, response, None
         except sg.TooManyRequestsError as exc:
-            return 429, exc, "rate"
+            return 429, exc, Retry.RATE
         except sg.BadRequestsError as exc:
             return 400, self._named_readers(exc), None
         except (sg.UnauthorizedError, sg.ForbiddenError) as exc:
@@ -165,11 +173,11 @@ class SendGridBackend(Backend[str]):
                                     backend=self.name, status=exc.status_code, detail=_detail(exc)) from exc
         except sg.HTTPError as exc:
             if exc.status_code >= 500:
-                return exc.status_code, exc, "backoff"
+                return exc.status_code, exc, Retry.BACKOFF
             raise PermanentDelivery("SendGrid refused the request", backend=self.name,
                                     status=exc.status_code, detail=_detail(exc)) from exc
         except urllib.error.URLError as exc:  # raised while connecting or sending: it never fully left
-            return ("timeout" if _is_timeout(exc) else "network"), exc, "backoff"
+            return ("timeout" if _is_timeout(exc) else "network"), exc, Retry.BACKOFF
         except (TimeoutError, http.client.HTTPException, ConnectionError) as exc:  # it left; no answer
             raise AmbiguousDelivery(f"no answer to a request that was sent ({type(exc).__name__}: {exc}); "
                                     "SendGrid may have accepted it", backend=self.name) from exc

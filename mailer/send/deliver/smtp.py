@@ -23,6 +23,7 @@ connections (a restart) is retried with backoff for `connect_retry_seconds`, the
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import smtplib
 import ssl
@@ -45,17 +46,25 @@ DKIM_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"reply-to",
                 b"content-type", b"list-unsubscribe", b"list-unsubscribe-post")
 
 
+class Stage(enum.StrEnum):
+    """How far one SMTP transaction got."""
+
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+    CONTENT = "content"            # the message was sent: from here a lost answer leaves it in doubt
+
+
 class _Dropped(Exception):
     """The connection went away (or the server said 421); `stage` says how far we got."""
 
-    def __init__(self, stage: str, detail: str):
+    def __init__(self, stage: Stage, detail: str):
         super().__init__(detail)
         self.stage = stage
 
 
 class SmtpBackend(Backend["list[bytes | _Signing]"]):
     name = "smtp"
-    max_batch = 20     # per instance: [delivery.smtp] batch_size, the most a crash can resend (docs/exactly-once.md)
     # messages signed in the sending threads before signing processes start (a proof never starts them)
     pool_after: float = 200
 
@@ -68,7 +77,7 @@ class SmtpBackend(Backend["list[bytes | _Signing]"]):
                  ssl_context: ssl.SSLContext | None = None, sleep=time.sleep):
         self.settings = settings
         self._sleep = sleep
-        self.max_batch = settings.batch_size
+        self.max_batch = settings.batch_size   # the most a crash can resend (docs/exactly-once.md)
         self.ssl_context = ssl_context
         self.return_path = settings.return_path or newsletter.from_email
         self._password = password
@@ -301,7 +310,7 @@ class SmtpBackend(Backend["list[bytes | _Signing]"]):
             return self._transaction(sender, out, data)
         except _Dropped as first:
             self._reconnect()
-            if first.stage == "content":  # the server may have taken it: RFC 5321 4.5.3.2.6
+            if first.stage is Stage.CONTENT:  # the server may have taken it: RFC 5321 4.5.3.2.6
                 return Result(out.ref, ResultStatus.IN_DOUBT, detail=f"connection lost after DATA: {first}")
         try:
             return self._transaction(sender, out, data)
@@ -313,28 +322,28 @@ class SmtpBackend(Backend["list[bytes | _Signing]"]):
         """MAIL, RCPT, DATA and the content. Our addresses are checked ASCII addr-specs, so the
         commands are written directly (smtplib's mail()/rcpt() re-parse each address, and its
         data() dot-stuffs with a regex costing more than the rest of the message)."""
-        conn, stage = self._live, "mail"
+        conn, stage = self._live, Stage.MAIL
         try:
             code, reply = _command(conn, "mail", f"FROM:<{sender}>")
             if code == 250:
-                stage = "rcpt"
+                stage = Stage.RCPT
                 code, reply = _command(conn, "rcpt", f"TO:<{out.email}>")
             if code in (250, 251):
-                stage = "data"
+                stage = Stage.DATA
                 code, reply = _command(conn, "data")
             if code == 354:
-                stage = "content"
+                stage = Stage.CONTENT
                 conn.send(data)
                 code, reply = conn.getreply()
         except (smtplib.SMTPServerDisconnected, ConnectionError, TimeoutError) as exc:
             raise _Dropped(stage, str(exc) or type(exc).__name__) from exc
         except (smtplib.SMTPException, OSError) as exc:
             raise TemporaryDelivery(f"SMTP error at {stage.upper()}: {exc}", backend=self.name) from exc
-        if code == 250 and stage == "content":
+        if code == 250 and stage is Stage.CONTENT:
             return Result(out.ref, ResultStatus.ACCEPTED, provider_id=out.message_id, raw=f"{code} {_words(reply)}")
         return self._refused(out, stage, code, reply)
 
-    def _refused(self, out, stage: str, code: int, reply: bytes) -> Result:
+    def _refused(self, out, stage: Stage, code: int, reply: bytes) -> Result:
         words = _words(reply)
         if code == 421:  # "closing transmission channel": reconnect and retry once
             raise _Dropped(stage, f"{code} {words}")
@@ -342,7 +351,7 @@ class SmtpBackend(Backend["list[bytes | _Signing]"]):
             self._live.rset()
         except (smtplib.SMTPException, OSError):
             self._conn = None  # reopened by the next _send
-        if stage == "mail" and code >= 500:
+        if stage is Stage.MAIL and code >= 500:
             raise PermanentDelivery(f"the server refuses the return path {self.return_path}",
                                     backend=self.name, status=code, detail=words)
         status = ResultStatus.RETRY_LATER if 400 <= code < 500 else ResultStatus.REJECTED

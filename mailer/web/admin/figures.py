@@ -15,17 +15,18 @@ from sqlalchemy import func, literal_column, select
 
 from mailer.schedule import states
 from mailer.schedule.states import IssueState
-from mailer.send.ledger import sends
+from mailer.send.ledger import SendStatus, sends
 from subscribers import tags as subscribers_tags
-from subscribers.models import history, utc_date
+from subscribers.events import EventType
+from subscribers.models import Status, history, utc_date
 from subscribers.policy import events
 
-BOUNCES = ("bounced", "blocked", "dropped")
+BOUNCES = (EventType.BOUNCED, EventType.BLOCKED, EventType.DROPPED)
 SERIES = (   # (label, event types, colour, dash pattern: never colour alone)
-    ("delivered", ("delivered",), "#1f6f43", ""),
-    ("opened", ("opened",), "#2458a6", "6 3"),
+    ("delivered", (EventType.DELIVERED,), "#1f6f43", ""),
+    ("opened", (EventType.OPENED,), "#2458a6", "6 3"),
     ("bounced", BOUNCES, "#b3261e", "2 3"),
-    ("unsubscribed or complained", ("unsubscribed", "complained"), "#7a4b00", "10 3 2 3"),
+    ("unsubscribed or complained", (EventType.UNSUBSCRIBED, EventType.COMPLAINED), "#7a4b00", "10 3 2 3"),
 )
 
 
@@ -86,7 +87,7 @@ def issues_sent(conn, limit: int | None = None, issue: str | None = None) -> lis
         fig.failed += row.failed
         fig.skipped += row.skipped
         fig.started_at = min(fig.started_at, row.started_at)
-        if row.status != "done":
+        if row.status != SendStatus.DONE:
             fig.status = row.status
     if found:
         _add_events(conn, found)
@@ -101,13 +102,13 @@ def _add_events(conn, found: dict[str, IssueFigures]) -> None:
         fig = found[issue]
         if kind in BOUNCES:
             fig.bounces += count
-        elif kind == "complained":
+        elif kind == EventType.COMPLAINED:
             fig.complaints += count
-        elif kind == "unsubscribed":
+        elif kind == EventType.UNSUBSCRIBED:
             fig.unsubscribes += count
-        elif kind == "opened":
+        elif kind == EventType.OPENED:
             fig.opens += count
-        elif kind == "clicked":
+        elif kind == EventType.CLICKED:
             fig.clicks += count
 
 
@@ -121,7 +122,7 @@ def _add_unsubscribes(conn, found: dict[str, IssueFigures]) -> None:
             continue
         end = rows[i + 1].started_at if i + 1 < len(rows) and rows[i + 1].list_id == list_id else None
         # The literal (not a bound value) lets SQLite use the partial index ix_history_unsubscribes.
-        where = [history.c.list_id == list_id, history.c.new_status == literal_column("'unsubscribed'"),
+        where = [history.c.list_id == list_id, history.c.new_status == literal_column(f"'{Status.UNSUBSCRIBED}'"),
                  history.c.source == "web", history.c.at >= start]
         if end is not None:
             where.append(history.c.at < end)

@@ -25,6 +25,7 @@ from mailer.schedule.scheduler import schedule_issue, shown, unschedule_issue, u
 from mailer.send.dispatch import send_proof
 from mailer.web.admin import figures
 from mailer.web.security import ARCHIVE_CSP, PAGE_CSP
+from subscribers.normalize import is_sendable
 
 router = APIRouter(prefix="/issues")
 # The email's own HTML inside our frames: as the archive shows it, but framable by our pages only.
@@ -129,7 +130,7 @@ async def proof(request: Request, slug: str, to: str = Form("")) -> Response:
     build = await run_in_threadpool(_build, ctx.settings, path)
     addresses = [a.strip() for a in to.replace(";", ",").split(",") if a.strip()]
     error, results = "", None
-    if not addresses or len(addresses) > MAX_PROOF_ADDRESSES or not all("@" in a for a in addresses):
+    if not addresses or len(addresses) > MAX_PROOF_ADDRESSES or not all(map(is_sendable, addresses)):
         error = f"Give one to {MAX_PROOF_ADDRESSES} email addresses, separated by commas."
     else:
         try:

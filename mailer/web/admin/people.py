@@ -123,7 +123,7 @@ async def resubscribe(request: Request, subscriber_id: int, list_name: str = For
     result = await _act(request, subscriber_id, _resubscribe, list_name, request.app.state.admin.web.secret)
     if isinstance(result, Response):
         return result
-    did = "resubscribed" if result.outcome != "unchanged" else "unchanged"
+    did = "resubscribed" if result.outcome is not store.Outcome.UNCHANGED else "unchanged"
     return RedirectResponse(f"/admin/subscribers/{subscriber_id}?did={did}", status_code=303)
 
 
