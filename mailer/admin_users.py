@@ -128,9 +128,11 @@ def add_user(conn: Connection, name: str, password: str, role: Role | str | None
     return role
 
 
-def remove_user(conn: Connection, name: str) -> None:
+def remove_user(conn: Connection, name: str, *, keep_an_owner: bool = False) -> None:
+    """Remove a user. The command line may remove the last owner (the emergency stop: the server's
+    operator adds a new one); the web pages keep one (`keep_an_owner`), or nobody could manage users."""
     row = _user(conn, name)
-    if Role(row.role) is Role.OWNER and _owners(conn) == 1:
+    if keep_an_owner and Role(row.role) is Role.OWNER and _owners(conn) == 1:
         raise AdminUserError(f"{name} is the last owner; make another user owner first (set-role)")
     conn.execute(delete(admin_users).where(admin_users.c.id == row.id))
 
