@@ -54,7 +54,7 @@ def add(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST,
                                       status=Status.UNCONFIRMED if unconfirmed else Status.ACTIVE,
                                       secret=secret(ctx, required=False))
         if result.outcome is not store.Outcome.UNCHANGED:
-            lifted = any(c.endswith("lifted") for c in result.changes)
+            lifted = resubscribe and result.outcome is store.Outcome.UPDATED
             action = audit.Action.RESUBSCRIBE if lifted else audit.Action.SUBSCRIBER_ADD
             audit.record(conn, **who._asdict(), action=action, subscriber_id=result.subscriber_id, target=found.name,
                          detail={"status": result.status, "changes": list(result.changes)})

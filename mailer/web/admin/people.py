@@ -96,7 +96,7 @@ def _add(conn, admin: Admin, email: str, list_name: str, name: str, unconfirmed:
                                   status=Status.UNCONFIRMED if unconfirmed else Status.ACTIVE,
                                   force=resubscribe, secret=secret, actor=admin.source)
     if result.outcome is not store.Outcome.UNCHANGED:
-        lifted = any(c.endswith("lifted") for c in result.changes)
+        lifted = resubscribe and result.outcome is store.Outcome.UPDATED
         audit.record(conn, **admin.who._asdict(), action=audit.Action.RESUBSCRIBE if lifted else
                      audit.Action.SUBSCRIBER_ADD, subscriber_id=result.subscriber_id, target=found.name,
                      detail={"status": result.status, "changes": list(result.changes)})
@@ -185,11 +185,15 @@ def _summary_entry(conn, admin: Admin, out: BulkOutcome, view: Selection, value,
 
 def _said(out: BulkOutcome, value) -> str:
     n = f"{out.changed:,} subscriber{'s' if out.changed != 1 else ''}"
-    what = {"tag": f"Tagged {n} with {', '.join(value or ())}",
-            "untag": f"Took {', '.join(value or ())} away from {n}",
-            "add_to_list": f"Added {n} to {getattr(value, 'name', '')}",
-            "unsubscribe": f"Unsubscribed {n} from {getattr(value, 'name', None) or 'every list'}",
-            "forget": f"Forgot {n}"}[out.action]
+    if out.action in ("tag", "untag"):
+        tags_said = ", ".join(value)
+        what = f"Tagged {n} with {tags_said}" if out.action == "tag" else f"Took {tags_said} away from {n}"
+    elif out.action == "add_to_list":
+        what = f"Added {n} to {value.name}"
+    elif out.action == "unsubscribe":
+        what = f"Unsubscribed {n} from {value.name if value else 'every list'}"
+    else:
+        what = f"Forgot {n}"
     rest = []
     if out.already:
         rest.append(f"{out.already:,} had it already" if out.action != "add_to_list" else
