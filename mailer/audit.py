@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import enum
 import getpass
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, insert, select
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, select
 from sqlalchemy.engine import Connection
 
+from subscribers.bulk import Bulk
 from subscribers.models import Json, UtcDateTime, subscribers, utcnow
 from subscribers.normalize import normalize_ip
 
@@ -114,15 +116,20 @@ def record(conn: Connection, *, actor: str, action: Action | str, via: Via | str
     record_many(conn, [Entry(actor, str(action), str(via), ip, subscriber_id, target, detail)], at=at)
 
 
+COLUMNS = ["actor", "via", "ip", "action", "subscriber_id", "target", "detail"]
+
+
 def record_many(conn: Connection, entries: list[Entry], *, at: datetime | None = None) -> None:
-    """Append entries in one statement (a bulk action's 1,000 rows at a time)."""
+    """Append entries in one statement (a bulk action's 1,000 rows at a time), the values handed
+    straight to the driver (subscribers/bulk.py)."""
     if not entries:
         return
-    when = at or utcnow()
-    conn.execute(insert(audit_log), [
-        {"at": when, "actor": e.actor[:64], "via": str(e.via), "ip": normalize_ip(e.ip), "action": str(e.action)[:32],
-         "subscriber_id": e.subscriber_id, "target": e.target[:200] if e.target else None, "detail": e.detail}
-        for e in entries])
+    ips = {e.ip: normalize_ip(e.ip) for e in entries}
+    rows = [(e.actor[:64], str(e.via), ips[e.ip], str(e.action)[:32], e.subscriber_id,
+             e.target[:200] if e.target else None,
+             None if e.detail is None else json.dumps(e.detail, ensure_ascii=False, default=str)) for e in entries]
+    bulk = Bulk(conn)
+    bulk.insert(audit_log, COLUMNS, rows, fixed={"at": bulk.time(at or utcnow())})
 
 
 class Shown(NamedTuple):

@@ -136,6 +136,10 @@ def test_filters_by_several_tags_and_status(admin):
     assert "6 matches" in everyone and everyone.count('name="selected"') == 6
     assert admin.admin.get("/admin/subscribers?status=nonsense").status_code == 400
     assert admin.admin.get("/admin/subscribers?tag=a,").status_code == 200
+    past_the_end = admin.admin.get(f"/admin/subscribers?tag=press&after={ids[-1]}").text
+    assert "0 matches" not in past_the_end and "First page" in past_the_end and "No subscribers match" in past_the_end
+    pages = admin.admin.get(f"/admin/subscribers?after={ids[1]}").text
+    assert "r000@" not in pages and "r002@" in pages and f"before={ids[2]}" in pages
 
 
 def test_act_on_the_rows_ticked(admin):
@@ -171,8 +175,11 @@ def test_act_on_the_rows_ticked(admin):
         refused = post(admin.admin, "/admin/subscribers/act", data)
         assert refused.status_code == 400 and message in refused.text
     assert post(admin.admin, "/admin/subscribers/act", [("action", "explode")]).status_code == 400
+    many = post(admin.admin, "/admin/subscribers/act",       # a page's worth and more; gone ids passed over
+                [("action", "tag"), ("tag", "many")] + [("selected", str(i)) for i in range(ids[0], ids[0] + 1200)])
+    assert "Tagged 4 subscribers with many." in many.text
     kinds = [e.action for e in audit_rows(admin)]
-    assert kinds.count("bulk") == 6 and kinds.count("subscriber.tag") == 3
+    assert kinds.count("bulk") == 7 and kinds.count("subscriber.tag") == 7
 
 
 def test_select_all_matching_acts_on_the_whole_query_in_chunks(admin, monkeypatch):

@@ -34,6 +34,9 @@ CODE_SECONDS = 300
 COOKIE_PATH = "/admin"
 LOGIN_COOKIE_SECONDS = 3600
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# A form's fields: up to 1,000 ticked subscribers (`selected`) and a few more; the body's size
+# limit (mailer/web/app.py) bounds the work anyway. Starlette's default is 1,000.
+MAX_FIELDS = 5000
 
 
 class NotLoggedIn(Exception):
@@ -191,7 +194,7 @@ async def current_admin(request: Request) -> Admin:
     request.state.admin = admin
     if request.method not in SAFE_METHODS:
         check_same_site(request, ctx.base_url)
-        sent = (await request.form()).get("csrf")
+        sent = (await request.form(max_fields=MAX_FIELDS)).get("csrf")
         check_token(sent if isinstance(sent, str) else None, admin.csrf)   # (a file is no token)
         if request.url.path != "/admin/logout":
             needs(admin, Role.EDITOR)             # a viewer changes nothing

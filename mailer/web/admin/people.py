@@ -28,7 +28,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from mailer import audit
 from mailer.web.admin import figures, search
-from mailer.web.admin.auth import Admin
+from mailer.web.admin.auth import MAX_FIELDS, Admin
 from mailer.web.admin.lists import STATUSES, uploads
 from subscribers import many, store, tags
 from subscribers.errors import SubscriberError
@@ -238,7 +238,7 @@ def _selection_form(form: FormData) -> tuple[str, list[int] | None, Selection, s
 async def act(request: Request) -> Response:
     """Apply the chosen action to the rows ticked (`selected`) or to all that match (`all`)."""
     ctx, admin = request.app.state.admin, request.state.admin
-    form = await request.form()
+    form = await request.form(max_fields=MAX_FIELDS)
     action, ids, view, tag, list_name = _selection_form(form)
     if ids is not None and not ids:
         return await _listing(request, view, 400, act_error="Tick the subscribers to act on, or select all that match.")
