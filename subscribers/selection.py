@@ -59,7 +59,7 @@ def has_status(status: Status):
 
 
 def has_tags(tags: tuple[str, ...]):
-    return and_(*(exists().where(subscriber_tags.c.subscriber_id == subscribers.c.id, subscriber_tags.c.tag == tag)
+    return and_(true(), *(exists().where(subscriber_tags.c.subscriber_id == subscribers.c.id, subscriber_tags.c.tag == tag)
                   for tag in tags))
 
 
@@ -106,7 +106,7 @@ class Selection:
         """(FROM, the id column to order and page by, WHERE) for pages, counts and chunks.
 
         With tags, the rows come from the first tag's entries in subscriber order, on the
-        (tag, subscriber_id) index (m0009_admin_workbench), joined to their subscribers: a page
+        (tag, subscriber_id) index (0006_tag_order), joined to their subscribers: a page
         or a capped count reads as many entries as it needs, for a tag on ten people or on half
         the table alike. The other filters are checked on the rows found."""
         clauses = []

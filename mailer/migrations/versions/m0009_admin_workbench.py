@@ -13,7 +13,6 @@ Create Date: 2026-12-07
   the admin commands or the API (mailer/audit.py). No foreign keys, like `history`: an entry never
   blocks deleting a subscriber, list or user, and outlives them. It holds the subscriber's id, not
   their address: pages join the address in, so a forgotten subscriber's entries stay without it.
-- subscriber_tags (tag, subscriber_id): the admin's view filtered by tag, in subscriber order.
 Frozen snapshot: types spelt out.
 """
 
@@ -60,13 +59,9 @@ def upgrade() -> None:
     op.create_index("ix_audit_log_actor_id", "audit_log", ["actor", "id"])
     op.create_index("ix_audit_log_action_id", "audit_log", ["action", "id"])
     op.create_index("ix_audit_log_subscriber_id_id", "audit_log", ["subscriber_id", "id"])
-    # The admin's view by tag (subscribers/selection.py): a tag's subscribers in id order, from the
-    # index alone, so a page or a capped count reads only what it shows.
-    op.create_index("ix_subscriber_tags_tag_subscriber_id", "subscriber_tags", ["tag", "subscriber_id"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_subscriber_tags_tag_subscriber_id", table_name="subscriber_tags")
     op.drop_index("ix_audit_log_subscriber_id_id", table_name="audit_log")
     op.drop_index("ix_audit_log_action_id", table_name="audit_log")
     op.drop_index("ix_audit_log_actor_id", table_name="audit_log")
