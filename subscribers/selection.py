@@ -59,8 +59,8 @@ def has_status(status: Status):
 
 
 def has_tags(tags: tuple[str, ...]):
-    return and_(true(), *(exists().where(subscriber_tags.c.subscriber_id == subscribers.c.id, subscriber_tags.c.tag == tag)
-                  for tag in tags))
+    return and_(true(), *(exists().where(subscriber_tags.c.subscriber_id == subscribers.c.id,
+                                         subscriber_tags.c.tag == tag) for tag in tags))
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,12 @@ def readers(engine, crank, digest):
 def test_a_view_pages_counts_and_chunks(engine, readers, view, expected):
     want = [readers[i] for i in expected]
     with engine.connect() as conn:
-        rows, before, after = view.page(conn, limit=3)
+        rows, before, _ = view.page(conn, limit=3)
         assert [r.id for r in rows] == want[:3] and not before
         assert view.count(conn) == len(want) and view.count(conn, cap=1) == min(2, len(want))
         assert [i for chunk in view.chunks(conn, size=2) for i in chunk] == want
         if not view.by_address and len(want) > 3:
-            rest, before, after = view.page(conn, after=rows[-1].id, limit=3)
+            rest, before, _ = view.page(conn, after=rows[-1].id, limit=3)
             assert [r.id for r in rest] == want[3:6] and before
             back, _, _ = view.page(conn, before=rest[0].id, limit=3)
             assert [r.id for r in back] == want[:3]
