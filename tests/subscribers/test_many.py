@@ -60,7 +60,7 @@ def test_of_reads_what_a_person_typed():
 
 def test_tag_and_untag_many_are_idempotent_with_history(engine, readers):
     with engine.begin() as conn:
-        first = many.tag_many(conn, readers[:3] + [999_999], ["press", "New"], "admin:ann")
+        first = many.tag_many(conn, [*readers[:3], 999999], ["press", "New"], "admin:ann")
         again = many.tag_many(conn, readers[:3], ["new"], "admin:ann")
         assert (first.ids, first.already, again.ids, again.already) == (readers[:3], 0, [], 3)
         assert tags_of(conn, readers[1]) == ["new", "press"]
@@ -103,7 +103,7 @@ def test_unsubscribe_many_from_one_list_or_all(engine, readers, crank, digest):
 def test_forget_many_leaves_only_hashes(engine, readers):
     with engine.begin() as conn:
         store.forget(conn, "r0@example.com", SECRET)                 # forgotten once already: kept once
-        done = many.forget_many(conn, readers[1:3] + [readers[0]], SECRET, "admin:ann")
+        done = many.forget_many(conn, [*readers[1:3], readers[0]], SECRET, "admin:ann")
         assert done.ids == readers[1:3]
         assert store.find_subscriber(conn, "r1@example.com") is None
         assert store.is_forgotten(conn, "r2@example.com", SECRET)
