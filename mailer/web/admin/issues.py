@@ -30,7 +30,7 @@ from mailer import audit
 from mailer.compose.gate import gate
 from mailer.compose.preview import build_preview
 from mailer.compose.source import read_issue, valid_issue_name
-from mailer.errors import MailerError
+from mailer.errors import MailerError, SendError
 from mailer.schedule.scheduler import schedule_issue, shown, unschedule_issue, utcnow
 from mailer.send import dispatch
 from mailer.send.dispatch import send_proof
@@ -308,21 +308,17 @@ def _start(settings, path: Path, list_name: str) -> int:
     composed = gate(path, settings)[1]
     plan = dispatch.plan_send(settings, composed, list_name)
     if plan.already_sent:
-        raise SendTwice(f"{composed.slug} was sent to {list_name} already: every reader has it")
+        raise SendError(f"{composed.slug} was sent to {list_name} already: every reader has it")
     with _send_lock:
         running = _sending.get(composed.slug)
         if running is not None and running.is_alive():
-            raise SendTwice(f"{composed.slug} is being sent now")
+            raise SendError(f"{composed.slug} is being sent now")
         thread = threading.Thread(target=_run, args=(settings, plan, composed.slug), daemon=True,
                                   name=f"admin-send-{composed.slug}")
         _sending[composed.slug] = thread
         _outcome.pop(composed.slug, None)
         thread.start()
     return plan.readers
-
-
-class SendTwice(MailerError):
-    """A send asked for twice from the admin pages (running, or done already)."""
 
 
 def started(slug: str) -> threading.Thread | None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -287,10 +287,11 @@ async def _page(request: Request, subscriber_id: int, code: int = 200, *, done: 
 
 
 @router.get("/{subscriber_id}", include_in_schema=False)
-async def person(request: Request, subscriber_id: int, did: str = "", list: str = "") -> Response:
+async def person(request: Request, subscriber_id: int, did: str = "",
+                 list_name: str = Query("", alias="list")) -> Response:
     done = DONE.get(did, "")
-    if did == "joined" and list:
-        done = f"Added to {list[:64]}."
+    if did == "joined" and list_name:
+        done = f"Added to {list_name[:64]}."
     return await _page(request, subscriber_id, done=done)
 
 
