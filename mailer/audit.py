@@ -172,11 +172,6 @@ def entries(conn: Connection, *, actor: str | None = None, action: str | None = 
     return Page(rows[:limit], len(rows) > limit)
 
 
-def actors(conn: Connection) -> list[str]:
-    """Everyone who has an entry (the page's filter offers them)."""
-    return list(conn.execute(select(audit_log.c.actor).distinct().order_by(audit_log.c.actor)).scalars())
-
-
 def describe(detail: dict | None) -> str:
     """An entry's detail as one line: `added: press, vip; list: crank`."""
     if not detail:

@@ -29,6 +29,12 @@ from subscribers.tags import normalize_tag
 
 PAGE = 50
 CHUNK = 1000
+DRIVER_CAP = 10_000      # enough to tell a rare filter from a common one
+
+
+def _capped(conn: Connection, ids) -> int:
+    """How many rows `ids` (a SELECT of one column) finds, counting no further than DRIVER_CAP."""
+    return conn.execute(select(func.count()).select_from(ids.limit(DRIVER_CAP).subquery())).scalar_one()
 
 
 def _escape_like(text: str) -> str:
@@ -102,24 +108,30 @@ class Selection:
             clauses.append(has_status(self.status))
         return and_(true(), *clauses)
 
-    def _source(self, dialect: str):
+    def _source(self, conn: Connection):
         """(FROM, the id column to order and page by, WHERE) for pages, counts and chunks.
 
-        With tags, the rows come from the first tag's entries in subscriber order, on the
-        (tag, subscriber_id) index (0006_tag_order), joined to their subscribers: a page
-        or a capped count reads as many entries as it needs, for a tag on ten people or on half
-        the table alike. The other filters are checked on the rows found."""
-        clauses = []
-        if self.text:
-            clauses.append(match(self.text, dialect))
+        With tags, the rows come from one tag's entries in subscriber order, on the (tag,
+        subscriber_id) index (0006_tag_order), joined to their subscribers: a page or a capped count
+        reads as many entries as it needs. The tag chosen is the rarest (each counted up to
+        DRIVER_CAP from the index), unless a bounced or complained filter is rarer still, whose
+        partial index then leads. The other filters are checked on the rows found."""
+        dialect = conn.dialect.name
+        clauses = [match(self.text, dialect)] if self.text else []
         if self.status is not None:
             clauses.append(has_status(self.status))
         if not self.tags:
             return subscribers, subscribers.c.id, and_(true(), *clauses)
-        first, *rest = self.tags
+        sizes = {tag: _capped(conn, select(subscriber_tags.c.subscriber_id).where(subscriber_tags.c.tag == tag))
+                 for tag in self.tags}
+        lead = min(self.tags, key=lambda tag: (sizes[tag], tag))
+        if self.status in GLOBAL_STATUSES and _capped(conn, select(subscribers.c.id).where(
+                subscribers.c.global_status == self.status.value)) < sizes[lead]:
+            return subscribers, subscribers.c.id, and_(has_tags(self.tags), *clauses)
         by_tag = subscriber_tags.alias("by_tag")
+        rest = tuple(tag for tag in self.tags if tag != lead)
         return (by_tag.join(subscribers, subscribers.c.id == by_tag.c.subscriber_id), by_tag.c.subscriber_id,
-                and_(by_tag.c.tag == first, has_tags(tuple(rest)), *clauses))
+                and_(by_tag.c.tag == lead, has_tags(rest), *clauses))
 
     @property
     def by_address(self) -> bool:
@@ -134,7 +146,7 @@ class Selection:
         found through the prefix indexes and then sorted (`email || ''` keeps both planners from
         walking the whole address index in order; a domain search has no index, so there the
         in-order walk stopping at the 50th hit is the good plan)."""
-        source, key, where = self._source(conn.dialect.name)
+        source, key, where = self._source(conn)
         columns = (subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.global_status)
         query = select(*columns).select_from(source).where(where)
         if self.by_address:
@@ -155,7 +167,7 @@ class Selection:
 
     def count(self, conn: Connection, cap: int | None = None) -> int:
         """How many match; with `cap`, stops counting past it (returns at most cap + 1)."""
-        source, key, where = self._source(conn.dialect.name)
+        source, key, where = self._source(conn)
         ids = select(key).select_from(source).where(where)
         if cap is not None:
             ids = ids.limit(cap + 1)
@@ -163,7 +175,7 @@ class Selection:
 
     def chunk(self, conn: Connection, after: int = 0, size: int = CHUNK) -> list[int]:
         """The next `size` matching ids after `after`, in id order."""
-        source, key, where = self._source(conn.dialect.name)
+        source, key, where = self._source(conn)
         return list(conn.execute(select(key).select_from(source).where(where, key > after)
                                  .order_by(key).limit(size)).scalars())
 

@@ -33,6 +33,7 @@ def readers(engine, crank, digest):
     (Selection(status=Status.UNSUBSCRIBED), [4]),
     (Selection(status=Status.BOUNCED), [5]),
     (Selection(status=Status.ACTIVE, tags=("vip",)), [0, 2]),
+    (Selection(status=Status.BOUNCED, tags=("press",)), []),      # the bounced (1) lead, not press (4)
     (Selection(text="r1"), [1]),
     (Selection(text="reader 3"), [3]),
     (Selection(text="@example.com", tags=("vip",)), [0, 2]),

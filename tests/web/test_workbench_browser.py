@@ -22,9 +22,15 @@ ARTIFACTS = "tests/artifacts/workbench"
 WIDTHS = (375, 1280)
 
 
+@pytest.fixture(params=WIDTHS, ids=[f"{w}px" for w in WIDTHS])
+def width(request) -> int:
+    """The walk is clicked through once at each width; every page is checked at both either way."""
+    return request.param
+
+
 @pytest.fixture
-def shots(repo):
-    folder = repo / ARTIFACTS
+def shots(repo, width):
+    folder = repo / ARTIFACTS / f"walked-at-{width}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     return folder
@@ -55,11 +61,12 @@ def seed(live, repo):
     return enrolled
 
 
-def test_a_day_at_the_workbench(live, chromium, shots, repo):
+def test_a_day_at_the_workbench(live, chromium, shots, repo, width):
     from mailer.web.admin import issues
 
     enrolled = seed(live, repo)
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    context = chromium.new_context(viewport={"width": width, "height": 900}, is_mobile=width < 500,
+                                   has_touch=width < 500)
     page = context.new_page()
     problems: list[str] = []
     page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
@@ -72,7 +79,7 @@ def test_a_day_at_the_workbench(live, chromium, shots, repo):
                 f"{name} is wider than {width} px: " + page.evaluate(WIDEST)
             page.screenshot(path=str(shots / f"{len(taken) + 1:02}-{name}-{width}.png"), full_page=True)
         taken.append(name)
-        page.set_viewport_size({"width": 1280, "height": 900})
+        page.set_viewport_size({"width": width, "height": 900})
 
     # 7. log in: the password, then the code from the authenticator app
     page.goto(f"{live.url}/admin/subscribers")

@@ -40,7 +40,7 @@ def _audit(conn, user: str, subscriber: str, action: str, before: int | None):
             except SubscriberError as exc:
                 raise HTTPException(404, f"{exc} (forgotten subscribers are found by their number)") from None
     page = audit.entries(conn, actor=user or None, action=action or None, subscriber_id=sid, before=before)
-    return {"page": page, "actors": audit.actors(conn), "subscriber_id": sid}
+    return {"page": page, "actors": [u.name for u in admin_users.all_users(conn)], "subscriber_id": sid}
 
 
 @router.get("/audit", include_in_schema=False)
