@@ -21,6 +21,7 @@ clicking would. Latency is from sending the request to the last byte of the page
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -237,6 +238,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--sqlite-only", action="store_true")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     results = {"SQLite": run("SQLite", "sqlite://", args)}
     if not args.sqlite_only:
         url, drop = _pg_schema()
@@ -267,6 +269,9 @@ list, unsubscribe: each writes 1,000 history rows and 1,000 audit entries), the 
 included.
 
 {chr(10).join(rows)}
+
+Load average while measuring: {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (2 cores, shared
+with other work: above 2, every figure above is inflated by the wait for a core).
 """, command)
 
 
