@@ -29,7 +29,7 @@ from subscribers.tags import normalize_tag
 
 PAGE = 50
 CHUNK = 1000
-DRIVER_CAP = 10_000      # enough to tell a rare filter from a common one
+DRIVER_CAP = 100_000     # enough to tell a rare filter from a common one; an index range this long reads fast
 
 
 def _capped(conn: Connection, ids) -> int:

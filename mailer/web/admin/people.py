@@ -34,7 +34,7 @@ from subscribers import many, store, tags
 from subscribers.errors import SubscriberError
 from subscribers.exporter import export_selection
 from subscribers.models import Status
-from subscribers.selection import Selection
+from subscribers.selection import PAGE, Selection
 
 T = TypeVar("T")
 
@@ -56,7 +56,9 @@ def _view(q: str, tag: list[str], status: str) -> Selection:
 
 def _rows(conn, view: Selection, after: int | None, before: int | None):
     rows, has_before, has_after = view.page(conn, after=after, before=before)
-    return {"rows": search.with_lists(conn, rows), "total": view.count(conn, cap=search.COUNT_CAP),
+    whole = after is None and before is None and not has_after and (not view.by_address or len(rows) < PAGE)
+    total = len(rows) if whole else view.count(conn, cap=search.COUNT_CAP)   # the first page is all there is
+    return {"rows": search.with_lists(conn, rows), "total": total,
             "has_before": has_before, "has_after": has_after, "lists": store.all_lists(conn)}
 
 
