@@ -96,7 +96,7 @@ BAD = [
     ('+++\nsubject = "S"\n# T\n', 1, "the settings opened here are never closed by a '+++' line"),
     ('+++\nsubject = "S\npreheader = "P"\ndate = 2025-01-07\n+++\n# T\n', 2,
      'settings: a closing " is missing (text needs "double quotes"; dates are YYYY-MM-DD without quotes)'),
-    ('+++\nsubject = S\n+++\n# T\n', 2,
+    ('+++\nsubject = S\npreheader = "P"\ndate = 2025-01-07\n+++\n# T\n', 2,
      'settings: invalid value (text needs "double quotes"; dates are YYYY-MM-DD without quotes)'),
     ('+++\npreheader = "P"\ndate = 2025-01-07\n+++\n# T\n', 4,
      "settings: missing subject = ... before this '+++' line"),
@@ -115,8 +115,8 @@ BAD = [
      "headings go down to '### ' (stories); use **bold** below that"),
     (FM + "# T\n\n## S\n\n```\ncode\n```\n", 10, "a code block cannot be shown in the email; use "
      "paragraphs, '## ' sections, '### ' stories, '- ' lists and tables"),
-    (FM + "# T\n\n## S\n\n> quoted\n", 10, "a '>' quote cannot be shown in the email; use "
-     "paragraphs, '## ' sections, '### ' stories, '- ' lists and tables"),
+    (FM + "# T\n\n## S\n\n> quoted\n>\n> - a list\n", 12, "a '>' quote holds paragraphs only (no lists, "
+     "headings or pictures inside it)"),
     (FM + "# T\n\n## S\n\n- a\n  - b\n", 10, "a list item must be one paragraph (no nested lists or blocks)"),
     (FM + "# T\n\n## S\n\ntext\n\n***\n\nEditor\n", 14,
      "after the '***' line, start the masthead with a '## ' heading"),
