@@ -416,8 +416,9 @@ def check_alt(tree) -> list[Problem]:
         alt = " ".join((img.get("alt") or "").split())
         if not alt:
             problems.append(Problem(Severity.ERROR, "alt", f"picture {src} has no alt text: write "
-                                    "![what it shows](...); screen readers and Outlook, which hides "
-                                    "pictures by default, show nothing else", (src,)))
+                                    "![what it shows](...) (image_alt = \"...\" for the lead picture); "
+                                    "screen readers, and Outlook until pictures are allowed, show "
+                                    "nothing else", (src,)))
         elif _FILE_NAME.match(alt) or alt.lower() == basename(urlsplit(src).path).lower():
             problems.append(Problem(Severity.ERROR, "alt", f"picture {src} has a file name for alt text "
                                     f"({alt!r}): say what it shows", (f"![{alt}]", src)))
@@ -463,11 +464,11 @@ def check_headings(tree) -> list[Problem]:
         text = " ".join("".join(heading.itertext()).split())
         if previous == 0 and level != 1:
             problems.append(Problem(Severity.WARNING, "headings", f"the first heading ({text!r}) is an "
-                                    f"<h{level}>, not the title's <h1>", (text,)))
+                                    f"<h{level}>, not the title's <h1>", (f"<h{level}",), templates_only=True))
         elif level > previous + 1 and previous:
             problems.append(Problem(Severity.WARNING, "headings", f"heading {text!r} (<h{level}>) skips a "
                                     f"level after an <h{previous}>: screen readers navigate by them",
-                                    (text,)))
+                                    (f"<h{level}",), templates_only=True))
         previous = level
     return problems
 
@@ -477,7 +478,7 @@ _LANG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 def check_lang(tree) -> list[Problem]:
     lang = (tree.get("lang") or "").strip() if tree.tag == "html" else ""
-    if not lang:
+    if not lang or lang.lower() == "und":     # MRML writes "und" (undetermined) when <mjml> has none
         return [Problem(Severity.ERROR, "lang", "the email's <html> names no language (lang=\"en\"): "
                         "screen readers then guess the pronunciation", ("<mjml",), templates_only=True)]
     if not _LANG.match(lang):

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from mailer.compose import accessibility, links
+from mailer.compose import accessibility, linkcheck, links
 from mailer.compose.findings import Finding, Problem, Severity
 from mailer.compose.render import (
     TEMPLATE,
@@ -88,13 +88,16 @@ class LintReport:
         return "\n".join(lines)
 
 
-def lint(issue, composed, templates_dir: str | Path) -> LintReport:
-    """Every rule over one composed issue; `issue` is stage 1's Issue, for lines and sections."""
+def lint(issue, composed, templates_dir: str | Path, *, online: bool = False) -> LintReport:
+    """Every rule over one composed issue; `issue` is stage 1's Issue, for lines and sections.
+    `online`: also ask each linked web address whether it is there (`issue build --check-links`)."""
     locate = _Locator(issue.path, Path(templates_dir))
     tree = etree.fromstring(composed.html, etree.HTMLParser())
     size = len(fill_for_sizing(composed.html).encode("utf-8"))
     problems = [*check_link_syntax(issue), *check_links(tree), *check_same_address(tree),
                 *check_text_part(tree, composed.text), *check_images(tree), *accessibility.audit(tree, is_ours)]
+    if online:
+        problems += linkcheck.check_links(href for href, _words in _anchors(tree))
     findings = [*check_size(size), *check_unresolved(composed, locate), *check_empty(issue),
                 *check_preheader(issue), *check_subject(issue), *(locate.finding(p) for p in problems)]
     return LintReport(size, tuple(sorted(findings, key=lambda f: (f.path or "", f.line or 0))),
@@ -268,7 +271,8 @@ def check_text_part(tree, text: str) -> list[Problem]:
         if not re.match(r"(?i)(https?|mailto):|%%", shown) or shown in seen:
             continue
         seen.add(shown)
-        if shown not in text and shown.partition("mailto:")[2] not in text:
+        address = shown[len("mailto:"):] if shown.lower().startswith("mailto:") else shown
+        if shown not in text and address not in text:
             problems.append(Problem(Severity.WARNING, "link", f"the text part lacks the link to {href}: "
                                     "readers of the plain-text version cannot follow it",
                                     (f"]({href})", href)))
