@@ -154,8 +154,10 @@ def test_preview_serves_and_rebuilds_on_change(repo, settings, tmp_path):
         page = get(server.url)[2]
         assert "0 error(s), 0 warning(s)" in page and "Stale" not in page
         assert ">Phone width (375 px)</button>" in page and ">Dark mode</button>" in page
+        assert '<strong id="subject">CRANK Call | November 2024</strong>' in page      # the inbox's view
+        assert '<span id="preheader">North Korea and Russia finalize defense pact' in page
         dark = get(server.url + "email.html?dark=1")[2]
-        assert "@media all" in dark and "prefers-color-scheme: dark" not in dark
+        assert "prefers-color-scheme" not in dark and '<meta name="color-scheme" content="dark">' in dark
 
         edit_until_shown(server, issue, issue.read_text().replace("Kursk looms", "Kursk nears"),
                          "email.html", "Kursk nears")

@@ -1,9 +1,10 @@
 """What an accessibility checker (axe-core) would flag in a built email, read off its HTML.
 
-- contrast: every piece of visible text (and each picture's alt text, which Outlook shows until
-  pictures are allowed) against the background it sits on, in the light and the dark colour
-  scheme, by the WCAG 2 formula: 4.5:1, or 3:1 for large text (24px, or 18.66px bold). The
-  colours come from the email's own CSS: its inline styles (premailer wrote them from
+- contrast: every piece of visible text with a letter or digit in it (axe-core leaves out
+  punctuation and symbols alone, such as the title's "|"), and each picture's alt text, which
+  Outlook shows until pictures are allowed, against the background it sits on, in the light and
+  the dark colour scheme, by the WCAG 2 formula: 4.5:1, or 3:1 for large text (24px, or 18.66px
+  bold). The colours come from the email's own CSS: its inline styles (premailer wrote them from
   templates/partials/style.css.j2 and the MJML attributes) and its <style> rules, with
   `@media (prefers-color-scheme: dark)` applied in the dark scheme, cascaded the way a browser
   does (important over normal, inline over sheet, then specificity, then order); a default
@@ -298,7 +299,7 @@ def _walk(element, parent: _State, declared: dict, defaults: Defaults, samples: 
         state.size = 0
     texts = [element.text] + [child.tail for child in element]
     shown = " ".join(" ".join(t.split()) for t in texts if t and t.strip())
-    if shown and state.size:
+    if _WORDS.search(shown) and state.size:
         samples.append(Sample(element, shown, state.colour, state.background, state.size, state.bold,
                               state.colour_origin))
     if element.tag == "img" and (element.get("alt") or "").strip() and state.size:
@@ -306,6 +307,10 @@ def _walk(element, parent: _State, declared: dict, defaults: Defaults, samples: 
                               state.size, state.bold, state.colour_origin, alt=True))
     for child in element:
         _walk(child, state, declared, defaults, samples)
+
+
+# Text made only of punctuation and symbols ("|", "·", "—") is left out, as axe-core leaves it out.
+_WORDS = re.compile(r"[^\W_]")
 
 
 def _hidden(own: dict) -> bool:
@@ -351,27 +356,29 @@ def _font_size(value: str, parent: float, tag: str) -> float:
 # --- the checks ------------------------------------------------------------------------------------
 
 def check_contrast(tree) -> list[Problem]:
-    """One problem per text style below WCAG AA: its colours and scheme, naming the elements."""
-    failing: dict[tuple, list[Sample]] = {}
+    """One problem per text style below WCAG AA: its colours, in which schemes, the elements."""
+    failing: dict[tuple, dict[Scheme, list[Sample]]] = {}
     for scheme in Scheme:
         for sample in text_samples(tree, scheme):
             if sample.ratio + 1e-9 < sample.needed:
-                key = (scheme, hex_of(sample.colour), hex_of(sample.background), sample.needed, sample.alt)
-                failing.setdefault(key, []).append(sample)
-    return [_contrast_problem(key[0], samples) for key, samples in failing.items()]
+                key = (hex_of(sample.colour), hex_of(sample.background), sample.needed, sample.alt)
+                failing.setdefault(key, {}).setdefault(scheme, []).append(sample)
+    return [_contrast_problem(by_scheme) for by_scheme in failing.values()]
 
 
-def _contrast_problem(scheme: Scheme, samples: list[Sample]) -> Problem:
+def _contrast_problem(by_scheme: dict[Scheme, list[Sample]]) -> Problem:
+    samples = [sample for found in by_scheme.values() for sample in found]
     first = samples[0]
     names = list(dict.fromkeys(_style_name(sample.element) for sample in samples))
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     what = f"the alt text of pictures ({shown})" if first.alt else f"text in {shown}"
     size = "large text" if first.large else "text under 24px (18.66px bold)"
-    message = (f"{what} has contrast {first.ratio:.1f}:1 in the {scheme} colour scheme "
+    schemes = "both colour schemes" if len(by_scheme) == 2 else f"the {next(iter(by_scheme))} colour scheme"
+    message = (f"{what} has contrast {first.ratio:.1f}:1 in {schemes} "
                f"({hex_of(first.colour)} on {hex_of(first.background)}, e.g. {_excerpt(first.text)!r}); "
                f"WCAG AA needs {first.needed:g}:1 for {size}")
     needles = _colour_needles(first, names[0])
-    if scheme is Scheme.DARK and first.colour_origin in ("style", "default"):
+    if list(by_scheme) == [Scheme.DARK] and first.colour_origin in ("style", "default"):
         message += "; no dark-mode rule sets its colour"
         needles = ("prefers-color-scheme: dark", *needles)
     return Problem(Severity.ERROR, "contrast", message, needles, templates_only=True)

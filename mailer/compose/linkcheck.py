@@ -32,29 +32,43 @@ class Answer:
     error: str = ""           # why nothing answered
 
 
-def check_links(hrefs, *, timeout: float = TIMEOUT) -> list[Problem]:
+def check_links(hrefs, *, timeout: float | None = None) -> list[Problem]:
     """A warning for every http(s) address in `hrefs` that is missing, failing, unreachable or
     moved to another host; each address is asked once, in the order given."""
     urls = list(dict.fromkeys(h for h in hrefs if urlsplit(h).scheme.lower() in ("http", "https")))
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        answers = list(pool.map(lambda url: fetch(url, timeout), urls))
+        answers = list(pool.map(lambda url: fetch(url, TIMEOUT if timeout is None else timeout), urls))
     return [problem for answer in answers if (problem := judge(answer))]
 
 
 def fetch(url: str, timeout: float) -> Answer:
-    """HEAD, then GET if HEAD did not answer 2xx or 3xx."""
+    """HEAD, then GET if the server answered HEAD with an error (one that did not answer at all,
+    or not in time, is not asked again)."""
     first = _request(url, "HEAD", timeout)
-    if first.status is not None and first.status < 400:
+    if first.status is None or first.status < 400:
         return first
     second = _request(url, "GET", timeout)
-    return second if second.status is not None or first.status is None else first
+    return second if second.status is not None else first
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects with the same method: a HEAD stays a HEAD (urllib's own turns it into GET)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None:
+            new.method = req.get_method()
+        return new
+
+
+_OPENER = urllib.request.build_opener(_Redirects)
 
 
 def _request(url: str, method: str, timeout: float) -> Answer:
     request = urllib.request.Request(url, method=method, headers={"User-Agent": USER_AGENT,
                                                                   "Accept": "text/html,*/*"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             return Answer(url, response.status, response.geturl())
     except urllib.error.HTTPError as exc:
         return Answer(url, exc.code, exc.geturl() or url)

@@ -105,7 +105,7 @@ def _inline(match: re.Match, text: str) -> tuple[int, str]:
     if scheme in SCRIPT_SCHEMES:
         return end, (f"link [{words}]({_short(address)}) is a {scheme}: address, which mail apps refuse "
                      f"(it is not a page): link to a web page, [{words}](https://…)")
-    if re.search(r"\s", address) and not re.search(r"\s[\"'(]", address):
+    if re.search(r"\s", address) and not re.search(r"\s[\"'(“‘<]|^<", address):   # not a title, nor <...>
         joined = "".join(address.split())
         return end, (f"the address in [{words}]({address}) has a space in it: write "
                      f"[{words}]({joined})")
