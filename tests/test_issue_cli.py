@@ -182,3 +182,18 @@ def test_preview_answers_404_for_other_paths(repo, settings):
         assert caught.value.code == 404
     finally:
         server.close()
+
+
+def test_the_preview_shows_the_inbox_line_for_its_reader(settings, tmp_path):
+    """Subject and preheader as the preview reader's inbox shows them: merge fields filled in,
+    quotes typographic, escaped on the page."""
+    from mailer.compose.preview import _index, build_preview
+
+    issue = tmp_path / "2025-01.md"
+    issue.write_text("+++\nsubject = 'Dear {{ first_name }}: the \"axis\" <4>'\npreheader = \"It's {{ name }}'s\"\n"
+                     "date = 2025-01-07\n+++\n# T\n\n## S\n\nText.\n", encoding="utf-8")
+    build = build_preview(issue, settings, 1)
+    assert (build.subject, build.preheader) == ("Dear Preview: the “axis” <4>", "It’s Preview Reader's")
+    page = _index(build, issue)
+    assert '<strong id="subject">Dear Preview: the “axis” &lt;4&gt;</strong>' in page
+    assert "subject: Dear {{ first_name }}: the “axis” &lt;4&gt; (31 characters)" in page   # the report's line

@@ -20,8 +20,6 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import idna
-
 from mailer.compose.findings import Severity
 
 # Hosts whose only job is to redirect somewhere else. Kept in this one place; matched on the host
@@ -132,9 +130,10 @@ def host_problem(host: str) -> str | None:
         return "it has no host name"
     if host.startswith("[") or re.fullmatch(r"[\d.]+", host):
         return None                                    # an IP address
-    try:
-        ascii_host = idna.encode(host, uts46=True).decode("ascii")
-    except idna.IDNAError:
+    try:     # the standard library's IDNA codec: enough to tell a host name (no import cost)
+        ascii_host = host.lower().encode("idna").decode("ascii")
+        ascii_host.encode("ascii").decode("idna")      # and back: an xn-- label must be real punycode
+    except UnicodeError:
         return f"{host!r} is not a host name"
     labels = ascii_host.rstrip(".").split(".")
     if any(not _HOST_LABEL.match(label) for label in labels):

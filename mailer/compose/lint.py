@@ -37,7 +37,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from mailer.compose import accessibility, linkcheck, links
+from mailer.compose import accessibility, links
 from mailer.compose.findings import Finding, Problem, Severity
 from mailer.compose.render import (
     TEMPLATE,
@@ -97,6 +97,10 @@ def lint(issue, composed, templates_dir: str | Path, *, online: bool = False) ->
     problems = [*check_link_syntax(issue), *check_links(tree), *check_same_address(tree),
                 *check_text_part(tree, composed.text), *check_images(tree), *accessibility.audit(tree, is_ours)]
     if online:
+        # imported here: urllib.request and its HTTP, TLS and email modules add about 25 ms to
+        # every `issue build` and send, which never fetch anything (BENCHMARKS.md, compose)
+        from mailer.compose import linkcheck
+
         problems += linkcheck.check_links(href for href, _words in _anchors(tree))
     findings = [*check_size(size), *check_unresolved(composed, locate), *check_empty(issue),
                 *check_preheader(issue), *check_subject(issue), *(locate.finding(p) for p in problems)]

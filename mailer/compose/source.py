@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -235,14 +236,17 @@ def merge_fields(text: str, part: Part) -> str:
     return MERGE.sub(to_marker, text) if "{{" in text else text
 
 
-_QUOTES = MarkdownIt("zero", {"typographer": True}).enable(["smartquotes"])
+@functools.cache
+def _quotes() -> MarkdownIt:
+    """markdown-it with nothing but text and its typographic quotes (made on first use)."""
+    return MarkdownIt("zero", {"typographer": True}).enable(["smartquotes"])
 
 
 def typographic(text: str) -> str:
     """Plain text (a subject, a preheader) with the body's typographic quotes, nothing else: “ ” ’."""
     if "'" not in text and '"' not in text:
         return text
-    return "".join(child.content for child in _QUOTES.parseInline(text)[0].children or [])
+    return "".join(child.content for child in _quotes().parseInline(text)[0].children or [])
 
 
 def _lead_image(meta: dict, reader: _Body, settings: list[str]) -> Image | None:
