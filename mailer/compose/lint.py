@@ -103,7 +103,7 @@ def lint(issue, composed, templates_dir: str | Path, *, online: bool = False) ->
 
         problems += linkcheck.check_links(href for href, _words in _anchors(tree))
     findings = [*check_size(size), *check_unresolved(composed, locate), *check_empty(issue),
-                *check_preheader(issue), *check_subject(issue), *(locate.finding(p) for p in problems)]
+                *check_lengths(issue), *(locate.finding(p) for p in problems)]
     return LintReport(size, tuple(sorted(findings, key=lambda f: (f.path or "", f.line or 0))),
                       as_written(issue.subject, "text"), as_written(issue.preheader, "html"))
 
@@ -159,22 +159,21 @@ def check_images(tree) -> list[Problem]:
     return problems
 
 
-def check_preheader(issue) -> list[Finding]:
-    length = shown_length(as_written(issue.preheader, "html"))
-    if length <= PREHEADER_CHARS:
-        return []
-    return [Finding(Severity.WARNING, "preheader", f"the preheader has {length} characters: "
-                    f"inboxes show about {PREHEADER_CHARS}, so the end will be cut off",
-                    str(issue.path), _setting_line(issue.path, "preheader"))]
+# What inboxes show of each setting: (the setting, how many characters, the warning's tail).
+LENGTHS = (("subject", SUBJECT_CHARS, "most inboxes show about {limit}, so the end will be cut off "
+                                      "(put what matters first)"),
+           ("preheader", PREHEADER_CHARS, "inboxes show about {limit}, so the end will be cut off"))
 
 
-def check_subject(issue) -> list[Finding]:
-    length = shown_length(as_written(issue.subject, "text"))
-    if length <= SUBJECT_CHARS:
-        return []
-    return [Finding(Severity.WARNING, "subject", f"the subject has {length} characters: most inboxes "
-                    f"show about {SUBJECT_CHARS}, so the end will be cut off (put what matters first)",
-                    str(issue.path), _setting_line(issue.path, "subject"))]
+def check_lengths(issue) -> list[Finding]:
+    """A subject or preheader longer than inboxes show (a warning at the setting's line)."""
+    findings = []
+    for key, limit, tail in LENGTHS:
+        length = shown_length(as_written(getattr(issue, key), "text" if key == "subject" else "html"))
+        if length > limit:
+            findings.append(Finding(Severity.WARNING, key, f"the {key} has {length} characters: "
+                                    + tail.format(limit=limit), str(issue.path), _setting_line(issue.path, key)))
+    return findings
 
 
 def _setting_line(path: Path, key: str) -> int | None:

@@ -10,13 +10,11 @@ axe-core comes from npm (tests/browser/package.json and its lock; `.ci/run` inst
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.browser.test_email_layout import ARGS, CHROMIUM
-from tests.browser.test_pictures_and_title import png
+from tests.browser.test_pictures_and_title import browser, png  # noqa: F401 - browser: a fixture
 from tests.services import missing
 
 pytestmark = pytest.mark.browser
@@ -52,18 +50,6 @@ def email_html(tmp_path_factory):
     path.write_text(november_with_pictures(REPO), encoding="utf-8")
     composed = compose_issue(path, settings)
     return fill_preview(composed.html, preview_values(settings, composed.slug), "html")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        missing(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
