@@ -30,9 +30,11 @@ def rows(report):
     return [(f.severity, f.rule, f.line, f.message) for f in report.findings]
 
 
-def test_the_november_issue_is_clean(repo, settings):
+@pytest.mark.parametrize("proof", [False, True])
+def test_the_november_issue_is_clean(repo, settings, proof):
+    """As readers get it, and as a proof (its banner is legible in dark mode too)."""
     issue = read_issue(repo / "issues/2024-11.md")
-    report = lint(issue, compose(issue, settings), templates_dir(settings))
+    report = lint(issue, compose(issue, settings, proof=proof), templates_dir(settings))
     assert report.findings == ()
     assert 30_000 < report.html_bytes < 60_000
 
