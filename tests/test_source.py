@@ -307,6 +307,8 @@ SETTINGS = [
       (4, 'settings: expected newline or end of document after a statement (text needs "double quotes"; '
           "dates are YYYY-MM-DD without quotes)"),
       (6, 'settings: invalid value (text needs "double quotes"; dates are YYYY-MM-DD without quotes)')]),
+    ('subject = "S"\npreheader = "P"\ndate = 2025-01-07\nimage = [\n# a note',     # left open at the end
+     [(5, 'settings: invalid value (text needs "double quotes"; dates are YYYY-MM-DD without quotes)')]),
     ('subject = "S"\nsubject = "T"\npreheader = """P\ndate = 2025-01-07',
      [(3, 'settings: cannot overwrite a value (text needs "double quotes"; dates are YYYY-MM-DD without quotes)'),
       (4, 'settings: a closing " is missing (text needs "double quotes"; dates are YYYY-MM-DD without quotes)')]),

@@ -302,8 +302,11 @@ def _error_index(exc: tomllib.TOMLDecodeError, settings: list[str]) -> int | Non
     found = re.search(r"\(at line (\d+), column \d+\)$", str(exc))
     if found:
         index = int(found.group(1)) - 1
-    else:      # "(at end of document)": an unterminated multi-line string, opened on some line
-        index = next((i for i, line in enumerate(settings) if '"""' in line or "'''" in line), -1)
+    else:      # "(at end of document)": an unterminated multi-line string opened on some line,
+        # else something left open on the last line that says anything
+        index = next((i for i, line in enumerate(settings) if '"""' in line or "'''" in line),
+                     max((i for i, line in enumerate(settings) if line.strip()[:1] not in ("", "#")),
+                         default=-1))
     return index if 0 <= index < len(settings) and settings[index].strip() else None
 
 
