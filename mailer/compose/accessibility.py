@@ -155,12 +155,15 @@ def _parse_sheet(css: str, scheme: Scheme | None, rules: list[Rule]) -> None:
         at = closing + 1
 
 
+_BRACE = re.compile(r"[{}]")
+
+
 def _matching_brace(css: str, opening: int) -> int:
     depth = 0
-    for index in range(opening, len(css)):
-        depth += {"{": 1, "}": -1}.get(css[index], 0)
+    for brace in _BRACE.finditer(css, opening):
+        depth += 1 if brace.group() == "{" else -1
         if depth == 0:
-            return index
+            return brace.start()
     return len(css)
 
 
@@ -169,8 +172,8 @@ def _declarations(text: str) -> dict[str, tuple[str, bool]]:
     for part in text.split(";"):
         name, colon, value = part.partition(":")
         if colon and name.strip():
-            important = "!important" in value.lower()
-            found[name.strip().lower()] = (re.sub(r"(?i)\s*!important", "", value).strip(), important)
+            value, bang, flag = value.partition("!")
+            found[name.strip().lower()] = (value.strip(), bool(bang) and flag.strip().lower() == "important")
     return found
 
 
@@ -193,13 +196,12 @@ PROPERTIES = ("color", "background-color", "background", "font-size", "font-weig
               "visibility", "opacity", "max-height")
 
 
-def computed_declarations(tree, rules: list[Rule], scheme: Scheme) -> dict:
-    """{element: {property: (value, origin)}}: the winning declaration of each property we read,
-    `origin` being the rule's selector, or "style" for the element's own style attribute."""
-    candidates: dict = {}
-    for rule in rules:
-        if rule.scheme not in (None, scheme):
-            continue
+def declarations(tree) -> list[tuple[object, str, Scheme | None, tuple, str, str]]:
+    """Every declaration of a property we read that reaches an element, once for both schemes:
+    (element, property, scheme or None, cascade rank, value, origin), `origin` being the rule's
+    selector, or "style" for the element's own style attribute."""
+    found = []
+    for rule in style_rules(tree):
         wanted = {p: v for p, v in rule.declarations.items() if p in PROPERTIES}
         matcher = _selector(rule.selector) if wanted else None
         if matcher is None:
@@ -207,17 +209,25 @@ def computed_declarations(tree, rules: list[Rule], scheme: Scheme) -> dict:
         rank = _specificity(rule.selector)
         for element in matcher(tree):
             for prop, (value, important) in wanted.items():
-                key = (important, 0, rank, rule.order)
-                candidates.setdefault(element, {}).setdefault(prop, []).append((key, value, rule.selector))
+                found.append((element, prop, rule.scheme, (important, 0, rank, rule.order), value, rule.selector))
     for element in tree.iter():
         style = element.get("style") if isinstance(element.tag, str) else None
         if style:
             for prop, (value, important) in _declarations(style).items():
                 if prop in PROPERTIES:
-                    key = (important, 1, (0, 0, 0), 0)
-                    candidates.setdefault(element, {}).setdefault(prop, []).append((key, value, "style"))
-    return {element: {prop: max(found, key=lambda c: c[0])[1:] for prop, found in props.items()}
-            for element, props in candidates.items()}
+                    found.append((element, prop, None, (important, 1, (0, 0, 0), 0), value, "style"))
+    return found
+
+
+def computed_declarations(found: list, scheme: Scheme) -> dict:
+    """{element: {property: (value, origin)}}: the declaration that wins in `scheme`."""
+    best: dict = {}
+    for element, prop, rule_scheme, rank, value, origin in found:
+        if rule_scheme in (None, scheme):
+            props = best.setdefault(element, {})
+            if prop not in props or rank >= props[prop][0]:
+                props[prop] = (rank, value, origin)
+    return {element: {prop: won[1:] for prop, won in props.items()} for element, props in best.items()}
 
 
 # --- text and its background ---------------------------------------------------------------------
@@ -276,9 +286,10 @@ def dark_supported(tree) -> bool:
                if (meta.get("name") or "").lower() == "color-scheme")
 
 
-def text_samples(tree, scheme: Scheme) -> list[Sample]:
-    """Every run of visible text in the email as a reader in `scheme` sees it."""
-    declared = computed_declarations(tree, style_rules(tree), scheme)
+def text_samples(tree, scheme: Scheme, found: list | None = None) -> list[Sample]:
+    """Every run of visible text in the email as a reader in `scheme` sees it; `found`: the
+    document's `declarations`, when already read."""
+    declared = computed_declarations(declarations(tree) if found is None else found, scheme)
     defaults = DARK if scheme is Scheme.DARK and dark_supported(tree) else LIGHT
     body = tree.find(".//body")
     samples: list[Sample] = []
@@ -358,8 +369,9 @@ def _font_size(value: str, parent: float, tag: str) -> float:
 def check_contrast(tree) -> list[Problem]:
     """One problem per text style below WCAG AA: its colours, in which schemes, the elements."""
     failing: dict[tuple, dict[Scheme, list[Sample]]] = {}
+    found = declarations(tree)
     for scheme in Scheme:
-        for sample in text_samples(tree, scheme):
+        for sample in text_samples(tree, scheme, found):
             if sample.ratio + 1e-9 < sample.needed:
                 key = (hex_of(sample.colour), hex_of(sample.background), sample.needed, sample.alt)
                 failing.setdefault(key, {}).setdefault(scheme, []).append(sample)
