@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.test_pictures_and_title import browser, png  # noqa: F401 - browser: a fixture
+from tests.browser.test_pictures_and_title import browser, built, png  # noqa: F401 - browser: a fixture
 from tests.services import missing
 
 pytestmark = pytest.mark.browser
@@ -40,16 +40,9 @@ def november_with_pictures(repo: Path) -> str:
 
 @pytest.fixture(scope="module")
 def email_html(tmp_path_factory):
-    from mailer.compose.preview import fill_preview, preview_values
-    from mailer.compose.render import compose_issue
-    from mailer.config import load_settings
     from tests.conftest import REPO
 
-    settings = load_settings(REPO / "config.toml")
-    path = tmp_path_factory.mktemp("issues") / "2024-11.md"
-    path.write_text(november_with_pictures(REPO), encoding="utf-8")
-    composed = compose_issue(path, settings)
-    return fill_preview(composed.html, preview_values(settings, composed.slug), "html")
+    return built(tmp_path_factory, november_with_pictures(REPO), "2024-11.md")
 
 
 @pytest.fixture(scope="module")

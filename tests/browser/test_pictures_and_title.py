@@ -57,18 +57,23 @@ def png(width: int, height: int) -> bytes:
             + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
 
 
-@pytest.fixture(scope="module")
-def email_html(tmp_path_factory):
+def built(tmp_path_factory, text: str, name: str = "2024-12.md") -> str:
+    """The email of issue `text`, filled in for the preview reader."""
     from mailer.compose.preview import fill_preview, preview_values
     from mailer.compose.render import compose_issue
     from mailer.config import load_settings
     from tests.conftest import REPO
 
     settings = load_settings(REPO / "config.toml")
-    path = tmp_path_factory.mktemp("issues") / "2024-12.md"
-    path.write_text(ISSUE, encoding="utf-8")
+    path = tmp_path_factory.mktemp("issues") / name
+    path.write_text(text, encoding="utf-8")
     composed = compose_issue(path, settings)
     return fill_preview(composed.html, preview_values(settings, composed.slug), "html")
+
+
+@pytest.fixture(scope="module")
+def email_html(tmp_path_factory):
+    return built(tmp_path_factory, ISSUE)
 
 
 @pytest.fixture(scope="module")
@@ -190,16 +195,7 @@ Text.
 
 @pytest.fixture(scope="module")
 def under_the_title_html(tmp_path_factory):
-    from mailer.compose.preview import fill_preview, preview_values
-    from mailer.compose.render import compose_issue
-    from mailer.config import load_settings
-    from tests.conftest import REPO
-
-    settings = load_settings(REPO / "config.toml")
-    path = tmp_path_factory.mktemp("issues") / "2024-12.md"
-    path.write_text(UNDER_THE_TITLE, encoding="utf-8")
-    composed = compose_issue(path, settings)
-    return fill_preview(composed.html, preview_values(settings, composed.slug), "html")
+    return built(tmp_path_factory, UNDER_THE_TITLE)
 
 
 @pytest.mark.parametrize("width", [375, 1024])
