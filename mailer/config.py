@@ -187,6 +187,10 @@ class TrackingSettings:
     def on(self) -> bool:
         return self.clicks is not ClickTracking.OFF or self.opens
 
+    @property
+    def reader(self) -> bool:
+        return self.clicks is ClickTracking.READER
+
 
 @dataclass(frozen=True)
 class ComposeSettings:

@@ -65,6 +65,7 @@ class Action(enum.StrEnum):
     PREFERENCES_MAIL = "preferences_mail"  # a fresh preferences link was mailed (the web throttles by it)
     UPDATE = "update"         # name or attributes changed (detail names the fields, not values)
     FORGET = "forget"         # erased; the row keeps no subscriber id and no personal data
+    TRACKING = "tracking"     # the reader turned click and open tracking off or on (detail: {"tracking": ...})
 
 
 def utcnow() -> datetime:

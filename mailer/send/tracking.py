@@ -120,7 +120,7 @@ def record(conn: Connection, decided: Sequence[Decided]) -> int:
     """Add a batch of classified requests to the counts, and each person's first click on a link
     (first open of a copy) to the hits. A reader who has turned tracking off since their copy went
     is left out altogether. Returns how many requests were counted."""
-    decided = _consenting(conn, decided)
+    decided = _consenting(conn, _tracked(conn, decided))
     people = [d for d in decided if d.machine is None]
     seen = _seen(conn, people)
     rows, link_people, copies = [], {}, {}
@@ -148,6 +148,13 @@ def record(conn: Connection, decided: Sequence[Decided]) -> int:
     _add_to_links(conn, link_people, machine_links)
     _add_to_sends(conn, copies, machine_sends)
     return len(decided)
+
+
+def _tracked(conn: Connection, decided: Sequence[Decided]) -> list[Decided]:
+    """Only requests for sends that are still there (a token outlives a deleted send)."""
+    ids = {d.send_id for d in decided}
+    known = set(conn.execute(select(send_tracking.c.send_id).where(send_tracking.c.send_id.in_(ids))).scalars())
+    return [d for d in decided if d.send_id in known]
 
 
 def _consenting(conn: Connection, decided: Sequence[Decided]) -> list[Decided]:
