@@ -41,6 +41,7 @@ class Tracking:
         self.recorder = Recorder(Rules(self.settings.sweep_seconds, self.settings.after_accept_seconds),
                                  self._write)
         self.purged_at = 0.0
+        self.clock = time.time     # the requests' times (tests move it; the recorder has its own)
 
     async def target(self, token: Token) -> str | None:
         """The URL a click token's link is, if the send has it."""
@@ -60,7 +61,7 @@ class Tracking:
         who = client(request)
         named = token.reader and self.settings.clicks is ClickTracking.READER
         self.recorder.add(Hit(kind, token.send_id, token.link, f"{'r' if token.reader else 'a'}{token.copy:x}",
-                              token.copy if named else None, token.made_at, time.time(),
+                              token.copy if named else None, token.made_at, self.clock(),
                               request.method == "HEAD", who.user_agent, who.ip))
 
     def _write(self, decided) -> None:
