@@ -147,5 +147,5 @@ class Recorder:
             self.wake.wait(self.every)
             try:
                 self.flush()
-            except Exception:  # noqa: BLE001 - a busy or gone database: the hits of this batch are lost, logged
+            except Exception:  # a busy or gone database: the hits of this batch are lost, logged
                 log.exception("tracking: could not record a batch of clicks")

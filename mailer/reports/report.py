@@ -204,7 +204,8 @@ def render_html(report: Report) -> str:
     warnings = "".join(f'<p class="warning" role="alert">{esc(w)}</p>' for w in report.warnings)
     notes = "".join(f'<p class="note">{esc(n)}</p>' for n in report.notes)
     links = "\n".join(f'<tr><td class="url"><a href="{esc(url)}">{esc(url)}</a></td><td class="text">{esc(text)}</td>'
-                      f"<td>{esc(people)}</td><td>{esc(machine)}</td></tr>" for url, text, people, machine in link_rows(report))
+                      f"<td>{esc(people)}</td><td>{esc(machine)}</td></tr>"
+                      for url, text, people, machine in link_rows(report))
     links_table = (f"""<h2>Links</h2>
 <table class="links"><thead><tr><th scope=col>Link</th><th scope=col>Text in the issue</th>
 <th scope=col>People</th><th scope=col>Machine</th></tr></thead>

@@ -27,8 +27,8 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
 from mailer import engines
-from mailer.compose.archived import neutral_copy
 from mailer.compose import tracking as links
+from mailer.compose.archived import neutral_copy
 from mailer.compose.personalize import Edition, Recipient, personalize, prepare
 from mailer.config import ClickTracking, OnInterrupted, Settings, database_url, secret_key, tracking_problem
 from mailer.errors import AmbiguousDelivery, ConfigError, DeliveryError, SendError, SendTakenOver
@@ -193,7 +193,8 @@ def check_tracking(settings: Settings) -> None:
 def edition_for(settings: Settings, engine: Engine, issue: ComposedIssue, send_id: int) -> Edition:
     """The send's edition (Message-IDs derive from the send); with [tracking] on, the issue's links
     are stored with the send (mailer/send/tracking.py) and rewritten, once, for every reader."""
-    return prepare(issue, settings.newsletter, nonce=f"s{send_id}", track=tracking_plan(settings, engine, issue, send_id))
+    track = tracking_plan(settings, engine, issue, send_id)
+    return prepare(issue, settings.newsletter, nonce=f"s{send_id}", track=track)
 
 
 def tracking_plan(settings: Settings, engine: Engine, issue: ComposedIssue, send_id: int) -> links.Plan | None:

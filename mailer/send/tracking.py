@@ -123,7 +123,9 @@ def record(conn: Connection, decided: Sequence[Decided]) -> int:
     decided = _consenting(conn, _tracked(conn, decided))
     people = [d for d in decided if d.machine is None]
     seen = _seen(conn, people)
-    rows, link_people, copies = [], {}, {}
+    rows: list[dict] = []
+    link_people: dict[tuple, int] = {}
+    copies: dict[tuple, int] = {}
     for d in people:
         key = (d.send_id, d.kind, d.copy)
         if (*key, d.link) in seen:
@@ -183,7 +185,8 @@ def _seen(conn: Connection, people: Sequence[Decided]) -> set:
     return seen
 
 
-_ADD_LINK = (update(send_links).where(send_links.c.send_id == bindparam("b_send"), send_links.c.idx == bindparam("b_idx"))
+_ADD_LINK = (update(send_links)
+             .where(send_links.c.send_id == bindparam("b_send"), send_links.c.idx == bindparam("b_idx"))
              .values(people=send_links.c.people + bindparam("b_people"),
                      machine=send_links.c.machine + bindparam("b_machine")))
 
@@ -213,6 +216,6 @@ def purge(conn: Connection, keep_days: int, at=None) -> int:
 
 def hits_of(conn: Connection, send_ids: Iterable[int]) -> list:
     """Every stored hit of these sends (kind, link, copy, subscriber_id, at), oldest first."""
-    return conn.execute(select(tracking_hits.c.kind, tracking_hits.c.link, tracking_hits.c.copy,
-                               tracking_hits.c.subscriber_id, tracking_hits.c.at)
-                        .where(tracking_hits.c.send_id.in_(list(send_ids))).order_by(tracking_hits.c.id)).all()
+    return list(conn.execute(select(tracking_hits.c.kind, tracking_hits.c.link, tracking_hits.c.copy,
+                                    tracking_hits.c.subscriber_id, tracking_hits.c.at)
+                             .where(tracking_hits.c.send_id.in_(list(send_ids))).order_by(tracking_hits.c.id)).all())

@@ -74,9 +74,10 @@ def save(token: str, request: Request, list_names: Names = [],  # noqa: B006 - F
     return _render(web, token, reader, saved=changed)
 
 
-@router.post("/preferences/{token}/tracking", response_class=HTMLResponse, summary="Allow or refuse click counting",
-             responses=TOKEN_PAGES)
-def tracking_choice(token: str, request: Request, tracking: Annotated[str, Form(max_length=10)] = "off") -> HTMLResponse:
+@router.post("/preferences/{token}/tracking", response_class=HTMLResponse,
+             summary="Allow or refuse click counting", responses=TOKEN_PAGES)
+def tracking_choice(token: str, request: Request,
+                    tracking: Annotated[str, Form(max_length=10)] = "off") -> HTMLResponse:
     """`tracking` = "off" (anything but "on" refuses: the safe reading of a mangled form)."""
     web = request.app.state.web
     subscriber_id = prefs.subscriber_for(web, token)

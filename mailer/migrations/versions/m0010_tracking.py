@@ -43,7 +43,8 @@ def upgrade() -> None:
         sa.Column("machine_clicks", sa.Integer(), nullable=False),
         sa.Column("opens", sa.Integer(), nullable=False),
         sa.Column("machine_opens", sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(["send_id"], ["sends.id"], name="fk_send_tracking_send_id_sends", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["send_id"], ["sends.id"], name="fk_send_tracking_send_id_sends",
+                                ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("send_id", name="pk_send_tracking"),
     )
     op.create_table(
@@ -56,8 +57,8 @@ def upgrade() -> None:
         sa.Column("subscriber_id", sa.Integer(), nullable=True),
         sa.Column("at", TS, nullable=False),
         sa.ForeignKeyConstraint(["send_id"], ["sends.id"], name="fk_tracking_hits_send_id_sends", ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["subscriber_id"], ["subscribers.id"], name="fk_tracking_hits_subscriber_id_subscribers",
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["subscriber_id"], ["subscribers.id"],
+                                name="fk_tracking_hits_subscriber_id_subscribers", ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name="pk_tracking_hits"),
     )
     op.create_index("ix_tracking_hits_send_id_copy", "tracking_hits", ["send_id", "copy"])
