@@ -125,7 +125,7 @@ class Recorder:
         self.wake.set()
         if thread is not None:
             thread.join(10)
-        self.flush(everything=True)
+        self._flush_logged(everything=True)
 
     def _decide(self, hit: Hit) -> Decided:
         neighbours = [n for n in self.recent.get((hit.send_id, hit.copy), []) if n is not hit]
@@ -145,7 +145,11 @@ class Recorder:
     def _run(self) -> None:
         while not self.stopping:
             self.wake.wait(self.every)
-            try:
-                self.flush()
-            except Exception:  # a busy or gone database: the hits of this batch are lost, logged
-                log.exception("tracking: could not record a batch of clicks")
+            self.wake.clear()
+            self._flush_logged()
+
+    def _flush_logged(self, everything: bool = False) -> None:
+        try:
+            self.flush(everything)
+        except Exception:  # a busy or gone database: the hits of this batch are lost, logged
+            log.exception("tracking: could not record a batch of clicks")
