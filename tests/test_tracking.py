@@ -22,11 +22,29 @@ from mailer.send import dispatch, tracking
 from mailer.send.tracking import Decided, Kind, send_links, send_tracking, tracking_hits
 from subscribers.models import subscribers
 from tests.deliver.helpers import seed
-from tests.test_dispatch import composed, repo, secrets_in_env, store_settings, with_backend  # noqa: F401 - fixtures
+from tests.test_dispatch import SECRET, with_backend
 
-SIGNER = links.Signer.from_secret("test-secret-key-0123456789abcdef")
+SIGNER = links.Signer.from_secret(SECRET)
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # http base_url on purpose
+
+
+@pytest.fixture(autouse=True)
+def secrets_in_env(monkeypatch):
+    monkeypatch.setenv("MAILER_SECRET_KEY", SECRET)
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test")
+
+
+@pytest.fixture
+def store_settings(settings, db_url):
+    return dataclasses.replace(settings, database=dataclasses.replace(settings.database, url=db_url))
+
+
+@pytest.fixture
+def composed(repo, settings):
+    from mailer.compose.render import compose_issue
+
+    return compose_issue(repo / "issues" / "2024-11.md", settings)
 
 
 # --- tokens -------------------------------------------------------------------------------------
@@ -248,7 +266,8 @@ def test_tracking_is_off_unless_asked_and_reader_mode_needs_a_privacy_notice(rep
 
 def test_a_send_refuses_reader_mode_without_a_privacy_notice_before_touching_the_ledger(settings, composed):
     seed(settings.database.url, 1)
-    settings = dataclasses.replace(settings, tracking=dataclasses.replace(settings.tracking, clicks=ClickTracking.READER))
+    settings = dataclasses.replace(settings, tracking=dataclasses.replace(settings.tracking,
+                                                                          clicks=ClickTracking.READER))
     with pytest.raises(ConfigError, match="privacy_url"):
         dispatch.run_send(settings, dispatch.plan_send(settings, composed, "crank"))
     with dispatch.open_store(settings).connect() as conn:
