@@ -123,6 +123,8 @@ def hit(at, link=0, *, kind=Kind.CLICK, head=False, agent=CHROME, ip="192.0.2.1"
     ("another link 1.5 s later", hit(600), [hit(601.5, 1)], Machine.SWEEP),
     ("another link 2 s before", hit(600), [hit(598, 1)], Machine.SWEEP),
     ("the same link again", hit(600), [hit(600.5, 0)], None),
+    ("a link checker's HEAD beside it", hit(600), [hit(600.5, 1, head=True)], None),
+    ("a known scanner beside it", hit(600), [hit(600.5, 1, agent="Proofpoint")], None),
     ("another link 3 s later", hit(600), [hit(603, 1)], None),
     ("a person a minute after a sweep", hit(660, 2), [hit(600, 0), hit(600.4, 1), hit(600.8, 2)], None),
     ("an open", hit(600, None, kind=Kind.OPEN), [], None),
