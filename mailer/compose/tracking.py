@@ -122,8 +122,19 @@ class Signer:
 
     def copy_part(self, send_id: int, reader: bool, copy: int, made_at: int) -> str:
         """One reader's copy: whose (or a random number) and when it was made."""
-        body = f"{'r' if reader else 'a'}{copy:x}-{made_at:x}"
-        return f"{body}-{self._mac(f'{send_id:x}.{body}', 6)}"
+        return self.copier(send_id)(f"{'r' if reader else 'a'}{copy:x}-{made_at:x}")
+
+    def copier(self, send_id: int) -> Callable[[str], str]:
+        """copy_part for one send, with the send's part of the MAC hashed once (a send makes one per
+        reader): body -> body-MAC."""
+        base = hashlib.blake2b(f"{send_id:x}.".encode("ascii"), key=self.key, digest_size=6)
+
+        def part(body: str) -> str:
+            mac = base.copy()
+            mac.update(body.encode("ascii"))
+            return f"{body}-{mac.hexdigest()}"
+
+        return part
 
     def read(self, token: str) -> Token | None:
         """The token's contents if both halves are ours and name the same send; None otherwise."""
@@ -152,6 +163,10 @@ class Plan:
     opens: bool
     clock: Callable[[], float] = time.time
     _random: random.Random = field(default_factory=lambda: random.Random(secrets.randbits(64)))
+    _copier: Callable[[str], str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_copier", self.signer.copier(self.send_id))
 
     def parts(self) -> dict[str, str]:
         return {url: self.signer.link_part(self.send_id, i) for url, i in self.links.items()}
@@ -162,5 +177,6 @@ class Plan:
     def copy_part(self, subscriber_id: int) -> str:
         """This reader's copy part: their id in "reader" mode, else a random number nothing keeps
         beside the reader (it only tells one copy's requests from another's)."""
-        copy = subscriber_id if self.reader else self._random.getrandbits(48)
-        return self.signer.copy_part(self.send_id, self.reader, copy, int(self.clock()))
+        if self.reader:
+            return self._copier(f"r{subscriber_id:x}-{int(self.clock()):x}")
+        return self._copier(f"a{self._random.getrandbits(48):x}-{int(self.clock()):x}")
