@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
 from bench.send import measured, sendgrid_server, smtp_sink  # noqa: E402
-from bench.web import PG, drop_pg, reset_pg, start_server, write_config  # noqa: E402
+from bench.web import drop_pg, reset_pg, start_server, write_config  # noqa: E402
 
 SECRET = "bench-secret-key-0123456789abcdef"      # bench/web.py's: start_server sets it
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
@@ -301,11 +301,11 @@ def report(sends, clicks, args, load_before: float) -> str:
             lines.append(f"- {kind}: best client CPU {plain:.2f} s without, {tracked:.2f} s with tracking "
                          f"({(tracked / plain - 1) * 100:+.0f} %; goal: within 10 %).")
         lines.append("")
-    lines += [f"Clicks: `mailer serve` (one uvicorn process) while a tracked `mailer send` of {args.readers:,} readers "
-              "to the local SendGrid server runs in another process; this process requests `/c/{token}` open-loop at "
-              f"{args.rate:.0f} requests/s for {args.seconds:.0f} s, each a random reader and link of that send; latency "
-              "from scheduled start to full response. Recorded: the counts once the server stopped (people + machine "
-              "requests), against the requests answered.", "",
+    lines += [f"Clicks: `mailer serve` (one uvicorn process) while a tracked `mailer send` of {args.readers:,} "
+              "readers to the local SendGrid server runs in another process; this process requests `/c/{token}` "
+              f"open-loop at {args.rate:.0f} requests/s for {args.seconds:.0f} s, each a random reader and link of "
+              "that send; latency from scheduled start to full response. Recorded: the counts once the server "
+              "stopped (people + machine requests), against the requests answered.", "",
               "| database | requests | median | p99 | max | server CPU per click | errors | recorded / answered "
               "| send running throughout |",
               "|---|---|---|---|---|---|---|---|---|"]

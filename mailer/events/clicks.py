@@ -8,8 +8,9 @@ A click is a machine's (`Machine`) when it is a HEAD, when its User-Agent is a k
 (mailer/events/scanners.py), when it comes within `after_accept_seconds` of the copy being made and
 handed over (gateways follow links on delivery), or when it is part of a sweep: another link of the
 same copy requested within `sweep_seconds` before or after it, by something that looked like a
-browser (a HEAD or a known scanner beside a person's click does not make the person a machine). A click is decided only once that
-window has passed, so the first link of a sweep is counted as a machine's too; a person who clicks
+browser (a HEAD or a known scanner beside a person's click does not make the person a machine). A
+click is decided only once that window has passed, so the first link of a sweep is counted as a
+machine's too; a person who clicks
 later, after a scanner swept their copy, is counted as a person. An open is a machine's when it is a
 HEAD, a scanner's, early, or comes from Apple's or Google's image proxy. The rules and their
 limits: docs/tracking.md.
