@@ -197,7 +197,7 @@ class Subscriber(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     # The reader turned click and open tracking off (their preferences page): their links go
     # straight to the sites and nothing of theirs is counted (mailer's docs/tracking.md).
-    no_tracking: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    no_tracking: Mapped[bool] = mapped_column(Boolean, server_default=false())   # no Python default: inserts leave it out
 
 
 class Membership(Base):
