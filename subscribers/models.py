@@ -196,8 +196,9 @@ class Subscriber(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     # The reader turned click and open tracking off (their preferences page): their links go
-    # straight to the sites and nothing of theirs is counted (mailer's docs/tracking.md).
-    no_tracking: Mapped[bool] = mapped_column(Boolean, server_default=false())   # no Python default: inserts leave it out
+    # straight to the sites and nothing of theirs is counted (mailer's docs/tracking.md). No Python
+    # default: inserts that do not name it (older revisions' tests, bulk paths) leave it to the database.
+    no_tracking: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class Membership(Base):
