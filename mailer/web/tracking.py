@@ -74,8 +74,9 @@ class Tracking:
         self.recorder.stop()
 
 
-@router.api_route("/c/{token}", methods=["GET", "HEAD"], summary="A tracked link: redirects to it",
-                  responses={302: {"description": "the link"}, 404: {"description": "not a link of ours"}})
+@router.get("/c/{token}", summary="A tracked link: redirects to it (HEAD too)",
+            responses={302: {"description": "the link"}, 404: {"description": "not a link of ours"}})
+@router.head("/c/{token}", include_in_schema=False)
 async def click(token: str, request: Request) -> Response:
     web = request.app.state.web
     found = web.tracking.signer.read(token)
@@ -87,8 +88,9 @@ async def click(token: str, request: Request) -> Response:
     return RedirectResponse(url, status_code=302, headers=NOT_CACHED)
 
 
-@router.api_route("/o/{token}", methods=["GET", "HEAD"], summary="The open image of a copy",
-                  responses={200: {"description": "a 1x1 transparent GIF"}, 404: {"description": "not ours"}})
+@router.get("/o/{token}", summary="The open image of a copy (HEAD too)",
+            responses={200: {"description": "a 1x1 transparent GIF"}, 404: {"description": "not ours"}})
+@router.head("/o/{token}", include_in_schema=False)
 async def opened(token: str, request: Request) -> Response:
     web = request.app.state.web
     found = web.tracking.signer.read(token)
