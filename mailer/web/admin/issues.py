@@ -21,6 +21,7 @@ from mailer.compose.gate import gate
 from mailer.compose.preview import build_preview
 from mailer.compose.source import read_issue, valid_issue_name
 from mailer.errors import MailerError
+from mailer.reports import clicks
 from mailer.schedule.scheduler import schedule_issue, shown, unschedule_issue, utcnow
 from mailer.send.dispatch import send_proof
 from mailer.web.admin import figures
@@ -179,7 +180,10 @@ def _report(conn, slug: str):
     start = found[0].started_at.date()
     days = min(30, max(7, (datetime.now(UTC).date() - start).days + 1))
     by_day = figures.events_by_day(conn, issue=slug, days=days, today=start + timedelta(days=days - 1))
-    return found[0], figures.chart(by_day)
+    own = clicks.tracked(conn, figures.send_ids(conn, slug))
+    if own is not None:   # our own tracking's people, not the provider's events
+        found[0].opens, found[0].clicks = own.opens, own.clicks
+    return found[0], figures.chart(by_day), own
 
 
 @router.get("/{slug}/report", include_in_schema=False)
@@ -188,5 +192,5 @@ async def report(request: Request, slug: str) -> Response:
     found = await run_in_threadpool(ctx.web.read, _report, slug)
     if found is None:
         raise HTTPException(404, f"{slug} has not been sent: no report yet.")
-    fig, chart = found
-    return ctx.page(request, "report.html.j2", fig=fig, chart=chart)
+    fig, chart, own = found
+    return ctx.page(request, "report.html.j2", fig=fig, chart=chart, own=own, opens_note=clicks.OPENS_NOTE)
