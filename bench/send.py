@@ -72,6 +72,12 @@ def child(kind: str, url: str, target: str) -> None:
                                                             starttls=False,
                                                             **(_dkim_settings() if signed else {})))
     s = dataclasses.replace(s, database=dataclasses.replace(s.database, url=url), delivery=delivery)
+    if os.environ.get("BENCH_TRACKING"):   # bench/tracking.py: "reader" or "aggregate" clicks, and opens
+        from mailer.config import ClickTracking
+
+        s = dataclasses.replace(
+            s, newsletter=dataclasses.replace(s.newsletter, privacy_url="https://example.org/privacy"),
+            tracking=dataclasses.replace(s.tracking, clicks=ClickTracking(os.environ["BENCH_TRACKING"]), opens=True))
     started, cpu, children = time.perf_counter(), time.process_time(), _children_cpu()
     composed = compose_issue(os.environ.get("BENCH_ISSUE") or ROOT / "issues" / "2024-11.md", s)  # merge_fields.py
     if kind == "smtp-backend":

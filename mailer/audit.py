@@ -9,7 +9,7 @@ the API, in the same transaction as the change itself.
 An entry names the subscriber by id only. Pages and `mailer admin log` join the address in from
 `subscribers`, so once someone is forgotten their entries stay, without the address, and nothing
 here has to be scrubbed. `detail` holds what changed (tags, list names, counts, fields changed),
-never an address or a name. No foreign keys (m0009_admin_workbench): an entry outlives its
+never an address or a name. No foreign keys (m0011_admin_workbench): an entry outlives its
 subscriber, list and user. Reasons and the interface for other callers: docs/admin.md, "The audit log".
 """
 

@@ -40,6 +40,7 @@ class NewsletterSettings:
     reply_to: str
     postal_address: str
     base_url: str
+    privacy_url: str = ""          # the privacy notice; [tracking] clicks = "reader" needs it (docs/tracking.md)
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,31 @@ class WebSettings:
     admin_login_per_hour: int = setting(20, 1, 100_000)    # ... and sustained
 
 
+class ClickTracking(enum.StrEnum):
+    """What `[tracking] clicks` keeps (docs/tracking.md)."""
+
+    OFF = "off"                    # links go straight to their sites
+    AGGREGATE = "aggregate"        # per-link counts only; no record of who clicked
+    READER = "reader"              # also who clicked (needs [newsletter] privacy_url)
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    clicks: ClickTracking = ClickTracking.OFF
+    opens: bool = False            # a 1x1 image per copy: a lower bound at best (docs/tracking.md)
+    keep_days: int = setting(90, 1, 3650)           # who clicked is deleted after this; the counts stay
+    sweep_seconds: float = setting(2.0, 0, 60)      # several links of one copy within this: a machine
+    after_accept_seconds: float = setting(10.0, 0, 600)   # a request this soon after the copy went: a machine
+
+    @property
+    def on(self) -> bool:
+        return self.clicks is not ClickTracking.OFF or self.opens
+
+    @property
+    def reader(self) -> bool:
+        return self.clicks is ClickTracking.READER
+
+
 @dataclass(frozen=True)
 class ComposeSettings:
     templates_dir: Path = Path("templates")
@@ -183,6 +209,7 @@ class Settings:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     web: WebSettings = field(default_factory=WebSettings)
     compose: ComposeSettings = field(default_factory=ComposeSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
     secret_key_env: str = "MAILER_SECRET_KEY"
 
     @property
@@ -352,6 +379,7 @@ def _check(s: Settings) -> None:
     if not s.newsletter.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"[newsletter] base_url must start with http:// or https://, not {s.newsletter.base_url!r}")
     _check_send_edges(s)
+    _check_tracking(s)
     for key, address in (("from_email", s.newsletter.from_email), ("reply_to", s.newsletter.reply_to)):
         if not is_sendable(address):
             raise ConfigError(f"[newsletter] {key} must be an email address, not {address!r}")
@@ -372,6 +400,24 @@ def _check_schedule(s: ScheduleSettings) -> None:
     for address in s.editors:
         if not is_sendable(address):
             raise ConfigError(f"[schedule] editors must be email addresses, not {address!r}")
+
+
+def tracking_problem(s: Settings) -> str | None:
+    """Why these settings may not track as they say, or None (checked at load and again by the send,
+    which may be handed settings made in code)."""
+    privacy = s.newsletter.privacy_url
+    if privacy and not privacy.startswith(("https://", "http://")):
+        return f"[newsletter] privacy_url must start with https:// or http://, not {privacy!r}"
+    if s.tracking.clicks is ClickTracking.READER and not privacy:
+        return ('[tracking] clicks = "reader" records who clicked: set [newsletter] privacy_url to the notice '
+                'that tells readers so (or use clicks = "aggregate")')
+    return None
+
+
+def _check_tracking(s: Settings) -> None:
+    problem = tracking_problem(s)
+    if problem:
+        raise ConfigError(problem)
 
 
 def _check_send_edges(s: Settings) -> None:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 # Per-recipient fields, filled after composing.
-FIELDS = ("name", "first_name", "email", "unsubscribe_url", "archive_url", "preferences_url")
+# `track` is the copy's half of its tracked links' tokens (mailer/compose/tracking.py).
+FIELDS = ("name", "first_name", "email", "unsubscribe_url", "archive_url", "preferences_url", "track")
 # The merge fields an editor may write in an issue's body and subject, as `{{ first_name }}` or
 # `{{ first_name | default("reader") }}` (mailer.compose.source turns them into markers; docs/editor.md).
 MERGE_FIELDS = ("name", "first_name", "email")

@@ -31,6 +31,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.compiler import compiles
@@ -64,6 +65,7 @@ class Action(enum.StrEnum):
     PREFERENCES_MAIL = "preferences_mail"  # a fresh preferences link was mailed (the web throttles by it)
     UPDATE = "update"         # name or attributes changed (detail names the fields, not values)
     FORGET = "forget"         # erased; the row keeps no subscriber id and no personal data
+    TRACKING = "tracking"     # the reader turned click and open tracking off or on (detail: {"tracking": ...})
 
 
 def utcnow() -> datetime:
@@ -193,6 +195,10 @@ class Subscriber(Base):
     global_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # The reader turned click and open tracking off (their preferences page): their links go
+    # straight to the sites and nothing of theirs is counted (mailer's docs/tracking.md). No Python
+    # default: inserts that do not name it (older revisions' tests, bulk paths) leave it to the database.
+    no_tracking: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class Membership(Base):
@@ -247,7 +253,7 @@ class SubscriberTag(Base):
     """A subscriber's tags (tags.py says what a tag may be); a send can pick readers by tag."""
 
     __tablename__ = "subscriber_tags"
-    __table_args__ = (Index(None, "tag"), Index(None, "tag", "subscriber_id"))   # 0005_audience, 0006_tag_order
+    __table_args__ = (Index(None, "tag"), Index(None, "tag", "subscriber_id"))   # 0005_audience, 0007_tag_order
 
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True)
     tag: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -472,6 +472,22 @@ def rename(conn: Connection, subscriber_id: int, name: str, source: str = "web")
     return True
 
 
+def set_tracking(conn: Connection, subscriber_id: int, allowed: bool, *, source: str = "web", ip: str | None = None,
+                 user_agent: str | None = None) -> bool:
+    """The reader allows or refuses click and open tracking; True if it changed. Recorded in the
+    history with where it came from, like any act of consent."""
+    refused = conn.execute(select(subscribers.c.no_tracking).where(subscribers.c.id == subscriber_id)).scalar()
+    if refused is None or bool(refused) == (not allowed):
+        return False
+    now = utcnow()
+    conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id)
+                 .values(no_tracking=not allowed, updated_at=now))
+    detail = {"tracking": "on" if allowed else "off", "ip": normalize_ip(ip),
+              "user_agent": (user_agent or None) and user_agent[:512]}
+    record(conn, subscriber_id, None, Action.TRACKING, source, detail=detail, at=now)
+    return True
+
+
 # ---------------------------------------------------------------- forget
 
 def is_forgotten(conn: Connection, email: str, secret: str) -> bool:
@@ -505,5 +521,5 @@ __all__ = [
     "confirm_forgotten", "create_list", "delete_list", "edit_list", "opt_in", "rename", "effective_status",
     "find_subscriber", "forget", "get_list", "get_subscriber", "history_of", "is_forgotten", "iter_recipients",
     "list_counts", "membership_status", "memberships_of", "recipients_select",
-    "record", "search", "set_status", "subscribe_unconfirmed", "unsubscribe",
+    "record", "search", "set_status", "set_tracking", "subscribe_unconfirmed", "unsubscribe",
 ]

@@ -226,3 +226,54 @@ def test_a_template_error_names_template_and_line(repo, broken_templates, name, 
         compose_issue(repo / "issues/2024-11.md", settings)
     # Lines of the generated MJML move whenever a template grows; N stands for them.
     assert re.sub(r"(on|generated) line \d+", r"\1 line N", str(caught.value)) == message
+
+
+# (template, what it says instead, an issue body from line 6, the error the editor reads)
+BLOCK_ERRORS = [
+    ("partials/blocks.mjml.j2", '<table class="data"', '<table class="{{ block.nope }}"',
+     "# T\n\n## S\n\nText.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n",
+     "issues/2025-01.md:12: the email cannot be built with this table ({tpl}/partials/blocks.mjml.j2:16: "
+     "UndefinedError: 'mailer.compose.source.Table object' has no attribute 'nope'): write it another way, "
+     "and tell whoever keeps the templates"),
+    ("partials/masthead.mjml.j2", "{{ standfirst.html|safe }}", "{{ standfirst.nope }}",
+     "# T\n\n![A picture](https://example.org/a.png)\n\nA standfirst.\n\n## S\n\nText.\n",
+     "issues/2025-01.md:10: the email cannot be built with this paragraph ({tpl}/partials/masthead.mjml.j2:"
+     "33: UndefinedError: 'mailer.compose.source.Paragraph object' has no attribute 'nope'): write it "
+     "another way, and tell whoever keeps the templates"),
+    ("partials/section.mjml.j2", '<h3 class="story">{{ block.title_html|safe }}</h3>',
+     '<h3 class="story">{{ block.title_html|safe }}{{ block.nope }}</h3>',
+     "# T\n\n## S\n\nText.\n\n### A story\n\nIts text.\n",
+     "issues/2025-01.md:12: the email cannot be built with this story heading ({tpl}/partials/section.mjml.j2:"
+     "10: UndefinedError: 'mailer.compose.source.Story object' has no attribute 'nope'): write it another way, "
+     "and tell whoever keeps the templates"),
+]
+
+
+@pytest.mark.parametrize("name, old, new, body, message", BLOCK_ERRORS)
+def test_a_template_failing_on_one_block_names_the_issue_line(tmp_path, broken_templates, name, old, new,
+                                                               body, message):
+    """A template error never reaches an editor as the template's: the block it fails on is named."""
+    from mailer.compose.source import parse_issue
+    from mailer.errors import IssueSourceError
+
+    settings = broken_templates(name, old, new)
+    issue = parse_issue('+++\nsubject = "S"\npreheader = "P"\ndate = 2025-01-07\n+++\n' + body, "issues/2025-01.md")
+    with pytest.raises(IssueSourceError) as caught:
+        compose(issue, settings)
+    assert str(caught.value) == message.format(tpl="templates")
+
+
+def test_any_block_under_the_title_builds(settings):
+    """Issue 25's December draft: a picture right under the title, a greeting, a standfirst later."""
+    from mailer.compose.source import parse_issue
+
+    body = ("# CRANK Call | December 2024\n\n![Two leaders](https://example.org/lead.jpg \"A caption\")\n\n"
+            "Dear {{ first_name }},\n\nThis month, the axis.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n- An item.\n\n"
+            "> A quote.\n\n## S\n\nText.\n")
+    issue = parse_issue('+++\nsubject = "S"\npreheader = "P"\ndate = 2024-12-01\n+++\n' + body, "issues/2024-12.md")
+    composed = compose(issue, settings)
+    assert 'class="standfirst"' not in composed.html            # a greeting opens it: no standfirst
+    text = composed.text
+    order = ["[Two leaders]", "A caption", "Dear %%first_name%%,", "This month, the axis.", "a | b", "— An item.",
+             "> A quote.", "S\n-"]
+    assert [text.index(part) for part in order] == sorted(text.index(part) for part in order)

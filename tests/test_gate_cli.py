@@ -121,3 +121,30 @@ def test_proof_names_what_is_not_an_address(cli, newsletter, to, words):
     result = cli("--config", newsletter / "config.toml", "issue", "proof", "2024-11", "--to", to)
     assert result.code == 2 and words in result.err and "Traceback" not in result.err
     assert not (newsletter / "outbox").exists()
+
+
+# Issue 25's broken links, each written into the November issue's Links list, and the
+# words that say what was meant.
+BROKEN_LINKS = [
+    ("[Atlantic Council(https://www.atlanticcouncil.org/x)",
+     "is not a link (its ']' is missing): write [Atlantic Council](https://www.atlanticcouncil.org/x)"),
+    ("[Brookings]www.brookings.edu", "is not a link (the address needs brackets): write "
+                                     "[Brookings](https://www.brookings.edu)"),
+    ("[five charts][ref]", "link '[five charts][ref]' has no definition: add a line \"[ref]: https://…\""),
+    ("[four](https://exa mple.com)", "the address in [four](https://exa mple.com) has a space in it: write "
+                                     "[four](https://example.com)"),
+    ("[two](javascript:alert(1))", "link [two](javascript:alert(1)) is a javascript: address, which mail "
+                                   "apps refuse"),
+]
+
+
+@pytest.mark.parametrize("link, words", BROKEN_LINKS)
+def test_each_broken_link_stops_a_dry_run(cli, newsletter, link, words):
+    path = newsletter / "issues" / "2024-11.md"
+    text = november(newsletter).replace("## Links\n", f"## Links\n\n- See {link} on this. (Wire)\n", 1)
+    path.write_text(text, encoding="utf-8")
+    line = text.splitlines().index(f"- See {link} on this. (Wire)") + 1
+    result = cli("--config", newsletter / "config.toml", *COMMANDS["dry run"])
+    assert result.code == 1
+    assert f"error: {path}:{line}: " in result.err and words in result.err
+    assert list((newsletter / "outbox").glob("*.eml")) == [] and ledger_rows(newsletter) == 0

@@ -154,8 +154,10 @@ def test_preview_serves_and_rebuilds_on_change(repo, settings, tmp_path):
         page = get(server.url)[2]
         assert "0 error(s), 0 warning(s)" in page and "Stale" not in page
         assert ">Phone width (375 px)</button>" in page and ">Dark mode</button>" in page
+        assert '<strong id="subject">CRANK Call | November 2024</strong>' in page      # the inbox's view
+        assert '<span id="preheader">North Korea and Russia finalize defense pact' in page
         dark = get(server.url + "email.html?dark=1")[2]
-        assert "@media all" in dark and "prefers-color-scheme: dark" not in dark
+        assert "prefers-color-scheme" not in dark and '<meta name="color-scheme" content="dark">' in dark
 
         edit_until_shown(server, issue, issue.read_text().replace("Kursk looms", "Kursk nears"),
                          "email.html", "Kursk nears")
@@ -180,3 +182,18 @@ def test_preview_answers_404_for_other_paths(repo, settings):
         assert caught.value.code == 404
     finally:
         server.close()
+
+
+def test_the_preview_shows_the_inbox_line_for_its_reader(settings, tmp_path):
+    """Subject and preheader as the preview reader's inbox shows them: merge fields filled in,
+    quotes typographic, escaped on the page."""
+    from mailer.compose.preview import _index, build_preview
+
+    issue = tmp_path / "2025-01.md"
+    issue.write_text("+++\nsubject = 'Dear {{ first_name }}: the \"axis\" <4>'\npreheader = \"It's {{ name }}'s\"\n"
+                     "date = 2025-01-07\n+++\n# T\n\n## S\n\nText.\n", encoding="utf-8")
+    build = build_preview(issue, settings, 1)
+    assert (build.subject, build.preheader) == ("Dear Preview: the “axis” <4>", "It’s Preview Reader's")
+    page = _index(build, issue)
+    assert '<strong id="subject">Dear Preview: the “axis” &lt;4&gt;</strong>' in page
+    assert "subject: Dear {{ first_name }}: the “axis” &lt;4&gt; (31 characters)" in page   # the report's line

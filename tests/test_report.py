@@ -61,7 +61,8 @@ def test_figures_rates_and_warnings_as_json(cli, sent):
     data = json.loads(result.out)
     assert data["figures"] == {"readers": 500, "accepted": 490, "failed": 6, "deferred": 4, "delivered": 480,
                                "hard_bounces": 11, "soft_bounces": 3, "blocks": 2, "complaints": 1,
-                               "unsubscribes": 4, "opens": 200, "clicks": 0}
+                               "unsubscribes": 4, "opens": 200, "clicks": 0,
+                               "machine_clicks": 0, "machine_opens": 0}
     assert data["rates"]["accepted"] == 0.98 and data["rates"]["opens"] == round(200 / 490, 6)
     assert data["rates"]["bounces"] == round(14 / 490, 6)
     assert data["warnings"] == ["complaint rate 0.20% is above 0.1%, Gmail's and Yahoo's guidance for bulk senders",

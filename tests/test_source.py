@@ -10,6 +10,7 @@ from mailer.compose.source import (
     Image,
     ItemList,
     Paragraph,
+    Quote,
     Story,
     Table,
     parse_issue,
@@ -96,7 +97,7 @@ BAD = [
     ('+++\nsubject = "S"\n# T\n', 1, "the settings opened here are never closed by a '+++' line"),
     ('+++\nsubject = "S\npreheader = "P"\ndate = 2025-01-07\n+++\n# T\n', 2,
      'settings: a closing " is missing (text needs "double quotes"; dates are YYYY-MM-DD without quotes)'),
-    ('+++\nsubject = S\n+++\n# T\n', 2,
+    ('+++\nsubject = S\npreheader = "P"\ndate = 2025-01-07\n+++\n# T\n', 2,
      'settings: invalid value (text needs "double quotes"; dates are YYYY-MM-DD without quotes)'),
     ('+++\npreheader = "P"\ndate = 2025-01-07\n+++\n# T\n', 4,
      "settings: missing subject = ... before this '+++' line"),
@@ -115,8 +116,8 @@ BAD = [
      "headings go down to '### ' (stories); use **bold** below that"),
     (FM + "# T\n\n## S\n\n```\ncode\n```\n", 10, "a code block cannot be shown in the email; use "
      "paragraphs, '## ' sections, '### ' stories, '- ' lists and tables"),
-    (FM + "# T\n\n## S\n\n> quoted\n", 10, "a '>' quote cannot be shown in the email; use "
-     "paragraphs, '## ' sections, '### ' stories, '- ' lists and tables"),
+    (FM + "# T\n\n## S\n\n> quoted\n>\n> - a list\n", 12, "a '>' quote holds paragraphs only (no lists, "
+     "headings or pictures inside it)"),
     (FM + "# T\n\n## S\n\n- a\n  - b\n", 10, "a list item must be one paragraph (no nested lists or blocks)"),
     (FM + "# T\n\n## S\n\ntext\n\n***\n\nEditor\n", 14,
      "after the '***' line, start the masthead with a '## ' heading"),
@@ -217,3 +218,105 @@ def test_image_settings_need_the_image():
     fm = FM.replace("+++\n", '+++\nimage_credit = "Photo: AP"\n', 1)
     with pytest.raises(IssueSourceError, match=r"issues/x.md:2: settings: image_credit needs image = "):
         parse_issue(fm + "# T\n", "issues/x.md")
+
+
+PIC, TABLE = "![A convoy](https://example.org/c.jpg)", "| a | b |\n|---|---|\n| 1 | 2 |"
+
+
+# (what stands between the title and the first section, line 8 on; the blocks read; the standfirst)
+INTRO = [
+    ("A standfirst.\n\nMore text.", [Paragraph, Paragraph], "A standfirst."),
+    (f"{PIC}\n\nA standfirst.", [Image, Paragraph], "A standfirst."),            # a picture above it
+    (f"{PIC}\n\n{PIC}\n\nA standfirst.\n\n{PIC}", [Image, Image, Paragraph, Image], "A standfirst."),
+    ("Dear {{ first_name }},\n\nThis month...", [Paragraph, Paragraph], None),    # a greeting: no standfirst
+    ('Hello {{ first_name | default("reader") }}!\n\nThis month...', [Paragraph, Paragraph], None),
+    ("Good morning, and welcome.\n\nThis month...", [Paragraph, Paragraph], None),
+    ("A standfirst that ends,\nover two lines,\n\nMore.", [Paragraph, Paragraph],
+     "A standfirst that ends,\nover two lines,"),
+    ("Ann,\n\nMore.", [Paragraph, Paragraph], None),
+    (f"{TABLE}\n\nText.", [Table, Paragraph], None),                                # a table first: none
+    ("- one\n- two\n\nText.", [ItemList, Paragraph], None),
+    ("> Quoted.\n>\n> Still quoted.\n\nText.", [Quote, Paragraph], None),
+    ("", [], None),
+]
+
+
+@pytest.mark.parametrize("intro, kinds, standfirst", INTRO)
+def test_any_block_may_stand_before_the_first_section(intro, kinds, standfirst):
+    issue = parse_issue(FM + f"# T\n\n{intro}\n\n## S\n\nText.\n", "issues/x.md")
+    assert [type(b) for b in issue.intro] == kinds
+    above, first, rest = issue.intro_parts
+    assert (first.html if first else None) == standfirst
+    assert (*above, *([first] if first else []), *rest) == issue.intro
+    assert all(isinstance(b, Image) for b in above)
+
+
+def test_a_quote_keeps_its_paragraphs_and_lines():
+    [quote] = parse_issue(FM + "# T\n\n## S\n\n> First, [linked](https://example.org/q).\n>\n> Second.\n",
+                          "issues/x.md").sections[0].blocks
+    assert quote == Quote((Paragraph('First, <a href="https://example.org/q">linked</a>.', 10),
+                           Paragraph("Second.", 12)), 10)
+
+
+def test_reference_links_use_the_definitions_anywhere_in_the_body():
+    issue = parse_issue(FM + "# T\n\n## S\n\n- In [five charts][ref]. ([Wire][w])\n\n[ref]: https://example.org/c\n"
+                        "[w]: https://wire.example.org\n", "issues/x.md")
+    item = issue.sections[0].blocks[0].items[0]
+    assert (item.html, item.source_html) == ('In <a href="https://example.org/c">five charts</a>.',
+                                             '<a href="https://wire.example.org">Wire</a>')
+    assert issue.stray == ()
+
+
+def test_link_syntax_that_did_not_take_is_noted_with_its_line():
+    body = ("# T [x](a b)\n\nText\n[Atlantic Council(https://a.org)\n\n## S\n\n- One\n- [five][ref] (Wire)\n\n"
+            "| a |\n|---|\n| [b]c.org |\n\n![A](https://example.org/a.png \"[cap](x y)\")\n")
+    issue = parse_issue(FM + body, "issues/x.md")
+    assert issue.stray == ((6, "T [x](a b)"), (9, "[Atlantic Council(https://a.org)"), (14, "[five][ref]"),
+                           (18, "[b]c.org"), (20, "[cap](x y)"))
+
+
+@pytest.mark.parametrize("front, expected", [
+    ('subject = "It\'s the \\"axis\\""\npreheader = "\'Four\' states"', ("It’s the “axis”", "‘Four’ states")),
+    ("subject = 'Dear {{ first_name | default(\"reader\") }}: \"news\"'\npreheader = 'P'",
+     ("Dear %%first_name~cmVhZGVy%%: “news”", "P")),
+    ('subject = "Already “curly”"\npreheader = "5\\" rule"', ("Already “curly”", '5" rule')),   # an inch mark stays
+])
+def test_subject_and_preheader_get_typographic_quotes(front, expected):
+    issue = parse_issue(f"+++\n{front}\ndate = 2025-01-07\n+++\n# T\n", "issues/x.md")
+    assert (issue.subject, issue.preheader) == expected
+
+
+# (the settings, each problem named: line and message)
+SETTINGS = [
+    ('subject = "S\npreheader = "P\ndate = 2025-01-07',
+     [(2, 'settings: a closing " is missing (text needs "double quotes"; dates are YYYY-MM-DD without quotes)'),
+      (3, 'settings: a closing " is missing (text needs "double quotes"; dates are YYYY-MM-DD without quotes)')]),
+    ('subject = "S"\npreheader = "P"\ndate = 2024-13-01',
+     [(4, "settings: date = 2024-13-01 is not a date (there is no month 13): write YYYY-MM-DD without quotes, "
+          "e.g. 2024-12-01")]),
+    ('subject = "S"\npreheader = "P"\ndate = 2024-02-30',
+     [(4, "settings: date = 2024-02-30 is not a date (February has no day 30): write YYYY-MM-DD without "
+          "quotes, e.g. 2024-12-01")]),
+    ('subject = "S"\npreheader = "P"\ndate = 2024-12-1',
+     [(4, "settings: date = 2024-12-1 is not a date (month and day take two digits each): write YYYY-MM-DD "
+          "without quotes, e.g. 2024-12-01")]),
+    ('subject = "S"\npreheader = "P"\ndate = 2024/12/01  # the first',
+     [(4, "settings: date = 2024/12/01 is not a date: write YYYY-MM-DD without quotes, e.g. 2024-12-01")]),
+    ('subject = S\npreheader = "P"\ndate = 1 December 2024\nimage = "https://example.org/a.png"\nimage_alt = x',
+     [(2, 'settings: invalid value (text needs "double quotes"; dates are YYYY-MM-DD without quotes)'),
+      (4, 'settings: expected newline or end of document after a statement (text needs "double quotes"; '
+          "dates are YYYY-MM-DD without quotes)"),
+      (6, 'settings: invalid value (text needs "double quotes"; dates are YYYY-MM-DD without quotes)')]),
+    ('subject = "S"\npreheader = "P"\ndate = 2025-01-07\nimage = [\n# a note',     # left open at the end
+     [(5, 'settings: invalid value (text needs "double quotes"; dates are YYYY-MM-DD without quotes)')]),
+    ('subject = "S"\nsubject = "T"\npreheader = """P\ndate = 2025-01-07',
+     [(3, 'settings: cannot overwrite a value (text needs "double quotes"; dates are YYYY-MM-DD without quotes)'),
+      (4, 'settings: a closing " is missing (text needs "double quotes"; dates are YYYY-MM-DD without quotes)')]),
+]
+
+
+@pytest.mark.parametrize("settings, expected", SETTINGS)
+def test_every_mistake_in_the_settings_is_named_at_once(settings, expected):
+    with pytest.raises(IssueSourceError) as caught:
+        parse_issue(f"+++\n{settings}\n+++\n# T\n", "issues/2025-01.md")
+    assert [(p.line, p.message) for p in caught.value.problems] == expected

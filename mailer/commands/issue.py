@@ -26,6 +26,9 @@ def build(
     issue: Path = ISSUE,
     out: Path | None = typer.Option(None, "--out", help="Folder for email.mjml, email.html and "
                                        "email.txt (default: build/<issue name>)."),
+    check_links: bool = typer.Option(False, "--check-links", help="Also fetch every web address the "
+                                     "email links to, once each, and warn about those that fail, "
+                                     "are missing or redirect to another host (uses the network)."),
 ) -> None:
     """Compose ISSUE for a preview recipient and print the lint report.
 
@@ -51,7 +54,7 @@ def build(
     except OSError as exc:
         raise MailerError(f"cannot write to {out}: {exc.strerror or exc}") from exc
     typer.echo(f"Wrote {out}/email.mjml, email.html and email.txt (for {values['email']}).")
-    report = lint(parsed, composed, templates_dir(settings))
+    report = lint(parsed, composed, templates_dir(settings), online=check_links)
     typer.echo(report.render(str(issue)))
     if report.errors:
         raise typer.Exit(1)

@@ -26,8 +26,9 @@ def report(ctx: typer.Context,
            as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
            html_file: Path | None = typer.Option(None, "--html", help="Also write a self-contained HTML page "
                                                     "with a chart of events over time.")) -> None:
-    """Readers, deliveries, bounces, blocks, complaints, unsubscribes (opens and clicks where the
-    provider reports them), each with its rate, and the warnings a bulk sender must heed."""
+    """Readers, deliveries, bounces, blocks, complaints, unsubscribes, opens and clicks (our own
+    [tracking]'s, people and machines apart, with each link; else the provider's), each with its
+    rate, and the warnings a bulk sender must heed."""
     from mailer.reports import report as reports
 
     slug = Path(issue).stem if issue.endswith(".md") else issue
@@ -40,6 +41,10 @@ def report(ctx: typer.Context,
         return
     out = console()
     out.print(_table(found, reports.rows(found)))
+    if found.links:
+        out.print(_links(reports.link_rows(found)))
+    for note in found.notes:
+        out.print(note, markup=False)
     for warning in found.warnings:
         console(stderr=True).print(f"warning: {warning}", markup=False)
     if html_file is not None:
@@ -56,6 +61,19 @@ def _table(found, rows):
     table.add_column("rate", justify="right")
     for label, n, rate in rows:
         table.add_row(label, n, rate)
+    return table
+
+
+def _links(rows):
+    from rich.table import Table
+
+    table = Table(title="Links, most people first", box=None, pad_edge=False)
+    table.add_column("link", overflow="fold")
+    table.add_column("text in the issue", overflow="fold")
+    table.add_column("people", justify="right")
+    table.add_column("machine", justify="right")
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

@@ -162,6 +162,7 @@ class _TextWriter:
     def __init__(self):
         self.blocks: list[str] = []
         self.words: list[str] = []
+        self.quoted = 0             # inside a <blockquote>: lines start with "> ", as in replies
 
     def add(self, text: str | None) -> None:
         if text:
@@ -173,7 +174,10 @@ class _TextWriter:
         lines = [_text_markers(line) for line in lines if line]
         if not lines:
             return
-        text = "\n".join(textwrap.fill(line, WIDTH, break_long_words=False, break_on_hyphens=False)
+        prefix = "> " * self.quoted
+        text = "\n".join(textwrap.fill(line, WIDTH - len(prefix), break_long_words=False,
+                                       break_on_hyphens=False, initial_indent=prefix,
+                                       subsequent_indent=prefix)
                          for line in lines)
         if tag in _UNDERLINE:   # setext-style headings, as Markdown readers know them
             text += "\n" + _UNDERLINE[tag] * max(map(len, text.splitlines()))
@@ -192,10 +196,12 @@ class _TextWriter:
             self.add(" | ")            # a data table's cells on one line (an email table: one per tr)
         if tag == "img" and el.get("alt"):
             self.add(f"[{el.get('alt')}]")
+        self.quoted += tag == "blockquote"
         self.add(el.text)
         for child in el:
             self.walk(child)
             self.add(child.tail)
+        self.quoted -= tag == "blockquote"
         if tag == "a":
             self.add(_link_target(el))
         if block:

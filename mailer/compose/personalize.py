@@ -23,12 +23,13 @@ import html
 import re
 import secrets
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email import quoprimime
 from email.headerregistry import Address
 from email.utils import format_datetime
 
+from mailer.compose import tracking
 from mailer.config import NewsletterSettings
 from mailer.errors import ConfigError, PermanentDelivery
 from mailer.model import FIELDS, MARKER, ComposedIssue, Part, field_value, first_name, marker
@@ -38,7 +39,7 @@ from subscribers.normalize import (
     CONTROL,  # controls, separators, zero-width, bidi, BOM: never in a name
 )
 
-PER_RECIPIENT = ("name", "first_name", "email", "unsubscribe_url", "preferences_url")   # per reader; archive_url once
+PER_RECIPIENT = ("name", "first_name", "email", "unsubscribe_url", "preferences_url", "track")  # archive_url: once
 ONE_CLICK = "List-Unsubscribe=One-Click"              # RFC 8058 section 3.1: this exact value
 ISSUE_HEADER = "X-Mailer-Issue"                        # the issue slug
 REF_HEADER = "X-Mailer-Ref"                            # opaque delivery reference (no PII)
@@ -65,6 +66,8 @@ class Recipient:
     email: str
     name: str = ""
     unsubscribe_token: str = ""
+    subscriber_id: int = 0
+    tracked: bool = True           # False: the reader turned tracking off (their links stay direct)
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,6 +91,9 @@ class Edition:
     text_parts: tuple              # alternating QP bytes and field names (see _qp_template)
     html_parts: tuple
     boundary: str
+    tracker: tracking.Plan | None = None   # with [tracking] on: links rewritten, the `track` field per copy
+    untracked: Edition | None = None       # the same edition with direct links, for readers who opted out
+    ours_only: bool = False                # our tracking is on: a provider's own must be off (sendgrid.py)
 
     @property
     def archive_url(self) -> str:
@@ -112,6 +118,7 @@ class Outgoing:
     # The reader's preferences page takes the same token as the unsubscribe link (docs/readers.md),
     # so no second token is made per reader.
     preferences_url: str = ""
+    track: str = ""                # the copy's half of its tracking tokens (compose/tracking.py)
 
     @property
     def first_name(self) -> str:
@@ -148,9 +155,22 @@ class Outgoing:
 
 
 def prepare(issue: ComposedIssue, newsletter: NewsletterSettings, *, proof: bool = False,
-            nonce: str | None = None) -> Edition:
-    """Do once per send everything that is the same for every reader."""
-    base_url = _check_base_url(newsletter.base_url)
+            nonce: str | None = None, track: tracking.Plan | None = None) -> Edition:
+    """Do once per send everything that is the same for every reader; with `track`, links are
+    rewritten (and the direct edition kept beside it for readers who turned tracking off)."""
+    direct = _prepare(issue, newsletter, proof=proof, nonce=nonce)
+    if track is None or proof:
+        return direct
+    body_html, text = tracking.rewrite(issue.html, issue.text, direct.base_url, track.parts(), pixel=track.pixel())
+    tracked = replace(issue, html=body_html, text=text)
+    edition = _prepare(tracked, newsletter, nonce=direct.nonce, boundary=direct.boundary, checked=True)
+    return replace(edition, tracker=track, untracked=replace(direct, ours_only=True), ours_only=True)
+
+
+def _prepare(issue: ComposedIssue, newsletter: NewsletterSettings, *, proof: bool = False,
+             nonce: str | None = None, boundary: str | None = None, checked: bool = False) -> Edition:
+    """`checked`: the direct edition was made from these settings already (and warned once)."""
+    base_url = newsletter.base_url.rstrip("/") if checked else _check_base_url(newsletter.base_url)
     slug = _check_ref(issue.slug, "issue slug")
     subject = _one_line(issue.subject) or issue.slug
     if proof:
@@ -158,13 +178,13 @@ def prepare(issue: ComposedIssue, newsletter: NewsletterSettings, *, proof: bool
     archive = f"{base_url}/archive" if proof else f"{base_url}/archive/{slug}"
     text = _NEWLINES.sub("\n", issue.text).replace(marker("archive_url", "text"), archive)
     body_html = _NEWLINES.sub("\n", issue.html).replace(marker("archive_url", "html"), html.escape(archive))
-    if marker("unsubscribe_url", "html") not in body_html:
-        warnings.warn(f"issue {slug}: the HTML part has no unsubscribe link", stacklevel=2)
+    if marker("unsubscribe_url", "html") not in body_html and not checked:
+        warnings.warn(f"issue {slug}: the HTML part has no unsubscribe link", stacklevel=3)
     subject_parts = tuple(MARKER["text"].split(subject)) if "%%" in subject else ()
     fields = tuple(dict.fromkeys(spec for found in (MARKER["text"].findall(text + subject),
                                                     MARKER["html"].findall(body_html))
                                  for spec in found if spec.partition("~")[0] in PER_RECIPIENT))
-    boundary = "==mailer-" + secrets.token_hex(12)
+    boundary = boundary or "==mailer-" + secrets.token_hex(12)
     head = _shared_head(newsletter, None if subject_parts else subject, slug, boundary, proof)
     return Edition(slug=slug, subject=subject, from_email=newsletter.from_email,
                    from_name=_one_line(newsletter.from_name), reply_to=newsletter.reply_to,
@@ -178,6 +198,12 @@ def prepare(issue: ComposedIssue, newsletter: NewsletterSettings, *, proof: bool
 def personalize(edition: Edition, recipient: Recipient) -> Outgoing:
     """One reader's message; raises PermanentDelivery if the address cannot be written safely."""
     ref = _check_ref(recipient.ref, "recipient ref")
+    track = ""
+    if edition.tracker is not None:
+        if recipient.tracked:
+            track = edition.tracker.copy_part(recipient.subscriber_id)
+        else:
+            edition = edition.untracked or edition
     url = edition.unsubscribe_url(recipient.unsubscribe_token or "none")  # checked: so is the preferences URL
     if len(url) > _MAX_URL or not _URL_CHARS.fullmatch(url):
         raise PermanentDelivery(f"unsubscribe URL for {ref} is not a safe header value", backend="personalize")
@@ -185,7 +211,7 @@ def personalize(edition: Edition, recipient: Recipient) -> Outgoing:
     return Outgoing(edition=edition, ref=ref, email=ascii_address(recipient.email),
                     name=clean_name(recipient.name), unsubscribe_url=url,
                     message_id=f"<{edition.slug}.{ref}.{edition.nonce}@{edition.domain}>",
-                    preferences_url=f"{edition.base_url}/preferences/{token}")
+                    preferences_url=f"{edition.base_url}/preferences/{token}", track=track)
 
 
 def clean_name(raw: str | None) -> str:
@@ -234,13 +260,17 @@ _PART_HEAD = ('Content-Type: text/{subtype}; charset="utf-8"\r\n'
 
 
 def _splice(parts: tuple, out: Outgoing, part: str):
+    done: dict[str, bytes] = {}    # a field used many times (a tracked issue's links) is encoded once
     for i, piece in enumerate(parts):
         if i % 2 == 0:
             yield piece
+        elif piece in done:
+            yield done[piece]
         else:
             value = out.value(piece, part)
-            if value:  # a soft line break after the value keeps QP lines <= 76 (RFC 2045 6.7)
-                yield _qp(value) + b"=\r\n"
+            # a soft line break after the value keeps QP lines <= 76 (RFC 2045 6.7)
+            done[piece] = encoded = _qp(value) + b"=\r\n" if value else b""
+            yield encoded
 
 
 def _qp_template(body: str, part: Part, fields: tuple[str, ...]) -> tuple:
@@ -340,7 +370,7 @@ def _check_base_url(url: str) -> str:
     if not url.startswith("https://"):
         warnings.warn(f"[newsletter] base_url {url} is not https: mailbox providers will not offer "
                       "one-click unsubscribe (RFC 8058); fine for local use only",
-                      UnsafeUnsubscribeUrl, stacklevel=3)
+                      UnsafeUnsubscribeUrl, stacklevel=4)
     return url
 
 

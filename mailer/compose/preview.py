@@ -8,7 +8,9 @@ stay inside it: `mailer issue build` loads this module and must start fast.
 
 from __future__ import annotations
 
+import dataclasses
 import html as html_lib
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,8 @@ class Build:
     mjml: str = ""
     report: str = ""
     error: str = ""
+    subject: str = ""          # as the preview reader's inbox shows them
+    preheader: str = ""
 
 
 def build_preview(path: Path, settings, version: int, last: Build | None = None) -> Build:
@@ -54,11 +58,13 @@ def build_preview(path: Path, settings, version: int, last: Build | None = None)
         composed = compose(issue, settings)
     except MailerError as exc:
         last = last or Build(version)
-        return Build(version, last.html, last.text, last.mjml, last.report, f"error: {exc}")
+        return dataclasses.replace(last, version=version, error=f"error: {exc}")
     values = preview_values(settings, issue.slug)
     report = lint(issue, composed, templates_dir(settings)).render(str(path))
     return Build(version, fill_preview(composed.html, values, "html"),
-                 fill_preview(composed.text, values, "text"), composed.mjml, report)
+                 fill_preview(composed.text, values, "text"), composed.mjml, report,
+                 subject=fill_preview(composed.subject, values, "text"),
+                 preheader=html_lib.unescape(fill_preview(composed.preheader, values, "html")))
 
 
 class PreviewServer:
@@ -141,9 +147,21 @@ def _handler(server: PreviewServer):
     return Handler
 
 
+_SCHEME_META = re.compile(r'<meta\s+name="(?:color-scheme|supported-color-schemes)"\s+content="([^"]*)"\s*/?>', re.I)
+
+
 def dark_mode(html: str) -> str:
-    """The email as a dark-mode client shows it: its prefers-color-scheme rules always apply."""
-    return html.replace("@media (prefers-color-scheme: dark)", "@media all")
+    """The email as a client whose reader prefers dark shows it, inside a page that does not: its
+    `prefers-color-scheme: dark` rules always apply (their `light` ones never), and where the email
+    declares `color-scheme: light dark` the browser's own defaults turn dark too (text that no rule
+    colours, such as a picture's alt text, is white on a dark canvas; docs/editor.md, "Preview")."""
+    html = re.sub(r"prefers-color-scheme\s*:\s*dark", "min-width: 0px", html)
+    html = re.sub(r"prefers-color-scheme\s*:\s*light", "max-width: 0px", html)
+    declared = " ".join(found.group(1) for found in _SCHEME_META.finditer(html))
+    if "dark" in declared:
+        html = _SCHEME_META.sub("", html)
+        html = re.sub(r"<head([^>]*)>", r'<head\1><meta name="color-scheme" content="dark">', html, count=1)
+    return html
 
 
 def _index(build: Build, path: Path) -> str:
@@ -159,12 +177,17 @@ def _index(build: Build, path: Path) -> str:
 background:#222;color:#eee}} header a{{color:#9cf;margin-right:12px}} pre{{margin:0;padding:8px 16px;
 white-space:pre-wrap}} .error{{background:#fdd;color:#900}} iframe{{border:0;width:100%;height:80vh;
 background:#fff;display:block;margin:0 auto}} .stale{{opacity:.45}} .stale-note{{margin:0;padding:6px 16px;
-background:#fec;color:#630}} button{{margin-left:8px}} body.phone iframe{{width:375px}}</style></head><body>
+background:#fec;color:#630}} button{{margin-left:8px}} body.phone iframe{{width:375px}}
+#inbox{{padding:8px 16px;background:#fff;border-bottom:1px solid #ccc;line-height:1.5}}
+#inbox .label{{display:inline-block;width:6em;color:#555}}</style></head><body>
 <header><strong>{esc(path.name)}</strong> (build {build.version}) &#8212;
 <a href="/email.html">HTML</a><a href="/email.txt">text part</a><a href="/email.mjml">MJML</a>
 <button id="phone" aria-pressed="false">Phone width (375 px)</button>
 <button id="dark" aria-pressed="false">Dark mode</button></header>
-{error}<pre id="report" class="{stale.strip()}">{esc(build.report)}</pre>
+{error}<div id="inbox" class="{stale.strip()}"><span class="label">Subject</span>
+<strong id="subject">{esc(build.subject)}</strong><br><span class="label">Preheader</span>
+<span id="preheader">{esc(build.preheader)}</span></div>
+<pre id="report" class="{stale.strip()}">{esc(build.report)}</pre>
 <iframe id="email" class="{stale.strip()}" src="/email.html" title="The email"></iframe>
 <script>
 // The two views survive the reload after each rebuild (localStorage).

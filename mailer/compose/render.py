@@ -12,6 +12,7 @@ balance and nesting before compiling, the error mapped back to the template line
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import re
@@ -24,7 +25,7 @@ from jinja2 import meta
 
 from mailer.compose.inline import html_to_text, inline_css
 from mailer.compose.source import read_issue
-from mailer.errors import ComposeError
+from mailer.errors import ComposeError, IssueSourceError, MailerError
 from mailer.model import FIELDS, ComposedIssue, marker
 
 TEMPLATE = "email.mjml.j2"
@@ -67,10 +68,65 @@ def compose_issue(path: str | Path, settings, *, proof: bool = False) -> Compose
 
 def compose(issue, settings, *, proof: bool = False) -> ComposedIssue:
     """An Issue (stage 1's output) through templates, MJML and premailer to a ComposedIssue;
-    `proof`: the copy `mailer issue proof` sends (a banner on top; see templates/email.mjml.j2)."""
-    mjml, html, text = render(TEMPLATE, issue_context(issue, settings, proof=proof), settings)
+    `proof`: the copy `mailer issue proof` sends (a banner on top; see templates/email.mjml.j2).
+
+    A template that fails on one block of the issue is reported at that block's line in the issue
+    (an IssueSourceError), not as the template's own error: the editor can act on that."""
+    try:
+        mjml, html, text = render(TEMPLATE, issue_context(issue, settings, proof=proof), settings)
+    except ComposeError as exc:
+        raise _blame(issue, settings, proof, exc) from exc
     return ComposedIssue(slug=issue.slug, subject=issue.subject, preheader=issue.preheader,
                          mjml=mjml, html=html, text=text, date=issue.date)
+
+
+_KIND = {"Paragraph": "paragraph", "Image": "picture", "ItemList": "list", "Table": "table",
+         "Quote": "quote", "Section": "section", "Story": "story"}
+
+
+def _blame(issue, settings, proof: bool, exc: ComposeError) -> MailerError:
+    """The issue's part that makes the templates fail on its own, as an IssueSourceError at its
+    line; `exc` itself when none does (then the templates fail whatever the issue says)."""
+    def builds(variant) -> bool:
+        try:
+            mjml_to_html(render_mjml(TEMPLATE, issue_context(variant, settings, proof=proof), folder), folder)
+        except ComposeError:
+            return False
+        return True
+
+    folder = templates_dir(settings)
+    bare = dataclasses.replace(issue, intro=(), sections=(), image=None)
+    if not builds(bare):
+        return exc
+    for line, kind, variant in _one_part_at_a_time(issue, bare):
+        if not builds(variant):
+            return IssueSourceError(f"the email cannot be built with this {kind} ({exc}): write it "
+                                    "another way, and tell whoever keeps the templates",
+                                    path=str(issue.path), line=line)
+    return exc
+
+
+def _one_part_at_a_time(issue, bare):
+    """(line, kind, an issue holding that part alone) for each part of `issue`, in file order."""
+    if issue.image is not None:
+        yield issue.image.line, "lead picture", dataclasses.replace(bare, image=issue.image)
+    for block in issue.intro:
+        yield block.line, _KIND.get(type(block).__name__, "block"), dataclasses.replace(bare, intro=(block,))
+    for section in issue.sections:
+        empty = dataclasses.replace(section, blocks=())
+        yield section.line, "section heading", dataclasses.replace(bare, sections=(empty,))
+        for block in section.blocks:
+            inner = getattr(block, "blocks", None)
+            if inner is None:
+                yield block.line, _KIND.get(type(block).__name__, "block"), \
+                    dataclasses.replace(bare, sections=(dataclasses.replace(empty, blocks=(block,)),))
+                continue
+            story = dataclasses.replace(block, blocks=())
+            yield block.line, "story heading", \
+                dataclasses.replace(bare, sections=(dataclasses.replace(empty, blocks=(story,)),))
+            for part in inner:
+                one = dataclasses.replace(empty, blocks=(dataclasses.replace(story, blocks=(part,)),))
+                yield part.line, _KIND.get(type(part).__name__, "block"), dataclasses.replace(bare, sections=(one,))
 
 
 def render(template: str, context: dict, settings) -> tuple[str, str, str]:

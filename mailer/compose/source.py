@@ -5,7 +5,7 @@ config.toml is TOML too, tomllib is in the standard library and its errors carry
 then a Markdown body (CommonMark, raw HTML off):
 
     # Title                      exactly one, first
-    intro paragraphs             optional
+    intro blocks                 optional: any block; its first paragraph is the standfirst
     ## Section                   one heading per section
     ### Story                    stories inside a section
     - Item text (Source)         list items; a trailing "(...)" is the item's source
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ OPTIONAL = {"image": str, "image_alt": str, "image_credit": str, "image_caption"
 ISSUE_NAME_MAX = 64
 SLUG = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.))*$")
 COMMENT = re.compile(r"<!--.*?-->", re.S)
+# Text worth a second look: brackets or an address in <> that Markdown left as they were typed.
+STRAY = re.compile(r"\[|\]|<\s*www\.")
 # "Item text (Source)": the last parenthesis, unless it is a Markdown link's "](url)"; the source
 # may itself be a link, "([Financial Times](https://...))".
 SOURCE = re.compile(r"^(?P<text>.*?\S)\s*(?<!\])\((?P<source>(?:\[[^\]]*\]\([^()\s]*\)|[^()])+)\)\s*$", re.S)
@@ -89,16 +92,26 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Quote:
+    """A `> quoted` passage: its paragraphs."""
+    paragraphs: tuple[Paragraph, ...]
+    line: int
+
+
+Block = Paragraph | ItemList | Image | Table | Quote
+
+
+@dataclass(frozen=True)
 class Story:
     title_html: str
-    blocks: tuple[Paragraph | ItemList | Image | Table, ...]
+    blocks: tuple[Block, ...]
     line: int
 
 
 @dataclass(frozen=True)
 class Section:
     title_html: str
-    blocks: tuple[Paragraph | ItemList | Story, ...]
+    blocks: tuple[Block | Story, ...]
     line: int
     colophon: bool = False     # after the `***` line: masthead, credits
 
@@ -111,10 +124,29 @@ class Issue:
     preheader: str
     date: dt.date
     title_html: str
-    intro: tuple[Paragraph, ...]
+    intro: tuple[Block, ...]                   # every block between the title and the first section
     sections: tuple[Section, ...]
     meta: dict = field(default_factory=dict)   # the whole front matter, for later stages
     image: Image | None = None                 # the lead image (front matter `image = ...`)
+    # Text that looks like a link or markup that did not take: (line, the literal text); the lint
+    # report says what was meant (mailer/compose/links.py).
+    stray: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def intro_parts(self) -> tuple[tuple[Block, ...], Paragraph | None, tuple[Block, ...]]:
+        """(pictures above the standfirst, the standfirst, the rest of the introduction).
+
+        The standfirst is the introduction's first paragraph, when nothing but pictures stands
+        before it and it is not a greeting ("Dear {{ first_name }},"); without one, the whole
+        introduction is "the rest", set as body text."""
+        for index, block in enumerate(self.intro):
+            if isinstance(block, Paragraph):
+                if is_greeting(block.html):
+                    break
+                return self.intro[:index], block, self.intro[index + 1:]
+            if not isinstance(block, Image):
+                break
+        return (), None, self.intro
 
     @property
     def html_subject(self) -> str:
@@ -128,6 +160,19 @@ class Issue:
     @property
     def colophon(self) -> tuple[Section, ...]:
         return tuple(s for s in self.sections if s.colophon)
+
+
+# A greeting: one short line ending in a comma ("Dear {{ first_name }},", "Hello all,"), or one
+# that opens with a salutation ("Hi Ann!"); it is never set as the standfirst.
+GREETING_CHARS = 80
+_SALUTATION = re.compile(r"(?i)^(dear|hi|hello|hey|greetings|good (morning|afternoon|evening))\b")
+
+
+def is_greeting(html: str) -> bool:
+    text = " ".join(re.sub(r"<[^>]+>", "", MARKER["html"].sub("Reader", html)).split())
+    if "\n" in html.strip() or len(text) > GREETING_CHARS:
+        return False
+    return text.endswith(",") or bool(_SALUTATION.match(text))
 
 
 def issue_name_problem(name: str) -> str | None:
@@ -173,10 +218,11 @@ def parse_issue(text: str, path: str | Path) -> Issue:
     title, intro, sections = reader.parse(body)
     if problems:       # every problem of the file at once, in file order
         raise IssueSourceError.combine(sorted(problems, key=lambda p: p.line or 0))
-    return Issue(path=path, slug=slug, subject=merge_fields(meta["subject"], "text"),
-                 preheader=merge_fields(meta["preheader"], "html"), date=meta["date"],
-                 title_html=title, intro=intro, sections=sections, meta=meta,
-                 image=_lead_image(meta, reader, body_start))
+    image = _lead_image(meta, reader, lines[1:body_start - 1])
+    return Issue(path=path, slug=slug, subject=typographic(merge_fields(meta["subject"], "text")),
+                 preheader=typographic(merge_fields(meta["preheader"], "html")), date=meta["date"],
+                 title_html=title, intro=intro, sections=sections, meta=meta, image=image,
+                 stray=tuple(reader.stray))
 
 
 def merge_fields(text: str, part: Part) -> str:
@@ -190,13 +236,26 @@ def merge_fields(text: str, part: Part) -> str:
     return MERGE.sub(to_marker, text) if "{{" in text else text
 
 
-def _lead_image(meta: dict, reader: _Body, line: int) -> Image | None:
+@functools.cache
+def _quotes() -> MarkdownIt:
+    """markdown-it with nothing but text and its typographic quotes (made on first use)."""
+    return MarkdownIt("zero", {"typographer": True}).enable(["smartquotes"])
+
+
+def typographic(text: str) -> str:
+    """Plain text (a subject, a preheader) with the body's typographic quotes, nothing else: “ ” ’."""
+    if "'" not in text and '"' not in text:
+        return text
+    return "".join(child.content for child in _quotes().parseInline(text)[0].children or [])
+
+
+def _lead_image(meta: dict, reader: _Body, settings: list[str]) -> Image | None:
     if "image" not in meta:
         return None
-    inline = {key: reader.inline(meta[key]) if meta.get(key) else None
+    inline = {key: reader.inline(meta[key], setting_line(settings, key) or 1) if meta.get(key) else None
               for key in ("image_caption", "image_credit")}
     return Image(meta["image"].strip(), meta.get("image_alt", "").strip(), inline["image_caption"],
-                 line, credit_html=inline["image_credit"])
+                 setting_line(settings, "image") or 1, credit_html=inline["image_credit"])
 
 
 # --- front matter ---------------------------------------------------------------------------
@@ -214,31 +273,85 @@ def _front_matter(text: str, where: str, problems: list) -> tuple[dict, int]:
     except StopIteration:
         raise IssueSourceError(f"the settings opened here are never closed by a '{FENCE}' line",
                                path=where, line=1) from None
-    source = "\n".join(lines[1:end])
-    try:
-        meta = tomllib.loads(source)
-    except tomllib.TOMLDecodeError as exc:
-        problems.append(_toml_error(exc, where))
-        return {}, end + 1
-    problems += _check_meta(meta, lines[1:end], where, end)
+    settings = lines[1:end]
+    meta, broken = _toml(settings, where, problems)
+    problems += _check_meta(meta, settings, where, end, broken)
     return meta, end + 1
 
 
-def _toml_error(exc: Exception, where: str) -> IssueSourceError:
-    message = str(exc)
-    found = re.search(r"\s*\(at line (\d+), column \d+\)$", message)
-    line = int(found.group(1)) + 1 if found else None      # + 1 for the opening +++ line
-    message = message[: found.start()] if found else message
-    if "'\\n'" in message:    # tomllib's words for an unterminated string
+def _toml(settings: list[str], where: str, problems: list) -> tuple[dict, set[str]]:
+    """tomllib stops at the first mistake: each mistake's line is recorded and blanked, and the
+    rest read again, so one run names every broken line. Returns the settings that read and the
+    names of those whose lines were broken (not reported again as missing)."""
+    settings, broken = list(settings), set[str]()
+    while True:
+        try:
+            return tomllib.loads("\n".join(settings)), broken
+        except tomllib.TOMLDecodeError as exc:
+            index = _error_index(exc, settings)
+            problems.append(_toml_error(exc, where, settings, index))
+            if index is None:         # nothing more can be read: no setting is reported missing
+                return {}, broken | set(REQUIRED)
+            key = re.match(r"\s*[\"']?([\w-]+)[\"']?\s*=", settings[index])
+            broken |= {key.group(1)} if key else set()
+            settings[index] = ""
+
+
+def _error_index(exc: tomllib.TOMLDecodeError, settings: list[str]) -> int | None:
+    """The index in `settings` of the line tomllib's error is about, if it is a line to blank."""
+    found = re.search(r"\(at line (\d+), column \d+\)$", str(exc))
+    if found:
+        index = int(found.group(1)) - 1
+    else:      # "(at end of document)": an unterminated multi-line string opened on some line,
+        # else something left open on the last line that says anything
+        index = next((i for i, line in enumerate(settings) if '"""' in line or "'''" in line),
+                     max((i for i, line in enumerate(settings) if line.strip()[:1] not in ("", "#")),
+                         default=-1))
+    return index if 0 <= index < len(settings) and settings[index].strip() else None
+
+
+_DATE_LIKE = re.compile(r"^\s*[\"']?([\w-]+)[\"']?\s*=\s*(\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\S*)\s*(#.*)?$")
+
+
+def _toml_error(exc: Exception, where: str, settings: list[str], index: int | None) -> IssueSourceError:
+    message = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)$", "", str(exc))
+    line = index + 2 if index is not None else None     # + 2: the opening +++ line, 1-based
+    date = _DATE_LIKE.match(settings[index]) if index is not None else None
+    if date:
+        return IssueSourceError(f"settings: {date.group(1)} = {date.group(2)} is not a date"
+                                f"{_why_not_a_date(date.group(2))}: write YYYY-MM-DD without quotes, "
+                                "e.g. 2024-12-01", path=where, line=line)
+    if "'\\n'" in message or message.startswith("Unterminated string"):
         message = 'a closing " is missing'
     hint = ' (text needs "double quotes"; dates are YYYY-MM-DD without quotes)'
     return IssueSourceError(f"settings: {message[0].lower()}{message[1:]}{hint}", path=where, line=line)
 
 
-def _check_meta(meta: dict, lines: list[str], where: str, end: int) -> list[IssueSourceError]:
+def _why_not_a_date(value: str) -> str:
+    """ "(month 13 does not exist)" for 2024-13-01, where the reason is plain; else nothing."""
+    parts = re.fullmatch(r"(\d{4})-(\d{1,2})-(\d{1,2})", value)
+    if not parts:
+        return ""
+    year, month, day = map(int, parts.groups())
+    if not 1 <= month <= 12:
+        return f" (there is no month {month})"
+    try:
+        dt.date(year, month, day)
+    except ValueError:
+        return f" ({dt.date(year, month, 1):%B} has no day {day})"
+    return " (month and day take two digits each)"
+
+
+def setting_line(settings: list[str], key: str) -> int | None:
+    """The file line of `key = ...` among the lines between the +++ lines, or None."""
+    pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+    return next((i + 2 for i, text in enumerate(settings) if pattern.match(text)), None)
+
+
+def _check_meta(meta: dict, lines: list[str], where: str, end: int,
+                broken: set[str]) -> list[IssueSourceError]:
     def line_of(key: str) -> int:
-        pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
-        return next((i + 2 for i, text in enumerate(lines) if pattern.match(text)), end + 1)
+        return setting_line(lines, key) or end + 1
 
     problems, known = [], {**REQUIRED, **OPTIONAL}
     for key in sorted(set(meta) - set(known), key=line_of):
@@ -248,7 +361,7 @@ def _check_meta(meta: dict, lines: list[str], where: str, end: int) -> list[Issu
                                          path=where, line=line_of(key)))
     for key, kind in known.items():
         if key not in meta:
-            if key in REQUIRED:
+            if key in REQUIRED and key not in broken:
                 problems.append(IssueSourceError(f"settings: missing {key} = ... before this "
                                                  f"'{FENCE}' line", path=where, line=end + 1))
             continue
@@ -297,6 +410,8 @@ class _Body:
     def __init__(self, where: str, offset: int, problems: list):
         self.where, self.offset, self.problems = where, offset, problems
         self.md = _markdown()
+        self.env: dict = {}                       # the body's `[ref]: https://...` definitions
+        self.stray: list[tuple[int, str]] = []    # (line, text that looks like markup that did not take)
 
     def error(self, message: str, token) -> IssueSourceError:
         line = self.offset + token.map[0] + 1 if token is not None and token.map else None
@@ -318,13 +433,20 @@ class _Body:
     def line(self, token) -> int:
         return self.offset + token.map[0] + 1
 
-    def inline(self, markdown: str) -> str:
-        env: dict = {}
-        return self.md.renderer.renderInline(self.md.parseInline(markdown, env)[0].children,
-                                             self.md.options, env).strip()
+    def inline(self, markdown: str, line: int) -> str:
+        """`markdown` (starting on file line `line`) as HTML; text left over from link syntax
+        that did not take (`[words](bad address)`, `[words][undefined]`) is noted in `stray`."""
+        env = dict(self.env)
+        children = self.md.parseInline(markdown, env)[0].children or []
+        for child in children:
+            if child.type in ("softbreak", "hardbreak"):
+                line += 1
+            elif child.type == "text" and STRAY.search(child.content):
+                self.stray.append((line, child.content))
+        return self.md.renderer.renderInline(children, self.md.options, env).strip()
 
     def parse(self, body: str):
-        tokens = self.md.parse(_blank_comments(body))
+        tokens = self.md.parse(_blank_comments(body), self.env)
         self.tokens, self.i = tokens, 0
         first = tokens[0] if tokens else None
         title = ""
@@ -369,7 +491,7 @@ class _Body:
         self.i += 3
         if not inline.content.strip():
             self.problems.append(self.error("this heading is empty", inline))
-        return self.inline(inline.content)
+        return self.inline(inline.content, self.line(inline))
 
     def blocks(self, *, allow_story: bool, context: str):
         """Paragraphs, lists and (in sections) stories, up to the next ## / # / ***."""
@@ -398,11 +520,13 @@ class _Body:
             inline = self.tokens[self.i + 1]
             self.i += 3
             image = self.image(inline, self.line(tok))
-            yield image or Paragraph(self.inline(inline.content), self.line(tok))
+            yield image or Paragraph(self.inline(inline.content, self.line(tok)), self.line(tok))
         elif tok.type in ("bullet_list_open", "ordered_list_open"):
             yield from self.item_list(tok)
         elif tok.type == "table_open":
             yield self.table(tok)
+        elif tok.type == "blockquote_open":
+            yield from self.quote(tok)
         elif tok.type == "heading_open":
             self.problem("headings go down to '### ' (stories); use **bold** below that", tok)
         else:
@@ -420,24 +544,45 @@ class _Body:
         title = picture.attrGet("title")
         href = children[0].attrGet("href") if kinds[0] == "link_open" else None
         alt = self.md.renderer.renderInlineAsText(picture.children or [], self.md.options, {})
-        return Image(str(picture.attrGet("src")), alt.strip(), self.inline(title) if title else None,
+        return Image(str(picture.attrGet("src")), alt.strip(), self.inline(str(title), line) if title else None,
                      line, href=str(href) if href else None)
+
+    def quote(self, opening):
+        """A `>` quote: one or more paragraphs (a list or a heading inside one is a problem)."""
+        paragraphs: list[Paragraph] = []
+        self.i += 1
+        while self.tokens[self.i].type != "blockquote_close":
+            tok = self.tokens[self.i]
+            if tok.type != "paragraph_open":
+                self.problems.append(self.error("a '>' quote holds paragraphs only (no lists, headings "
+                                                "or pictures inside it)", tok))
+                while not (self.tokens[self.i].type == "blockquote_close"
+                           and self.tokens[self.i].level == opening.level):
+                    self.i += 1
+                self.i += 1
+                return
+            paragraphs.append(Paragraph(self.inline(self.tokens[self.i + 1].content, self.line(tok)),
+                                        self.line(tok)))
+            self.i += 3
+        self.i += 1
+        yield Quote(tuple(paragraphs), self.line(opening))
 
     def table(self, opening) -> Table:
         header: tuple[str, ...] = ()
         rows: list[tuple[str, ...]] = []
         align: list[str] = []
         row: list[str] = []
+        row_line = self.line(opening)
         self.i += 1
         while self.tokens[self.i].type != "table_close":
             tok = self.tokens[self.i]
             if tok.type == "tr_open":
-                row = []
+                row, row_line = [], self.line(tok) if tok.map else self.line(opening)
             elif tok.type in ("th_open", "td_open"):
                 if tok.type == "th_open":
                     style = str(tok.attrGet("style") or "")
                     align.append(style.partition("text-align:")[2] or "left")
-                row.append(self.inline(self.tokens[self.i + 1].content))
+                row.append(self.inline(self.tokens[self.i + 1].content, row_line))
             elif tok.type == "tr_close":
                 if header:
                     rows.append(tuple(row))
@@ -468,9 +613,10 @@ class _Body:
     def item(self, markdown: str, line: int) -> Item:
         found = SOURCE.match(markdown)
         if not found:
-            return Item(self.inline(markdown), None, line)
-        return Item(self.inline(found["text"]), self.inline(found["source"]), line)
+            return Item(self.inline(markdown, line), None, line)
+        source_line = line + markdown.count("\n", 0, found.start("source"))
+        return Item(self.inline(found["text"], line), self.inline(found["source"], source_line), line)
 
 
 _KINDS = {"fence": "a code block", "code_block": "an indented code block (4 spaces)",
-          "blockquote_open": "a '>' quote", "html_block": "raw HTML"}
+          "html_block": "raw HTML"}

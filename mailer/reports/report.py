@@ -19,6 +19,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import distinct, func, select
 
 from mailer.errors import ReportError
+from mailer.reports import clicks
+from mailer.reports.clicks import LinkFigures
 from mailer.send.ledger import State, deliveries, sends
 from subscribers.events import EventType, Severity
 from subscribers.policy import events
@@ -52,11 +54,14 @@ class Report:
     warnings: list[str]
     timeline: dict[str, list[tuple[str, int]]] = field(default_factory=dict)   # type -> [(bucket, n)]
     started_at: datetime | None = None
+    links: list[LinkFigures] = field(default_factory=list)   # our own tracking's, most people first
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"issue": self.issue, "lists": self.lists, "figures": self.figures,
                 "rates": {k: (round(v, 6) if v is not None else None) for k, v in self.rates.items()},
                 "warnings": self.warnings, "started_at": self.started_at.isoformat() if self.started_at else None,
+                "links": [link.as_dict() for link in self.links], "notes": self.notes,
                 "timeline": {k: [{"at": at, "count": n} for at, n in v] for k, v in self.timeline.items()}}
 
 
@@ -75,10 +80,14 @@ def build(conn, issue: str, list_name: str | None = None) -> Report:
                                .group_by(deliveries.c.state)).all())
     figures.update({name: states.get(name, 0) for name in LEDGER_FIGURES})
     figures.update(_event_figures(conn, issue, send_ids))
+    own = clicks.tracked(conn, send_ids)   # our own clicks and opens replace the provider's events'
+    figures.update(own.figures() if own else {"machine_clicks": 0, "machine_opens": 0})
     rates = _rates(figures)
     started = min((r.started_at for r in rows if r.started_at), default=None)
+    notes = [clicks.OPENS_NOTE] if own or figures["opens"] else []
     return Report(issue=issue, lists=[r.list_name for r in rows], figures=figures, rates=rates,
-                  warnings=_warnings(rates), timeline=_timeline(conn, issue, send_ids), started_at=started)
+                  warnings=_warnings(rates), timeline=_timeline(conn, issue, send_ids), started_at=started,
+                  links=own.links if own else [], notes=notes)
 
 
 def _in_send(send_ids):
@@ -151,7 +160,7 @@ def _buckets(first: datetime, last: datetime, hourly: bool) -> list[datetime]:
 LABELS = {"readers": "Readers", "accepted": "Accepted", "failed": "Failed", "deferred": "Deferred",
           "delivered": "Delivered", "hard_bounces": "Hard bounces", "soft_bounces": "Soft bounces",
           "blocks": "Blocks", "complaints": "Complaints", "unsubscribes": "Unsubscribes", "opens": "Opens",
-          "clicks": "Clicks"}
+          "machine_opens": "Machine opens", "clicks": "Clicks (people)", "machine_clicks": "Machine clicks"}
 
 
 def rows(report: Report) -> list[tuple[str, str, str]]:
@@ -161,6 +170,11 @@ def rows(report: Report) -> list[tuple[str, str, str]]:
         rate = report.rates.get(name)
         out.append((label, f"{report.figures[name]:,}", "" if rate is None else f"{rate:.2%}"))
     return out
+
+
+def link_rows(report: Report) -> list[tuple[str, str, str, str]]:
+    """(URL, text in the issue, people, machine) for the links table, most people first."""
+    return [(link.url, link.text, f"{link.people:,}", f"{link.machine:,}") for link in report.links]
 
 
 def chart_svg(report: Report) -> str:
@@ -188,6 +202,16 @@ def render_html(report: Report) -> str:
     table = "\n".join(f"<tr><th scope=row>{esc(label)}</th><td>{esc(n)}</td><td>{esc(rate)}</td></tr>"
                       for label, n, rate in rows(report))
     warnings = "".join(f'<p class="warning" role="alert">{esc(w)}</p>' for w in report.warnings)
+    notes = "".join(f'<p class="note">{esc(n)}</p>' for n in report.notes)
+    links = "\n".join(f'<tr><td class="url"><a href="{esc(url)}">{esc(url)}</a></td><td class="text">{esc(text)}</td>'
+                      f"<td>{esc(people)}</td><td>{esc(machine)}</td></tr>"
+                      for url, text, people, machine in link_rows(report))
+    links_table = (f"""<h2>Links</h2>
+<table class="links"><thead><tr><th scope=col>Link</th><th scope=col>Text in the issue</th>
+<th scope=col>People</th><th scope=col>Machine</th></tr></thead>
+<tbody>
+{links}
+</tbody></table>""" if report.links else "")
     started = report.started_at.strftime("%Y-%m-%d %H:%M UTC") if report.started_at else "—"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -198,6 +222,8 @@ body {{ font-family: sans-serif; margin: 2rem auto; max-width: 960px; color: #22
 table {{ border-collapse: collapse; margin: 1rem 0; }}
 th, td {{ padding: .3rem .9rem; border-bottom: 1px solid #ddd; text-align: right; }}
 th[scope=row] {{ text-align: left; font-weight: normal; }}
+td.url, td.text {{ text-align: left; overflow-wrap: anywhere; }}
+.note {{ color: #555; }}
 .warning {{ background: #fff3cd; border: 1px solid #e0b400; padding: .5rem .8rem; }}
 figure {{ margin: 1rem 0; }}
 </style></head>
@@ -209,6 +235,8 @@ figure {{ margin: 1rem 0; }}
 <tbody>
 {table}
 </tbody></table>
+{notes}
+{links_table}
 <figure>{chart_svg(report)}
 <figcaption>Events reported per {"hour" if _hourly(report) else "day"} (UTC).</figcaption></figure>
 </body></html>

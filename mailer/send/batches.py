@@ -147,7 +147,8 @@ class BatchLoop:
             try:
                 ref = ledger.delivery_ref(self.send_id, reader.subscriber_id, self.ref_key)
                 out = personalize(self.edition, Recipient(ref, reader.email, reader.name or "",
-                                                          self.tokens(reader.subscriber_id, reader.key)))
+                                                          self.tokens(reader.subscriber_id, reader.key),
+                                                          reader.subscriber_id or 0, not reader.no_tracking))
             except DeliveryError as exc:  # an address that cannot be written safely
                 p.marks.append(Mark(reader.delivery_id, State.FAILED.value, None, str(exc)))
                 continue

@@ -27,12 +27,13 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 
 from mailer import engines
+from mailer.compose import tracking as links
 from mailer.compose.archived import neutral_copy
-from mailer.compose.personalize import Recipient, personalize, prepare
-from mailer.config import OnInterrupted, Settings, database_url, secret_key
-from mailer.errors import AmbiguousDelivery, DeliveryError, SendError, SendTakenOver
+from mailer.compose.personalize import Edition, Recipient, personalize, prepare
+from mailer.config import ClickTracking, OnInterrupted, Settings, database_url, secret_key, tracking_problem
+from mailer.errors import AmbiguousDelivery, ConfigError, DeliveryError, SendError, SendTakenOver
 from mailer.model import ArchiveCopy, ComposedIssue
-from mailer.send import batches, ledger, segments
+from mailer.send import batches, ledger, segments, tracking
 from mailer.send.batches import BatchLoop
 from mailer.send.deliver.base import Backend
 from mailer.send.deliver.refusals import refusal_event
@@ -125,6 +126,7 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
                         "(who have not had this issue): nothing to send")
     ready = None
     if not plan.already_sent:  # settings and secrets fail here, before the ledger is touched
+        check_tracking(settings)
         ready = _Ready(_token_maker(settings, plan.list_id, plan.engine), ref_key_of(settings),
                        backend or create_backend(plan.backend, settings), archive_copy(plan.issue, settings.newsletter))
     send_id, summary.interrupted, finished = _start(plan, on_interrupted or settings.delivery.on_interrupted,
@@ -139,7 +141,7 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
         return summary
     assert ready is not None   # complete when planned means complete now: readers never rejoin a send
     tokens, ref_key, sender = ready.tokens, ready.ref_key, ready.backend
-    edition = prepare(plan.issue, settings.newsletter, nonce=f"s{send_id}")
+    edition = edition_for(settings, plan.engine, plan.issue, send_id)
     d = settings.delivery
     retry = batches.Retry(begun, d.retry_hours, d.retry_first_seconds, d.retry_wait_seconds)
     try:
@@ -179,6 +181,35 @@ class _Ready(NamedTuple):
     ref_key: str
     backend: Backend
     archive: ArchiveCopy
+
+
+def check_tracking(settings: Settings) -> None:
+    """[tracking] as the send will use it ("reader" needs a privacy notice), before the ledger is touched."""
+    problem = tracking_problem(settings)
+    if problem:
+        raise ConfigError(problem)
+
+
+def edition_for(settings: Settings, engine: Engine, issue: ComposedIssue, send_id: int) -> Edition:
+    """The send's edition (Message-IDs derive from the send); with [tracking] on, the issue's links
+    are stored with the send (mailer/send/tracking.py) and rewritten, once, for every reader."""
+    track = tracking_plan(settings, engine, issue, send_id)
+    return prepare(issue, settings.newsletter, nonce=f"s{send_id}", track=track)
+
+
+def tracking_plan(settings: Settings, engine: Engine, issue: ComposedIssue, send_id: int) -> links.Plan | None:
+    t = settings.tracking
+    if not t.on:
+        return None
+    check_tracking(settings)
+    found = (links.find_links(issue.html, issue.text, settings.newsletter.base_url)
+             if t.clicks is not ClickTracking.OFF else [])
+    with engine.begin() as conn:
+        stored = tracking.store_links(conn, send_id, found)
+        tracking.purge(conn, t.keep_days)   # who clicked, past keep_days (the web service purges too)
+    wanted = {link.url for link in found}
+    return links.Plan(send_id, links.Signer.from_secret(secret_key(settings)), t.clicks is ClickTracking.READER,
+                      {url: i for url, i in stored.items() if url in wanted}, t.opens)
 
 
 def archive_copy(issue: ComposedIssue, newsletter) -> ArchiveCopy:

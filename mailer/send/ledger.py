@@ -156,6 +156,7 @@ class Reader(NamedTuple):  # a tuple: a million of them are made per send
     attempts: int                  # including the one now being made
     suppressed: str | None         # why this reader must be skipped now, or None
     key: str | None = None         # their membership's token_key, for the unsubscribe link (subscribers/links.py)
+    no_tracking: bool = False      # they turned click and open tracking off (docs/tracking.md)
 
 
 class Mark(NamedTuple):
@@ -403,7 +404,8 @@ def archived_copy(conn: Connection, issue: str):
 # message, so constructing SQLAlchemy expressions each time would cost more than running them.
 _m = memberships
 _READERS = (select(deliveries.c.id, deliveries.c.subscriber_id, subscribers.c.email, subscribers.c.name,
-                   deliveries.c.attempts, subscribers.c.global_status, _m.c.status, _m.c.token_key)
+                   deliveries.c.attempts, subscribers.c.global_status, _m.c.status, _m.c.token_key,
+                   subscribers.c.no_tracking)
             .select_from(deliveries.outerjoin(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
                          .outerjoin(_m, and_(_m.c.subscriber_id == deliveries.c.subscriber_id,
                                              _m.c.list_id == bindparam("b_list")))))
@@ -442,7 +444,7 @@ def peek(conn: Connection, send_id: int, list_id: int | None, after: int, size: 
     """The next `size` pending readers after delivery id `after`, with their current address,
     name and suppression, read now; nothing is claimed (that is `claim`)."""
     rows = conn.execute(_PEEK, {"b_list": list_id, "b_send": send_id, "b_after": after, "b_size": size})
-    return [Reader(r[0], r[1], r[2], r[3], r[4] + 1, _suppressed(r), r[7]) for r in rows]
+    return [Reader(r[0], r[1], r[2], r[3], r[4] + 1, _suppressed(r), r[7], bool(r[8])) for r in rows]
 
 
 _BATCH = (_READERS.where(deliveries.c.send_id == bindparam("b_send"),
@@ -457,7 +459,7 @@ def batch_readers(conn: Connection, send_id: int, list_id: int | None, batch: in
     `batch`); `attempts` already counts this one."""
     rows = conn.execute(_BATCH, {"b_list": list_id, "b_send": send_id, "b_batch": batch,
                                  "b_first": ids[0], "b_last": ids[-1]})
-    return [Reader(r[0], r[1], r[2], r[3], r[4], _suppressed(r), r[7]) for r in rows]
+    return [Reader(r[0], r[1], r[2], r[3], r[4], _suppressed(r), r[7], bool(r[8])) for r in rows]
 
 
 def claim(conn: Connection, send_id: int, ids: list[int]) -> tuple[int, set[int] | None]:

@@ -155,7 +155,7 @@ def _work_on(settings: Settings, engine, row, me: str, report: WorkerReport, not
 def _loop(settings: Settings, engine, row, me: str, summary, lost, stop, editions: dict) -> WorkerLoop:
     if row.id not in editions:  # composed once per worker and send
         composed = compose_checked(issue_path(row.issue, settings), settings)
-        editions[row.id] = dispatch.prepare(composed, settings.newsletter, nonce=f"s{row.id}")  # same Message-IDs
+        editions[row.id] = dispatch.edition_for(settings, engine, composed, row.id)  # same Message-IDs, links
     edition = editions[row.id]
     ref_key = dispatch.ref_key_of(settings)
     d = settings.delivery
@@ -190,6 +190,7 @@ def run_shared(settings: Settings, plan: dispatch.Plan, workers: int, *, config=
     archive = None if plan.already_sent else dispatch.archive_copy(plan.issue, settings.newsletter)
     if not plan.already_sent:  # settings and secrets fail here, before the ledger is touched
         dispatch.ref_key_of(settings)
+        dispatch.check_tracking(settings)
         create_backend(plan.backend, settings)
     send_id, summary.interrupted, finished = dispatch._start(plan, settings.delivery.on_interrupted, notice,
                                                              take_over=take_over, archive=archive)

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from mailer.web import admin, archive, preferences, public, webhooks
+from mailer.web import admin, archive, preferences, public, tracking, webhooks
 from mailer.web.context import WebContext
 from mailer.web.security import BodyLimit, SecurityHeaders
 
@@ -31,7 +31,8 @@ def create_app(settings) -> FastAPI:
     app = FastAPI(title=f"{settings.newsletter.name} web service", version="1",
                   docs_url=None, redoc_url=None)   # the Swagger UI needs inline script: CSP forbids it
     app.state.web = WebContext(settings)
-    for module in (public, preferences, webhooks, archive):
+    app.state.web.tracking = tracking.Tracking(app.state.web)
+    for module in (public, preferences, webhooks, archive, tracking):
         app.include_router(module.router)
     admin.install(app, app.state.web)
     _add_basics(app)
@@ -39,6 +40,7 @@ def create_app(settings) -> FastAPI:
     app.add_middleware(BodyLimit, limit=FORM_LIMIT, overrides={"/webhooks/": WEBHOOK_LIMIT,
                                                                "/admin/lists/": admin.UPLOAD_LIMIT})
     app.add_middleware(SecurityHeaders, https=settings.newsletter.base_url.startswith("https://"))
+    app.router.add_event_handler("shutdown", app.state.web.tracking.close)   # its last clicks, then the database
     app.router.add_event_handler("shutdown", app.state.web.close)
     return app
 

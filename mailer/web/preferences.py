@@ -74,6 +74,21 @@ def save(token: str, request: Request, list_names: Names = [],  # noqa: B006 - F
     return _render(web, token, reader, saved=changed)
 
 
+@router.post("/preferences/{token}/tracking", response_class=HTMLResponse,
+             summary="Allow or refuse click counting", responses=TOKEN_PAGES)
+def tracking_choice(token: str, request: Request,
+                    tracking: Annotated[str, Form(max_length=10)] = "off") -> HTMLResponse:
+    """`tracking` = "off" (anything but "on" refuses: the safe reading of a mangled form)."""
+    web = request.app.state.web
+    subscriber_id = prefs.subscriber_for(web, token)
+    changed = None if subscriber_id is None else prefs.set_tracking(web, subscriber_id, tracking == "on",
+                                                                    readers.client(request))
+    reader = None if changed is None or subscriber_id is None else prefs.load(web, subscriber_id)
+    if reader is None:
+        return _bad_link(web)
+    return _render(web, token, reader, saved=changed)
+
+
 @router.post("/preferences/{token}/leave", response_class=HTMLResponse, summary="Leave every list",
              responses=TOKEN_PAGES)
 def leave(token: str, request: Request) -> HTMLResponse:
@@ -92,7 +107,8 @@ def _reader(web, token: str):
 
 def _render(web, token: str, reader, saved) -> HTMLResponse:
     return web.pages.render("preferences.html.j2", private=True, reader=reader, saved=saved,
-                            action=f"/preferences/{token}")
+                            action=f"/preferences/{token}", tracking=web.settings.tracking,
+                            privacy_url=web.settings.newsletter.privacy_url)
 
 
 def _bad_link(web) -> HTMLResponse:

@@ -52,6 +52,7 @@ class Reader:
     name: str
     suppressed: str | None     # bounced / complained: lists cannot be changed here
     choices: list[Choice]
+    tracking: bool = True      # False: they turned click and open tracking off
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,8 @@ def load(web, subscriber_id: int) -> Reader | None:
 
 
 def _load(conn, subscriber_id: int) -> Reader | None:
-    row = conn.execute(select(subscribers.c.email, subscribers.c.name, subscribers.c.global_status)
-                       .where(subscribers.c.id == subscriber_id)).first()
+    row = conn.execute(select(subscribers.c.email, subscribers.c.name, subscribers.c.global_status,
+                              subscribers.c.no_tracking).where(subscribers.c.id == subscriber_id)).first()
     if row is None:
         return None
     statuses = dict(conn.execute(select(memberships.c.list_id, memberships.c.status)
@@ -102,7 +103,8 @@ def _load(conn, subscriber_id: int) -> Reader | None:
             continue      # a private list is shown only to its members
         shown = None if status is None else effective_status(status, row.global_status).value
         choices.append(Choice(lst.name, lst.title or lst.name, lst.description or "", shown))
-    return Reader(subscriber_id, display_email(row.email), row.name or "", row.global_status, choices)
+    return Reader(subscriber_id, display_email(row.email), row.name or "", row.global_status, choices,
+                  not row.no_tracking)
 
 
 def save(web, subscriber_id: int, wanted: set[str], name: str, who) -> list[str] | None:
@@ -130,6 +132,18 @@ def _save(conn, web, subscriber_id: int, wanted: set[str], name: str, who) -> li
     if store.rename(conn, subscriber_id, name):
         changed.append("name saved")
     return changed
+
+
+def set_tracking(web, subscriber_id: int, allowed: bool, who) -> list[str] | None:
+    """Allow or refuse click and open tracking; what changed, in words (None: the subscriber is gone)."""
+    return web.write(_set_tracking, subscriber_id, allowed, who)
+
+
+def _set_tracking(conn, subscriber_id: int, allowed: bool, who) -> list[str] | None:
+    if conn.execute(select(subscribers.c.id).where(subscribers.c.id == subscriber_id)).first() is None:
+        return None
+    changed = store.set_tracking(conn, subscriber_id, allowed, source="web", ip=who.ip, user_agent=who.user_agent)
+    return [("click counting allowed" if allowed else "click counting turned off")] if changed else []
 
 
 def leave_all(web, subscriber_id: int, who) -> list[str] | None:

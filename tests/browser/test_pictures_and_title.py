@@ -57,18 +57,23 @@ def png(width: int, height: int) -> bytes:
             + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
 
 
-@pytest.fixture(scope="module")
-def email_html(tmp_path_factory):
+def built(tmp_path_factory, text: str, name: str = "2024-12.md") -> str:
+    """The email of issue `text`, filled in for the preview reader."""
     from mailer.compose.preview import fill_preview, preview_values
     from mailer.compose.render import compose_issue
     from mailer.config import load_settings
     from tests.conftest import REPO
 
     settings = load_settings(REPO / "config.toml")
-    path = tmp_path_factory.mktemp("issues") / "2024-12.md"
-    path.write_text(ISSUE, encoding="utf-8")
+    path = tmp_path_factory.mktemp("issues") / name
+    path.write_text(text, encoding="utf-8")
     composed = compose_issue(path, settings)
     return fill_preview(composed.html, preview_values(settings, composed.slug), "html")
+
+
+@pytest.fixture(scope="module")
+def email_html(tmp_path_factory):
+    return built(tmp_path_factory, ISSUE)
 
 
 @pytest.fixture(scope="module")
@@ -157,4 +162,57 @@ def test_without_media_queries_the_separator_starts_the_second_line(browser, ema
     page = open_email(browser, html, 375, images=False)
     title = page.evaluate(TITLE)
     assert title["sepShown"] and title["sepTop"] == title["editionTop"] > title["nameTop"]
+    page.close()
+
+
+UNDER_THE_TITLE = """+++
+subject = "CRANK Call | December 2024"
+preheader = "A picture right under the title"
+date = 2024-12-01
++++
+
+# CRANK Call | December 2024
+
+![Two leaders shaking hands in a gilded hall](https://img.example.org/lead.png "The signing, in June.")
+
+Dear {{ first_name | default("reader") }},
+
+This month, the axis and its discontents.
+
+| Country | Exports (bn $) | Share of total trade with the other three |
+|:--|--:|--:|
+| China | 240 | 34% |
+
+- An item before the first section.
+
+> A quotation, set apart.
+
+## Highlights
+
+Text.
+"""
+
+
+@pytest.fixture(scope="module")
+def under_the_title_html(tmp_path_factory):
+    return built(tmp_path_factory, UNDER_THE_TITLE)
+
+
+@pytest.mark.parametrize("width", [375, 1024])
+def test_a_picture_under_the_title_builds_and_fits(browser, under_the_title_html, width):
+    """Issue 25: a picture right under the title crashed the build; any block may stand there."""
+    page = open_email(browser, under_the_title_html, width, images=True)
+    assert page.evaluate("document.documentElement.scrollWidth") == width
+    card = page.evaluate(f"{CARD}.getBoundingClientRect()")
+    [(alt, w, h)] = page.evaluate(BOXES)
+    assert alt == "Two leaders shaking hands in a gilded hall"
+    assert w == (card["width"] - 40 if width == 375 else 520) and abs(h - w * 9 / 16) <= 1
+    title = page.evaluate("document.querySelector('h1.title').getBoundingClientRect().bottom")
+    picture = page.evaluate("document.images[0].getBoundingClientRect().top")
+    assert title < picture                                          # under the title
+    for selector in ("table.data", "blockquote.quote", "p.item"):
+        assert page.evaluate(f"document.querySelector('{selector}').getBoundingClientRect().right") <= card["right"]
+    greeting = page.evaluate("[...document.querySelectorAll('p.para')].map(p => p.textContent)")
+    assert greeting[:2] == ["Dear Preview,", "This month, the axis and its discontents."]
+    assert page.evaluate("document.querySelector('p.standfirst')") is None    # a greeting opens it
     page.close()

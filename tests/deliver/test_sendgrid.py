@@ -229,7 +229,7 @@ def test_the_body_goes_out_byte_for_byte_and_no_reader_address_reaches_a_log(mak
     batch = readers(edition, 4) + readers(edition, 1, start=1, send=2)   # r1 twice: SendGrid's 400 names it
     with make_backend() as backend:
         results = backend.send_batch(batch)
-        expected = [backend.encode(batch[:4]).encode("utf-8")]
+        expected = [backend.request_body(batch[:4]).encode("utf-8")]
     assert [r.status for r in results] == [ResultStatus.ACCEPTED] * 4 + [ResultStatus.REJECTED]
     assert sendgrid_server.raw_bodies == expected                         # byte for byte
     logged = "\n".join(r.getMessage() for r in caplog.records)

@@ -41,7 +41,7 @@ from sendgrid import SendGridAPIClient
 
 from mailer.compose.personalize import ISSUE_HEADER, ONE_CLICK, REF_HEADER
 from mailer.config import SendGridSettings, secret
-from mailer.errors import AmbiguousDelivery, PermanentDelivery, TemporaryDelivery
+from mailer.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, TemporaryDelivery
 from mailer.model import FIELDS, ISSUE_ARG, REF_ARG, marker
 from mailer.send.deliver.base import Backend, Result, ResultStatus
 
@@ -68,7 +68,7 @@ class Retry(enum.StrEnum):
     BACKOFF = "backoff"            # 5xx or a request that never fully left: exponential backoff
 
 
-class SendGridBackend(Backend[str]):
+class SendGridBackend(Backend[list]):
     name = "sendgrid"
 
     @classmethod
@@ -84,7 +84,7 @@ class SendGridBackend(Backend[str]):
         self._api_key = api_key or secret(settings.api_key_env, key="[delivery.sendgrid] api_key_env")
         self._sleep, self._clock, self._rng = sleep, clock, rng
         self._send_client: Any = None   # the library's client for /v3/mail/send, while open
-        self._shared: tuple[object, str] | None = None   # (edition, its serialized JSON fragment)
+        self._shared: dict[int, tuple[object, str]] = {}   # id(edition) -> (edition, its JSON fragment)
         self.calls = 0                                     # HTTP requests made, retries included
 
     def open(self) -> None:
@@ -104,19 +104,47 @@ class SendGridBackend(Backend[str]):
         return '{"personalizations":[' + personalizations + "]," + self._fragment(batch[0].edition)
 
     def _fragment(self, edition) -> str:
-        if self._shared is None or self._shared[0] is not edition:
+        kept = self._shared.get(id(edition))
+        if kept is None or kept[0] is not edition:
+            if len(self._shared) > 4:   # a send has one edition, or two with tracking
+                self._shared.clear()
             shared = json.dumps(shared_fields(edition), separators=(",", ":"))
-            self._shared = (edition, shared[1:])  # drop the "{": spliced after personalizations
-        return self._shared[1]
+            kept = self._shared[id(edition)] = (edition, shared[1:])  # drop the "{": spliced after personalizations
+        return kept[1]
 
     # --- sending ------------------------------------------------------------------------------
 
-    def encode(self, batch: Sequence) -> str:
-        return self.request_body(batch)
+    def encode(self, batch: Sequence) -> list[tuple[list[int], str]]:
+        """One request body per edition in the batch, with the positions of its readers: one, but
+        two when readers who turned tracking off (the direct edition) share it with others."""
+        return [(positions, self.request_body([batch[i] for i in positions])) for positions in _by_edition(batch)]
 
-    def _send(self, batch: Sequence, encoded: str) -> list[Result]:
+    def _send(self, batch: Sequence, encoded: list[tuple[list[int], str]]) -> list[Result]:
         if self._send_client is None:
             self.open()
+        results: list[Result | None] = [None] * len(batch)
+        for n, (positions, body) in enumerate(encoded):
+            try:
+                got = self._send_group([batch[i] for i in positions], body)
+            except DeliveryError as exc:
+                if n == 0:
+                    raise          # nothing of the batch has gone: the batch's usual fate
+                return self._after_taken(batch, results, encoded[n:], exc)
+            for i, result in zip(positions, got, strict=True):
+                results[i] = result
+        return [r for r in results if r is not None]
+
+    def _after_taken(self, batch: Sequence, results: list, rest: list, exc: DeliveryError) -> list[Result]:
+        """A later request of a batch failed after an earlier one was taken: its readers are in
+        doubt if it may have gone, else tried again later, like those of the requests not made."""
+        failed = ResultStatus.IN_DOUBT if isinstance(exc, AmbiguousDelivery) else ResultStatus.RETRY_LATER
+        for k, (positions, _body) in enumerate(rest):
+            for i in positions:
+                results[i] = Result(batch[i].ref, failed if k == 0 else ResultStatus.RETRY_LATER,
+                                    detail=f"not sent with the rest of its batch: {exc}")
+        return results
+
+    def _send_group(self, batch: Sequence, encoded: str) -> list[Result]:
         results: dict[int, Result] = {}
         todo = list(range(len(batch)))
         body = encoded
@@ -247,8 +275,28 @@ def shared_fields(edition) -> dict:
                         {"type": "text/html", "value": edition.html}],
             "headers": {"List-Unsubscribe-Post": ONE_CLICK, ISSUE_HEADER: edition.slug},
             "custom_args": {ISSUE_ARG: edition.slug},
-            # We own unsubscribes (RFC 8058 headers): SendGrid must not add its own (docs/mail-facts.md).
-            "tracking_settings": {"subscription_tracking": {"enable": False}}}
+            "tracking_settings": _tracking_settings(edition)}
+
+
+def _tracking_settings(edition) -> dict:
+    """We own unsubscribes (RFC 8058 headers): SendGrid must not add its own (docs/mail-facts.md).
+    With our [tracking] on, SendGrid's click and open tracking are off too, for every edition of
+    the send: its links would hide ours, and a reader who turned tracking off gets direct links."""
+    settings: dict = {"subscription_tracking": {"enable": False}}
+    if edition.ours_only:
+        settings.update(click_tracking={"enable": False, "enable_text": False}, open_tracking={"enable": False})
+    return settings
+
+
+def _by_edition(batch: Sequence) -> list[list[int]]:
+    """The positions of the batch's readers, grouped by the edition their message is made from."""
+    first = batch[0].edition
+    if all(out.edition is first for out in batch):
+        return [list(range(len(batch)))]
+    groups: dict[int, list[int]] = {}
+    for i, out in enumerate(batch):
+        groups.setdefault(id(out.edition), []).append(i)
+    return list(groups.values())
 
 
 class _NoBodies(logging.Filter):

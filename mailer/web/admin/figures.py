@@ -152,6 +152,11 @@ def issues_sent(conn, limit: int | None = None, issue: str | None = None) -> lis
     return list(found.values())
 
 
+def send_ids(conn, issue: str) -> list[int]:
+    """The ids of the issue's sends (one per list)."""
+    return list(conn.execute(select(sends.c.id).where(sends.c.issue == issue).order_by(sends.c.id)).scalars())
+
+
 def _add_events(conn, found: dict[str, IssueFigures]) -> None:
     query = (select(events.c.issue, events.c.type, func.count()).where(events.c.issue.in_(list(found)))
              .group_by(events.c.issue, events.c.type))

@@ -1,7 +1,7 @@
 """The admin as a workbench: users' roles and second factor, and the audit log.
 
-Revision ID: m0009_admin_workbench
-Revises: m0008_deliveries_fillfactor
+Revision ID: m0011_admin_workbench
+Revises: m0010_tracking
 Create Date: 2026-12-07
 
 - admin_users.role: owner, editor or viewer (docs/admin.md). Users made before roles existed could
@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "m0009_admin_workbench"
-down_revision = "m0008_deliveries_fillfactor"
+revision = "m0011_admin_workbench"
+down_revision = "m0010_tracking"
 branch_labels = None
 depends_on = None
 
