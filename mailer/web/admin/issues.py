@@ -299,7 +299,7 @@ def _run(settings, plan, slug: str) -> None:
         said = f"Sent: {summary.sent:,} sent, {summary.failed:,} failed, {summary.skipped:,} skipped."
     except MailerError as exc:
         said = f"The send stopped: {exc}"
-    except Exception as exc:  # noqa: BLE001 - any failure is shown on the page and logged: the thread must not die silently
+    except Exception as exc:  # any failure is shown on the page and logged: the thread must not die silently
         log.exception("admin send of %s failed", slug)
         said = f"The send stopped: {exc}"
     with _send_lock:
