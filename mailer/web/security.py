@@ -10,9 +10,13 @@ import json
 
 from starlette.exceptions import HTTPException
 
-# Our own pages load nothing but /static/site.css: no script at all, no inline style, no framing.
+# Our own pages load nothing but /static/site.css: no script (but the signup forms'), no inline style, no framing.
 PAGE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
             "frame-ancestors 'none'; base-uri 'none'")
+# The signup forms (templates/web/signup_guard.html.j2) add our own scripts: the vendored ALTCHA
+# widget and signup.js, its worker (from our origin) and its one request, for a challenge.
+SIGNUP_CSP = PAGE_CSP.replace("default-src 'none';", "default-src 'none'; script-src 'self'; worker-src 'self'; "
+                              "connect-src 'self';")
 # An archived issue is the email's own HTML: inline styles and remote images (as in a mail client),
 # still no script, no forms, no framing.
 ARCHIVE_CSP = ("default-src 'none'; style-src 'self' 'unsafe-inline' https:; img-src 'self' https: http: data:; "

@@ -86,13 +86,28 @@ def test_one_public_list_needs_no_choice(live):
     assert statuses(live) == {"crank": "unconfirmed"}
 
 
-def test_two_lists_chosen_two_confirmations(lists):
+def test_two_lists_chosen_one_mail_one_click_consent_per_list(lists):
     r = lists.http.post("/subscribe", data={"list": ["crank", "digest"], "email": ANN}, headers=IP)
-    assert r.status_code == 200 and "for each list you chose" in r.text
+    assert r.status_code == 200 and "that one click starts all the lists you chose" in r.text
     assert statuses(lists) == {"crank": "unconfirmed", "digest": "unconfirmed"}
-    mails = wait_for_mails(lists.settings.delivery.outbox_dir, 2)
-    assert sorted(m.message["Subject"] for m in mails) == ["Confirm your subscription to CRANK Call",
-                                                           "Confirm your subscription to The Digest"]
+    [mail] = wait_for_mails(lists.settings.delivery.outbox_dir, 1)
+    assert mail.message["Subject"] == "Confirm your subscription to CRANK Call and The Digest"
+    assert "that confirms every list at once" in mail.text
+    path = mail.confirm_url.removeprefix(lists.url)
+    page = lists.http.get(path)
+    assert "<li><strong>CRANK Call</strong></li>" in page.text and "<li><strong>The Digest</strong></li>" in page.text
+    assert statuses(lists) == {"crank": "unconfirmed", "digest": "unconfirmed"}      # a GET confirms nothing
+    done = lists.http.post(path, headers={**IP, "user-agent": "Reader/1.0"})
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    assert statuses(lists) == {"crank": "active", "digest": "active"}
+    with lists.web.engine.connect() as conn:                       # each list its own consent record
+        rows = conn.execute(select(memberships.c.consent_source, memberships.c.consent_ip,
+                                   memberships.c.consent_user_agent, memberships.c.consent_at)).all()
+        confirms = conn.execute(select(history.c.list_id).where(history.c.action == Action.CONFIRM.value)).all()
+    assert [tuple(row[:3]) for row in rows] == [("web", "192.0.2.20", "Reader/1.0")] * 2
+    assert all(row.consent_at is not None for row in rows) and len(confirms) == 2
+    again = lists.http.post(path)
+    assert "Already confirmed" in again.text and "CRANK Call and The Digest" in again.text
 
 
 @pytest.mark.parametrize("chosen, status, said", [
@@ -284,7 +299,7 @@ def test_index_is_newest_first_with_dates_and_preheaders(two_issues):
     page = two_issues.http.get("/archive").text
     december, november = page.index("December 2024"), page.index("November 2024")
     assert december < november
-    assert '<time datetime="2024-12-01">1 December 2024</time>' in page
+    assert '<time datetime="2024-12-01">December 1, 2024</time>' in page
     assert '<p class="preheader">The December links, in one place</p>' in page
     assert 'rel="alternate" type="application/atom+xml"' in page
 

@@ -245,7 +245,8 @@ def shared_fields(edition) -> dict:
     return {"from": sender, "reply_to": {"email": edition.reply_to}, "subject": edition.subject,
             "content": [{"type": "text/plain", "value": edition.text},      # plain before html
                         {"type": "text/html", "value": edition.html}],
-            "headers": {"List-Unsubscribe-Post": ONE_CLICK, ISSUE_HEADER: edition.slug},
+            "headers": {"List-Unsubscribe-Post": ONE_CLICK, ISSUE_HEADER: edition.slug,
+                        "Content-Language": edition.language},
             "custom_args": {ISSUE_ARG: edition.slug},
             # We own unsubscribes (RFC 8058 headers): SendGrid must not add its own (docs/mail-facts.md).
             "tracking_settings": {"subscription_tracking": {"enable": False}}}
