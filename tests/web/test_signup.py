@@ -273,7 +273,8 @@ def test_check_mx_refuses_a_domain_without_mail(guarded):
 
     with dns_server(ZONE) as (address, _):
         s = easy(guarded.settings, min_fill_seconds=0.0, check_mx=True)
-        guarded.app.state.web = WebContext(dataclasses.replace(s, dns=dataclasses.replace(s.dns, nameservers=(address,))))
+        s = dataclasses.replace(s, dns=dataclasses.replace(s.dns, nameservers=(address,)))
+        guarded.app.state.web = WebContext(s)
         refused = guarded.http.post("/subscribe", data={"list": LIST, "email": "ann@txt-only.example",
                                                         "altcha": fresh_payload(guarded)})
         taken = guarded.http.post("/subscribe", data={"list": LIST, "email": "ann@mx.example",
