@@ -183,7 +183,7 @@ def verify_claims(secret: str, purpose: str, token: str, *, max_age: int | None 
     if isinstance(payload, list) and len(payload) in (2, 3):
         return [verify_token(secret, purpose, token, max_age=max_age, now=now)]
     if (not isinstance(payload, list) or len(payload) % 2 == 0 or not 5 <= len(payload) <= 1 + 2 * MAX_GROUP
-            or not all(type(v) is int and 0 < v < 2**63 for v in payload[0::2])
+            or not all(type(v) is int and 0 < v < 2**63 for v in [payload[0], *payload[1::2]])
             or not all(isinstance(k, str) and KEY.fullmatch(k) for k in payload[2::2])):
         raise TokenError(f"this {purpose} link is not valid")  # signed by us, but not our shape
     stamp = int(issued.timestamp())

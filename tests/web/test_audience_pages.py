@@ -110,6 +110,31 @@ def test_two_lists_chosen_one_mail_one_click_consent_per_list(lists):
     assert "Already confirmed" in again.text and "CRANK Call and The Digest" in again.text
 
 
+def test_the_confirmation_mails_one_click_leaves_every_list_it_named(lists):
+    assert lists.http.post("/subscribe", data={"list": ["crank", "digest"], "email": ANN}, headers=IP).status_code == 200
+    [mail] = wait_for_mails(lists.settings.delivery.outbox_dir, 1)
+    path = mail.unsubscribe_url.removeprefix(lists.url)
+    asked = lists.http.get(path)
+    assert "You will no longer receive <strong>CRANK Call and The Digest</strong>" in asked.text
+    done = lists.http.post(path, data={"List-Unsubscribe": "One-Click"})
+    assert done.status_code == 200 and "You are unsubscribed" in done.text
+    assert statuses(lists) == {"crank": "unsubscribed", "digest": "unsubscribed"}
+    assert "Already unsubscribed" in lists.http.post(path).text
+
+
+def test_a_forgotten_reader_asking_for_two_lists_comes_back_on_both(lists):
+    with lists.web.engine.begin() as conn:
+        sid = store.add_subscriber(conn, ANN, store.get_list(conn, "crank").id).subscriber_id
+        store.forget(conn, ANN, SECRET)
+    r = lists.http.post("/subscribe", data={"list": ["crank", "digest"], "email": ANN}, headers=IP)
+    assert r.status_code == 200 and statuses(lists) == {}            # nothing stored before the click
+    [mail] = wait_for_mails(lists.settings.delivery.outbox_dir, 1)
+    assert "/confirm/r." in mail.confirm_url                          # the request travels sealed
+    confirmed = lists.http.post(mail.confirm_url.removeprefix(lists.url), headers=IP)
+    assert confirmed.status_code == 200 and "You are subscribed" in confirmed.text
+    assert statuses(lists) == {"crank": "active", "digest": "active"} and sid
+
+
 @pytest.mark.parametrize("chosen, status, said", [
     ([], 400, "Please choose at least one list."),
     (["staff"], 404, "No such list"),
