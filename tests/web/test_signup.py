@@ -310,3 +310,18 @@ def test_the_vendored_widget_is_the_pinned_release():
     for name in ("altcha.js", "altcha.css", "pbkdf2.js", "LICENSE.txt"):
         digest = hashlib.sha256((VENDOR / name).read_bytes()).hexdigest()
         assert f"| {name} |" in readme and digest in readme, name
+
+
+@pytest.mark.parametrize("challenge, language, words", [(True, "de", "Ich bin kein Roboter"),
+                                                       (False, None, "Subscribe")])
+def test_the_embed_snippet_carries_the_widget_in_the_lists_language(settings, challenge, language, words):
+    from mailer.web.embed import embed_form
+    from subscribers.models import List
+
+    s = easy(settings, signup_challenge=challenge)
+    snippet = embed_form(s, List(id=1, name="crank", title="CRANK Call", description="", private=False,
+                                 language=language))
+    base = s.newsletter.base_url
+    assert words in snippet and ("<script" in snippet) is challenge
+    assert (f'challenge="{base}/altcha/challenge"' in snippet) is challenge
+    assert f'<script src="{base}/static/signup.js" defer></script>' in snippet if challenge else "altcha" not in snippet
