@@ -17,6 +17,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer.errors import ConfigError
+from mailer.locale import LANGUAGES
 from mailer.send.deliver.registry import BACKENDS
 from subscribers.normalize import is_sendable
 
@@ -41,6 +42,9 @@ class NewsletterSettings:
     postal_address: str
     base_url: str
     privacy_url: str = ""          # the privacy notice; [tracking] clicks = "reader" needs it (docs/tracking.md)
+    # the readers' pages and system mails when no list decides and the browser asks for no
+    # language we ship (mailer/i18n.py); a list's own language (`mailer lists create --language`) comes first
+    language: str = "en"
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,24 @@ class WebSettings:
     # login attempts per client address and per user name: at once ...
     admin_login_burst: int = setting(5, 1, 1000)
     admin_login_per_hour: int = setting(20, 1, 100_000)    # ... and sustained
+    # The public signup's defences (docs/signup.md): a proof-of-work the reader's browser solves
+    # while they type (ALTCHA), a honeypot field, a minimum time to fill the form, and refusals of
+    # throwaway and mail-less domains.
+    signup_challenge: bool = True
+    challenge_cost: int = setting(1000, 1, 1_000_000)      # PBKDF2 iterations per attempt ...
+    challenge_max_counter: int = setting(800, 2, 10_000_000)  # ... and attempts: drawn in [half, all]
+    challenge_minutes: int = setting(30, 1, 24 * 60)        # a challenge (and its solution) expires
+    min_fill_seconds: float = setting(2.0, 0, 600)          # a form sent sooner is sent again by a person
+    blocked_domains: tuple[str, ...] = ()                   # refused like throwaway domains (and their subdomains)
+    check_mx: bool = False                                  # refuse a domain with no MX, A or AAAA record
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """The resolver every DNS question of ours goes to ([web] check_mx): the system's, unless
+    `nameservers` names others as "HOST" or "HOST:PORT" (a local cache, or the tests' own server)."""
+    nameservers: tuple[str, ...] = ()
+    timeout: float = setting(3.0, 0.1, 60)                   # seconds for one question, all tries included
 
 
 class ClickTracking(enum.StrEnum):
@@ -210,6 +232,7 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     compose: ComposeSettings = field(default_factory=ComposeSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    dns: DnsSettings = field(default_factory=DnsSettings)
     secret_key_env: str = "MAILER_SECRET_KEY"
 
     @property
@@ -384,6 +407,21 @@ def _check(s: Settings) -> None:
         if not is_sendable(address):
             raise ConfigError(f"[newsletter] {key} must be an email address, not {address!r}")
     _check_schedule(s.schedule)
+    _check_languages(s)
+
+
+def _check_languages(s: Settings) -> None:
+    """[newsletter] language among the shipped catalogs; [web] blocked_domains and [dns]
+    nameservers written as the code reads them."""
+    if s.newsletter.language not in LANGUAGES:
+        raise ConfigError(f"[newsletter] language must be one of {', '.join(LANGUAGES)}, not {s.newsletter.language!r}")
+    for domain in s.web.blocked_domains:
+        if not domain or "@" in domain or not is_sendable(f"postmaster@{domain}"):
+            raise ConfigError(f"[web] blocked_domains must be domain names such as \"mailinator.com\", not {domain!r}")
+    for server in s.dns.nameservers:
+        host, _, port = server.partition(":") if server.count(":") == 1 else (server, "", "")
+        if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+            raise ConfigError(f"[dns] nameservers must be \"HOST\" or \"HOST:PORT\", not {server!r}")
 
 
 def _check_schedule(s: ScheduleSettings) -> None:

@@ -87,6 +87,7 @@ class ComposedIssue:
     html: str
     text: str
     date: dt.date | None = None   # the issue's date (front matter); None for mails that are not issues
+    language: str = "en"          # what its own words (the footer, a system mail) are written in: Content-Language
 
 
 class ArchiveCopy(NamedTuple):

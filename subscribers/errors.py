@@ -48,6 +48,10 @@ class InvalidListName(SubscriberError):
     pass
 
 
+class InvalidLanguage(SubscriberError):
+    """A list's language that is not a language tag."""
+
+
 class InvalidTag(SubscriberError):
     pass
 

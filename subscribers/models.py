@@ -178,6 +178,9 @@ class List(Base):
     title: Mapped[str] = mapped_column(String(200), default="")
     description: Mapped[str] = mapped_column(Text, default="")
     private: Mapped[bool] = mapped_column(Boolean, default=False)   # never offered on /subscribe
+    # The language its readers are served in (its footer, confirmation and welcome mails, the pages
+    # about it): a tag such as "fr"; None: the reader's own where known, else the newsletter's
+    language: Mapped[str | None] = mapped_column(String(16), nullable=True, default=None)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, case, delete, func, insert, or_, select, upda
 from sqlalchemy.dialects import postgresql, sqlite
 
 from subscribers.errors import (
+    InvalidLanguage,
     InvalidListName,
     ListExists,
     ListNotFound,
@@ -62,18 +63,20 @@ from subscribers.queries import (
 from subscribers.tokens import forget_hash
 
 LIST_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+# "fr", "pt-BR"; which ones are shipped is mailer's to say
+LANGUAGE_TAG = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})?")
 
 
 # ---------------------------------------------------------------- lists
 
 def create_list(conn: Connection, name: str, title: str = "", description: str = "", *,
-                private: bool = False) -> List:
+                private: bool = False, language: str | None = None) -> List:
     if not LIST_NAME.fullmatch(name):
         raise InvalidListName(f"list name {name!r} must be 1-64 lower-case letters, digits, '.', '_' or '-'")
     if conn.execute(select(lists.c.id).where(lists.c.name == name)).first():
         raise ListExists(name)
     values = dict(name=name, title=clean_text(title) or name, description=clean_text(description, 1000),
-                  private=bool(private), created_at=utcnow())
+                  private=bool(private), language=_language(language), created_at=utcnow())
     list_id = conn.execute(insert(lists).values(values).returning(lists.c.id)).scalar_one()
     return List(id=list_id, **values)
 
@@ -86,16 +89,28 @@ def get_list(conn: Connection, name: str) -> List:
 
 
 def edit_list(conn: Connection, name: str, *, title: str | None = None, description: str | None = None,
-              private: bool | None = None) -> tuple[List, list[str]]:
-    """Change a list's title, description or privacy; (the list now, the fields that changed)."""
+              private: bool | None = None, language: str | None = None) -> tuple[List, list[str]]:
+    """Change a list's title, description, privacy or language (`language=""`: none of its own);
+    (the list now, the fields that changed)."""
     found = get_list(conn, name)
-    wanted = {"title": None if title is None else (clean_text(title) or name),
-              "description": None if description is None else clean_text(description, 1000),
-              "private": private}
-    values = {k: v for k, v in wanted.items() if v is not None and v != getattr(found, k)}
+    given = {"title": None if title is None else (clean_text(title) or name),
+             "description": None if description is None else clean_text(description, 1000),
+             "private": private}
+    values: dict[str, Any] = {k: v for k, v in given.items() if v is not None and v != getattr(found, k)}
+    if language is not None and _language(language) != found.language:
+        values["language"] = _language(language)
     if values:
         conn.execute(update(lists).where(lists.c.id == found.id).values(**values))
     return get_list(conn, name), sorted(values)
+
+
+def _language(language: str | None) -> str | None:
+    """A list's language tag as stored ("" and None: none of its own); InvalidLanguage otherwise."""
+    if not language:
+        return None
+    if not LANGUAGE_TAG.fullmatch(language):
+        raise InvalidLanguage(f"language {language!r} must be a language tag such as fr or pt-BR")
+    return language
 
 
 def all_lists(conn: Connection) -> list[List]:

@@ -8,7 +8,10 @@ working, as CAN-SPAM asks (at least 30 days; ours: always). The payload is
 a membership that no longer exists matches no row, whatever was created since. Tokens mailed
 before keys existed are `[subscriber_id, list_id]`; `verify_token` still reads them (`key` None)
 and subscribers.links decides whether they still apply (docs/consent.md). About 90 characters:
-short enough for a `List-Unsubscribe` header line.
+short enough for a `List-Unsubscribe` header line. A *group* token names one subscriber on several
+lists, `[subscriber_id, list_id, key, list_id, key, ...]` (the one confirmation mail of a signup
+for several lists: its one link confirms them all, docs/readers.md); only `verify_claims` reads
+it, so a path that takes one membership never acts on a group.
 
 This module only signs and reads; subscribers.links looks the key up and checks it against the row.
 """
@@ -92,6 +95,23 @@ def make_token(secret: str, purpose: str, subscriber_id: int, list_id: int, key:
     return _serializer(secret, purpose, now).dumps(payload)
 
 
+MAX_GROUP = 50   # lists one group token may name (the signup form takes at most as many)
+
+
+def make_group_token(secret: str, purpose: str, subscriber_id: int, memberships: list[tuple[int, str]], *,
+                     now: float | None = None) -> str:
+    """A token for one subscriber on several lists: `memberships` is [(list_id, key), ...]. With
+    one list it is the ordinary token."""
+    if not 0 < len(memberships) <= MAX_GROUP:
+        raise TokenError(f"a group token names 1 to {MAX_GROUP} lists")
+    if len(memberships) == 1:
+        return make_token(secret, purpose, subscriber_id, *memberships[0], now=now)
+    payload: list = [int(subscriber_id)]
+    for list_id, key in memberships:
+        payload += [int(list_id), _key(key)]
+    return _serializer(secret, purpose, now).dumps(payload)
+
+
 def _key(key: object) -> str:
     if not isinstance(key, str) or not KEY.fullmatch(key):
         raise TokenError("a membership key is 16 lower-case hex characters")
@@ -150,6 +170,26 @@ def verify_token(secret: str, purpose: str, token: str, *, max_age: int | None =
     return Claim(payload[0], payload[1], key, int(issued.timestamp()))
 
 
+def verify_claims(secret: str, purpose: str, token: str, *, max_age: int | None = None,
+                  now: float | None = None) -> list[Claim]:
+    """The Claims of a genuine token, ordinary (one) or group (several); TokenError otherwise."""
+    serializer = _serializer(secret, purpose, now)
+    try:
+        payload, issued = serializer.loads(token, max_age=max_age, return_timestamp=True)
+    except SignatureExpired:
+        raise TokenError(f"this {purpose} link has expired") from None
+    except (BadData, OverflowError, ValueError):
+        raise TokenError(f"this {purpose} link is not valid") from None
+    if isinstance(payload, list) and len(payload) in (2, 3):
+        return [verify_token(secret, purpose, token, max_age=max_age, now=now)]
+    if (not isinstance(payload, list) or len(payload) % 2 == 0 or not 5 <= len(payload) <= 1 + 2 * MAX_GROUP
+            or not all(type(v) is int and 0 < v < 2**63 for v in [payload[0], *payload[1::2]])
+            or not all(isinstance(k, str) and KEY.fullmatch(k) for k in payload[2::2])):
+        raise TokenError(f"this {purpose} link is not valid")  # signed by us, but not our shape
+    stamp = int(issued.timestamp())
+    return [Claim(payload[0], list_id, key, stamp) for list_id, key in zip(payload[1::2], payload[2::2], strict=True)]
+
+
 def forget_hash(secret: str, email: str) -> str:
     """The keyed hash (HMAC-SHA256) of a normalized address, kept after `forget`.
 
@@ -167,32 +207,36 @@ def forget_hash(secret: str, email: str) -> str:
 SEALED = "r."   # itsdangerous tokens start with "W" (base64 of "["): the two never meet
 
 
-def seal_request(secret: str, list_id: int, address: str, name: str = "", *, now: float | None = None) -> str:
+def seal_request(secret: str, list_ids: int | list[int], address: str, name: str = "", *,
+                 now: float | None = None) -> str:
     """A confirm token for a request of which nothing may be stored (a forgotten address): the
     address itself travels in the link, encrypted and authenticated (AES-256-GCM, key derived
-    from the secret), so the URL shows nothing and only this service can open it."""
+    from the secret), so the URL shows nothing and only this service can open it. One list, or
+    several (a signup for several lists: one link confirms them all)."""
     asked = time.time() if now is None else now
-    plain = json.dumps([int(list_id), address, name, asked], separators=(",", ":")).encode()
+    ids = int(list_ids) if isinstance(list_ids, int) else [int(i) for i in list_ids][:MAX_GROUP]
+    plain = json.dumps([ids, address, name, asked], separators=(",", ":")).encode()
     nonce = os.urandom(12)
     sealed = nonce + AESGCM(_sealing_key(secret)).encrypt(nonce, plain, SEALED.encode())
     return SEALED + base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
 
 def open_request(secret: str, token: str, *, max_age: int | None = None,
-                 now: float | None = None) -> tuple[int, str, str, float]:
-    """(list_id, address, name, asked_at) of a genuine sealed token; TokenError otherwise."""
+                 now: float | None = None) -> tuple[list[int], str, str, float]:
+    """([list_id, ...], address, name, asked_at) of a genuine sealed token; TokenError otherwise."""
     if not token.startswith(SEALED) or len(token) > 2000:
         raise TokenError("this confirm link is not valid")
     try:
         payload = token[len(SEALED):]
         raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
         plain = AESGCM(_sealing_key(secret)).decrypt(raw[:12], raw[12:], SEALED.encode())
-        list_id, address, name, asked = json.loads(plain)
+        ids, address, name, asked = json.loads(plain)
+        list_ids = [int(ids)] if isinstance(ids, int) else [int(i) for i in ids]
     except (ValueError, TypeError, InvalidTag, _binascii.Error):
         raise TokenError("this confirm link is not valid") from None
     if max_age is not None and (time.time() if now is None else now) - asked > max_age:
         raise TokenError("this confirm link has expired")
-    return int(list_id), str(address), str(name), float(asked)
+    return list_ids, str(address), str(name), float(asked)
 
 
 def _sealing_key(secret: str) -> bytes:

@@ -174,7 +174,7 @@ def test_the_composed_issue_is_the_same_every_time(repo, settings, november):
 
 FOOTER = "partials/footer.mjml.j2"
 TEMPLATE_ERRORS = [
-    (FOOTER, "{{ newsletter.name }} because", "{{ newsletter.nmae }} because",
+    (FOOTER, "name=newsletter.name, address=markers.email %}You", "name=newsletter.nmae, address=markers.email %}You",
      "templates/partials/footer.mjml.j2:6: UndefinedError: 'mailer.config.NewsletterSettings "
      "object' has no attribute 'nmae'"),
     (FOOTER, '<p class="foot">{{ newsletter.postal_address }}</p>', '<p class="foot">{% if %}</p>',

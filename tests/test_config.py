@@ -43,6 +43,13 @@ BAD = [
     ('[schedule]\neditors = ["ed@example.org", "ed@localhost"]\n',
      "[schedule] editors must be email addresses, not 'ed@localhost'"),
     ('[schedule]\neditors = ["jöhn@example.org"]\n', "[schedule] editors must be email addresses"),
+    ('[web]\nblocked_domains = ["@spam.example"]\n', "[web] blocked_domains must be domain names"),
+    ('[web]\nblocked_domains = ["spam example"]\n', "[web] blocked_domains must be domain names"),
+    ('[web]\nblocked_domains = "spam.example"\n', "[web] blocked_domains must be a list of strings"),
+    ('[web]\nsignup_challenge = "yes"\n', "[web] signup_challenge must be bool"),
+    ('[web]\ncheck_mx = 1\n', "[web] check_mx must be bool"),
+    ('[dns]\nnameservers = ["127.0.0.1:99999"]\n', "[dns] nameservers must be \"HOST\" or \"HOST:PORT\""),
+    ('[dns]\nnameservers = [":53"]\n', "[dns] nameservers must be"),
 ]
 
 
@@ -63,7 +70,31 @@ OUT_OF_RANGE = [
     ("[delivery.smtp]\nconnections = 0\n", "[delivery.smtp] connections must be between"),
     ("[delivery.smtp]\nbatch_size = 0\n", "[delivery.smtp] batch_size must be between"),
     ("[delivery.smtp]\ntimeout = 1e9\n", "[delivery.smtp] timeout must be between"),
+    ("[web]\nchallenge_max_counter = 1\n", "[web] challenge_max_counter must be between 2 and"),
+    ("[web]\nchallenge_cost = 0\n", "[web] challenge_cost must be between 1 and"),
+    ("[web]\nmin_fill_seconds = -1\n", "[web] min_fill_seconds must be between 0 and"),
+    ("[dns]\ntimeout = 0\n", "[dns] timeout must be between"),
 ]
+
+
+@pytest.mark.parametrize("language, good", [("fr", True), ("es", True), ("pt", False), ("FR", False), ("", False)])
+def test_the_newsletters_language_is_a_shipped_one(tmp_path, language, good):
+    path = tmp_path / "config.toml"
+    path.write_text(NEWSLETTER + f'language = "{language}"\n')
+    if good:
+        assert load_settings(path).newsletter.language == language
+    else:
+        with pytest.raises(ConfigError, match=r"\[newsletter\] language must be one of en, fr, de, es"):
+            load_settings(path)
+
+
+def test_nameservers_and_blocked_domains_as_written(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(NEWSLETTER + '[web]\nblocked_domains = ["Spam.Example", "bücher.example"]\n'
+                    '[dns]\nnameservers = ["127.0.0.1:5353", "::1", "[::1]:53", "192.0.2.53"]\n')
+    settings = load_settings(path)
+    assert settings.dns.nameservers == ("127.0.0.1:5353", "::1", "[::1]:53", "192.0.2.53")
+    assert load_settings(tmp_path / "config.toml").newsletter.language == "en"      # the default
 
 
 @pytest.mark.parametrize("extra, message", BAD + OUT_OF_RANGE)
@@ -131,7 +162,7 @@ def test_every_numeric_key_declares_its_default_and_range_together():
                 yield where, f
 
     keys = list(numeric(Settings, ""))
-    assert len(keys) == 31
+    assert len(keys) == 36
     for where, f in keys:
         low, high = f.metadata["range"]
         assert low <= f.default <= high, (where, f.name)

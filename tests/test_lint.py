@@ -315,10 +315,10 @@ TEMPLATE_CASES = [
      [(E, "contrast", f"templates/{DARK}", 17, "text in p.item has contrast 2.3:1 in the dark colour "
        "scheme (#5a5550 on #1d1d1f, e.g. '— An item.'); WCAG AA needs 4.5:1 for text under 24px "
        "(18.66px bold)")]),
-    ([(EMAIL, '<mjml lang="en" dir="ltr">', '<mjml dir="ltr">')],
+    ([(EMAIL, '<mjml lang="{{ lang }}" dir="{{ dir }}">', '<mjml dir="{{ dir }}">')],
      [(E, "lang", f"templates/{EMAIL}", 6, "the email's <html> names no language (lang=\"en\"): screen "
        "readers then guess the pronunciation")]),
-    ([(EMAIL, '<mjml lang="en" dir="ltr">', '<mjml lang="english!" dir="ltr">')],
+    ([(EMAIL, '<mjml lang="{{ lang }}" dir="{{ dir }}">', '<mjml lang="english!" dir="{{ dir }}">')],
      [(E, "lang", f"templates/{EMAIL}", 6, "the email's language lang='english!' is not a language tag "
        "like \"en\" or \"en-GB\"")]),
     ([("partials/section.mjml.j2", '<h2 class="section">{{ section.title_html|safe }}</h2>',

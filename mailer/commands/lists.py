@@ -1,4 +1,4 @@
-"""`mailer lists [create | edit | embed | delete]`: the admins' subscriber lists and their counts per status.
+"""`mailer lists [create | edit (or set) | embed | delete]`: the admins' subscriber lists and their counts per status.
 
 Only typer is imported at module level; the store loads inside each command.
 """
@@ -11,6 +11,7 @@ import typer
 
 from mailer.commands.common import app_context, console
 from mailer.commands.db import audited, engine
+from mailer.locale import LANGUAGES
 from subscribers.errors import ListExists
 from subscribers.status import Status
 
@@ -18,6 +19,8 @@ from subscribers.status import Status
 
 app = typer.Typer(help="Subscriber lists. Without a subcommand: a table of lists with counts per status.")
 
+LANGUAGE_HELP = (f"The language its readers are served in: {', '.join(LANGUAGES)} (without one: the reader's "
+                 "own where known, else \\[newsletter] language).")
 STATUS_COLUMNS = (Status.ACTIVE, Status.UNCONFIRMED, Status.UNSUBSCRIBED, Status.BOUNCED, Status.COMPLAINED)
 
 
@@ -33,6 +36,7 @@ def lists(ctx: typer.Context,
         rows = store.list_counts(conn)
     if as_json:
         typer.echo(json.dumps([{"name": r.name, "title": r.title, "description": r.description, "private": r.private,
+                                "language": r.language,
                                 "counts": {s: counts.get(s, 0) for s in STATUS_COLUMNS},
                                 "total": sum(counts.values())} for r, counts in rows], indent=2))
         return
@@ -50,11 +54,12 @@ def _table(rows):
     table.add_column("list")
     table.add_column("title")
     table.add_column("shown")
+    table.add_column("language")
     for status in STATUS_COLUMNS:
         table.add_column(status, justify="right")
     table.add_column("total", justify="right")
     for row, counts in rows:  # Text(): a title is data, never rich markup
-        table.add_row(Text(row.name), Text(row.title), "private" if row.private else "public",
+        table.add_row(Text(row.name), Text(row.title), "private" if row.private else "public", row.language or "-",
                       *(f"{counts.get(s, 0):,}" for s in STATUS_COLUMNS), f"{sum(counts.values()):,}")
     return table
 
@@ -66,6 +71,7 @@ def create(ctx: typer.Context,
            title: str = typer.Option("", "--title", help="What readers see (default: the name)."),
            description: str = typer.Option("", "--description", help="A line about the list (shown on /subscribe)."),
            private: bool = typer.Option(False, "--private", help="Never offered on the public /subscribe page."),
+           language: str | None = typer.Option(None, "--language", show_default=False, help=LANGUAGE_HELP),
            exist_ok: bool = typer.Option(False, "--exist-ok",
                                          help="Succeed, changing nothing, if the list already exists.")) -> None:
     """Create a list."""
@@ -75,14 +81,16 @@ def create(ctx: typer.Context,
     db, who = audited(ctx)
     try:
         with db.begin() as conn:
-            made = store.create_list(conn, name, title, description, private=private)
+            made = store.create_list(conn, name, title, description, private=private,
+                                     language=_shipped(language) or None)
             audit.record(conn, **who._asdict(), action=audit.Action.LIST_CREATE, target=name)
     except ListExists:
         if not exist_ok:
             raise
         console().print(f"List {name} already exists; nothing changed.", markup=False, highlight=False)
         return
-    console().print(f"Created {'private ' if made.private else ''}list {made.name} ({made.title}).",
+    speaks = f", in {made.language}" if made.language else ""
+    console().print(f"Created {'private ' if made.private else ''}list {made.name} ({made.title}{speaks}).",
                     markup=False, highlight=False)
 
 
@@ -92,20 +100,34 @@ def edit(ctx: typer.Context,
          title: str | None = typer.Option(None, "--title", help="What readers see."),
          description: str | None = typer.Option(None, "--description", help="A line about the list."),
          private: bool | None = typer.Option(None, "--private/--public",
-                                                help="Hide the list from /subscribe, or offer it there.")) -> None:
-    """Change a list's title, description or visibility on /subscribe."""
+                                                help="Hide the list from /subscribe, or offer it there."),
+         language: str | None = typer.Option(None, "--language", show_default=False,
+                                             help=LANGUAGE_HELP + ' "" for none of its own.')) -> None:
+    """Change a list's title, description, visibility on /subscribe or language (`lists set` is the same)."""
     from mailer import audit
     from subscribers import store
 
     db, who = audited(ctx)
     with db.begin() as conn:
-        found, changed = store.edit_list(conn, name, title=title, description=description, private=private)
+        found, changed = store.edit_list(conn, name, title=title, description=description, private=private,
+                                         language=_shipped(language))
         if changed:
             audit.record(conn, **who._asdict(), action=audit.Action.LIST_EDIT, target=name, detail={"fields": changed})
     if changed:
         console().print(f"Updated list {found.name}: {', '.join(changed)}.", markup=False, highlight=False)
     else:
         console().print(f"List {found.name} unchanged.", markup=False, highlight=False)
+
+
+app.command("set", help="Change a list's title, description, visibility or language (the same as `lists edit`).")(edit)
+
+
+def _shipped(language: str | None) -> str | None:
+    """--language as given, if it is a language we ship a catalog for ("" clears it)."""
+    if language and language not in LANGUAGES:
+        raise typer.BadParameter(f"{language!r} is not one of the languages shipped: {', '.join(LANGUAGES)}",
+                                 param_hint="--language")
+    return language
 
 
 @app.command()

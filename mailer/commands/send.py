@@ -64,7 +64,8 @@ def send(
 
         refuse_on_sqlite(settings, f"--workers {workers}")
     with _warnings_to(err):
-        composed = _gate(issue, settings, err)   # lint errors stop here: no ledger row, no mail
+        # lint errors stop here: no ledger row, no mail; the footer speaks the list's language
+        composed = _gate(issue, settings, err, language=dispatch.list_language(settings, list_name))
         if not dry_run:
             _ensure_key(settings, err)
         plan = dispatch.plan_send(settings, composed, list_name, backend.value if backend else None, tuple(tags or ()))
@@ -119,13 +120,13 @@ def proof(
         raise typer.Exit(1)
 
 
-def _gate(issue: str, settings, err, *, proof: bool = False):
+def _gate(issue: str, settings, err, *, proof: bool = False, language: str | None = None):
     """Compose ISSUE once and lint it (mailer.compose.gate.gate); the report goes to stderr, before any
     question; an error raises LintFailed."""
     from mailer.compose.gate import gate, issue_path
 
-    return gate(issue_path(issue, settings), settings, proof=proof, show=lambda report: err.print(report, markup=False,
-                                                                            soft_wrap=True))[1]
+    return gate(issue_path(issue, settings), settings, proof=proof, language=language,
+                show=lambda report: err.print(report, markup=False, soft_wrap=True))[1]
 
 
 def _ensure_key(settings, err) -> None:

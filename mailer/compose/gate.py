@@ -29,14 +29,15 @@ def issue_path(ref: str, settings: Settings) -> Path:
     return path
 
 
-def gate(path, settings: Settings, *, proof: bool = False,
-         show=None) -> tuple[Issue, ComposedIssue, LintReport]:
-    """Compose the issue file once, lint it, `show` the report; raise LintFailed on any error.
+def gate(path, settings: Settings, *, proof: bool = False, show=None,
+         language: str | None = None) -> tuple[Issue, ComposedIssue, LintReport]:
+    """Compose the issue file once (its footer in `language`, the list's: None for [newsletter]
+    language), lint it, `show` the report; raise LintFailed on any error.
 
     Returns (issue, composed, report).
     """
     issue = read_issue(path)
-    composed = compose(issue, settings, proof=proof)
+    composed = compose(issue, settings, proof=proof, language=language)
     report = lint(issue, composed, templates_dir(settings))
     if show is not None:
         show(report.render(str(path)))
@@ -46,11 +47,11 @@ def gate(path, settings: Settings, *, proof: bool = False,
     return issue, composed, report
 
 
-def compose_checked(path: Path, settings: Settings) -> ComposedIssue:
+def compose_checked(path: Path, settings: Settings, language: str | None = None) -> ComposedIssue:
     """The gate for a process nobody watches (a worker, the scheduler): the composed issue, or
     LintFailed whose one line names the first errors."""
     try:
-        return gate(path, settings)[1]
+        return gate(path, settings, language=language)[1]
     except LintFailed as exc:
         errors = [str(finding) for finding in exc.report.errors]
         listed = "; ".join(errors[:3]) + ("; ..." if len(errors) > 3 else "")

@@ -50,6 +50,7 @@ _ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*")         # RFC 532
 _REF = re.compile(r"[A-Za-z0-9._=-]{1,64}")                           # safe in a VERP local part
 _URL_CHARS = re.compile(r"[!#-;=?-~]+")                               # printable, no space < > "
 _NEWLINES = re.compile(r"\r\n|\r|\n")
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")                # a BCP 47 tag, as a header holds it
 _MAX_NAME = 200
 _MAX_URL = 900                                                        # the line must stay < 998
 
@@ -94,6 +95,7 @@ class Edition:
     tracker: tracking.Plan | None = None   # with [tracking] on: links rewritten, the `track` field per copy
     untracked: Edition | None = None       # the same edition with direct links, for readers who opted out
     ours_only: bool = False                # our tracking is on: a provider's own must be off (sendgrid.py)
+    language: str = "en"           # Content-Language: the footer's (the list's) language
 
     @property
     def archive_url(self) -> str:
@@ -185,14 +187,15 @@ def _prepare(issue: ComposedIssue, newsletter: NewsletterSettings, *, proof: boo
                                                     MARKER["html"].findall(body_html))
                                  for spec in found if spec.partition("~")[0] in PER_RECIPIENT))
     boundary = boundary or "==mailer-" + secrets.token_hex(12)
-    head = _shared_head(newsletter, None if subject_parts else subject, slug, boundary, proof)
+    head = _shared_head(newsletter, None if subject_parts else subject, slug, boundary, proof, issue.language)
     return Edition(slug=slug, subject=subject, from_email=newsletter.from_email,
                    from_name=_one_line(newsletter.from_name), reply_to=newsletter.reply_to,
                    base_url=base_url, domain=newsletter.from_email.rpartition("@")[2],
                    html=body_html, text=text, fields=fields, nonce=nonce or secrets.token_hex(6),
                    proof=proof, head=head, subject_parts=subject_parts,
                    text_parts=_qp_template(text, "text", fields),
-                   html_parts=_qp_template(body_html, "html", fields), boundary=boundary)
+                   html_parts=_qp_template(body_html, "html", fields), boundary=boundary,
+                   language=issue.language)
 
 
 def personalize(edition: Edition, recipient: Recipient) -> Outgoing:
@@ -323,11 +326,12 @@ def _encoded_words(text: str) -> str:
 
 
 def _shared_head(newsletter: NewsletterSettings, subject: str | None, slug: str, boundary: str,
-                 proof: bool) -> bytes:
+                 proof: bool, language: str) -> bytes:
     sender = Address(_one_line(newsletter.from_name), addr_spec=ascii_address(newsletter.from_email))
     lines = [_fold("From", sender), _fold("Reply-To", Address(addr_spec=ascii_address(newsletter.reply_to))),
              _fold("Subject", subject) if subject is not None else "", "MIME-Version: 1.0\r\n",
              f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n',
+             f"Content-Language: {_check_language(language)}\r\n",   # RFC 3282: the footer's and system mails' language
              f"List-Unsubscribe-Post: {ONE_CLICK}\r\n", f"{ISSUE_HEADER}: {slug}\r\n"]
     if proof:
         lines.append("X-Mailer-Proof: yes\r\n")
@@ -361,6 +365,12 @@ def _check_ref(value: str, what: str) -> str:
     if not _REF.fullmatch(value or ""):
         raise ValueError(f"{what} {value!r} must be 1-64 of A-Z a-z 0-9 . _ = -")
     return value
+
+
+def _check_language(language: str) -> str:
+    if not _LANGUAGE.fullmatch(language):
+        raise ValueError(f"language {language!r} is not a language tag such as fr or pt-BR")
+    return language
 
 
 def _check_base_url(url: str) -> str:

@@ -26,6 +26,8 @@ from jinja2 import meta
 from mailer.compose.inline import html_to_text, inline_css
 from mailer.compose.source import read_issue
 from mailer.errors import ComposeError, IssueSourceError, MailerError
+from mailer.i18n import install
+from mailer.locale import LANGUAGES
 from mailer.model import FIELDS, ComposedIssue, marker
 
 TEMPLATE = "email.mjml.j2"
@@ -61,35 +63,37 @@ _MARKUP = re.compile(r"<!--.*?-->|<(/?)([A-Za-z][\w:-]*)((?:\"[^\"]*\"|'[^']*'|[
 _JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}")
 
 
-def compose_issue(path: str | Path, settings, *, proof: bool = False) -> ComposedIssue:
+def compose_issue(path: str | Path, settings, *, proof: bool = False, language: str | None = None) -> ComposedIssue:
     """Stages 1-3 for one issue file: read, render MJML, compile, inline CSS, make the text part."""
-    return compose(read_issue(path), settings, proof=proof)
+    return compose(read_issue(path), settings, proof=proof, language=language)
 
 
-def compose(issue, settings, *, proof: bool = False) -> ComposedIssue:
+def compose(issue, settings, *, proof: bool = False, language: str | None = None) -> ComposedIssue:
     """An Issue (stage 1's output) through templates, MJML and premailer to a ComposedIssue;
-    `proof`: the copy `mailer issue proof` sends (a banner on top; see templates/email.mjml.j2).
+    `proof`: the copy `mailer issue proof` sends (a banner on top; see templates/email.mjml.j2);
+    `language`: the list's, which the footer speaks (None: [newsletter] language).
 
     A template that fails on one block of the issue is reported at that block's line in the issue
     (an IssueSourceError), not as the template's own error: the editor can act on that."""
+    language = language or settings.newsletter.language
     try:
-        mjml, html, text = render(TEMPLATE, issue_context(issue, settings, proof=proof), settings)
+        mjml, html, text = render(TEMPLATE, issue_context(issue, settings, proof=proof), settings, language)
     except ComposeError as exc:
-        raise _blame(issue, settings, proof, exc) from exc
+        raise _blame(issue, settings, proof, exc, language) from exc
     return ComposedIssue(slug=issue.slug, subject=issue.subject, preheader=issue.preheader,
-                         mjml=mjml, html=html, text=text, date=issue.date)
+                         mjml=mjml, html=html, text=text, date=issue.date, language=language)
 
 
 _KIND = {"Paragraph": "paragraph", "Image": "picture", "ItemList": "list", "Table": "table",
          "Quote": "quote", "Section": "section", "Story": "story"}
 
 
-def _blame(issue, settings, proof: bool, exc: ComposeError) -> MailerError:
+def _blame(issue, settings, proof: bool, exc: ComposeError, language: str) -> MailerError:
     """The issue's part that makes the templates fail on its own, as an IssueSourceError at its
     line; `exc` itself when none does (then the templates fail whatever the issue says)."""
     def builds(variant) -> bool:
         try:
-            mjml_to_html(render_mjml(TEMPLATE, issue_context(variant, settings, proof=proof), folder), folder)
+            mjml_to_html(render_mjml(TEMPLATE, issue_context(variant, settings, proof=proof), folder, language), folder)
         except ComposeError:
             return False
         return True
@@ -129,11 +133,11 @@ def _one_part_at_a_time(issue, bare):
                 yield part.line, _KIND.get(type(part).__name__, "block"), dataclasses.replace(bare, sections=(one,))
 
 
-def render(template: str, context: dict, settings) -> tuple[str, str, str]:
-    """Stages 2-3 for any template (the issue's, or a service mail's such as the confirmation):
-    (MJML, inlined HTML, text part)."""
+def render(template: str, context: dict, settings, language: str | None = None) -> tuple[str, str, str]:
+    """Stages 2-3 for any template (the issue's, or a service mail's such as the confirmation), in
+    `language` (None: [newsletter] language): (MJML, inlined HTML, text part)."""
     folder = templates_dir(settings)
-    mjml = render_mjml(template, context, folder)
+    mjml = render_mjml(template, context, folder, language or settings.newsletter.language)
     html = inline_css(mjml_to_html(mjml, folder, template))
     return mjml, html, html_to_text(html)
 
@@ -159,21 +163,24 @@ class _CheckedLoader(jinja2.FileSystemLoader):
         return source, filename, uptodate
 
 
-@functools.lru_cache(maxsize=8)
-def environment(templates_dir: Path) -> jinja2.Environment:
+@functools.lru_cache(maxsize=16)
+def environment(templates_dir: Path, language: str = LANGUAGES[0]) -> jinja2.Environment:
+    """The templates' environment in one language (its catalog and globals: mailer/i18n.py)."""
     # The bytecode cache (Jinja's own, in a private folder under the system temp dir, keyed by
-    # each template's source checksum) saves compiling the templates on every `issue build`.
-    return jinja2.Environment(loader=_CheckedLoader(str(templates_dir)), autoescape=True,
-                              undefined=jinja2.StrictUndefined, trim_blocks=True,
-                              lstrip_blocks=True, keep_trailing_newline=True,
-                              bytecode_cache=jinja2.FileSystemBytecodeCache())
+    # each template's source checksum) saves compiling the templates on every `issue build`; the
+    # compiled code holds no words of any language, so every language's environment shares it.
+    return install(jinja2.Environment(loader=_CheckedLoader(str(templates_dir)), autoescape=True,
+                                      undefined=jinja2.StrictUndefined, trim_blocks=True,
+                                      lstrip_blocks=True, keep_trailing_newline=True,
+                                      bytecode_cache=jinja2.FileSystemBytecodeCache(),
+                                      extensions=["jinja2.ext.i18n"]), language)
 
 
-def render_mjml(name: str, context: dict, templates_dir: str | Path) -> str:
+def render_mjml(name: str, context: dict, templates_dir: str | Path, language: str = LANGUAGES[0]) -> str:
     """Render one template; any Jinja failure becomes a ComposeError naming template and line."""
     templates_dir = Path(templates_dir).resolve()
     try:
-        return environment(templates_dir).get_template(name).render(context)
+        return environment(templates_dir, language).get_template(name).render(context)
     except ComposeError:
         raise
     except jinja2.TemplateSyntaxError as exc:

@@ -265,7 +265,8 @@ class Scheduler:
             return now + timedelta(seconds=time.monotonic() - started)
 
         try:
-            composed = compose_checked(self.source(row), self.settings)
+            composed = compose_checked(self.source(row), self.settings,
+                                       dispatch.list_language(self.settings, row.list_name))
             plan = dispatch.plan_send(self.settings, composed, row.list_name)
             summary = dispatch.run_send(self.settings, plan, sleep=self.stop.wait, stop=self.stop.is_set,
                                         notice=lambda message: self.decide(later(), row, f"note: {message}"))
@@ -347,9 +348,10 @@ class Scheduler:
         if not editors:
             return self.decide(now, row, "no proof: [schedule] editors is empty")
         try:
-            composed = compose_checked(self.source(row), self.settings)
+            composed = compose_checked(self.source(row), self.settings,   # as the list will get it
+                                       dispatch.list_language(self.settings, schedule_list(self.settings)))
             results = dispatch.send_proof(self.settings, composed, editors)
-        except (ScheduleError, LintFailed) as exc:
+        except (ScheduleError, LintFailed, SubscriberError) as exc:   # (SubscriberError: the list is gone)
             self.decide(now, row, f"no proof: {exc}")
             return self.notify(now, f"{row.issue} cannot go out as it is", f"{exc}\n\nIt is scheduled for "
                                f"{shown(row.send_at, self.settings.schedule)} and fails then unless fixed.")

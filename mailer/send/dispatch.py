@@ -32,6 +32,7 @@ from mailer.compose.archived import neutral_copy
 from mailer.compose.personalize import Edition, Recipient, personalize, prepare
 from mailer.config import ClickTracking, OnInterrupted, Settings, database_url, secret_key, tracking_problem
 from mailer.errors import AmbiguousDelivery, ConfigError, DeliveryError, SendError, SendTakenOver
+from mailer.i18n import known
 from mailer.model import ArchiveCopy, ComposedIssue
 from mailer.send import batches, ledger, segments, tracking
 from mailer.send.batches import BatchLoop
@@ -40,6 +41,7 @@ from mailer.send.deliver.refusals import refusal_event
 from mailer.send.deliver.registry import create_backend
 from mailer.send.ledger import SendStatus, State
 from subscribers.links import MembershipKeys
+from subscribers.models import lists
 from subscribers.policy import ingest
 from subscribers.store import get_list
 from subscribers.tokens import token_maker
@@ -88,6 +90,20 @@ class SendSummary:
 def open_store(settings: Settings) -> Engine:
     """The project's database, both schemas at head: this process's one Engine for it (mailer/engines.py)."""
     return engines.get(database_url(settings))
+
+
+def list_language(settings: Settings, list_name: str) -> str:
+    """The language a list's mails speak (their footer): its own, else [newsletter] language.
+    ListNotFound for no such list, before anything is composed."""
+    with open_store(settings).connect() as conn:
+        return known(get_list(conn, list_name).language) or settings.newsletter.language
+
+
+def language_of(settings: Settings, engine: Engine, list_id: int) -> str:
+    """list_language for a list known by its id (a worker's send row)."""
+    with engine.connect() as conn:
+        own = conn.execute(select(lists.c.language).where(lists.c.id == list_id)).scalar()
+    return known(own) or settings.newsletter.language
 
 
 def plan_send(settings: Settings, issue: ComposedIssue, list_name: str, backend: str | None = None,

@@ -154,7 +154,8 @@ def _work_on(settings: Settings, engine, row, me: str, report: WorkerReport, not
 
 def _loop(settings: Settings, engine, row, me: str, summary, lost, stop, editions: dict) -> WorkerLoop:
     if row.id not in editions:  # composed once per worker and send
-        composed = compose_checked(issue_path(row.issue, settings), settings)
+        composed = compose_checked(issue_path(row.issue, settings), settings,
+                                   dispatch.language_of(settings, engine, row.list_id))
         editions[row.id] = dispatch.edition_for(settings, engine, composed, row.id)  # same Message-IDs, links
     edition = editions[row.id]
     ref_key = dispatch.ref_key_of(settings)

@@ -16,8 +16,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from mailer.web import admin, archive, preferences, public, tracking, webhooks
+from mailer.i18n import N_
+from mailer.web import admin, archive, challenge, preferences, public, tracking, webhooks
 from mailer.web.context import WebContext
+from mailer.web.language import Negotiation
 from mailer.web.security import BodyLimit, SecurityHeaders
 
 log = logging.getLogger("mailer.web")
@@ -25,6 +27,10 @@ log = logging.getLogger("mailer.web")
 FORM_LIMIT = 64 * 1024                 # a subscribe form is a few hundred bytes
 WEBHOOK_LIMIT = 8 * 1024 * 1024        # SendGrid batches up to 768 KB (docs/mail-facts.md); room to spare
 API_PATHS = ("/webhooks/", "/healthz")  # answered in JSON; everything else is a page
+# The error page of a status, in the reader's language (the detail is for the API's JSON only).
+ERRORS = {404: (N_("Page not found"), N_("There is nothing at this address.")),
+          405: (N_("Not allowed"), N_("This page cannot be used that way.")),
+          413: (N_("Too large"), N_("What was sent is too large for this form."))}
 
 
 def create_app(settings) -> FastAPI:
@@ -32,13 +38,14 @@ def create_app(settings) -> FastAPI:
                   docs_url=None, redoc_url=None)   # the Swagger UI needs inline script: CSP forbids it
     app.state.web = WebContext(settings)
     app.state.web.tracking = tracking.Tracking(app.state.web)
-    for module in (public, preferences, webhooks, archive, tracking):
+    for module in (public, preferences, webhooks, archive, challenge, tracking):
         app.include_router(module.router)
     admin.install(app, app.state.web)
     _add_basics(app)
     _add_error_pages(app)
     app.add_middleware(BodyLimit, limit=FORM_LIMIT, overrides={"/webhooks/": WEBHOOK_LIMIT,
                                                                "/admin/lists/": admin.UPLOAD_LIMIT})
+    app.add_middleware(Negotiation, default=settings.newsletter.language)   # each page in its reader's language
     app.add_middleware(SecurityHeaders, https=settings.newsletter.base_url.startswith("https://"))
     app.router.add_event_handler("shutdown", app.state.web.tracking.close)   # its last clicks, then the database
     app.router.add_event_handler("shutdown", app.state.web.close)
@@ -79,10 +86,10 @@ def _add_error_pages(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if request.url.path.startswith(API_PATHS):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-        title = {404: "Page not found", 405: "Not allowed", 413: "Too large"}.get(exc.status_code, "Error")
+        title, message = ERRORS.get(exc.status_code, (N_("Error"), str(exc.detail)))
         if admin.is_admin_path(request.url.path):
             return await admin.error_page(request, exc.status_code, title, str(exc.detail))
-        page = request.app.state.web.pages.error(exc.status_code, title, str(exc.detail))
+        page = request.app.state.web.pages.error(exc.status_code, title, message)
         page.headers.update(exc.headers or {})
         return page
 
@@ -90,4 +97,4 @@ def _add_error_pages(app: FastAPI) -> None:
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         if request.url.path.startswith(API_PATHS):
             return JSONResponse({"detail": "invalid request"}, status_code=400)
-        return request.app.state.web.pages.error(400, "Bad request", "The request is not valid.")
+        return request.app.state.web.pages.error(400, N_("Bad request"), N_("The request is not valid."))

@@ -22,21 +22,24 @@ MAIL_ONLY = "mail-only"
 class WebContent:
     styles: str        # CSS text of the email's <style> blocks
     body: str          # the email's body content, mail-only sections removed
+    lang: str = ""     # the email's own language and direction (its <html lang dir>), which the
+    dir: str = ""      # page keeps for the issue while the site around it speaks the reader's
 
 
 def web_content(email_html: str) -> WebContent:
     doc = lxml.html.document_fromstring(email_html)
+    lang, direction = doc.get("lang", ""), doc.get("dir", "")
     styles = "\n".join(style.text_content() for style in doc.iter("style"))
     for element in doc.xpath(f'//*[contains(concat(" ", normalize-space(@class), " "), " {MAIL_ONLY} ")]'):
         _remove(element)
     styles = styles.replace("</", "<\\/")
     body = doc.body
     if body is None:   # a document of a head alone (lxml adds <body> only around content)
-        return WebContent(styles=styles, body="")
+        return WebContent(styles=styles, body="", lang=lang, dir=direction)
     for style in list(body.iter("style")):
         _remove(style)
     inner = html.escape(body.text or "") + "".join(lxml.html.tostring(child, encoding="unicode") for child in body)
-    return WebContent(styles=styles, body=inner)
+    return WebContent(styles=styles, body=inner, lang=lang, dir=direction)
 
 
 def _remove(element: lxml.html.HtmlElement) -> None:

@@ -24,7 +24,9 @@ from sqlalchemy.exc import OperationalError
 from mailer import engines
 from mailer.config import database_url, secret_key
 from mailer.send.ledger import parse_ref, sends
+from mailer.web.addresses import AddressRules
 from mailer.web.archive import Archive
+from mailer.web.challenge import Guard, spend
 from mailer.web.ingest import ingest_events
 from mailer.web.pages import Pages
 from mailer.web.ratelimit import Rate, RateLimiter
@@ -39,16 +41,19 @@ class WebContext:
     def __init__(self, settings) -> None:
         self.settings = settings
         n = settings.newsletter
-        self.pages = Pages(settings.compose.templates_dir, newsletter_name=n.name, base_url=n.base_url,
-                           postal_address=n.postal_address)
         self.secret = secret_key(settings)  # tokens: fail at start
+        self.guard = Guard(settings, self.secret, spend=lambda signature, until: self.write(spend, signature, until))
+        self.addresses = AddressRules.from_settings(settings)
+        self.pages = Pages(settings.compose.templates_dir, newsletter_name=n.name, base_url=n.base_url,
+                           postal_address=n.postal_address, language=n.language,
+                           signup_challenge=settings.web.signup_challenge, form_started=self.guard.started)
         per_ip = Rate(burst=settings.web.subscribe_burst, per_hour=settings.web.subscribe_per_hour)
         self.limiter = RateLimiter({"subscribe": per_ip, "preferences": per_ip})  # fresh links: same rate
         self.archive = Archive(settings, read=self.read)
         self._engine: Engine | None = None
         self._lock = threading.Lock()
         self._writer: AbstractContextManager = nullcontext()
-        self._lists: dict[int, tuple[float, tuple[str, str] | None]] = {}
+        self._lists: dict[int, tuple[float, tuple[str, str, str | None] | None]] = {}
         self.batch = GroupWriter(self)
         self._send_lists: dict[int, int | None] = {}
 
@@ -86,13 +91,14 @@ class WebContext:
         an import: held, no other write of this process starts."""
         return self._opened()[1]
 
-    def list_info(self, conn, list_id: int) -> tuple[str, str] | None:
-        """(name, title) of a list, cached a minute: every unsubscribe page names its list."""
+    def list_info(self, conn, list_id: int) -> tuple[str, str, str | None] | None:
+        """(name, title, language) of a list, cached a minute: every unsubscribe page names its
+        list, in its language."""
         hit = self._lists.get(list_id)
         if hit and time.monotonic() - hit[0] < LIST_CACHE_SECONDS:
             return hit[1]
-        row = conn.execute(select(lists.c.name, lists.c.title).where(lists.c.id == list_id)).first()
-        info = (row.name, row.title or row.name) if row else None
+        row = conn.execute(select(lists.c.name, lists.c.title, lists.c.language).where(lists.c.id == list_id)).first()
+        info = (row.name, row.title or row.name, row.language) if row else None
         self._lists[list_id] = (time.monotonic(), info)
         return info
 

@@ -1,14 +1,17 @@
 """(settings, list) -> an HTML form to paste into another site (`mailer lists embed NAME`).
 
 The form posts to [newsletter] base_url + /subscribe with the same fields as our own page (list,
-email, optional name, the hidden honeypot), so the double opt-in is the same: the reader lands on
-our "check your inbox" page. No script, no styles beyond one inline rule hiding the honeypot;
-class names (`crank-subscribe...`) let the host site style it.
+email, optional name, the hidden honeypot, the proof-of-work widget), so the double opt-in and
+the defences are the same: the reader lands on our "check your inbox" page. Its scripts (the
+ALTCHA widget and signup.js) and the widget's stylesheet come from base_url, nothing from a third
+party; with `[web] signup_challenge = false` there is no script at all. It speaks the list's
+language (else [newsletter] language); class names (`crank-subscribe...`) let the host site style it.
 """
 
 from __future__ import annotations
 
 from mailer.errors import ListIsPrivate
+from mailer.i18n import known
 from mailer.web.pages import Pages
 
 TEMPLATE = "embed.html.j2"
@@ -21,5 +24,6 @@ def embed_form(settings, lst) -> str:
                             f"(`mailer lists edit {lst.name} --public` offers it)")
     n = settings.newsletter
     pages = Pages(settings.compose.templates_dir, newsletter_name=n.name, base_url=n.base_url,
-                  postal_address=n.postal_address)
+                  postal_address=n.postal_address, language=known(lst.language) or n.language,
+                  signup_challenge=settings.web.signup_challenge)
     return pages.env.get_template(TEMPLATE).render(lst=lst).strip()

@@ -16,8 +16,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Form, Request
 from starlette.responses import HTMLResponse
 
+from mailer.i18n import N_
 from mailer.web import prefs, readers
-from mailer.web.public import too_many
+from mailer.web.challenge import Form as GuardFields
+from mailer.web.challenge import Verdict
+from mailer.web.language import current, speak
+from mailer.web.public import GUARD_MESSAGES, too_many
 
 log = logging.getLogger("mailer.web")
 router = APIRouter()
@@ -31,21 +35,27 @@ def ask_form(request: Request) -> HTMLResponse:
 
 
 @router.post("/preferences", response_class=HTMLResponse, summary="Mail a fresh preferences link",
-             responses={429: {"description": "too many requests from this address"}})
+             responses={400: {"description": "not an address, or no proof-of-work solution"},
+                        429: {"description": "too many requests from this address"}})
 def ask(request: Request, background: BackgroundTasks,
         email: Annotated[str, Form(max_length=400)] = "",
-        website: Annotated[str, Form(max_length=400)] = "") -> HTMLResponse:
+        website: Annotated[str, Form(max_length=400)] = "",
+        started: Annotated[str, Form(max_length=200)] = "",
+        altcha: Annotated[str, Form(max_length=8000)] = "") -> HTMLResponse:
     web = request.app.state.web
     client = readers.client(request)
     if (refused := too_many(web, "preferences", client)) is not None:
         return refused
-    if not website:   # the honeypot: bots fill it; people never see it
-        problem = readers.address_problem(email)
+    verdict = web.guard.judge(GuardFields(website=website, started=started, altcha=altcha))
+    if verdict is Verdict.PASS:
+        problem = readers.address_problem(web, email)
         if problem:
             return web.pages.render("preferences_ask.html.j2", 400, email=email, error=problem)
-        mail = prefs.request_link(web, email)
+        mail = prefs.request_link(web, email, current().language)
         if mail is not None:
             background.add_task(prefs.send_link_mail, web, mail)
+    elif verdict is not Verdict.HONEYPOT:   # the honeypot: robots fill it, people never see it; the usual page
+        return web.pages.render("preferences_ask.html.j2", 400, email=email, error=GUARD_MESSAGES[verdict])
     return web.pages.render("link_sent.html.j2", private=True)
 
 
@@ -64,7 +74,7 @@ def page(token: str, request: Request) -> HTMLResponse:
 def save(token: str, request: Request, list_names: Names = [],  # noqa: B006 - FastAPI copies defaults
          name: Annotated[str, Form(max_length=400)] = "") -> HTMLResponse:
     web = request.app.state.web
-    subscriber_id = prefs.subscriber_for(web, token)
+    subscriber_id = _subscriber(web, token)
     if subscriber_id is None:
         return _bad_link(web)
     changed = prefs.save(web, subscriber_id, set(list_names[:200]), name, readers.client(request))
@@ -80,7 +90,7 @@ def tracking_choice(token: str, request: Request,
                     tracking: Annotated[str, Form(max_length=10)] = "off") -> HTMLResponse:
     """`tracking` = "off" (anything but "on" refuses: the safe reading of a mangled form)."""
     web = request.app.state.web
-    subscriber_id = prefs.subscriber_for(web, token)
+    subscriber_id = _subscriber(web, token)
     changed = None if subscriber_id is None else prefs.set_tracking(web, subscriber_id, tracking == "on",
                                                                     readers.client(request))
     reader = None if changed is None or subscriber_id is None else prefs.load(web, subscriber_id)
@@ -93,15 +103,24 @@ def tracking_choice(token: str, request: Request,
              responses=TOKEN_PAGES)
 def leave(token: str, request: Request) -> HTMLResponse:
     web = request.app.state.web
-    subscriber_id = prefs.subscriber_for(web, token)
+    subscriber_id = _subscriber(web, token)
     left = None if subscriber_id is None else prefs.leave_all(web, subscriber_id, readers.client(request))
     if left is None:
         return _bad_link(web)
     return web.pages.render("left_all.html.j2", private=True, left=left, action=f"/preferences/{token}")
 
 
+def _subscriber(web, token: str) -> int | None:
+    """The subscriber the link names; the page speaks the language of the list the link came with."""
+    found = prefs.holder(web, token)
+    if found is None:
+        return None
+    speak(found[1])
+    return found[0]
+
+
 def _reader(web, token: str):
-    subscriber_id = prefs.subscriber_for(web, token)
+    subscriber_id = _subscriber(web, token)
     return None if subscriber_id is None else prefs.load(web, subscriber_id)
 
 
@@ -112,6 +131,6 @@ def _render(web, token: str, reader, saved) -> HTMLResponse:
 
 
 def _bad_link(web) -> HTMLResponse:
-    return web.pages.error(400, "This link does not work",
-                           "This preferences link is not valid or has expired. Nothing was changed.",
+    return web.pages.error(400, N_("This link does not work"),
+                           N_("This preferences link is not valid or has expired. Nothing was changed."),
                            fresh_link=True)

@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
+from mailer.i18n import N_, known
 from mailer.web.preferences_mail import send_preferences_link
 from subscribers import store
 from subscribers.links import link_token, resolve
@@ -56,11 +57,24 @@ class Reader:
 
 
 @dataclass(frozen=True)
+class Change:
+    """One thing the preferences form changed, said in the page's language: `message` is a
+    catalog entry with `%(title)s` where the list's title goes."""
+    message: str
+    title: str = ""
+
+
+JOINED, LEFT, NAME_SAVED = N_("joined %(title)s"), N_("left %(title)s"), N_("name saved")
+TRACKING_ON, TRACKING_OFF = N_("click counting allowed"), N_("click counting turned off")
+
+
+@dataclass(frozen=True)
 class LinkMail:
     subscriber_id: int
     list_id: int               # the list whose unsubscribe link the mail carries
     email: str
     name: str
+    language: str              # that list's, else the page's (mailer/web/language.py)
 
 
 def offered_lists(web) -> list:
@@ -73,16 +87,19 @@ def _offered(conn) -> list:
                   key=lambda lst: (lst.title or lst.name).lower())
 
 
-def subscriber_for(web, token: str) -> int | None:
-    """The subscriber a preferences or unsubscribe token names; None for a bad or expired one."""
-    claim = web.read(_live_claim, web, token, int(timedelta(days=web.settings.web.confirm_link_days).total_seconds()))
-    return None if claim is None else claim.subscriber_id
+def holder(web, token: str) -> tuple[int, str | None] | None:
+    """(the subscriber a preferences or unsubscribe token names, the language of the list it was
+    made for); None for a bad or expired token."""
+    return web.read(_holder, web, token, int(timedelta(days=web.settings.web.confirm_link_days).total_seconds()))
 
 
-def _live_claim(conn, web, token: str, max_age: int):
+def _holder(conn, web, token: str, max_age: int) -> tuple[int, str | None] | None:
     """A genuine token whose membership is still the one it was made for (subscribers.links)."""
-    return (resolve(conn, web.secret, "preferences", token, max_age=max_age)
-            or resolve(conn, web.secret, "unsubscribe", token))
+    claim = (resolve(conn, web.secret, "preferences", token, max_age=max_age)
+             or resolve(conn, web.secret, "unsubscribe", token))
+    if claim is None:
+        return None
+    return claim.subscriber_id, conn.execute(select(lists.c.language).where(lists.c.id == claim.list_id)).scalar()
 
 
 def load(web, subscriber_id: int) -> Reader | None:
@@ -107,43 +124,43 @@ def _load(conn, subscriber_id: int) -> Reader | None:
                   not row.no_tracking)
 
 
-def save(web, subscriber_id: int, wanted: set[str], name: str, who) -> list[str] | None:
+def save(web, subscriber_id: int, wanted: set[str], name: str, who) -> list[Change] | None:
     """Apply the form: join the wanted lists, leave the others, set the name. Returns what
-    changed, in words (None: the subscriber is gone)."""
+    changed (None: the subscriber is gone)."""
     return web.write(_save, web, subscriber_id, wanted, name, who)
 
 
-def _save(conn, web, subscriber_id: int, wanted: set[str], name: str, who) -> list[str] | None:
+def _save(conn, web, subscriber_id: int, wanted: set[str], name: str, who) -> list[Change] | None:
     reader = _load(conn, subscriber_id)
     if reader is None:
         return None
     ids = dict(conn.execute(select(lists.c.name, lists.c.id)).all())
-    changed = []
+    changed: list[Change] = []
     for choice in reader.choices:
         if reader.suppressed or choice.name not in ids:
             continue
         if choice.name in wanted and not choice.active:
             if store.opt_in(conn, subscriber_id, ids[choice.name], ip=who.ip, user_agent=who.user_agent):
-                changed.append(f"joined {choice.title}")
+                changed.append(Change(JOINED, choice.title))
         elif choice.name not in wanted and choice.status in (Status.ACTIVE, Status.UNCONFIRMED):  # noqa: SIM102 - as above
             if store.unsubscribe(conn, subscriber_id, ids[choice.name], source="web", ip=who.ip,
                                  user_agent=who.user_agent):
-                changed.append(f"left {choice.title}")
+                changed.append(Change(LEFT, choice.title))
     if store.rename(conn, subscriber_id, name):
-        changed.append("name saved")
+        changed.append(Change(NAME_SAVED))
     return changed
 
 
-def set_tracking(web, subscriber_id: int, allowed: bool, who) -> list[str] | None:
+def set_tracking(web, subscriber_id: int, allowed: bool, who) -> list[Change] | None:
     """Allow or refuse click and open tracking; what changed, in words (None: the subscriber is gone)."""
     return web.write(_set_tracking, subscriber_id, allowed, who)
 
 
-def _set_tracking(conn, subscriber_id: int, allowed: bool, who) -> list[str] | None:
+def _set_tracking(conn, subscriber_id: int, allowed: bool, who) -> list[Change] | None:
     if conn.execute(select(subscribers.c.id).where(subscribers.c.id == subscriber_id)).first() is None:
         return None
     changed = store.set_tracking(conn, subscriber_id, allowed, source="web", ip=who.ip, user_agent=who.user_agent)
-    return [("click counting allowed" if allowed else "click counting turned off")] if changed else []
+    return [Change(TRACKING_ON if allowed else TRACKING_OFF)] if changed else []
 
 
 def leave_all(web, subscriber_id: int, who) -> list[str] | None:
@@ -163,13 +180,13 @@ def _leave_all(conn, subscriber_id: int, who) -> list[str] | None:
     return [title or name for _id, title, name in rows]
 
 
-def request_link(web, email: str) -> LinkMail | None:
+def request_link(web, email: str, language: str) -> LinkMail | None:
     """The mail to send for a fresh-link request, or None (no such subscriber, on no list, or
-    mailed one a moment ago). The caller answers the same either way."""
-    return web.write(_request_link, web, email)
+    mailed one a moment ago). The caller answers the same either way. `language`: the page's."""
+    return web.write(_request_link, web, email, language)
 
 
-def _request_link(conn, web, email: str) -> LinkMail | None:
+def _request_link(conn, web, email: str, language: str) -> LinkMail | None:
     row = store.find_subscriber(conn, email)
     if row is None:
         return None
@@ -183,7 +200,8 @@ def _request_link(conn, web, email: str) -> LinkMail | None:
             history.c.at >= since)).scalar():
         return None
     store.record(conn, row.id, None, Action.PREFERENCES_MAIL, "web")
-    return LinkMail(row.id, list_id, row.email, row.name or "")
+    own = conn.execute(select(lists.c.language).where(lists.c.id == list_id)).scalar()
+    return LinkMail(row.id, list_id, row.email, row.name or "", known(own) or language)
 
 
 def _link_tokens(conn, web, mail) -> tuple[str, str]:

@@ -13,26 +13,16 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from mailer.web.addresses import address_problem as check_address
 from mailer.web.confirm_mail import send_confirmation
 from mailer.web.context import batched
 from subscribers import store
-from subscribers.errors import InvalidAddress, SubscriberNotFound, TokenError
+from subscribers.errors import SubscriberNotFound, TokenError
 from subscribers.links import bound, new_key
 from subscribers.models import Status, memberships, subscribers
-from subscribers.normalize import (
-    clean_text,
-    needs_smtputf8,
-    normalize_email,
-    normalize_ip,
-)
+from subscribers.normalize import clean_text, normalize_ip
 from subscribers.one_click import unsubscribe_many
-from subscribers.tokens import (
-    SEALED,
-    make_token,
-    open_request,
-    seal_request,
-    verify_token,
-)
+from subscribers.tokens import SEALED, make_group_token, open_request, seal_request, verify_claims
 
 log = logging.getLogger("mailer.web")
 
@@ -54,15 +44,19 @@ class Target:
     list_title: str
     changed: bool = True       # unsubscribe: False when the link had been used already
     sealed: tuple | None = None
+    language: str | None = None   # the list's own (mailer/i18n.py)
 
 
 @dataclass(frozen=True)
 class ConfirmationMail:
+    """One mail for a signup's lists: its one confirm link confirms every list it names."""
+
     subscriber_id: int
-    list_id: int
+    list_ids: tuple[int, ...]
     email: str
     name: str
-    list_title: str
+    titles: tuple[str, ...]
+    language: str
     confirm_token: str
     unsubscribe_token: str
 
@@ -86,94 +80,104 @@ def clean_agent(agent: str) -> str:
     return clean_text(agent, 512)
 
 
-def address_problem(email: str) -> str | None:
-    """What is wrong with the typed address, in the reader's words; None when it will do."""
-    try:
-        address = normalize_email(email)
-    except InvalidAddress:
-        return "That does not look like an email address. Please check it."
-    if needs_smtputf8(address):
-        return "We cannot send to addresses with non-ASCII characters before the @ yet, sorry."
-    return None
+def address_problem(web, email: str) -> str | None:
+    """What is wrong with the typed address, as the reader's message (a catalog entry); None when
+    it will do (mailer/web/addresses.py: the one check of every self-service door)."""
+    problem = check_address(email, web.addresses)
+    return None if problem is None else problem.message
 
 
-def sign_up(web, lst, email: str, name: str, who: Client) -> ConfirmationMail | None:
-    """Record the request; the mail to send, or None (already active, or mailed a moment ago).
-    The same statements run whatever the address's state (see store.subscribe_unconfirmed)."""
-    return web.write(_sign_up, web, lst, email, name, who)
+def sign_up(web, chosen: list, email: str, name: str, who: Client, language: str) -> ConfirmationMail | None:
+    """Record the request for each chosen list; the one mail to send for all that still need
+    confirming, or None (all active already, or all mailed a moment ago). The same statements run
+    whatever the address's state (see store.subscribe_unconfirmed)."""
+    return web.write(_sign_up, web, chosen, email, name, who, language)
 
 
-def _sign_up(conn, web, lst, email: str, name: str, who: Client) -> ConfirmationMail | None:
-    signup = store.subscribe_unconfirmed(
-        conn, lst.id, email, secret=web.secret, name=name, ip=who.ip, user_agent=who.user_agent,
-        resend_after=timedelta(minutes=web.settings.web.confirm_resend_minutes))
-    row = conn.execute(select(memberships.c.subscriber_id, subscribers.c.email, subscribers.c.name,
-                              memberships.c.token_key)
-                       .join_from(memberships, subscribers, memberships.c.subscriber_id == subscribers.c.id)
-                       .where(memberships.c.subscriber_id == (signup.subscriber_id or 0),
-                              memberships.c.list_id == lst.id)).first()
-    if row is None:   # forgotten: nothing stored; the link carries the request, sealed
-        sid, address, who_name = 0, signup.address, clean_text(name)
-        confirm = seal_request(web.secret, lst.id, address, who_name)
-        unsubscribe = make_token(web.secret, "unsubscribe", NOBODY, lst.id, new_key())  # acts on nobody
+def _sign_up(conn, web, chosen: list, email: str, name: str, who: Client, language: str) -> ConfirmationMail | None:
+    resend_after = timedelta(minutes=web.settings.web.confirm_resend_minutes)
+    signups = [store.subscribe_unconfirmed(conn, lst.id, email, secret=web.secret, name=name, ip=who.ip,
+                                           user_agent=who.user_agent, resend_after=resend_after) for lst in chosen]
+    sid = signups[0].subscriber_id
+    rows = {row.list_id: row for row in conn.execute(
+        select(memberships.c.list_id, subscribers.c.email, subscribers.c.name, memberships.c.token_key)
+        .join_from(memberships, subscribers, memberships.c.subscriber_id == subscribers.c.id)
+        .where(memberships.c.subscriber_id == (sid or 0), memberships.c.list_id.in_([lst.id for lst in chosen])))}
+    due = [lst for lst, signup in zip(chosen, signups, strict=True) if signup.needs_confirmation]
+    if not rows:   # forgotten: nothing stored; the link carries the request, sealed
+        sid, address, who_name = 0, signups[0].address, clean_text(name)
+        confirm = seal_request(web.secret, [lst.id for lst in due] or [chosen[0].id], address, who_name)
+        unsubscribe = make_group_token(web.secret, "unsubscribe", NOBODY,       # acts on nobody
+                                       [(lst.id, new_key()) for lst in due or chosen])
     else:
-        sid, address, who_name = row.subscriber_id, row.email, row.name or ""
-        confirm = make_token(web.secret, "confirm", sid, lst.id, row.token_key)
-        unsubscribe = make_token(web.secret, "unsubscribe", sid, lst.id, row.token_key)
-    if not signup.mail:
+        first = next(iter(rows.values()))
+        sid, address, who_name = sid or 0, first.email, first.name or ""
+        named = [(lst.id, rows[lst.id].token_key) for lst in due or chosen if lst.id in rows]
+        confirm = make_group_token(web.secret, "confirm", sid, named)
+        unsubscribe = make_group_token(web.secret, "unsubscribe", sid, named)
+    if not due or not any(signup.mail for signup in signups):
         return None
-    return ConfirmationMail(sid, lst.id, address, who_name, lst.title or lst.name, confirm, unsubscribe)
+    return ConfirmationMail(sid, tuple(lst.id for lst in due), address, who_name,
+                            tuple(lst.title or lst.name for lst in due), language, confirm, unsubscribe)
 
 
 def send_confirmation_mail(web, mail: ConfirmationMail) -> None:
     """Background task after the response: a failure is logged, the reader may ask again later."""
     try:
-        send_confirmation(web.settings, email=mail.email, name=mail.name,
-                          subscriber_id=mail.subscriber_id, list_id=mail.list_id,
-                          list_title=mail.list_title, confirm_token=mail.confirm_token,
-                          unsubscribe_token=mail.unsubscribe_token)
+        send_confirmation(web.settings, email=mail.email, name=mail.name, subscriber_id=mail.subscriber_id,
+                          list_ids=mail.list_ids, titles=mail.titles, language=mail.language,
+                          confirm_token=mail.confirm_token, unsubscribe_token=mail.unsubscribe_token)
     except Exception:  # nobody is waiting for this; the log must say why
-        log.exception("confirmation mail for subscriber %s, list %s failed", mail.subscriber_id, mail.list_id)
+        log.exception("confirmation mail for subscriber %s, lists %s failed", mail.subscriber_id, mail.list_ids)
 
 
-def verify(web, purpose: str, token: str, max_age: int | None = None):
-    """The Claim of a genuinely signed token, or None (not yet checked against the row)."""
+def verify(web, purpose: str, token: str, max_age: int | None = None) -> list | None:
+    """The Claims of a genuinely signed token (one, or a group's), or None; not yet checked
+    against the rows."""
     try:
-        return verify_token(web.secret, purpose, token, max_age=max_age)
+        return verify_claims(web.secret, purpose, token, max_age=max_age)
     except TokenError:
         return None
 
 
-def membership_for(web, purpose: str, token: str, *, max_age: int | None = None) -> Target | None:
-    """The target of a genuine token whose membership still exists (subscribers.links), None for
-    a forged, tampered or expired one, or one made for a row that is gone."""
+def targets_for(web, purpose: str, token: str, *, max_age: int | None = None) -> list[Target] | None:
+    """The targets of a genuine token whose memberships still exist (subscribers.links): one, or
+    a group's; None for a forged, tampered or expired token, or one whose rows are all gone."""
     if purpose == "confirm" and token.startswith(SEALED):
-        return _sealed_target(web, token, max_age)
-    claim = verify(web, purpose, token, max_age)
-    return None if claim is None else web.read(_live_target, web, claim)
+        return _sealed_targets(web, token, max_age)
+    claims = verify(web, purpose, token, max_age)
+    return None if claims is None else (web.read(_live_targets, web, claims) or None)
 
 
-def _live_target(conn, web, claim) -> Target | None:
-    return _target(conn, web, *claim) if bound(conn, claim) else None
+def _live_targets(conn, web, claims) -> list[Target]:
+    return [_target(conn, web, *claim) for claim in claims if bound(conn, claim)]
 
 
-def _sealed_target(web, token: str, max_age: int | None) -> Target | None:
+def _sealed_targets(web, token: str, max_age: int | None) -> list[Target] | None:
     try:
-        list_id, address, name, asked = open_request(web.secret, token, max_age=max_age)
+        list_ids, address, name, asked = open_request(web.secret, token, max_age=max_age)
     except TokenError:
         return None
-    target = web.read(_target, web, 0, list_id)
-    return Target(0, list_id, target.list_name, target.list_title, sealed=(address, name, asked))
+    return [replace(web.read(_target, web, 0, list_id), sealed=(address, name, asked)) for list_id in list_ids]
 
 
 def _target(conn, web, subscriber_id: int, list_id: int) -> Target:
-    name, title = web.list_info(conn, list_id) or ("", web.settings.newsletter.name)
-    return Target(subscriber_id, list_id, name, title)
+    name, title, language = web.list_info(conn, list_id) or ("", web.settings.newsletter.name, None)
+    return Target(subscriber_id, list_id, name, title, language=language)
 
 
-def status_of(web, target: Target) -> str | None:
-    """The membership's effective status now (None: gone), so a page can say "already"."""
-    return web.read(_status_of, target)
+def all_active(web, targets: list[Target]) -> bool:
+    """Whether every target's membership is active now, so a page can say "already"."""
+    return all(status == Status.ACTIVE for status in statuses(web, targets))
+
+
+def statuses(web, targets: list[Target]) -> list[str | None]:
+    """Each target's effective status now (None: gone)."""
+    return web.read(_statuses, targets)
+
+
+def _statuses(conn, targets: list[Target]) -> list[str | None]:
+    return [_status_of(conn, target) for target in targets]
 
 
 def _status_of(conn, target: Target) -> str | None:
@@ -184,11 +188,16 @@ def _status_of(conn, target: Target) -> str | None:
     return None if row is None else (row.global_status or row.status)
 
 
-def confirm(web, target: Target, who: Client) -> bool:
-    """Confirm; True when the membership is active afterwards (also if it already was)."""
-    if target.sealed:
-        return web.write(_confirm_sealed, web, target.list_id, target.sealed, who)
-    return web.write(_confirm, web, target, who)
+def confirm(web, targets: list[Target], who: Client) -> list[Target]:
+    """Confirm every target in one transaction, each with its own consent record; the targets
+    whose membership is active afterwards (also those that already were)."""
+    return web.write(_confirm_all, web, targets, who)
+
+
+def _confirm_all(conn, web, targets: list[Target], who: Client) -> list[Target]:
+    return [target for target in targets
+            if (_confirm_sealed(conn, web, target.list_id, target.sealed, who) if target.sealed
+                else _confirm(conn, web, target, who))]
 
 
 def _confirm(conn, web, target: Target, who: Client) -> bool:

@@ -20,7 +20,7 @@ from mailer.errors import PermanentDelivery
 from mailer.model import marker
 
 HEADERS = {"date", "message-id", "to", "from", "reply-to", "subject", "mime-version", "content-type",
-           "list-unsubscribe", "list-unsubscribe-post", ISSUE_HEADER.lower(), REF_HEADER.lower()}
+           "content-language", "list-unsubscribe", "list-unsubscribe-post", ISSUE_HEADER.lower(), REF_HEADER.lower()}
 
 
 def parse(out):

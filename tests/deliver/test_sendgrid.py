@@ -38,7 +38,8 @@ def test_a_thousand_readers_in_one_request_each_with_their_own_values(make_backe
     (body,) = sendgrid_server.accepted
     assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
     assert body["content"][1]["value"] == edition.html and body["custom_args"] == {"mailer_issue": "2024-11"}
-    assert body["headers"] == {"List-Unsubscribe-Post": "List-Unsubscribe=One-Click", "X-Mailer-Issue": "2024-11"}
+    assert body["headers"] == {"List-Unsubscribe-Post": "List-Unsubscribe=One-Click", "X-Mailer-Issue": "2024-11",
+                               "Content-Language": "en"}
     for i, p in enumerate(body["personalizations"]):
         out = batch[i]
         assert p["to"] == [{"email": f"r{i}@example.org", "name": f"Reader {i} <b>"}]

@@ -126,7 +126,7 @@ def test_sealed_requests_hide_the_address_and_expire():
 
     token = seal_request(KEY, 3, "ann@example.com", "Ann", now=1_800_000_000.0)
     assert "ann" not in token.lower() and all(c.isalnum() or c in "-_." for c in token)
-    assert open_request(KEY, token, now=1_800_000_100.0) == (3, "ann@example.com", "Ann", 1_800_000_000.0)
+    assert open_request(KEY, token, now=1_800_000_100.0) == ([3], "ann@example.com", "Ann", 1_800_000_000.0)
     with pytest.raises(TokenError, match="expired"):
         open_request(KEY, token, max_age=60, now=1_800_000_100.0)
     for bad in (token[:-3] + "AAA", seal_request("other-key" * 4, 3, "ann@example.com"), "r.", "r.!!", "W.x"):
@@ -139,4 +139,47 @@ def test_sealed_requests_open_whatever_their_length(name):
     from subscribers.tokens import open_request, seal_request
 
     token = seal_request(KEY, 3, "ann@example.com", name, now=1_800_000_000.0)
-    assert open_request(KEY, token, now=1_800_000_001.0) == (3, "ann@example.com", name, 1_800_000_000.0)
+    assert open_request(KEY, token, now=1_800_000_001.0) == ([3], "ann@example.com", name, 1_800_000_000.0)
+
+
+def test_a_sealed_request_for_several_lists():
+    from subscribers.tokens import open_request, seal_request
+
+    token = seal_request(KEY, [3, 4], "ann@example.com", "Ann", now=1_800_000_000.0)
+    assert open_request(KEY, token, now=1_800_000_001.0) == ([3, 4], "ann@example.com", "Ann", 1_800_000_000.0)
+
+
+def test_a_group_token_names_several_memberships_and_only_verify_claims_reads_it():
+    from subscribers.tokens import make_group_token, verify_claims
+
+    other = "fedcba9876543210"
+    group = make_group_token(KEY, "confirm", 7, [(3, MEMBER_KEY), (4, other)], now=1_800_000_000.0)
+    claims = verify_claims(KEY, "confirm", group, now=1_800_000_001.0)
+    assert claims == [(7, 3), (7, 4)] and [c.key for c in claims] == [MEMBER_KEY, other]
+    with pytest.raises(TokenError):                 # a path that takes one membership never acts on a group
+        verify_token(KEY, "confirm", group)
+    with pytest.raises(TokenError):
+        verify_claims(KEY, "unsubscribe", group)    # another purpose
+    with pytest.raises(TokenError, match="expired"):
+        verify_claims(KEY, "confirm", group, max_age=60, now=1_800_000_100.0)
+    one = make_group_token(KEY, "confirm", 7, [(3, MEMBER_KEY)])
+    assert one == make_token(KEY, "confirm", 7, 3, MEMBER_KEY) and verify_claims(KEY, "confirm", one) == [(7, 3)]
+    with pytest.raises(TokenError):
+        make_group_token(KEY, "confirm", 7, [])
+
+
+@pytest.mark.parametrize("payload", [
+    [7, 3, "0123456789abcdef", 4],                   # even length
+    [7, 3, "0123456789abcdef", 4, "nothex"],
+    [7, 3, "0123456789abcdef", 0, "0123456789abcdef"],
+    "not a list",
+])
+def test_group_tokens_of_a_wrong_shape_are_refused(payload):
+    from itsdangerous import URLSafeTimedSerializer
+
+    from subscribers.tokens import verify_claims
+
+    forged = URLSafeTimedSerializer(KEY, salt="crank-mailer/confirm/v1",
+                                    signer_kwargs={"digest_method": __import__("hashlib").sha256}).dumps(payload)
+    with pytest.raises(TokenError):
+        verify_claims(KEY, "confirm", forged)

@@ -29,7 +29,9 @@ def signer() -> Signer:
 @pytest.fixture
 def web_settings(settings, signer, tmp_path, monkeypatch):
     """The test settings plus: SendGrid's public key from `signer`, an empty issues folder,
-    and MAILER_SECRET_KEY set."""
+    and MAILER_SECRET_KEY set. The signup's proof-of-work and minimum fill time are off here, so
+    the tests of what a signup does post the form as a script would; tests/web/test_signup.py
+    turns them on (`guarded`)."""
     monkeypatch.setenv(settings.secret_key_env, SECRET)
     issues = tmp_path / "issues"
     issues.mkdir()
@@ -38,6 +40,7 @@ def web_settings(settings, signer, tmp_path, monkeypatch):
         webhooks=dataclasses.replace(settings.webhooks, sendgrid=dataclasses.replace(
             settings.webhooks.sendgrid, public_key=signer.public_key)),
         compose=dataclasses.replace(settings.compose, issues_dir=issues),
+        web=dataclasses.replace(settings.web, signup_challenge=False, min_fill_seconds=0),
     )
 
 

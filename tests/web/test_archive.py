@@ -42,7 +42,7 @@ def test_issue_page_is_a_page_of_the_site_without_the_mail_footer(live, issue):
     assert "/unsubscribe/" not in r.text and "@example.com" not in r.text
     assert "because your address is subscribed" not in r.text and "View this issue in your browser" not in r.text
     assert '<header class="masthead">' in r.text and '<footer class="footer">' in r.text
-    assert '<time datetime="2024-11-01">1 November 2024</time>' in r.text
+    assert '<time datetime="2024-11-01">November 1, 2024</time>' in r.text
     assert "Get the next issue by email" in r.text and 'href="/subscribe"' in r.text
     assert 'href="/archive/feed.xml"' in r.text
     csp = r.headers["content-security-policy"]

@@ -38,7 +38,8 @@ def test_status_type_and_headers(live, method, path, status, ctype):
     for name, value in COMMON.items():
         assert r.headers[name] == value
     csp = r.headers["content-security-policy"]
-    assert "script-src" not in csp and "default-src 'none'" in csp   # no script may run at all
+    assert "script-src" not in csp and "default-src 'none'" in csp   # no script may run at all (the signup
+    # forms' scripts, our own only, when [web] signup_challenge is on: tests/web/test_signup.py)
     assert "frame-ancestors 'none'" in csp
     assert "server" not in r.headers or "uvicorn" not in r.headers["server"]
 

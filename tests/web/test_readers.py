@@ -286,7 +286,8 @@ def test_group_commit_isolates_a_failing_write(live):
     ("ann example.com", "does not look like an email address"),
 ])
 def test_address_problem_follows_the_stores_rules(typed, problem):
-    from mailer.web.readers import address_problem
+    from mailer.web.addresses import AddressRules, address_problem
 
-    said = address_problem(typed)
+    found = address_problem(typed, AddressRules())
+    said = found.message if found else None
     assert said is None if problem is None else problem in said

@@ -1,7 +1,7 @@
 """Click and open tracking: the links stored with each send, its counts, and who clicked.
 
 Revision ID: m0010_tracking
-Revises: m0008_deliveries_fillfactor
+Revises: m0009_spent_challenges
 Create Date: 2026-12-08
 
 - send_links: each tracked send's links (the index its tokens name, URL, the words in the issue)
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "m0010_tracking"
-down_revision = "m0008_deliveries_fillfactor"
+down_revision = "m0009_spent_challenges"
 branch_labels = None
 depends_on = None
 

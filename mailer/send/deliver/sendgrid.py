@@ -273,7 +273,8 @@ def shared_fields(edition) -> dict:
     return {"from": sender, "reply_to": {"email": edition.reply_to}, "subject": edition.subject,
             "content": [{"type": "text/plain", "value": edition.text},      # plain before html
                         {"type": "text/html", "value": edition.html}],
-            "headers": {"List-Unsubscribe-Post": ONE_CLICK, ISSUE_HEADER: edition.slug},
+            "headers": {"List-Unsubscribe-Post": ONE_CLICK, ISSUE_HEADER: edition.slug,
+                        "Content-Language": edition.language},
             "custom_args": {ISSUE_ARG: edition.slug},
             "tracking_settings": _tracking_settings(edition)}
 

@@ -1,7 +1,7 @@
 """A reader's refusal of click and open tracking.
 
-Revision ID: 0006_no_tracking
-Revises: 0005_audience
+Revision ID: 0007_no_tracking
+Revises: 0006_list_language
 Create Date: 2026-12-08
 
 - subscribers.no_tracking: set from the reader's preferences page; a send then gives them direct
@@ -12,8 +12,8 @@ Frozen snapshot: types spelt out, nothing imported from the package.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_no_tracking"
-down_revision = "0005_audience"
+revision = "0007_no_tracking"
+down_revision = "0006_list_language"
 branch_labels = None
 depends_on = None
 
