@@ -112,7 +112,7 @@ class Selection:
         """(FROM, the id column to order and page by, WHERE) for pages, counts and chunks.
 
         With tags, the rows come from one tag's entries in subscriber order, on the (tag,
-        subscriber_id) index (0007_tag_order), joined to their subscribers: a page or a capped count
+        subscriber_id) index (0008_tag_order), joined to their subscribers: a page or a capped count
         reads as many entries as it needs. The tag chosen is the rarest (each counted up to
         DRIVER_CAP from the index), unless a bounced or complained filter is rarer still, whose
         partial index then leads. The other filters are checked on the rows found."""

@@ -1,7 +1,7 @@
 """A tag's subscribers in subscriber order, from an index alone.
 
-Revision ID: 0007_tag_order
-Revises: 0006_no_tracking
+Revision ID: 0008_tag_order
+Revises: 0007_no_tracking
 Create Date: 2026-12-07
 
 The admin's view filtered by tag (subscribers/selection.py) reads the first tag's entries in
@@ -13,8 +13,8 @@ Frozen snapshot.
 
 from alembic import op
 
-revision = "0007_tag_order"
-down_revision = "0006_no_tracking"
+revision = "0008_tag_order"
+down_revision = "0007_no_tracking"
 branch_labels = None
 depends_on = None
 
