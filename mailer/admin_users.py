@@ -1,6 +1,9 @@
-"""Admin users of the web interface: name + password -> an argon2id hash in `admin_users`.
+"""Admin users of the web interface: name + password -> an argon2id hash in `admin_users`, a role,
+and an optional TOTP second factor with one-time recovery codes.
 
-Used by `mailer admin add-user | remove-user | users` and by the web login (mailer/web/admin/).
+Used by `mailer admin add-user | remove-user | users | set-role | totp` and by the web login
+(mailer/web/admin/). Roles: a viewer reads everything and changes nothing; an editor also manages
+subscribers and issues; an owner also manages users and lists (docs/admin.md).
 Passwords are hashed with argon2-cffi's PasswordHasher, whose default type is Argon2id with the
 library's current parameters; a hash made with older parameters is re-hashed at the next login.
 Nothing here ever stores or logs a password. Every function takes an open Connection and never
@@ -9,15 +12,20 @@ commits; the caller owns the transaction.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import re
+import secrets
 from datetime import datetime
 from typing import NamedTuple
 
+import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import (
+    BigInteger,
     Column,
+    ForeignKey,
     Integer,
     MetaData,
     String,
@@ -41,7 +49,32 @@ admin_users = Table(
     Column("password_hash", String(200), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("last_login_at", UtcDateTime),
+    Column("role", String(16), nullable=False, server_default="owner"),   # Role
+    Column("totp_secret", String(64)),          # base32; None: no second factor
+    Column("totp_step", BigInteger),            # the last time step accepted: each code works once
 )
+
+recovery_codes = Table(
+    "admin_recovery_codes", metadata,
+    Column("user_id", Integer, ForeignKey(admin_users.c.id, ondelete="CASCADE"), primary_key=True),
+    Column("code_hash", String(64), primary_key=True),
+)
+
+
+class Role(enum.StrEnum):
+    """What a user may do; each role may do everything the ones below it may."""
+
+    VIEWER = "viewer"      # reads every page, changes nothing
+    EDITOR = "editor"      # + subscribers (add, edit, tag, act on many, import, forget) and issues
+    OWNER = "owner"        # + lists and users
+
+    def allows(self, needed: Role) -> bool:
+        return RANK[self] >= RANK[needed]
+
+
+RANK = {Role.VIEWER: 0, Role.EDITOR: 1, Role.OWNER: 2}
+RECOVERY_CODES = 10
+TOTP_ISSUER = "crank-mailer"
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 MIN_PASSWORD = 12
@@ -51,6 +84,8 @@ class AdminUser(NamedTuple):
     name: str
     created_at: datetime
     last_login_at: datetime | None
+    role: Role
+    totp: bool
 
 
 def _hasher():
@@ -71,23 +106,141 @@ def check_password(password: str) -> str:
     return password
 
 
-def add_user(conn: Connection, name: str, password: str) -> None:
+def check_role(value: str) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise AdminUserError(f"role {value!r} must be one of {', '.join(Role)}") from None
+
+
+def add_user(conn: Connection, name: str, password: str, role: Role | str | None = None) -> Role:
+    """Add a user; without a role the first user is an owner and every later one an editor.
+    Returns the role given."""
     check_name(name)
     check_password(password)
     if conn.execute(select(admin_users.c.id).where(admin_users.c.name == name)).first():
         raise AdminUserError(f"an admin user named {name!r} already exists (remove-user first to reset it)")
-    conn.execute(insert(admin_users).values(name=name, password_hash=_hasher().hash(password), created_at=utcnow()))
+    if role is None:
+        role = Role.EDITOR if conn.execute(select(admin_users.c.id).limit(1)).first() else Role.OWNER
+    role = check_role(str(role))
+    conn.execute(insert(admin_users).values(name=name, password_hash=_hasher().hash(password), created_at=utcnow(),
+                                            role=str(role)))
+    return role
 
 
-def remove_user(conn: Connection, name: str) -> None:
-    if not conn.execute(delete(admin_users).where(admin_users.c.name == name)).rowcount:
+def remove_user(conn: Connection, name: str, *, keep_an_owner: bool = False) -> None:
+    """Remove a user. The command line may remove the last owner (the emergency stop: the server's
+    operator adds a new one); the web pages keep one (`keep_an_owner`), or nobody could manage users."""
+    row = _user(conn, name)
+    if keep_an_owner and Role(row.role) is Role.OWNER and _owners(conn) == 1:
+        raise AdminUserError(f"{name} is the last owner; make another user owner first (set-role)")
+    conn.execute(delete(admin_users).where(admin_users.c.id == row.id))
+
+
+def set_role(conn: Connection, name: str, role: Role | str) -> tuple[Role, Role]:
+    """(old role, new role); the last owner cannot step down (nobody could manage users then)."""
+    role = check_role(str(role))
+    row = _user(conn, name)
+    old = Role(row.role)
+    if old is Role.OWNER and role is not Role.OWNER and _owners(conn) == 1:
+        raise AdminUserError(f"{name} is the last owner; make another user owner first")
+    if old is not role:
+        conn.execute(update(admin_users).where(admin_users.c.id == row.id).values(role=str(role)))
+    return old, role
+
+
+def _user(conn: Connection, name: str):
+    row = conn.execute(select(admin_users).where(admin_users.c.name == name)).first()
+    if row is None:
         raise AdminUserError(f"no admin user named {name!r} (see `mailer admin users`)")
+    return row
+
+
+def _owners(conn: Connection) -> int:
+    return len(conn.execute(select(admin_users.c.id).where(admin_users.c.role == str(Role.OWNER))).all())
 
 
 def all_users(conn: Connection) -> list[AdminUser]:
-    rows = conn.execute(select(admin_users.c.name, admin_users.c.created_at, admin_users.c.last_login_at)
-                        .order_by(admin_users.c.name))
-    return [AdminUser(*row) for row in rows]
+    rows = conn.execute(select(admin_users.c.name, admin_users.c.created_at, admin_users.c.last_login_at,
+                               admin_users.c.role, admin_users.c.totp_secret).order_by(admin_users.c.name))
+    return [AdminUser(name, created, last, Role(role), bool(totp)) for name, created, last, role, totp in rows]
+
+
+# ---------------------------------------------------------------- the second factor (TOTP, RFC 6238)
+
+class Enrolment(NamedTuple):
+    secret: str
+    uri: str                     # otpauth://totp/...: what an authenticator app scans
+    recovery: list[str]          # shown once; stored only as hashes
+
+
+def new_totp_secret() -> str:
+    return pyotp.random_base32()
+
+
+def totp_uri(name: str, secret: str, issuer: str = TOTP_ISSUER) -> str:
+    return pyotp.TOTP(secret).provisioning_uri(name=name, issuer_name=issuer)
+
+
+def enrol_totp(conn: Connection, name: str, secret: str | None = None, issuer: str = TOTP_ISSUER) -> Enrolment:
+    """Give the user a second factor (a new one replaces the old, with new recovery codes)."""
+    row = _user(conn, name)
+    secret = secret or new_totp_secret()
+    conn.execute(update(admin_users).where(admin_users.c.id == row.id).values(totp_secret=secret, totp_step=None))
+    codes = [_new_code() for _ in range(RECOVERY_CODES)]
+    conn.execute(delete(recovery_codes).where(recovery_codes.c.user_id == row.id))
+    conn.execute(insert(recovery_codes), [{"user_id": row.id, "code_hash": _code_hash(c)} for c in codes])
+    return Enrolment(secret, totp_uri(name, secret, issuer), codes)
+
+
+def disable_totp(conn: Connection, name: str) -> bool:
+    """Remove the second factor and its recovery codes; True if there was one."""
+    row = _user(conn, name)
+    conn.execute(update(admin_users).where(admin_users.c.id == row.id).values(totp_secret=None, totp_step=None))
+    conn.execute(delete(recovery_codes).where(recovery_codes.c.user_id == row.id))
+    return row.totp_secret is not None
+
+
+def has_totp(conn: Connection, name: str) -> bool:
+    return conn.execute(select(admin_users.c.totp_secret).where(admin_users.c.name == name)).scalar() is not None
+
+
+def check_code(conn: Connection, name: str, code: str, at: datetime | None = None) -> bool:
+    """True once for a current TOTP code (30 s steps, one step of clock drift either way) or for
+    an unused recovery code, which is then used up. A code already accepted is refused."""
+    row = conn.execute(select(admin_users.c.id, admin_users.c.totp_secret, admin_users.c.totp_step)
+                       .where(admin_users.c.name == name)).first()
+    if row is None or row.totp_secret is None:
+        return False
+    typed = "".join(code.split())
+    if typed.isdigit() and len(typed) == 6:
+        totp = pyotp.TOTP(row.totp_secret)
+        now = at or utcnow()
+        step = totp.timecode(now)
+        for candidate in (step - 1, step, step + 1):
+            if row.totp_step is not None and candidate <= row.totp_step:
+                continue                                     # replayed, or older than one used
+            if secrets.compare_digest(totp.generate_otp(candidate), typed):
+                conn.execute(update(admin_users).where(admin_users.c.id == row.id).values(totp_step=candidate))
+                return True
+        return False
+    gone = conn.execute(delete(recovery_codes).where(recovery_codes.c.user_id == row.id,
+                                                     recovery_codes.c.code_hash == _code_hash(typed))).rowcount
+    return bool(gone)
+
+
+def recovery_left(conn: Connection, name: str) -> int:
+    row = _user(conn, name)
+    return len(conn.execute(select(recovery_codes.c.code_hash).where(recovery_codes.c.user_id == row.id)).all())
+
+
+def _new_code() -> str:
+    raw = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(10))   # 50 bits
+    return f"{raw[:5]}-{raw[5:]}"
+
+
+def _code_hash(code: str) -> str:
+    return hashlib.sha256(code.strip().lower().replace("-", "").encode()).hexdigest()
 
 
 # A valid hash of a random password: an unknown user name costs the same time as a wrong password,
@@ -129,5 +282,13 @@ def stamp(password_hash: str) -> str:
 
 def current_stamp(conn: Connection, name: str) -> str | None:
     """The stamp of the user's stored hash, or None when the user no longer exists."""
-    value = conn.execute(select(admin_users.c.password_hash).where(admin_users.c.name == name)).scalar()
-    return None if value is None else stamp(value)
+    found = session_user(conn, name)
+    return None if found is None else found[0]
+
+
+def session_user(conn: Connection, name: str) -> tuple[str, Role] | None:
+    """(stamp, role) of the user, read on every request: a new password ends their sessions, a
+    new role applies at their next click. None when the user no longer exists."""
+    row = conn.execute(select(admin_users.c.password_hash, admin_users.c.role)
+                       .where(admin_users.c.name == name)).first()
+    return None if row is None else (stamp(row.password_hash), Role(row.role))

@@ -27,6 +27,7 @@ from mailer.commands import (
     send,
     serve,
     subscribers,
+    tags,
     worker,
 )
 from mailer.commands.common import AppContext
@@ -77,6 +78,7 @@ issues.register(app)
 app.add_typer(bounces.app, name="bounces")
 report.register(app)
 app.add_typer(admin.app, name="admin")
+tags.register(app)
 worker.register(app)
 
 

@@ -1,6 +1,12 @@
-"""List (+ status filter) -> CSV file: email, name, status, subscribed_at, tags, then one column per attribute.
+"""List (+ status and tags) or a selection -> CSV file: email, name, status, subscribed_at, tags,
+then one column per attribute.
 
-`status` is the membership's effective status for that list (a bounce or complaint anywhere wins).
+With a list, `status` is the membership's effective status for that list (a bounce or complaint
+anywhere wins) and `subscribed_at` its consent time. Without one (`export_selection`: the admin's
+/admin/subscribers.csv, `mailer subscribers export --tag T` without --list), each subscriber is one
+row: `status` is the status the view asked for, or else the one that matters most (suppressed
+everywhere; else active on some list; else unconfirmed; else unsubscribed; empty when on no list),
+and `subscribed_at` the earliest consent of their memberships.
 Streamed (a server-side cursor on PostgreSQL) and written to a temporary file that replaces the
 target only when complete, so an interrupted export never leaves half a file. Every cell a
 spreadsheet would run as a formula is neutralized (csvfile.neutralize, OWASP "CSV injection");
@@ -17,13 +23,15 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, literal_column, text
+from sqlalchemy import Engine, case, exists, func, literal, literal_column, select, text
 
 from subscribers import store
 from subscribers.csvfile import neutralize
 from subscribers.errors import SubscriberError
-from subscribers.models import Status, utc_text
+from subscribers.models import Status, memberships, subscribers, utc_text
+from subscribers.selection import Selection
 
 COLUMNS = ["email", "name", "status", "subscribed_at", "tags"]
 
@@ -37,12 +45,14 @@ class ExportSummary:
 
 
 def export_csv(engine: Engine, list_name: str, out: str | Path, *, status: Status | str | None = None,
-               on_progress: Callable[[int, int], None] | None = None, batch: int = 10_000) -> ExportSummary:
-    """Write the list's members to `out` ("-" for standard output)."""
+               tags: tuple[str, ...] = (), on_progress: Callable[[int, int], None] | None = None,
+               batch: int = 10_000) -> ExportSummary:
+    """Write the list's members (with `tags`: those with every one of them) to `out` ("-" for
+    standard output)."""
     status = Status(status) if status else None
     with engine.connect() as conn:
         found = store.get_list(conn, list_name)
-        where, params = _where(found.id, status)
+        where, params = _where(found.id, status, tags)
         keys = _attribute_keys(conn, where, params)
         total = conn.execute(text(f"SELECT count(*) FROM memberships m JOIN subscribers s "
                                   f"ON s.id = m.subscriber_id WHERE {where}"), params).scalar_one()
@@ -72,11 +82,65 @@ _TAGS = ("(SELECT group_concat(tag, ',') FROM (SELECT tag FROM subscriber_tags t
          "(SELECT string_agg(tag, ',' ORDER BY tag) FROM subscriber_tags t WHERE t.subscriber_id = s.id)")
 
 
-def _where(list_id: int, status: Status | None) -> tuple[str, dict]:
-    if status is None:
-        return "m.list_id = :list_id", {"list_id": list_id}
-    return ("m.list_id = :list_id AND COALESCE(s.global_status, m.status) = :status",
-            {"list_id": list_id, "status": status.value})
+def _where(list_id: int, status: Status | None, tags: tuple[str, ...] = ()) -> tuple[str, dict]:
+    where: list[str] = ["m.list_id = :list_id"]
+    params: dict[str, object] = {"list_id": list_id}
+    if status is not None:
+        where.append("COALESCE(s.global_status, m.status) = :status")
+        params["status"] = status.value
+    for i, tag in enumerate(tags):
+        where.append(f"EXISTS (SELECT 1 FROM subscriber_tags t WHERE t.subscriber_id = s.id AND t.tag = :tag{i})")
+        params[f"tag{i}"] = tag
+    return " AND ".join(where), params
+
+
+def export_selection(engine: Engine, view: Selection, out: str | Path, *,
+                     on_progress: Callable[[int, int], None] | None = None, batch: int = 10_000) -> ExportSummary:
+    """Write the subscribers of a view (subscribers.selection) to `out`, one row each, in id order."""
+    with engine.connect() as conn:
+        where = view.where(conn.dialect.name)
+        keys = _selection_keys(conn, where)
+        total = view.count(conn)
+        summary = ExportSummary("", str(out), columns=len(COLUMNS) + len(keys))
+        first = select(func.min(memberships.c.consent_at)).where(
+            memberships.c.subscriber_id == subscribers.c.id).scalar_subquery()
+        tags: Any = literal_column(_TAGS[conn.dialect.name == "postgresql"].replace("= s.id", "= subscribers.id"))
+        query = (select(subscribers.c.email, subscribers.c.name, _overall(view), utc_text(first),
+                        subscribers.c.attributes, tags)
+                 .where(where).order_by(subscribers.c.id))
+        with _target(out) as fh:
+            writer = csv.writer(fh, lineterminator="\r\n")
+            writer.writerow([neutralize(c) for c in COLUMNS + keys])
+            for row in conn.execution_options(yield_per=batch).execute(query):
+                writer.writerow(_cells(row, keys))
+                summary.rows += 1
+                if on_progress and summary.rows % batch == 0:
+                    on_progress(summary.rows, total)
+        if on_progress:
+            on_progress(summary.rows, total)
+    return summary
+
+
+def _overall(view: Selection):
+    """A subscriber's one status for a view (the module's docstring)."""
+    if view.status is not None:
+        return literal(view.status.value)
+
+    def on_some_list(status: Status):
+        return exists().where(memberships.c.subscriber_id == subscribers.c.id, memberships.c.status == status.value)
+
+    return func.coalesce(subscribers.c.global_status, case(
+        *((on_some_list(s), s.value) for s in (Status.ACTIVE, Status.UNCONFIRMED, Status.UNSUBSCRIBED)), else_=""))
+
+
+def _selection_keys(conn, where) -> list[str]:
+    if conn.dialect.name == "postgresql":
+        query = select(func.jsonb_object_keys(subscribers.c.attributes)).where(where).distinct()
+    else:
+        each = func.json_each(subscribers.c.attributes).table_valued("key")
+        query = select(each.c.key).select_from(subscribers).join(each, literal(True)).where(where).distinct()
+    keys = sorted(k for (k,) in conn.execute(query))
+    return [k for k in keys if k.lower() not in COLUMNS]
 
 
 def _attribute_keys(conn, where: str, params: dict) -> list[str]:

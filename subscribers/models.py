@@ -256,7 +256,7 @@ class SubscriberTag(Base):
     """A subscriber's tags (tags.py says what a tag may be); a send can pick readers by tag."""
 
     __tablename__ = "subscriber_tags"
-    __table_args__ = (Index(None, "tag"),)
+    __table_args__ = (Index(None, "tag"), Index(None, "tag", "subscriber_id"))   # 0005_audience, 0008_tag_order
 
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True)
     tag: Mapped[str] = mapped_column(String(64), primary_key=True)

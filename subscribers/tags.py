@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, func, select
 
 from subscribers.errors import InvalidTag
 from subscribers.models import Action, subscriber_tags
@@ -72,3 +72,9 @@ def remove_tags(conn: Connection, subscriber_id: int, tags: Iterable[str], sourc
                                                    subscriber_tags.c.tag.in_(gone)))
         record(conn, subscriber_id, None, Action.UPDATE, source, detail={"fields": ["tags"], "removed": gone})
     return gone
+
+
+def counts(conn: Connection) -> list[tuple[str, int]]:
+    """Every tag in use with how many subscribers have it, by tag (the tag index alone answers)."""
+    return [(tag, n) for tag, n in conn.execute(select(subscriber_tags.c.tag, func.count()).group_by(
+        subscriber_tags.c.tag).order_by(subscriber_tags.c.tag))]

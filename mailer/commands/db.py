@@ -29,6 +29,14 @@ def engine(ctx: typer.Context):
     return store_engine(ctx, "subscribers")
 
 
+def audited(ctx: typer.Context):
+    """(Engine, who): for a command that changes something and writes it to the audit log, which
+    lives in mailer's schema (mailer/audit.py); who is the person at the terminal."""
+    from mailer.audit import cli_user
+
+    return store_engine(ctx), cli_user()
+
+
 @overload
 def secret(ctx: typer.Context, required: Literal[True] = True) -> str: ...
 @overload

@@ -10,7 +10,7 @@ import json
 import typer
 
 from mailer.commands.common import app_context, console
-from mailer.commands.db import engine
+from mailer.commands.db import audited, engine
 from mailer.locale import LANGUAGES
 from subscribers.errors import ListExists
 from subscribers.status import Status
@@ -75,12 +75,15 @@ def create(ctx: typer.Context,
            exist_ok: bool = typer.Option(False, "--exist-ok",
                                          help="Succeed, changing nothing, if the list already exists.")) -> None:
     """Create a list."""
+    from mailer import audit
     from subscribers import store
 
+    db, who = audited(ctx)
     try:
-        with engine(ctx).begin() as conn:
+        with db.begin() as conn:
             made = store.create_list(conn, name, title, description, private=private,
                                      language=_shipped(language) or None)
+            audit.record(conn, **who._asdict(), action=audit.Action.LIST_CREATE, target=name)
     except ListExists:
         if not exist_ok:
             raise
@@ -101,11 +104,15 @@ def edit(ctx: typer.Context,
          language: str | None = typer.Option(None, "--language", show_default=False,
                                              help=LANGUAGE_HELP + ' "" for none of its own.')) -> None:
     """Change a list's title, description, visibility on /subscribe or language (`lists set` is the same)."""
+    from mailer import audit
     from subscribers import store
 
-    with engine(ctx).begin() as conn:
+    db, who = audited(ctx)
+    with db.begin() as conn:
         found, changed = store.edit_list(conn, name, title=title, description=description, private=private,
                                          language=_shipped(language))
+        if changed:
+            audit.record(conn, **who._asdict(), action=audit.Action.LIST_EDIT, target=name, detail={"fields": changed})
     if changed:
         console().print(f"Updated list {found.name}: {', '.join(changed)}.", markup=False, highlight=False)
     else:
@@ -140,9 +147,10 @@ def delete(ctx: typer.Context,
            name: str = typer.Argument(..., help="The list to delete.", show_default=False),
            yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask first.")) -> None:
     """Delete a list and its memberships (subscribers and their history stay)."""
+    from mailer import audit
     from subscribers import store
 
-    eng = engine(ctx)
+    eng, who = audited(ctx)
     with eng.connect() as conn:
         found = store.get_list(conn, name)
         members = next((sum(c.values()) for r, c in store.list_counts(conn) if r.id == found.id), 0)
@@ -150,4 +158,6 @@ def delete(ctx: typer.Context,
         typer.confirm(f"Delete list {found.name} ({found.title}) and its {members:,} memberships?", abort=True)
     with eng.begin() as conn:
         removed = store.delete_list(conn, name)
+        audit.record(conn, **who._asdict(), action=audit.Action.LIST_DELETE, target=name,
+                     detail={"memberships": removed})
     console().print(f"Deleted list {found.name} and {removed:,} memberships.", markup=False, highlight=False)

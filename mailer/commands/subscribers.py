@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from mailer.commands.common import console
-from mailer.commands.db import engine, secret
+from mailer.commands.db import audited, engine, secret
 from subscribers.errors import SubscriberNotFound
 from subscribers.status import Status
 
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 # The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
-app = typer.Typer(help="Subscribers: add, remove, show, search, tag, untag, forget, import and export.",
+app = typer.Typer(help="Subscribers: add, remove, show, search, tag, untag, forget, import and export. "
+                       "Every change is written to the audit log (`mailer admin log`).",
                   no_args_is_help=True)
 
 EMAIL = typer.Argument(..., help="The address (any case; surrounding spaces are ignored).", show_default=False)
@@ -42,14 +43,21 @@ def add(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST,
                                          help="Override a suppression: an unsubscribed, bounced, complained "
                                               "or forgotten address is subscribed again.")) -> None:
     """Subscribe EMAIL to a list (an admin's consent record)."""
+    from mailer import audit
     from subscribers import store
     from subscribers.models import Status
 
-    with engine(ctx).begin() as conn:
+    db, who = audited(ctx)
+    with db.begin() as conn:
         found = store.get_list(conn, list_name)
         result = store.add_subscriber(conn, email, found.id, name=name, force=resubscribe,
                                       status=Status.UNCONFIRMED if unconfirmed else Status.ACTIVE,
                                       secret=secret(ctx, required=False))
+        if result.outcome is not store.Outcome.UNCHANGED:
+            lifted = resubscribe and result.outcome is store.Outcome.UPDATED
+            action = audit.Action.RESUBSCRIBE if lifted else audit.Action.SUBSCRIBER_ADD
+            audit.record(conn, **who._asdict(), action=action, subscriber_id=result.subscriber_id, target=found.name,
+                         detail={"status": result.status, "changes": list(result.changes)})
     if result.outcome is store.Outcome.ADDED:
         extra = f" ({', '.join(c for c in result.changes if c != 'subscribed')})" if len(result.changes) > 1 else ""
         _say(f"Added {result.email} to {found.name} ({result.status}){extra}.")
@@ -62,15 +70,20 @@ def add(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST,
 @app.command()
 def remove(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST) -> None:
     """Unsubscribe EMAIL from a list (history is kept; re-adding it needs --resubscribe)."""
+    from mailer import audit
     from subscribers import store
 
-    with engine(ctx).begin() as conn:
+    db, actor = audited(ctx)
+    with db.begin() as conn:
         found = store.get_list(conn, list_name)
         who = store.get_subscriber(conn, email)
         before = store.membership_status(conn, who.id, found.id)
         if before is None:
             raise SubscriberNotFound(f"{who.email} is not on list {found.name}")
         changed = store.unsubscribe(conn, who.id, found.id, source="admin")
+        if changed:
+            audit.record(conn, **actor._asdict(), action=audit.Action.UNSUBSCRIBE, subscriber_id=who.id,
+                         target=found.name, detail={"was": before})
     if changed:
         _say(f"Unsubscribed {who.email} from {found.name} (was {before}).")
     else:
@@ -169,7 +182,7 @@ def tag(ctx: typer.Context, email: str = EMAIL,
     """Give EMAIL these tags (a send can pick readers by tag: `mailer send ... --tag TAG`)."""
     from subscribers.tags import add_tags
 
-    _retag(ctx, email, tags, add_tags, "tagged {who} {done}", "already had {rest}")
+    _retag(ctx, email, tags, add_tags, "tagged {who} {done}", "already had {rest}", "subscriber.tag")
 
 
 @app.command()
@@ -178,19 +191,23 @@ def untag(ctx: typer.Context, email: str = EMAIL,
     """Take these tags away from EMAIL."""
     from subscribers.tags import remove_tags
 
-    _retag(ctx, email, tags, remove_tags, "removed {done} from {who}", "{who} had no {rest}")
+    _retag(ctx, email, tags, remove_tags, "removed {done} from {who}", "{who} had no {rest}", "subscriber.untag")
 
 
-def _retag(ctx, email: str, tags: list[str], change, did: str, left: str) -> None:
+def _retag(ctx, email: str, tags: list[str], change, did: str, left: str, action: str) -> None:
     """Apply change(conn, subscriber_id, tags) -> the tags it changed, and say what it did and
     which tags it left alone, e.g. "Tagged ann@example.com press; already had vip."."""
+    from mailer import audit
     from subscribers import store
     from subscribers.tags import normalize_tags
 
     wanted = normalize_tags(tags)
-    with engine(ctx).begin() as conn:
+    db, actor = audited(ctx)
+    with db.begin() as conn:
         who = store.get_subscriber(conn, email)
         done = change(conn, who.id, wanted)
+        if done:
+            audit.record(conn, **actor._asdict(), action=action, subscriber_id=who.id, detail={"tags": done})
     rest = [t for t in wanted if t not in done]
     parts = ([did.format(who=who.email, done=", ".join(done))] if done else []) + \
             ([left.format(who=who.email, rest=", ".join(rest))] if rest else [])
@@ -210,8 +227,13 @@ def forget(ctx: typer.Context, email: str = EMAIL,
     address = normalize_email(email)
     if not yes:
         typer.confirm(f"Erase {address} and its history's personal data for good?", abort=True)
-    with engine(ctx).begin() as conn:
+    from mailer import audit
+
+    db, who = audited(ctx)
+    with db.begin() as conn:
         erased = store.forget(conn, address, key)
+        audit.record(conn, **who._asdict(), action=audit.Action.FORGET, subscriber_id=erased,
+                     detail=None if erased else {"stored": "no (only its hash)"})
     if erased is None:
         _say(f"{address} was not stored; remembered its hash so that imports skip it.")
     else:
@@ -231,14 +253,20 @@ def import_(ctx: typer.Context,
                                               help="Only fill blank names/attributes of existing subscribers."),
             as_json: bool = JSON) -> None:
     """Import subscribers from a CSV into an existing list (merged; safe to run twice)."""
+    from mailer import audit
     from subscribers.importer import import_csv
     from subscribers.models import Status
 
+    db, who = audited(ctx)
     with _progress("importing", "bytes") as progress:
-        summary = import_csv(engine(ctx), file, list_name, secret=secret(ctx, required=False),
+        summary = import_csv(db, file, list_name, secret=secret(ctx, required=False),
                              status=Status.UNCONFIRMED if unconfirmed else Status.ACTIVE, dry_run=dry_run,
                              check_dns=check_dns, overwrite=not no_overwrite,
                              on_progress=progress and (lambda done, total, _s: progress(done, total)))
+    if not dry_run:
+        with db.begin() as conn:
+            audit.record(conn, **who._asdict(), action=audit.Action.IMPORT, target=list_name,
+                         detail=audit.import_detail(summary))
     if as_json:
         typer.echo(json.dumps(summary.as_dict(), indent=2, ensure_ascii=False))
         return
@@ -262,19 +290,31 @@ def _print_import(s) -> None:
 
 
 @app.command()
-def export(ctx: typer.Context, list_name: str = LIST,
+def export(ctx: typer.Context,
+           list_name: str | None = typer.Option(None, "--list", help="The list's name; without it, every subscriber "
+                                                                     "(one row each).", show_default=False),
            out: Path = typer.Option(..., "--out", help="The CSV file to write ('-' for standard output).",
                                     show_default=False),
-           status: Status | None = typer.Option(None, "--status", help="Only members with this status.")) -> None:
-    """Export a list's members as CSV (email, name, status, subscribed_at, attributes)."""
-    from subscribers.exporter import export_csv
+           status: Status | None = typer.Option(None, "--status", help="Only members with this status."),
+           tag: list[str] = typer.Option([], "--tag", help="Only subscribers with this tag (repeat it: all of "
+                                                          "them).", show_default=False)) -> None:
+    """Export subscribers as CSV (email, name, status, subscribed_at, tags, attributes): a list's
+    members, or without --list every subscriber, either narrowed by --status and --tag."""
+    from subscribers.exporter import export_csv, export_selection
+    from subscribers.selection import Selection
 
+    view = Selection.of(tags=tag, status=status)
     with _progress("exporting", "rows") as progress:
-        summary = export_csv(engine(ctx), list_name, out, status=status.value if status else None,
-                             on_progress=progress)
+        if list_name is not None:
+            summary = export_csv(engine(ctx), list_name, out, status=view.status, tags=view.tags,
+                                 on_progress=progress)
+        else:
+            summary = export_selection(engine(ctx), view, out, on_progress=progress)
     if str(out) != "-":
-        which = f" with status {status.value}" if status else ""
-        _say(f"Exported {summary.rows:,} members of {summary.list}{which} to {out}.")
+        which = [f"status {status.value}"] if status else []
+        which += [f"tag{'s' if len(view.tags) > 1 else ''} {', '.join(view.tags)}"] if view.tags else []
+        whom = f"members of {summary.list}" if list_name else "subscribers"
+        _say(f"Exported {summary.rows:,} {whom}{' with ' + ' and '.join(which) if which else ''} to {out}.")
 
 
 class _progress:

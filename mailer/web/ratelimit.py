@@ -50,6 +50,23 @@ class RateLimiter:
                 self._prune(now)
         return allowed
 
+    def refund(self, name: str, key: str) -> None:
+        """Give back the token `allow` took (a login that succeeded does not count)."""
+        rate = self.rates[name]
+        with self._lock:
+            found = self._buckets.get((name, key))
+            if found is not None:
+                self._buckets[(name, key)] = (min(float(rate.burst), found[0] + 1.0), found[1])
+
+    def wait(self, name: str, key: str) -> int:
+        """Whole seconds until the bucket holds a token again (0: it holds one now): Retry-After."""
+        rate = self.rates[name]
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.get((name, key), (float(rate.burst), now))
+        tokens = min(float(rate.burst), tokens + (now - last) * rate.per_second)
+        return 0 if tokens >= 1.0 else int((1.0 - tokens) / rate.per_second) + 1
+
     def _prune(self, now: float) -> None:
         def full(item) -> bool:
             (name, _), (tokens, last) = item

@@ -24,9 +24,9 @@ def typed(monkeypatch):
 def test_add_user_from_stdin_then_list_and_remove(mailer):
     assert mailer("admin", "users").out.startswith("No admin users yet")
     added = mailer("admin", "add-user", "editor", "--password-stdin", input=GOOD + "\n")
-    assert (added.code, added.out.strip()) == (0, "Added admin user editor.")
+    assert (added.code, added.out.strip()) == (0, "Added admin user editor (owner).")
     listed = mailer("admin", "users").out
-    assert listed.startswith("editor  (added ") and "last login never" in listed
+    assert listed.startswith("editor  owner  (added ") and "last login never" in listed
     removed = mailer("admin", "remove-user", "editor")
     assert (removed.code, removed.out.strip()) == (0, "Removed admin user editor.")
     assert mailer("admin", "users").out.startswith("No admin users yet")

@@ -131,6 +131,8 @@ def test_admin_walk(live, desk, shots, repo, signer, tmp_path):
     shot("issue")
     page.get_by_label("To", exact=True).fill("editor@example.org")
     page.get_by_role("button", name="Send proof").click()
+    page.get_by_role("heading", name="Send a proof of 2024-11?").wait_for()   # the lint result first
+    page.get_by_role("button", name="Yes, send the proof").click()
     assert page.get_by_role("list", name="Proof results").inner_text().startswith("Proof to editor@example.org: ")
     shot("proof-sent")
     proofs = [p for p in live.settings.delivery.outbox_dir.rglob("*.eml") if b"[PROOF]" in p.read_bytes()]

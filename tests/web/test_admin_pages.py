@@ -140,7 +140,10 @@ def test_subscriber_search_page_and_actions(admin):
     assert members(admin) == {"ann@example.com": "unsubscribed"}
     again = post(admin, "/admin/subscribers", {"email": "ann@example.com", "list": "crank"})
     assert again.status_code == 400 and "unsubscribed" in again.text      # nothing comes back by accident
-    back = post(admin, f"{person}/resubscribe", {"list": "crank"})
+    asked = post(admin, f"{person}/resubscribe", {"list": "crank"})     # it needs their consent: said first
+    assert asked.status_code == 200 and "This needs their consent." in asked.text
+    assert members(admin) == {"ann@example.com": "unsubscribed"}
+    back = post(admin, f"{person}/resubscribe", {"list": "crank", "consent": "yes"})
     assert back.headers["location"].endswith("did=resubscribed")
     assert members(admin) == {"ann@example.com": "active"}
     history = admin.admin.get(person).text
@@ -171,7 +174,11 @@ def test_issue_preview_lint_text_and_proof(admin, repo):
     assert admin.admin.get("/admin/issues/2025-01").status_code == 404
     assert admin.admin.get("/admin/issues/..%2Fconfig").status_code == 404
 
-    sent = post(admin, "/admin/issues/2024-11/proof", {"to": "editor@example.org, second@example.org"})
+    asked = post(admin, "/admin/issues/2024-11/proof", {"to": "editor@example.org, second@example.org"})
+    assert "Send a proof of 2024-11?" in asked.text and "error(s)" in asked.text
+    assert not list(admin.settings.delivery.outbox_dir.rglob("*.eml"))
+    sent = post(admin, "/admin/issues/2024-11/proof", {"to": "editor@example.org, second@example.org",
+                                                       "confirm": "yes"})
     assert sent.status_code == 200 and "Proof to editor@example.org: " in sent.text
     proofs = sorted(admin.settings.delivery.outbox_dir.rglob("*.eml"))
     assert len(proofs) == 2 and all(b"[PROOF]" in p.read_bytes() for p in proofs)
@@ -211,7 +218,7 @@ def test_a_proof_stays_outside_the_send_ledger(admin, repo):
     from mailer.send.ledger import sends
 
     shutil.copy(repo / "issues" / "2024-11.md", admin.settings.compose.issues_dir / "2024-11.md")
-    assert post(admin, "/admin/issues/2024-11/proof", {"to": "editor@example.org"}).status_code == 200
+    assert post(admin, "/admin/issues/2024-11/proof", {"to": "editor@example.org", "confirm": "yes"}).status_code == 200
     with admin.web.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(sends)).scalar() == 0
     assert "Not sent yet." in admin.admin.get("/admin/issues/2024-11").text
@@ -242,13 +249,13 @@ def test_stale_uploads_are_deleted_after_a_day(tmp_path, monkeypatch):
     from mailer.web.admin import lists
 
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
-    folder = lists._uploads()
+    folder = lists.uploads()
     old, new = folder / ("a" * 32), folder / ("b" * 32)
     for upload in (old, new):
         upload.mkdir()
         (upload / "audience.csv").write_text("email\n")
     os.utime(old, (time.time() - 2 * 86400,) * 2)
-    lists._uploads()
+    lists.uploads()
     assert not old.exists() and lists._upload_file("b" * 32).name == "audience.csv"
     assert lists._upload_file("../etc") is None
 
@@ -257,14 +264,14 @@ def test_schedule_and_unschedule_from_the_issue_page(admin, repo):
     import shutil
 
     shutil.copy(repo / "issues" / "2024-11.md", admin.settings.compose.issues_dir / "2024-11.md")
-    done = post(admin, "/admin/issues/2024-11/schedule", {"at": "2099-12-01 09:00"})
+    done = post(admin, "/admin/issues/2024-11/schedule", {"at": "2099-12-01 09:00", "confirm": "yes"})
     assert done.status_code == 200 and "Scheduled for 2099-12-01 09:00" in done.text
     assert "2024-11" in admin.admin.get("/admin").text.split('id="next-send"')[1].split("</section>")[0]
     assert "2099-12-01" in admin.admin.get("/admin/issues").text
     again = post(admin, "/admin/issues/2024-11/unschedule")
     assert again.status_code == 200 and "a draft again" in again.text
     assert "Nothing is scheduled." in admin.admin.get("/admin").text
-    past = post(admin, "/admin/issues/2024-11/schedule", {"at": "2020-01-01 09:00"})
+    past = post(admin, "/admin/issues/2024-11/schedule", {"at": "2020-01-01 09:00", "confirm": "yes"})
     assert past.status_code == 400 and "Not scheduled:" in past.text and "in the past" in past.text
 
 
@@ -273,7 +280,9 @@ def test_an_issue_with_lint_errors_is_neither_proofed_nor_scheduled(admin, repo)
     path.write_text((repo / "issues" / "2024-11.md").read_text(encoding="utf-8").replace(
         "## Links", "Dear {{ nmae }},\n\n## Links", 1), encoding="utf-8")
     proof = post(admin, "/admin/issues/2024-12/proof", {"to": "editor@example.org"})
+    assert proof.status_code == 400 and "The lint report has errors" in proof.text and "Yes, send" not in proof.text
+    proof = post(admin, "/admin/issues/2024-12/proof", {"to": "editor@example.org", "confirm": "yes"})
     assert proof.status_code == 400 and "lint error" in proof.text
     assert not list(admin.settings.delivery.outbox_dir.rglob("*.eml"))
-    scheduled = post(admin, "/admin/issues/2024-12/schedule", {"at": "2099-12-01 09:00"})
+    scheduled = post(admin, "/admin/issues/2024-12/schedule", {"at": "2099-12-01 09:00", "confirm": "yes"})
     assert scheduled.status_code == 400 and "lint error" in scheduled.text

@@ -1,11 +1,14 @@
 """The admin web interface under /admin: users log in, then manage lists, subscribers and issues.
 
     auth.py        sessions, CSRF, same-site checks, "no session, no answer"
-    login.py       the login and logout pages, with their rate limits
+    login.py       the login (password, then the second factor if any) and logout, rate limited
     dashboard.py   /admin: lists with counts, the last issues, a chart of events, the next send
     lists.py       /admin/lists...: create, edit, delete, members, CSV import and export
-    people.py      /admin/subscribers...: search, one subscriber, add/unsubscribe/resubscribe/forget
-    issues.py      /admin/issues...: drafts and sent issues, preview, lint, proof, report
+    people.py      /admin/subscribers...: the filtered view, one action on many, its CSV; one
+                   subscriber: edit, add/unsubscribe/resubscribe/forget
+    issues.py      /admin/issues...: drafts and sent issues, preview, lint, proof, schedule, send,
+                   failed readers and Retry failed, who got it (CSV), report
+    users.py       /admin/audit (the audit log), /admin/users (roles), /admin/account (own TOTP)
     figures.py     what the dashboard and the reports count (ledger + events), and the SVG chart
     search.py      the fast queries: subscriber search and a list's members a page at a time
 
@@ -26,8 +29,8 @@ from starlette.responses import (
     Response,
 )
 
-from mailer.admin_users import current_stamp
-from mailer.web.admin import dashboard, issues, lists, login, people
+from mailer.admin_users import Role, session_user
+from mailer.web.admin import dashboard, issues, lists, login, people, users
 from mailer.web.admin.auth import (
     SESSION_COOKIE,
     Forbidden,
@@ -71,8 +74,12 @@ class AdminContext:
         return HTMLResponse(html, status_code=code, headers=NO_STORE)
 
     async def session_valid(self, name: str, stamp: str) -> bool:
-        found = await run_in_threadpool(self.web.read, current_stamp, name)
-        return found is not None and found == stamp
+        return await self.session_role(name, stamp) is not None
+
+    async def session_role(self, name: str, stamp: str) -> Role | None:
+        """The user's role now, if the session's stamp is still theirs; else None."""
+        found = await run_in_threadpool(self.web.read, session_user, name)
+        return found[1] if found is not None and found[0] == stamp else None
 
 
 def _refuse(request: Request) -> Response:
@@ -100,7 +107,7 @@ def is_admin_path(path: str) -> bool:
 def install(app: FastAPI, web) -> None:
     app.state.admin = AdminContext(web)
     app.include_router(login.router)
-    for module in (dashboard, lists, people, issues):
+    for module in (dashboard, lists, people, issues, users):
         app.include_router(module.router, prefix="/admin", dependencies=[Depends(current_admin)])
 
     @app.get("/admin/static/admin.css", include_in_schema=False)

@@ -24,11 +24,19 @@ from urllib.parse import quote, urlsplit
 from fastapi import Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from mailer.admin_users import Role
+from mailer.audit import Via, Who
+
 SESSION_COOKIE = "mailer_admin"
 LOGIN_COOKIE = "mailer_admin_login"
+CODE_COOKIE = "mailer_admin_code"     # password right, second factor still to come
+CODE_SECONDS = 300
 COOKIE_PATH = "/admin"
 LOGIN_COOKIE_SECONDS = 3600
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# A form's fields: up to 1,000 ticked subscribers (`selected`) and a few more; the body's size
+# limit (mailer/web/app.py) bounds the work anyway. Starlette's default is 1,000.
+MAX_FIELDS = 5000
 
 
 class NotLoggedIn(Exception):
@@ -47,6 +55,22 @@ class Forbidden(Exception):
 class Admin:
     name: str
     csrf: str            # the token this session's forms carry
+    role: Role = Role.OWNER
+    ip: str | None = None
+
+    def can(self, role: str) -> bool:
+        """May this user do what `role` may? (templates hide what they may not do)"""
+        return self.role.allows(Role(role))
+
+    @property
+    def who(self) -> Who:
+        """For the audit log (mailer/audit.py)."""
+        return Who(self.name, Via.WEB, self.ip)
+
+    @property
+    def source(self) -> str:
+        """The history's source for this user's changes: `admin:NAME`."""
+        return f"admin:{self.name}"[:64]
 
 
 class Sessions:
@@ -80,6 +104,25 @@ class Sessions:
 
     def clear(self, response) -> None:
         response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH, httponly=True, samesite="lax", secure=self.https)
+
+    # ---- between a right password and the second factor: who, signed, for a few minutes
+    def issue_code(self, name: str, stamp: str) -> str:
+        return self.signer.dumps({"u": name, "s": stamp, "2fa": True})
+
+    def read_code(self, cookie: str | None) -> dict | None:
+        if not cookie:
+            return None
+        try:
+            data = self.signer.loads(cookie, max_age=CODE_SECONDS)
+        except BadSignature:
+            return None
+        return data if isinstance(data, dict) and data.get("2fa") is True and {"u", "s"} <= set(data) else None
+
+    def set_code(self, response, value: str) -> None:
+        response.set_cookie(CODE_COOKIE, value, **self.cookie_args(CODE_SECONDS))
+
+    def clear_code(self, response) -> None:
+        response.delete_cookie(CODE_COOKIE, path=COOKIE_PATH, httponly=True, samesite="lax", secure=self.https)
 
     # ---- the login form's own token, before there is a session
     def login_nonce(self, request: Request) -> tuple[str, bool]:
@@ -143,13 +186,30 @@ async def current_admin(request: Request) -> Admin:
     """The dependency of every /admin route except login: the session, and for a POST its CSRF."""
     ctx = request.app.state.admin
     data = ctx.sessions.read(request.cookies.get(SESSION_COOKIE))
-    if data is None or not await ctx.session_valid(data["u"], data["s"]):
+    role = await ctx.session_role(data["u"], data["s"]) if data is not None else None
+    if data is None or role is None:
         raise NotLoggedIn()
-    admin = Admin(data["u"], ctx.sessions.token("csrf", data["n"]))
+    admin = Admin(data["u"], ctx.sessions.token("csrf", data["n"]), role,
+                  request.client.host if request.client else None)
+    request.state.admin = admin
     if request.method not in SAFE_METHODS:
         check_same_site(request, ctx.base_url)
-        sent = (await request.form()).get("csrf")
+        sent = (await request.form(max_fields=MAX_FIELDS)).get("csrf")
         check_token(sent if isinstance(sent, str) else None, admin.csrf)   # (a file is no token)
+        if request.url.path != "/admin/logout":
+            needs(admin, Role.EDITOR)             # a viewer changes nothing
         ctx.counts.clear()                       # the action may change them: recount next time
-    request.state.admin = admin
     return admin
+
+
+def needs(admin: Admin, role: Role) -> None:
+    """Forbidden unless the user's role allows what `role` may do."""
+    if not admin.role.allows(role):
+        what = {Role.EDITOR: "change anything", Role.OWNER: "manage lists and users"}[role]
+        raise Forbidden(f"{admin.name} is {'an' if admin.role is Role.EDITOR else 'a'} {admin.role}: "
+                        f"only {'owners' if role is Role.OWNER else 'editors and owners'} may {what}.")
+
+
+async def owner(request: Request) -> None:
+    """The dependency of the routes that manage lists and users (after current_admin)."""
+    needs(request.state.admin, Role.OWNER)

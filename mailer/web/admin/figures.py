@@ -11,14 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import func, literal_column, select
+from sqlalchemy import Select, func, literal_column, select
 
 from mailer.schedule import states
 from mailer.schedule.states import IssueState
-from mailer.send.ledger import SendStatus, sends
+from mailer.send import ledger
+from mailer.send.ledger import SendStatus, State, deliveries, sends
 from subscribers import tags as subscribers_tags
 from subscribers.events import EventType
-from subscribers.models import Status, history, utc_date
+from subscribers.models import Status, history, subscribers, utc_date
+from subscribers.normalize import display_email
 from subscribers.policy import events
 
 BOUNCES = (EventType.BOUNCED, EventType.BLOCKED, EventType.DROPPED)
@@ -67,6 +69,61 @@ def next_scheduled(conn) -> str | None:
 def tags_of(conn, subscriber_id: int) -> list[str]:
     """The subscriber's tags."""
     return subscribers_tags.tags_of(conn, subscriber_id)
+
+
+@dataclass(frozen=True)
+class Failure:
+    address: str          # "(forgotten)" once the reader is
+    reason: str
+    at: datetime | None
+    list_name: str
+
+
+FAILURES_SHOWN = 100
+
+
+def failures(conn, slug: str, limit: int = FAILURES_SHOWN) -> list[Failure]:
+    """The issue's failed readers with the provider's reason, newest first (the page's table)."""
+    rows = conn.execute(
+        select(subscribers.c.email, deliveries.c.last_error, deliveries.c.updated_at, sends.c.list_name)
+        .join_from(deliveries, sends, sends.c.id == deliveries.c.send_id)
+        .outerjoin(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+        .where(sends.c.issue == slug, deliveries.c.state == State.FAILED.value)
+        .order_by(deliveries.c.id.desc()).limit(limit))
+    return [Failure(display_email(email) if email else "(forgotten)", error or "(no reason recorded)", at, name)
+            for email, error, at, name in rows]
+
+
+def send_of(slug: str, list_id: int) -> Select:
+    return select(sends.c.id).where(sends.c.issue == slug, sends.c.list_id == list_id, sends.c.segment == "")
+
+
+def unfinished(conn, send_id: int) -> int:
+    return ledger.unfinished(ledger.counts(conn, send_id))
+
+
+def sent_lists(conn, slug: str) -> list[tuple[str, int]]:
+    """(list name, list id) of each list the issue went to (lists deleted since are left out)."""
+    return [(name, lid) for name, lid in conn.execute(
+        select(sends.c.list_name, sends.c.list_id).where(sends.c.issue == slug, sends.c.list_id.is_not(None))
+        .order_by(sends.c.list_name))]
+
+
+RECIPIENT_COLUMNS = ["email", "list", "received", "state", "reason", "at"]
+_RECEIVED = {State.ACCEPTED.value: "yes", State.PENDING.value: "not yet", State.SENDING.value: "not yet",
+             State.DEFERRED.value: "not yet"}
+
+
+def recipients(conn, slug: str):
+    """One row per reader of each send of the issue: received yes / no / not yet, and why not."""
+    query = (select(subscribers.c.email, sends.c.list_name, deliveries.c.state, deliveries.c.last_error,
+                    deliveries.c.updated_at)
+             .join_from(deliveries, sends, sends.c.id == deliveries.c.send_id)
+             .outerjoin(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+             .where(sends.c.issue == slug).order_by(sends.c.list_name, deliveries.c.id))
+    for email, list_name, state, error, at in conn.execution_options(yield_per=5000).execute(query):
+        yield [email or "(forgotten)", list_name, _RECEIVED.get(state, "no"), state, error or "",
+               at.strftime("%Y-%m-%dT%H:%M:%SZ") if at else ""]
 
 
 def issues_sent(conn, limit: int | None = None, issue: str | None = None) -> list[IssueFigures]:
@@ -179,7 +236,12 @@ def chart(by_day: dict, *, width: int = 640, height: int = 220) -> Chart:
               sum(by_day[d][label] for d in days)) for label, _kinds, colour, dash in SERIES]
     y_ticks = [(height - bottom - v * span_y, f"{v:,}") for v in range(0, top_value + 1, step)]
     every = max(1, len(days) // 6)
-    x_ticks = [(left + i * span_x, d.strftime("%b %d")) for i, d in enumerate(days) if i % every == 0]
+    # The last day always gets its label; anchored at its end (not centred) so that it stays inside.
+    shown = [i for i in range(len(days)) if i % every == 0 and (len(days) - 1 - i >= every or i == len(days) - 1)]
+    if days and len(days) - 1 not in shown:
+        shown.append(len(days) - 1)
+    x_ticks = [(left + i * span_x, d.strftime("%b %d"), "end" if i == len(days) - 1 and i else "middle")
+               for i, d in enumerate(days) if i in shown]
     return Chart(width, height, lines, y_ticks, x_ticks, [(d, by_day[d]) for d in days],
                  [label for label, *_ in SERIES])
 

@@ -14,14 +14,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.exceptions import HTTPException
 from starlette.responses import FileResponse, RedirectResponse, Response
 
+from mailer import audit
 from mailer.web.admin import search
+from mailer.web.admin.auth import owner
 from subscribers import store
 from subscribers.errors import SubscriberError
 from subscribers.exporter import export_csv
@@ -34,7 +36,7 @@ UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 UPLOAD_DAYS = 1                       # an upload not applied within a day is deleted
 
 
-def _uploads() -> Path:
+def uploads() -> Path:
     folder = Path(tempfile.gettempdir()) / "mailer-admin-uploads"
     folder.mkdir(mode=0o700, exist_ok=True)
     for old in folder.iterdir():      # tidy: dry runs never applied, exports never fetched
@@ -47,7 +49,7 @@ def _upload_file(upload_id: str) -> Path | None:
     """The uploaded file, kept under its own name (the import's history names the file)."""
     if not UPLOAD_ID.fullmatch(upload_id):
         return None
-    return next((_uploads() / upload_id).glob("*"), None)
+    return next((uploads() / upload_id).glob("*"), None)
 
 
 def _safe_name(name: str | None) -> str:
@@ -67,13 +69,25 @@ async def all_lists(request: Request, deleted: str = "") -> Response:
                     form={})
 
 
-@router.post("", include_in_schema=False)
+def _audited(fn, action: audit.Action):
+    """fn(conn, name, ...) and its audit entry, in one transaction."""
+    def run(conn, admin, name: str, *args, **kwargs):
+        result = fn(conn, name, *args, **kwargs)
+        detail = {"fields": result[1]} if action is audit.Action.LIST_EDIT else None
+        if action is not audit.Action.LIST_EDIT or result[1]:
+            audit.record(conn, **admin.who._asdict(), action=action, target=name, detail=detail)
+        return result
+    return run
+
+
+@router.post("", include_in_schema=False, dependencies=[Depends(owner)])
 async def create(request: Request, name: str = Form(""), title: str = Form(""),
                  description: str = Form("")) -> Response:
     ctx = request.app.state.admin
     name = name.strip()
     try:
-        await run_in_threadpool(ctx.web.write, store.create_list, name, title, description)
+        await run_in_threadpool(ctx.web.write, _audited(store.create_list, audit.Action.LIST_CREATE),
+                                request.state.admin, name, title, description)
     except SubscriberError as exc:
         rows = await run_in_threadpool(ctx.web.read, search.overview, ctx.counts)
         return ctx.page(request, "lists.html.j2", 400, lists=rows, statuses=STATUSES, deleted="", error=str(exc),
@@ -114,13 +128,13 @@ async def one(request: Request, name: str, status: str = "", after: int | None =
                     saved=bool(saved), error="")
 
 
-@router.post("/{name}", include_in_schema=False)
+@router.post("/{name}", include_in_schema=False, dependencies=[Depends(owner)])
 async def edit(request: Request, name: str, title: str = Form(""), description: str = Form(""),
                private: str = Form("")) -> Response:
     ctx = request.app.state.admin
     try:
-        await run_in_threadpool(ctx.web.write, store.edit_list, name, title=title, description=description,
-                                private=bool(private))
+        await run_in_threadpool(ctx.web.write, _audited(store.edit_list, audit.Action.LIST_EDIT), request.state.admin,
+                                name, title=title, description=description, private=bool(private))
     except SubscriberError as exc:
         raise HTTPException(404, str(exc)) from None
     return _redirect(f"/admin/lists/{name}?saved=1")
@@ -133,11 +147,12 @@ async def delete_confirm(request: Request, name: str) -> Response:
     return ctx.page(request, "list_delete.html.j2", lst=found, total=sum(counts.values()))
 
 
-@router.post("/{name}/delete", include_in_schema=False)
+@router.post("/{name}/delete", include_in_schema=False, dependencies=[Depends(owner)])
 async def delete(request: Request, name: str) -> Response:
     ctx = request.app.state.admin
     try:
-        await run_in_threadpool(ctx.web.write, store.delete_list, name)
+        await run_in_threadpool(ctx.web.write, _audited(store.delete_list, audit.Action.LIST_DELETE),
+                                request.state.admin, name)
     except SubscriberError as exc:
         raise HTTPException(404, str(exc)) from None
     return _redirect(f"/admin/lists?deleted={name}")
@@ -162,9 +177,12 @@ async def _import_page(request: Request, name: str, path: Path, upload_id: str, 
         shutil.rmtree(path.parent, ignore_errors=True)
         return ctx.page(request, "message.html.j2", 400, title="The file could not be imported", message=str(exc),
                         back=f"/admin/lists/{name}")
+    summary.file = path.name                     # the admin's name for it, not our folder
     if not dry_run:
         shutil.rmtree(path.parent, ignore_errors=True)
-    summary.file = path.name                     # the admin's name for it, not our folder
+        await run_in_threadpool(ctx.web.write, lambda conn: audit.record(
+            conn, **request.state.admin.who._asdict(), action=audit.Action.IMPORT, target=name,
+            detail=audit.import_detail(summary)))
     return ctx.page(request, "import_report.html.j2", lst_name=name, s=summary, upload_id=upload_id,
                     unconfirmed=unconfirmed, overwrite=overwrite)
 
@@ -178,7 +196,7 @@ async def import_upload(request: Request, name: str) -> Response:
     if not isinstance(file, StarletteUpload):
         raise HTTPException(400, "Choose a CSV file to upload.")
     upload_id = secrets.token_hex(16)
-    folder = _uploads() / upload_id
+    folder = uploads() / upload_id
     folder.mkdir(mode=0o700)
     path = folder / _safe_name(file.filename)
     with open(path, "wb") as out:
@@ -200,7 +218,7 @@ async def import_apply(request: Request, name: str, upload: str = Form(""), unco
 async def export(request: Request, name: str, status: str = "") -> Response:
     ctx = request.app.state.admin
     chosen = _status(status)
-    path = _uploads() / f"export-{secrets.token_hex(16)}.csv"
+    path = uploads() / f"export-{secrets.token_hex(16)}.csv"
     try:
         await run_in_threadpool(export_csv, ctx.web.engine, name, path, status=chosen.value if chosen else None)
     except SubscriberError as exc:

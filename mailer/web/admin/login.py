@@ -1,8 +1,13 @@
-"""/admin/login and /admin/logout: a name and a password -> a session cookie, rate limited.
+"""/admin/login, /admin/login/code and /admin/logout: a name and a password (and, for a user with a
+second factor, a TOTP or recovery code) -> a session cookie, rate limited.
 
 Login attempts are limited per client address and per user name (token buckets, [web]
-admin_login_burst and admin_login_per_hour), whether the password is right or not; an unknown
-name and a wrong password get the same answer in the same time (mailer/admin_users.py).
+admin_login_burst and admin_login_per_hour); a failed attempt takes a token from both, a
+successful one gives it back, so people who log in often are never locked out by it. Over the
+limit: 429 with Retry-After, and no password check at all. An unknown name and a wrong password
+get the same answer in the same time (mailer/admin_users.py). A right password for a user with a
+second factor leads to the code form, holding a signed cookie for five minutes; the code is
+limited by the same buckets.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from fastapi import APIRouter, Depends, Form, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
-from mailer.admin_users import verify
+from mailer.admin_users import check_code, has_totp, verify
 from mailer.web.admin.auth import (
+    CODE_COOKIE,
     SESSION_COOKIE,
     Admin,
     check_same_site,
@@ -22,17 +28,49 @@ from mailer.web.admin.auth import (
 )
 
 router = APIRouter(prefix="/admin")
+BUCKETS = ("login-address", "login-user")
 
 
 def _login_page(request: Request, status: int = 200, *, error: str = "", username: str = "",
-                next_url: str = "/admin") -> Response:
+                next_url: str = "/admin", template: str = "login.html.j2", retry_after: int = 0) -> Response:
     ctx = request.app.state.admin
     nonce, new = ctx.sessions.login_nonce(request)
-    page = ctx.page(request, "login.html.j2", status, error=error, username=username, next_url=safe_next(next_url),
+    page = ctx.page(request, template, status, error=error, username=username, next_url=safe_next(next_url),
                     login_csrf=ctx.sessions.token("login", nonce))
     if new:
         ctx.sessions.set_login_nonce(page, nonce)
+    if retry_after:
+        page.headers["retry-after"] = str(retry_after)
     return page
+
+
+def _keys(request: Request, name: str) -> tuple[str, str]:
+    return (request.client.host if request.client else "unknown"), name.lower()
+
+
+def _limited(request: Request, name: str) -> int:
+    """0 when this attempt may go ahead (a token taken from both buckets); else Retry-After seconds."""
+    limiter = request.app.state.admin.limiter
+    keys = _keys(request, name)
+    if all(limiter.allow(bucket, key) for bucket, key in zip(BUCKETS, keys, strict=True)):
+        return 0
+    return max(limiter.wait(bucket, key) for bucket, key in zip(BUCKETS, keys, strict=True)) or 1
+
+
+def _refund(request: Request, name: str) -> None:
+    limiter = request.app.state.admin.limiter
+    for bucket, key in zip(BUCKETS, _keys(request, name), strict=True):
+        limiter.refund(bucket, key)
+
+
+async def _checked(request: Request, csrf: str) -> None:
+    ctx = request.app.state.admin
+    check_same_site(request, ctx.base_url)
+    nonce, _ = ctx.sessions.login_nonce(request)
+    check_token(csrf, ctx.sessions.token("login", nonce))
+
+
+TOO_MANY = "Too many login attempts. Wait a few minutes, then try again."
 
 
 @router.get("/login", include_in_schema=False)
@@ -43,25 +81,59 @@ def login_form(request: Request, next: str = "/admin") -> Response:
     return _login_page(request, next_url=next)
 
 
+def _verify(conn, name: str, password: str) -> tuple[str | None, bool]:
+    stamp = verify(conn, name, password)
+    return stamp, stamp is not None and has_totp(conn, name)
+
+
 @router.post("/login", include_in_schema=False)
 async def login(request: Request, username: str = Form(""), password: str = Form(""), csrf: str = Form(""),
                 next: str = Form("/admin")) -> Response:
     ctx = request.app.state.admin
-    check_same_site(request, ctx.base_url)
-    nonce, _ = ctx.sessions.login_nonce(request)
-    check_token(csrf, ctx.sessions.token("login", nonce))
-    address = request.client.host if request.client else "unknown"
+    await _checked(request, csrf)
     name = username.strip()
-    if not (ctx.limiter.allow("login-address", address) and ctx.limiter.allow("login-user", name.lower())):
-        return _login_page(request, 429, username=name, next_url=next,
-                           error="Too many login attempts. Wait a few minutes, then try again.")
-    stamp = await run_in_threadpool(ctx.web.write, verify, name, password) if name and password else None
+    wait = _limited(request, name)
+    if wait:
+        return _login_page(request, 429, username=name, next_url=next, error=TOO_MANY, retry_after=wait)
+    stamp, second = (await run_in_threadpool(ctx.web.write, _verify, name, password) if name and password
+                     else (None, False))
     if stamp is None:
         return _login_page(request, 401, username=name, next_url=next,
                            error="That user name and password do not match.")
-    response = RedirectResponse(safe_next(next), status_code=303)
+    if second:
+        page = _login_page(request, username=name, next_url=next, template="login_code.html.j2")
+        ctx.sessions.set_code(page, ctx.sessions.issue_code(name, stamp))
+        return page
+    _refund(request, name)
+    return _signed_in(request, name, stamp, next)
+
+
+def _signed_in(request: Request, name: str, stamp: str, next_url: str) -> Response:
+    ctx = request.app.state.admin
+    response = RedirectResponse(safe_next(next_url), status_code=303)
     ctx.sessions.set_session(response, ctx.sessions.issue(name, stamp))
+    ctx.sessions.clear_code(response)
     return response
+
+
+@router.post("/login/code", include_in_schema=False)
+async def login_code(request: Request, code: str = Form(""), csrf: str = Form(""),
+                     next: str = Form("/admin")) -> Response:
+    ctx = request.app.state.admin
+    await _checked(request, csrf)
+    pending = ctx.sessions.read_code(request.cookies.get(CODE_COOKIE))
+    if pending is None or not await ctx.session_valid(pending["u"], pending["s"]):
+        return _login_page(request, 401, next_url=next, error="That took too long: log in again.")
+    name = pending["u"]
+    wait = _limited(request, name)
+    if wait:
+        return _login_page(request, 429, username=name, next_url=next, error=TOO_MANY, retry_after=wait,
+                           template="login_code.html.j2")
+    if not code.strip() or not await run_in_threadpool(ctx.web.write, check_code, name, code[:64]):
+        return _login_page(request, 401, username=name, next_url=next, template="login_code.html.j2",
+                           error="That code is not right (or was used already). Try the next one.")
+    _refund(request, name)
+    return _signed_in(request, name, pending["s"], next)
 
 
 @router.post("/logout", include_in_schema=False)

@@ -1,10 +1,7 @@
 """Admin web interface: the queries that must stay fast at a million subscribers.
 
-- `find`: subscribers whose address or name *starts with* the text (any case), first 50 by
-  address, with a count capped at 1,000. Both conditions use an index (m0006_admin_users): on
-  PostgreSQL `LIKE 'text%'` on text_pattern_ops indexes, on SQLite a range on the binary index,
-  since SQLite's LIKE would not use it. Text starting with `@` searches the domain part, which
-  has no index: a scan, stopped at the first 50 matches (the count is capped the same way).
+- the subscribers view (a text search, tags, a status) is subscribers.selection's, counted up to
+  COUNT_CAP for pages; `with_lists` adds each row's lists.
 - `status_counts`: one list's members per status, from an index, without reading subscribers;
   `CountCache` keeps them a minute.
 - `members`: one page of a list's members in subscriber order, keyset-paginated (`after` or
@@ -19,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, select
 
 from subscribers import store
 from subscribers.models import Status, lists, memberships, subscribers
@@ -29,52 +26,8 @@ PAGE = 50
 COUNT_CAP = 1000
 
 
-@dataclass(frozen=True)
-class Found:
-    total: int                 # at most COUNT_CAP + 1 (shown as "more than 1,000")
-    rows: list                 # (id, email, name, lists "name:status, ...")
-
-    @property
-    def capped(self) -> bool:
-        return self.total > COUNT_CAP
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _prefix(column, text: str, dialect: str):
-    if dialect == "postgresql":
-        return column.like(_escape_like(text) + "%", escape="\\")
-    upper = text[:-1] + chr(ord(text[-1]) + 1)
-    return and_(column >= text, column < upper)
-
-
-def match(text: str, dialect: str):
-    text = text.strip().lower()
-    if text.startswith("@"):
-        return subscribers.c.email.like("%" + _escape_like(text) + "%", escape="\\")
-    return or_(_prefix(subscribers.c.email, text, dialect), _prefix(func.lower(subscribers.c.name), text, dialect))
-
-
-def find(conn, text: str, limit: int = PAGE) -> Found:
-    if not text.strip():
-        return Found(0, [])
-    where = match(text, conn.dialect.name)
-    hits = select(subscribers.c.id).where(where).limit(COUNT_CAP + 1).subquery()
-    total = conn.execute(select(func.count()).select_from(hits)).scalar_one()
-    # Prefix matches are few next to a million: find them by their indexes, then sort them. Plain
-    # ORDER BY email tempts both planners to walk the address index in order and test every row,
-    # which for text near the end of the alphabet reads nearly the whole table; `email || ''`
-    # is not indexed, so they don't. A domain search has no index anyway: there the in-order walk
-    # that stops at the 50th hit is the good plan.
-    order = subscribers.c.email if text.strip().startswith("@") else subscribers.c.email.concat("")
-    rows = conn.execute(select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.global_status)
-                        .where(where).order_by(order).limit(limit)).all()
-    return Found(total, _with_lists(conn, rows))
-
-
-def _with_lists(conn, rows) -> list:
+def with_lists(conn, rows) -> list:
+    """(id, email, name, "list: status, ...") for rows of id, email, name, global_status."""
     ids = [row.id for row in rows]
     where: dict[int, list[str]] = {}
     if ids:
