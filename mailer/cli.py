@@ -18,6 +18,7 @@ from mailer.commands import (
     admin,
     bounces,
     db,
+    doctor,
     init,
     issue,
     issues,
@@ -80,6 +81,7 @@ report.register(app)
 app.add_typer(admin.app, name="admin")
 tags.register(app)
 worker.register(app)
+doctor.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -189,6 +189,14 @@ class DnsSettings:
     timeout: float = setting(3.0, 0.1, 60)                   # seconds for one question, all tries included
 
 
+@dataclass(frozen=True)
+class DoctorSettings:
+    """`mailer doctor` (mailer/doctor/): the resolvers it asks about SPF, DKIM, DMARC and MX, as
+    "HOST" or "HOST:PORT"; empty: `[dns] nameservers` (and so the system's when that is empty too)."""
+    nameservers: tuple[str, ...] = ()
+    timeout: float = setting(5.0, 0.1, 60)                   # seconds for one question, and for each server it tries
+
+
 class ClickTracking(enum.StrEnum):
     """What `[tracking] clicks` keeps (docs/tracking.md)."""
 
@@ -233,6 +241,7 @@ class Settings:
     compose: ComposeSettings = field(default_factory=ComposeSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     dns: DnsSettings = field(default_factory=DnsSettings)
+    doctor: DoctorSettings = field(default_factory=DoctorSettings)
     secret_key_env: str = "MAILER_SECRET_KEY"
 
     @property
@@ -418,10 +427,16 @@ def _check_languages(s: Settings) -> None:
     for domain in s.web.blocked_domains:
         if not domain or "@" in domain or not is_sendable(f"postmaster@{domain}"):
             raise ConfigError(f"[web] blocked_domains must be domain names such as \"mailinator.com\", not {domain!r}")
-    for server in s.dns.nameservers:
-        host, _, port = server.partition(":") if server.count(":") == 1 else (server, "", "")
-        if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
-            raise ConfigError(f"[dns] nameservers must be \"HOST\" or \"HOST:PORT\", not {server!r}")
+    for where, servers in (("dns", s.dns.nameservers), ("doctor", s.doctor.nameservers)):
+        for server in servers:
+            if nameserver_problem(server):
+                raise ConfigError(f"[{where}] nameservers must be \"HOST\" or \"HOST:PORT\", not {server!r}")
+
+
+def nameserver_problem(server: str) -> bool:
+    """True when `server` is not written as "HOST" or "HOST:PORT" (mailer/resolver.py reads them)."""
+    host, _, port = server.partition(":") if server.count(":") == 1 else (server, "", "")
+    return not host or bool(port and not (port.isdigit() and 0 < int(port) < 65536))
 
 
 def _check_schedule(s: ScheduleSettings) -> None:

@@ -50,6 +50,7 @@ BAD = [
     ('[web]\ncheck_mx = 1\n', "[web] check_mx must be bool"),
     ('[dns]\nnameservers = ["127.0.0.1:99999"]\n', "[dns] nameservers must be \"HOST\" or \"HOST:PORT\""),
     ('[dns]\nnameservers = [":53"]\n', "[dns] nameservers must be"),
+    ('[doctor]\nnameservers = ["127.0.0.1:0"]\n', "[doctor] nameservers must be \"HOST\" or \"HOST:PORT\""),
 ]
 
 
@@ -162,7 +163,7 @@ def test_every_numeric_key_declares_its_default_and_range_together():
                 yield where, f
 
     keys = list(numeric(Settings, ""))
-    assert len(keys) == 36
+    assert len(keys) == 37
     for where, f in keys:
         low, high = f.metadata["range"]
         assert low <= f.default <= high, (where, f.name)
