@@ -93,6 +93,25 @@ class OnInterrupted(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class PacingSettings:
+    """[delivery.pacing]: messages per second per mailbox provider (0: no limit), readers grouped by
+    their domain's MX (mailer/send/pacing.py, docs/deliverability.md). Any limit, or `warmup`,
+    also interleaves the providers through the send instead of one domain's readers in a burst."""
+    gmail: float = setting(0.0, 0, 10_000)        # gmail.com, googlemail.com and Google-hosted domains
+    microsoft: float = setting(0.0, 0, 10_000)    # outlook.com, hotmail, live, msn and Microsoft 365 domains
+    yahoo: float = setting(0.0, 0, 10_000)        # yahoo, aol, ymail and Yahoo-hosted domains
+    other: float = setting(0.0, 0, 10_000)
+    hold_seconds: float = setting(60.0, 0, 3600)  # a "rate limited" answer: that provider waits this long
+    lookups: int = setting(500, 0, 100_000)       # domains whose MX a send looks up (most readers first)
+    warmup: bool = False                          # a new sending domain: each day's sends capped on a ramp
+    warmup_first_day: int = setting(1000, 1, 10_000_000)   # the first day's cap; then 2x, 5x, 10x, doubling
+
+    @property
+    def on(self) -> bool:
+        return self.warmup or any((self.gmail, self.microsoft, self.yahoo, self.other))
+
+
+@dataclass(frozen=True)
 class DeliverySettings:
     backend: str = "outbox"
     outbox_dir: Path = Path("outbox")
@@ -104,6 +123,7 @@ class DeliverySettings:
     worker_lease_seconds: float = setting(60.0, 2, 3600)
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    pacing: PacingSettings = field(default_factory=PacingSettings)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import NamedTuple
 
 from mailer.compose.personalize import Recipient, personalize
@@ -54,7 +55,7 @@ class BatchLoop:
     """One run's loop; `summary` (a dispatch.SendSummary) holds the running counts."""
 
     def __init__(self, engine, send_id, list_id, edition, tokens, backend, summary, on_progress, started, *,
-                 retry: Retry, ref_key: str, refused=None, lost=lambda: False, stop=lambda: False):
+                 retry: Retry, ref_key: str, refused=None, lost=lambda: False, stop=lambda: False, pacer=None):
         self.stop = stop  # asked between batches: True ends the run with the rest pending (resumable)
         self.engine, self.send_id, self.list_id, self.ref_key = engine, send_id, list_id, ref_key
         self.edition, self.tokens, self.backend = edition, tokens, backend
@@ -63,6 +64,9 @@ class BatchLoop:
         self.refused = refused or (lambda conn, reader, detail: None)  # a permanent refusal, for the policy
         self.lost = lost                                                # the heartbeat says: taken over
         self.ahead: deque[Prepared] = deque()
+        # [delivery.pacing]: a pacing.Pacer stands between the loop and the backend
+        self.deliver = (self.backend.send_batch if pacer is None else
+                        partial(pacer.deliver, self.backend.send_batch, self.backend.encode))
 
     def run(self, sleep) -> None:
         """Every pending reader once; then deferred readers due within [delivery]
@@ -89,7 +93,7 @@ class BatchLoop:
             if self.stop():
                 break                    # the batch on the wire is recorded below; nothing more is claimed
             batch, current = self.commit(done, ready)  # record the last batch, claim this one
-            sending = (wire.submit(self.backend.send_batch, current.outs, current.encoded)
+            sending = (wire.submit(self.deliver, current.outs, current.encoded)
                        if current.outs else None)
             ready = self.prepare(current.last_id)     # overlaps the request
             try:

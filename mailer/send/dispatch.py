@@ -34,7 +34,7 @@ from mailer.config import ClickTracking, OnInterrupted, Settings, database_url, 
 from mailer.errors import AmbiguousDelivery, ConfigError, DeliveryError, SendError, SendTakenOver
 from mailer.i18n import known
 from mailer.model import ArchiveCopy, ComposedIssue
-from mailer.send import batches, ledger, segments, tracking
+from mailer.send import batches, ledger, pacing, segments, tracking
 from mailer.send.batches import BatchLoop
 from mailer.send.deliver.base import Backend
 from mailer.send.deliver.refusals import refusal_event
@@ -145,9 +145,11 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
         check_tracking(settings)
         ready = _Ready(_token_maker(settings, plan.list_id, plan.engine), ref_key_of(settings),
                        backend or create_backend(plan.backend, settings), archive_copy(plan.issue, settings.newsletter))
+    paced = _paced(settings, plan, sleep) if ready else None
     send_id, summary.interrupted, finished = _start(plan, on_interrupted or settings.delivery.on_interrupted,
                                                     notice, take_over=take_over,
-                                                    archive=ready.archive if ready else None)
+                                                    archive=ready.archive if ready else None,
+                                                    order=paced.order if paced else None)
     summary.send_id = send_id
     with plan.engine.connect() as conn:
         _fill(summary, ledger.counts(conn, send_id))
@@ -164,7 +166,8 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
         with ledger.Heartbeat(plan.engine, send_id) as beat:
             loop = BatchLoop(plan.engine, send_id, plan.list_id, edition, tokens, sender, summary,
                              on_progress or (lambda s: None), started, retry=retry, ref_key=ref_key,
-                             refused=_bounce_policy(settings, send_id, ref_key), lost=lambda: beat.lost, stop=stop)
+                             refused=_bounce_policy(settings, send_id, ref_key), lost=lambda: beat.lost, stop=stop,
+                             pacer=paced.pacer if paced else None)
             loop.progress()  # the starting point, so a progress bar's rate counts this run only
             with sender:
                 loop.run(sleep)
@@ -270,8 +273,19 @@ def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
     return summary
 
 
+def _paced(settings: Settings, plan: Plan, sleep) -> pacing.Paced | None:
+    """[delivery.pacing] (mailer/send/pacing.py): the readers' order and the pacer, or None."""
+    if not settings.delivery.pacing.on:
+        return None
+    readers = None
+    if plan.send_id is None:
+        with plan.engine.connect() as conn:
+            readers = segments.readers(conn, plan.issue.slug, plan.list_id, plan.segment)
+    return pacing.for_send(settings, plan.engine, readers, sleep=sleep)
+
+
 def _start(plan: Plan, on_interrupted: OnInterrupted, notice, *, take_over: bool = False,
-           archive: ArchiveCopy | None = None) -> tuple[int, list, bool]:
+           archive: ArchiveCopy | None = None, order=None) -> tuple[int, list, bool]:
     """Create the send (readers fixed now) or take over an earlier one, settling its batch in flight.
 
     Returns (send id, batches found in flight, whether the send was already complete)."""
@@ -281,6 +295,8 @@ def _start(plan: Plan, on_interrupted: OnInterrupted, notice, *, take_over: bool
                 row = ledger.find_send(conn, plan.issue.slug, plan.list_id, plan.segment)
                 if row is None:
                     chosen = segments.readers(conn, plan.issue.slug, plan.list_id, plan.segment)
+                    if order is not None:
+                        chosen = order(conn, chosen)
                     return ledger.create_send(conn, issue=plan.issue.slug, list_id=plan.list_id,
                                               list_name=plan.list_name, subject=plan.issue.subject,
                                               backend=plan.backend, recipients=chosen, segment=plan.segment,

@@ -1,0 +1,192 @@
+"""[delivery.pacing]: readers grouped by mailbox provider (their MX, asked of the local DNS server
+and cached), the send interleaving providers, each provider's rate, and a "rate limited" answer
+slowing that provider only. On SQLite and PostgreSQL, through the real send run."""
+
+from __future__ import annotations
+
+import dataclasses
+import email
+import email.policy
+import itertools
+
+import pytest
+from sqlalchemy import select
+
+from mailer.send import dispatch, ledger
+from mailer.send.deliver.base import Result, ResultStatus
+from mailer.send.pacing import Pacer, Provider, known_provider, mail_providers, provider_of_mx
+from tests.servers.dns_server import SILENT, dns_server
+from tests.servers.smtp_sink import SmtpSink
+
+SECRET = "test-secret-key-0123456789abcdef"
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # http base_url on purpose
+
+# readers in one domain's burst each, as an import sorted by address leaves them
+READERS = ([f"g{i}@gmail.com" for i in range(6)] + [f"h{i}@hosted.example" for i in range(3)]
+           + [f"y{i}@yahoo.com" for i in range(3)] + [f"o{i}@other.example" for i in range(3)]
+           + [f"m{i}@m365.example" for i in range(3)])
+ZONE = {"hosted.example": [("MX", "1 aspmx.l.google.com.")],
+        "m365.example": [("MX", "0 m365-example.mail.protection.outlook.com.")],
+        "other.example": [("MX", "10 mx.other.example.")]}
+
+
+@pytest.fixture(autouse=True)
+def secret(monkeypatch):
+    monkeypatch.setenv("MAILER_SECRET_KEY", SECRET)
+
+
+@pytest.fixture(scope="module")
+def composed():
+    from mailer.compose.render import compose_issue
+    from mailer.config import load_settings
+    from tests.conftest import REPO
+
+    return compose_issue(REPO / "issues" / "2024-11.md", load_settings(REPO / "config.toml"))
+
+
+def seed(url: str, addresses: list[str]) -> None:
+    from subscribers.db import connect
+    from subscribers.store import add_subscriber, create_list
+
+    engine = connect(url)
+    try:
+        with engine.begin() as conn:
+            found = create_list(conn, "crank")
+            for address in addresses:
+                add_subscriber(conn, address, found.id)
+    finally:
+        engine.dispose()
+
+
+def paced(settings, db_url, nameserver: str, **pacing):
+    d = settings.delivery
+    return dataclasses.replace(
+        settings, database=dataclasses.replace(settings.database, url=db_url),
+        dns=dataclasses.replace(settings.dns, nameservers=(nameserver,), timeout=1.0),
+        delivery=dataclasses.replace(d, retry_wait_seconds=0, pacing=dataclasses.replace(d.pacing, **pacing)))
+
+
+def outbox_order(settings) -> list[str]:
+    """The addressees in the order the ledger handed them out (the delivery ids)."""
+    engine = dispatch.open_store(settings)
+    from subscribers.models import subscribers
+
+    with engine.connect() as conn:
+        return list(conn.execute(select(subscribers.c.email).join_from(
+            ledger.deliveries, subscribers, subscribers.c.id == ledger.deliveries.c.subscriber_id)
+            .order_by(ledger.deliveries.c.id)).scalars())
+
+
+def provider_in_test(address: str) -> str:
+    domain = address.rpartition("@")[2]
+    return {"hosted.example": "gmail.com", "m365.example": "microsoft"}.get(domain, domain)
+
+
+@pytest.mark.parametrize(("domain", "mx", "provider"), [
+    ("gmail.com", None, Provider.GMAIL),
+    ("googlemail.com", None, Provider.GMAIL),
+    ("hotmail.fr", None, Provider.MICROSOFT),
+    ("aol.com", None, Provider.YAHOO),
+    ("news.example", ["aspmx.l.google.com."], Provider.GMAIL),
+    ("corp.example", ["corp-example.mail.protection.outlook.com."], Provider.MICROSOFT),
+    ("att.example", ["mx-biz.mail.am0.yahoodns.net."], Provider.YAHOO),
+    ("evilgoogle.example", ["mx.notgoogle.com."], Provider.OTHER),
+    ("own.example", ["mx.own.example."], Provider.OTHER),
+])
+def test_who_is_who(domain, mx, provider):
+    assert (known_provider(domain) if mx is None else provider_of_mx(mx)) is provider
+
+
+def test_a_send_interleaves_providers_and_caches_the_lookups(settings, db_url, composed):
+    seed(db_url, READERS)
+    with dns_server(ZONE) as (address, resolver):
+        s = paced(settings, db_url, address, gmail=1000)
+        summary = dispatch.run_send(s, dispatch.plan_send(s, composed, "crank"))
+        asked = sorted(name for name, kind in resolver.asked)
+    assert summary.sent == len(READERS)
+    assert asked == ["hosted.example", "m365.example", "other.example"]   # gmail.com, yahoo.com: known
+    with dispatch.open_store(s).connect() as conn:
+        cached = dict(conn.execute(select(mail_providers.c.domain, mail_providers.c.provider)).all())
+    assert cached["hosted.example"] == "gmail" and cached["m365.example"] == "microsoft"
+    order = outbox_order(s)
+    runs = [len(list(run)) for _, run in itertools.groupby(order, key=provider_in_test)]
+    assert max(runs) <= 3 and len(set(map(provider_in_test, order[:5]))) == 4   # not 9 of Google's in a row
+    assert order[:4] != READERS[:4] and sorted(order) == sorted(READERS)
+    sent = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)["To"].addresses[0].addr_spec
+            for p in sorted(s.delivery.outbox_dir.glob("*.eml"))]
+    assert sorted(sent) == sorted(READERS)
+
+
+def test_a_second_send_asks_dns_only_about_new_domains(settings, db_url, composed):
+    seed(db_url, READERS)
+    with dns_server(ZONE) as (address, resolver):
+        s = paced(settings, db_url, address, gmail=1000)
+        from mailer.send.pacing import classify
+
+        engine = dispatch.open_store(s)
+        from mailer.resolver import make_resolver
+        from subscribers.queries import recipients_select
+        from subscribers.store import get_list
+
+        with engine.connect() as conn:
+            list_id = get_list(conn, "crank").id
+        classify(engine, recipients_select(list_id), make_resolver((address,), 1.0), 500)
+        first = len(resolver.asked)
+        classify(engine, recipients_select(list_id), make_resolver((address,), 1.0), 500)
+        assert first == 3 and len(resolver.asked) == 3
+
+
+def test_a_silent_dns_server_leaves_the_domain_other_and_unasked_next_time(settings, db_url, composed):
+    seed(db_url, ["a@quiet.example", "b@gmail.com"])
+    with dns_server({"quiet.example": SILENT}) as (address, _):
+        s = paced(settings, db_url, address, gmail=1000)
+        summary = dispatch.run_send(s, dispatch.plan_send(s, composed, "crank"))
+    assert summary.sent == 2
+    with dispatch.open_store(s).connect() as conn:
+        assert "quiet.example" not in set(conn.execute(select(mail_providers.c.domain)).scalars())
+
+
+def test_rate_limited_answers_slow_that_provider_only(settings, db_url, composed):
+    seed(db_url, READERS)
+    limited = {a: "450 4.7.28 Our system has detected an unusual rate of unsolicited mail" for a in READERS
+               if a.endswith("gmail.com")}
+    slept: list[float] = []
+    with dns_server(ZONE) as (address, _), SmtpSink(replies=limited) as sink:
+        s = paced(settings, db_url, address, gmail=1000, hold_seconds=600)
+        s = dataclasses.replace(s, delivery=dataclasses.replace(
+            s.delivery, backend="smtp", smtp=dataclasses.replace(s.delivery.smtp, port=sink.port, starttls=False,
+                                                                 batch_size=2, connections=1,
+                                                                 return_path="bounces@example.org")))
+        summary = dispatch.run_send(s, dispatch.plan_send(s, composed, "crank"), sleep=slept.append)
+        tried = [m for m in sink.state.rcpt_tries if m.endswith("gmail.com")]
+        got = sorted(r for m in sink.messages for r in m.rcpt_tos)
+    google = ("gmail.com", "hosted.example")                  # hosted.example's MX is Google's
+    assert got == sorted(a for a in READERS if not a.endswith(google))   # every other provider went
+    assert summary.deferred == 9 and summary.sent == len(READERS) - 9
+    assert tried == ["g0@gmail.com", "g1@gmail.com"]   # the first batch's refusal held Google: no more tries
+    assert all(wait < 600 for wait in slept)
+
+
+def test_the_pacer_keeps_each_provider_under_its_rate():
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    pacer = Pacer({Provider.GMAIL: 10.0, Provider.OTHER: 0.0}, {}, 60.0, clock=lambda: now[0], sleep=sleep)
+
+    class Out:
+        def __init__(self, i, domain):
+            self.ref, self.email = f"r{i}", f"x{i}@{domain}"
+
+    def send(outs, encoded):
+        return [Result(o.ref, ResultStatus.ACCEPTED) for o in outs]
+
+    starts = []
+    for batch in range(3):
+        pacer.deliver(send, lambda outs: None, [Out(batch * 30 + i, "gmail.com") for i in range(20)], None)
+        starts.append(now[0])
+    assert starts == [0.0, 2.0, 4.0]          # 20 messages at 10 a second: 2 s apart
+    pacer.deliver(send, lambda outs: None, [Out(100 + i, "other.example") for i in range(500)], None)
+    assert now[0] == 4.0                      # no limit for the others: no wait
+    assert pacer.sent[Provider.GMAIL] == 60 and pacer.sent[Provider.OTHER] == 500
