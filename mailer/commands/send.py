@@ -44,6 +44,8 @@ def send(
                                 "processes (PostgreSQL; more can join from other machines)."),
     status: bool = typer.Option(False, "--status", help="Show the progress of ISSUE's sends across all workers; "
                                 "send nothing."),
+    warmup: bool = typer.Option(False, "--warmup", help="A new sending domain: cap each day's sends on a ramp "
+                                "(1,000, 2,000, 5,000, 10,000, doubling), the most engaged readers first."),
 ) -> None:
     """Send ISSUE to every active subscriber of a list (or of a segment: --tag), exactly once (a rerun resumes)."""
     from mailer.send import dispatch
@@ -53,10 +55,16 @@ def send(
     err = console(stderr=True)
     if status:
         from mailer.compose.gate import issue_path
+        from mailer.send.warmup import status_lines as warmup_lines
         from mailer.send.workers import status_lines
 
-        typer.echo("\n".join(status_lines(settings, issue_path(issue, settings).stem, list_name)))
+        slug = issue_path(issue, settings).stem
+        typer.echo("\n".join(status_lines(settings, slug, list_name)
+                              + warmup_lines(dispatch.open_store(settings), slug, list_name)))
         return
+    if warmup:  # [delivery.pacing] warmup for this send (mailer/send/warmup.py)
+        pacing = replace(settings.delivery.pacing, warmup=True)
+        settings = replace(settings, delivery=replace(settings.delivery, pacing=pacing))
     if list_name is None:
         raise typer.BadParameter("name the list to send to", param_hint="--list")
     if workers > 1:  # before anything is composed or asked

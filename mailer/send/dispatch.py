@@ -34,7 +34,7 @@ from mailer.config import ClickTracking, OnInterrupted, Settings, database_url, 
 from mailer.errors import AmbiguousDelivery, ConfigError, DeliveryError, SendError, SendTakenOver
 from mailer.i18n import known
 from mailer.model import ArchiveCopy, ComposedIssue
-from mailer.send import batches, ledger, pacing, segments, tracking
+from mailer.send import batches, ledger, pacing, segments, tracking, warmup
 from mailer.send.batches import BatchLoop
 from mailer.send.deliver.base import Backend
 from mailer.send.deliver.refusals import refusal_event
@@ -162,12 +162,15 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
     edition = edition_for(settings, plan.engine, plan.issue, send_id)
     d = settings.delivery
     retry = batches.Retry(begun, d.retry_hours, d.retry_first_seconds, d.retry_wait_seconds)
+    pacer = paced.pacer if paced else None
+    limit = warmup.for_run(plan.engine, send_id, settings, sender, pacer)   # a warm-up's day, in front of the pacer
+    halt = stop if limit is None else (lambda: stop() or limit())
     try:
         with ledger.Heartbeat(plan.engine, send_id) as beat:
             loop = BatchLoop(plan.engine, send_id, plan.list_id, edition, tokens, sender, summary,
                              on_progress or (lambda s: None), started, retry=retry, ref_key=ref_key,
-                             refused=_bounce_policy(settings, send_id, ref_key), lost=lambda: beat.lost, stop=stop,
-                             pacer=paced.pacer if paced else None)
+                             refused=_bounce_policy(settings, send_id, ref_key), lost=lambda: beat.lost, stop=halt,
+                             pacer=limit or pacer)
             loop.progress()  # the starting point, so a progress bar's rate counts this run only
             with sender:
                 loop.run(sleep)
@@ -189,6 +192,11 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
     if beat.lost:  # taken over after our last batch: the row is the new runner's now
         return summary
     left = summary.deferred + _unfinished(plan, send_id)
+    if limit is not None and left and limit.reached:
+        warmup.mark_capped(plan.engine, send_id)
+        notice(f"warm-up day {limit.day.number + 1}: today's cap of {limit.day.cap:,} is reached; the other "
+               f"{left:,} readers go on the next days (the scheduler continues the send, or run the same command "
+               "tomorrow)")
     _finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, None)
     summary.duration = time.monotonic() - started
     return summary
@@ -281,7 +289,8 @@ def _paced(settings: Settings, plan: Plan, sleep) -> pacing.Paced | None:
     if plan.send_id is None:
         with plan.engine.connect() as conn:
             readers = segments.readers(conn, plan.issue.slug, plan.list_id, plan.segment)
-    return pacing.for_send(settings, plan.engine, readers, sleep=sleep)
+    tier = warmup.engagement if settings.delivery.pacing.warmup else None   # the engaged first
+    return pacing.for_send(settings, plan.engine, readers, tier=tier, sleep=sleep)
 
 
 def _start(plan: Plan, on_interrupted: OnInterrupted, notice, *, take_over: bool = False,

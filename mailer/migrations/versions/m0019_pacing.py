@@ -7,7 +7,8 @@ Create Date: 2026-12-08
 - mail_providers: a domain's mailbox provider (gmail, microsoft, yahoo, other), found from its MX
   and kept CACHE_DAYS (mailer/send/pacing.py), so a send asks DNS only about new domains.
 - send_warmups: a send made with `--warmup` (or [delivery.pacing] warmup): the UTC day it started,
-  from which each day's cap on the ramp is counted (mailer/send/warmup.py).
+  from which each day's cap on the ramp is counted, and the last day a run stopped at the cap
+  (the scheduler resumes it the next day; mailer/send/warmup.py).
 Frozen snapshot: types spelt out.
 """
 
@@ -35,6 +36,7 @@ def upgrade() -> None:
         sa.Column("send_id", sa.Integer(), nullable=False),
         sa.Column("first_day", sa.Date(), nullable=False),
         sa.Column("first_cap", sa.Integer(), nullable=False),
+        sa.Column("capped_on", sa.Date(), nullable=True),
         sa.ForeignKeyConstraint(["send_id"], ["sends.id"], name="fk_send_warmups_send_id_sends", ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("send_id", name="pk_send_warmups"),
     )
