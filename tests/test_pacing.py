@@ -190,3 +190,41 @@ def test_the_pacer_keeps_each_provider_under_its_rate():
     pacer.deliver(send, lambda outs: None, [Out(100 + i, "other.example") for i in range(500)], None)
     assert now[0] == 4.0                      # no limit for the others: no wait
     assert pacer.sent[Provider.GMAIL] == 60 and pacer.sent[Provider.OTHER] == 500
+
+
+def test_the_report_names_the_provider_pushing_back(settings, db_url, composed, cli, tmp_path):
+    from mailer.reports import report as reports
+
+    readers = READERS + [f"y{i}@ymail.com" for i in range(3)]
+    seed(db_url, readers)
+    limited = {a: "451 4.7.0 [TSS04] Messages temporarily deferred due to unexpected volume" for a in readers
+               if a.startswith("y")}
+    with dns_server(ZONE) as (address, _), SmtpSink(replies=limited) as sink:
+        s = paced(settings, db_url, address, yahoo=1000)
+        s = dataclasses.replace(s, delivery=dataclasses.replace(
+            s.delivery, backend="smtp", smtp=dataclasses.replace(s.delivery.smtp, port=sink.port, starttls=False,
+                                                                 batch_size=1, connections=1,
+                                                                 return_path="bounces@example.org")))
+        dispatch.run_send(s, dispatch.plan_send(s, composed, "crank"))
+    with dispatch.open_store(s).connect() as conn:
+        found = reports.build(conn, "2024-11")
+    rates = {p.provider: (p.readers, p.deferred) for p in found.providers}
+    assert rates == {"gmail": (9, 0), "yahoo": (6, 6), "microsoft": (3, 0), "other": (3, 0)}
+    assert found.warnings == ["yahoo is pushing back: 100.0% of its readers were deferred (6 of 6); lower "
+                              "[delivery.pacing] yahoo or warm up (docs/deliverability.md)"]
+    assert found.as_dict()["providers"][1] == {"provider": "yahoo", "readers": 6, "deferred": 6, "deferral_rate": 1.0}
+    config = tmp_path / "report.toml"
+    config.write_text(f'[newsletter]\nname = "C"\nfrom_email = "c@example.org"\nfrom_name = "C"\n'
+                      f'reply_to = "c@example.org"\npostal_address = "1 Road"\nbase_url = "http://127.0.0.1:1"\n'
+                      f'[database]\nurl = "{db_url}"\n')
+    shown = cli("--config", config, "report", "2024-11")
+    assert shown.code == 0, shown.err
+    assert "Deferrals by mailbox provider" in shown.out and "yahoo is pushing back" in shown.err
+
+
+def test_pushing_back_needs_a_rate_and_a_count():
+    from mailer.reports.providers import ProviderFigures, pushing_back
+
+    figures = [ProviderFigures("gmail", 1000, 40), ProviderFigures("yahoo", 200, 30), ProviderFigures("other", 10, 4)]
+    assert pushing_back(figures) == ["yahoo is pushing back: 15.0% of its readers were deferred (30 of 200); lower "
+                                     "[delivery.pacing] yahoo or warm up (docs/deliverability.md)"]

@@ -7,7 +7,8 @@ Rates: accepted, failed and deferred are shares of the readers; every event figu
 the messages accepted (the readers when nothing was accepted yet). Events count readers, not
 events: SendGrid reports an open each time a message is opened, and a bounce may be read twice
 (webhook and sync-sendgrid). Thresholds: Gmail's and Yahoo's bulk-sender guidance asks for
-complaints under 0.1% (0.3% is their hard limit); bounces above 2% hurt a sender's reputation.
+complaints under 0.1% (0.3% is their hard limit); bounces above 2% hurt a sender's reputation; a
+provider deferring more than 5% of its readers is pushing back (mailer/reports/providers.py).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import distinct, func, select
 
 from mailer.errors import ReportError
-from mailer.reports import clicks
+from mailer.reports import clicks, providers
 from mailer.reports.clicks import LinkFigures
+from mailer.reports.providers import ProviderFigures
 from mailer.send.ledger import State, deliveries, sends
 from subscribers.events import EventType, Severity
 from subscribers.policy import events
@@ -56,12 +58,14 @@ class Report:
     started_at: datetime | None = None
     links: list[LinkFigures] = field(default_factory=list)   # our own tracking's, most people first
     notes: list[str] = field(default_factory=list)
+    providers: list[ProviderFigures] = field(default_factory=list)   # deferrals by mailbox provider
 
     def as_dict(self) -> dict:
         return {"issue": self.issue, "lists": self.lists, "figures": self.figures,
                 "rates": {k: (round(v, 6) if v is not None else None) for k, v in self.rates.items()},
                 "warnings": self.warnings, "started_at": self.started_at.isoformat() if self.started_at else None,
                 "links": [link.as_dict() for link in self.links], "notes": self.notes,
+                "providers": [p.as_dict() for p in self.providers],
                 "timeline": {k: [{"at": at, "count": n} for at, n in v] for k, v in self.timeline.items()}}
 
 
@@ -85,9 +89,11 @@ def build(conn, issue: str, list_name: str | None = None) -> Report:
     rates = _rates(figures)
     started = min((r.started_at for r in rows if r.started_at), default=None)
     notes = [clicks.OPENS_NOTE] if own or figures["opens"] else []
+    by_provider = providers.by_provider(conn, issue, send_ids)
     return Report(issue=issue, lists=[r.list_name for r in rows], figures=figures, rates=rates,
-                  warnings=_warnings(rates), timeline=_timeline(conn, issue, send_ids), started_at=started,
-                  links=own.links if own else [], notes=notes)
+                  warnings=_warnings(rates) + providers.pushing_back(by_provider),
+                  timeline=_timeline(conn, issue, send_ids), started_at=started,
+                  links=own.links if own else [], notes=notes, providers=by_provider)
 
 
 def _in_send(send_ids):

@@ -15,7 +15,7 @@ order interleaving the providers, and each provider's messages per second kept u
   it waits until every provider in it is within its rate (a GCRA: each provider's next free time
   moves by n / rate). Over SendGrid a batch is one request, so the limits shape the batches the
   same way. A temporary refusal that says it is about rate ("421", or 4.7.x with "rate", "too
-  many", "throttl", "unusual") holds that provider for `hold_seconds` and halves its limit: its
+  many", "throttl", "unusual", "volume") holds that provider for `hold_seconds` and halves its limit: its
   readers in the next batches are not sent but deferred (the ledger retries them), while the
   other providers go on at their own pace.
 
@@ -74,7 +74,7 @@ _KNOWN = {
 _MX = ((Provider.GMAIL, ("google.com", "googlemail.com")),
        (Provider.MICROSOFT, ("outlook.com", "hotmail.com", "microsoft.com")),
        (Provider.YAHOO, ("yahoodns.net", "yahoo.com", "aol.com")))
-RATE_LIMITED = re.compile(r"^421\b|\b4\.7\.\d+\b.*(rate|too many|throttl|unusual)", re.I | re.S)
+RATE_LIMITED = re.compile(r"^421\b|\b4\.7\.\d+\b.*(rate|too many|throttl|unusual|volume)", re.I | re.S)
 
 
 def known_provider(domain: str) -> Provider | None:
