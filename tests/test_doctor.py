@@ -402,3 +402,79 @@ def test_bounce_mailbox_logs_in(settings, monkeypatch):
         assert imap_check(s).status is Status.PASS
         monkeypatch.setenv("MAILER_IMAP_PASSWORD", "wrong")
         assert imap_check(s).status is Status.FAIL
+
+
+@pytest.mark.parametrize(("server", "expected"), [
+    ("127.0.0.1", ("127.0.0.1", 53)), ("127.0.0.1:5353", ("127.0.0.1", 5353)), ("::1", ("::1", 53)),
+    ("[::1]:5353", ("::1", 5353)), ("[::1]", ("::1", 53)),
+])
+def test_nameservers_as_written(server, expected):
+    from mailer.resolver import host_port
+
+    assert host_port(server) == expected
+
+
+def test_relay_addresses_by_name_and_a_name_that_does_not_resolve():
+    from mailer.doctor.reach import relay_addresses
+    from mailer.errors import ConfigError
+
+    assert str(relay_addresses("localhost")[0]) in ("127.0.0.1", "::1")
+    with pytest.raises(ConfigError, match="does not resolve"):
+        relay_addresses("relay.invalid")
+
+
+# (zone, the check's status, words in what it found)
+MORE = [
+    ("DMARC at the organizational domain", {"_dmarc.example.org": [("TXT", '"v=DMARC1; p=reject"')]},
+     lambda r, s: records.dmarc_check(r, "news.example.org"), Status.PASS, "_dmarc.example.org"),
+    ("SPF of a relay by its MX", {"example.org": [("TXT", '"v=spf1 mx -all"'), ("MX", "10 mx.example.org.")],
+                                  "mx.example.org": [("A", "127.0.0.1")]},
+     lambda r, s: records.spf_check(r, "example.org", doctor.sending_path(s), "From domain"), Status.PASS, "allows"),
+    ("SPF silent", {"example.org": SILENT},
+     lambda r, s: records.spf_check(r, "example.org", doctor.sending_path(s), "From domain"), Status.FAIL,
+     "no answer from DNS"),
+    ("DKIM record for another kind of key",
+     {f"{SELECTOR}._domainkey.{DOMAIN}": [("TXT", '"v=DKIM1; k=ed25519; p=AAAA"')]},
+     lambda r, s: records.dkim_checks(r, s)[1], Status.FAIL, "ed25519"),
+    ("DKIM record that is not base64", {f"{SELECTOR}._domainkey.{DOMAIN}": [("TXT", '"v=DKIM1; p=%%%"')]},
+     lambda r, s: records.dkim_checks(r, s)[1], Status.FAIL, "another key"),
+    ("MX silent", {"example.org": SILENT}, lambda r, s: records.mx_check(r, "example.org"), Status.FAIL,
+     "no answer from DNS"),
+]
+
+
+@pytest.mark.parametrize(("zone", "check", "status", "words"), [row[1:] for row in MORE], ids=[r[0] for r in MORE])
+def test_more_records(settings, monkeypatch, keys, zone, check, status, words):
+    monkeypatch.setenv(KEY_ENV, keys["ours"])
+    s = with_smtp(settings, host="127.0.0.1", dkim_domain=DOMAIN, dkim_selector=SELECTOR)
+    with dns_server(zone) as (address, _):
+        found = check(doctor.make_resolver((address,), 1.0), s)
+    assert found.status is status and words in found.found
+
+
+def test_dkim_domain_that_does_not_align(settings, monkeypatch, keys):
+    monkeypatch.setenv(KEY_ENV, keys["ours"])
+    s = with_smtp(settings, dkim_domain="example.net", dkim_selector=SELECTOR)
+    with dns_server({}) as (address, _):
+        found = records.dkim_checks(doctor.make_resolver((address,), 1.0), s)
+    assert found[2].name == "DKIM alignment" and found[2].status is Status.FAIL
+
+
+def test_relay_with_implicit_tls(settings, tls_pair, tls_files):
+    from mailer.doctor.reach import relay_check
+
+    with SmtpSink(tls_context=tls_pair[0], implicit_tls=True) as sink:
+        s = with_smtp(settings, host="127.0.0.1", port=sink.port, tls=True, ca_file=str(tls_files[0]))
+        assert relay_check(s).status is Status.PASS
+
+
+def test_sendgrid_unreachable(settings, monkeypatch):
+    from mailer.doctor.reach import sendgrid_check
+
+    with SmtpSink() as sink:     # a port that was free a moment ago
+        port = sink.port
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test")
+    s = dataclasses.replace(settings, delivery=dataclasses.replace(settings.delivery, backend="sendgrid", sendgrid=(
+        dataclasses.replace(settings.delivery.sendgrid, host=f"http://127.0.0.1:{port}"))))
+    check = sendgrid_check(s)
+    assert check.status is Status.FAIL and "cannot reach" in check.found
