@@ -228,3 +228,21 @@ def test_pushing_back_needs_a_rate_and_a_count():
     figures = [ProviderFigures("gmail", 1000, 40), ProviderFigures("yahoo", 200, 30), ProviderFigures("other", 10, 4)]
     assert pushing_back(figures) == ["yahoo is pushing back: 15.0% of its readers were deferred (30 of 200); lower "
                                      "[delivery.pacing] yahoo or warm up (docs/deliverability.md)"]
+
+
+def test_over_sendgrid_the_limits_shape_the_requests(settings, db_url, composed, sendgrid_server, monkeypatch):
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test")
+    seed(db_url, [f"g{i}@gmail.com" for i in range(30)] + [f"o{i}@other.example" for i in range(30)])
+    slept: list[float] = []
+    with dns_server(ZONE) as (address, _):
+        s = paced(settings, db_url, address, gmail=5)
+        s = dataclasses.replace(s, delivery=dataclasses.replace(s.delivery, backend="sendgrid", sendgrid=(
+            dataclasses.replace(s.delivery.sendgrid, host=sendgrid_server.url, batch_size=20))))
+        summary = dispatch.run_send(s, dispatch.plan_send(s, composed, "crank"), sleep=slept.append)
+    assert summary.sent == 60
+    requests = [[p["to"][0]["email"].endswith("gmail.com") for p in body["personalizations"]]
+                for body in sendgrid_server.accepted]
+    assert [sum(r) for r in requests] == [10, 10, 10]          # interleaved: half of each request is Gmail's
+    # 10 Gmail readers a request at 5 a second: each request waits for the one before's 2 seconds (the
+    # clock does not move while this test's sleep is called, so the waits add up)
+    assert len(slept) == 2 and slept[0] == pytest.approx(2.0, abs=0.5) and slept[1] == pytest.approx(4.0, abs=0.5)
