@@ -189,7 +189,8 @@ class Pacer:
         now = self.clock()
         held = [o for o in outs if self.held_until.get(kinds[o.ref], 0.0) > now]
         if held:
-            outs = [o for o in outs if o not in held]
+            refs = {o.ref for o in held}
+            outs = [o for o in outs if o.ref not in refs]
             encoded = encode(outs) if outs else None
         results = [Result(o.ref, ResultStatus.RETRY_LATER, detail=f"held back: {kinds[o.ref]} asked us to slow "
                           "down (rate limited)") for o in held]
