@@ -32,6 +32,7 @@ from subscribers.models import utcnow
 
 PREFETCH = 50              # readers read and personalized ahead at once (SMTP batches are single)
 MAX_BACKOFF = 3600.0       # seconds: the longest wait between two tries of a deferred reader
+STOP_CHECK = 1.0           # seconds: how often a wait for deferred readers asks whether to stop
 
 
 @dataclass
@@ -75,9 +76,20 @@ class BatchLoop:
                 wait = self.retry.wait_for(self.engine, self.send_id, self.summary)
                 if wait is None:
                     return
-                sleep(wait)  # a greylisting server's few minutes: waited out by the run itself
+                if not self._wait(sleep, wait):  # a greylisting server's few minutes: waited out by the run itself
+                    return                           # ... unless it is asked to stop meanwhile
                 with self.engine.begin() as conn:
                     self.summary.deferred -= ledger.requeue_due(conn, self.send_id)
+
+    def _wait(self, sleep, seconds: float) -> bool:
+        """Sleep `seconds` in steps of at most STOP_CHECK, so a stop (a signal) ends the wait; False if stopped."""
+        end = time.monotonic() + seconds
+        while not self.stop():
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            sleep(min(left, STOP_CHECK))
+        return False
 
     def one_pass(self, wire) -> None:
         ready, done = self.prepare(0), None
