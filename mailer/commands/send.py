@@ -43,6 +43,8 @@ def send(
                                    "(fresh heartbeat): only when you know that process is gone."),
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="Share the send among N local `mailer worker` "
                                 "processes (PostgreSQL; more can join from other machines)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Send again to the readers whose delivery "
+                                      "failed (refused); never to those accepted or in doubt."),
     status: bool = typer.Option(False, "--status", help="Show the progress of ISSUE's sends across all workers; "
                                 "send nothing."),
 ) -> None:
@@ -71,6 +73,12 @@ def send(
         if not dry_run:
             _ensure_key(settings, err)
         plan = dispatch.plan_send(settings, composed, list_name, backend.value if backend else None, tuple(tags or ()))
+        failed = dispatch.failed_readers(plan) if retry_failed and not dry_run else 0
+        if retry_failed and not dry_run:
+            err.print(f"note: {failed:,} readers of send #{plan.send_id} failed; --retry-failed sends to them again",
+                      markup=False, soft_wrap=True)
+        if failed:   # asked about below, put back to pending only once confirmed
+            plan = replace(plan, readers=plan.readers + failed, already_sent=False)
         if plan.already_sent:
             summary = dispatch.run_send(settings, plan)
         elif dry_run:
@@ -81,6 +89,8 @@ def send(
                 who = "remaining subscribers" if plan.send_id else "active subscribers"
                 typer.confirm(f"{verb} '{shown_subject(composed.subject)}' to {plan.readers:,} {who} of "
                               f"{describe(plan.list_name, plan.segment)} via {plan.backend}?", abort=True, err=True)
+            if failed:
+                dispatch.retry_failed(plan)
             # one process: a signal stops it after the batch on the wire; workers have their own (worker.py)
             with stopping if workers == 1 else nullcontext(), _progress(err) as on_progress:
                 if workers > 1:

@@ -24,9 +24,10 @@ from datetime import timedelta
 from typing import NamedTuple
 
 from mailer.compose.personalize import Recipient, personalize
-from mailer.errors import AmbiguousDelivery, DeliveryError, SendTakenOver
+from mailer.errors import AmbiguousDelivery, DeliveryError, PermanentDelivery, SendTakenOver
 from mailer.send import ledger
 from mailer.send.deliver.base import ResultStatus
+from mailer.send.deliver.refusals import refusal_kind, sender_refusal
 from mailer.send.ledger import Deferral, Mark, State
 from subscribers.models import utcnow
 
@@ -64,6 +65,7 @@ class BatchLoop:
         self.refused = refused or (lambda conn, reader, detail: None)  # a permanent refusal, for the policy
         self.lost = lost                                                # the heartbeat says: taken over
         self.ahead: deque[Prepared] = deque()
+        self.accepted_any = False   # a reader of this run was accepted: a refusal is about readers from now on
 
     def run(self, sleep) -> None:
         """Every pending reader once; then deferred readers due within [delivery]
@@ -105,7 +107,7 @@ class BatchLoop:
                        if current.outs else None)
             ready = self.prepare(current.last_id)     # overlaps the request
             try:
-                done = (batch, current, sending.result() if sending else [])
+                done = (batch, current, self._accepting(batch, sending.result() if sending else []))
             except AmbiguousDelivery as exc:  # may have been taken: it stays `sending`, named next run
                 with self.engine.begin() as conn:
                     ledger.note_in_doubt(conn, self.send_id, batch, str(exc))
@@ -116,6 +118,25 @@ class BatchLoop:
                     ledger.release(conn, self.send_id, batch, str(exc))
                 raise
         self.commit(done, None)
+
+    def _accepting(self, batch: int, results: list) -> list:
+        """The results, unless they say the relay refuses *us*: until a reader of this run was accepted,
+        a batch whose every reader was refused the same way about the sender (refusals.sender_refusal:
+        relay access denied, client host rejected, 530) goes back to pending and the run stops, naming
+        the cause, instead of marking the list failed (docs/exactly-once.md, "A relay that refuses us")."""
+        if self.accepted_any or not results:
+            return results
+        if any(r.ok for r in results):
+            self.accepted_any = True
+            return results
+        kinds = {refusal_kind(r.detail) for r in results}
+        if len(kinds) != 1 or not all(r.status is ResultStatus.REJECTED and sender_refusal(r.detail)
+                                      for r in results):
+            return results
+        cause = (f"the relay refused every reader of the run's first batch with \"{results[0].detail}\": a refusal "
+                 "of the sender, not of the readers (is this host allowed to relay? do [delivery.smtp] username "
+                 "and password_env log in?); nobody was marked failed")
+        raise PermanentDelivery(cause, backend=self.backend.name)   # one_pass puts the batch back to pending
 
     def commit(self, done: tuple | None, ready: Prepared | None):
         """One transaction: the results of the batch just sent, then the claim of the next one."""

@@ -191,6 +191,26 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
     return summary
 
 
+def failed_readers(plan: Plan) -> int:
+    """How many readers of the planned send failed (`mailer send --retry-failed` would send to them)."""
+    if plan.send_id is None:
+        raise SendError(f"{plan.issue.slug} was never sent to {segments.describe(plan.list_name, plan.segment)}: "
+                        "nothing failed to retry (leave out --retry-failed to send it)")
+    with plan.engine.connect() as conn:
+        return ledger.counts(conn, plan.send_id)[State.FAILED]
+
+
+def retry_failed(plan: Plan) -> int:
+    """`mailer send --retry-failed`: the send's failed readers back to pending, for this run to send;
+    never those accepted or in doubt (left `sending`, or skipped by on_interrupted). How many."""
+    assert plan.send_id is not None   # failed_readers said so
+    with plan.engine.begin() as conn:
+        row = conn.execute(select(ledger.sends).where(ledger.sends.c.id == plan.send_id)).one()
+        if ledger.runner_alive(row):
+            raise SendError(_alive_message(row))
+        return ledger.requeue_failed(conn, plan.send_id)
+
+
 class _Ready(NamedTuple):
     """What a send needs from the settings and secrets, made before it touches the ledger."""
     tokens: Callable[..., str]

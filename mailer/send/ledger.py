@@ -355,6 +355,14 @@ def requeue_due(conn: Connection, send_id: int, at=None) -> int:
         .values(state=State.PENDING.value)).rowcount
 
 
+def requeue_failed(conn: Connection, send_id: int) -> int:
+    """`mailer send --retry-failed`: readers whose delivery failed (refused, or never handed over) go
+    back to pending; accepted, in flight (in doubt) and skipped readers are left as they are."""
+    return conn.execute(update(deliveries).where(
+        deliveries.c.send_id == send_id, deliveries.c.state == State.FAILED.value)
+        .values(state=State.PENDING.value, next_attempt_at=None, updated_at=now())).rowcount
+
+
 def next_due(conn: Connection, send_id: int):
     """When the earliest deferred reader of the send may be tried again (None: none deferred)."""
     return conn.execute(select(func.min(deliveries.c.next_attempt_at)).where(
