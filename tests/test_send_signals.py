@@ -24,11 +24,13 @@ READERS = 30
 BATCH = 5
 
 
-def project(tmp_path, repo, port: int, *, on_interrupted: str = "resend", extra: str = "") -> tuple:
-    """A config.toml on a SQLite file, SMTP to the sink on `port` in batches of BATCH, one connection."""
+def project(tmp_path, repo, port: int, *, on_interrupted: str = "resend", extra: str = "", url: str | None = None,
+            retry_seconds: float = 300) -> tuple:
+    """A config.toml on a SQLite file (or `url`), SMTP to the sink on `port` in batches of BATCH, one
+    connection; `retry_seconds`: [delivery] database_retry_seconds."""
     for folder in ("templates", "issues"):
         (tmp_path / folder).symlink_to(repo / folder)
-    url = f"sqlite:///{tmp_path / 'mailer.db'}"
+    url = url or f"sqlite:///{tmp_path / 'mailer.db'}"
     config = (repo / "config.toml").read_text(encoding="utf-8")
     config = re.sub(r'(?m)^url = "sqlite:///mailer.db"', f'url = "{url}"', config)
     config = re.sub(r'(?m)^backend = "outbox"', 'backend = "smtp"', config)
@@ -39,6 +41,7 @@ def project(tmp_path, repo, port: int, *, on_interrupted: str = "resend", extra:
     config = re.sub(r"(?m)^connections = 2 ", "connections = 1 ", config)
     config = re.sub(r"(?m)^connect_retry_seconds = 60 ", "connect_retry_seconds = 1 ", config)
     config = config.replace("[delivery.smtp]\n", f"[delivery.smtp]\n{extra}")
+    config = re.sub(r"(?m)^database_retry_seconds = 300 ", f"database_retry_seconds = {retry_seconds} ", config)
     path = tmp_path / "config.toml"
     path.write_text(config, encoding="utf-8")
     seed(url, READERS)
@@ -89,7 +92,7 @@ def copies(sink: SmtpSink) -> Counter:
 
 
 def counts(url: str) -> dict:
-    engine = create_engine(url)
+    engine = create_engine(re.sub(r"&application_name=[^&]*", "", url))   # not one the send's own name
     try:
         with engine.connect() as conn:
             return ledger.counts(conn, 1)

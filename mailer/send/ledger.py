@@ -485,6 +485,17 @@ def claim(conn: Connection, send_id: int, ids: list[int]) -> tuple[int, set[int]
         deliveries.c.state == State.SENDING.value)).scalars())
 
 
+def claimed_before(conn: Connection, send_id: int, ids: list[int]) -> tuple[int, set[int]] | None:
+    """(batch, ids) of these readers already `sending` under this send's latest batch: a claim whose
+    COMMIT took effect although the client saw it fail (mailer/send/stall.py retries it). None: none."""
+    rows = conn.execute(select(deliveries.c.id, deliveries.c.batch).where(
+        deliveries.c.send_id == send_id, deliveries.c.id.in_(ids), deliveries.c.state == State.SENDING.value)).all()
+    if not rows:
+        return None
+    batch = max(r.batch for r in rows)
+    return batch, {r.id for r in rows if r.batch == batch}
+
+
 def _suppressed(row: tuple) -> str | None:
     email, global_status, status = row[2], row[5], row[6]
     if email is None:

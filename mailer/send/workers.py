@@ -75,7 +75,7 @@ class WorkerLoop(BatchLoop):
         self.unsent.add(batch)
         return [p]
 
-    def claim(self, conn, p: Prepared) -> Claimed:
+    def claim(self, conn, p: Prepared, again: bool = False) -> Claimed:
         ledger.mark(conn, p.marks)   # claimed already, in _read_ahead; it leaves now
         self.unsent.discard(p.batch)
         return Claimed(p.batch, p)
