@@ -95,14 +95,26 @@ def _print_summary(out, summary) -> None:
     else:
         out.print(f"New events {summary.stored:,}, already seen {summary.duplicates:,}, unknown addresses "
                   f"{summary.unknown:,}, subscribers changed {summary.changed:,}.", markup=False)
+    _print_unverified(out, summary.unverified)
+
+
+def _print_unverified(out, scanned: list) -> None:
+    """The reports that name someone but prove nothing (docs/bounces.md): they changed nobody."""
+    if not scanned:
+        return
+    out.print(f"Unverified {len(scanned):,}: not tied to a message we sent, so they changed nobody:", markup=False)
+    for item in scanned:                         # one line each, never wrapped: greppable
+        named = item.report.recipients
+        shown = ", ".join(named[:3]) + (f" and {len(named) - 3:,} more" if len(named) > 3 else "")
+        typer.echo(f"  {item.label}: {item.report.kind} {shown} ({item.why})")
 
 
 def _key(ctx) -> str:
-    """The secret key that signs refs; without it no ref is trusted and addresses decide."""
+    """The secret key that signs refs; without it no ref is trusted."""
     key = secret(ctx, required=False)
     if not key:
-        typer.echo("warning: MAILER_SECRET_KEY is not set: no ref can be verified, so only the addresses "
-                   "in the reports count", err=True)
+        typer.echo("warning: MAILER_SECRET_KEY is not set: no ref can be verified, so only reports quoting "
+                   "a Message-ID of ours that the ledger has can change a subscriber", err=True)
     return key or ""
 
 

@@ -53,11 +53,21 @@ def test_a_refs_mac_is_still_the_first_ten_base32_characters_of_the_hmac(key, se
 
 # ----------------------------------------------------------------------------- the policy
 
+OLD_KEY = "a key the sender used before this one"
+
+
+def our_message_id(send_id: int, subscriber_id: int, key: str = SECRET) -> str:
+    """The Message-ID mailer/compose/personalize.py gives a reader's copy."""
+    return f"<2024-11.{sign_ref(key, send_id, subscriber_id)}.s{send_id}@example.org>"
+
+
 @pytest.fixture
 def store(bounce_config, db_url):
-    """(config path, engine, {address: subscriber id}) with three readers on list crank and a send."""
+    """(config path, engine, {address: subscriber id}, send id) with three readers on list crank, a
+    send, and its ledger: each reader's copy accepted with the Message-ID it was sent with (ann's
+    signed under the key used before this one)."""
     from mailer.migrate import connect
-    from mailer.send.ledger import sends
+    from mailer.send.ledger import deliveries, sends
     from subscribers import store as st
     from subscribers.models import utcnow
 
@@ -70,6 +80,10 @@ def store(bounce_config, db_url):
         send_id = conn.execute(sends.insert().values(
             issue="2024-11", list_id=crank, list_name="crank", subject="s", backend="smtp", status="done",
             started_at=utcnow()).returning(sends.c.id)).scalar()
+        conn.execute(deliveries.insert(), [
+            {"send_id": send_id, "subscriber_id": sid, "state": "accepted",
+             "provider_id": our_message_id(send_id, sid, OLD_KEY if a == "ann@example.org" else SECRET)}
+            for a, sid in ids.items()])
     yield bounce_config, engine, ids, send_id
     engine.dispose()
 
@@ -113,38 +127,120 @@ def test_a_forged_ref_alone_changes_nothing(cli, store, tmp_path):
     out = scan(cli, config, box).out
     assert statuses(engine) == dict.fromkeys(ids)
     assert events(engine) == []
-    assert "unknown addresses 2" in out
+    assert "Unverified 2: not tied to a message we sent, so they changed nobody:" in out
 
 
-def test_an_unsigned_ref_links_the_send_only_when_it_agrees_with_the_address(cli, store, tmp_path):
+# Who a report may change (docs/bounces.md, "Which report to trust"): a table of returned mail.
+# Each row: what the message is, the DSN's arguments (with {ann} etc. filled in later), who ends up
+# bounced (None: nobody, the report is unverified).
+MAC_OF = {"ann": "ann@example.org", "bob": "bob@example.org", "cat": "cat@example.org"}
+TRUST = [
+    ("signed VERP ref, mail forwarded", dict(to="ann.new@forwarded.example", verp="ann"), "ann"),
+    ("signed X-Mailer-Ref quoted, plain bounce address", dict(to="bob@example.org", xref="bob"), "bob"),
+    ("our Message-ID quoted, its ref signed", dict(to="cat@example.org", mid="cat"), "cat"),
+    ("our Message-ID quoted, signed by the old key, as in the ledger", dict(to="ann@example.org", mid="ann:old"),
+     "ann"),
+    ("signed ref of one reader, another reader as Original-Recipient",
+     dict(to="x@elsewhere.example", original="ann@example.org", verp="cat"), "cat"),
+    ("no ref at all", dict(to="bob@example.org"), None),
+    ("unsigned ref (two numbers) in the VERP address", dict(to="bob@example.org", verp="bob:unsigned"), None),
+    ("wrong MAC in the VERP address", dict(to="bob@example.org", verp="bob:forged"), None),
+    ("forged X-Mailer-Ref", dict(to="bob@example.org", xref="bob:forged"), None),
+    ("the victim only as Original-Recipient", dict(to="stranger@example.net", original="ann@example.org"), None),
+    ("a Message-ID of our shape the ledger does not have", dict(to="cat@example.org", mid="cat:forged"), None),
+    ("our old-key Message-ID for another reader", dict(to="bob@example.org", mid="bob:old"), None),
+]
+
+
+def _trust_dsn(ids: dict, send_id: int, to: str, verp: str = "", xref: str = "", mid: str = "",
+               original: str | None = None) -> bytes:
+    def ref(spec: str) -> str:
+        who, _, how = spec.partition(":")
+        sid = ids[MAC_OF[who]]
+        return {"": sign_ref(SECRET, send_id, sid), "unsigned": f"{send_id}.{sid}",
+                "forged": f"{send_id}.{sid}.aaaaaaaaaa", "old": sign_ref(OLD_KEY, send_id, sid)}[how]
+
+    def message_id(spec: str) -> str:
+        who, _, how = spec.partition(":")
+        if how == "forged":
+            return f"<2024-11.{send_id}.{ids[MAC_OF[who]]}.s{send_id}@example.org>"
+        return our_message_id(send_id, ids[MAC_OF[who]], OLD_KEY if how == "old" else SECRET)
+
+    return dsn(to, VERP.format(ref=ref(verp)) if verp else "bounces@news.example.org", "hard",
+               ref=ref(xref) if xref else None, message_id=message_id(mid) if mid else None, original=original)
+
+
+@pytest.mark.parametrize(("case", "made", "bounced"), TRUST, ids=[row[0] for row in TRUST])
+def test_a_report_changes_a_reader_only_when_tied_to_a_message_we_sent_them(cli, store, tmp_path, case, made,
+                                                                            bounced):
     config, engine, ids, send_id = store
-    old = f"{send_id}.{ids['bob@example.org']}"                   # a ref mailed before signing
-    wrong = f"{send_id}.{ids['ann@example.org']}"                 # names someone else
-    box = write_maildir(tmp_path / "box", [dsn("bob@example.org", VERP.format(ref=old), "hard", n=1),
-                                            dsn("cat@example.org", VERP.format(ref=wrong), "hard", n=2)])
+    box = write_maildir(tmp_path / "box", [_trust_dsn(ids, send_id, **made)])
+    out = scan(cli, config, box).out
+    expected = dict.fromkeys(ids)
+    if bounced:
+        expected[MAC_OF[bounced]] = "bounced"
+    assert statuses(engine) == expected
+    if bounced:
+        assert [(sid, t) for sid, t, *_ in events(engine)] == [(ids[MAC_OF[bounced]], "bounced")]
+        assert "Unverified" not in out
+    else:
+        assert events(engine) == []
+        assert "Unverified 1: not tied to a message we sent, so they changed nobody:" in out
+        assert unverified_rows(engine) == [("hard", made.get("original") or made["to"])]
+
+
+def unverified_rows(engine) -> list[tuple]:
+    from mailer.events.unverified import unverified_reports as table
+
+    with engine.connect() as conn:
+        return conn.execute(select(table.c.kind, table.c.named).order_by(table.c.id)).all()
+
+
+def test_one_forged_dsn_naming_ten_thousand_readers_bounces_nobody(cli, store, tmp_path):
+    """The issue's case: a 1 MB DSN naming every subscriber (and 10,000 more) suppresses nobody; it
+    is recorded once, counted and listed, and a rescan adds nothing."""
+    config, engine, ids, _send_id = store
+    more = (*ids, *(f"reader{i}@example.com" for i in range(10_000)))
+    box = write_maildir(tmp_path / "box", [dsn("ann@example.org", "bounces@news.example.org", "hard", more=more)])
+    out = scan(cli, config, box).out
+    assert statuses(engine) == dict.fromkeys(ids) and events(engine) == []
+    assert "1 messages: hard 1." in out and "Unverified 1:" in out
+    assert "hard ann@example.org, bob@example.org, cat@example.org and 10,000 more (no ref of ours in it)" in out
+    from mailer.events.unverified import unverified_reports as table
+
+    with engine.connect() as conn:
+        [row] = conn.execute(select(table.c.addresses, table.c.named, table.c.why)).all()
+    assert row.addresses == 10_003 and len(row.named.split(", ")) == 20 and row.why == "no ref of ours in it"
     scan(cli, config, box)
-    assert statuses(engine) == {"ann@example.org": None, "bob@example.org": "bounced", "cat@example.org": "bounced"}
-    assert sorted(events(engine)) == sorted([(ids["bob@example.org"], "bounced", "hard", old, "2024-11"),
-                                             (ids["cat@example.org"], "bounced", "hard", None, None)])
+    assert len(unverified_rows(engine)) == 1
+    as_json = json.loads(scan(cli, config, box, "--json", "--dry-run").out)
+    assert as_json[0]["unverified"] == "no ref of ours in it" and as_json[0]["more_recipients"] == 9_983
+    report = json.loads(cli("--config", config, "report", "2024-11", "--json").out)
+    assert report["figures"]["hard_bounces"] == 0
+    assert "1 bounce report received since this issue went out could not be tied to a message we sent " \
+        "(unverified): they changed nobody. `mailer bounces scan` lists them." in report["notes"]
 
 
 def test_scanning_twice_counts_nothing_twice(cli, store, tmp_path):
-    config, engine, _ids, _send_id = store
-    box = write_maildir(tmp_path / "box", [dsn("cat@example.org", "bounces@news.example.org", "soft", n=i)
+    config, engine, ids, send_id = store
+    cat = VERP.format(ref=sign_ref(SECRET, send_id, ids["cat@example.org"]))
+    box = write_maildir(tmp_path / "box", [dsn("cat@example.org", cat, "soft", n=i)
                                             for i in range(2)])            # two soft bounces: limit is 3
     scan(cli, config, box)
     again = scan(cli, config, box).out
     assert "New events 0, already seen 2" in again
     assert len(events(engine)) == 2
     assert statuses(engine)["cat@example.org"] is None
-    write_maildir(tmp_path / "box", [dsn("cat@example.org", "bounces@news.example.org", "soft", n=3)])
+    write_maildir(tmp_path / "box", [dsn("cat@example.org", cat, "soft", n=3)])
     scan(cli, config, box)
     assert statuses(engine)["cat@example.org"] == "bounced"           # the third, within 30 days
 
 
 def test_kinds_go_through_the_one_policy(cli, store, tmp_path):
-    config, engine, _ids, _send_id = store
-    complaint = b"""From: feedback@arf.example.net
+    config, engine, ids, send_id = store
+    ann, bob, cat = (sign_ref(SECRET, send_id, ids[a]) for a in ("ann@example.org", "bob@example.org",
+                                                                 "cat@example.org"))
+    complaint = f"""From: feedback@arf.example.net
 To: fbl@news.example.org
 Subject: complaint
 Message-ID: <fbl-1@arf.example.net>
@@ -162,10 +258,17 @@ Feedback-Type: abuse
 Version: 1
 Original-Rcpt-To: <ann@example.org>
 
+--b
+Content-Type: text/rfc822-headers
+
+From: CRANK Call <crankcall@example.org>
+To: ann@example.org
+X-Mailer-Ref: {ann}
+
 --b--
-"""
-    box = write_maildir(tmp_path / "box", [complaint, dsn("bob@example.org", "bounces@n.example.org", "blocked", n=1),
-                                            dsn("cat@example.org", "bounces@n.example.org", "delayed", n=2)])
+""".encode()
+    box = write_maildir(tmp_path / "box", [complaint, dsn("bob@example.org", VERP.format(ref=bob), "blocked", n=1),
+                                            dsn("cat@example.org", VERP.format(ref=cat), "delayed", n=2)])
     scan(cli, config, box)
     assert statuses(engine) == {"ann@example.org": "complained", "bob@example.org": None, "cat@example.org": None}
     assert sorted((t, s) for _, t, s, *_ in events(engine)) == [("blocked", None), ("complained", None),
@@ -173,11 +276,13 @@ Original-Rcpt-To: <ann@example.org>
 
 
 def test_dry_run_changes_nothing(cli, store, tmp_path):
-    config, engine, _ids, _send_id = store
-    box = write_maildir(tmp_path / "box", [dsn("ann@example.org", "bounces@n.example.org", "hard")])
+    config, engine, ids, send_id = store
+    ann = VERP.format(ref=sign_ref(SECRET, send_id, ids["ann@example.org"]))
+    box = write_maildir(tmp_path / "box", [dsn("ann@example.org", ann, "hard"),
+                                            dsn("bob@example.org", "bounces@n.example.org", "hard", n=1)])
     out = scan(cli, config, box, "--dry-run").out
-    assert "Dry run: 1 events for known subscribers" in out
-    assert statuses(engine)["ann@example.org"] is None and events(engine) == []
+    assert "Dry run: 1 events for known subscribers" in out and "Unverified 1:" in out
+    assert statuses(engine)["ann@example.org"] is None and events(engine) == [] and unverified_rows(engine) == []
 
 
 # ----------------------------------------------------------------------------- end to end
