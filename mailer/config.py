@@ -127,6 +127,7 @@ class ImapSettings:
     password_env: str = "MAILER_IMAP_PASSWORD"
     folder: str = "INBOX"
     processed_folder: str = "Processed"   # created when missing; processed mail moves here
+    failed_folder: str = "mailer-failed"  # created when missing; mail that crashed the reader moves here
 
 
 @dataclass(frozen=True)

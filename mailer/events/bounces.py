@@ -27,7 +27,16 @@ from datetime import UTC, datetime
 from sqlalchemy import select, tuple_
 
 from mailer.events import unverified
-from mailer.events.bounce_mail import KINDS, RANK, BounceReport, Finding, event_for, parse_bytes, ref_in_message_id
+from mailer.events.bounce_mail import (
+    KINDS,
+    RANK,
+    BounceKind,
+    BounceReport,
+    Finding,
+    event_for,
+    parse_bytes,
+    ref_in_message_id,
+)
 from mailer.events.mailsource import Mail
 from mailer.send.ledger import deliveries, sends
 from mailer.send.refs import Ref, read_ref
@@ -45,8 +54,11 @@ class Scanned:
     report: BounceReport
     events: tuple = ()              # the DeliveryEvents made for it (before the policy)
     why: str = ""                   # set when it names someone but proves nothing: unverified
+    error: str = ""                 # set when it could not be read at all: set aside
 
     def as_dict(self) -> dict:
+        if self.error:
+            return {"file": self.label, "kind": "failed", "recipients": [], "error": self.error}
         recipients = sorted({*self.report.recipients, *(e.recipient for e in self.events)})
         row: dict = {"file": self.label, "kind": self.report.kind, "recipients": recipients[:unverified.NAMED]}
         if len(recipients) > unverified.NAMED:
@@ -66,34 +78,81 @@ class ScanSummary:
     unknown: int = 0                # for addresses we do not know
     changed: int = 0                # subscriber states the policy changed
     unverified: list = field(default_factory=list)   # Scanned reports that prove nothing
+    failed: list = field(default_factory=list)       # Scanned messages that could not be read: set aside
     dry_run: bool = False
 
     def as_dict(self) -> dict:
         return {"messages": self.messages, "kinds": {k: self.kinds.get(k, 0) for k in KINDS},
                 "events": self.events, "stored": self.stored, "duplicates": self.duplicates,
                 "unknown": self.unknown, "changed": self.changed, "unverified": len(self.unverified),
-                "dry_run": self.dry_run}
+                "failed": len(self.failed), "dry_run": self.dry_run}
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the source does with messages once a chunk is committed (never in a dry run):
+    `processed(mails)` for those read (IMAP moves them to processed_folder), `failed(mails)` for
+    those that could not be read (IMAP sets them aside in failed_folder)."""
+
+    on_message: Callable[[Scanned], None] | None = None
+    processed: Callable[[Sequence[Mail]], None] | None = None
+    failed: Callable[[Sequence[Mail]], None] | None = None
 
 
 def scan(engine, mails: Iterable[Mail], *, key: str, limits, dry_run: bool = False,
          on_message: Callable[[Scanned], None] | None = None,
-         on_chunk: Callable[[Sequence[Mail]], None] | None = None) -> ScanSummary:
+         on_chunk: Callable[[Sequence[Mail]], None] | None = None,
+         on_failed: Callable[[Sequence[Mail]], None] | None = None) -> ScanSummary:
     """Parse, resolve and (unless dry_run) apply every message; `on_chunk(mails)` runs after a
-    chunk is committed (the IMAP source moves those messages then)."""
+    chunk is committed (the IMAP source moves those messages then), `on_failed(mails)` with the
+    messages of the chunk that could not be read (a parser that crashed on one message never stops
+    the others)."""
     summary = ScanSummary(dry_run=dry_run)
+    hooks = Hooks(on_message, on_chunk, on_failed)
     chunk: list[Mail] = []
     for mail in mails:
         chunk.append(mail)
         if len(chunk) >= CHUNK:
-            _scan_chunk(engine, chunk, key, limits, dry_run, summary, on_message, on_chunk)
+            _scan_chunk(engine, chunk, key, limits, dry_run, summary, hooks)
             chunk = []
     if chunk:
-        _scan_chunk(engine, chunk, key, limits, dry_run, summary, on_message, on_chunk)
+        _scan_chunk(engine, chunk, key, limits, dry_run, summary, hooks)
     return summary
 
 
-def _scan_chunk(engine, chunk, key, limits, dry_run, summary, on_message, on_chunk) -> None:
-    reports = [parse_bytes(mail.data) for mail in chunk]
+def read_one(mail: Mail) -> BounceReport | str:
+    """The message's report, or why it could not be read (any exception of the parsers: one odd
+    message, such as 1,000 nested multiparts, must not stop a scan)."""
+    try:
+        return parse_bytes(mail.data)
+    except RecursionError:
+        return "too deeply nested to read (RecursionError)"
+    except Exception as exc:  # noqa: BLE001 - whatever a parser trips over, that message is set aside
+        return f"cannot read it: {type(exc).__name__}: {exc}"[:300]
+
+
+def _scan_chunk(engine, whole, key, limits, dry_run, summary, hooks: Hooks) -> None:
+    read = [(mail, read_one(mail)) for mail in whole]
+    broken = [Scanned(mail.label, BounceReport(kind=BounceKind.UNRECOGNIZED), error=found)
+              for mail, found in read if isinstance(found, str)]
+    chunk = [mail for mail, found in read if not isinstance(found, str)]
+    reports = [found for _mail, found in read if not isinstance(found, str)]
+    applied, unread = iter(_apply(engine, chunk, reports, key, limits, dry_run, summary)), iter(broken)
+    summary.failed += broken
+    for _mail, found in read:                    # in the source's order
+        summary.messages += 1
+        scanned = next(unread) if isinstance(found, str) else next(applied)
+        if hooks.on_message:
+            hooks.on_message(scanned)
+    if dry_run:
+        return
+    if hooks.processed and chunk:
+        hooks.processed(chunk)
+    if hooks.failed and broken:
+        hooks.failed([mail for mail, found in read if isinstance(found, str)])
+
+
+def _apply(engine, chunk, reports, key, limits, dry_run, summary) -> list[Scanned]:
     now = datetime.now(UTC)
     with (engine.connect() if dry_run else engine.begin()) as conn:
         made = resolve(conn, reports, key, now)
@@ -111,17 +170,14 @@ def _scan_chunk(engine, chunk, key, limits, dry_run, summary, on_message, on_chu
                 summary.duplicates += result.duplicates
                 summary.unknown += result.unknown
                 summary.changed += result.changed
+    out = []
     for mail, report, (events, why) in zip(chunk, reports, made, strict=True):
-        summary.messages += 1
         summary.kinds[report.kind] += 1
         summary.events += len(events)
-        scanned = Scanned(mail.label, report, tuple(events), why)
+        out.append(Scanned(mail.label, report, tuple(events), why))
         if why:
-            summary.unverified.append(scanned)
-        if on_message:
-            on_message(scanned)
-    if on_chunk and not dry_run:
-        on_chunk(chunk)
+            summary.unverified.append(out[-1])
+    return out
 
 
 def _unverified_row(mail: Mail, report: BounceReport, why: str) -> dict:

@@ -1,5 +1,6 @@
 """Returned mail over IMAP ([bounces.imap]): read every message of `folder`, and after each chunk
-is committed, move those messages to `processed_folder` (created when missing), so the next
+is committed, move those messages to `processed_folder` and any that could not be read to
+`failed_folder` (both created when missing), so the next
 `mailer bounces fetch` starts where this one stopped and a crash re-reads at most one chunk (which
 counts nothing twice: events are deduplicated per message and recipient).
 
@@ -71,7 +72,8 @@ class ImapBounces:
         if status != "OK":
             raise BounceSourceError(f"IMAP {self.where}: cannot open folder {self.settings.folder!r}: "
                                     f"{_said(data)}")
-        self._open.create(_quote(self.settings.processed_folder))   # "already exists" is fine
+        for folder in (self.settings.processed_folder, self.settings.failed_folder):
+            self._open.create(_quote(folder))    # "already exists" is fine
 
     def messages(self) -> Iterator[Mail]:
         """Every message now in the folder, oldest first (the UIDs are fixed when this starts)."""
@@ -91,10 +93,18 @@ class ImapBounces:
 
     def processed(self, mails: Sequence[Mail]) -> None:
         """Move these (committed) messages to processed_folder."""
+        self._move(mails, self.settings.processed_folder, "processed mail")
+
+    def failed(self, mails: Sequence[Mail]) -> None:
+        """Set aside messages that could not be read in failed_folder, so the next fetch does not
+        trip over them again (the scan reported them)."""
+        self._move(mails, self.settings.failed_folder, "mail that could not be read")
+
+    def _move(self, mails: Sequence[Mail], folder: str, what: str) -> None:
         uids = ",".join(m.label.rsplit(":", 1)[1] for m in mails if m.label.rsplit(":", 1)[1].isdigit())
         if not uids:
             return
-        target = _quote(self.settings.processed_folder)
+        target = _quote(folder)
         if "MOVE" in self._open.capabilities:
             status, data = self._open.uid("MOVE", uids, target)
         else:
@@ -103,8 +113,7 @@ class ImapBounces:
                 self._open.uid("STORE", uids, "+FLAGS.SILENT", r"(\Deleted)")
                 self._open.expunge()
         if status != "OK":
-            raise BounceSourceError(f"IMAP {self.where}: cannot move processed mail to "
-                                    f"{self.settings.processed_folder!r}: {_said(data)}")
+            raise BounceSourceError(f"IMAP {self.where}: cannot move {what} to {folder!r}: {_said(data)}")
 
     def _close(self) -> None:
         conn, self.conn = self.conn, None

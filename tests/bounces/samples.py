@@ -75,6 +75,15 @@ Subject: CRANK Call | November 2024
 """.replace("\n", "\r\n").encode()
 
 
+def nested_multipart(depth: int = 1000) -> bytes:
+    """A message of `depth` multipart/mixed parts, each inside the last: the stdlib parser recurses
+    once per level and raises RecursionError."""
+    head = "From: x@example.net\r\nTo: bounces@news.example.org\r\nSubject: nested\r\nMIME-Version: 1.0\r\n"
+    opening = "".join(f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n' for i in range(depth))
+    closing = "".join(f"--b{i}--\r\n" for i in reversed(range(depth)))
+    return (head + opening + "Content-Type: text/plain\r\n\r\nhello\r\n" + closing).encode()
+
+
 def write_maildir(folder: Path, messages: list[bytes]) -> Path:
     box = mailbox.Maildir(folder, create=True)
     for data in messages:

@@ -285,6 +285,25 @@ def test_dry_run_changes_nothing(cli, store, tmp_path):
     assert statuses(engine)["ann@example.org"] is None and events(engine) == [] and unverified_rows(engine) == []
 
 
+def test_a_message_that_crashes_the_parser_is_set_aside_and_the_rest_are_applied(cli, store, tmp_path):
+    from tests.bounces.samples import nested_multipart, write_mbox
+
+    config, engine, ids, send_id = store
+    verp = {a: VERP.format(ref=sign_ref(SECRET, send_id, ids[a])) for a in ("ann@example.org", "cat@example.org")}
+    mbox = write_mbox(tmp_path / "bounces.mbox", [dsn("ann@example.org", verp["ann@example.org"], "hard", n=1),
+                                                  nested_multipart(1000),
+                                                  dsn("cat@example.org", verp["cat@example.org"], "hard", n=2)])
+    result = scan(cli, config, mbox)
+    assert statuses(engine) == {"ann@example.org": "bounced", "bob@example.org": None, "cat@example.org": "bounced"}
+    assert "3 messages: hard 2, unreadable 1." in result.out
+    assert result.err.splitlines()[-2:] == [
+        "warning: 1 message(s) could not be read (left where they are); the others were applied:",
+        f"  {mbox}:1: too deeply nested to read (RecursionError)"]
+    rows = json.loads(scan(cli, config, mbox, "--json", "--dry-run").out)
+    assert rows[1] == {"file": f"{mbox}:1", "kind": "failed", "recipients": [],
+                       "error": "too deeply nested to read (RecursionError)"}
+
+
 # ----------------------------------------------------------------------------- end to end
 
 def test_smtp_bounces_suppress_readers_and_the_next_issue_skips_them(cli, bounce_config, db_url, smtp_sink,

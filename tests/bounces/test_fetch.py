@@ -66,6 +66,33 @@ def test_fetch_reads_the_folder_applies_the_policy_and_moves_what_it_processed(c
     assert again.code == 0 and again.out.startswith("0 messages.")
 
 
+def test_a_message_that_crashes_the_parser_moves_to_the_failed_folder_and_the_rest_are_applied(cli, fetch_config,
+                                                                                             imap):
+    """1,000 nested multiparts (RecursionError) used to stop every fetch with the message stuck in
+    INBOX; now it is reported, set aside in failed_folder, and the rest of the batch is applied."""
+    from mailer.config import database_url, load_settings
+    from mailer.migrate import connect
+    from mailer.send.refs import sign_ref
+    from subscribers import store
+    from tests.bounces.samples import nested_multipart
+
+    engine = connect(database_url(load_settings(fetch_config)))
+    with engine.begin() as conn:
+        crank = store.create_list(conn, "crank").id
+        sid = store.add_subscriber(conn, "ann@example.org", crank).subscriber_id
+    imap.append("INBOX", [nested_multipart(1000),
+                          dsn("ann@example.org", f"bounces+{sign_ref(SECRET, 1, sid)}@news.example.org", "hard")])
+    result = cli("--config", fetch_config, "bounces", "fetch")
+    assert result.code == 0, result.err
+    assert "2 messages: hard 1, unreadable 1." in result.out
+    assert "imap:INBOX:1: too deeply nested to read (RecursionError)" in result.err
+    assert "set aside in [bounces.imap] failed_folder" in result.err
+    assert statuses(engine) == {"ann@example.org": "bounced"}
+    assert (imap.count("INBOX"), imap.count("Processed"), imap.count("mailer-failed")) == (0, 1, 1)
+    again = cli("--config", fetch_config, "bounces", "fetch")
+    assert again.code == 0 and again.out.startswith("0 messages.")
+
+
 def test_a_wrong_password_is_one_clear_line(cli, fetch_config, monkeypatch):
     monkeypatch.setenv("MAILER_IMAP_PASSWORD", "wrong")
     result = cli("--config", fetch_config, "bounces", "fetch")
