@@ -4,7 +4,9 @@ is committed, move those messages to `processed_folder` and any that could not b
 `mailer bounces fetch` starts where this one stopped and a crash re-reads at most one chunk (which
 counts nothing twice: events are deduplicated per message and recipient).
 
-imaplib, with implicit TLS (`tls = true`, port 993) or STARTTLS whenever the server offers it;
+imaplib, with implicit TLS (`tls = true`, port 993) or STARTTLS whenever the server offers it (the
+certificate checked against the system's CAs or `ca_file`'s); with `tls = false` and no STARTTLS,
+no login unless `allow_plaintext_login` (the password would cross the network in clear);
 MOVE (RFC 6851) when the server has it, else COPY + \\Deleted + EXPUNGE.
 """
 
@@ -32,7 +34,7 @@ class ImapBounces:
         self.settings = settings
         self.password = password if password is not None else \
             secret(settings.password_env, key="[bounces.imap] password_env")
-        self.ssl_context = ssl_context or ssl.create_default_context()
+        self.ssl_context = ssl_context or _context(settings.ca_file)
         self.conn: imaplib.IMAP4 | None = None
         self.where = f"{settings.host}:{settings.port}"
 
@@ -45,7 +47,20 @@ class ImapBounces:
                 self.conn = imaplib.IMAP4(s.host, s.port, timeout=TIMEOUT)
                 if "STARTTLS" in self.conn.capabilities:
                     self.conn.starttls(ssl_context=self.ssl_context)
+                elif not s.allow_plaintext_login:
+                    raise BounceSourceError(
+                        f"IMAP server {self.where} offers no STARTTLS and tls = false: refusing to send the "
+                        "password in clear (use tls = true, or set [bounces.imap] allow_plaintext_login = true "
+                        "for a server on this machine)")
             self.conn.login(s.username, self.password)
+        except BounceSourceError:
+            self._close()
+            raise
+        except ssl.SSLCertVerificationError as exc:
+            self._close()
+            raise BounceSourceError(
+                f"IMAP server {self.where}: its TLS certificate is not trusted ({exc.verify_message or exc}); "
+                "if it is signed by your own CA, set [bounces.imap] ca_file to that CA's PEM file") from exc
         except imaplib.IMAP4.abort as exc:        # the connection broke before or during login
             self._close()
             raise BounceSourceError(f"cannot reach IMAP server {self.where}: {_said(exc)}") from exc
@@ -125,6 +140,14 @@ class ImapBounces:
             conn.logout()
         except (imaplib.IMAP4.error, OSError):
             pass
+
+
+def _context(ca_file: str) -> ssl.SSLContext:
+    """Certificates checked against the system's CAs, or only `[bounces.imap] ca_file`'s."""
+    try:
+        return ssl.create_default_context(cafile=ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise BounceSourceError(f"[bounces.imap] ca_file {ca_file}: not a readable PEM file of CAs: {exc}") from exc
 
 
 def _quote(name: str) -> str:
