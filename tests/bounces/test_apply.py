@@ -327,6 +327,8 @@ def test_smtp_bounces_suppress_readers_and_the_next_issue_skips_them(cli, bounce
     verp = {m.rcpt_tos[0]: m.mail_from for m in smtp_sink.messages}
     refs = {rcpt: email.message_from_bytes(m.data)["X-Mailer-Ref"] for m in smtp_sink.messages for rcpt in m.rcpt_tos}
     assert all(verp[r] == f"bounces+{refs[r]}@news.example.org" and read_ref(refs[r], SECRET).signed for r in verp)
+    mailed = email.message_from_bytes(smtp_sink.messages[0].data)
+    assert (mailed["List-Id"], mailed["Precedence"]) == ("CRANK Call <crank.example.org>", "bulk")
 
     returned = [dsn("r0@example.org", verp["r0@example.org"], "hard", n=0),
                 dsn("r1.new@forwarded.example", verp["r1@example.org"], "hard", n=1),   # forwarded
