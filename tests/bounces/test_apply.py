@@ -7,6 +7,9 @@ from __future__ import annotations
 import dataclasses
 import email
 import json
+import re
+from datetime import UTC, datetime
+from email.utils import format_datetime
 
 import pytest
 from sqlalchemy import func, select
@@ -14,6 +17,7 @@ from sqlalchemy import func, select
 from mailer.send.refs import read_ref, sign_ref
 from tests.bounces.conftest import SECRET, with_database
 from tests.bounces.samples import dsn, write_maildir
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # http base_url on purpose
 VERP = "bounces+{ref}@news.example.org"
@@ -142,6 +146,8 @@ TRUST = [
      "ann"),
     ("signed ref of one reader, another reader as Original-Recipient",
      dict(to="x@elsewhere.example", original="ann@example.org", verp="cat"), "cat"),
+    ("signed ref of one reader in a DSN naming every reader",
+     dict(to="x@elsewhere.example", verp="cat", more=("ann@example.org", "bob@example.org")), "cat"),
     ("no ref at all", dict(to="bob@example.org"), None),
     ("unsigned ref (two numbers) in the VERP address", dict(to="bob@example.org", verp="bob:unsigned"), None),
     ("wrong MAC in the VERP address", dict(to="bob@example.org", verp="bob:forged"), None),
@@ -153,7 +159,7 @@ TRUST = [
 
 
 def _trust_dsn(ids: dict, send_id: int, to: str, verp: str = "", xref: str = "", mid: str = "",
-               original: str | None = None) -> bytes:
+               original: str | None = None, more: tuple[str, ...] = ()) -> bytes:
     def ref(spec: str) -> str:
         who, _, how = spec.partition(":")
         sid = ids[MAC_OF[who]]
@@ -167,7 +173,8 @@ def _trust_dsn(ids: dict, send_id: int, to: str, verp: str = "", xref: str = "",
         return our_message_id(send_id, ids[MAC_OF[who]], OLD_KEY if how == "old" else SECRET)
 
     return dsn(to, VERP.format(ref=ref(verp)) if verp else "bounces@news.example.org", "hard",
-               ref=ref(xref) if xref else None, message_id=message_id(mid) if mid else None, original=original)
+               ref=ref(xref) if xref else None, message_id=message_id(mid) if mid else None, original=original,
+               more=more)
 
 
 @pytest.mark.parametrize(("case", "made", "bounced"), TRUST, ids=[row[0] for row in TRUST])
@@ -187,6 +194,48 @@ def test_a_report_changes_a_reader_only_when_tied_to_a_message_we_sent_them(cli,
         assert events(engine) == []
         assert "Unverified 1: not tied to a message we sent, so they changed nobody:" in out
         assert unverified_rows(engine) == [("hard", made.get("original") or made["to"])]
+
+
+# Real shapes (tests/fixtures/bounces/own), each naming an address we know: as found (their refs
+# carry made-up MACs) they change nobody; with the ref signed for that reader, they act.
+REAL = [  # file, the address it names, its kind, the reader's status once it is proven
+    ("postfix_unknown_user.eml", "nobody.here@example.net", "hard", "bounced"),
+    ("postfix_mailbox_full.eml", "full.box@example.net", "soft", None),
+    ("postfix_delayed.eml", "slow.server@example.net", "delayed", None),
+    ("gmail_address_not_found.eml", "gone.reader@gmail.com", "hard", "bounced"),
+    ("gmail_blocked_unauthenticated.eml", "careful.reader@gmail.com", "blocked", None),
+    ("office365_recipient_not_found.eml", "former.staff@contoso.com", "hard", "bounced"),
+    ("exchange2010_recipient_not_found.eml", "former.reader@contoso.com", "hard", "bounced"),
+    ("arf_complaint.eml", "annoyed.reader@yahoo.com", "complaint", "complained"),
+]
+FIXTURES = REPO / "tests" / "fixtures" / "bounces" / "own"
+
+
+@pytest.mark.parametrize(("name", "address", "kind", "proven"), REAL, ids=[row[0] for row in REAL])
+def test_real_reports_change_the_reader_they_name_only_with_a_ref_that_verifies(cli, store, tmp_path, name,
+                                                                                address, kind, proven):
+    from subscribers import store as st
+
+    config, engine, _ids, send_id = store
+    with engine.begin() as conn:
+        sid = st.add_subscriber(conn, address, st.get_list(conn, "crank").id).subscriber_id
+    data = (FIXTURES / name).read_bytes()
+    made_up = re.search(rb"7\.\d\d\.abcdefghij", data).group(0)
+    as_found = write_maildir(tmp_path / "as-found", [data])
+    out = scan(cli, config, as_found).out
+    assert f"{kind} {address} (no ref in it verifies" in out
+    assert statuses(engine)[address] is None and events(engine) == []
+
+    signed = data.replace(made_up, sign_ref(SECRET, send_id, sid).encode())
+    now = format_datetime(datetime.now(UTC)).encode()     # after the reader subscribed, or the policy waves it off
+    signed = re.sub(rb"^Date: [^\r\n]*", b"Date: " + now, signed, count=1, flags=re.M)
+    scan(cli, config, write_maildir(tmp_path / "signed", [signed]))
+    assert statuses(engine)[address] == proven
+    assert [(s, t) for s, t, *_ in events(engine)] == [(sid, KIND_EVENT[kind])]
+
+
+KIND_EVENT = {"hard": "bounced", "soft": "bounced", "delayed": "deferred", "blocked": "blocked",
+              "complaint": "complained"}
 
 
 def unverified_rows(engine) -> list[tuple]:
