@@ -245,6 +245,21 @@ def unverified_rows(engine) -> list[tuple]:
         return conn.execute(select(table.c.kind, table.c.named).order_by(table.c.id)).all()
 
 
+def test_without_the_key_only_our_message_id_in_the_ledger_proves_a_report(cli, store, tmp_path, monkeypatch):
+    config, engine, ids, send_id = store
+    monkeypatch.delenv("MAILER_SECRET_KEY")
+    signed = VERP.format(ref=sign_ref(SECRET, send_id, ids["ann@example.org"]))
+    box = write_maildir(tmp_path / "box", [
+        dsn("ann@example.org", signed, "hard", n=1),                              # cannot be checked now
+        dsn("bob@example.org", "bounces@news.example.org", "hard", n=2,
+            message_id=our_message_id(send_id, ids["bob@example.org"]))])       # in the ledger
+    result = cli("--config", config, "bounces", "scan", box)
+    assert result.code == 0, result.err
+    assert "MAILER_SECRET_KEY is not set: no ref can be verified" in result.err
+    assert statuses(engine) == {"ann@example.org": None, "bob@example.org": "bounced", "cat@example.org": None}
+    assert "Unverified 1:" in result.out
+
+
 def test_one_forged_dsn_naming_ten_thousand_readers_bounces_nobody(cli, store, tmp_path):
     """The issue's case: a 1 MB DSN naming every subscriber (and 10,000 more) suppresses nobody; it
     is recorded once, counted and listed, and a rescan adds nothing."""

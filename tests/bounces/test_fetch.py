@@ -201,3 +201,11 @@ def test_a_missing_ca_file_is_a_config_error(cli, bounce_config, tmp_path):
     result = cli("--config", config, "bounces", "fetch")
     assert result.code != 0
     assert f"[bounces.imap] ca_file: no such file {tmp_path / 'no-such-ca.pem'}" in result.err
+
+
+def test_a_ca_file_that_is_no_certificate_is_one_clear_line(cli, bounce_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("MAILER_IMAP_PASSWORD", "x")
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    result = cli("--config", imap_config(bounce_config, 993, ca_file='"ca.pem"'), "bounces", "fetch")
+    assert result.code == 1
+    assert result.err.startswith(f"error: [bounces.imap] ca_file {tmp_path / 'ca.pem'}: not a readable PEM file")

@@ -104,6 +104,7 @@ class Dovecot:
                                    f"{self.log()}")
             time.sleep(0.05)
         self.relay = Relay(connect=self._connect).__enter__()
+        self.relay.up.wait(10)             # it listens from its own thread: not before that
         self.port = self.relay.port
         return self
 
