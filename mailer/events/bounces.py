@@ -181,10 +181,9 @@ def _apply(engine, chunk, reports, key, limits, dry_run, summary) -> list[Scanne
 
 
 def _unverified_row(mail: Mail, report: BounceReport, why: str) -> dict:
-    named = report.recipients
     return {"message_key": report.key, "label": mail.label[:1000], "kind": str(report.kind),
-            "reader": report.reader[:64], "why": why, "addresses": len(named),
-            "named": ", ".join(named[:unverified.NAMED]), "refs": ", ".join(report.refs[:5]),
+            "reader": report.reader[:64], "why": why, "addresses": len(report.recipients),
+            "refs": ", ".join(report.refs[:5]),
             "subject": report.subject[:200], "at": report.at}
 
 

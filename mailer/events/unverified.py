@@ -3,8 +3,12 @@
 The bounce address is public: anyone can mail it a DSN or a complaint naming anybody. A report
 changes a subscriber only when it carries a signed ref that verifies or quotes one of our
 Message-IDs that the ledger has for that reader (mailer/events/bounces.py). Every other report
-that names someone is kept here, once per message (rescans add nothing), so `mailer bounces scan`
-can list it and `mailer report` can count it; it changes nobody.
+that names someone is kept here, once per message (rescans add nothing), so `mailer report` can
+count it; `mailer bounces scan` lists it, addresses included, as it reads it; it changes nobody.
+
+The row says where the message is (its label), what it claims and why it proves nothing, and how
+many addresses it names, but not the addresses: they are a stranger's claims about people, some of
+them our readers, and a row here would outlive a reader's erasure (`mailer subscribers forget`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from subscribers.models import UtcDateTime
 
 metadata = MetaData()
 
-NAMED = 20          # addresses kept per report: a forged one may name 10,000
+NAMED = 20          # addresses shown per report in --json: a forged one may name 10,000
 
 unverified_reports = Table(
     "unverified_reports", metadata,
@@ -29,8 +33,7 @@ unverified_reports = Table(
     Column("kind", String(16), nullable=False),     # what it claims: hard, soft, blocked, delayed, complaint
     Column("reader", String(64), nullable=False),   # which reader understood it (dsn, arf, flufl:..., exchange)
     Column("why", String(200), nullable=False),     # why it is not trusted
-    Column("addresses", Integer, nullable=False),   # how many addresses it names
-    Column("named", Text, nullable=False),          # the first NAMED of them, comma-separated
+    Column("addresses", Integer, nullable=False),   # how many addresses it names (never which)
     Column("refs", Text, nullable=False),           # the refs it claims, if any, comma-separated
     Column("subject", String(200), nullable=False),
     Column("at", UtcDateTime),                      # its Date

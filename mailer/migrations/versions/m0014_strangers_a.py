@@ -6,8 +6,8 @@ Create Date: 2026-12-07
 
 - unverified_reports: a DSN or complaint that names addresses but carries no signed ref that
   verifies and quotes none of our Message-IDs the ledger has (mailer/events/unverified.py,
-  docs/bounces.md). One row per message (message_key unique), so a rescan adds nothing; the
-  addresses it names are kept only as the first twenty, with their number.
+  docs/bounces.md). One row per message (message_key unique), so a rescan adds nothing; how many
+  addresses it names, never which (a stranger's claims must not outlive a reader's erasure).
 Frozen snapshot: types spelt out.
 """
 
@@ -32,7 +32,6 @@ def upgrade() -> None:
         sa.Column("reader", sa.String(64), nullable=False),
         sa.Column("why", sa.String(200), nullable=False),
         sa.Column("addresses", sa.Integer(), nullable=False),
-        sa.Column("named", sa.Text(), nullable=False),
         sa.Column("refs", sa.Text(), nullable=False),
         sa.Column("subject", sa.String(200), nullable=False),
         sa.Column("at", TS, nullable=True),
