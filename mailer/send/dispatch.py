@@ -245,7 +245,9 @@ def edition_for(settings: Settings, engine: Engine, issue: ComposedIssue, send_i
     """The send's edition (Message-IDs derive from the send); with [tracking] on, the issue's links
     are stored with the send (mailer/send/tracking.py) and rewritten, once, for every reader."""
     track = tracking_plan(settings, engine, issue, send_id)
-    return prepare(issue, settings.newsletter, nonce=f"s{send_id}", track=track)
+    with engine.connect() as conn:
+        list_name = conn.execute(select(ledger.sends.c.list_name).where(ledger.sends.c.id == send_id)).scalar() or ""
+    return prepare(issue, settings.newsletter, nonce=f"s{send_id}", track=track, list_name=list_name)
 
 
 def tracking_plan(settings: Settings, engine: Engine, issue: ComposedIssue, send_id: int) -> links.Plan | None:
@@ -286,7 +288,7 @@ def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
     started = time.monotonic()
     summary = SendSummary(plan.issue.slug, plan.list_name, plan.backend, send_id=plan.send_id,
                           total=plan.readers, dry_run=True, segment=plan.segment)
-    edition = prepare(plan.issue, settings.newsletter, nonce="dry")
+    edition = prepare(plan.issue, settings.newsletter, nonce="dry", list_name=plan.list_name)
     tokens = _token_maker(settings, plan.list_id, plan.engine)
     if plan.send_id is None:
         with plan.engine.connect() as conn:

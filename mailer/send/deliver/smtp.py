@@ -43,8 +43,11 @@ if TYPE_CHECKING:
     from mailer.send.deliver.dkim_sign import DkimSigner, SigningPool
 
 # Headers the DKIM signature covers; RFC 8058 section 4 names the two List-Unsubscribe ones.
-DKIM_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"mime-version",
-                b"content-type", b"list-unsubscribe", b"list-unsubscribe-post")
+# Over-signed (RFC 6376 section 8.15): named once more than they occur, so the signature also says
+# there is no other; a second From, Subject or List-Unsubscribe(-Post) prepended in transit breaks it.
+DKIM_HEADERS = (b"from", b"from", b"to", b"subject", b"subject", b"date", b"message-id", b"reply-to",
+                b"mime-version", b"content-type", b"list-id", b"list-unsubscribe", b"list-unsubscribe",
+                b"list-unsubscribe-post", b"list-unsubscribe-post")
 
 
 class Stage(enum.StrEnum):
