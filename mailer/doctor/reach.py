@@ -161,7 +161,7 @@ def imap_check(settings: Settings) -> Check | None:
         return warned("bounce mailbox", "no [bounces.imap] host: bounce mail to the return path is never read",
                       "set [bounces.imap] and run `mailer bounces fetch` (docs/bounces.md)")
     try:
-        with ImapBounces(imap, ssl_context=tls_context()):
+        with ImapBounces(imap):     # its own TLS rules: [bounces.imap] ca_file, allow_plaintext_login
             pass
     except (MailerError, ConfigError) as exc:
         return failed("bounce mailbox", str(exc), "check [bounces.imap] and its password")
