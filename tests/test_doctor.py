@@ -189,6 +189,7 @@ def test_words_name_what_failed_and_what_to_do(cli, tmp_path, monkeypatch, keys,
     assert "fail  DMARC: no DMARC record at _dmarc.example.org" in result.out
     assert "what to do: publish a TXT record at _dmarc.example.org" in result.out
     assert "not https" in result.out and "[newsletter] base_url" in result.out
+    assert result.out.rstrip().endswith("failed") and "0 failed" not in result.out
 
 
 def test_dkim_record_prints_what_to_publish(cli, tmp_path, monkeypatch, keys, settings):

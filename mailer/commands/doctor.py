@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import typer
 
@@ -46,4 +47,6 @@ def doctor(
                       markup=True, highlight=False)
             if check.fix:
                 out.print(f"      what to do: {check.fix}", markup=False, soft_wrap=True)
+        counts = Counter(check.status.value for check in checks)
+        out.print(f"{counts['pass']} passed, {counts['warn']} to watch, {counts['fail']} failed", markup=False)
     raise typer.Exit(exit_code(checks))
