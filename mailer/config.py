@@ -182,6 +182,13 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """The REST API under /api/v1 (docs/api.md): requests per token, at once and sustained."""
+    rate_burst: int = setting(60, 1, 100_000)
+    rate_per_hour: int = setting(3600, 1, 10_000_000)
+
+
+@dataclass(frozen=True)
 class DnsSettings:
     """The resolver every DNS question of ours goes to ([web] check_mx): the system's, unless
     `nameservers` names others as "HOST" or "HOST:PORT" (a local cache, or the tests' own server)."""
@@ -233,6 +240,7 @@ class Settings:
     compose: ComposeSettings = field(default_factory=ComposeSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     dns: DnsSettings = field(default_factory=DnsSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     secret_key_env: str = "MAILER_SECRET_KEY"
 
     @property

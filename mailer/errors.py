@@ -140,3 +140,7 @@ class ConfigError(Exception):
 
 class SendTakenOver(SendError):
     """Another runner took this send over; this one stops without touching the send's row."""
+
+
+class ApiTokenError(MailerError):
+    """An API token that cannot be made, found or used as asked (`mailer admin token ...`)."""

@@ -94,6 +94,11 @@ def sign_up(web, chosen: list, email: str, name: str, who: Client, language: str
     return web.write(_sign_up, web, chosen, email, name, who, language)
 
 
+def sign_up_in(conn, web, chosen: list, email: str, name: str, who: Client, language: str) -> ConfirmationMail | None:
+    """`sign_up` in the caller's transaction (the API's creates: with their audit entry)."""
+    return _sign_up(conn, web, chosen, email, name, who, language)
+
+
 def _sign_up(conn, web, chosen: list, email: str, name: str, who: Client, language: str) -> ConfirmationMail | None:
     resend_after = timedelta(minutes=web.settings.web.confirm_resend_minutes)
     signups = [store.subscribe_unconfirmed(conn, lst.id, email, secret=web.secret, name=name, ip=who.ip,

@@ -1,0 +1,59 @@
+"""The REST API's tokens and idempotency keys.
+
+Revision ID: m0018_api_webhooks
+Revises: m0011_admin_workbench
+Create Date: 2026-12-08
+
+- api_tokens: one row per token made by `mailer admin token create` (mailer/api_tokens.py): its
+  name (the audit log's actor), the SHA-256 of the token (the token itself is shown once and never
+  stored: it is 256 random bits, so a slow hash adds nothing), its scopes, and when it was revoked.
+- api_idempotency: the answer given to a create or update that carried an `Idempotency-Key`, kept
+  24 hours so a retry is answered the same and changes nothing (docs/api.md). Keyed by token and key.
+Frozen snapshot: types spelt out.
+"""
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision = "m0018_api_webhooks"
+down_revision = "m0011_admin_workbench"
+branch_labels = None
+depends_on = None
+
+TS = sa.DateTime(timezone=True)
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "api_tokens",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("token_hash", sa.String(64), nullable=False),
+        sa.Column("scopes", sa.String(200), nullable=False),
+        sa.Column("created_at", TS, nullable=False),
+        sa.Column("last_used_at", TS, nullable=True),
+        sa.Column("revoked_at", TS, nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_api_tokens"),
+        sa.UniqueConstraint("name", name="uq_api_tokens_name"),
+        sa.UniqueConstraint("token_hash", name="uq_api_tokens_token_hash"),
+    )
+    op.create_table(
+        "api_idempotency",
+        sa.Column("token_id", sa.Integer(), nullable=False),
+        sa.Column("key", sa.String(200), nullable=False),
+        sa.Column("request_hash", sa.String(64), nullable=False),
+        sa.Column("status", sa.Integer(), nullable=False),
+        sa.Column("body", JSON, nullable=True),
+        sa.Column("created_at", TS, nullable=False),
+        sa.ForeignKeyConstraint(["token_id"], ["api_tokens.id"], name="fk_api_idempotency_token_id_api_tokens",
+                                ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("token_id", "key", name="pk_api_idempotency"),
+    )
+    op.create_index("ix_api_idempotency_created_at", "api_idempotency", ["created_at"])
+
+
+def downgrade() -> None:
+    op.drop_table("api_idempotency")
+    op.drop_table("api_tokens")
