@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from subscribers import outbox
 from subscribers.errors import (
     InvalidLanguage,
     InvalidListName,
@@ -136,6 +137,7 @@ def record(conn: Connection, subscriber_id: int | None, list_id: int | None, act
     conn.execute(insert(history).values(
         subscriber_id=subscriber_id, list_id=list_id, at=at or utcnow(), action=str(action),
         old_status=_s(old), new_status=_s(new), source=str(source)[:64], detail=detail))
+    outbox.from_history(conn, [(subscriber_id, list_id, str(action), _s(old), _s(new), str(source)[:64])])
 
 
 def _s(status) -> str | None:
@@ -528,6 +530,7 @@ def forget(conn: Connection, email: str, secret: str, *, source: str = "admin") 
     conn.execute(delete(memberships).where(memberships.c.subscriber_id == row.id))
     conn.execute(delete(subscribers).where(subscribers.c.id == row.id))
     record(conn, None, None, Action.FORGET, source)
+    outbox.forgotten(conn, [row.id], source)
     return row.id
 
 

@@ -55,6 +55,7 @@ from sqlalchemy.engine import Connection, Row
 
 from mailer.model import ArchiveCopy
 from mailer.send.refs import read_ref, sign_ref
+from subscribers import outbox
 from subscribers.models import Status, UtcDateTime, lists, memberships, subscribers
 from subscribers.models import utcnow as now
 from subscribers.pg_copy import may_skip_fk_checks
@@ -207,6 +208,8 @@ def create_send(conn: Connection, *, issue: str, list_id: int, list_name: str, s
         # Statistics that know the send's rows now: without them a fresh table looks empty and the
         # planner reads every pending reader of the send at each batch (docs/postgresql.md).
         conn.exec_driver_sql("ANALYZE deliveries")
+    outbox.emit(conn, "send.started", list_name=list_name,   # for the outgoing webhooks (mailer/notify/)
+                data={"send_id": send_id, "issue": issue, "segment": segment, "readers": total})
     return send_id
 
 
@@ -324,6 +327,11 @@ def unfinished(c: dict[State, int]) -> int:
 
 def finish(conn: Connection, send_id: int, status: SendStatus, error: str | None = None) -> dict[State, int]:
     c = counts(conn, send_id)
+    was = conn.execute(select(sends.c.status, sends.c.issue, sends.c.list_name).where(sends.c.id == send_id)).one()
+    if status is SendStatus.DONE and was.status != SendStatus.DONE.value:   # once (mailer/notify/)
+        outbox.emit(conn, "send.finished", list_name=was.list_name, data={
+            "send_id": send_id, "issue": was.issue, "accepted": c[State.ACCEPTED], "failed": c[State.FAILED],
+            "skipped": c[State.SKIPPED]})
     conn.execute(update(sends).where(sends.c.id == send_id).values(
         status=status.value, sent=c[State.ACCEPTED], failed=c[State.FAILED], skipped=c[State.SKIPPED],
         finished_at=now() if status is SendStatus.DONE else None, last_error=error, heartbeat_at=now()))

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from mailer.i18n import N_
+from mailer.notify.delivery import Notifier
 from mailer.web import admin, api, archive, challenge, preferences, public, tracking, webhooks
 from mailer.web.context import WebContext
 from mailer.web.language import Negotiation
@@ -48,6 +49,9 @@ def create_app(settings) -> FastAPI:
                                                                "/admin/lists/": admin.UPLOAD_LIMIT})
     app.add_middleware(Negotiation, default=settings.newsletter.language)   # each page in its reader's language
     app.add_middleware(SecurityHeaders, https=settings.newsletter.base_url.startswith("https://"))
+    notifier = Notifier(settings)        # the outgoing webhooks (a bad whsec_ secret stops us here)
+    app.router.add_event_handler("startup", notifier.start)
+    app.router.add_event_handler("shutdown", notifier.stop)
     app.router.add_event_handler("shutdown", app.state.web.tracking.close)   # its last clicks, then the database
     app.router.add_event_handler("shutdown", app.state.web.close)
     return app

@@ -1,4 +1,4 @@
-"""The REST API's tokens and idempotency keys.
+"""The REST API's tokens and idempotency keys; the outgoing webhooks' deliveries.
 
 Revision ID: m0018_api_webhooks
 Revises: m0011_admin_workbench
@@ -9,6 +9,11 @@ Create Date: 2026-12-08
   stored: it is 256 random bits, so a slow hash adds nothing), its scopes, and when it was revoked.
 - api_idempotency: the answer given to a create or update that carried an `Idempotency-Key`, kept
   24 hours so a retry is answered the same and changes nothing (docs/api.md). Keyed by token and key.
+- webhook_deliveries: one row per outbox event (the store's `outbox`, 0015_i28) and endpoint of
+  `[[webhooks.out]]`: its state (pending, delivered, failed), tries, next try, the receiver's last
+  status or error (mailer/notify/delivery.py). Deleted with its event, by the sweep; no foreign key,
+  like the store's history: mailer's history may run on a store older than the outbox (tests of old
+  revisions do).
 Frozen snapshot: types spelt out.
 """
 
@@ -52,8 +57,25 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("token_id", "key", name="pk_api_idempotency"),
     )
     op.create_index("ix_api_idempotency_created_at", "api_idempotency", ["created_at"])
+    op.create_table(
+        "webhook_deliveries",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("outbox_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("url", sa.String(2000), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", TS, nullable=True),
+        sa.Column("last_status", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("created_at", TS, nullable=False),
+        sa.Column("done_at", TS, nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_webhook_deliveries"),
+        sa.UniqueConstraint("outbox_id", "url", name="uq_webhook_deliveries_outbox_id"),
+    )
+    op.create_index("ix_webhook_deliveries_state_next_attempt_at", "webhook_deliveries", ["state", "next_attempt_at"])
 
 
 def downgrade() -> None:
+    op.drop_table("webhook_deliveries")
     op.drop_table("api_idempotency")
     op.drop_table("api_tokens")
