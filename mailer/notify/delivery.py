@@ -1,4 +1,5 @@
 """Outbox events -> one delivery per endpoint -> signed POSTs until one 2xx, for 24 hours.
+(The same background round also sends the welcome mails still due: mailer/send/welcome.py.)
 
     notifier = Notifier(settings)        # reads the endpoints' secrets: a bad one fails here
     notifier.start(); ...; notifier.stop()   # `mailer serve`, `mailer worker`: a background thread
@@ -52,6 +53,7 @@ from sqlalchemy.engine import Connection, Engine
 from mailer import engines
 from mailer.config import OutgoingWebhook, database_url, secret
 from mailer.notify import signing
+from mailer.send import welcome
 from subscribers.models import UtcDateTime, outbox, utcnow
 
 log = logging.getLogger("mailer.notify")
@@ -273,6 +275,7 @@ class Notifier:
         while not self._stop.wait(wait):
             try:
                 self.tick()
+                welcome.send_due(self.settings)   # welcome mails left pending (a backend that was down)
             except Exception:   # the loop outlives a bad round (a database that went away): logged, next round
                 log.exception("webhooks: a round failed; trying again")
 

@@ -63,6 +63,9 @@ from subscribers.pg_copy import may_skip_fk_checks
 metadata = MetaData()
 
 
+WELCOME = "welcome"   # the segment of a list's welcome mail (mailer/send/welcome.py); tag segments start "tag:"
+
+
 class SendStatus(enum.StrEnum):
     SENDING = "sending"            # started, not finished (or its runner died)
     STOPPED = "stopped"            # stopped by an error; a rerun continues
@@ -208,8 +211,9 @@ def create_send(conn: Connection, *, issue: str, list_id: int, list_name: str, s
         # Statistics that know the send's rows now: without them a fresh table looks empty and the
         # planner reads every pending reader of the send at each batch (docs/postgresql.md).
         conn.exec_driver_sql("ANALYZE deliveries")
-    outbox.emit(conn, "send.started", list_name=list_name,   # for the outgoing webhooks (mailer/notify/)
-                data={"send_id": send_id, "issue": issue, "segment": segment, "readers": total})
+    if segment != WELCOME:   # for the outgoing webhooks (mailer/notify/); a welcome's are not sends of an issue
+        outbox.emit(conn, "send.started", list_name=list_name,
+                    data={"send_id": send_id, "issue": issue, "segment": segment, "readers": total})
     return send_id
 
 
@@ -327,8 +331,9 @@ def unfinished(c: dict[State, int]) -> int:
 
 def finish(conn: Connection, send_id: int, status: SendStatus, error: str | None = None) -> dict[State, int]:
     c = counts(conn, send_id)
-    was = conn.execute(select(sends.c.status, sends.c.issue, sends.c.list_name).where(sends.c.id == send_id)).one()
-    if status is SendStatus.DONE and was.status != SendStatus.DONE.value:   # once (mailer/notify/)
+    was = conn.execute(select(sends.c.status, sends.c.issue, sends.c.list_name, sends.c.segment)
+                       .where(sends.c.id == send_id)).one()
+    if status is SendStatus.DONE and was.status != SendStatus.DONE.value and was.segment != WELCOME:   # once
         outbox.emit(conn, "send.finished", list_name=was.list_name, data={
             "send_id": send_id, "issue": was.issue, "accepted": c[State.ACCEPTED], "failed": c[State.FAILED],
             "skipped": c[State.SKIPPED]})
@@ -387,7 +392,9 @@ def started_at(conn: Connection, send_id: int):
 # which a crash leaves as it is) or once a send delivered to anyone (sends from before copies
 # were stored have no copy: the web recomposes those from the issue file).
 
-_VISIBLE = or_(sends.c.sent > 0, and_(sends.c.status == SendStatus.SENDING.value, sends.c.archive_html.is_not(None)))
+_VISIBLE = and_(or_(sends.c.sent > 0, and_(sends.c.status == SendStatus.SENDING.value,
+                                           sends.c.archive_html.is_not(None))),
+                sends.c.segment != WELCOME)   # a list's welcome mail is not an issue (mailer/send/welcome.py)
 
 
 def archived(conn: Connection) -> list[tuple[str, str, object]]:

@@ -33,6 +33,7 @@ from mailer import api_tokens, audit
 from mailer.api_tokens import Answer, Scope, Token
 from mailer.errors import ReportError
 from mailer.reports import report
+from mailer.send import welcome
 from mailer.send.ledger import sends
 from mailer.web import readers
 from mailer.web.language import mail_language
@@ -302,7 +303,7 @@ def create_subscriber(request: Request, body: NewSubscriber, background: Backgro
     def do(conn) -> tuple[int, Any]:
         chosen = [store.get_list(conn, name) for name in dict.fromkeys(body.lists)]
         if body.confirmed:
-            return _create_confirmed(conn, caller, body, chosen, web.secret)
+            return _create_confirmed(conn, caller, body, chosen, web.secret, web.settings)
         mail = readers.sign_up_in(conn, web, chosen, body.email, body.name, caller.client,
                                   mail_language(*(lst.language for lst in chosen)))
         sid = mail.subscriber_id if mail else _id_of(conn, body.email)
@@ -318,6 +319,8 @@ def create_subscriber(request: Request, body: NewSubscriber, background: Backgro
     answer = change(request, caller, body.model_dump_json(), _store_errors(do), idempotency_key)
     for mail in mails:    # only a first answer sends: a replay ran nothing
         background.add_task(readers.send_confirmation_mail, web, mail)
+    if body.confirmed:
+        background.add_task(readers.send_welcomes, web)
     return answer
 
 
@@ -326,13 +329,16 @@ def _id_of(conn, email: str) -> int | None:
     return found.id if found else None
 
 
-def _create_confirmed(conn, caller: Caller, body: NewSubscriber, chosen: list, secret: str) -> tuple[int, Any]:
+def _create_confirmed(conn, caller: Caller, body: NewSubscriber, chosen: list, secret: str,
+                      settings) -> tuple[int, Any]:
     consent = body.consent
     assert consent is not None   # (checked before)
     results = [store.add_subscriber(conn, body.email, lst.id, name=body.name or None, status=Status.ACTIVE,
                                     source=ConsentSource.IMPORT, secret=secret, actor=caller.source)
                for lst in chosen]
     sid = results[0].subscriber_id
+    for lst in chosen:   # confirmed now: each list's welcome mail, once (sent after the commit)
+        welcome.enqueue(conn, settings, sid, lst.id)
     if body.tags:
         _tag(conn, caller, sid, set(tags.normalize_tags(body.tags)), replace=False)
     detail = {"consent": {"at": consent.at.isoformat(), "how": consent.how, "ip": consent.ip},

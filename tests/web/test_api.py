@@ -407,3 +407,32 @@ def test_tokens_and_keys_on_both_databases(db_url):
         api_tokens.revoke(conn, "crm")
         assert api_tokens.find(conn, made.token) is None
         assert api_tokens.find(conn, "not mk_") is None
+
+
+def test_the_welcome_mail_follows_a_web_or_api_confirmation_once(live, outbox):
+    from mailer.send import welcome
+
+    path = live.settings.compose.issues_dir / "hello.md"
+    path.write_text('+++\nsubject = "Hello reader"\ndate = 2024-11-01\npreheader = "Hi"\n+++\n# Hello\n\n'
+                    'Glad you are here.\n\n## More\n\nSoon.\n', encoding="utf-8")
+    with live.web.engine.begin() as conn:
+        welcome.set_welcome(conn, store.get_list(conn, LIST).id, path, "hello", "Hello reader")
+    token = make_token(live)
+    live.http.post("/api/v1/subscribers", headers=bearer(token), json={"email": "gil@example.org", "lists": [LIST]})
+    confirm = wait_for_mails(outbox, 1)[0].confirm_url.split(live.url, 1)[1]
+    assert live.http.post(confirm).status_code == 200
+    assert live.http.post(confirm).status_code == 200          # confirmed twice: "already"
+    importer = live.http.post("/api/v1/subscribers", headers=bearer(token), json={
+        "email": "hal@example.org", "lists": [LIST], "confirmed": True, "consent": CONSENT})
+    assert importer.status_code == 201
+
+    def welcomes() -> list[str]:
+        return sorted(p.name.split(".")[0] for p in outbox.glob("hello.*.eml"))
+
+    import time
+    deadline = time.monotonic() + 10
+    while len(welcomes()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert welcomes() == ["hello", "hello"]
+    assert "Hello reader" not in live.http.get("/archive").text

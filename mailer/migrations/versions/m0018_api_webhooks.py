@@ -14,6 +14,8 @@ Create Date: 2026-12-08
   status or error (mailer/notify/delivery.py). Deleted with its event, by the sweep; no foreign key,
   like the store's history: mailer's history may run on a store older than the outbox (tests of old
   revisions do).
+- welcome_mails: a list's welcome mail (`mailer lists welcome`): its issue file, name and subject
+  (mailer/send/welcome.py); the mails themselves are sends in the ledger, segment `welcome`.
 Frozen snapshot: types spelt out.
 """
 
@@ -72,10 +74,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_webhook_deliveries"),
         sa.UniqueConstraint("outbox_id", "url", name="uq_webhook_deliveries_outbox_id"),
     )
+    op.create_table(
+        "welcome_mails",
+        sa.Column("list_id", sa.Integer(), nullable=False),
+        sa.Column("path", sa.String(1000), nullable=False),
+        sa.Column("slug", sa.String(64), nullable=False),
+        sa.Column("subject", sa.String(998), nullable=False),
+        sa.Column("set_at", TS, nullable=False),
+        sa.PrimaryKeyConstraint("list_id", name="pk_welcome_mails"),
+    )
     op.create_index("ix_webhook_deliveries_state_next_attempt_at", "webhook_deliveries", ["state", "next_attempt_at"])
 
 
 def downgrade() -> None:
+    op.drop_table("welcome_mails")
     op.drop_table("webhook_deliveries")
     op.drop_table("api_idempotency")
     op.drop_table("api_tokens")
