@@ -323,3 +323,37 @@ def test_the_webhooks_commands(cli, config_file, env):
         listed = cli("--config", config_file, "webhooks").out
         assert "subscriber.created" in listed and "failed after 1 try (HTTP 404)" in listed
         assert "failed" in cli("--config", config_file, "webhooks", "--failed").out
+
+
+def test_the_background_loop_delivers_and_stops(settings, env, monkeypatch):
+    import time
+
+    engine = engines.get(settings.database.url)
+    monkeypatch.setattr(delivery, "POLL", 0.05)
+    with engine.begin() as conn:
+        store.add_subscriber(conn, "ann@example.org", store.create_list(conn, "crank").id)
+    with Receiver() as receiver:
+        notifier = Notifier(hooked(settings, receiver.url), engine=engine)
+        notifier.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not receiver.received and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            notifier.stop()
+    assert len(receiver.received) == 1 and states(engine) == [("delivered", 1, 200)]
+
+
+def test_an_endpoint_taken_out_of_the_config_fails_its_deliveries(settings, env):
+    engine = engines.get(settings.database.url)
+    with engine.begin() as conn:
+        store.add_subscriber(conn, "ann@example.org", store.create_list(conn, "crank").id)
+    with Receiver() as receiver:
+        now = utcnow()
+        with engine.begin() as conn:
+            delivery.fan_out(conn, delivery.endpoints(hooked(settings, receiver.url).webhooks.out), now)
+        Notifier(hooked(settings, "https://elsewhere.example/"), engine=engine).tick(now)
+    assert receiver.received == []
+    with engine.connect() as conn:
+        assert conn.execute(select(webhook_deliveries.c.state, webhook_deliveries.c.last_error)).one() == (
+            "failed", "no longer in [[webhooks.out]]")

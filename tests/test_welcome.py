@@ -118,3 +118,28 @@ def test_a_welcome_broken_later_is_reported_and_sent_once_fixed(cli, config_file
     cli(*c, "subscribers", "add", "cat@example.org", "--list", "crank")
     assert sorted(m["To"].addresses[0].addr_spec for m in welcomes_sent(folder)) == ["bob@example.org",
                                                                                      "cat@example.org"]
+
+
+def test_enqueue_is_once_per_reader_on_both_databases(db_url, settings, tmp_path):
+    from mailer.send import welcome
+    from mailer.send.ledger import deliveries
+    from subscribers import store
+
+    settings = settings.__class__(**{**settings.__dict__, "database": settings.database.__class__(url=db_url)})
+    engine = engines.get(db_url)
+    with engine.begin() as conn:
+        lst = store.create_list(conn, "crank")
+        other = store.create_list(conn, "other")
+        ann = store.add_subscriber(conn, "ann@example.org", lst.id).subscriber_id
+        bob = store.add_subscriber(conn, "bob@example.org", lst.id).subscriber_id
+        assert welcome.enqueue(conn, settings, ann, lst.id) is None          # no welcome yet
+        welcome.set_welcome(conn, lst.id, tmp_path / "welcome.md", "welcome", "Welcome")
+        first = welcome.enqueue(conn, settings, ann, lst.id)
+        assert first is not None
+        assert welcome.enqueue(conn, settings, ann, lst.id) is None          # had it
+        assert welcome.enqueue(conn, settings, bob, lst.id) == first
+        assert welcome.enqueue(conn, settings, bob, other.id) is None        # a list without a welcome
+        assert [r.id for r in welcome.due(conn)] == [first]
+        assert conn.execute(select(sends.c.total, sends.c.runner)).one() == (2, None)
+        assert len(conn.execute(select(deliveries.c.id)).all()) == 2
+        assert welcome.clear_welcome(conn, lst.id) and not welcome.clear_welcome(conn, lst.id)

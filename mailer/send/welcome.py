@@ -25,7 +25,7 @@ import logging
 import threading
 from pathlib import Path
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, delete, func, insert, literal, select, update
+from sqlalchemy import Column, Integer, MetaData, String, Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -35,7 +35,7 @@ from mailer.config import Settings, database_url
 from mailer.errors import MailerError, SendError
 from mailer.send import dispatch, ledger
 from mailer.send.ledger import WELCOME, SendStatus, State, deliveries, sends
-from subscribers.models import UtcDateTime, lists, utcnow
+from subscribers.models import UtcDateTime, lists, subscribers, utcnow
 
 log = logging.getLogger("mailer.send")
 metadata = MetaData()
@@ -82,15 +82,17 @@ def enqueue(conn: Connection, settings: Settings, subscriber_id: int, list_id: i
         name = conn.execute(select(lists.c.name).where(lists.c.id == list_id)).scalar_one()
         send_id = ledger.create_send(conn, issue=mail.slug, list_id=list_id, list_name=name, subject=mail.subject,
                                      backend=settings.delivery.backend, segment=WELCOME,
-                                     recipients=select(literal(subscriber_id).label("subscriber_id")))
+                                     recipients=select(subscribers.c.id.label("subscriber_id"))
+                                     .where(subscribers.c.id == subscriber_id))
         # nobody runs it yet: whoever sends it next (send_due, in any process) takes it up
         conn.execute(update(sends).where(sends.c.id == send_id).values(runner=None, heartbeat_at=None))
         return send_id
     upsert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     added = conn.execute(upsert(deliveries).values(send_id=row.id, subscriber_id=subscriber_id,
                                                    state=State.PENDING.value, attempts=0)
-                         .on_conflict_do_nothing(index_elements=["send_id", "subscriber_id"])).rowcount
-    if not added:
+                         .on_conflict_do_nothing(index_elements=["send_id", "subscriber_id"])
+                         .returning(deliveries.c.id)).first()   # (rowcount: not reliable here on psycopg)
+    if added is None:
         return None
     total = conn.execute(select(func.count()).where(deliveries.c.send_id == row.id)).scalar_one()
     conn.execute(update(sends).where(sends.c.id == row.id).values(total=total))
