@@ -436,3 +436,33 @@ def test_the_welcome_mail_follows_a_web_or_api_confirmation_once(live, outbox):
     time.sleep(0.3)
     assert welcomes() == ["hello", "hello"]
     assert "Hello reader" not in live.http.get("/archive").text
+
+
+def test_a_replay_changes_nothing_on_both_databases(web_settings, db_url):
+    import httpx
+
+    from mailer.web import create_app
+    from tests.web.live import free_socket, serve_in_thread
+
+    settings = dataclasses.replace(web_settings, database=dataclasses.replace(web_settings.database, url=db_url))
+    app = create_app(settings)
+    with app.state.web.engine.begin() as conn:
+        store.create_list(conn, LIST)
+        token = api_tokens.create(conn, "crm", ALL).token
+    headers = {**bearer(token), "Idempotency-Key": "k1"}
+    body = {"email": "ivy@example.org", "lists": [LIST], "confirmed": True, "consent": CONSENT, "tags": ["t"]}
+    sock = free_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    with serve_in_thread(app, sock=sock), httpx.Client(base_url=url, timeout=10) as client:
+        first = client.post("/api/v1/subscribers", headers=headers, json=body)
+        assert first.status_code == 201, first.text
+        with app.state.web.engine.connect() as conn:
+            before = [conn.execute(select(func.count()).select_from(t)).scalar() for t in (subscribers, history)]
+        again = client.post("/api/v1/subscribers", headers=headers, json=body)
+        assert (again.status_code, again.json()) == (201, first.json())
+        refused = client.patch(f"/api/v1/subscribers/{first.json()['id']}", json={"tags": [","]},
+                               headers={**bearer(token), "Idempotency-Key": "k2"})
+        assert refused.status_code == 422
+        with app.state.web.engine.connect() as conn:
+            after = [conn.execute(select(func.count()).select_from(t)).scalar() for t in (subscribers, history)]
+    assert after == before
