@@ -262,7 +262,8 @@ def _subscriber_json(conn, row) -> dict:
     return {"id": row.id, "email": row.email, "name": row.name or "", "global_status": row.global_status,
             "created_at": row.created_at.isoformat(), "tags": tags.tags_of(conn, row.id),
             "lists": [{"list": m.list, "status": m.effective, "consent_at": _iso(m.consent_at),
-                       "consent_source": m.consent_source} for m in store.memberships_of(conn, row.id)]}
+                       "consent_source": m.consent_source, "consent_ip": m.consent_ip}
+                      for m in store.memberships_of(conn, row.id)]}
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -334,14 +335,16 @@ def _create_confirmed(conn, caller: Caller, body: NewSubscriber, chosen: list, s
     consent = body.consent
     assert consent is not None   # (checked before)
     results = [store.add_subscriber(conn, body.email, lst.id, name=body.name or None, status=Status.ACTIVE,
-                                    source=ConsentSource.IMPORT, secret=secret, actor=caller.source)
+                                    source=ConsentSource.IMPORT, secret=secret, actor=caller.source,
+                                    consent_ip=consent.ip, consent_at=consent.at)
                for lst in chosen]
     sid = results[0].subscriber_id
     for lst in chosen:   # confirmed now: each list's welcome mail, once (sent after the commit)
         welcome.enqueue(conn, settings, sid, lst.id)
     if body.tags:
         _tag(conn, caller, sid, set(tags.normalize_tags(body.tags)), replace=False)
-    detail = {"consent": {"at": consent.at.isoformat(), "how": consent.how, "ip": consent.ip},
+    # (the reader's address and IP stay out of the audit log: they are in the membership's consent record)
+    detail = {"consent": {"at": consent.at.isoformat(), "how": consent.how},
               "added": [lst.name for lst, r in zip(chosen, results, strict=True)
                         if r.outcome is not store.Outcome.UNCHANGED]}
     audit.record(conn, **caller.who._asdict(), action=audit.Action.SUBSCRIBER_ADD, subscriber_id=sid,
