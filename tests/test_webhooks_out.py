@@ -323,6 +323,13 @@ def test_the_webhooks_commands(cli, config_file, env):
         listed = cli("--config", config_file, "webhooks").out
         assert "subscriber.created" in listed and "failed after 1 try (HTTP 404)" in listed
         assert "failed" in cli("--config", config_file, "webhooks", "--failed").out
+        receiver.statuses = [503]
+        with engine.begin() as conn:
+            store.add_subscriber(conn, "bob@example.org", store.get_list(conn, "crank").id)
+        worked = cli("--config", config_file, "worker")       # the webhook loop runs while it works, then stops
+        assert worked.code == 0, worked.err
+        Notifier(settings, engine=engine).tick()
+        assert "pending after 1 try (HTTP 503), next try" in cli("--config", config_file, "webhooks").out
 
 
 def test_the_background_loop_delivers_and_stops(settings, env, monkeypatch):
