@@ -25,9 +25,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Boolean, Connection, String, insert, literal, select, update
 
-from subscribers.models import Action, Status, lists, outbox, subscribers, utcnow
+from subscribers.models import Action, Json, Status, UtcDateTime, lists, outbox, subscribers, utcnow
 
 SUBSCRIBER_EVENTS = ("subscriber.created", "subscriber.confirmed", "subscriber.unsubscribed", "subscriber.bounced",
                      "subscriber.complained", "subscriber.forgotten")
@@ -60,6 +60,9 @@ def from_history(conn: Connection, rows: Iterable[Sequence]) -> int:
               if sid is not None and (kind := event_for(str(action), old, new))]
     if not wanted:
         return 0
+    if len(wanted) == 1:   # one change (store.record): one statement, the address and list read in it
+        _one(conn, *wanted[0])
+        return 1
     emails = dict(conn.execute(select(subscribers.c.id, subscribers.c.email)
                                .where(subscribers.c.id.in_({w[0] for w in wanted}))).all())
     list_ids = {w[1] for w in wanted if w[1] is not None}
@@ -72,6 +75,17 @@ def from_history(conn: Connection, rows: Iterable[Sequence]) -> int:
          "data": {"status": new, "previous_status": old, "source": source}}
         for sid, lid, kind, old, new, source in wanted])
     return len(wanted)
+
+
+def _one(conn: Connection, sid: int, lid: int | None, kind: str, old, new, source) -> None:
+    list_name = select(lists.c.name).where(lists.c.id == lid).scalar_subquery() if lid is not None \
+        else literal(None, String)
+    row = select(literal(new_id()), literal(kind), literal(utcnow(), UtcDateTime), subscribers.c.id,
+                 subscribers.c.email, list_name,
+                 literal({"status": new, "previous_status": old, "source": source}, Json), literal(False, Boolean)
+                 ).where(subscribers.c.id == sid)
+    conn.execute(insert(outbox).from_select(
+        ["event_id", "type", "at", "subscriber_id", "email", "list_name", "data", "fanned_out"], row))
 
 
 def emit(conn: Connection, kind: str, *, data: dict, subscriber_id: int | None = None, email: str | None = None,
