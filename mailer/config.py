@@ -102,6 +102,9 @@ class DeliverySettings:
     retry_wait_seconds: float = setting(600.0, 0, 3600)  # a run waits itself for deferred readers due within this long
     # a worker silent this long is presumed dead; its batches are reclaimed
     worker_lease_seconds: float = setting(60.0, 2, 3600)
+    # a statement failing during a send (database restarting, SQLite locked, disk full) is retried this long
+    database_retry_seconds: float = setting(300.0, 0, 3600)
+    journal_dir: Path = Path("journal")   # results the database would not take, applied by the next run
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
 
