@@ -248,31 +248,57 @@ def _code_hash(code: str) -> str:
 _DUMMY: list[str] = []
 
 
-def verify(conn: Connection, name: str, password: str) -> str | None:
-    """The user's session stamp when `password` is theirs, else None (same cost either way).
+class Stored(NamedTuple):
+    """A user's id and password hash, read before the (slow) check, outside any transaction."""
+    user_id: int
+    password_hash: str
 
-    The stamp is derived from the stored hash: a new password (remove-user, add-user) changes it,
-    which ends every session made with the old one (mailer/web/admin/auth.py)."""
-    hasher = _hasher()
+
+def stored_password(conn: Connection, name: str) -> Stored | None:
     row = conn.execute(select(admin_users.c.id, admin_users.c.password_hash)
                        .where(admin_users.c.name == name)).first()
-    if row is None:
+    return None if row is None else Stored(row.id, row.password_hash)
+
+
+def check_password_hash(found: Stored | None, password: str) -> tuple[bool, str | None]:
+    """(right, a new hash when the stored one has outdated parameters): argon2 alone, 64 MiB and
+    a fraction of a second, so the caller runs it outside any transaction or lock. An unknown user
+    (`found` None) costs the same, against a dummy hash."""
+    hasher = _hasher()
+    if found is None:
         if not _DUMMY:
             _DUMMY.append(hasher.hash("not a password of anyone's"))
         try:
             hasher.verify(_DUMMY[0], password)
         except VerificationError:
             pass
-        return None
+        return False, None
     try:
-        hasher.verify(row.password_hash, password)
+        hasher.verify(found.password_hash, password)
     except (VerificationError, InvalidHashError):
-        return None
-    values = {"last_login_at": utcnow()}
-    if hasher.check_needs_rehash(row.password_hash):
-        values["password_hash"] = hasher.hash(password)
-    conn.execute(update(admin_users).where(admin_users.c.id == row.id).values(**values))
-    return stamp(values.get("password_hash", row.password_hash))
+        return False, None
+    return True, hasher.hash(password) if hasher.check_needs_rehash(found.password_hash) else None
+
+
+def record_login(conn: Connection, found: Stored, new_hash: str | None = None) -> str | None:
+    """After a right password: the login time (and the re-hash) stored, the session stamp returned.
+    None when the password was changed (or the user removed) while it was being checked."""
+    values = {"last_login_at": utcnow(), **({"password_hash": new_hash} if new_hash else {})}
+    changed = conn.execute(update(admin_users).where(admin_users.c.id == found.user_id,
+                                                     admin_users.c.password_hash == found.password_hash)
+                           .values(**values)).rowcount
+    return stamp(new_hash or found.password_hash) if changed else None
+
+
+def verify(conn: Connection, name: str, password: str) -> str | None:
+    """The user's session stamp when `password` is theirs, else None (same cost either way).
+
+    The stamp is derived from the stored hash: a new password (remove-user, add-user) changes it,
+    which ends every session made with the old one (mailer/web/admin/auth.py). The web login does
+    the same in three steps, the check outside any transaction (mailer/web/admin/login.py)."""
+    found = stored_password(conn, name)
+    right, new_hash = check_password_hash(found, password)
+    return record_login(conn, found, new_hash) if right and found is not None else None
 
 
 def stamp(password_hash: str) -> str:

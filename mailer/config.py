@@ -169,6 +169,8 @@ class WebSettings:
     # login attempts per client address and per user name: at once ...
     admin_login_burst: int = setting(5, 1, 1000)
     admin_login_per_hour: int = setting(20, 1, 100_000)    # ... and sustained
+    # password checks (argon2: 64 MiB, a fraction of a second each) running at once; more answer 503
+    admin_login_checks: int = setting(2, 1, 64)
     # The public signup's defences (docs/signup.md): a proof-of-work the reader's browser solves
     # while they type (ALTCHA), a honeypot field, a minimum time to fill the form, and refusals of
     # throwaway and mail-less domains.

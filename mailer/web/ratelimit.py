@@ -77,3 +77,27 @@ class RateLimiter:
         if len(kept) > self.max_keys // 2:
             kept = sorted(kept, key=lambda item: item[1][1])[-(self.max_keys // 2):]
         self._buckets = dict(kept)
+
+
+class Gate:
+    """At most `limit` holders at once; one more is refused at once, never queued (a flood of
+    slow work, such as password checks, then costs a refusal each, not a thread and its memory).
+    `peak` is the most ever inside together."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.inside = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        with self._lock:
+            if self.inside >= self.limit:
+                return False
+            self.inside += 1
+            self.peak = max(self.peak, self.inside)
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.inside -= 1

@@ -41,7 +41,7 @@ from mailer.web.admin.auth import (
     login_redirect_target,
 )
 from mailer.web.admin.search import CountCache
-from mailer.web.ratelimit import Rate, RateLimiter
+from mailer.web.ratelimit import Gate, Rate, RateLimiter
 
 # Admin pages show personal data: never cached, never indexed.
 NO_STORE = {"cache-control": "no-store", "x-robots-tag": "noindex, nofollow"}
@@ -58,6 +58,7 @@ class AdminContext:
                                  https=self.base_url.startswith("https://"))
         rate = Rate(burst=settings.web.admin_login_burst, per_hour=settings.web.admin_login_per_hour)
         self.limiter = RateLimiter({"login-address": rate, "login-user": rate})
+        self.checks = Gate(settings.web.admin_login_checks)   # password checks at once
 
         self.counts = CountCache(web.read)
         self.dir = Path(settings.compose.templates_dir) / "admin"

@@ -4,10 +4,12 @@ second factor, a TOTP or recovery code) -> a session cookie, rate limited.
 Login attempts are limited per client address and per user name (token buckets, [web]
 admin_login_burst and admin_login_per_hour); a failed attempt takes a token from both, a
 successful one gives it back, so people who log in often are never locked out by it. Over the
-limit: 429 with Retry-After, and no password check at all. An unknown name and a wrong password
-get the same answer in the same time (mailer/admin_users.py). A right password for a user with a
-second factor leads to the code form, holding a signed cookie for five minutes; the code is
-limited by the same buckets.
+limit: 429 with Retry-After, and no password check at all. The password check (argon2) runs
+outside any transaction, at most [web] admin_login_checks at once; one more answers 503 with
+Retry-After at once instead of waiting for a thread (docs/admin.md, "Login rate limits").
+An unknown name and a wrong password get the same answer in the same time
+(mailer/admin_users.py). A right password for a user with a second factor leads to the code form,
+holding a signed cookie for five minutes; the code is limited by the same buckets.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
-from mailer.admin_users import check_code, has_totp, verify
+from mailer.admin_users import Stored, check_code, check_password_hash, has_totp, record_login, stored_password
 from mailer.web.admin.auth import (
     CODE_COOKIE,
     SESSION_COOKIE,
@@ -81,9 +83,12 @@ def login_form(request: Request, next: str = "/admin") -> Response:
     return _login_page(request, next_url=next)
 
 
-def _verify(conn, name: str, password: str) -> tuple[str | None, bool]:
-    stamp = verify(conn, name, password)
+def _recorded(conn, name: str, found: Stored, new_hash: str | None) -> tuple[str | None, bool]:
+    stamp = record_login(conn, found, new_hash)
     return stamp, stamp is not None and has_totp(conn, name)
+
+
+BUSY = "The server is checking other logins right now. Try again in a moment."
 
 
 @router.post("/login", include_in_schema=False)
@@ -95,8 +100,20 @@ async def login(request: Request, username: str = Form(""), password: str = Form
     wait = _limited(request, name)
     if wait:
         return _login_page(request, 429, username=name, next_url=next, error=TOO_MANY, retry_after=wait)
-    stamp, second = (await run_in_threadpool(ctx.web.write, _verify, name, password) if name and password
-                     else (None, False))
+    stamp, second = None, False
+    if name and password:
+        # read, check, record: the slow check (argon2) holds no transaction and no writer lock,
+        # and only `admin_login_checks` of them run at once; one more is refused, not queued
+        found = await run_in_threadpool(ctx.web.read, stored_password, name)
+        if not ctx.checks.enter():
+            _refund(request, name)
+            return _login_page(request, 503, username=name, next_url=next, error=BUSY, retry_after=1)
+        try:
+            right, new_hash = await run_in_threadpool(check_password_hash, found, password)
+        finally:
+            ctx.checks.leave()
+        if right and found is not None:
+            stamp, second = await run_in_threadpool(ctx.web.write, _recorded, name, found, new_hash)
     if stamp is None:
         return _login_page(request, 401, username=name, next_url=next,
                            error="That user name and password do not match.")

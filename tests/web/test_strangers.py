@@ -1,0 +1,266 @@
+"""The web service under a stranger's hand (issue 23): a login flood does not stall the readers'
+one-click unsubscribes, on SQLite and PostgreSQL. Nothing here measures time: the tests show the
+password check holds no lock and no transaction, and that no more checks run at once than allowed."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from subscribers import store
+from subscribers.models import Status, memberships
+from subscribers.tokens import make_token
+from tests.web.admin_helpers import PASSWORD, USER, add_user, form_token
+from tests.web.conftest import LIST, SECRET, Live
+from tests.web.live import free_socket, serve_in_thread
+
+HTML = {"accept": "text/html"}
+
+
+@pytest.fixture
+def live_db(web_settings, db_url):
+    """The `live` fixture's app, on SQLite and on PostgreSQL, with room for many login attempts."""
+    from mailer.web import create_app
+
+    sock = free_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    settings = dataclasses.replace(
+        web_settings, newsletter=dataclasses.replace(web_settings.newsletter, base_url=url),
+        database=dataclasses.replace(web_settings.database, url=db_url),
+        web=dataclasses.replace(web_settings.web, admin_login_burst=1000, admin_login_per_hour=100_000,
+                                admin_login_checks=2))
+    app = create_app(settings)
+    with app.state.web.engine.begin() as conn:
+        store.create_list(conn, LIST, title="CRANK Call")
+    with serve_in_thread(app, sock=sock), httpx.Client(base_url=url, timeout=30,
+                                                       follow_redirects=False) as http:
+        yield Live(url, app, settings, http)
+
+
+def members(live, n: int) -> list[tuple[int, str]]:
+    """n active members and their unsubscribe tokens."""
+    from subscribers.links import membership_key
+
+    found = []
+    with live.web.engine.begin() as conn:
+        lst = store.get_list(conn, LIST)
+        for i in range(n):
+            sid = store.add_subscriber(conn, f"reader{i}@example.com", lst.id, status=Status.ACTIVE,
+                                       secret=SECRET).subscriber_id
+            found.append((sid, make_token(SECRET, "unsubscribe", sid, lst.id, membership_key(conn, sid, lst.id))))
+    return found
+
+
+def one_click(live, token: str) -> int:
+    return live.http.post(f"/unsubscribe/{token}", content=b"List-Unsubscribe=One-Click").status_code
+
+
+def statuses(live, ids) -> set[str]:
+    with live.web.engine.connect() as conn:
+        return set(conn.execute(select(memberships.c.status).where(memberships.c.subscriber_id.in_(ids))).scalars())
+
+
+def attempt(url: str, name: str, password: str) -> httpx.Response:
+    with httpx.Client(base_url=url, timeout=60) as client:
+        page = client.get("/admin/login", headers=HTML)
+        return client.post("/admin/login", data={"username": name, "password": password,
+                                                 "csrf": form_token(page.text)})
+
+
+def test_the_password_check_holds_no_lock_and_no_connection(live_db, monkeypatch):
+    """While a login's argon2 check runs, a one-click unsubscribe goes through (on SQLite the
+    writer lock is free, on PostgreSQL no connection is held), and the login then succeeds."""
+    from mailer.web.admin import login as login_module
+
+    add_user(live_db)
+    [(sid, token)] = members(live_db, 1)
+    checking, go = threading.Event(), threading.Event()
+    real = login_module.check_password_hash
+
+    def held(found, password):
+        checking.set()
+        assert go.wait(60), "the test never let the check finish"
+        return real(found, password)
+
+    monkeypatch.setattr(login_module, "check_password_hash", held)
+    answers: list[httpx.Response] = []
+    flood = threading.Thread(target=lambda: answers.append(attempt(live_db.url, USER, PASSWORD)))
+    flood.start()
+    try:
+        assert checking.wait(60)
+        writer = live_db.web.exclusive()
+        assert not (isinstance(writer, type(threading.Lock())) and writer.locked())
+        assert live_db.web.engine.pool.checkedout() == 0      # (the unsubscribe below takes one)
+        assert one_click(live_db, token) == 200
+        assert statuses(live_db, [sid]) == {"unsubscribed"}
+    finally:
+        go.set()
+        flood.join(60)
+    assert answers[0].status_code == 303                       # logged in after all
+
+
+def test_over_the_bound_a_login_is_refused_at_once_with_retry_after(live_db):
+    checks = live_db.app.state.admin.checks
+    add_user(live_db)
+    assert checks.enter() and checks.enter() and not checks.enter()   # both slots taken
+    try:
+        busy = attempt(live_db.url, USER, PASSWORD)
+    finally:
+        checks.leave()
+        checks.leave()
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+    assert "checking other logins" in busy.text
+    assert attempt(live_db.url, USER, PASSWORD).status_code == 303   # its token was given back
+
+
+def test_unsubscribes_succeed_during_a_login_flood(live_db):
+    """Six threads keep posting wrong passwords; every one-click unsubscribe meanwhile lands,
+    and never more than `admin_login_checks` (2) password checks ran at once."""
+    add_user(live_db)
+    readers = members(live_db, 30)
+    done = threading.Event()
+    codes: list[int] = []
+
+    def flood(n: int) -> None:
+        while not done.is_set():
+            codes.append(attempt(live_db.url, f"{USER}{n % 2 or ''}", "not the password").status_code)
+
+    threads = [threading.Thread(target=flood, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        while len(codes) < 6:                 # the flood is on before the first unsubscribe
+            threading.Event().wait(0.05)
+        answers = [one_click(live_db, token) for _, token in readers]
+    finally:
+        done.set()
+        for t in threads:
+            t.join(120)
+    assert answers == [200] * len(readers)
+    assert statuses(live_db, [sid for sid, _ in readers]) == {"unsubscribed"}
+    assert set(codes) <= {401, 503} and 401 in codes
+    assert 1 <= live_db.app.state.admin.checks.peak <= 2
+
+
+ODD = ["nul\u0000inside", "lone \ud800 high", "lone \udfff low", "\u0000", "\ud83d"]
+
+
+def test_a_signed_batch_with_unstorable_text_is_cleaned_and_applied(live_db, signer):
+    """NUL and lone surrogates in every field of signed SendGrid events (JSON's \\u0000 and
+    \\ud800 escapes): the post answers 200, the text is stored without them, and the batch's
+    unsubscribe is applied."""
+    import json
+    import time
+
+    from subscribers.policy import events as events_table
+    from tests.events.signing import body
+
+    [(sid, _)] = members(live_db, 1)
+    now = int(time.time())
+    posted = []
+    for i, odd in enumerate(ODD):
+        posted.append({"email": "reader0@example.com", "event": "delivered", "timestamp": now,
+                       "sg_event_id": f"ev-{i}-{odd}", "sg_message_id": odd, "reason": odd, "response": odd,
+                       "mailer_issue": odd, "mailer_ref": odd, odd: odd, "nested": {odd: [odd, float("nan")]}})
+    posted.append({"email": "reader0@example.com\u0000", "event": "unsubscribe", "timestamp": now,
+                   "sg_event_id": "ev-unsub\ud800", "mailer_issue": "2024-11\u0000"})
+    raw = body(posted)
+    assert b"\\u0000" in raw and b"\\ud800" in raw and b"NaN" in raw
+    reply = live_db.http.post("/webhooks/sendgrid", content=raw,
+                              headers={"content-type": "application/json", **signer.sign(raw)})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["stored"] == len(posted)
+    assert statuses(live_db, [sid]) == {"unsubscribed"}
+    with live_db.web.engine.connect() as conn:
+        rows = conn.execute(select(events_table)).all()
+    assert len(rows) == len(posted)
+    for row in rows:
+        text = json.dumps([row.event_id, row.detail, row.message_id, row.issue, row.send_ref, row.raw],
+                          ensure_ascii=False)
+        assert "\x00" not in text and not any("\ud800" <= ch <= "\udfff" for ch in text)
+    assert {row.issue for row in rows} >= {"nulinside", "lone \ufffd high", "2024-11"}
+    again = live_db.http.post("/webhooks/sendgrid", content=raw,          # a replay: stored once
+                              headers={"content-type": "application/json", **signer.sign(raw)})
+    assert again.status_code == 200 and again.json()["stored"] == 0
+
+
+@pytest.mark.parametrize("given, stored", [
+    ("plain", "plain"),
+    ("a\u0000b", "ab"),
+    ("a\ud800b\udc00", "a\ufffdb\ufffd"),
+    ("\U0001f600", "\U0001f600"),                                   # a real pair stays
+    ({"k\u0000": ["\ud800", 1, 2.5, float("inf"), None, True]}, {"k": ["\ufffd", 1, 2.5, None, None, True]}),
+])
+def test_storable(given, stored):
+    from subscribers.events import storable
+
+    assert storable(given) == stored
+
+
+# ---------------------------------------------------------------- admin uploads: a private folder
+
+def _upload(live, text: str = "email\nann@example.com\n"):
+    from tests.web.admin_helpers import login, page_token
+
+    add_user(live)
+    client = login(live)
+    client.headers.update(HTML)
+    token = page_token(client)
+    dry = client.post("/admin/lists/crank/import", data={"csrf": token},
+                      files={"file": ("audience.csv", text.encode(), "text/csv")})
+    assert dry.status_code == 200, dry.text
+    return client, token, dry.text.split('name="upload" value="')[1].split('"')[0]
+
+
+def test_uploads_live_in_a_private_folder_made_by_mkdtemp(live, tmp_path, monkeypatch):
+    import os
+    import stat
+    import tempfile
+
+    from mailer.web.admin import lists
+
+    shared = tmp_path / "mailer-admin-uploads"                # what another local user made first
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o777)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(lists, "_private", [])
+    _, _, upload = _upload(live)
+    folder = lists.uploads()
+    found = os.lstat(folder)
+    assert folder != shared and folder.parent == tmp_path and folder.name.startswith("mailer-admin-uploads-")
+    assert stat.S_IMODE(found.st_mode) == 0o700 and found.st_uid == os.geteuid()
+    assert list(shared.iterdir()) == [] and (folder / upload / "audience.csv").is_file()
+
+
+@pytest.mark.parametrize("tamper", ["file", "folder", "widened"])
+def test_an_upload_swapped_before_apply_is_refused(live, tmp_path, monkeypatch, tamper):
+    import os
+
+    from mailer.web.admin import lists
+    from tests.web.test_admin_pages import members as members_of
+
+    monkeypatch.setattr(lists, "_private", [])
+    client, token, upload = _upload(live)
+    folder = lists.uploads()
+    other = tmp_path / "evil"
+    other.mkdir()
+    (other / "audience.csv").write_text("email\nmallory@example.com\n")
+    if tamper == "file":                                      # the file became a symlink
+        (folder / upload / "audience.csv").unlink()
+        (folder / upload / "audience.csv").symlink_to(other / "audience.csv")
+    elif tamper == "folder":                                  # the upload's folder became one
+        for f in (folder / upload).iterdir():
+            f.unlink()
+        (folder / upload).rmdir()
+        (folder / upload).symlink_to(other)
+    else:                                                     # the private folder was opened to all
+        os.chmod(folder, 0o777)
+    applied = client.post("/admin/lists/crank/import/apply", data={"csrf": token, "upload": upload})
+    assert applied.status_code == 410
+    assert members_of(live) == {}
+    if tamper == "widened":
+        assert lists.uploads() != folder                      # a new private folder, the old not trusted
