@@ -264,3 +264,27 @@ def test_an_upload_swapped_before_apply_is_refused(live, tmp_path, monkeypatch, 
     assert members_of(live) == {}
     if tamper == "widened":
         assert lists.uploads() != folder                      # a new private folder, the old not trusted
+
+
+# ---------------------------------------------------------------- "email me a link": alike for anyone
+
+def test_email_me_a_link_answers_every_address_alike_before_any_lookup(live):
+    """The answer comes while the database is kept from the web process (its writer lock held by
+    the test), for a reader and for a stranger alike: nothing about the address was looked up or
+    written before it. Then the reader's mail goes out, and the stranger gets none."""
+    from tests.web.test_audience_pages import link_mails, link_requests
+
+    members(live, 1)                                          # reader0@example.com
+    asked = ["reader0@example.com", "stranger@example.com", "READER0@example.com "]
+    writer = live.web.exclusive()
+    with writer:
+        answers = []
+        for i, address in enumerate(asked):
+            with httpx.Client(base_url=live.url, timeout=30) as client:     # a connection each
+                answers.append(client.post("/preferences", data={"email": address},
+                                           headers={"x-forwarded-for": f"192.0.2.{30 + i}"}))
+    assert [r.status_code for r in answers] == [200, 200, 200]
+    assert len({r.text for r in answers}) == 1
+    [mail] = link_mails(live, 1)
+    assert mail["To"].addresses[0].addr_spec == "reader0@example.com"
+    assert link_requests(live, "reader0@example.com") == 1   # the second ask came too soon: no mail
