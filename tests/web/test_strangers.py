@@ -288,3 +288,35 @@ def test_email_me_a_link_answers_every_address_alike_before_any_lookup(live):
     [mail] = link_mails(live, 1)
     assert mail["To"].addresses[0].addr_spec == "reader0@example.com"
     assert link_requests(live, "reader0@example.com") == 1   # the second ask came too soon: no mail
+
+
+# ---------------------------------------------------------------- odd requests to the admin pages: 4xx, never 500
+
+@pytest.mark.parametrize("path, code", [
+    ("/admin/subscribers?q=%00", 400), ("/admin/subscribers?q=a%00b", 400), ("/admin/subscribers?q=@%00", 400),
+    ("/admin/subscribers?q=%F4%8F%BF%BF", 200),                      # U+10FFFF: a search that finds nobody
+    ("/admin/subscribers?q=a%F4%8F%BF%BF", 200), ("/admin/subscribers?q=%ED%9F%BF", 200),   # ... and U+D7FF
+    ("/admin/subscribers?tag=%00", 400), ("/admin/subscribers.csv?q=%00", 400),
+    ("/admin/subscribers/2147483648", 404), ("/admin/subscribers/9223372036854775808", 404),
+    ("/admin/subscribers/99999999999999999999999", 404),
+    ("/admin/audit?subscriber=9223372036854775808", 400), ("/admin/audit?subscriber=%00", 400),
+    ("/admin/audit?user=%00", 400), ("/admin/audit?before=9223372036854775808", 400),
+    ("/admin/lists/%00", 400), ("/admin/lists/crank?after=9223372036854775808", 400),
+    ("/admin/lists/crank?before=-9223372036854775809", 400), ("/admin/lists/crank?status=%00", 400),
+    ("/admin/issues/%00", 400),
+])
+def test_admin_pages_answer_odd_requests_with_4xx(live_db, path, code):
+    from tests.web.admin_helpers import login
+
+    add_user(live_db)
+    reply = login(live_db).get(path, headers=HTML)
+    assert reply.status_code == code, reply.text[-300:]
+
+
+@pytest.mark.parametrize("text, after", [
+    ("ab", "ac"), ("a\U0010ffff", "b"), ("\U0010ffff\U0010ffff", None), ("a\ud7ff", "a\ue000"),
+])
+def test_the_prefix_range_never_passes_the_last_character(text, after):
+    from subscribers.selection import _next_prefix
+
+    assert _next_prefix(text) == after

@@ -39,6 +39,7 @@ from mailer.web.admin.auth import (
     current_admin,
     is_page_request,
     login_redirect_target,
+    plain_request,
 )
 from mailer.web.admin.search import CountCache
 from mailer.web.ratelimit import Gate, Rate, RateLimiter
@@ -109,7 +110,8 @@ def install(app: FastAPI, web) -> None:
     app.state.admin = AdminContext(web)
     app.include_router(login.router)
     for module in (dashboard, lists, people, issues, users):
-        app.include_router(module.router, prefix="/admin", dependencies=[Depends(current_admin)])
+        app.include_router(module.router, prefix="/admin", dependencies=[Depends(current_admin),
+                                                                          Depends(plain_request)])
 
     @app.get("/admin/static/admin.css", include_in_schema=False)
     def stylesheet(request: Request) -> Response:
