@@ -320,3 +320,20 @@ def test_the_prefix_range_never_passes_the_last_character(text, after):
     from subscribers.selection import _next_prefix
 
     assert _next_prefix(text) == after
+
+
+# ---------------------------------------------------------------- logging out ends the session on the server
+
+def test_logout_ends_the_session_on_the_server(live_db):
+    from tests.web.admin_helpers import login, page_token
+
+    add_user(live_db)
+    client = login(live_db)
+    stolen = httpx.Client(base_url=live_db.url, cookies={"mailer_admin": client.cookies["mailer_admin"]})
+    assert stolen.get("/admin", headers=HTML).status_code == 200          # a copy works like the original
+    assert client.post("/admin/logout", data={"csrf": page_token(client)}).status_code == 303
+    assert stolen.get("/admin", headers=HTML).status_code == 303          # ... until the user logs out
+    assert stolen.get("/admin", headers={"accept": "application/json"}).status_code == 401
+    again = login(live_db)                                                # a new login works
+    assert again.get("/admin", headers=HTML).status_code == 200
+    assert stolen.get("/admin", headers=HTML).status_code == 303

@@ -18,7 +18,15 @@ from fastapi import APIRouter, Depends, Form, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
-from mailer.admin_users import Stored, check_code, check_password_hash, has_totp, record_login, stored_password
+from mailer.admin_users import (
+    Stored,
+    check_code,
+    check_password_hash,
+    end_sessions,
+    has_totp,
+    record_login,
+    stored_password,
+)
 from mailer.web.admin.auth import (
     CODE_COOKIE,
     SESSION_COOKIE,
@@ -154,7 +162,9 @@ async def login_code(request: Request, code: str = Form(""), csrf: str = Form(""
 
 
 @router.post("/logout", include_in_schema=False)
-def logout(request: Request, admin: Admin = Depends(current_admin)) -> Response:
+async def logout(request: Request, admin: Admin = Depends(current_admin)) -> Response:
+    # ended on the server: this cookie, and any copy of it, stops working (so do the user's others)
+    await run_in_threadpool(request.app.state.admin.web.write, end_sessions, admin.name)
     response = RedirectResponse("/admin/login", status_code=303)
     request.app.state.admin.sessions.clear(response)
     return response
