@@ -55,7 +55,7 @@ class WebContext:
         self._writer: AbstractContextManager = nullcontext()
         self._lists: dict[int, tuple[float, tuple[str, str, str | None] | None]] = {}
         self.batch = GroupWriter(self)
-        self._send_lists: dict[int, int | None] = {}
+        self._send_lists: dict[int, int] = {}
 
     @property
     def engine(self) -> Engine:
@@ -114,8 +114,10 @@ class WebContext:
             return None
         send_id = ref[0]
         if send_id not in self._send_lists:
-            self._send_lists[send_id] = conn.execute(
-                select(sends.c.list_id).where(sends.c.id == send_id)).scalar()
+            found = conn.execute(select(sends.c.list_id).where(sends.c.id == send_id)).scalar()
+            if found is None:
+                return None       # not remembered: the send may be created after this event came
+            self._send_lists[send_id] = found
         return self._send_lists[send_id]
 
     def close(self) -> None:

@@ -337,3 +337,24 @@ def test_logout_ends_the_session_on_the_server(live_db):
     again = login(live_db)                                                # a new login works
     assert again.get("/admin", headers=HTML).status_code == 200
     assert stolen.get("/admin", headers=HTML).status_code == 303
+
+
+def test_the_webhook_does_not_remember_a_send_that_does_not_exist_yet(live_db):
+    """An event can come before its send's row is visible (another worker, a replica): "no such
+    send" is not kept, so the same ref names the list once the send exists."""
+    from datetime import UTC, datetime
+
+    from mailer.send import ledger
+    from subscribers.events import DeliveryEvent, EventType
+    from subscribers.store import recipients_select
+
+    [(sid, _)] = members(live_db, 1)
+    event = DeliveryEvent(EventType.UNSUBSCRIBED, "reader0@example.com", datetime.now(UTC), "sendgrid-webhook",
+                          send_ref=ledger.delivery_ref(1, sid, "k"))
+    assert live_db.web.read(live_db.web.list_for, event) is None            # no send yet
+    with live_db.web.engine.begin() as conn:
+        list_id = store.get_list(conn, LIST).id
+        send_id = ledger.create_send(conn, issue="2024-11", list_id=list_id, list_name=LIST, subject="S",
+                                     backend="outbox", recipients=recipients_select(list_id))
+    assert send_id == 1
+    assert live_db.web.read(live_db.web.list_for, event) == list_id
