@@ -126,8 +126,10 @@ def test_unsubscribes_succeed_during_a_login_flood(live_db):
     codes: list[int] = []
 
     def flood(n: int) -> None:
-        while not done.is_set():
-            codes.append(attempt(live_db.url, f"{USER}{n % 2 or ''}", "not the password").status_code)
+        tries = 0
+        while not done.is_set():             # names of their own: no delay slows the flood down
+            tries += 1
+            codes.append(attempt(live_db.url, f"{USER}{n}-{tries}", "not the password").status_code)
 
     threads = [threading.Thread(target=flood, args=(n,)) for n in range(6)]
     for t in threads:
@@ -358,3 +360,65 @@ def test_the_webhook_does_not_remember_a_send_that_does_not_exist_yet(live_db):
                                      backend="outbox", recipients=recipients_select(list_id))
     assert send_id == 1
     assert live_db.web.read(live_db.web.list_for, event) == list_id
+
+
+# ---------------------------------------------------------------- login limits: per client and user, growing delay
+
+def test_a_strangers_wrong_passwords_do_not_lock_the_user_out(live):
+    from tests.web.admin_helpers import login
+
+    add_user(live)
+    stranger = {"x-forwarded-for": "198.51.100.66"}
+    codes = []
+    with httpx.Client(base_url=live.url, timeout=30) as client:
+        for _ in range(8):
+            page = client.get("/admin/login", headers={**HTML, **stranger})
+            codes.append(client.post("/admin/login", headers=stranger, data={
+                "username": USER, "password": "guessing again", "csrf": form_token(page.text)}).status_code)
+    assert codes[:4] == [401] * 4 and codes[4] in (401, 429) and codes[5:] == [429] * 3   # (the 5th: its delay)
+    assert login(live).get("/admin", headers=HTML).status_code == 200     # the user, from elsewhere
+
+
+def test_the_delay_grows_after_three_failures_and_a_success_clears_it():
+    from mailer.web.ratelimit import Backoff
+
+    now = [1000.0]
+    backoff = Backoff(free=3, most=10, clock=lambda: now[0])
+    key = ("192.0.2.1", "192.0.2.1 editor")
+    waits = []
+    for _ in range(8):
+        backoff.failed(key)
+        waits.append(backoff.wait(key))
+    assert waits == [0, 0, 0, 1, 2, 4, 8, 10]
+    assert backoff.wait(("192.0.2.2", "192.0.2.2 editor")) == 0           # another client: no delay
+    now[0] += 9.5
+    assert backoff.wait(key) == 1
+    backoff.succeeded(key)
+    assert backoff.wait(key) == 0
+    small = Backoff(max_keys=2, clock=lambda: now[0])
+    for n in range(3):
+        small.failed((str(n),))
+    assert len(small._keys) == 2
+
+
+@pytest.mark.parametrize("ip, key", [
+    ("192.0.2.1", "192.0.2.1"),
+    ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2::ffff", "2001:db8:1:2::/64"),
+    ("::ffff:192.0.2.9", "192.0.2.9"),                    # IPv4 written as IPv6: the IPv4 address
+    ("not an address", "not an address"), (None, "unknown"),
+])
+def test_rate_limits_key_ipv6_clients_by_their_64(ip, key):
+    from mailer.web.ratelimit import client_key
+
+    assert client_key(ip) == key
+
+
+def test_ipv6_clients_of_one_64_share_a_limit(live):
+    def ask(ip: str) -> int:
+        return live.http.post("/preferences", data={"email": "nobody@example.com"},
+                              headers={"x-forwarded-for": ip}).status_code
+
+    assert [ask(f"2001:db8:aa:bb::{n}") for n in range(1, 6)] == [200] * 5   # burst 5, five addresses
+    assert ask("2001:db8:aa:bb:ffff::1") == 429                                # the same /64
+    assert ask("2001:db8:aa:bc::1") == 200                                     # the next /64

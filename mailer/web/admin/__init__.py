@@ -42,7 +42,7 @@ from mailer.web.admin.auth import (
     plain_request,
 )
 from mailer.web.admin.search import CountCache
-from mailer.web.ratelimit import Gate, Rate, RateLimiter
+from mailer.web.ratelimit import Backoff, Gate, Rate, RateLimiter
 
 # Admin pages show personal data: never cached, never indexed.
 NO_STORE = {"cache-control": "no-store", "x-robots-tag": "noindex, nofollow"}
@@ -58,7 +58,8 @@ class AdminContext:
         self.sessions = Sessions(web.secret, hours=settings.web.admin_session_hours,
                                  https=self.base_url.startswith("https://"))
         rate = Rate(burst=settings.web.admin_login_burst, per_hour=settings.web.admin_login_per_hour)
-        self.limiter = RateLimiter({"login-address": rate, "login-user": rate})
+        self.limiter = RateLimiter({"login-address": rate, "login-client-user": rate})
+        self.backoff = Backoff()                # per client and user name: a growing delay after failures
         self.checks = Gate(settings.web.admin_login_checks)   # password checks at once
 
         self.counts = CountCache(web.read)
