@@ -75,3 +75,25 @@ def test_the_lock_is_held_only_around_the_writes(engine, crank, tmp_path, dry_ru
     assert summary.imported == 8
     assert lock.taken == (1 if dry_run else taken) and not lock.lock.locked()
     assert held == [dry_run] * 4             # between chunks (the next one is read): free, unless a dry run
+
+
+def test_a_broken_line_deep_in_the_file_is_named_as_the_first_thing_to_fix(engine, crank, tmp_path, mailer,
+                                                                           monkeypatch):
+    """A quote never closed swallows the rest of the file into one field, past the csv module's
+    limit: the rows before it are saved, and the advice is to fix that line before running again."""
+    from subscribers.errors import ImportInterrupted
+
+    path = tmp_path / "broken.csv"
+    good = "".join(f"p{i}@example.com,P {i}\n" for i in range(12))
+    path.write_text("email,name\n" + good + 'q@example.com,"never closed\n' + "x" * 200_000 + "\n", encoding="utf-8")
+    with pytest.raises(ImportInterrupted) as caught:
+        import_csv(engine, path, "crank", chunk_size=5, parallel=False)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:14: not readable as CSV")
+    assert message.endswith("fix line 14 of the file first, then run the same import again to finish the job "
+                            "(rows already saved are not added twice)")
+    from subscribers import importer
+
+    monkeypatch.setitem(importer.import_csv.__kwdefaults__, "chunk_size", 5)
+    result = mailer("subscribers", "import", path, "--list", "crank")
+    assert result.code == 1 and "fix line 14 of the file first" in result.err
