@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "m0015_strangers_b"
-down_revision = "m0011_admin_workbench"
+down_revision = "m0014_strangers_a"
 branch_labels = None
 depends_on = None
 
