@@ -1,7 +1,7 @@
 """The REST API's tokens and idempotency keys; the outgoing webhooks' deliveries.
 
 Revision ID: m0018_api_webhooks
-Revises: m0014_strangers_a
+Revises: m0015_strangers_b
 Create Date: 2026-12-08
 
 - api_tokens: one row per token made by `mailer admin token create` (mailer/api_tokens.py): its
@@ -24,7 +24,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "m0018_api_webhooks"
-down_revision = "m0014_strangers_a"
+down_revision = "m0015_strangers_b"
 branch_labels = None
 depends_on = None
 
