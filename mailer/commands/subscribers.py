@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mailer.commands.common import console
+from mailer.commands.common import app_context, console
 from mailer.commands.db import audited, engine, secret
 from subscribers.errors import SubscriberNotFound
 from subscribers.status import Status
@@ -39,15 +39,21 @@ def _say(text: str) -> None:
 def add(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST,
         name: str | None = typer.Option(None, "--name", help="The subscriber's name."),
         unconfirmed: bool = typer.Option(False, "--unconfirmed", help="Add as unconfirmed (awaiting opt-in)."),
+        confirmed: bool = typer.Option(False, "--confirmed", help="Add as active (the default), and say so: "
+                                       "the list's welcome mail goes out."),
         resubscribe: bool = typer.Option(False, "--resubscribe", "--force",
                                          help="Override a suppression: an unsubscribed, bounced, complained "
                                               "or forgotten address is subscribed again.")) -> None:
-    """Subscribe EMAIL to a list (an admin's consent record)."""
+    """Subscribe EMAIL to a list (an admin's consent record); an active reader gets the list's welcome mail once."""
     from mailer import audit
+    from mailer.send import welcome
     from subscribers import store
     from subscribers.models import Status
 
+    if confirmed and unconfirmed:
+        raise typer.BadParameter("--confirmed and --unconfirmed contradict each other", param_hint="--confirmed")
     db, who = audited(ctx)
+    welcomed = None
     with db.begin() as conn:
         found = store.get_list(conn, list_name)
         result = store.add_subscriber(conn, email, found.id, name=name, force=resubscribe,
@@ -58,6 +64,8 @@ def add(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST,
             action = audit.Action.RESUBSCRIBE if lifted else audit.Action.SUBSCRIBER_ADD
             audit.record(conn, **who._asdict(), action=action, subscriber_id=result.subscriber_id, target=found.name,
                          detail={"status": result.status, "changes": list(result.changes)})
+            if result.status is Status.ACTIVE:
+                welcomed = welcome.enqueue(conn, app_context(ctx).settings, result.subscriber_id, found.id)
     if result.outcome is store.Outcome.ADDED:
         extra = f" ({', '.join(c for c in result.changes if c != 'subscribed')})" if len(result.changes) > 1 else ""
         _say(f"Added {result.email} to {found.name} ({result.status}){extra}.")
@@ -65,6 +73,19 @@ def add(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST,
         _say(f"Updated {result.email} on {found.name}: {', '.join(result.changes)}.")
     else:
         _say(f"{result.email} is already on {found.name} ({result.status}); nothing changed.")
+    if welcomed is not None:
+        _welcome(ctx, welcomed, found.name)
+
+
+def _welcome(ctx: typer.Context, send_id: int, list_name: str) -> None:
+    """Send the welcome mails due now; say whether this one went."""
+    from mailer.send import welcome
+
+    sent = welcome.send_due(app_context(ctx).settings)
+    if sent.get(send_id):
+        _say(f"Sent {list_name}'s welcome mail.")
+    else:
+        _say(f"{list_name}'s welcome mail was not sent now (see `mailer issues` and the log); it stays due.")
 
 
 @app.command()

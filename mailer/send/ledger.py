@@ -55,11 +55,15 @@ from sqlalchemy.engine import Connection, Row
 
 from mailer.model import ArchiveCopy
 from mailer.send.refs import read_ref, sign_ref
+from subscribers import outbox
 from subscribers.models import Status, UtcDateTime, lists, memberships, subscribers
 from subscribers.models import utcnow as now
 from subscribers.pg_copy import may_skip_fk_checks
 
 metadata = MetaData()
+
+
+WELCOME = "welcome"   # the segment of a list's welcome mail (mailer/send/welcome.py); tag segments start "tag:"
 
 
 class SendStatus(enum.StrEnum):
@@ -207,6 +211,9 @@ def create_send(conn: Connection, *, issue: str, list_id: int, list_name: str, s
         # Statistics that know the send's rows now: without them a fresh table looks empty and the
         # planner reads every pending reader of the send at each batch (docs/postgresql.md).
         conn.exec_driver_sql("ANALYZE deliveries")
+    if segment != WELCOME:   # for the outgoing webhooks (mailer/notify/); a welcome's are not sends of an issue
+        outbox.emit(conn, "send.started", list_name=list_name,
+                    data={"send_id": send_id, "issue": issue, "segment": segment, "readers": total})
     return send_id
 
 
@@ -324,6 +331,12 @@ def unfinished(c: dict[State, int]) -> int:
 
 def finish(conn: Connection, send_id: int, status: SendStatus, error: str | None = None) -> dict[State, int]:
     c = counts(conn, send_id)
+    was = conn.execute(select(sends.c.status, sends.c.issue, sends.c.list_name, sends.c.segment)
+                       .where(sends.c.id == send_id)).one()
+    if status is SendStatus.DONE and was.status != SendStatus.DONE.value and was.segment != WELCOME:   # once
+        outbox.emit(conn, "send.finished", list_name=was.list_name, data={
+            "send_id": send_id, "issue": was.issue, "accepted": c[State.ACCEPTED], "failed": c[State.FAILED],
+            "skipped": c[State.SKIPPED]})
     conn.execute(update(sends).where(sends.c.id == send_id).values(
         status=status.value, sent=c[State.ACCEPTED], failed=c[State.FAILED], skipped=c[State.SKIPPED],
         finished_at=now() if status is SendStatus.DONE else None, last_error=error, heartbeat_at=now()))
@@ -387,7 +400,9 @@ def started_at(conn: Connection, send_id: int):
 # which a crash leaves as it is) or once a send delivered to anyone (sends from before copies
 # were stored have no copy: the web recomposes those from the issue file).
 
-_VISIBLE = or_(sends.c.sent > 0, and_(sends.c.status == SendStatus.SENDING.value, sends.c.archive_html.is_not(None)))
+_VISIBLE = and_(or_(sends.c.sent > 0, and_(sends.c.status == SendStatus.SENDING.value,
+                                           sends.c.archive_html.is_not(None))),
+                sends.c.segment != WELCOME)   # a list's welcome mail is not an issue (mailer/send/welcome.py)
 
 
 def archived(conn: Connection) -> list[tuple[str, str, object]]:

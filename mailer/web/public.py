@@ -128,7 +128,7 @@ def confirm_page(token: str, request: Request) -> HTMLResponse:
 
 @router.post("/confirm/{token}", response_class=HTMLResponse, summary="Confirm the subscription (every list it names)",
              responses={**TOKEN_PAGES, 409: {"description": "the link no longer applies"}})
-def confirm(token: str, request: Request) -> HTMLResponse:
+def confirm(token: str, request: Request, background: BackgroundTasks) -> HTMLResponse:
     web = request.app.state.web
     targets = readers.targets_for(web, "confirm", token, max_age=_confirm_age(web))
     if targets is None:
@@ -137,6 +137,7 @@ def confirm(token: str, request: Request) -> HTMLResponse:
     if readers.all_active(web, targets):
         return web.pages.render("confirmed.html.j2", private=True, titles=titles, already=True)
     confirmed = readers.confirm(web, targets, readers.client(request))
+    background.add_task(readers.send_welcomes, web)
     if not confirmed:
         return web.pages.error(409, N_("This link no longer applies"), CHANGED_SINCE,
                                list_name=targets[0].list_name if len(targets) == 1 else "")
