@@ -23,4 +23,4 @@ def neutral_copy(issue: ComposedIssue, base_url: str) -> ArchiveCopy:
     preheader for the archive's pages."""
     values = neutral_values(base_url, issue.slug)
     return ArchiveCopy(fill(issue.html, values, "html"), fill(issue.text, values, "text"), issue.date,
-                       fill(issue.preheader, values, "text"))
+                       fill(issue.preheader, values, "text"), issue.archive)

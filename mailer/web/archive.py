@@ -8,6 +8,9 @@ from the first message on, and what was mailed even if the issue file or the tem
 later; nothing is composed to list or show it. Only sends from before copies were kept have none:
 those are composed from their issue file, cached until its mtime changes.
 
+Only an issue sent to a public list as a whole is shown, and never one whose file says
+`archive = false` (mailer.send.ledger._VISIBLE, `withdrawn` here; docs/readers.md).
+
 The page is not the email: archive_page.py keeps the email's content and styles and drops what
 only makes sense in an inbox (the footer with "you are receiving", unsubscribe and view-online
 links); the site's own header, footer, date, subscribe invitation and previous/next links go
@@ -28,7 +31,7 @@ from starlette.responses import HTMLResponse, Response
 
 from mailer.compose.archived import neutral_copy, neutral_values
 from mailer.compose.render import compose
-from mailer.compose.source import read_issue, valid_issue_name
+from mailer.compose.source import archive_setting, read_issue, valid_issue_name
 from mailer.model import fill
 from mailer.send.ledger import archived, archived_copy
 from mailer.web.archive_page import web_content
@@ -60,6 +63,7 @@ class Archive:
         self._copies: dict[str, ArchivedIssue] = {}         # stored copies never change
         self._cache: dict[Path, tuple[float, ArchivedIssue]] = {}
         self._pages: dict[str, tuple[ArchivedIssue, object]] = {}
+        self._settings: dict[Path, tuple[float, bool]] = {}    # the files' `archive = false`, by mtime
         self._lock = threading.Lock()
 
     # --- the data source ------------------------------------------------------------------------
@@ -70,6 +74,8 @@ class Archive:
         no longer composes stays listed from its ledger row (its page answers 503) and is logged."""
         found = []
         for slug, subject, started in self.read(archived):
+            if self.withdrawn(slug):
+                continue
             try:
                 issue = self.get(slug)
             except Exception as exc:  # noqa: BLE001 - one bad file must not hide the others
@@ -82,13 +88,14 @@ class Archive:
 
     def get(self, slug: str) -> ArchivedIssue | None:
         """The issue as mailed, or None when no send of that name has started."""
-        if not valid_issue_name(slug):
+        if not valid_issue_name(slug) or self.withdrawn(slug):
             return None
-        if slug in self._copies:
-            return self._copies[slug]
-        row = self.read(archived_copy, slug)
+        row = self.read(archived_copy, slug)   # asked each time: whether it is shown may change
         if row is None:
             return None
+        hit = self._copies.get(slug)
+        if hit is not None and hit.sent_at == row.started_at:
+            return hit
         if row.archive_html is None:  # a send from before copies were stored
             return self._load(self.settings.compose.issues_dir / f"{slug}.md")
         values = self.neutral_values(slug)
@@ -98,6 +105,22 @@ class Archive:
         with self._lock:
             self._copies[slug] = found
         return found
+
+    def withdrawn(self, slug: str) -> bool:
+        """Whether the issue file says `archive = false` now (read again when it changes): an
+        editor can take a sent issue off the web; a send made with it never stored it as public."""
+        path = self.settings.compose.issues_dir / f"{slug}.md"
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return False
+        with self._lock:
+            hit = self._settings.get(path)
+        if hit is None or hit[0] != mtime:
+            hit = (mtime, archive_setting(path) is False)
+            with self._lock:
+                self._settings[path] = hit
+        return hit[1]
 
     def _load(self, path: Path) -> ArchivedIssue | None:
         if not path.is_file():
