@@ -141,10 +141,10 @@ def _ensure_key(settings, err) -> None:
 
 
 def shown_subject(subject: str) -> str:
-    """The subject as the editor wrote it: merge fields as {{ first_name }}, not markers."""
-    from mailer.model import MARKER
+    """The subject as the editor wrote it: merge fields with their fallbacks, not markers."""
+    from mailer.model import as_written
 
-    return MARKER["text"].sub(lambda m: "{{ %s }}" % m.group(1).partition("~")[0], subject)
+    return as_written(subject)
 
 
 def _report(summary, subject: str, as_json: bool) -> None:

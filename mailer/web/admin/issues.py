@@ -31,6 +31,7 @@ from mailer.compose.gate import gate
 from mailer.compose.preview import build_preview
 from mailer.compose.source import read_issue, valid_issue_name
 from mailer.errors import MailerError, SendError
+from mailer.model import as_written
 from mailer.reports import clicks
 from mailer.schedule.scheduler import schedule_issue, shown, unschedule_issue, utcnow
 from mailer.send import dispatch
@@ -82,7 +83,7 @@ def _build(settings, path: Path):
 
 def _subject(path: Path) -> str:
     try:
-        return read_issue(path).subject
+        return as_written(read_issue(path).subject)
     except MailerError as exc:
         return f"(does not read: {exc})"
 
