@@ -99,7 +99,7 @@ def proof(
     backend: BackendName | None = BACKEND,
 ) -> None:
     """Send a copy of ISSUE marked as a proof ("[PROOF]" subject) to editors, outside the ledger."""
-    from mailer.send.dispatch import send_proof
+    from mailer.send.dispatch import proof_where, send_proof
     from subscribers.normalize import is_sendable
 
     settings = app_context(ctx).settings
@@ -113,9 +113,10 @@ def proof(
     err = console(stderr=True)
     with _warnings_to(err):
         composed = _gate(issue, settings, err, proof=True)
-        results = send_proof(settings, composed, addresses, backend_name=backend.value if backend else None)
-    for address, result in zip(addresses, results, strict=True):
-        typer.echo(f"{address}: {result.status.value}" + (f" ({result.detail})" if result.detail else ""))
+        name = backend.value if backend else settings.delivery.backend
+        results = send_proof(settings, composed, addresses, backend_name=name)
+    for address, result in zip(addresses, results, strict=True):   # each proof's own file or message
+        typer.echo(f"{address}: {proof_where(result, name)}")
     if not all(r.ok for r in results):
         raise typer.Exit(1)
 

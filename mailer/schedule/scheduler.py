@@ -360,8 +360,10 @@ class Scheduler:
                 states.unclaim_proof(conn, row.issue)  # the next tick tries again
             return self.decide(now, row, f"proof not sent, retrying: {exc}")
         took = sum(1 for r in results if r.ok)
+        where = "; ".join(f"{editor} {dispatch.proof_where(r, self.settings.delivery.backend)}"
+                          for editor, r in zip(editors, results, strict=True))
         self.decide(now, row, f"proof sent to {took} of {len(editors)} editors for the slot "
-                              f"{shown(row.send_at, self.settings.schedule)}")
+                              f"{shown(row.send_at, self.settings.schedule)}: {where}")
 
     def check_empty_slot(self, now: datetime) -> None:
         slot = last_slot(self.settings.schedule, now)

@@ -41,7 +41,7 @@ from mailer.send.deliver.refusals import refusal_event
 from mailer.send.deliver.registry import create_backend
 from mailer.send.ledger import SendStatus, State
 from subscribers.links import MembershipKeys
-from subscribers.models import lists
+from subscribers.models import lists, utcnow
 from subscribers.policy import ingest
 from subscribers.store import get_list
 from subscribers.tokens import token_maker
@@ -233,6 +233,16 @@ def archive_copy(issue: ComposedIssue, newsletter) -> ArchiveCopy:
     return neutral_copy(issue, newsletter.base_url)
 
 
+def proof_where(result, backend: str) -> str:
+    """Where one proof (or notice) went, for the person who sent it: the outbox file, or the
+    backend and its id for the message; what was refused says why."""
+    if not result.ok:
+        return f"{result.status.value}" + (f" ({result.detail})" if result.detail else "")
+    if backend == "outbox":
+        return f"written to {result.raw}"
+    return f"accepted by {backend}" + (f" as {result.provider_id}" if result.provider_id else "")
+
+
 def _bounce_policy(settings: Settings, send_id: int, ref_key: str):
     """A permanent per-reader refusal at RCPT with a hard-bounce status (5.1.x, 5.2.1, 5.4.4)
     becomes a hard-bounce DeliveryEvent through subscribers.policy, the webhook's own policy."""
@@ -349,10 +359,15 @@ def ref_key_of(settings: Settings) -> str:
 def send_proof(settings: Settings, issue: ComposedIssue, addresses: list[str], *, backend_name: str | None = None,
                backend: Backend | None = None, proof: bool = True) -> list:
     """A copy marked as a proof ("[PROOF] " subject, X-Mailer-Proof) to each address; no ledger.
-    With proof=False, a plain copy (the scheduler's notices to the editors)."""
+    With proof=False, a plain copy (the scheduler's notices to the editors).
+
+    Each copy's ref names this run (the time and the edition's random nonce), so every proof keeps
+    its own outbox file (`2024-12.proof.20241130T090000Z.3f9a1c2b7d4e.1.eml`) and Message-ID, and
+    `proof_where` says where each went."""
     edition = prepare(issue, settings.newsletter, proof=proof)
     kind = "proof" if proof else "copy"
-    outs = [personalize(edition, Recipient(f"{kind}.{i}", address, "", kind))
+    run = f"{kind}.{utcnow():%Y%m%dT%H%M%SZ}.{edition.nonce}"
+    outs = [personalize(edition, Recipient(f"{run}.{i}", address, "", kind))
             for i, address in enumerate(addresses, 1)]
     backend = backend or create_backend(backend_name or settings.delivery.backend, settings)
     with backend:

@@ -35,7 +35,7 @@ from mailer.model import as_written
 from mailer.reports import clicks
 from mailer.schedule.scheduler import schedule_issue, shown, unschedule_issue, utcnow
 from mailer.send import dispatch
-from mailer.send.dispatch import send_proof
+from mailer.send.dispatch import proof_where, send_proof
 from mailer.send.retry import requeue_failed
 from mailer.web.admin import figures
 from mailer.web.admin.lists import uploads
@@ -204,7 +204,9 @@ async def proof(request: Request, slug: str, to: str = Form(""), confirm: str = 
     else:
         try:
             outcome = await run_in_threadpool(_send_proof, ctx.settings, path, addresses)
-            results = list(zip(addresses, outcome, strict=True))
+            backend = ctx.settings.delivery.backend
+            results = [(address, proof_where(result, backend)) for address, result in zip(addresses, outcome,
+                                                                                           strict=True)]
             await run_in_threadpool(ctx.web.write, _note, request.state.admin, audit.Action.PROOF, slug,
                                     {"to": len(addresses)})
         except MailerError as exc:
