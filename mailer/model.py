@@ -24,6 +24,12 @@ MERGE_FIELDS = ("name", "first_name", "email")
 
 Part = Literal["html", "text"]
 
+# The unsubscribe and preferences "token" of copies that go to staff, not readers: a proof
+# (mailer issue proof, the admin's, the scheduler's) and a scheduler's notice. No signed token is
+# ever one of these words; their links open a page that says what the link does for a reader
+# (mailer/web/staff_copies.py).
+STAFF_TOKENS = ("proof", "copy")
+
 # SendGrid custom_args naming the issue and the delivery; SendGrid merges them into every webhook
 # event, which is how events find their way back (deliver/sendgrid.py writes, events/ reads).
 ISSUE_ARG = "mailer_issue"

@@ -100,11 +100,13 @@ class Edition:
     @property
     def archive_url(self) -> str:
         # A proof's issue is not in the web archive yet, and its readers hold no unsubscribe
-        # token: its links go to pages that exist (the archive, the subscription page).
+        # token: its links go to pages that exist (the archive, mailer/web/staff_copies.py's).
         return f"{self.base_url}/archive" if self.proof else f"{self.base_url}/archive/{self.slug}"
 
     def unsubscribe_url(self, token: str) -> str:
-        return f"{self.base_url}/subscribe" if self.proof else f"{self.base_url}/unsubscribe/{token}"
+        # A proof's or notice's token is mailer.model.STAFF_TOKENS': the page says what the link
+        # does in a reader's copy (mailer/web/staff_copies.py).
+        return f"{self.base_url}/unsubscribe/{token}"
 
 
 @dataclass(frozen=True, slots=True, eq=False)

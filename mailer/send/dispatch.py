@@ -33,7 +33,7 @@ from mailer.compose.personalize import Edition, Recipient, personalize, prepare
 from mailer.config import ClickTracking, OnInterrupted, Settings, database_url, secret_key, tracking_problem
 from mailer.errors import AmbiguousDelivery, ConfigError, DeliveryError, SendError, SendTakenOver
 from mailer.i18n import known
-from mailer.model import ArchiveCopy, ComposedIssue
+from mailer.model import STAFF_TOKENS, ArchiveCopy, ComposedIssue
 from mailer.send import batches, ledger, segments, tracking
 from mailer.send.batches import BatchLoop
 from mailer.send.deliver.base import Backend
@@ -365,7 +365,7 @@ def send_proof(settings: Settings, issue: ComposedIssue, addresses: list[str], *
     its own outbox file (`2024-12.proof.20241130T090000Z.3f9a1c2b7d4e.1.eml`) and Message-ID, and
     `proof_where` says where each went."""
     edition = prepare(issue, settings.newsletter, proof=proof)
-    kind = "proof" if proof else "copy"
+    kind = STAFF_TOKENS[0] if proof else STAFF_TOKENS[1]
     run = f"{kind}.{utcnow():%Y%m%dT%H%M%SZ}.{edition.nonce}"
     outs = [personalize(edition, Recipient(f"{run}.{i}", address, "", kind))
             for i, address in enumerate(addresses, 1)]
