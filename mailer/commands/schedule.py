@@ -74,8 +74,13 @@ def print_scheduled(settings, issue: str, at: str | None) -> None:
 
 
 def print_unscheduled(settings, issue: str) -> None:
+    from mailer.compose.gate import issue_path
+    from mailer.errors import ScheduleError
     from mailer.schedule.scheduler import unschedule_issue, utcnow
 
     left = unschedule_issue(settings, issue, utcnow())
+    if left is None and not issue_path(issue, settings).is_file():
+        raise ScheduleError(f"no issue {issue!r}: no file {issue_path(issue, settings)} and nothing scheduled "
+                            "by that name (`mailer issues` lists them)")
     typer.echo(f"{issue} was not scheduled; nothing changed." if left is None
                else f"Unscheduled {issue} (was {left}); it is a draft again.")

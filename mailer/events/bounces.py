@@ -54,8 +54,9 @@ class ScanSummary:
     stored: int = 0                 # new events written
     duplicates: int = 0             # seen in an earlier scan
     unknown: int = 0                # for addresses we do not know
-    changed: int = 0                # subscriber states the policy changed
+    changed: int = 0                # subscribers the policy changed: people, each once, not status changes
     dry_run: bool = False
+    changed_ids: set[int] = field(default_factory=set)
 
     def as_dict(self) -> dict:
         return {"messages": self.messages, "kinds": {k: self.kinds.get(k, 0) for k in KINDS},
@@ -94,7 +95,8 @@ def _scan_chunk(engine, chunk, key, limits, dry_run, summary, on_message, on_chu
             summary.stored += result.stored
             summary.duplicates += result.duplicates
             summary.unknown += result.unknown
-            summary.changed += result.changed
+            summary.changed_ids |= result.changed_ids
+            summary.changed = len(summary.changed_ids)
     for mail, report, events in zip(chunk, reports, made, strict=True):
         summary.messages += 1
         summary.kinds[report.kind] += 1

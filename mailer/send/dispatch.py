@@ -256,8 +256,12 @@ def _bounce_policy(settings: Settings, send_id: int, ref_key: str):
     return refused
 
 
+DRY_RUN_STEP = 1000   # readers between two progress reports of a dry run (200,000 readers take ~14 s)
+
+
 def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
-    """Everything but delivery: personalize each reader a new send would fix; write nothing."""
+    """Everything but delivery: personalize each reader a new send would fix; write nothing.
+    `on_progress(summary)` hears every DRY_RUN_STEP readers and at the end, as a send's does."""
     started = time.monotonic()
     summary = SendSummary(plan.issue.slug, plan.list_name, plan.backend, send_id=plan.send_id,
                           total=plan.readers, dry_run=True, segment=plan.segment)
@@ -274,9 +278,14 @@ def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
                     summary.sent += 1
                 except DeliveryError:
                     summary.failed += 1
+                if on_progress and (summary.sent + summary.failed) % DRY_RUN_STEP == 0:
+                    summary.duration = time.monotonic() - started
+                    on_progress(summary)
     else:
         summary.sent = plan.readers  # a resumed send: its readers were checked when it started
     summary.duration = time.monotonic() - started
+    if on_progress:
+        on_progress(summary)
     return summary
 
 

@@ -188,6 +188,10 @@ def test_issue_preview_lint_text_and_proof(admin, repo):
     for to in ("nobody", "editor@example.org, ann@localhost", "jöhn@example.org"):   # the CLI's rule
         bad = post(admin, "/admin/issues/2024-11/proof", {"to": to})
         assert bad.status_code == 400 and "email addresses" in bad.text
+    incomplete = post(admin, "/admin/issues/2024-11/proof", {"to": "b@example"})    # named, with what to write
+    assert incomplete.status_code == 400
+    assert "&#39;b@example&#39; is incomplete: &#39;example&#39; is not a whole domain (write e.g. b@example.org)" \
+        in incomplete.text
 
 
 def test_report_and_dashboard_figures(admin, repo, signer):

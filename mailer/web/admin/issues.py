@@ -44,7 +44,7 @@ from subscribers import store
 from subscribers.csvfile import neutralize
 from subscribers.errors import SubscriberError
 from subscribers.models import Status
-from subscribers.normalize import is_sendable
+from subscribers.normalize import unsendable_reason
 
 log = logging.getLogger("mailer.web")
 
@@ -197,8 +197,10 @@ async def proof(request: Request, slug: str, to: str = Form(""), confirm: str = 
     path = _path(request, slug)
     addresses = [a.strip() for a in to.replace(";", ",").split(",") if a.strip()]
     error, results = "", None
-    if not addresses or len(addresses) > MAX_PROOF_ADDRESSES or not all(map(is_sendable, addresses)):
-        error = f"Give one to {MAX_PROOF_ADDRESSES} email addresses, separated by commas."
+    bad = next(((a, why) for a in addresses if (why := unsendable_reason(a)) is not None), None)
+    if not addresses or len(addresses) > MAX_PROOF_ADDRESSES or bad:
+        error = f"Give one to {MAX_PROOF_ADDRESSES} email addresses, separated by commas" + (
+            f": {bad[0]!r} {bad[1]}." if bad else ".")
     elif confirm != "yes":
         return await _confirm(request, slug, "proof", "", {"to": to})
     else:
