@@ -34,3 +34,18 @@ def test_the_schedulers_proof_and_a_later_proof_keep_their_own_files(sched, monk
     paths = [first] + [Path(r.raw) for r in again]
     assert sorted(outbox.glob("2024-12.proof.*.eml")) == sorted(paths) and len(set(paths)) == 3
     assert [dispatch.proof_where(r, "outbox") for r in again] == [f"written to {r.raw}" for r in again]
+
+
+@pytest.mark.parametrize(("result", "backend", "said"), [
+    (("accepted", None, None, "/srv/outbox/2024-12.proof.x.1.eml"), "outbox",
+     "written to /srv/outbox/2024-12.proof.x.1.eml"),
+    (("accepted", "<a.b@news.example.org>", None, "250 ok"), "smtp", "accepted by smtp as <a.b@news.example.org>"),
+    (("accepted", None, None, None), "sendgrid", "accepted by sendgrid"),
+    (("rejected", None, "550 5.1.1 no such user", None), "smtp", "rejected (550 5.1.1 no such user)"),
+    (("retry_later", None, None, None), "outbox", "retry_later"),
+])
+def test_where_each_proof_went(result, backend, said):
+    from mailer.send.deliver.base import Result, ResultStatus
+
+    status, provider_id, detail, raw = result
+    assert dispatch.proof_where(Result("proof.x.1", ResultStatus(status), provider_id, detail, raw), backend) == said
