@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mailer import engines
 from mailer.compose import tracking as links
-from mailer.compose.archived import neutral_copy
+from mailer.compose.archived import archive_key, neutral_copy
 from mailer.compose.personalize import Edition, Recipient, personalize, prepare
 from mailer.config import ClickTracking, OnInterrupted, Settings, database_url, secret_key, tracking_problem
 from mailer.errors import AmbiguousDelivery, ConfigError, DeliveryError, SendError, SendTakenOver
@@ -210,7 +210,20 @@ def edition_for(settings: Settings, engine: Engine, issue: ComposedIssue, send_i
     """The send's edition (Message-IDs derive from the send); with [tracking] on, the issue's links
     are stored with the send (mailer/send/tracking.py) and rewritten, once, for every reader."""
     track = tracking_plan(settings, engine, issue, send_id)
-    return prepare(issue, settings.newsletter, nonce=f"s{send_id}", track=track)
+    return prepare(issue, settings.newsletter, nonce=f"s{send_id}", track=track,
+                   browser_link=browser_link(settings, engine, issue.slug, send_id))
+
+
+def browser_link(settings: Settings, engine: Engine, slug: str, send_id: int) -> str:
+    """The send's view-in-browser link when it is not the issue's public page ("" when it is): a
+    private list's or a segment's readers get the page with its key, an `archive = false` issue's
+    the archive's index (docs/readers.md#what-the-archive-shows)."""
+    with engine.connect() as conn:
+        kind = ledger.browser_link_kind(conn, send_id)
+    base = settings.newsletter.base_url.rstrip("/")
+    if kind == "key":
+        return f"{base}/archive/{slug}?key={archive_key(secret_key(settings), slug)}"
+    return f"{base}/archive" if kind == "none" else ""
 
 
 def tracking_plan(settings: Settings, engine: Engine, issue: ComposedIssue, send_id: int) -> links.Plan | None:

@@ -385,12 +385,36 @@ def started_at(conn: Connection, send_id: int):
 # public list as a whole publishes it (docs/readers.md#what-the-archive-shows): not a private
 # list's, not a `--tag` segment's, not one whose list is gone (it may have been private), and not
 # when the issue file said `archive = false`. Judged when read, so a list made private later
-# takes its issues off the web; the copies stay on the rows.
+# takes its issues off the web; the copies stay on the rows. A private or segment send's readers
+# get a browser link with a key (mailer.compose.archived.archive_key) that opens its copy
+# (`keyed_copy`), unless the file said `archive = false`.
 
-_VISIBLE = and_(or_(sends.c.sent > 0, and_(sends.c.archive_html.is_not(None),
-                                            or_(sends.c.status == SendStatus.SENDING.value, sends.c.batches > 0))),
-                sends.c.segment == "", lists.c.private.is_(False), or_(sends.c.archive.is_(None), sends.c.archive))
+_SENT = or_(sends.c.sent > 0, and_(sends.c.archive_html.is_not(None),
+                                   or_(sends.c.status == SendStatus.SENDING.value, sends.c.batches > 0)))
+_KEPT = or_(sends.c.archive.is_(None), sends.c.archive)
+_PUBLIC = and_(sends.c.segment == "", lists.c.private.is_(False), _KEPT)
+_VISIBLE = and_(_SENT, _PUBLIC)
 _PUBLISHED = sends.join(lists, lists.c.id == sends.c.list_id)
+
+
+def browser_link_kind(conn: Connection, send_id: int) -> str:
+    """What a send's view-in-browser link opens: "public" (/archive/ISSUE), "key" (a private
+    list's or a segment's: the page with its key) or "none" (`archive = false`: the archive's index)."""
+    row = conn.execute(select(sends.c.archive, sends.c.segment, lists.c.private)
+                       .select_from(sends.outerjoin(lists, lists.c.id == sends.c.list_id))
+                       .where(sends.c.id == send_id)).one()
+    if row.archive is False:
+        return "none"
+    return "public" if row.segment == "" and row.private is False else "key"
+
+
+def keyed_copy(conn: Connection, issue: str):
+    """The stored copy a browser link with the issue's key opens: any send's that stored one and
+    went out, whatever its list, unless the file said `archive = false`; None otherwise."""
+    return conn.execute(select(sends.c.subject, sends.c.archive_html, sends.c.archive_text, sends.c.archive_date,
+                               sends.c.archive_preheader, sends.c.started_at)
+                        .where(sends.c.issue == issue, _SENT, _KEPT, sends.c.archive_html.is_not(None))
+                        .order_by(sends.c.id)).first()
 
 
 def archived(conn: Connection) -> list[tuple[str, str, object]]:

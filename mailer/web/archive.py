@@ -20,20 +20,21 @@ around it (templates/web/issue.html.j2). Docs: docs/readers.md, docs/exactly-onc
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse, Response
 
-from mailer.compose.archived import neutral_copy, neutral_values
+from mailer.compose.archived import archive_key, neutral_copy, neutral_values
 from mailer.compose.render import compose
 from mailer.compose.source import archive_setting, read_issue, valid_issue_name
 from mailer.model import fill
-from mailer.send.ledger import archived, archived_copy
+from mailer.send.ledger import archived, archived_copy, keyed_copy
 from mailer.web.archive_page import web_content
 from mailer.web.security import ARCHIVE_CSP
 
@@ -122,6 +123,20 @@ class Archive:
                 self._settings[path] = hit
         return hit[1]
 
+    def keyed(self, slug: str, key: str, secret: str) -> ArchivedIssue | None:
+        """The copy a private send's browser link opens (`?key=`), or None: a wrong key, no such
+        send, or `archive = false` in the file or on the send. Not cached: rarely asked."""
+        if not key or not valid_issue_name(slug) or self.withdrawn(slug):
+            return None
+        if not hmac.compare_digest(key.encode(), archive_key(secret, slug).encode()):
+            return None
+        row = self.read(keyed_copy, slug)
+        if row is None:
+            return None
+        return ArchivedIssue(slug=slug, date=row.archive_date or row.started_at.date(),
+                             subject=fill(row.subject, self.neutral_values(slug), "text"),
+                             preheader=row.archive_preheader or "", html=row.archive_html, sent_at=row.started_at)
+
     def _load(self, path: Path) -> ArchivedIssue | None:
         if not path.is_file():
             return None
@@ -195,10 +210,16 @@ def archive_feed(request: Request) -> Response:
 
 @router.get("/archive/{issue}", response_class=HTMLResponse, summary="One issue, as a page of the site",
             responses={404: {"description": "no such issue"}})
-def archive_issue(issue: str, request: Request) -> HTMLResponse:
+def archive_issue(issue: str, request: Request, key: str = Query("", max_length=100)) -> HTMLResponse:
     web = request.app.state.web
     if not valid_issue_name(issue):
         return web.pages.error(404, "No such issue", "There is no issue by that name in the archive.")
+    if key:   # a private send's browser link: its page, unlisted, not cached, not indexed
+        found = web.archive.keyed(issue, key, web.secret)
+        if found is not None:
+            return web.pages.render("issue.html.j2", issue=found, content=web.archive.content(found), older=None,
+                                    newer=None, private=True,
+                                    headers={"content-security-policy": ARCHIVE_CSP})
     try:
         older, found, newer = web.archive.neighbours(issue)
         content = web.archive.content(found) if found else None

@@ -160,3 +160,44 @@ def test_the_rule_in_sql_on_both_databases(db_url):
         assert sorted(r[0] for r in archived(conn)) == ["public", "public-true"]
         assert archived_copy(conn, "public-true") is not None and archived_copy(conn, "staff") is None
     engine.dispose()
+
+
+def _browser_links(live) -> set[str]:
+    """The view-in-browser addresses in the mails of the outbox (their text parts)."""
+    import email
+    import email.policy
+    import re
+
+    found = set()
+    for path in live.settings.delivery.outbox_dir.glob("*.eml"):
+        text = email.message_from_bytes(path.read_bytes(), policy=email.policy.default).get_body(("plain",))
+        found |= set(re.findall(rf"{re.escape(live.url)}/archive[^\s>)\]]*", text.get_content()))
+    return found
+
+
+@pytest.mark.parametrize(("list_name", "private", "tags", "setting", "link"), [
+    ("crank", False, (), "", "/archive/2024-11"),
+    ("staff", True, (), "", "/archive/2024-11?key="),
+    ("crank", False, ("press",), "", "/archive/2024-11?key="),
+    ("staff", True, (), "archive = false", "/archive"),
+])
+def test_the_browser_link_of_each_send_opens_what_it_may(live, repo, list_name, private, tags, setting, link):
+    """A public send links the issue's page; a private list's or a segment's readers get the page
+    with the issue's key (unlisted, not cached); `archive = false` links the archive's index."""
+    _seed(live, list_name, private=private, tag=tags[0] if tags else None)
+    _send(live, _issue(live, repo, setting), list_name, tags)
+    [found] = _browser_links(live)
+    path = found[len(live.url):]
+    assert path.startswith(link) and (path == link or link.endswith("key="))
+    page = live.http.get(path)
+    assert page.status_code == 200
+    if link.endswith("key="):
+        assert "North Korea and Russia finalize" in page.text and page.headers["cache-control"] == "no-store"
+        assert not _shown(live)                                           # still not listed
+        wrong = live.http.get(path[:-3] + ("abc" if not path.endswith("abc") else "xyz"))
+        assert wrong.status_code == 404 and "North Korea" not in wrong.text
+        assert live.http.get(path.replace("2024-11", "2024-12")).status_code == 404   # one issue's key only
+        withdrawn = live.settings.compose.issues_dir / "2024-11.md"      # archive = false later: the key stops too
+        withdrawn.write_text(withdrawn.read_text().replace("+++\n", "+++\narchive = false\n", 1))
+        os.utime(withdrawn, (withdrawn.stat().st_mtime + 5,) * 2)
+        assert live.http.get(path).status_code == 404
