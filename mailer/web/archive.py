@@ -77,8 +77,8 @@ class Archive:
         for slug, subject, started in self.read(archived):
             if self.withdrawn(slug):
                 continue
-            try:
-                issue = self.get(slug)
+            try:   # listed by `archived`, so shown: a copy read before needs no second look
+                issue = self._copies.get(slug) or self.get(slug)
             except Exception as exc:  # noqa: BLE001 - one bad file must not hide the others
                 log.warning("archive: %s cannot be shown: %s", slug, exc)
                 issue = ArchivedIssue(slug=slug, date=started.date(), subject=subject, preheader="", html="",
