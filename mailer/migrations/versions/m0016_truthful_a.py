@@ -1,7 +1,7 @@
 """The issue file's `archive` setting on its sends.
 
 Revision ID: m0016_truthful_a
-Revises: m0011_admin_workbench
+Revises: m0014_strangers_a
 Create Date: 2026-12-07
 
 sends.archive: the issue file's `archive = true/false` when the send started; NULL for sends from
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "m0016_truthful_a"
-down_revision = "m0011_admin_workbench"
+down_revision = "m0014_strangers_a"
 branch_labels = None
 depends_on = None
 
