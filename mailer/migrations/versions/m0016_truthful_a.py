@@ -1,7 +1,7 @@
 """The issue file's `archive` setting on its sends.
 
 Revision ID: m0016_truthful_a
-Revises: m0014_strangers_a
+Revises: m0015_strangers_b
 Create Date: 2026-12-07
 
 sends.archive: the issue file's `archive = true/false` when the send started; NULL for sends from
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "m0016_truthful_a"
-down_revision = "m0014_strangers_a"
+down_revision = "m0015_strangers_b"
 branch_labels = None
 depends_on = None
 
