@@ -12,6 +12,7 @@ Read-only queries (counts, search, recipients) live in subscribers.queries and a
 
 from __future__ import annotations
 
+import difflib
 import enum
 import re
 from dataclasses import dataclass
@@ -84,8 +85,10 @@ def create_list(conn: Connection, name: str, title: str = "", description: str =
 
 def get_list(conn: Connection, name: str) -> List:
     row = conn.execute(select(lists).where(lists.c.name == name)).first()
-    if row is None:
-        raise ListNotFound(name)
+    if row is None:   # a typo: name the closest list (the messages go to admins only)
+        names = list(conn.execute(select(lists.c.name)).scalars())
+        near = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.6)
+        raise ListNotFound(name, near[0] if near else None)
     return List(**row._mapping)
 
 

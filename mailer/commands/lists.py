@@ -23,12 +23,14 @@ app = typer.Typer(help="Subscriber lists. Without a subcommand: a table of lists
 LANGUAGE_HELP = (f"The language its readers are served in: {', '.join(LANGUAGES)} (without one: the reader's "
                  "own where known, else \\[newsletter] language).")
 STATUS_COLUMNS = (Status.ACTIVE, Status.UNCONFIRMED, Status.UNSUBSCRIBED, Status.BOUNCED, Status.COMPLAINED)
+SHORT = {Status.UNCONFIRMED: "unconf.", Status.UNSUBSCRIBED: "unsub.", Status.COMPLAINED: "compl."}
 
 
 @app.callback(invoke_without_command=True)
 def lists(ctx: typer.Context,
           as_json: bool = typer.Option(False, "--json", help="Print the lists as JSON.")) -> None:
-    """Show every list with its members counted per (effective) status."""
+    """Show every list with its members counted per (effective) status: active, unconfirmed (unconf.),
+    unsubscribed (unsub.), bounced, complained (compl.)."""
     if ctx.invoked_subcommand is not None:
         return
     from mailer.send.welcome import welcomes
@@ -53,14 +55,17 @@ def _table(rows, welcome: dict[int, str]):
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(box=None, pad_edge=False)
-    table.add_column("list")
-    table.add_column("title")
-    table.add_column("shown")
-    table.add_column("language")
+    # 80 columns: one space between columns and short headings for the counts (the JSON and
+    # `lists --help` spell them out); the name and the title are the columns that wrap (rich
+    # drops a column that finds no room, so the others never wrap).
+    table = Table(box=None, pad_edge=False, collapse_padding=True)
+    table.add_column("list", overflow="fold", min_width=6)
+    table.add_column("title", overflow="fold", min_width=8)
+    table.add_column("shown", no_wrap=True)
+    table.add_column("lang", no_wrap=True)
     for status in STATUS_COLUMNS:
-        table.add_column(status, justify="right")
-    table.add_column("total", justify="right")
+        table.add_column(SHORT.get(status, status), justify="right", no_wrap=True)
+    table.add_column("total", justify="right", no_wrap=True)
     table.add_column("welcome")
     for row, counts in rows:  # Text(): a title is data, never rich markup
         table.add_row(Text(row.name), Text(row.title), "private" if row.private else "public", row.language or "-",

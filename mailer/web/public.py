@@ -25,7 +25,7 @@ from sqlalchemy.exc import InternalError, OperationalError
 from starlette.responses import HTMLResponse
 
 from mailer.i18n import N_
-from mailer.web import prefs, readers
+from mailer.web import prefs, readers, staff_copies
 from mailer.web.challenge import Form as GuardFields
 from mailer.web.challenge import Verdict
 from mailer.web.language import mail_language, speak
@@ -148,6 +148,8 @@ def confirm(token: str, request: Request, background: BackgroundTasks) -> HTMLRe
             responses=TOKEN_PAGES)
 def unsubscribe_page(token: str, request: Request) -> HTMLResponse:
     web = request.app.state.web
+    if (staff := staff_copies.page(web, "unsubscribe", token)) is not None:
+        return staff
     targets = readers.targets_for(web, "unsubscribe", token)
     if targets is None:
         return _bad_link(web, "unsubscribe")
@@ -164,6 +166,8 @@ async def unsubscribe(token: str, request: Request) -> HTMLResponse:
     the group commit (context.GroupWriter). The body is never read. A group token (the one
     confirmation mail of a signup for several lists) unsubscribes from each of them."""
     web = request.app.state.web
+    if (staff := staff_copies.page(web, "unsubscribe", token)) is not None:
+        return staff
     claims = readers.verify(web, "unsubscribe", token)
     if claims is None:
         return _bad_link(web, "unsubscribe")

@@ -30,6 +30,7 @@ from starlette.responses import (
 )
 
 from mailer.admin_users import Role, session_user
+from mailer.model import as_written
 from mailer.web.admin import dashboard, issues, lists, login, people, users
 from mailer.web.admin.auth import (
     SESSION_COOKIE,
@@ -68,6 +69,7 @@ class AdminContext:
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.env.globals.update(newsletter=settings.newsletter.name)
         self.env.filters["n"] = lambda value: f"{value or 0:,}"
+        self.env.filters["as_written"] = as_written   # a subject as the editor wrote it (mailer/model.py)
         self.env.filters["when"] = lambda at: at.strftime("%Y-%m-%d %H:%M") if at else ""
 
     def page(self, request: Request, template: str, code: int = 200, /, **context) -> HTMLResponse:
