@@ -91,7 +91,7 @@ def test_lists_and_subscribers_show_fit_80_columns(cli, project, monkeypatch):
     lists = run(cli, project, "lists").out
     _fits(lists)
     assert lists.splitlines()[0].split() == ["list", "title", "shown", "lang", "active", "unconf.", "unsub.",
-                                             "bounced", "compl.", "total"]
+                                             "bounced", "compl.", "total", "welcome"]
     shown = run(cli, project, "subscribers", "show", "ann@example.org").out
     _fits(shown)
     assert "  crank                active since " in shown and "consent from 2001:db8:85a3::8a2e:370:7334" in shown
