@@ -59,7 +59,8 @@ def test_figures_rates_and_warnings_as_json(cli, sent):
     result = cli("--config", sent, "report", "2024-11", "--json")
     assert result.code == 0, result.err
     data = json.loads(result.out)
-    assert data["figures"] == {"readers": 500, "accepted": 490, "failed": 6, "deferred": 4, "delivered": 480,
+    assert data["figures"] == {"readers": 500, "accepted": 490, "failed": 6, "deferred": 4, "skipped": 0,
+                               "in_doubt": 0, "pending": 0, "delivered": 480,
                                "hard_bounces": 11, "soft_bounces": 3, "blocks": 2, "complaints": 1,
                                "unsubscribes": 4, "opens": 200, "clicks": 0,
                                "machine_clicks": 0, "machine_opens": 0}

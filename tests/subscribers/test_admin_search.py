@@ -98,9 +98,9 @@ def test_status_counts_match_the_stores_counts(people, crank, digest):
 def test_events_by_day_and_issue_figures(people, crank):
     from datetime import date, datetime, timedelta
 
-    from sqlalchemy import insert
+    from sqlalchemy import insert, select
 
-    from mailer.send.ledger import sends
+    from mailer.send.ledger import deliveries, sends
     from mailer.web.admin import figures
     from subscribers import store
     from subscribers.policy import events
@@ -112,18 +112,24 @@ def test_events_by_day_and_issue_figures(people, crank):
         conn.execute(insert(sends).values(issue="2024-11", list_id=crank, list_name="crank", subject="November",
                                           backend="outbox", status="done", total=6, sent=5, failed=1, skipped=0,
                                           batches=1, started_at=late - timedelta(days=1)))
+        send_id = conn.execute(select(sends.c.id)).scalar_one()
+        others = [store.add_subscriber(conn, f"r{i}@example.com", crank).subscriber_id for i in range(5)]
+        conn.execute(insert(deliveries), [{"send_id": send_id, "subscriber_id": sid, "state": state, "attempts": 1}
+                                          for sid, state in zip([who, *others], ["accepted"] * 5 + ["failed"],
+                                                                strict=True)])
         rows = [("delivered", late), ("delivered", late - timedelta(days=1)), ("bounced", late),
                 ("complained", late), ("unsubscribed", late), ("opened", late), ("delivered", late - timedelta(days=9))]
         conn.execute(insert(events), [dict(source="test", event_id=f"e{i}", subscriber_id=who, type=kind, at=at,
-                                           issue="2024-11", received_at=at) for i, (kind, at) in enumerate(rows)])
+                                           severity="hard" if kind == "bounced" else None, issue="2024-11",
+                                           received_at=at) for i, (kind, at) in enumerate(rows)])
     with people.connect() as conn:
         by_day = figures.events_by_day(conn, days=3, today=day)
         [fig] = figures.issues_sent(conn)
     assert list(by_day) == [day - timedelta(days=2), day - timedelta(days=1), day]
     assert by_day[day] == {"delivered": 1, "opened": 1, "bounced": 1, "unsubscribed or complained": 2}
     assert by_day[day - timedelta(days=1)]["delivered"] == 1
-    assert (fig.issue, fig.sent, fig.failed, fig.bounces, fig.complaints, fig.unsubscribes, fig.opens) == \
-        ("2024-11", 5, 1, 1, 1, 1, 1)
+    assert (fig.issue, fig.readers, fig.accepted, fig.failed, fig.hard_bounces, fig.complaints, fig.unsubscribes,
+            fig.opens) == ("2024-11", 6, 5, 1, 1, 1, 1, 1)
     chart = figures.chart(by_day)
     assert [line[4] for line in chart.lines] == [2, 1, 1, 2]
 

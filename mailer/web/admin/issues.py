@@ -31,7 +31,6 @@ from mailer.compose.gate import gate
 from mailer.compose.preview import build_preview
 from mailer.compose.source import read_issue, valid_issue_name
 from mailer.errors import MailerError, SendError
-from mailer.reports import clicks
 from mailer.schedule.scheduler import schedule_issue, shown, unschedule_issue, utcnow
 from mailer.send import dispatch
 from mailer.send.dispatch import send_proof
@@ -262,10 +261,7 @@ def _report(conn, slug: str):
     # chart is short, not padded with empty future days).
     days = min(30, max(1, (datetime.now(UTC).date() - start).days + 1))
     by_day = figures.events_by_day(conn, issue=slug, days=days, today=start + timedelta(days=days - 1))
-    own = clicks.tracked(conn, figures.send_ids(conn, slug))
-    if own is not None:   # our own tracking's people, not the provider's events
-        found[0].opens, found[0].clicks = own.opens, own.clicks
-    return found[0], figures.chart(by_day), own
+    return found[0], figures.chart(by_day)
 
 
 @router.get("/{slug}/report", include_in_schema=False)
@@ -274,8 +270,8 @@ async def report(request: Request, slug: str) -> Response:
     found = await run_in_threadpool(ctx.web.read, _report, slug)
     if found is None:
         raise HTTPException(404, f"{slug} has not been sent: no report yet.")
-    fig, chart, own = found
-    return ctx.page(request, "report.html.j2", fig=fig, chart=chart, own=own, opens_note=clicks.OPENS_NOTE)
+    fig, chart = found
+    return ctx.page(request, "report.html.j2", fig=fig, chart=chart)
 
 
 # ---------------------------------------------------------------- send, retry, who got it
