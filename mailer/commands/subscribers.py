@@ -46,7 +46,9 @@ def add(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST,
     from mailer import audit
     from subscribers import store
     from subscribers.models import Status
+    from subscribers.normalize import deliverable, normalize_email
 
+    deliverable(normalize_email(email))
     db, who = audited(ctx)
     with db.begin() as conn:
         found = store.get_list(conn, list_name)
