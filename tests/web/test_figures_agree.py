@@ -82,7 +82,7 @@ def test_every_surface_shows_the_same_figures(live, signer, sent, cli):
     add_user(live)
     admin = login(live)
     page = dl(admin.get(f"/admin/issues/{SLUG}/report", headers=HTML).text)
-    [mine] = [i for i in listed if i["issue"] == SLUG]
+    [mine] = [i for i in listed["issues"] if i["issue"] == SLUG]
     for name, (shown, value) in EXPECTED.items():
         assert report["figures"][name] == value, name
         assert mine["figures"]["figures"][name] == value, name

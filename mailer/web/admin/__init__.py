@@ -30,6 +30,7 @@ from starlette.responses import (
 )
 
 from mailer.admin_users import Role, session_user
+from mailer.schedule.slots import shown
 from mailer.web.admin import dashboard, issues, lists, login, people, users
 from mailer.web.admin.auth import (
     SESSION_COOKIE,
@@ -66,6 +67,8 @@ class AdminContext:
         self.env.globals.update(newsletter=settings.newsletter.name)
         self.env.filters["n"] = lambda value: f"{value or 0:,}"
         self.env.filters["when"] = lambda at: at.strftime("%Y-%m-%d %H:%M") if at else ""
+        # the schedule's times in its own time zone, then UTC (as `mailer schedule show`)
+        self.env.filters["slot"] = lambda at: shown(at, settings.schedule) if at else ""
 
     def page(self, request: Request, template: str, code: int = 200, /, **context) -> HTMLResponse:
         admin = getattr(request.state, "admin", None)

@@ -12,9 +12,11 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Select, func, select
 
+from mailer.config import ScheduleSettings
 from mailer.reports import figures as issue_figures
 from mailer.reports.figures import FAILURES_SHOWN, Failure, Figures
-from mailer.schedule import states
+from mailer.schedule import states, status
+from mailer.schedule.slots import shown
 from mailer.schedule.states import IssueState
 from mailer.send import ledger
 from mailer.send.ledger import State, deliveries, sends
@@ -32,10 +34,37 @@ SERIES = (   # (label, event types, colour, dash pattern: never colour alone)
 )
 
 
-def scheduled(conn) -> list[str]:
-    """Every scheduled issue, soonest first, as "ISSUE to LIST at TIME UTC"."""
-    rows = sorted(states.in_state(conn, IssueState.SCHEDULED), key=lambda r: r.send_at)
-    return [f"{r.issue} ({r.subject}) to {r.list_name} at {r.send_at:%Y-%m-%d %H:%M} UTC" for r in rows]
+def scheduled(conn, schedule: ScheduleSettings, now: datetime | None = None) -> list[tuple[str, str]]:
+    """Every scheduled issue, soonest first, as (ISSUE, "(SUBJECT) to LIST at LOCAL TIME (UTC)"):
+    the readers it will reach and who has it already; one whose time passed says it is due or missed."""
+    now = now or datetime.now(UTC)
+    out = []
+    for r in sorted(states.in_state(conn, IssueState.SCHEDULED), key=lambda r: r.send_at):
+        said = f"({r.subject}) to {r.list_name} at {shown(r.send_at, schedule)}"
+        found = status.reach(conn, r.issue, r.list_name)
+        if found is not None:
+            said += f": {found.readers:,} readers to reach, {found.have:,} already have it"
+        state, reason = status.state_now(r, now, schedule)
+        out.append((r.issue, said + (f". {state.capitalize()}: {reason}" if state != r.state else "")))
+    return out
+
+
+def failed(conn, schedule: ScheduleSettings, now: datetime | None = None) -> list[tuple[str, str, str]]:
+    """(issue, subject, reason) of every issue that failed at its slot, or missed it (still
+    "scheduled" until a scheduler runs), by issue."""
+    now = now or datetime.now(UTC)
+    out = []
+    for r in states.every(conn):
+        state, reason = status.state_now(r, now, schedule)
+        if state in (IssueState.FAILED.value, "missed"):
+            out.append((r.issue, r.subject, f"{state}: {reason or '(no reason recorded)'}"))
+    return out
+
+
+def heartbeat(conn, schedule: ScheduleSettings, now: datetime | None = None) -> str:
+    """Whether a scheduler is running, in words (mailer/schedule/status.py)."""
+    now = now or datetime.now(UTC)
+    return status.heartbeat(conn, now).said(now, schedule)
 
 
 def issue_state(conn, slug: str):
@@ -43,9 +72,9 @@ def issue_state(conn, slug: str):
     return states.find(conn, slug)
 
 
-def next_scheduled(conn) -> str | None:
+def next_scheduled(conn, schedule: ScheduleSettings) -> str | None:
     """The next scheduled send, or None."""
-    return next(iter(scheduled(conn)), None)
+    return next((f"{issue} {said}" for issue, said in scheduled(conn, schedule)), None)
 
 
 def tags_of(conn, subscriber_id: int) -> list[str]:
