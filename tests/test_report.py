@@ -33,7 +33,7 @@ def sent(config_file, db_url, monkeypatch):
         crank = store.create_list(conn, "crank").id
         ids = [store.add_subscriber(conn, f"r{i}@example.org", crank).subscriber_id for i in range(500)]
         send_id = conn.execute(insert(sends).values(
-            issue="2024-11", list_id=crank, list_name="crank", subject="s", backend="sendgrid", status="done",
+            issue="2024-11", list_id=crank, list_name="crank", subject="s", backend="sendgrid", status="stopped",
             total=500, started_at=T0).returning(sends.c.id)).scalar()
         states = ["accepted"] * 490 + ["failed"] * 6 + ["deferred"] * 4
         conn.execute(insert(deliveries), [{"send_id": send_id, "subscriber_id": sid, "state": state, "attempts": 1}

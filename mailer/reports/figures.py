@@ -187,7 +187,8 @@ def of_issues(conn, issues: list[str] | None = None, limit: int | None = None) -
 
 def _sends(conn, issues: list[str] | None, list_name: str | None) -> list:
     query = select(sends.c.id, sends.c.issue, sends.c.list_id, sends.c.list_name, sends.c.segment, sends.c.subject,
-                   sends.c.backend, sends.c.status, sends.c.total, sends.c.started_at).order_by(sends.c.id)
+                   sends.c.backend, sends.c.status, sends.c.total, sends.c.sent, sends.c.failed, sends.c.skipped,
+                   sends.c.started_at).order_by(sends.c.id)
     if issues is not None:
         query = query.where(sends.c.issue.in_(issues))
     if list_name:
@@ -201,10 +202,15 @@ _STATES = {"accepted": State.ACCEPTED, "failed": State.FAILED, "deferred": State
 
 def _figures(conn, issue: str, rows: list) -> Figures:
     ids = [r.id for r in rows]
-    per_send: dict[int, dict[str, int]] = {i: {} for i in ids}
+    # A finished send's counts are on its row (ledger.finish writes them: nothing is left pending,
+    # in flight or deferred); only the others are counted from their readers.
+    per_send: dict[int, dict[str, int]] = {
+        r.id: ({State.ACCEPTED.value: r.sent or 0, State.FAILED.value: r.failed or 0,
+                State.SKIPPED.value: r.skipped or 0} if r.status == SendStatus.DONE.value else {}) for r in rows}
+    counting = [r.id for r in rows if r.status != SendStatus.DONE.value]
     for send_id, state, n in conn.execute(select(deliveries.c.send_id, deliveries.c.state, func.count())
-                                          .where(deliveries.c.send_id.in_(ids))
-                                          .group_by(deliveries.c.send_id, deliveries.c.state)):
+                                          .where(deliveries.c.send_id.in_(counting))
+                                          .group_by(deliveries.c.send_id, deliveries.c.state)) if counting else ():
         per_send[send_id][state] = n
     lines = [SendLine(r.id, r.list_name, r.segment or "", r.backend, r.status, r.started_at,
                       {"readers": r.total or 0, **{name: per_send[r.id].get(s.value, 0) for name, s in _STATES.items()}

@@ -9,6 +9,9 @@ import pytest
 
 PEOPLE = [("ann@example.com", "Ann Lee"), ("anna@example.org", "Anna Berg"), ("bob@example.com", "Bob Annan"),
           ("zoe_x@test.net", "Zoë"), ("100%@test.net", ""), ("carl@annex.example", "carl")]
+WORLD = [("kari@example.no", "Kari Ødegaard"), ("maria@example.ru", "Мария Иванова"),
+         ("lukasz@example.pl", "Łukasz Nowak"), ("jose@bücher.example", "José")]
+JOSE = "jose@bücher.example"   # stored as jose@xn--bcher-kva.example, shown in Unicode
 
 
 @pytest.fixture
@@ -23,31 +26,92 @@ def people(engine, crank):
     return engine
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("ann", ["ann@example.com", "anna@example.org"]),          # address or name starting with it
-    ("ANN", ["ann@example.com", "anna@example.org"]),          # any case
-    ("anna", ["anna@example.org"]),
-    ("lee", []),                                               # the start, not the middle
+@pytest.fixture
+def everyone(people, crank):
+    from subscribers import store
+
+    with people.begin() as conn:
+        for email, name in WORLD:
+            store.add_subscriber(conn, email, crank, name=name)
+    return people
+
+
+# Any part of a name or an address, any case, any script (subscribers/search.py), ordered by address.
+FOUND = [
+    ("ann", ["ann@example.com", "anna@example.org", "bob@example.com", "carl@annex.example"]),
+    ("ANN", ["ann@example.com", "anna@example.org", "bob@example.com", "carl@annex.example"]),
+    ("anna", ["anna@example.org", "bob@example.com"]),         # "Bob Annan"
+    ("Lee", ["ann@example.com"]),                               # inside "Ann Lee"
     ("bob", ["bob@example.com"]),
-    ("zoe_", ["zoe_x@test.net"]),                              # _ and % are plain characters
+    ("zoe_", ["zoe_x@test.net"]),                               # _ and % are plain characters
     ("100%", ["100%@test.net"]),
-    ("zo", ["zoe_x@test.net"]),
-    ("@example.com", ["ann@example.com", "bob@example.com"]),  # a domain
+    ("zoë", ["zoe_x@test.net"]),
+    ("@example.com", ["ann@example.com", "bob@example.com"]),   # a domain
     ("@annex", ["carl@annex.example"]),
     ("  carl ", ["carl@annex.example"]),
+    ("Ødegaard", ["kari@example.no"]),
+    ("ødegaard", ["kari@example.no"]),
+    ("Мария", ["maria@example.ru"]),
+    ("МАРИЯ", ["maria@example.ru"]),
+    ("Łukasz", ["lukasz@example.pl"]),
+    ("łUKASZ", ["lukasz@example.pl"]),
+    ("bücher", [JOSE]),                                         # inside an internationalized domain
+    ("BÜCHER.example", [JOSE]),
+    ("xn--bcher", [JOSE]),
+    ("josé", [JOSE]),
     ("nobody", []),
-])
-def test_find(people, text, expected):
+]
+
+
+@pytest.mark.parametrize("text, expected", FOUND)
+def test_find(everyone, text, expected):
     from mailer.web.admin.search import with_lists
     from subscribers.selection import Selection
 
     view = Selection.of(text)
-    with people.connect() as conn:
+    with everyone.connect() as conn:
         rows = with_lists(conn, view.page(conn)[0])
         total = view.count(conn, cap=1000)
     assert [row[1] for row in rows] == expected
     assert total == len(expected)
     assert all(row[3] == "crank: active" for row in rows)
+
+
+@pytest.mark.parametrize("text, expected", FOUND)
+def test_the_clis_search_finds_the_same(everyone, text, expected):
+    from subscribers import store
+    from subscribers.normalize import display_email
+
+    with everyone.connect() as conn:
+        total, found = store.search(conn, text)
+    assert ([display_email(row[1]) for row in found], total) == (expected, len(expected))
+
+
+def test_rows_written_before_the_search_column_are_filled_by_the_migration(engine, crank):
+    """0014_i24b fills `search` for rows already there (SQLite's; PostgreSQL needs none)."""
+    from sqlalchemy import update
+
+    from mailer.migrate import upgrade
+    from subscribers import store
+    from subscribers.models import subscribers
+    from subscribers.selection import Selection
+
+    upgrade(engine)
+    with engine.begin() as conn:
+        store.add_subscriber(conn, "kari@example.no", crank, name="Kari Ødegaard")
+        conn.execute(update(subscribers).values(search=None))
+    with engine.connect() as conn:
+        assert store.search(conn, "kari")[0] == 1          # found by its address meanwhile
+    if engine.dialect.name == "sqlite":
+        from alembic import command
+
+        from subscribers.db import MIGRATIONS_HISTORY as STORE
+
+        with engine.begin() as conn:
+            command.downgrade(STORE.config(conn), "0008_tag_order")
+            command.upgrade(STORE.config(conn), "head")
+    with engine.connect() as conn:
+        assert [row[1] for row in Selection.of("ØDEGAARD").page(conn)[0]] == ["kari@example.no"]
 
 
 def test_members_pages_forward_and_back_with_a_status(people, crank):

@@ -113,3 +113,34 @@ def test_failed_readers_are_named_with_reason_and_time(live, sent, cli):
     add_user(live)
     page = login(live).get(f"/admin/issues/{SLUG}", headers=HTML).text
     assert "r4@example.com" in page and "550 5.7.1 Refused by local policy" in page
+
+
+def test_a_segment_send_is_shown_with_its_tags(live, repo, tmp_path, cli):
+    """`--tag press` then the whole list: two sends, each its own line, the segment named."""
+    import shutil
+
+    from mailer.compose.render import compose_issue
+    from mailer.send import dispatch
+    from subscribers import store, tags
+
+    with live.web.engine.begin() as conn:
+        crank = store.get_list(conn, "crank").id
+        for i in range(3):
+            sid = store.add_subscriber(conn, f"p{i}@example.com", crank).subscriber_id
+            if i == 0:
+                tags.add_tags(conn, sid, ["press"])
+    path = live.settings.compose.issues_dir / f"{SLUG}.md"
+    shutil.copy(repo / "issues" / f"{SLUG}.md", path)
+    composed = compose_issue(path, live.settings)
+    dispatch.run_send(live.settings, dispatch.plan_send(live.settings, composed, "crank", tags=("press",)))
+    dispatch.run_send(live.settings, dispatch.plan_send(live.settings, composed, "crank"))
+    config = tmp_path / "config.toml"
+    config.write_text((repo / "config.toml").read_text(encoding="utf-8").replace(
+        'url = "sqlite:///mailer.db"', f'url = "{live.settings.database.url}"'), encoding="utf-8")
+    listed = cli("--config", config, "issues").out
+    assert "crank (tags: press): 1 sent, 0 failed, 0 skipped" in listed
+    assert "crank: 2 sent, 0 failed, 0 skipped" in listed
+    data = json.loads(cli("--config", config, "issues", "--json").out)
+    [mine] = [i for i in data["issues"] if i["issue"] == SLUG]
+    assert [(s["name"], s["accepted"]) for s in mine["figures"]["sends"]] == [("crank (tags: press)", 1), ("crank", 2)]
+    assert mine["figures"]["figures"]["readers"] == 3
