@@ -10,6 +10,7 @@
       SignatureError            a webhook or token that does not verify
       SendError                 a send run that cannot start or go on (empty list, already sent...)
         SendTakenOver           another runner took this send over (mailer send --take-over)
+        DatabaseUnavailable     the database failed every try for [delivery] database_retry_seconds
       ListIsPrivate             a public form asked for a private list (`mailer lists embed`)
       LintFailed                an issue whose lint report has errors: nothing may be delivered
       ScheduleError             an issue that cannot be (un)scheduled: a bad --at, its state
@@ -140,3 +141,8 @@ class ConfigError(Exception):
 
 class SendTakenOver(SendError):
     """Another runner took this send over; this one stops without touching the send's row."""
+
+
+class DatabaseUnavailable(SendError):
+    """A send's statement failed (connection lost, SQLite locked, disk full) on every try for
+    [delivery] database_retry_seconds (mailer/send/stall.py); what the provider said is kept."""

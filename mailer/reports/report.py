@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
+from mailer.events import unverified
 from mailer.reports import figures as issue_figures
 from mailer.reports.figures import Failure, Figures
 from subscribers.events import EventType
@@ -25,6 +26,7 @@ class Report:
     fig: Figures
     failures: list[Failure] = field(default_factory=list)
     timeline: dict[str, list[tuple[str, int]]] = field(default_factory=dict)   # type -> [(bucket, n)]
+    more_notes: list[str] = field(default_factory=list)   # the report's own (unverified bounce reports)
 
     @property
     def figures(self) -> dict[str, int | None]:
@@ -52,14 +54,14 @@ class Report:
 
     @property
     def notes(self) -> list[str]:
-        return self.fig.notes
+        return self.fig.notes + self.more_notes
 
     @property
     def warnings(self) -> list[str]:
         return self.fig.warnings
 
     def as_dict(self) -> dict:
-        return {**self.fig.as_dict(), "failures": [f.as_dict() for f in self.failures],
+        return {**self.fig.as_dict(), "notes": self.notes, "failures": [f.as_dict() for f in self.failures],
                 "timeline": {k: [{"at": at, "count": n} for at, n in v] for k, v in self.timeline.items()}}
 
 
@@ -71,7 +73,17 @@ def build(conn, issue: str, list_name: str | None = None) -> Report:
     if list_name:
         names = set(found.lists)
         every_failure = [f for f in every_failure if f.list_name in names]
-    return Report(found, every_failure, _timeline(conn, issue, send_ids))
+    return Report(found, every_failure, _timeline(conn, issue, send_ids), _unverified_note(conn, found.started_at))
+
+
+def _unverified_note(conn, started: datetime | None) -> list[str]:
+    """Bounce reports since the issue went out that proved nothing (docs/bounces.md): not in the
+    figures, since they cannot be tied to this issue, but worth knowing about."""
+    n = unverified.count_since(conn, started)
+    if not n:
+        return []
+    return [f"{n:,} bounce {'report' if n == 1 else 'reports'} received since this issue went out could not be "
+            "tied to a message we sent (unverified): they changed nobody. `mailer bounces scan` lists them."]
 
 
 def _timeline(conn, issue: str, send_ids: list[int]) -> dict[str, list[tuple[str, int]]]:

@@ -21,17 +21,25 @@ import builtins
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from mailer import engines
 from mailer.compose import tracking as links
 from mailer.compose.archived import neutral_copy
 from mailer.compose.personalize import Edition, Recipient, personalize, prepare
 from mailer.config import ClickTracking, OnInterrupted, Settings, database_url, secret_key, tracking_problem
-from mailer.errors import AmbiguousDelivery, ConfigError, DeliveryError, SendError, SendTakenOver
+from mailer.errors import (
+    AmbiguousDelivery,
+    ConfigError,
+    DatabaseUnavailable,
+    DeliveryError,
+    SendError,
+    SendTakenOver,
+)
 from mailer.i18n import known
 from mailer.model import ArchiveCopy, ComposedIssue
 from mailer.send import batches, ledger, segments, tracking
@@ -40,6 +48,8 @@ from mailer.send.deliver.base import Backend
 from mailer.send.deliver.refusals import refusal_event
 from mailer.send.deliver.registry import create_backend
 from mailer.send.ledger import SendStatus, State
+from mailer.send.stall import Stall
+from mailer.send.stall import apply as apply_journal
 from subscribers.links import MembershipKeys
 from subscribers.models import lists
 from subscribers.policy import ingest
@@ -145,50 +155,75 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
         check_tracking(settings)
         ready = _Ready(_token_maker(settings, plan.list_id, plan.engine), ref_key_of(settings),
                        backend or create_backend(plan.backend, settings), archive_copy(plan.issue, settings.newsletter))
-    send_id, summary.interrupted, finished = _start(plan, on_interrupted or settings.delivery.on_interrupted,
+    d = settings.delivery
+    send_id, summary.interrupted, finished = _start(plan, on_interrupted or d.on_interrupted,
                                                     notice, take_over=take_over,
-                                                    archive=ready.archive if ready else None)
+                                                    archive=ready.archive if ready else None, journal=d.journal_dir)
     summary.send_id = send_id
-    with plan.engine.connect() as conn:
-        _fill(summary, ledger.counts(conn, send_id))
-        begun = ledger.started_at(conn, send_id)
+    stall = Stall(d.database_retry_seconds, notice=notice)   # the database briefly away: retried (stall.py)
+    begun = stall(lambda attempt: _counted(plan, summary, send_id), "reading the send")
     if finished:
         summary.already_sent, summary.status = True, SendStatus.DONE.value
         return summary
     assert ready is not None   # complete when planned means complete now: readers never rejoin a send
     tokens, ref_key, sender = ready.tokens, ready.ref_key, ready.backend
     edition = edition_for(settings, plan.engine, plan.issue, send_id)
-    d = settings.delivery
     retry = batches.Retry(begun, d.retry_hours, d.retry_first_seconds, d.retry_wait_seconds)
     try:
         with ledger.Heartbeat(plan.engine, send_id) as beat:
             loop = BatchLoop(plan.engine, send_id, plan.list_id, edition, tokens, sender, summary,
                              on_progress or (lambda s: None), started, retry=retry, ref_key=ref_key,
-                             refused=_bounce_policy(settings, send_id, ref_key), lost=lambda: beat.lost, stop=stop)
+                             refused=_bounce_policy(settings, send_id, ref_key), lost=lambda: beat.lost, stop=stop,
+                             stall=stall, journal=d.journal_dir)
             loop.progress()  # the starting point, so a progress bar's rate counts this run only
             with sender:
                 loop.run(sleep)
     except SendTakenOver:
         raise  # the row is the new runner's now: leave it as it is
+    except DatabaseUnavailable as exc:  # nothing more can be written: the send's row says `sending`, its runner gone
+        raise DatabaseUnavailable(f"send stopped after {summary.sent:,} sent: {exc}") from exc
     except AmbiguousDelivery as exc:
-        _finish(plan, summary, SendStatus.STOPPED, str(exc))
+        _finish(plan, summary, SendStatus.STOPPED, str(exc), stall)
         raise SendError(f"send stopped after {summary.sent:,} sent: {exc}. The provider may or may not have "
                         f"taken the last batch ({summary.in_doubt:,} readers): it stays in flight, and the next "
                         f"run names it and applies [delivery] on_interrupted (now \"{d.on_interrupted}\")."
                         ) from exc
     except DeliveryError as exc:
-        _finish(plan, summary, SendStatus.STOPPED, str(exc))
+        _finish(plan, summary, SendStatus.STOPPED, str(exc), stall)
         raise SendError(f"send stopped after {summary.sent:,} sent: {exc}. The ledger is intact: run the "
                         "same command again to continue.") from exc
     except BaseException:
-        _finish(plan, summary, SendStatus.STOPPED, "interrupted")  # its batch stays `sending`: named next run
+        try:
+            _finish(plan, summary, SendStatus.STOPPED, "interrupted")  # its batch stays `sending`: named next run
+        except SQLAlchemyError:   # the database is away too: the row stays `sending`, its runner gone
+            pass
         raise
     if beat.lost:  # taken over after our last batch: the row is the new runner's now
         return summary
-    left = summary.deferred + _unfinished(plan, send_id)
-    _finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, None)
+    left = summary.deferred + stall(lambda attempt: _unfinished(plan, send_id), "counting the readers left")
+    _finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, None, stall)
     summary.duration = time.monotonic() - started
     return summary
+
+
+def failed_readers(plan: Plan) -> int:
+    """How many readers of the planned send failed (`mailer send --retry-failed` would send to them)."""
+    if plan.send_id is None:
+        raise SendError(f"{plan.issue.slug} was never sent to {segments.describe(plan.list_name, plan.segment)}: "
+                        "nothing failed to retry (leave out --retry-failed to send it)")
+    with plan.engine.connect() as conn:
+        return ledger.counts(conn, plan.send_id)[State.FAILED]
+
+
+def retry_failed(plan: Plan) -> int:
+    """`mailer send --retry-failed`: the send's failed readers back to pending, for this run to send;
+    never those accepted or in doubt (left `sending`, or skipped by on_interrupted). How many."""
+    assert plan.send_id is not None   # failed_readers said so
+    with plan.engine.begin() as conn:
+        row = conn.execute(select(ledger.sends).where(ledger.sends.c.id == plan.send_id)).one()
+        if ledger.runner_alive(row):
+            raise SendError(_alive_message(row))
+        return ledger.requeue_failed(conn, plan.send_id)
 
 
 class _Ready(NamedTuple):
@@ -210,7 +245,9 @@ def edition_for(settings: Settings, engine: Engine, issue: ComposedIssue, send_i
     """The send's edition (Message-IDs derive from the send); with [tracking] on, the issue's links
     are stored with the send (mailer/send/tracking.py) and rewritten, once, for every reader."""
     track = tracking_plan(settings, engine, issue, send_id)
-    return prepare(issue, settings.newsletter, nonce=f"s{send_id}", track=track)
+    with engine.connect() as conn:
+        list_name = conn.execute(select(ledger.sends.c.list_name).where(ledger.sends.c.id == send_id)).scalar() or ""
+    return prepare(issue, settings.newsletter, nonce=f"s{send_id}", track=track, list_name=list_name)
 
 
 def tracking_plan(settings: Settings, engine: Engine, issue: ComposedIssue, send_id: int) -> links.Plan | None:
@@ -252,7 +289,7 @@ def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
     started = time.monotonic()
     summary = SendSummary(plan.issue.slug, plan.list_name, plan.backend, send_id=plan.send_id,
                           total=plan.readers, dry_run=True, segment=plan.segment)
-    edition = prepare(plan.issue, settings.newsletter, nonce="dry")
+    edition = prepare(plan.issue, settings.newsletter, nonce="dry", list_name=plan.list_name)
     tokens = _token_maker(settings, plan.list_id, plan.engine)
     if plan.send_id is None:
         with plan.engine.connect() as conn:
@@ -272,41 +309,56 @@ def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
 
 
 def _start(plan: Plan, on_interrupted: OnInterrupted, notice, *, take_over: bool = False,
-           archive: ArchiveCopy | None = None) -> tuple[int, list, bool]:
-    """Create the send (readers fixed now) or take over an earlier one, settling its batch in flight.
+           archive: ArchiveCopy | None = None, journal: Path | None = None) -> tuple[int, list, bool]:
+    """Create the send (readers fixed now) or take over an earlier one, applying its journal (results
+    the database would not take: stall.py) and settling its batch in flight.
 
     Returns (send id, batches found in flight, whether the send was already complete)."""
     for _ in range(2):  # a concurrent first start loses the UNIQUE race once, then resumes
+        applied: list[Path] = []
         try:
-            with plan.engine.begin() as conn:
-                row = ledger.find_send(conn, plan.issue.slug, plan.list_id, plan.segment)
-                if row is None:
-                    chosen = segments.readers(conn, plan.issue.slug, plan.list_id, plan.segment)
-                    return ledger.create_send(conn, issue=plan.issue.slug, list_id=plan.list_id,
-                                              list_name=plan.list_name, subject=plan.issue.subject,
-                                              backend=plan.backend, recipients=chosen, segment=plan.segment,
-                                              archive=archive), [], False
-                c = ledger.counts(conn, row.id)
-                if not ledger.unfinished(c):
-                    return row.id, [], True
-                if ledger.runner_alive(row):
-                    if not take_over:
-                        raise SendError(_alive_message(row))
-                    notice(f"taking send #{row.id} over from {row.runner} (--take-over); it stops at its next "
-                           "heartbeat")
-                ledger.take_over(conn, row.id, plan.backend)
-                flying = ledger.in_flight(conn, row.id)
-                for batch, readers in flying:
-                    verb = "resending it" if on_interrupted == OnInterrupted.RESEND else "skipping it"
-                    notice(f"batch {batch} ({readers:,} readers) was in flight when the last run stopped: the "
-                           f"provider may or may not have taken it; {verb} ([delivery] on_interrupted = "
-                           f"\"{on_interrupted}\")")
-                ledger.settle_in_flight(conn, row.id, resend=on_interrupted == OnInterrupted.RESEND)
-                ledger.requeue_due(conn, row.id)
-                return row.id, [tuple(f) for f in flying], False
+            started = _start_once(plan, on_interrupted, notice, take_over, archive, journal, applied)
         except IntegrityError:
             continue
+        for path in applied:   # committed: the journal's results are the ledger's now
+            path.unlink(missing_ok=True)
+        return started
     raise SendError(f"could not start the send of {plan.issue.slug} to {plan.list_name}")
+
+
+def _start_once(plan: Plan, on_interrupted: OnInterrupted, notice, take_over: bool, archive: ArchiveCopy | None,
+                journal: Path | None, applied: list[Path]) -> tuple[int, list, bool]:
+    with plan.engine.begin() as conn:
+        row = ledger.find_send(conn, plan.issue.slug, plan.list_id, plan.segment)
+        if row is None:
+            chosen = segments.readers(conn, plan.issue.slug, plan.list_id, plan.segment)
+            return ledger.create_send(conn, issue=plan.issue.slug, list_id=plan.list_id,
+                                      list_name=plan.list_name, subject=plan.issue.subject,
+                                      backend=plan.backend, recipients=chosen, segment=plan.segment,
+                                      archive=archive), [], False
+        c = ledger.counts(conn, row.id)
+        if not ledger.unfinished(c):
+            return row.id, [], True
+        if ledger.runner_alive(row):
+            if not take_over:
+                raise SendError(_alive_message(row))
+            notice(f"taking send #{row.id} over from {row.runner} (--take-over); it stops at its next "
+                   "heartbeat")
+        ledger.take_over(conn, row.id, plan.backend)
+        kept, path = apply_journal(conn, journal, row.id)
+        if path is not None:
+            applied.append(path)
+            notice(f"{kept:,} readers' results that the database would not take when the last run stopped were "
+                   f"applied from {path}")
+        flying = ledger.in_flight(conn, row.id)
+        for batch, readers in flying:
+            verb = "resending it" if on_interrupted == OnInterrupted.RESEND else "skipping it"
+            notice(f"batch {batch} ({readers:,} readers) was in flight when the last run stopped: the "
+                   f"provider may or may not have taken it; {verb} ([delivery] on_interrupted = "
+                   f"\"{on_interrupted}\")")
+        ledger.settle_in_flight(conn, row.id, resend=on_interrupted == OnInterrupted.RESEND)
+        ledger.requeue_due(conn, row.id)
+        return row.id, [tuple(f) for f in flying], False
 
 
 def _alive_message(row) -> str:
@@ -328,11 +380,27 @@ def _unfinished(plan: Plan, send_id: int) -> int:
         return ledger.unfinished(ledger.counts(conn, send_id))
 
 
-def _finish(plan: Plan, summary: SendSummary, status: SendStatus, error: str | None) -> None:
-    assert summary.send_id is not None   # set when the send started
-    with plan.engine.begin() as conn:
-        _fill(summary, ledger.finish(conn, summary.send_id, status, error))
+def _finish(plan: Plan, summary: SendSummary, status: SendStatus, error: str | None,
+            stall: Stall | None = None) -> None:
+    send_id = summary.send_id
+    assert send_id is not None   # set when the send started
+
+    def write(attempt: int = 0) -> None:
+        with plan.engine.begin() as conn:
+            _fill(summary, ledger.finish(conn, send_id, status, error))
+
+    if stall is None:
+        write()
+    else:
+        stall(write, "marking the send " + status.value)
     summary.status = status.value
+
+
+def _counted(plan: Plan, summary: SendSummary, send_id: int):
+    """The send's counts into `summary`; returns when it started."""
+    with plan.engine.connect() as conn:
+        _fill(summary, ledger.counts(conn, send_id))
+        return ledger.started_at(conn, send_id)
 
 
 def _token_maker(settings: Settings, list_id: int, engine) -> Callable[..., str]:

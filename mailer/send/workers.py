@@ -76,7 +76,7 @@ class WorkerLoop(BatchLoop):
         self.unsent.add(batch)
         return [p]
 
-    def claim(self, conn, p: Prepared) -> Claimed:
+    def claim(self, conn, p: Prepared, again: bool = False) -> Claimed:
         ledger.mark(conn, p.marks)   # claimed already, in _read_ahead; it leaves now
         self.unsent.discard(p.batch)
         return Claimed(p.batch, p)
@@ -195,7 +195,8 @@ def run_shared(settings: Settings, plan: dispatch.Plan, workers: int, *, config=
         dispatch.check_tracking(settings)
         create_backend(plan.backend, settings)
     send_id, summary.interrupted, finished = dispatch._start(plan, settings.delivery.on_interrupted, notice,
-                                                             take_over=take_over, archive=archive)
+                                                             take_over=take_over, archive=archive,
+                                                             journal=settings.delivery.journal_dir)
     summary.send_id = send_id
     if finished:
         with plan.engine.connect() as conn:
