@@ -13,6 +13,8 @@ import typer
 from mailer.commands.common import console, store_engine
 from mailer.errors import ReportError
 
+FAILURES_SHOWN = 100   # failed readers in the table; --json lists them all
+
 # The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
 
@@ -45,7 +47,9 @@ def report(ctx: typer.Context,
     if found.links:
         out.print(_links(reports.link_rows(found)))
     if found.failures:
-        out.print(_failures(found.failures))
+        out.print(_failures(found.failures[:FAILURES_SHOWN], len(found.failures)))
+        if len(found.failures) > FAILURES_SHOWN:
+            out.print(f"... and {len(found.failures) - FAILURES_SHOWN:,} more (--json lists them all).", markup=False)
     for note in found.notes:
         out.print(note, markup=False)
     for warning in found.warnings:
@@ -80,10 +84,10 @@ def _links(rows):
     return table
 
 
-def _failures(failures):
+def _failures(failures, total: int):
     from rich.table import Table
 
-    table = Table(title=f"Failed readers ({len(failures):,}), newest first", box=None, pad_edge=False)
+    table = Table(title=f"Failed readers ({total:,}), newest first", box=None, pad_edge=False)
     table.add_column("address", overflow="fold")
     table.add_column("list")
     table.add_column("reason", overflow="fold")

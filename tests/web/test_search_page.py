@@ -29,3 +29,17 @@ def test_the_admin_search_finds_any_part_in_any_script(live, typed, shown):
     assert "xn--" not in page
     others = {"jose@bücher.example", "ann@example.com", "kari@example.no", "maria@example.ru", "lukasz@example.pl"}
     assert not any(f">{other}</a>" in page for other in others - {shown})
+
+
+def test_the_admins_add_form_refuses_an_address_no_backend_can_deliver(live):
+    from tests.web.admin_helpers import page_token
+
+    add_user(live)
+    admin = login(live)
+    token = page_token(admin, "/admin/subscribers")
+    refused = admin.post("/admin/subscribers", headers=HTML, data={
+        "csrf": token, "email": "josé@bücher.example", "list": "crank"})
+    assert refused.status_code == 400 and "needs SMTPUTF8" in refused.text
+    taken = admin.post("/admin/subscribers", headers=HTML, data={
+        "csrf": token, "email": "jose@bücher.example", "list": "crank"})
+    assert taken.status_code == 303
