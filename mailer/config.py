@@ -175,6 +175,8 @@ class WebSettings:
     # login attempts per client address and per user name: at once ...
     admin_login_burst: int = setting(5, 1, 1000)
     admin_login_per_hour: int = setting(20, 1, 100_000)    # ... and sustained
+    # password checks (argon2: 64 MiB, a fraction of a second each) running at once; more answer 503
+    admin_login_checks: int = setting(2, 1, 64)
     # The public signup's defences (docs/signup.md): a proof-of-work the reader's browser solves
     # while they type (ALTCHA), a honeypot field, a minimum time to fill the form, and refusals of
     # throwaway and mail-less domains.
@@ -410,10 +412,35 @@ def _check(s: Settings) -> None:
     _check_send_edges(s)
     _check_tracking(s)
     for key, address in (("from_email", s.newsletter.from_email), ("reply_to", s.newsletter.reply_to)):
-        if not is_sendable(address):
+        # (a line break would start a header of its own; is_sendable alone forgives a trailing one)
+        if not is_sendable(address) or any(ord(c) < 32 or ord(c) == 127 for c in address):
             raise ConfigError(f"[newsletter] {key} must be an email address, not {address!r}")
     _check_schedule(s.schedule)
     _check_languages(s)
+    _check_files(s)
+
+
+def _check_files(s: Settings) -> None:
+    """What `mailer serve` reads later, checked now: a mistake is named at start."""
+    key = s.webhooks.sendgrid.public_key
+    if key and not _is_ec_public_key(key):
+        raise ConfigError("[webhooks.sendgrid] public_key must be the base64 ECDSA key SendGrid shows "
+                          "(Settings, Mail Settings, Signed Event Webhook), not "
+                          f"{key[:16] + '...' if len(key) > 16 else key!r}")
+
+
+def _is_ec_public_key(text: str) -> bool:
+    import base64
+    import binascii
+
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    try:
+        return isinstance(load_der_public_key(base64.b64decode(text, validate=True)), ec.EllipticCurvePublicKey)
+    except (ValueError, binascii.Error, TypeError, UnsupportedAlgorithm):
+        return False
 
 
 def _check_languages(s: Settings) -> None:
@@ -496,3 +523,10 @@ def database_url(settings: Settings) -> str:
     if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
         return prefix + str(settings.root / url[len(prefix):])
     return url
+
+
+def check_templates(settings: Settings) -> None:
+    """The service's start: its pages and mails come from [compose] templates_dir, so a missing
+    folder is named now, not as a 500 on every page."""
+    if not Path(settings.compose.templates_dir).is_dir():
+        raise ConfigError(f"[compose] templates_dir: no such folder {settings.compose.templates_dir}")

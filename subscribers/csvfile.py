@@ -114,12 +114,16 @@ def map_columns(header: list[str], path: Path) -> Columns:
                    find(TAGS), tuple(find((c,)) for c in CONSENT))
     taken = {cols.email, cols.name, cols.first, cols.last, cols.status, cols.subscribed_at, cols.tags, *cols.consent}
     used: set[str] = set()
+    tried: dict[str, int] = {}          # per name, the next "(n)" to try: 20,000 columns `x` stay linear
     for i, name in enumerate(names):
         if i in taken:
             continue
-        key, n = name or f"column {i + 1}", 2
+        base = name or f"column {i + 1}"
+        key = base
         while key in used:  # two columns with one name: keep both
-            key, n = f"{name or f'column {i + 1}'} ({n})", n + 1
+            n = tried.get(base, 2)
+            tried[base] = n + 1
+            key = f"{base} ({n})"
         used.add(key)
         cols.attributes.append((i, key))
     return cols

@@ -231,11 +231,14 @@ def _finding_for(report: BounceReport, address: str) -> Finding:
 
 def _ledger_matches(conn, mids: set[str]) -> dict[str, Ref]:
     """{Message-ID: its ref} for the quoted Message-IDs the ledger has for that very reader (SMTP
-    and outbox deliveries keep the Message-ID they sent as provider_id)."""
+    and outbox deliveries keep the Message-ID they sent as provider_id), when they carry a MAC (made
+    with any key, ours before a change included): one without is the issue's slug, two numbers and
+    the send's, which a stranger can write, and a copy mailed before refs were signed had one."""
     pairs = {}
     for mid in mids:
-        found = read_ref(ref_in_message_id(mid))
-        if found is not None:
+        ref = ref_in_message_id(mid) or ""
+        found = read_ref(ref)
+        if found is not None and ref.count(".") == 2:   # with a MAC: "SEND.SUBSCRIBER.sSEND" anyone can write
             pairs[(found.send_id, found.subscriber_id)] = mid
     out: dict[str, Ref] = {}
     wanted = sorted(pairs)

@@ -29,6 +29,7 @@ from mailer.web import prefs, readers
 from mailer.web.challenge import Form as GuardFields
 from mailer.web.challenge import Verdict
 from mailer.web.language import mail_language, speak
+from mailer.web.ratelimit import client_key
 from subscribers.status import Status
 
 log = logging.getLogger("mailer.web")
@@ -180,7 +181,7 @@ async def unsubscribe(token: str, request: Request) -> HTMLResponse:
 
 def too_many(web, bucket: str, client) -> HTMLResponse | None:
     """The 429 page when this client IP's bucket is empty, else None (a token was taken)."""
-    if web.limiter.allow(bucket, client.ip):
+    if web.limiter.allow(bucket, client_key(client.ip)):   # (IPv6: by /64)
         return None
     return web.pages.error(429, N_("Too many requests"), N_("Please try again in a few minutes."),
                            headers={"retry-after": "120"})

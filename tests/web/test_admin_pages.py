@@ -256,7 +256,7 @@ def test_stale_uploads_are_deleted_after_a_day(tmp_path, monkeypatch):
     folder = lists.uploads()
     old, new = folder / ("a" * 32), folder / ("b" * 32)
     for upload in (old, new):
-        upload.mkdir()
+        upload.mkdir(mode=0o700)
         (upload / "audience.csv").write_text("email\n")
     os.utime(old, (time.time() - 2 * 86400,) * 2)
     lists.uploads()

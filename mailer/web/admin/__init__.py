@@ -40,9 +40,10 @@ from mailer.web.admin.auth import (
     current_admin,
     is_page_request,
     login_redirect_target,
+    plain_request,
 )
 from mailer.web.admin.search import CountCache
-from mailer.web.ratelimit import Rate, RateLimiter
+from mailer.web.ratelimit import Backoff, Gate, Rate, RateLimiter
 from subscribers.normalize import display_email
 
 # Admin pages show personal data: never cached, never indexed.
@@ -59,7 +60,9 @@ class AdminContext:
         self.sessions = Sessions(web.secret, hours=settings.web.admin_session_hours,
                                  https=self.base_url.startswith("https://"))
         rate = Rate(burst=settings.web.admin_login_burst, per_hour=settings.web.admin_login_per_hour)
-        self.limiter = RateLimiter({"login-address": rate, "login-user": rate})
+        self.limiter = RateLimiter({"login-address": rate, "login-client-user": rate})
+        self.backoff = Backoff()                # per client and user name: a growing delay after failures
+        self.checks = Gate(settings.web.admin_login_checks)   # password checks at once
 
         self.counts = CountCache(web.read)
         self.dir = Path(settings.compose.templates_dir) / "admin"
@@ -113,7 +116,8 @@ def install(app: FastAPI, web) -> None:
     app.state.admin = AdminContext(web)
     app.include_router(login.router)
     for module in (dashboard, lists, people, issues, users):
-        app.include_router(module.router, prefix="/admin", dependencies=[Depends(current_admin)])
+        app.include_router(module.router, prefix="/admin", dependencies=[Depends(current_admin),
+                                                                          Depends(plain_request)])
 
     @app.get("/admin/static/admin.css", include_in_schema=False)
     def stylesheet(request: Request) -> Response:

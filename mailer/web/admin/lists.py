@@ -7,10 +7,14 @@ List changes go through subscribers.store and imports through subscribers.import
 
 from __future__ import annotations
 
+import atexit
+import os
 import re
 import secrets
 import shutil
+import stat
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,19 +41,44 @@ UPLOAD_DAYS = 1                       # an upload not applied within a day is de
 
 
 def uploads() -> Path:
-    folder = Path(tempfile.gettempdir()) / "mailer-admin-uploads"
-    folder.mkdir(mode=0o700, exist_ok=True)
+    """This process's private folder for uploads and downloads: made by mkdtemp (0700, owned by
+    this process's user, a fresh random name), checked at every use; if it is gone or was
+    changed (another owner, wider rights, a symlink), a new one is made and the old not trusted."""
+    with _private_lock:
+        if not _private or not _is_private(_private[0]):
+            _private[:] = [Path(tempfile.mkdtemp(prefix="mailer-admin-uploads-"))]
+            atexit.register(shutil.rmtree, _private[0], ignore_errors=True)
+        folder = _private[0]
     for old in folder.iterdir():      # tidy: dry runs never applied, exports never fetched
-        if time.time() - old.stat().st_mtime > UPLOAD_DAYS * 86400:
-            shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+        if time.time() - old.lstat().st_mtime > UPLOAD_DAYS * 86400:
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink(missing_ok=True)
     return folder
 
 
+_private: list[Path] = []
+_private_lock = threading.Lock()
+
+
+def _is_private(folder: Path) -> bool:
+    try:
+        found = os.lstat(folder)
+    except OSError:
+        return False
+    return stat.S_ISDIR(found.st_mode) and found.st_uid == os.geteuid() and not found.st_mode & 0o077
+
+
 def _upload_file(upload_id: str) -> Path | None:
-    """The uploaded file, kept under its own name (the import's history names the file)."""
+    """The uploaded file, kept under its own name (the import's history names the file); None
+    unless the upload's folder and its one file are real (no symlink) and ours."""
     if not UPLOAD_ID.fullmatch(upload_id):
         return None
-    return next((uploads() / upload_id).glob("*"), None)
+    folder = uploads() / upload_id
+    if not _is_private(folder):
+        return None
+    found = list(folder.iterdir())
+    if len(found) != 1 or not stat.S_ISREG(found[0].lstat().st_mode):
+        return None
+    return found[0]
 
 
 def _safe_name(name: str | None) -> str:
@@ -161,10 +190,10 @@ async def delete(request: Request, name: str) -> Response:
 # ---------------------------------------------------------------- import and export
 
 def _run_import(web, path: Path, name: str, *, unconfirmed: bool, overwrite: bool, dry_run: bool):
-    with web.exclusive():            # one writer at a time, as for every other write of this process
-        return import_csv(web.engine, path, name, secret=web.secret,
-                          status=Status.UNCONFIRMED if unconfirmed else Status.ACTIVE,
-                          dry_run=dry_run, overwrite=overwrite)
+    # this process's writer lock, around each chunk's writes only: never while the file is parsed
+    return import_csv(web.engine, path, name, secret=web.secret,
+                      status=Status.UNCONFIRMED if unconfirmed else Status.ACTIVE,
+                      dry_run=dry_run, overwrite=overwrite, lock=web.exclusive())
 
 
 async def _import_page(request: Request, name: str, path: Path, upload_id: str, unconfirmed: bool,
@@ -199,7 +228,7 @@ async def import_upload(request: Request, name: str) -> Response:
     folder = uploads() / upload_id
     folder.mkdir(mode=0o700)
     path = folder / _safe_name(file.filename)
-    with open(path, "wb") as out:
+    with open(path, "xb") as out:                # O_EXCL: never through a symlink put there
         await run_in_threadpool(shutil.copyfileobj, file.file, out)
     return await _import_page(request, name, path, upload_id, bool(form.get("unconfirmed")),
                               not form.get("no_overwrite"), dry_run=True)
