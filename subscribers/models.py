@@ -202,6 +202,9 @@ class Subscriber(Base):
     # straight to the sites and nothing of theirs is counted (mailer's docs/tracking.md). No Python
     # default: inserts that do not name it (older revisions' tests, bulk paths) leave it to the database.
     no_tracking: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # The name and address casefolded, for finding people by any part of them (subscribers/search.py;
+    # SQLite's; PostgreSQL searches an expression under a trigram index). NULL: not filled yet.
+    search: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Membership(Base):

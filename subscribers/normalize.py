@@ -88,6 +88,19 @@ def unsendable_reason(raw: str) -> str | None:
     return "is not an email address (write name@example.org)"
 
 
+NOT_DELIVERABLE = ("the part before the @ is not ASCII: mail to it needs SMTPUTF8, which none of our delivery "
+                   "backends speaks (docs/decisions.md); an internationalized domain alone is fine")
+
+
+def deliverable(address: str) -> str:
+    """The normalized `address` if our backends can deliver to it; InvalidAddress saying why not.
+    `subscribers add`, imports (CLI and admin) and the admin's add form refuse such addresses, as
+    the signup form does, instead of accepting them and failing at every send."""
+    if needs_smtputf8(address):
+        raise InvalidAddress(address, NOT_DELIVERABLE)
+    return address
+
+
 def needs_smtputf8(address: str) -> bool:
     """Whether a normalized address has a non-ASCII local part (its domain is punycode already):
     mail to it needs SMTPUTF8, which no delivery backend here speaks, so entry points that can

@@ -62,6 +62,7 @@ from subscribers.queries import (
     recipients_select,
     search,
 )
+from subscribers.search import search_text
 from subscribers.tokens import forget_hash
 
 LIST_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -298,12 +299,18 @@ def _unforget(conn, digest: str, actor: str, reason: str) -> None:
 def _insert_subscriber(conn, address: str, name: str, attributes: dict | None = None) -> int:
     now = utcnow()
     return conn.execute(insert(subscribers).values(
-        email=address, name=name, attributes=attributes or {}, created_at=now, updated_at=now)
+        email=address, name=name, attributes=attributes or {}, created_at=now, updated_at=now,
+        search=search_text(address, name))
     ).inserted_primary_key[0]
 
 
 def _update_subscriber(conn, subscriber_id: int, values: dict[str, Any], source: str) -> None:
     now = utcnow()
+    if "name" in values or "email" in values:
+        row = conn.execute(select(subscribers.c.email, subscribers.c.name)
+                           .where(subscribers.c.id == subscriber_id)).first()
+        if row is not None:
+            values = {**values, "search": search_text(values.get("email", row.email), values.get("name", row.name))}
     conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id).values(updated_at=now, **values))
     record(conn, subscriber_id, None, Action.UPDATE, source, detail={"fields": sorted(values)}, at=now)
 

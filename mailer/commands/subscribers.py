@@ -49,9 +49,11 @@ def add(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST,
     from mailer.send import welcome
     from subscribers import store
     from subscribers.models import Status
+    from subscribers.normalize import deliverable, normalize_email
 
     if confirmed and unconfirmed:
         raise typer.BadParameter("--confirmed and --unconfirmed contradict each other", param_hint="--confirmed")
+    deliverable(normalize_email(email))
     db, who = audited(ctx)
     welcomed = None
     with db.begin() as conn:

@@ -171,12 +171,16 @@ def upcoming(settings: Settings, now: datetime, count: int) -> list[tuple[dateti
 
 
 def overview(settings: Settings) -> list[SimpleNamespace]:
-    """Every issue file and every issue the schedule knows: state, send time, the ledger's figures."""
+    """Every issue file and every issue the schedule knows: state, send time, and its figures
+    (mailer/reports/figures.py, every send of it: each list and segment)."""
+    from mailer.reports import figures as issue_figures
+
     with store(settings).connect() as conn:
         rows = {r.issue: r for r in states.every(conn)}
         sent: dict[str, list] = {}
         for s in conn.execute(select(ledger.sends).order_by(ledger.sends.c.id)).all():
             sent.setdefault(s.issue, []).append(s)
+        figures = {f.issue: f for f in issue_figures.of_issues(conn, list(sent))} if sent else {}
     files = {p.stem for p in settings.compose.issues_dir.glob("*.md")}
     out = []
     for slug in sorted(files | set(rows) | set(sent)):
@@ -187,7 +191,7 @@ def overview(settings: Settings) -> list[SimpleNamespace]:
                                        else IssueState.DRAFT.value)
         out.append(SimpleNamespace(issue=slug, state=state, send_at=row.send_at if row else None,
                                    list_name=row.list_name if row else None, reason=row.reason if row else None,
-                                   pinned=bool(row and row.pinned), sends=sends))
+                                   pinned=bool(row and row.pinned), sends=sends, figures=figures.get(slug)))
     return out
 
 

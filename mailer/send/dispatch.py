@@ -299,7 +299,8 @@ def _bounce_policy(settings: Settings, send_id: int, ref_key: str):
     limits = settings.bounces.limits()
 
     def refused(conn, reader, detail: str | None) -> None:
-        event = refusal_event(reader.email, detail, ledger.delivery_ref(send_id, reader.subscriber_id, ref_key))
+        issue = conn.execute(select(ledger.sends.c.issue).where(ledger.sends.c.id == send_id)).scalar()
+        event = refusal_event(reader.email, detail, ledger.delivery_ref(send_id, reader.subscriber_id, ref_key), issue)
         if event is not None:
             ingest(conn, [event], limits)
 
