@@ -29,6 +29,7 @@ from mailer.commands import (
     serve,
     subscribers,
     tags,
+    webhooks,
     worker,
 )
 from mailer.commands.common import AppContext
@@ -81,6 +82,7 @@ report.register(app)
 app.add_typer(admin.app, name="admin")
 tags.register(app)
 worker.register(app)
+app.add_typer(webhooks.app, name="webhooks")
 doctor.register(app)
 
 
