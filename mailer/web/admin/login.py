@@ -69,13 +69,10 @@ def _limited(request: Request, name: str) -> int:
     the growing delay after failures of this client at this name, or an empty bucket."""
     ctx = request.app.state.admin
     keys = _keys(request, name)
-    delay = ctx.backoff.wait(keys)
-    if delay:
-        return delay
     limiter = ctx.limiter
-    if all(limiter.allow(bucket, key) for bucket, key in zip(BUCKETS, keys, strict=True)):
-        return 0
-    return max(limiter.wait(bucket, key) for bucket, key in zip(BUCKETS, keys, strict=True)) or 1
+    if not all(limiter.allow(bucket, key) for bucket, key in zip(BUCKETS, keys, strict=True)):
+        return max(limiter.wait(bucket, key) for bucket, key in zip(BUCKETS, keys, strict=True)) or 1
+    return ctx.backoff.wait(keys)        # (a try during the delay still took its tokens)
 
 
 def _refund(request: Request, name: str) -> None:
