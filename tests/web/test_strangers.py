@@ -422,3 +422,22 @@ def test_ipv6_clients_of_one_64_share_a_limit(live):
     assert [ask(f"2001:db8:aa:bb::{n}") for n in range(1, 6)] == [200] * 5   # burst 5, five addresses
     assert ask("2001:db8:aa:bb:ffff::1") == 429                                # the same /64
     assert ask("2001:db8:aa:bc::1") == 200                                     # the next /64
+
+
+def test_no_redirect_loop_after_a_password_reset(live):
+    """The old password's cookie is still signed, but its stamp is not the user's any more: the
+    login form shows itself (and drops the cookie) instead of sending the browser back to /admin."""
+    from mailer import admin_users
+    from tests.web.admin_helpers import login
+
+    add_user(live)
+    client = login(live)
+    with live.web.engine.begin() as conn:                    # `mailer admin remove-user` + `add-user`
+        admin_users.remove_user(conn, USER)
+        admin_users.add_user(conn, USER, "a brand new password")
+    first = client.get("/admin", headers=HTML)
+    assert first.status_code == 303 and first.headers["location"].startswith("/admin/login?next=")
+    form = client.get(first.headers["location"], headers=HTML)
+    assert form.status_code == 200 and 'name="password"' in form.text
+    assert "mailer_admin" not in client.cookies
+    assert login(live, USER, "a brand new password").get("/admin", headers=HTML).status_code == 200

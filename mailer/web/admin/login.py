@@ -103,11 +103,15 @@ TOO_MANY = "Too many login attempts. Wait a few minutes, then try again."
 
 
 @router.get("/login", include_in_schema=False)
-def login_form(request: Request, next: str = "/admin") -> Response:
+async def login_form(request: Request, next: str = "/admin") -> Response:
     ctx = request.app.state.admin
-    if ctx.sessions.read(request.cookies.get(SESSION_COOKIE)):
+    data = ctx.sessions.read(request.cookies.get(SESSION_COOKIE))
+    if data is not None and await ctx.session_valid(data["u"], data["s"]):
         return RedirectResponse(safe_next(next), status_code=303)
-    return _login_page(request, next_url=next)
+    page = _login_page(request, next_url=next)
+    if data is not None:          # signed but ended (a new password, a logout elsewhere): no loop back
+        ctx.sessions.clear(page)
+    return page
 
 
 def _recorded(conn, name: str, found: Stored, new_hash: str | None) -> tuple[str | None, bool]:
