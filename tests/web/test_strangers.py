@@ -441,3 +441,30 @@ def test_no_redirect_loop_after_a_password_reset(live):
     assert form.status_code == 200 and 'name="password"' in form.text
     assert "mailer_admin" not in client.cookies
     assert login(live, USER, "a brand new password").get("/admin", headers=HTML).status_code == 200
+
+
+# ---------------------------------------------------------------- an old confirmation link and a stranger's new request
+
+def test_an_old_confirm_link_does_not_revive_a_reader_when_a_stranger_asks_again(live):
+    """The reader confirms, then unsubscribes. A stranger posts /subscribe with their address: a new
+    request, and a new mail to the reader. The old link (its request came before the unsubscribe)
+    changes nothing; only the new mail's link, the reader's own answer to the new request, does."""
+    import time
+
+    from tests.web.outbox_mail import wait_for_mails
+    from tests.web.test_readers import link, state, subscribe
+
+    reader = "ann@example.com"
+    subscribe(live, reader)
+    [first] = wait_for_mails(live.settings.delivery.outbox_dir, 1)
+    assert live.http.post(first.confirm_url).status_code == 200
+    time.sleep(1.1)                                           # (links carry their time in whole seconds)
+    assert live.http.post(first.unsubscribe_url).status_code == 200
+    time.sleep(1.1)
+    subscribe(live, reader, ip="203.0.113.99")                # the stranger (no second mail so soon)
+    assert live.http.post(first.confirm_url).status_code == 409
+    assert state(live, reader)["status"] == "unsubscribed"
+    row = state(live, reader)
+    fresh = link(live, "confirm", row["subscriber_id"], row["list_id"])   # a link made for the new request
+    assert live.http.post(f"/confirm/{fresh}").status_code == 200
+    assert state(live, reader)["status"] == "active"
