@@ -468,3 +468,38 @@ def test_an_old_confirm_link_does_not_revive_a_reader_when_a_stranger_asks_again
     fresh = link(live, "confirm", row["subscriber_id"], row["list_id"])   # a link made for the new request
     assert live.http.post(f"/confirm/{fresh}").status_code == 200
     assert state(live, reader)["status"] == "active"
+
+
+# ---------------------------------------------------------------- the footer's never-expiring preferences link
+
+def test_the_footer_link_can_leave_and_show_lists_but_not_join_rename_or_allow_tracking(live):
+    """A forwarded issue hands its footer link to whoever reads it: it shows the reader's lists and
+    takes them off lists, but joining a list, a new name or allowing click counting needs a fresh
+    link, mailed to the reader."""
+    from tests.web.test_audience_pages import checkboxes
+    from tests.web.test_readers import link
+
+    with live.web.engine.begin() as conn:
+        store.create_list(conn, "digest", "The Digest")
+        lst = store.get_list(conn, LIST)
+        sid = store.add_subscriber(conn, "ann@example.com", lst.id, name="Ann", status=Status.ACTIVE,
+                                   secret=SECRET).subscriber_id
+    footer = link(live, "unsubscribe", sid, lst.id)
+    page = live.http.get(f"/preferences/{footer}")
+    assert page.status_code == 200 and "ann@example.com" in page.text and "get a fresh link" in page.text
+    assert checkboxes(page.text) == {"crank": True, "digest": False}
+    assert 'value="digest" disabled>' in page.text and "readonly" in page.text
+    tried = live.http.post(f"/preferences/{footer}", data={"list": ["crank", "digest"], "name": "Mallory"})
+    assert tried.status_code == 200 and "Saved; nothing changed." in tried.text
+    assert live.http.post(f"/preferences/{footer}/tracking", data={"tracking": "off"}).status_code == 200
+    allowed = live.http.post(f"/preferences/{footer}/tracking", data={"tracking": "on"})
+    assert allowed.status_code == 200 and "Saved; nothing changed." in allowed.text
+    with live.web.engine.connect() as conn:
+        reader = store.get_subscriber(conn, "ann@example.com")
+    assert (reader.name, reader.no_tracking) == ("Ann", True)
+    left = live.http.post(f"/preferences/{footer}", data={"name": "Mallory"})    # crank unticked: leaves
+    assert "Saved: left CRANK Call." in left.text
+    assert statuses(live, [sid]) == {"unsubscribed"}
+    fresh = link(live, "preferences", sid, lst.id)                              # the reader's own, by mail
+    joined = live.http.post(f"/preferences/{fresh}", data={"list": ["digest"], "name": "Ann Lee"})
+    assert "joined The Digest" in joined.text and "name saved" in joined.text and "get a fresh link" not in joined.text
