@@ -128,7 +128,7 @@ lock, at most `[web] admin_login_checks` at once (2 by default); more answer 503
 (`bench/login_flood.py`, `tests/web/test_strangers.py`). Milliseconds, from the client; load average
 {load:.1f} at the end of the run.
 
-The server's memory stays flat (a flood of 90 attempts once took PostgreSQL's server from 121 MB
+The server's memory stays flat (90 attempts once took the service on PostgreSQL from 121 MB
 to 1 GB), and no unsubscribe waits on a lock held by a login (the test shows it). The issue's goal,
 p99 under 50 ms during the flood, is not met on this machine: the flood's own requests (a login
 page and a 503 page each, and the argon2 checks, on 2 shared cores) compete for the CPU and the one
