@@ -33,9 +33,10 @@ class SubscriberError(Exception):
 
 
 class ListNotFound(SubscriberError):
-    def __init__(self, name: str):
+    def __init__(self, name: str, near: str | None = None):
         self.name = name
-        super().__init__(f"no list named {name!r} (see `mailer lists`; `mailer lists create {name}` makes it)")
+        hint = f"did you mean {near!r}? " if near else ""
+        super().__init__(f"no list named {name!r} ({hint}see `mailer lists`; `mailer lists create {name}` makes it)")
 
 
 class ListExists(SubscriberError):

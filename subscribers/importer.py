@@ -62,6 +62,7 @@ from subscribers.models import (
     utcnow,
 )
 from subscribers.parse import Row, RowParser, membership_consent
+from subscribers.search import search_text
 from subscribers.tokens import forget_hash
 
 CHUNK = 5000
@@ -337,8 +338,9 @@ class _Job:
             return
         now, bulk = utcnow(), self.bulk
         at = bulk.time(now)
-        columns = ["email", "name", "attributes", "global_status"]
-        values = [(r.email, r.name, r.attrs_json, r.status if r.status in GLOBAL_STATUSES else None) for r in new]
+        columns = ["email", "name", "attributes", "global_status", "search"]
+        values = [(r.email, r.name, r.attrs_json, r.status if r.status in GLOBAL_STATUSES else None,
+                   search_text(r.email, r.name)) for r in new]
         ids = bulk.insert_ids(subscribers, columns, values, key="email", fixed={"created_at": at, "updated_at": at})
         joined = [(ids[r.email], r) for r in new if r.email in ids]
         self._join(joined, now, fresh=True)
@@ -418,7 +420,7 @@ class _Job:
         attrs = {**new_attrs, **old_attrs} if fill_only else {**old_attrs, **new_attrs}
         fields = (["name"] if name != old_name else []) + (["attributes"] if attrs != old_attrs else [])
         if fields:
-            out.append((sid, name, attrs, fields, row.line))
+            out.append((sid, name, attrs, fields, row.line, row.email))
         return bool(fields)
 
     def _status_change(self, subscriber_id: int, current: Status, row: Row) -> bool:
@@ -434,9 +436,11 @@ class _Job:
         if not updates:
             return
         at = self.bulk.time(now)
-        self.bulk.update(subscribers, "id", ["name", "attributes", "updated_at"],
-                         [(name, _json(attrs), at, sid) for sid, name, attrs, _f, _l in updates])
-        self._history([(sid, None, line, fields) for sid, _n, _a, fields, line in updates], now, None, Action.UPDATE)
+        self.bulk.update(subscribers, "id", ["name", "attributes", "updated_at", "search"],
+                         [(name, _json(attrs), at, search_text(email, name), sid)
+                          for sid, name, attrs, _f, _l, email in updates])
+        self._history([(sid, None, line, fields) for sid, _n, _a, fields, line, _e in updates], now, None,
+                      Action.UPDATE)
 
     def _history(self, entries: list[tuple], now: datetime, list_id: int | None, action: Action) -> None:
         """History rows in bulk, entries (subscriber id, new status, line, fields); `detail`

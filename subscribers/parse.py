@@ -18,7 +18,7 @@ from json.encoder import (  # type: ignore[attr-defined]  # CPython's _json acce
 from subscribers.csvfile import CONSENT, Columns, restore
 from subscribers.errors import InvalidAddress
 from subscribers.models import Status
-from subscribers.normalize import clean_text, normalize_email
+from subscribers.normalize import clean_text, deliverable, normalize_email
 from subscribers.tags import parse_cell as parse_tags
 
 # Row.status holds the plain string value (hot path: no enum lookups per row).
@@ -108,7 +108,7 @@ class RowParser:
             self._invalid(line, raw, f"{n} fields but the header has {self.width} (a stray delimiter or quote?)")
             return None
         try:
-            email = normalize_email(raw, check_dns=self.check_dns)
+            email = deliverable(normalize_email(raw, check_dns=self.check_dns))
         except InvalidAddress as exc:
             self._invalid(line, raw, exc.reason)
             return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from sqlalchemy import Connection, Select, and_, exists, func, or_, select
+from sqlalchemy import Connection, Select, and_, exists, func, select
 
 from subscribers.errors import SubscriberNotFound
 from subscribers.models import (
@@ -21,6 +21,7 @@ from subscribers.models import (
     subscribers,
 )
 from subscribers.normalize import normalize_email
+from subscribers.search import contains
 
 
 def effective_status(membership_status: str | Status, global_status: str | None) -> Status:
@@ -100,33 +101,6 @@ def history_of(conn: Connection, subscriber_id: int) -> list:
     return list(conn.execute(query))
 
 
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _search_forms(text: str) -> set[str]:
-    """The text as typed (lower case) and, when it holds non-ASCII domain labels, with those
-    labels in the stored punycode form: `bücher.example` also finds `…@xn--bcher-kva.example`."""
-    typed = text.strip().lower()
-    forms = {typed}
-    if typed.isascii():
-        return forms
-    local, at, domain = typed.rpartition("@")
-    labels = []
-    for label in domain.split("."):
-        try:
-            labels.append(label if label.isascii() else label.encode("idna").decode("ascii"))
-        except UnicodeError:
-            labels.append(label)
-    forms.add(f"{local}{at}{'.'.join(labels)}")
-    if not at:   # a typed fragment with no @ may be the domain's label alone ("bücher")
-        try:
-            forms.add(typed.encode("idna").decode("ascii"))
-        except UnicodeError:
-            pass
-    return forms
-
-
 def list_counts(conn: Connection) -> list[tuple]:
     """(list row, {Status: count}) for every list, counting effective statuses."""
     status = effective_status_sql()
@@ -142,9 +116,8 @@ def list_counts(conn: Connection) -> list[tuple]:
 
 def search(conn: Connection, text: str, limit: int = 50) -> tuple[int, list]:
     """(total, first `limit` rows of id, email, name, lists) whose address or name contains `text`
-    (case-insensitive). `lists` is "name:status, ..." for display."""
-    match = or_(*(column.like(_like(t), escape="\\") for t in _search_forms(text)
-                  for column in (subscribers.c.email, func.lower(subscribers.c.name))))
+    (any case, any script: subscribers/search.py). `lists` is "name:status, ..." for display."""
+    match = contains(text, conn.dialect.name)
     total = conn.execute(select(func.count()).select_from(subscribers).where(match)).scalar_one()
     rows = conn.execute(select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.global_status)
                         .where(match).order_by(subscribers.c.email).limit(limit)).all()

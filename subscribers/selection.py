@@ -7,9 +7,9 @@ a chunk at a time (what a bulk action, the admin's CSV and `export --tag` act on
     for ids in view.chunks(conn): ...    # 1,000 ids at a time, keyset by id
 
 The filters, all optional and all applied together:
-- `text`: the address or the name *starts with* it (any case), which an index answers
-  (m0006_admin_users: text_pattern_ops on PostgreSQL, a range on SQLite's binary index); `@domain`
-  scans the domain part;
+- `text`: the address or the name *contains* it, in any case and script (subscribers/search.py:
+  a trigram index on PostgreSQL, the folded `search` column on SQLite); a prefix is also matched
+  through the address and name indexes (m0006_admin_users);
 - `tags`: the subscriber has every one of them;
 - `status`: bounced or complained: suppressed everywhere (subscribers.global_status); active,
   unconfirmed or unsubscribed: not suppressed, and has that status on at least one list.
@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 from sqlalchemy import Connection, and_, exists, func, or_, select, true
 
 from subscribers.models import GLOBAL_STATUSES, Status, memberships, subscriber_tags, subscribers
+from subscribers.search import contains
 from subscribers.tags import normalize_tag
 
 PAGE = 50
@@ -59,11 +60,14 @@ def _next_prefix(text: str) -> str | None:
 
 
 def match(text: str, dialect: str):
-    """Address or name starting with `text` (any case), or the address's domain for `@domain`."""
-    text = text.strip().lower()
+    """Address or name containing `text` anywhere, in any case and script (subscribers/search.py);
+    the prefix arms let an index answer the usual "starts with" at once."""
+    typed = text.strip()
+    text = typed.lower()
     if text.startswith("@"):
-        return subscribers.c.email.like("%" + _escape_like(text) + "%", escape="\\")
-    return or_(_prefix(subscribers.c.email, text, dialect), _prefix(func.lower(subscribers.c.name), text, dialect))
+        return or_(subscribers.c.email.like("%" + _escape_like(text) + "%", escape="\\"), contains(typed, dialect))
+    return or_(_prefix(subscribers.c.email, text, dialect), _prefix(func.lower(subscribers.c.name), text, dialect),
+               contains(typed, dialect))
 
 
 def has_status(status: Status):
@@ -145,7 +149,7 @@ class Selection:
 
     @property
     def by_address(self) -> bool:
-        """A text search is shown by address (a handful of prefix matches); the rest by id."""
+        """A text search is shown by address; the rest by id."""
         return bool(self.text)
 
     def page(self, conn: Connection, *, after: int | None = None, before: int | None = None,

@@ -33,7 +33,7 @@ def sent(config_file, db_url, monkeypatch):
         crank = store.create_list(conn, "crank").id
         ids = [store.add_subscriber(conn, f"r{i}@example.org", crank).subscriber_id for i in range(500)]
         send_id = conn.execute(insert(sends).values(
-            issue="2024-11", list_id=crank, list_name="crank", subject="s", backend="sendgrid", status="done",
+            issue="2024-11", list_id=crank, list_name="crank", subject="s", backend="sendgrid", status="stopped",
             total=500, started_at=T0).returning(sends.c.id)).scalar()
         states = ["accepted"] * 490 + ["failed"] * 6 + ["deferred"] * 4
         conn.execute(insert(deliveries), [{"send_id": send_id, "subscriber_id": sid, "state": state, "attempts": 1}
@@ -59,7 +59,8 @@ def test_figures_rates_and_warnings_as_json(cli, sent):
     result = cli("--config", sent, "report", "2024-11", "--json")
     assert result.code == 0, result.err
     data = json.loads(result.out)
-    assert data["figures"] == {"readers": 500, "accepted": 490, "failed": 6, "deferred": 4, "delivered": 480,
+    assert data["figures"] == {"readers": 500, "accepted": 490, "failed": 6, "deferred": 4, "skipped": 0,
+                               "in_doubt": 0, "pending": 0, "delivered": 480,
                                "hard_bounces": 11, "soft_bounces": 3, "blocks": 2, "complaints": 1,
                                "unsubscribes": 4, "opens": 200, "clicks": 0,
                                "machine_clicks": 0, "machine_opens": 0}

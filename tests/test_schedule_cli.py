@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailer.config import load_settings
+from mailer.config import database_url, load_settings
 from mailer.schedule.slots import next_slots, shown
 from tests.conftest import REPO
 
@@ -49,13 +51,17 @@ def test_schedule_show_issues_and_unschedule(cli, project):
     shown_ = run(cli, project, "schedule", "show", "--count", "2")
     lines = shown_.out.splitlines()
     assert lines[0] == 'Slots: day "1st tue" at 09:00 America/New_York, list crank, grace 60 min'
-    assert lines[1] == f"  {slot}  2024-12 'Test Review | January 2025'"
+    assert lines[1] == "Scheduler: not running (none has ever run on this database); nothing goes out on its own."
+    assert lines[2] == f"  {slot}  2024-12 'Test Review | January 2025'"
+    assert lines[3] == "      to crank: 1 readers to reach, 0 already have it"
     assert re.fullmatch(r"  \d{4}-\d\d-\d\d 09:00 E[SD]T \(\d{4}-\d\d-\d\d 1[34]:00 UTC\)  nothing scheduled "
-                        r"\(the editors get a notice\)", lines[2])
+                        r"\(the editors get a notice\)", lines[4])
 
     listed = run(cli, project, "issues").out.splitlines()
-    assert listed[0].split() == ["ISSUE", "STATE", "SEND", "TIME", "LEDGER"]
-    assert re.fullmatch(rf"2024-12\s+scheduled\s+{re.escape(slot)}\s+-", listed[1])
+    assert listed[0].startswith("Scheduler: not running")
+    assert listed[1].split() == ["ISSUE", "STATE", "SEND", "TIME", "LEDGER"]
+    assert re.fullmatch(rf"2024-12\s+scheduled\s+{re.escape(slot)}\s+-", listed[2])
+    assert listed[3].strip() == "to crank: 1 readers to reach, 0 already have it"
 
     moved = run(cli, project, "issue", "schedule", "2024-12", "--at", "2099-06-01 10:30")
     assert "for 2099-06-01 10:30 EDT (2099-06-01 14:30 UTC) (moved), the time given" in moved.out
@@ -113,3 +119,64 @@ def test_schedule_config_errors_name_the_key(cli, project, old, new, message):
     project.write_text(project.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
     done = run(cli, project, "schedule", "show") if "list" not in old else run(cli, project, "schedule", "run")
     assert done.code == 2 and done.err.startswith(message), done.err
+
+
+def _put(project, send_at, *, now=None):
+    """The issue scheduled for `send_at` as a scheduler would find it (the CLI refuses a past time)."""
+    from mailer.migrate import connect
+    from mailer.schedule import states
+
+    engine = connect(database_url(load_settings(project)))
+    with engine.begin() as conn:
+        states.put_scheduled(conn, issue="2024-12", source="issues/2024-12.md", subject="Test Review",
+                             list_name="crank", send_at=send_at, pinned=True, now=now or datetime.now(UTC))
+    engine.dispose()
+
+
+def _beat(project, next_run: datetime):
+    """The tick job's row in APScheduler's job table, as a running `mailer schedule run` keeps it."""
+    from sqlalchemy import delete, insert
+
+    from mailer.migrate import connect
+    from mailer.schedule.status import jobs
+
+    engine = connect(database_url(load_settings(project)))
+    jobs.create(engine, checkfirst=True)
+    with engine.begin() as conn:
+        conn.execute(delete(jobs))
+        conn.execute(insert(jobs).values(id="tick", next_run_time=next_run.timestamp(), job_state=b"x"))
+    engine.dispose()
+
+
+@pytest.mark.parametrize("late, state, words", [
+    (timedelta(minutes=10), "due", "has come and no scheduler has sent it yet"),
+    (timedelta(hours=3), "missed", "passed with no scheduler running; nothing was sent. Schedule it again"),
+])
+def test_a_passed_slot_is_visible_without_a_scheduler(cli, project, late, state, words):
+    _put(project, datetime.now(UTC) - late)
+    listed = run(cli, project, "issues").out
+    assert re.search(rf"^2024-12\s+{state}\s", listed, re.M), listed
+    assert words in listed
+    shown_ = run(cli, project, "schedule", "show").out
+    assert f"2024-12 is {state}: " in shown_ and words in shown_
+    data = json.loads(run(cli, project, "issues", "--json").out)
+    [issue] = data["issues"]
+    assert (issue["state"], data["scheduler"]["running"]) == (state, False)
+
+
+@pytest.mark.parametrize("ago, said", [
+    (timedelta(seconds=-20), r"Scheduler: running \(`mailer schedule run`; last tick \d+ s ago\)\."),
+    (timedelta(hours=2), r"Scheduler: not running \(last seen \d{4}-\d\d-\d\d \d\d:\d\d E[SD]T .*\); nothing goes"),
+])
+def test_the_scheduler_heartbeat_is_shown(cli, project, ago, said):
+    _beat(project, datetime.now(UTC) - ago)
+    assert re.match(said, run(cli, project, "schedule", "show").out.splitlines()[1])
+    assert re.match(said, run(cli, project, "issues").out.splitlines()[0])
+
+
+def test_a_proof_time_already_past_is_not_offered_as_upcoming(cli, project):
+    soon = (datetime.now(UTC) + timedelta(hours=3)).astimezone(ZoneInfo("America/New_York"))
+    done = run(cli, project, "issue", "schedule", "2024-12", "--at", soon.strftime("%Y-%m-%d %H:%M"))
+    assert done.code == 0, done.err
+    assert "A proof goes to gpriddy@cftni.org at the scheduler's next tick (its time, " in done.out
+    assert "has passed)" in done.out

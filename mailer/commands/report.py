@@ -13,6 +13,8 @@ import typer
 from mailer.commands.common import console, store_engine
 from mailer.errors import ReportError
 
+FAILURES_SHOWN = 100   # failed readers in the table; --json lists them all
+
 # The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
 
@@ -28,7 +30,8 @@ def report(ctx: typer.Context,
                                                     "with a chart of events over time.")) -> None:
     """Readers, deliveries, bounces, blocks, complaints, unsubscribes, opens and clicks (our own
     [tracking]'s, people and machines apart, with each link; else the provider's), each with its
-    rate, and the warnings a bulk sender must heed."""
+    rate, the warnings a bulk sender must heed, and each failed reader with the reason and time
+    (the same figures as `mailer issues`, the dashboard and the admin report)."""
     from mailer.reports import report as reports
 
     slug = Path(issue).stem if issue.endswith(".md") else issue
@@ -43,6 +46,10 @@ def report(ctx: typer.Context,
     out.print(_table(found, reports.rows(found)))
     if found.links:
         out.print(_links(reports.link_rows(found)))
+    if found.failures:
+        out.print(_failures(found.failures[:FAILURES_SHOWN], len(found.failures)))
+        if len(found.failures) > FAILURES_SHOWN:
+            out.print(f"... and {len(found.failures) - FAILURES_SHOWN:,} more (--json lists them all).", markup=False)
     for note in found.notes:
         out.print(note, markup=False)
     for warning in found.warnings:
@@ -74,6 +81,19 @@ def _links(rows):
     table.add_column("machine", justify="right")
     for row in rows:
         table.add_row(*row)
+    return table
+
+
+def _failures(failures, total: int):
+    from rich.table import Table
+
+    table = Table(title=f"Failed readers ({total:,}), newest first", box=None, pad_edge=False)
+    table.add_column("address", overflow="fold")
+    table.add_column("list")
+    table.add_column("reason", overflow="fold")
+    table.add_column("time")
+    for f in failures:
+        table.add_row(f.address, f.list_name, f.reason, f.at.strftime("%Y-%m-%d %H:%M UTC") if f.at else "")
     return table
 
 

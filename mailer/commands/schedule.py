@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
 
 import typer
 
@@ -20,7 +19,9 @@ def show(
     ctx: typer.Context,
     count: int = typer.Option(3, "--count", "-n", min=1, max=120, help="How many slots to show."),
 ) -> None:
-    """The next slots (local time and UTC) and the issue each would send."""
+    """Whether a scheduler is running, issues whose time passed (due or missed), and the next
+    slots (local time and UTC) with the issue each would send: readers to reach, who has it."""
+    from mailer.model import as_written
     from mailer.schedule.scheduler import upcoming, utcnow
     from mailer.schedule.slots import shown
 
@@ -28,12 +29,45 @@ def show(
     s = settings.schedule
     typer.echo(f"Slots: day \"{s.day}\" at {s.time} {s.timezone}, list {s.list or '(not set)'}, "
                f"grace {s.misfire_grace_minutes} min")
-    rows = upcoming(settings, utcnow(), count)
+    now = utcnow()
+    rows = upcoming(settings, now, count)
+    for line in status_lines(settings, now):
+        typer.echo(line)
     for when, issues in rows:
-        what = ", ".join(f"{r.issue} '{r.subject}'" + (" (--at)" if r.pinned else "") for r in issues)
+        what = ", ".join(f"{r.issue} '{as_written(r.subject)}'" + (" (--at)" if r.pinned else "") for r in issues)
         typer.echo(f"  {shown(when, s)}  {what or 'nothing scheduled (the editors get a notice)'}")
+        for r in issues:
+            typer.echo(f"      {_reach_line(settings, r)}")
     if not any(issues for _, issues in rows):
         typer.echo("No issue is scheduled in these slots: `mailer issue schedule ISSUE` schedules one.")
+
+
+def status_lines(settings, now) -> list[str]:
+    """The scheduler's heartbeat, then every scheduled issue whose time has passed (due or missed)."""
+    from mailer.schedule import states
+    from mailer.schedule.scheduler import store
+    from mailer.schedule.states import IssueState
+    from mailer.schedule.status import heartbeat, state_now
+
+    with store(settings).connect() as conn:
+        beat = heartbeat(conn, now)
+        late = [r for r in states.in_state(conn, IssueState.SCHEDULED) if r.send_at <= now]
+    lines = [beat.said(now, settings.schedule)]
+    for r in late:
+        state, reason = state_now(r, now, settings.schedule)
+        lines.append(f"{r.issue} is {state}: {reason}")
+    return lines
+
+
+def _reach_line(settings, row) -> str:
+    from mailer.schedule.scheduler import store
+    from mailer.schedule.status import reach
+
+    with store(settings).connect() as conn:
+        found = reach(conn, row.issue, row.list_name)
+    if found is None:
+        return f"to {row.list_name}: no such list (the send fails unless it is created)"
+    return f"to {row.list_name}: {found.readers:,} readers to reach, {found.have:,} already have it"
 
 
 @app.command()
@@ -55,25 +89,31 @@ def run(ctx: typer.Context) -> None:
 
 
 def print_scheduled(settings, issue: str, at: str | None) -> None:
+    from mailer.model import as_written
     from mailer.schedule.scheduler import schedule_issue, utcnow
     from mailer.schedule.slots import shown
     from mailer.schedule.states import IssueState
+    from mailer.schedule.status import proof_time
 
     done = schedule_issue(settings, issue, at, utcnow())
     which = "the time given" if done.pinned else "the next free slot"
     moved = " (moved)" if done.previous == IssueState.SCHEDULED else ""
-    typer.echo(f"Scheduled {done.issue} '{done.subject}' for {shown(done.send_at, settings.schedule)}{moved}, "
-               f"{which}, to list {done.list_name}.")
-    hours, editors = settings.schedule.proof_hours_before, settings.schedule.editors
-    if hours and editors:
-        typer.echo(f"A proof goes to {', '.join(editors)} from "
-                   f"{shown(done.send_at - timedelta(hours=hours), settings.schedule)}.")
+    typer.echo(f"Scheduled {done.issue} '{as_written(done.subject)}' for "
+               f"{shown(done.send_at, settings.schedule)}{moved}, {which}, to list {done.list_name}.")
+    proof = proof_time(done.send_at, settings.schedule, utcnow())
+    if proof:
+        typer.echo(f"A proof goes to {', '.join(settings.schedule.editors)} {proof}.")
     typer.echo("`mailer schedule run` must be running then (see docs/operations.md, the monthly schedule).")
 
 
 def print_unscheduled(settings, issue: str) -> None:
+    from mailer.compose.gate import issue_path
+    from mailer.errors import ScheduleError
     from mailer.schedule.scheduler import unschedule_issue, utcnow
 
     left = unschedule_issue(settings, issue, utcnow())
+    if left is None and not issue_path(issue, settings).is_file():
+        raise ScheduleError(f"no issue {issue!r}: no file {issue_path(issue, settings)} and nothing scheduled "
+                            "by that name (`mailer issues` lists them)")
     typer.echo(f"{issue} was not scheduled; nothing changed." if left is None
                else f"Unscheduled {issue} (was {left}); it is a draft again.")

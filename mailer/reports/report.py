@@ -1,13 +1,6 @@
-"""Per-issue figures: the send ledger (readers, accepted, failed, deferred) joined with the events
-that came back (provider webhooks, bounce mail, sync-sendgrid), each with its rate, and the
-warnings a bulk sender must heed. `render_html` writes one self-contained page whose chart is an
-SVG drawn by pygal (no script, no font or style from the network).
-
-Rates: accepted, failed and deferred are shares of the readers; every event figure is a share of
-the messages accepted (the readers when nothing was accepted yet). Events count readers, not
-events: SendGrid reports an open each time a message is opened, and a bounce may be read twice
-(webhook and sync-sendgrid). Thresholds: Gmail's and Yahoo's bulk-sender guidance asks for
-complaints under 0.1% (0.3% is their hard limit); bounces above 2% hurt a sender's reputation.
+"""`mailer report`'s page: an issue's figures (mailer/reports/figures.py, what every surface shows),
+its failed readers by name, and its events over time. `render_html` writes one self-contained page
+whose chart is an SVG drawn by pygal (no script, no font or style from the network).
 """
 
 from __future__ import annotations
@@ -17,80 +10,71 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import select
 
-from mailer.errors import ReportError
 from mailer.events import unverified
-from mailer.reports import clicks
-from mailer.reports.clicks import LinkFigures
-from mailer.send.ledger import State, deliveries, sends
-from subscribers.events import EventType, Severity
+from mailer.reports import figures as issue_figures
+from mailer.reports.figures import Failure, Figures
+from subscribers.events import EventType
 from subscribers.policy import events
 
-COMPLAINT_WARN = 0.001
-COMPLAINT_LIMIT = 0.003
-BOUNCE_WARN = 0.02
-
-# figure name -> (events.type, events.severity or None)
-EVENT_FIGURES = {
-    "delivered": (EventType.DELIVERED, None),
-    "hard_bounces": (EventType.BOUNCED, Severity.HARD),
-    "soft_bounces": (EventType.BOUNCED, Severity.SOFT),
-    "blocks": (EventType.BLOCKED, None),
-    "complaints": (EventType.COMPLAINED, None),
-    "unsubscribes": (EventType.UNSUBSCRIBED, None),
-    "opens": (EventType.OPENED, None),
-    "clicks": (EventType.CLICKED, None),
-}
-LEDGER_FIGURES = (State.ACCEPTED, State.FAILED, State.DEFERRED)
 CHART_SERIES = (EventType.DELIVERED, EventType.BOUNCED, EventType.BLOCKED, EventType.DEFERRED, EventType.COMPLAINED,
                 EventType.UNSUBSCRIBED, EventType.OPENED, EventType.CLICKED)
 
 
 @dataclass
 class Report:
-    issue: str
-    lists: list[str]
-    figures: dict[str, int]
-    rates: dict[str, float | None]
-    warnings: list[str]
+    fig: Figures
+    failures: list[Failure] = field(default_factory=list)
     timeline: dict[str, list[tuple[str, int]]] = field(default_factory=dict)   # type -> [(bucket, n)]
-    started_at: datetime | None = None
-    links: list[LinkFigures] = field(default_factory=list)   # our own tracking's, most people first
-    notes: list[str] = field(default_factory=list)
+    more_notes: list[str] = field(default_factory=list)   # the report's own (unverified bounce reports)
+
+    @property
+    def figures(self) -> dict[str, int | None]:
+        return self.fig.values
+
+    @property
+    def rates(self) -> dict[str, float | None]:
+        return self.fig.rates
+
+    @property
+    def issue(self) -> str:
+        return self.fig.issue
+
+    @property
+    def lists(self) -> list[str]:
+        return self.fig.lists
+
+    @property
+    def started_at(self) -> datetime:
+        return self.fig.started_at
+
+    @property
+    def links(self):
+        return self.fig.links
+
+    @property
+    def notes(self) -> list[str]:
+        return self.fig.notes + self.more_notes
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.fig.warnings
 
     def as_dict(self) -> dict:
-        return {"issue": self.issue, "lists": self.lists, "figures": self.figures,
-                "rates": {k: (round(v, 6) if v is not None else None) for k, v in self.rates.items()},
-                "warnings": self.warnings, "started_at": self.started_at.isoformat() if self.started_at else None,
-                "links": [link.as_dict() for link in self.links], "notes": self.notes,
+        return {**self.fig.as_dict(), "notes": self.notes, "failures": [f.as_dict() for f in self.failures],
                 "timeline": {k: [{"at": at, "count": n} for at, n in v] for k, v in self.timeline.items()}}
 
 
 def build(conn, issue: str, list_name: str | None = None) -> Report:
     """The report for every send of `issue` (or only the one to `list_name`)."""
-    query = select(sends.c.id, sends.c.list_name, sends.c.total, sends.c.started_at).where(sends.c.issue == issue)
+    found = issue_figures.of_issue(conn, issue, list_name)
+    send_ids = [s.id for s in found.sends]
+    every_failure = issue_figures.failures(conn, issue, None)
     if list_name:
-        query = query.where(sends.c.list_name == list_name)
-    rows = conn.execute(query.order_by(sends.c.id)).all()
-    if not rows:
-        where = f" to list {list_name!r}" if list_name else ""
-        raise ReportError(f"issue {issue!r} was never sent{where}: nothing to report (see `mailer send`)")
-    send_ids = [r.id for r in rows]
-    figures = {"readers": sum(r.total or 0 for r in rows)}
-    states = dict(conn.execute(select(deliveries.c.state, func.count()).where(deliveries.c.send_id.in_(send_ids))
-                               .group_by(deliveries.c.state)).all())
-    figures.update({name: states.get(name, 0) for name in LEDGER_FIGURES})
-    figures.update(_event_figures(conn, issue, send_ids))
-    own = clicks.tracked(conn, send_ids)   # our own clicks and opens replace the provider's events'
-    figures.update(own.figures() if own else {"machine_clicks": 0, "machine_opens": 0})
-    rates = _rates(figures)
-    started = min((r.started_at for r in rows if r.started_at), default=None)
-    notes = [clicks.OPENS_NOTE] if own or figures["opens"] else []
-    notes += _unverified_note(conn, started)
-    return Report(issue=issue, lists=[r.list_name for r in rows], figures=figures, rates=rates,
-                  warnings=_warnings(rates), timeline=_timeline(conn, issue, send_ids), started_at=started,
-                  links=own.links if own else [], notes=notes)
+        names = set(found.lists)
+        every_failure = [f for f in every_failure if f.list_name in names]
+    return Report(found, every_failure, _timeline(conn, issue, send_ids), _unverified_note(conn, found.started_at))
 
 
 def _unverified_note(conn, started: datetime | None) -> list[str]:
@@ -103,46 +87,9 @@ def _unverified_note(conn, started: datetime | None) -> list[str]:
             "tied to a message we sent (unverified): they changed nobody. `mailer bounces scan` lists them."]
 
 
-def _in_send(send_ids):
-    """Events of this issue from readers of these sends (an issue sent to two lists reports each)."""
-    return events.c.subscriber_id.in_(select(deliveries.c.subscriber_id).where(deliveries.c.send_id.in_(send_ids)))
-
-
-def _event_figures(conn, issue: str, send_ids: list[int]) -> dict[str, int]:
-    rows = conn.execute(select(events.c.type, events.c.severity, func.count(distinct(events.c.subscriber_id)))
-                        .where(events.c.issue == issue, _in_send(send_ids))
-                        .group_by(events.c.type, events.c.severity)).all()
-    found = {(t, s): n for t, s, n in rows}
-    out = {}
-    for name, (kind, severity) in EVENT_FIGURES.items():
-        out[name] = (found.get((kind, severity), 0) if severity else
-                     sum(n for (t, _s), n in found.items() if t == kind))
-    return out
-
-
-def _rates(f: dict[str, int]) -> dict[str, float | None]:
-    readers, sent = f["readers"], f["accepted"] or f["readers"]
-    rates: dict[str, float | None] = {name: (f[name] / readers if readers else None) for name in LEDGER_FIGURES}
-    rates.update({name: (f[name] / sent if sent else None) for name in EVENT_FIGURES})
-    rates["bounces"] = (f["hard_bounces"] + f["soft_bounces"]) / sent if sent else None
-    return rates
-
-
-def _warnings(rates: dict[str, float | None]) -> list[str]:
-    out = []
-    complaints, bounces = rates.get("complaints") or 0.0, rates.get("bounces") or 0.0
-    if complaints > COMPLAINT_LIMIT:
-        out.append(f"complaint rate {complaints:.2%} is above 0.3%, Gmail's and Yahoo's hard limit for bulk senders")
-    elif complaints > COMPLAINT_WARN:
-        out.append(f"complaint rate {complaints:.2%} is above 0.1%, Gmail's and Yahoo's guidance for bulk senders")
-    if bounces > BOUNCE_WARN:
-        out.append(f"bounce rate {bounces:.2%} is above 2%: clean the list before the next issue")
-    return out
-
-
 def _timeline(conn, issue: str, send_ids: list[int]) -> dict[str, list[tuple[str, int]]]:
     """Events per hour (per day when they span more than three days), by type."""
-    rows = conn.execute(select(events.c.type, events.c.at).where(events.c.issue == issue, _in_send(send_ids))
+    rows = conn.execute(select(events.c.type, events.c.at).where(issue_figures.of_these_sends(issue, send_ids))
                         .order_by(events.c.at)).all()
     if not rows:
         return {}
@@ -170,19 +117,9 @@ def _buckets(first: datetime, last: datetime, hourly: bool) -> list[datetime]:
 
 # ------------------------------------------------------------------------------ output
 
-LABELS = {"readers": "Readers", "accepted": "Accepted", "failed": "Failed", "deferred": "Deferred",
-          "delivered": "Delivered", "hard_bounces": "Hard bounces", "soft_bounces": "Soft bounces",
-          "blocks": "Blocks", "complaints": "Complaints", "unsubscribes": "Unsubscribes", "opens": "Opens",
-          "machine_opens": "Machine opens", "clicks": "Clicks (people)", "machine_clicks": "Machine clicks"}
-
-
 def rows(report: Report) -> list[tuple[str, str, str]]:
     """(label, count, rate) for the table, in reading order."""
-    out = []
-    for name, label in LABELS.items():
-        rate = report.rates.get(name)
-        out.append((label, f"{report.figures[name]:,}", "" if rate is None else f"{rate:.2%}"))
-    return out
+    return report.fig.rows()
 
 
 def link_rows(report: Report) -> list[tuple[str, str, str, str]]:

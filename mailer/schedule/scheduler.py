@@ -34,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mailer.compose.gate import compose_checked, issue_path
 from mailer.config import ConfigError, Settings
 from mailer.errors import LintFailed, MailerError, ScheduleError
-from mailer.model import ComposedIssue
+from mailer.model import ComposedIssue, as_written
 from mailer.schedule import states
 from mailer.schedule.slots import (
     last_slot,
@@ -171,12 +171,16 @@ def upcoming(settings: Settings, now: datetime, count: int) -> list[tuple[dateti
 
 
 def overview(settings: Settings) -> list[SimpleNamespace]:
-    """Every issue file and every issue the schedule knows: state, send time, the ledger's figures."""
+    """Every issue file and every issue the schedule knows: state, send time, and its figures
+    (mailer/reports/figures.py, every send of it: each list and segment)."""
+    from mailer.reports import figures as issue_figures
+
     with store(settings).connect() as conn:
         rows = {r.issue: r for r in states.every(conn)}
         sent: dict[str, list] = {}
         for s in conn.execute(select(ledger.sends).order_by(ledger.sends.c.id)).all():
             sent.setdefault(s.issue, []).append(s)
+        figures = {f.issue: f for f in issue_figures.of_issues(conn, list(sent))} if sent else {}
     files = {p.stem for p in settings.compose.issues_dir.glob("*.md")}
     out = []
     for slug in sorted(files | set(rows) | set(sent)):
@@ -187,7 +191,7 @@ def overview(settings: Settings) -> list[SimpleNamespace]:
                                        else IssueState.DRAFT.value)
         out.append(SimpleNamespace(issue=slug, state=state, send_at=row.send_at if row else None,
                                    list_name=row.list_name if row else None, reason=row.reason if row else None,
-                                   pinned=bool(row and row.pinned), sends=sends))
+                                   pinned=bool(row and row.pinned), sends=sends, figures=figures.get(slug)))
     return out
 
 
@@ -254,7 +258,7 @@ class Scheduler:
             if not states.miss(conn, row.issue, row.send_at, reason, now):
                 return
         self.decide(now, row, f"not sent: {reason}")
-        self.notify(now, f"{row.issue} missed its slot", f"{row.subject} ({row.issue}) was not sent to "
+        self.notify(now, f"{row.issue} missed its slot", f"{as_written(row.subject)} ({row.issue}) was not sent to "
                     f"{row.list_name}.\n\n{reason}.")
 
     # sending -> sent | failed | still sending (stopped, deferred readers)
@@ -292,9 +296,9 @@ class Scheduler:
     def _failed(self, row, now: datetime, reason: str) -> None:
         self._settle(row, now, IssueState.FAILED, reason)
         self.decide(now, row, f"failed: {reason}")
-        self.notify(now, f"{row.issue} failed", f"{row.subject} ({row.issue}) to {row.list_name} failed:\n\n"
-                    f"{reason}\n\nFix it, then `mailer issue schedule {row.issue}` (a partial send continues "
-                    "where it stopped).")
+        self.notify(now, f"{row.issue} failed", f"{as_written(row.subject)} ({row.issue}) to {row.list_name} "
+                    f"failed:\n\n{reason}\n\nFix it, then `mailer issue schedule {row.issue}` (a partial send "
+                    "continues where it stopped).")
 
     def _settle(self, row, now: datetime, state: IssueState, reason: str | None, send_id: int | None = None) -> None:
         with self.engine.begin() as conn:
@@ -360,8 +364,10 @@ class Scheduler:
                 states.unclaim_proof(conn, row.issue)  # the next tick tries again
             return self.decide(now, row, f"proof not sent, retrying: {exc}")
         took = sum(1 for r in results if r.ok)
+        where = "; ".join(f"{editor} {dispatch.proof_where(r, self.settings.delivery.backend)}"
+                          for editor, r in zip(editors, results, strict=True))
         self.decide(now, row, f"proof sent to {took} of {len(editors)} editors for the slot "
-                              f"{shown(row.send_at, self.settings.schedule)}")
+                              f"{shown(row.send_at, self.settings.schedule)}: {where}")
 
     def check_empty_slot(self, now: datetime) -> None:
         slot = last_slot(self.settings.schedule, now)

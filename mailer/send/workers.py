@@ -23,6 +23,7 @@ from sqlalchemy import select
 from mailer.compose.gate import compose_checked, issue_path
 from mailer.config import OnInterrupted, Settings, database_url
 from mailer.errors import SendError, SendTakenOver
+from mailer.reports.figures import failure_lines
 from mailer.send import dispatch, leases, ledger
 from mailer.send.batches import BatchLoop, Claimed, Prepared, Retry
 from mailer.send.deliver.registry import create_backend
@@ -285,4 +286,5 @@ def status_lines(settings: Settings, issue: str, list_name: str | None) -> list[
             idle = [w for w, s, _ in leases.live_workers(conn) if s == row.id and w not in holding]
             for worker in idle:
                 lines.append(f"  worker {worker}: live, nothing in flight")
+        lines += failure_lines(conn, issue, list_name)
     return lines

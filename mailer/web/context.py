@@ -50,6 +50,7 @@ class WebContext:
                            signup_challenge=settings.web.signup_challenge, form_started=self.guard.started)
         per_ip = Rate(burst=settings.web.subscribe_burst, per_hour=settings.web.subscribe_per_hour)
         self.limiter = RateLimiter({"subscribe": per_ip, "preferences": per_ip})  # fresh links: same rate
+        self.api_limiter: RateLimiter | None = None   # per API token, made at the first request (mailer/web/api.py)
         self.archive = Archive(settings, read=self.read)
         self._engine: Engine | None = None
         self._lock = threading.Lock()

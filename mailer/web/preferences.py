@@ -19,7 +19,7 @@ from fastapi import APIRouter, BackgroundTasks, Form, Request
 from starlette.responses import HTMLResponse
 
 from mailer.i18n import N_
-from mailer.web import prefs, readers
+from mailer.web import prefs, readers, staff_copies
 from mailer.web.challenge import Form as GuardFields
 from mailer.web.challenge import Verdict
 from mailer.web.language import current, speak
@@ -64,6 +64,8 @@ def ask(request: Request, background: BackgroundTasks,
             responses=TOKEN_PAGES)
 def page(token: str, request: Request) -> HTMLResponse:
     web = request.app.state.web
+    if (staff := staff_copies.page(web, "preferences", token)) is not None:
+        return staff
     reader = _reader(web, token)
     if reader is None:
         return _bad_link(web)

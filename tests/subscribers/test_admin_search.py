@@ -9,6 +9,9 @@ import pytest
 
 PEOPLE = [("ann@example.com", "Ann Lee"), ("anna@example.org", "Anna Berg"), ("bob@example.com", "Bob Annan"),
           ("zoe_x@test.net", "Zoë"), ("100%@test.net", ""), ("carl@annex.example", "carl")]
+WORLD = [("kari@example.no", "Kari Ødegaard"), ("maria@example.ru", "Мария Иванова"),
+         ("lukasz@example.pl", "Łukasz Nowak"), ("jose@bücher.example", "José")]
+JOSE = "jose@bücher.example"   # stored as jose@xn--bcher-kva.example, shown in Unicode
 
 
 @pytest.fixture
@@ -23,31 +26,92 @@ def people(engine, crank):
     return engine
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("ann", ["ann@example.com", "anna@example.org"]),          # address or name starting with it
-    ("ANN", ["ann@example.com", "anna@example.org"]),          # any case
-    ("anna", ["anna@example.org"]),
-    ("lee", []),                                               # the start, not the middle
+@pytest.fixture
+def everyone(people, crank):
+    from subscribers import store
+
+    with people.begin() as conn:
+        for email, name in WORLD:
+            store.add_subscriber(conn, email, crank, name=name)
+    return people
+
+
+# Any part of a name or an address, any case, any script (subscribers/search.py), ordered by address.
+FOUND = [
+    ("ann", ["ann@example.com", "anna@example.org", "bob@example.com", "carl@annex.example"]),
+    ("ANN", ["ann@example.com", "anna@example.org", "bob@example.com", "carl@annex.example"]),
+    ("anna", ["anna@example.org", "bob@example.com"]),         # "Bob Annan"
+    ("Lee", ["ann@example.com"]),                               # inside "Ann Lee"
     ("bob", ["bob@example.com"]),
-    ("zoe_", ["zoe_x@test.net"]),                              # _ and % are plain characters
+    ("zoe_", ["zoe_x@test.net"]),                               # _ and % are plain characters
     ("100%", ["100%@test.net"]),
-    ("zo", ["zoe_x@test.net"]),
-    ("@example.com", ["ann@example.com", "bob@example.com"]),  # a domain
+    ("zoë", ["zoe_x@test.net"]),
+    ("@example.com", ["ann@example.com", "bob@example.com"]),   # a domain
     ("@annex", ["carl@annex.example"]),
     ("  carl ", ["carl@annex.example"]),
+    ("Ødegaard", ["kari@example.no"]),
+    ("ødegaard", ["kari@example.no"]),
+    ("Мария", ["maria@example.ru"]),
+    ("МАРИЯ", ["maria@example.ru"]),
+    ("Łukasz", ["lukasz@example.pl"]),
+    ("łUKASZ", ["lukasz@example.pl"]),
+    ("bücher", [JOSE]),                                         # inside an internationalized domain
+    ("BÜCHER.example", [JOSE]),
+    ("xn--bcher", [JOSE]),
+    ("josé", [JOSE]),
     ("nobody", []),
-])
-def test_find(people, text, expected):
+]
+
+
+@pytest.mark.parametrize("text, expected", FOUND)
+def test_find(everyone, text, expected):
     from mailer.web.admin.search import with_lists
     from subscribers.selection import Selection
 
     view = Selection.of(text)
-    with people.connect() as conn:
+    with everyone.connect() as conn:
         rows = with_lists(conn, view.page(conn)[0])
         total = view.count(conn, cap=1000)
     assert [row[1] for row in rows] == expected
     assert total == len(expected)
     assert all(row[3] == "crank: active" for row in rows)
+
+
+@pytest.mark.parametrize("text, expected", FOUND)
+def test_the_clis_search_finds_the_same(everyone, text, expected):
+    from subscribers import store
+    from subscribers.normalize import display_email
+
+    with everyone.connect() as conn:
+        total, found = store.search(conn, text)
+    assert ([display_email(row[1]) for row in found], total) == (expected, len(expected))
+
+
+def test_rows_written_before_the_search_column_are_filled_by_the_migration(engine, crank):
+    """0014_i24b fills `search` for rows already there (SQLite's; PostgreSQL needs none)."""
+    from sqlalchemy import update
+
+    from mailer.migrate import upgrade
+    from subscribers import store
+    from subscribers.models import subscribers
+    from subscribers.selection import Selection
+
+    upgrade(engine)
+    with engine.begin() as conn:
+        store.add_subscriber(conn, "kari@example.no", crank, name="Kari Ødegaard")
+        conn.execute(update(subscribers).values(search=None))
+    with engine.connect() as conn:
+        assert store.search(conn, "kari")[0] == 1          # found by its address meanwhile
+    if engine.dialect.name == "sqlite":
+        from alembic import command
+
+        from subscribers.db import MIGRATIONS_HISTORY as STORE
+
+        with engine.begin() as conn:
+            command.downgrade(STORE.config(conn), "0008_tag_order")
+            command.upgrade(STORE.config(conn), "head")
+    with engine.connect() as conn:
+        assert [row[1] for row in Selection.of("ØDEGAARD").page(conn)[0]] == ["kari@example.no"]
 
 
 def test_members_pages_forward_and_back_with_a_status(people, crank):
@@ -98,9 +162,9 @@ def test_status_counts_match_the_stores_counts(people, crank, digest):
 def test_events_by_day_and_issue_figures(people, crank):
     from datetime import date, datetime, timedelta
 
-    from sqlalchemy import insert
+    from sqlalchemy import insert, select
 
-    from mailer.send.ledger import sends
+    from mailer.send.ledger import deliveries, sends
     from mailer.web.admin import figures
     from subscribers import store
     from subscribers.policy import events
@@ -112,18 +176,24 @@ def test_events_by_day_and_issue_figures(people, crank):
         conn.execute(insert(sends).values(issue="2024-11", list_id=crank, list_name="crank", subject="November",
                                           backend="outbox", status="done", total=6, sent=5, failed=1, skipped=0,
                                           batches=1, started_at=late - timedelta(days=1)))
+        send_id = conn.execute(select(sends.c.id)).scalar_one()
+        others = [store.add_subscriber(conn, f"r{i}@example.com", crank).subscriber_id for i in range(5)]
+        conn.execute(insert(deliveries), [{"send_id": send_id, "subscriber_id": sid, "state": state, "attempts": 1}
+                                          for sid, state in zip([who, *others], ["accepted"] * 5 + ["failed"],
+                                                                strict=True)])
         rows = [("delivered", late), ("delivered", late - timedelta(days=1)), ("bounced", late),
                 ("complained", late), ("unsubscribed", late), ("opened", late), ("delivered", late - timedelta(days=9))]
         conn.execute(insert(events), [dict(source="test", event_id=f"e{i}", subscriber_id=who, type=kind, at=at,
-                                           issue="2024-11", received_at=at) for i, (kind, at) in enumerate(rows)])
+                                           severity="hard" if kind == "bounced" else None, issue="2024-11",
+                                           received_at=at) for i, (kind, at) in enumerate(rows)])
     with people.connect() as conn:
         by_day = figures.events_by_day(conn, days=3, today=day)
         [fig] = figures.issues_sent(conn)
     assert list(by_day) == [day - timedelta(days=2), day - timedelta(days=1), day]
     assert by_day[day] == {"delivered": 1, "opened": 1, "bounced": 1, "unsubscribed or complained": 2}
     assert by_day[day - timedelta(days=1)]["delivered"] == 1
-    assert (fig.issue, fig.sent, fig.failed, fig.bounces, fig.complaints, fig.unsubscribes, fig.opens) == \
-        ("2024-11", 5, 1, 1, 1, 1, 1)
+    assert (fig.issue, fig.readers, fig.accepted, fig.failed, fig.hard_bounces, fig.complaints, fig.unsubscribes,
+            fig.opens) == ("2024-11", 6, 5, 1, 1, 1, 1, 1)
     chart = figures.chart(by_day)
     assert [line[4] for line in chart.lines] == [2, 1, 1, 2]
 

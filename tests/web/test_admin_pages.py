@@ -182,9 +182,16 @@ def test_issue_preview_lint_text_and_proof(admin, repo):
     assert sent.status_code == 200 and "Proof to editor@example.org: " in sent.text
     proofs = sorted(admin.settings.delivery.outbox_dir.rglob("*.eml"))
     assert len(proofs) == 2 and all(b"[PROOF]" in p.read_bytes() for p in proofs)
+    assert all(f"written to {p}" in sent.text for p in proofs)          # where each proof went
+    post(admin, "/admin/issues/2024-11/proof", {"to": "editor@example.org", "confirm": "yes"})
+    assert len(list(admin.settings.delivery.outbox_dir.rglob("*.eml"))) == 3   # its own file: none overwritten
     for to in ("nobody", "editor@example.org, ann@localhost", "jöhn@example.org"):   # the CLI's rule
         bad = post(admin, "/admin/issues/2024-11/proof", {"to": to})
         assert bad.status_code == 400 and "email addresses" in bad.text
+    incomplete = post(admin, "/admin/issues/2024-11/proof", {"to": "b@example"})    # named, with what to write
+    assert incomplete.status_code == 400
+    assert "&#39;b@example&#39; is incomplete: &#39;example&#39; is not a whole domain (write e.g. b@example.org)" \
+        in incomplete.text
 
 
 def test_report_and_dashboard_figures(admin, repo, signer):
@@ -202,8 +209,12 @@ def test_report_and_dashboard_figures(admin, repo, signer):
     assert admin.http.post(one_click, data={"List-Unsubscribe": "One-Click"}).status_code == 200
     report = admin.admin.get("/admin/issues/2024-11/report")
     assert report.status_code == 200
-    assert figures_of(report.text) == {"readers": "4", "sent": "4", "failed": "0", "skipped": "0", "bounces": "1",
-                                       "complaints": "1", "unsubscribes": "1", "opens": "1", "clicks": "0"}
+    shown = figures_of(report.text)
+    assert {k: shown[k] for k in ("Readers", "Accepted", "Failed", "Skipped", "In doubt", "Hard bounces",
+                                  "Complaints", "Unsubscribes", "Opens", "Clicks (people)")} == {
+        "Readers": "4", "Accepted": "4", "Failed": "0", "Skipped": "0", "In doubt": "0", "Hard bounces": "1",
+        "Complaints": "1", "Unsubscribes": "1", "Opens": "1", "Clicks (people)": "0"}
+    assert shown["Delivered (reported by the provider)"] == "2"   # the webhook's, though the outbox reports none
     assert "<svg" in report.text and "<polyline" in report.text
     board = admin.admin.get("/admin").text
     assert "2024-11" in board and "<polyline" in board and "Nothing is scheduled" in board

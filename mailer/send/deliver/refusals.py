@@ -37,14 +37,15 @@ def is_hard_bounce(status: str | None) -> bool:
     return subject == "1" or (subject, detail) in {("2", "1"), ("4", "4")}
 
 
-def refusal_event(address: str | None, reply: str | None, ref: str) -> DeliveryEvent | None:
-    """The hard-bounce event for this refusal, or None when it says nothing about the address."""
+def refusal_event(address: str | None, reply: str | None, ref: str, issue: str | None = None) -> DeliveryEvent | None:
+    """The hard-bounce event for this refusal (of the issue's send: its figures count it), or None
+    when it says nothing about the address."""
     if not address or not is_hard_bounce(enhanced_status(reply)):
         return None
 
     return DeliveryEvent(type=EventType.BOUNCED, recipient=address, at=utcnow(), source=SOURCE,
                          event_id=f"rcpt:{ref}", severity=Severity.HARD, detail=reply, send_ref=ref,
-                         raw={"reply": reply})
+                         issue=issue, raw={"reply": reply})
 
 
 def sender_refusal(reply: str | None) -> bool:

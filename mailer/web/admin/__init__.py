@@ -30,6 +30,8 @@ from starlette.responses import (
 )
 
 from mailer.admin_users import Role, session_user
+from mailer.model import as_written
+from mailer.schedule.slots import shown
 from mailer.web.admin import dashboard, issues, lists, login, people, users
 from mailer.web.admin.auth import (
     SESSION_COOKIE,
@@ -43,6 +45,7 @@ from mailer.web.admin.auth import (
 )
 from mailer.web.admin.search import CountCache
 from mailer.web.ratelimit import Backoff, Gate, Rate, RateLimiter
+from subscribers.normalize import display_email
 
 # Admin pages show personal data: never cached, never indexed.
 NO_STORE = {"cache-control": "no-store", "x-robots-tag": "noindex, nofollow"}
@@ -68,7 +71,11 @@ class AdminContext:
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.env.globals.update(newsletter=settings.newsletter.name)
         self.env.filters["n"] = lambda value: f"{value or 0:,}"
+        self.env.filters["as_written"] = as_written   # a subject as the editor wrote it (mailer/model.py)
         self.env.filters["when"] = lambda at: at.strftime("%Y-%m-%d %H:%M") if at else ""
+        # the schedule's times in its own time zone, then UTC (as `mailer schedule show`)
+        self.env.filters["unicode"] = display_email   # an IDN domain as people write it (storage: punycode)
+        self.env.filters["slot"] = lambda at: shown(at, settings.schedule) if at else ""
 
     def page(self, request: Request, template: str, code: int = 200, /, **context) -> HTMLResponse:
         admin = getattr(request.state, "admin", None)

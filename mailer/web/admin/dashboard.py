@@ -14,13 +14,14 @@ router = APIRouter()
 LAST_ISSUES = 5
 
 
-def _read(conn, counts) -> dict:
+def _read(conn, counts, schedule) -> dict:
     return {"lists": search.overview(conn, counts), "issues": figures.issues_sent(conn, LAST_ISSUES),
-            "chart": figures.chart(figures.events_by_day(conn)), "next_send": figures.next_scheduled(conn)}
+            "chart": figures.chart(figures.events_by_day(conn)), "next_send": figures.next_scheduled(conn, schedule),
+            "scheduler": figures.heartbeat(conn, schedule)}
 
 
 @router.get("", include_in_schema=False)
 async def dashboard(request: Request) -> Response:
     ctx = request.app.state.admin
-    data = await run_in_threadpool(ctx.web.read, _read, ctx.counts)
+    data = await run_in_threadpool(ctx.web.read, _read, ctx.counts, ctx.settings.schedule)
     return ctx.page(request, "dashboard.html.j2", statuses=STATUSES, **data)

@@ -1,26 +1,29 @@
 """Admin web interface: what the dashboard and the issue reports count, and their SVG chart.
 
-Figures come straight from the send ledger (mailer.send.ledger: sends) and the stored delivery events
-(subscribers.policy: events, one row per provider event, tagged with our issue slug); what is
-scheduled comes from the scheduler's issue states (mailer.schedule.states), tags from
-subscribers.tags.
+An issue's figures are mailer/reports/figures.py's, as every surface shows them; the chart counts
+the stored delivery events per day (subscribers.policy: events); what is scheduled comes from the
+scheduler's issue states (mailer.schedule.states), tags from subscribers.tags.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import Select, func, literal_column, select
+from sqlalchemy import Select, func, select
 
-from mailer.schedule import states
+from mailer.config import ScheduleSettings
+from mailer.model import as_written
+from mailer.reports import figures as issue_figures
+from mailer.reports.figures import FAILURES_SHOWN, Failure, Figures
+from mailer.schedule import states, status
+from mailer.schedule.slots import shown
 from mailer.schedule.states import IssueState
 from mailer.send import ledger
-from mailer.send.ledger import SendStatus, State, deliveries, sends
+from mailer.send.ledger import State, deliveries, sends
 from subscribers import tags as subscribers_tags
 from subscribers.events import EventType
-from subscribers.models import Status, history, subscribers, utc_date
-from subscribers.normalize import display_email
+from subscribers.models import subscribers, utc_date
 from subscribers.policy import events
 
 BOUNCES = (EventType.BOUNCED, EventType.BLOCKED, EventType.DROPPED)
@@ -32,28 +35,37 @@ SERIES = (   # (label, event types, colour, dash pattern: never colour alone)
 )
 
 
-@dataclass
-class IssueFigures:
-    issue: str
-    subject: str
-    started_at: datetime      # the send's start (sends.started_at, never NULL)
-    lists: list[str] = field(default_factory=list)
-    total: int = 0
-    sent: int = 0
-    failed: int = 0
-    skipped: int = 0
-    bounces: int = 0
-    complaints: int = 0
-    unsubscribes: int = 0
-    opens: int = 0
-    clicks: int = 0
-    status: str = ""
+def scheduled(conn, schedule: ScheduleSettings, now: datetime | None = None) -> list[tuple[str, str]]:
+    """Every scheduled issue, soonest first, as (ISSUE, "(SUBJECT) to LIST at LOCAL TIME (UTC)"):
+    the readers it will reach and who has it already; one whose time passed says it is due or missed."""
+    now = now or datetime.now(UTC)
+    out = []
+    for r in sorted(states.in_state(conn, IssueState.SCHEDULED), key=lambda r: r.send_at):
+        said = f"({as_written(r.subject)}) to {r.list_name} at {shown(r.send_at, schedule)}"
+        found = status.reach(conn, r.issue, r.list_name)
+        if found is not None:
+            said += f": {found.readers:,} readers to reach, {found.have:,} already have it"
+        state, reason = status.state_now(r, now, schedule)
+        out.append((r.issue, said + (f". {state.capitalize()}: {reason}" if state != r.state else "")))
+    return out
 
 
-def scheduled(conn) -> list[str]:
-    """Every scheduled issue, soonest first, as "ISSUE to LIST at TIME UTC"."""
-    rows = sorted(states.in_state(conn, IssueState.SCHEDULED), key=lambda r: r.send_at)
-    return [f"{r.issue} ({r.subject}) to {r.list_name} at {r.send_at:%Y-%m-%d %H:%M} UTC" for r in rows]
+def failed(conn, schedule: ScheduleSettings, now: datetime | None = None) -> list[tuple[str, str, str]]:
+    """(issue, subject, reason) of every issue that failed at its slot, or missed it (still
+    "scheduled" until a scheduler runs), by issue."""
+    now = now or datetime.now(UTC)
+    out = []
+    for r in states.every(conn):
+        state, reason = status.state_now(r, now, schedule)
+        if state in (IssueState.FAILED.value, "missed"):
+            out.append((r.issue, as_written(r.subject), f"{state}: {reason or '(no reason recorded)'}"))
+    return out
+
+
+def heartbeat(conn, schedule: ScheduleSettings, now: datetime | None = None) -> str:
+    """Whether a scheduler is running, in words (mailer/schedule/status.py)."""
+    now = now or datetime.now(UTC)
+    return status.heartbeat(conn, now).said(now, schedule)
 
 
 def issue_state(conn, slug: str):
@@ -61,9 +73,9 @@ def issue_state(conn, slug: str):
     return states.find(conn, slug)
 
 
-def next_scheduled(conn) -> str | None:
+def next_scheduled(conn, schedule: ScheduleSettings) -> str | None:
     """The next scheduled send, or None."""
-    return next(iter(scheduled(conn)), None)
+    return next((f"{issue} {said}" for issue, said in scheduled(conn, schedule)), None)
 
 
 def tags_of(conn, subscriber_id: int) -> list[str]:
@@ -71,27 +83,9 @@ def tags_of(conn, subscriber_id: int) -> list[str]:
     return subscribers_tags.tags_of(conn, subscriber_id)
 
 
-@dataclass(frozen=True)
-class Failure:
-    address: str          # "(forgotten)" once the reader is
-    reason: str
-    at: datetime | None
-    list_name: str
-
-
-FAILURES_SHOWN = 100
-
-
 def failures(conn, slug: str, limit: int = FAILURES_SHOWN) -> list[Failure]:
-    """The issue's failed readers with the provider's reason, newest first (the page's table)."""
-    rows = conn.execute(
-        select(subscribers.c.email, deliveries.c.last_error, deliveries.c.updated_at, sends.c.list_name)
-        .join_from(deliveries, sends, sends.c.id == deliveries.c.send_id)
-        .outerjoin(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-        .where(sends.c.issue == slug, deliveries.c.state == State.FAILED.value)
-        .order_by(deliveries.c.id.desc()).limit(limit))
-    return [Failure(display_email(email) if email else "(forgotten)", error or "(no reason recorded)", at, name)
-            for email, error, at, name in rows]
+    """The issue's failed readers with the reason, newest first (the page's table)."""
+    return issue_figures.failures(conn, slug, limit)
 
 
 def send_of(slug: str, list_id: int) -> Select:
@@ -126,69 +120,14 @@ def recipients(conn, slug: str):
                at.strftime("%Y-%m-%dT%H:%M:%SZ") if at else ""]
 
 
-def issues_sent(conn, limit: int | None = None, issue: str | None = None) -> list[IssueFigures]:
-    """Sent (or sending) issues, newest first, with their figures summed over their lists."""
-    query = select(sends).order_by(sends.c.started_at.desc())
-    if issue is not None:
-        query = query.where(sends.c.issue == issue)
-    found: dict[str, IssueFigures] = {}
-    for row in conn.execute(query):
-        fig = found.get(row.issue)
-        if fig is None:
-            if limit is not None and len(found) >= limit:
-                continue
-            fig = found[row.issue] = IssueFigures(row.issue, row.subject, row.started_at, status=row.status)
-        fig.lists.append(row.list_name)
-        fig.total += row.total
-        fig.sent += row.sent
-        fig.failed += row.failed
-        fig.skipped += row.skipped
-        fig.started_at = min(fig.started_at, row.started_at)
-        if row.status != SendStatus.DONE:
-            fig.status = row.status
-    if found:
-        _add_events(conn, found)
-        _add_unsubscribes(conn, found)
-    return list(found.values())
+def issues_sent(conn, limit: int | None = None, issue: str | None = None) -> list[Figures]:
+    """Sent (or sending) issues, newest first, with their figures (mailer/reports/figures.py)."""
+    return issue_figures.of_issues(conn, None if issue is None else [issue], limit)
 
 
 def send_ids(conn, issue: str) -> list[int]:
     """The ids of the issue's sends (one per list)."""
     return list(conn.execute(select(sends.c.id).where(sends.c.issue == issue).order_by(sends.c.id)).scalars())
-
-
-def _add_events(conn, found: dict[str, IssueFigures]) -> None:
-    query = (select(events.c.issue, events.c.type, func.count()).where(events.c.issue.in_(list(found)))
-             .group_by(events.c.issue, events.c.type))
-    for issue, kind, count in conn.execute(query):
-        fig = found[issue]
-        if kind in BOUNCES:
-            fig.bounces += count
-        elif kind == EventType.COMPLAINED:
-            fig.complaints += count
-        elif kind == EventType.UNSUBSCRIBED:
-            fig.unsubscribes += count
-        elif kind == EventType.OPENED:
-            fig.opens += count
-        elif kind == EventType.CLICKED:
-            fig.clicks += count
-
-
-def _add_unsubscribes(conn, found: dict[str, IssueFigures]) -> None:
-    """Readers' own unsubscribes (our pages and one-click links: history source "web") on each
-    list an issue went to, from its send until the list's next send."""
-    rows = conn.execute(select(sends.c.issue, sends.c.list_id, sends.c.started_at)
-                        .where(sends.c.list_id.is_not(None)).order_by(sends.c.list_id, sends.c.started_at)).all()
-    for i, (issue, list_id, start) in enumerate(rows):
-        if issue not in found:
-            continue
-        end = rows[i + 1].started_at if i + 1 < len(rows) and rows[i + 1].list_id == list_id else None
-        # The literal (not a bound value) lets SQLite use the partial index ix_history_unsubscribes.
-        where = [history.c.list_id == list_id, history.c.new_status == literal_column(f"'{Status.UNSUBSCRIBED}'"),
-                 history.c.source == "web", history.c.at >= start]
-        if end is not None:
-            where.append(history.c.at < end)
-        found[issue].unsubscribes += conn.execute(select(func.count()).where(*where)).scalar_one()
 
 
 def events_by_day(conn, *, days: int = 30, issue: str | None = None, today: date | None = None) -> dict:

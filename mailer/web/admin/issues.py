@@ -31,10 +31,11 @@ from mailer.compose.gate import gate
 from mailer.compose.preview import build_preview
 from mailer.compose.source import read_issue, valid_issue_name
 from mailer.errors import MailerError, SendError
-from mailer.reports import clicks
+from mailer.model import as_written
+from mailer.schedule import status
 from mailer.schedule.scheduler import schedule_issue, shown, unschedule_issue, utcnow
 from mailer.send import dispatch
-from mailer.send.dispatch import send_proof
+from mailer.send.dispatch import proof_where, send_proof
 from mailer.send.retry import requeue_failed
 from mailer.web.admin import figures
 from mailer.web.admin.lists import uploads
@@ -43,7 +44,7 @@ from subscribers import store
 from subscribers.csvfile import neutralize
 from subscribers.errors import SubscriberError
 from subscribers.models import Status
-from subscribers.normalize import is_sendable
+from subscribers.normalize import unsendable_reason
 
 log = logging.getLogger("mailer.web")
 
@@ -82,22 +83,29 @@ def _build(settings, path: Path):
 
 def _subject(path: Path) -> str:
     try:
-        return read_issue(path).subject
+        return as_written(read_issue(path).subject)
     except MailerError as exc:
         return f"(does not read: {exc})"
 
 
-def _overview(conn, issues_dir: Path) -> dict:
-    sent = figures.issues_sent(conn)
-    done = {f.issue for f in sent}
-    drafts = [(p.stem, _subject(p)) for p in sorted(issues_dir.glob("*.md"), reverse=True) if p.stem not in done]
-    return {"sent": sent, "drafts": drafts, "scheduled": figures.scheduled(conn)}
+def _overview(conn, issues_dir: Path, schedule) -> dict:
+    """Each issue listed once: failed (or missed its slot), scheduled, sent, else a draft."""
+    failed = figures.failed(conn, schedule)
+    scheduled = figures.scheduled(conn, schedule)
+    gone_wrong = {slug for slug, *_ in failed}
+    sent = [f for f in figures.issues_sent(conn) if f.issue not in gone_wrong]
+    known = {f.issue for f in sent} | gone_wrong | {row.issue for row in figures.states.every(conn)
+                                                     if row.state != "draft"}
+    drafts = [(p.stem, _subject(p)) for p in sorted(issues_dir.glob("*.md"), reverse=True) if p.stem not in known]
+    scheduled = [(slug, said) for slug, said in scheduled if slug not in gone_wrong]
+    return {"sent": sent, "drafts": drafts, "scheduled": scheduled, "failed": failed,
+            "scheduler": figures.heartbeat(conn, schedule)}
 
 
 @router.get("", include_in_schema=False)
 async def all_issues(request: Request) -> Response:
     ctx = request.app.state.admin
-    data = await run_in_threadpool(ctx.web.read, _overview, ctx.settings.compose.issues_dir)
+    data = await run_in_threadpool(ctx.web.read, _overview, ctx.settings.compose.issues_dir, ctx.settings.schedule)
     return ctx.page(request, "issues.html.j2", **data)
 
 
@@ -109,16 +117,18 @@ async def one(request: Request, slug: str) -> Response:
     return await _show(request, slug, build, 200, proof_to=ctx.settings.newsletter.reply_to)
 
 
-def _facts(conn, slug: str) -> dict:
+def _facts(conn, slug: str, schedule) -> dict:
     sent = figures.issues_sent(conn, None, slug)
-    return {"sent": sent[0] if sent else None, "state": figures.issue_state(conn, slug),
+    state = figures.issue_state(conn, slug)
+    return {"sent": sent[0] if sent else None, "state": state,
+            "state_now": status.state_now(state, utcnow(), schedule) if state else None,
             "failures": figures.failures(conn, slug), "lists": store.all_lists(conn)}
 
 
 async def _show(request: Request, slug: str, build, code: int, *, proof_to: str, results=None, error: str = "",
                 schedule_error: str = "", schedule_note: str = "", send_note: str = "") -> Response:
     ctx = request.app.state.admin
-    facts = await run_in_threadpool(ctx.web.read, _facts, slug)
+    facts = await run_in_threadpool(ctx.web.read, _facts, slug, ctx.settings.schedule)
     return _issue_page(request, code, slug=slug, build=build, proof_to=proof_to, results=results, error=error,
                        schedule_error=schedule_error, schedule_note=schedule_note,
                        send_note=send_note or _running_note(slug), default_list=ctx.settings.schedule.list, **facts)
@@ -196,14 +206,18 @@ async def proof(request: Request, slug: str, to: str = Form(""), confirm: str = 
     path = _path(request, slug)
     addresses = [a.strip() for a in to.replace(";", ",").split(",") if a.strip()]
     error, results = "", None
-    if not addresses or len(addresses) > MAX_PROOF_ADDRESSES or not all(map(is_sendable, addresses)):
-        error = f"Give one to {MAX_PROOF_ADDRESSES} email addresses, separated by commas."
+    bad = next(((a, why) for a in addresses if (why := unsendable_reason(a)) is not None), None)
+    if not addresses or len(addresses) > MAX_PROOF_ADDRESSES or bad:
+        error = f"Give one to {MAX_PROOF_ADDRESSES} email addresses, separated by commas" + (
+            f": {bad[0]!r} {bad[1]}." if bad else ".")
     elif confirm != "yes":
         return await _confirm(request, slug, "proof", "", {"to": to})
     else:
         try:
             outcome = await run_in_threadpool(_send_proof, ctx.settings, path, addresses)
-            results = list(zip(addresses, outcome, strict=True))
+            backend = ctx.settings.delivery.backend
+            results = [(address, proof_where(result, backend)) for address, result in zip(addresses, outcome,
+                                                                                           strict=True)]
             await run_in_threadpool(ctx.web.write, _note, request.state.admin, audit.Action.PROOF, slug,
                                     {"to": len(addresses)})
         except MailerError as exc:
@@ -262,10 +276,7 @@ def _report(conn, slug: str):
     # chart is short, not padded with empty future days).
     days = min(30, max(1, (datetime.now(UTC).date() - start).days + 1))
     by_day = figures.events_by_day(conn, issue=slug, days=days, today=start + timedelta(days=days - 1))
-    own = clicks.tracked(conn, figures.send_ids(conn, slug))
-    if own is not None:   # our own tracking's people, not the provider's events
-        found[0].opens, found[0].clicks = own.opens, own.clicks
-    return found[0], figures.chart(by_day), own
+    return found[0], figures.chart(by_day)
 
 
 @router.get("/{slug}/report", include_in_schema=False)
@@ -274,8 +285,8 @@ async def report(request: Request, slug: str) -> Response:
     found = await run_in_threadpool(ctx.web.read, _report, slug)
     if found is None:
         raise HTTPException(404, f"{slug} has not been sent: no report yet.")
-    fig, chart, own = found
-    return ctx.page(request, "report.html.j2", fig=fig, chart=chart, own=own, opens_note=clicks.OPENS_NOTE)
+    fig, chart = found
+    return ctx.page(request, "report.html.j2", fig=fig, chart=chart)
 
 
 # ---------------------------------------------------------------- send, retry, who got it

@@ -1,5 +1,6 @@
 """/admin/lists...: create, edit, delete (after a confirmation page), members a page at a time,
-CSV import by upload (a dry run first, then the same file applied) and CSV export.
+CSV import by upload (a dry run first, then the same file applied), CSV export, and the welcome
+mail (an issue file of [compose] issues_dir, lint-gated as `mailer lists welcome` does).
 
 List changes go through subscribers.store and imports through subscribers.importer, exactly as
 `mailer lists` and `mailer subscribers import|export` do; the report is the CLI's.
@@ -26,6 +27,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from mailer import audit
+from mailer.errors import MailerError
+from mailer.send import welcome
 from mailer.web.admin import search
 from mailer.web.admin.auth import owner
 from subscribers import store
@@ -130,6 +133,16 @@ def _one(conn, counts_cache, name: str, status: Status | None, after: int | None
     return found, counts, search.members(conn, found.id, status=status, after=after, before=before)
 
 
+def _welcome_of(conn, list_id: int) -> str:
+    path = welcome.welcomes(conn).get(list_id)
+    return Path(path).stem if path else ""
+
+
+def _issue_files(settings) -> list[str]:
+    folder = settings.compose.issues_dir
+    return sorted(p.stem for p in folder.glob("*.md")) if folder.is_dir() else []
+
+
 async def _get(request: Request, name: str, *args):
     try:
         ctx = request.app.state.admin
@@ -152,9 +165,10 @@ async def one(request: Request, name: str, status: str = "", after: int | None =
     ctx = request.app.state.admin
     chosen = _status(status)
     found, counts, page = await _get(request, name, chosen, after, before)
+    current = await run_in_threadpool(ctx.web.read, _welcome_of, found.id)
     return ctx.page(request, "list.html.j2", lst=found, counts=counts, total=sum(counts.values()), page=page,
                     status=chosen.value if chosen else "", statuses=STATUSES, created=bool(created),
-                    saved=bool(saved), error="")
+                    saved=bool(saved), error="", welcome=current, issue_files=_issue_files(ctx.web.settings))
 
 
 @router.post("/{name}", include_in_schema=False, dependencies=[Depends(owner)])
@@ -167,6 +181,37 @@ async def edit(request: Request, name: str, title: str = Form(""), description: 
     except SubscriberError as exc:
         raise HTTPException(404, str(exc)) from None
     return _redirect(f"/admin/lists/{name}?saved=1")
+
+
+@router.post("/{name}/welcome", include_in_schema=False, dependencies=[Depends(owner)])
+async def set_welcome(request: Request, name: str, file: str = Form("")) -> Response:
+    """An issue file of issues_dir as the list's welcome mail (refused with its lint errors), or none."""
+    ctx = request.app.state.admin
+    settings = ctx.web.settings
+    found = (await _get(request, name, None, None, None))[0]
+    if file and file not in _issue_files(settings):
+        raise HTTPException(400, f"no issue file {file!r} in {settings.compose.issues_dir}")
+    composed = None
+    path = settings.compose.issues_dir / f"{file}.md"
+    if file:
+        try:
+            composed = await run_in_threadpool(welcome.check, settings, path, found.language)
+        except MailerError as exc:
+            return ctx.page(request, "message.html.j2", 400, title="Refused", message=str(exc),
+                            back=f"/admin/lists/{name}")
+    await run_in_threadpool(ctx.web.write, _set_welcome, request.state.admin, found, path, composed)
+    return _redirect(f"/admin/lists/{name}?saved=1")
+
+
+def _set_welcome(conn, admin, found, path: Path, composed) -> None:
+    if composed is None:
+        changed = welcome.clear_welcome(conn, found.id)
+    else:
+        welcome.set_welcome(conn, found.id, path, composed.slug, composed.subject)
+        changed = True
+    if changed:
+        audit.record(conn, **admin.who._asdict(), action=audit.Action.LIST_EDIT, target=found.name,
+                     detail={"welcome": path.name if composed else "off"})
 
 
 @router.get("/{name}/delete", include_in_schema=False)

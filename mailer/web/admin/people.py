@@ -34,6 +34,7 @@ from subscribers import many, store, tags
 from subscribers.errors import SubscriberError
 from subscribers.exporter import export_selection
 from subscribers.models import Status
+from subscribers.normalize import deliverable, normalize_email
 from subscribers.selection import PAGE, Selection
 
 T = TypeVar("T")
@@ -93,6 +94,7 @@ async def export(request: Request, q: str = "", status: str = "") -> Response:
 
 def _add(conn, admin: Admin, email: str, list_name: str, name: str, unconfirmed: bool, resubscribe: bool,
          secret: str):
+    deliverable(normalize_email(email))
     found = store.get_list(conn, list_name)
     result = store.add_subscriber(conn, email, found.id, name=name or None,
                                   status=Status.UNCONFIRMED if unconfirmed else Status.ACTIVE,

@@ -20,6 +20,7 @@ from sqlalchemy import and_, func, select
 
 from subscribers import store
 from subscribers.models import Status, lists, memberships, subscribers
+from subscribers.normalize import display_email
 from subscribers.queries import effective_status, effective_status_sql
 
 PAGE = 50
@@ -27,7 +28,8 @@ COUNT_CAP = 1000
 
 
 def with_lists(conn, rows) -> list:
-    """(id, email, name, "list: status, ...") for rows of id, email, name, global_status."""
+    """(id, email with its domain in Unicode, name, "list: status, ...") for rows of id, email,
+    name, global_status."""
     ids = [row.id for row in rows]
     where: dict[int, list[str]] = {}
     if ids:
@@ -37,7 +39,7 @@ def with_lists(conn, rows) -> list:
         glob = {row.id: row.global_status for row in rows}
         for sid, name, status in conn.execute(query):
             where.setdefault(sid, []).append(f"{name}: {effective_status(status, glob[sid])}")
-    return [(row.id, row.email, row.name, ", ".join(where.get(row.id, []))) for row in rows]
+    return [(row.id, display_email(row.email), row.name, ", ".join(where.get(row.id, []))) for row in rows]
 
 
 def subscriber_email(conn, subscriber_id: int) -> str | None:
