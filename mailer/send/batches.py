@@ -106,18 +106,26 @@ class BatchLoop:
         self.commit(done, None)
 
     def commit(self, done: tuple | None, ready: Prepared | None):
-        """One transaction: the results of the batch just sent, then the claim of the next one."""
+        """One transaction: the claim of the next batch, then the results of the batch just sent.
+
+        The claim goes first because it starts on the send's row (its batch number): every
+        transaction that changes a send's row and its deliveries locks them in that order, so a
+        runner taking over (dispatch._start) never deadlocks with this one. A claim refused because
+        the send is no longer ours still lets the results be written (they are facts), then stops."""
         counted, claimed = [], Claimed(None, None)
         with self.engine.begin() as conn:
-            if done:
-                counted += self.record(conn, *done)
             if ready:
                 claimed = self.claim(conn, ready)
                 counted += claimed.prepared.marks if claimed.prepared else []
+            if done:
+                counted += self.record(conn, *done)
         for mark in counted:
             self._count(mark.state)
         if done:
             self.progress()
+        if ready and claimed.batch is None:
+            raise SendTakenOver(f"send #{self.send_id} was taken over by another runner (mailer send "
+                                "--take-over); this one stops")
         return claimed
 
     def prepare(self, after: int) -> Prepared | None:
@@ -161,6 +169,8 @@ class BatchLoop:
     def claim(self, conn, p: Prepared) -> Claimed:
         """Claim the prepared readers (committed before anything is sent); drop any lost to a rival."""
         batch, mine = ledger.claim(conn, self.send_id, p.ids)
+        if batch is None:
+            return Claimed(None, None)
         if mine is not None:  # a rival took some: re-encode what is left to us
             outs = [o for o in p.outs if p.readers[o.ref].delivery_id in mine]
             p = Prepared(p.ids, outs, p.readers, [m for m in p.marks if m.delivery_id in mine], p.last_id,

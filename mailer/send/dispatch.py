@@ -34,7 +34,7 @@ from mailer.config import ClickTracking, OnInterrupted, Settings, database_url, 
 from mailer.errors import AmbiguousDelivery, ConfigError, DeliveryError, SendError, SendTakenOver
 from mailer.i18n import known
 from mailer.model import ArchiveCopy, ComposedIssue
-from mailer.send import batches, ledger, segments, tracking
+from mailer.send import batches, leases, ledger, segments, tracking
 from mailer.send.batches import BatchLoop
 from mailer.send.deliver.base import Backend
 from mailer.send.deliver.refusals import refusal_event
@@ -183,10 +183,10 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
     except BaseException:
         _finish(plan, summary, SendStatus.STOPPED, "interrupted")  # its batch stays `sending`: named next run
         raise
-    if beat.lost:  # taken over after our last batch: the row is the new runner's now
-        return summary
     left = summary.deferred + _unfinished(plan, send_id)
-    _finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, None)
+    if beat.lost or not _finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, None):
+        raise SendTakenOver(f"send #{send_id} was taken over by another runner after this one's last batch; "
+                            "the send is the new runner's now")
     summary.duration = time.monotonic() - started
     return summary
 
@@ -271,11 +271,14 @@ def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
 
 
 def _start(plan: Plan, on_interrupted: OnInterrupted, notice, *, take_over: bool = False,
-           archive: ArchiveCopy | None = None) -> tuple[int, list, bool]:
-    """Create the send (readers fixed now) or take over an earlier one, settling its batch in flight.
+           archive: ArchiveCopy | None = None, join: bool = False) -> tuple[int, list, bool]:
+    """Create the send (readers fixed now, the composed issue stored) or take over an earlier one,
+    settling what it left in flight. A shared send (`mailer send --workers`) whose live workers
+    still hold batches is joined (`join`: only batches whose worker's lease is dead are settled)
+    or refused.
 
     Returns (send id, batches found in flight, whether the send was already complete)."""
-    for _ in range(2):  # a concurrent first start loses the UNIQUE race once, then resumes
+    for _ in range(3):  # a concurrent first start loses the UNIQUE race, a take-over the compare-and-set
         try:
             with plan.engine.begin() as conn:
                 row = ledger.find_send(conn, plan.issue.slug, plan.list_id, plan.segment)
@@ -284,32 +287,58 @@ def _start(plan: Plan, on_interrupted: OnInterrupted, notice, *, take_over: bool
                     return ledger.create_send(conn, issue=plan.issue.slug, list_id=plan.list_id,
                                               list_name=plan.list_name, subject=plan.issue.subject,
                                               backend=plan.backend, recipients=chosen, segment=plan.segment,
-                                              archive=archive), [], False
+                                              archive=archive, composed=plan.issue), [], False
                 c = ledger.counts(conn, row.id)
                 if not ledger.unfinished(c):
                     return row.id, [], True
-                if ledger.runner_alive(row):
+                at = ledger.db_now(conn)
+                if ledger.runner_alive(row, at):
                     if not take_over:
-                        raise SendError(_alive_message(row))
+                        raise SendError(_alive_message(row, at))
                     notice(f"taking send #{row.id} over from {row.runner} (--take-over); it stops at its next "
                            "heartbeat")
-                ledger.take_over(conn, row.id, plan.backend)
-                flying = ledger.in_flight(conn, row.id)
-                for batch, readers in flying:
-                    verb = "resending it" if on_interrupted == OnInterrupted.RESEND else "skipping it"
-                    notice(f"batch {batch} ({readers:,} readers) was in flight when the last run stopped: the "
-                           f"provider may or may not have taken it; {verb} ([delivery] on_interrupted = "
-                           f"\"{on_interrupted}\")")
-                ledger.settle_in_flight(conn, row.id, resend=on_interrupted == OnInterrupted.RESEND)
+                batches = _settleable(conn, row, join)
+                if not ledger.take_over(conn, row, plan.backend):
+                    continue   # another runner changed the row since we read it: read it again
+                flying = ledger.in_flight_batches(conn, row.id, batches)
+                _name_in_flight(flying, on_interrupted, notice)
+                ledger.settle_in_flight(conn, row.id, on_interrupted == OnInterrupted.RESEND, batches)
                 ledger.requeue_due(conn, row.id)
-                return row.id, [tuple(f) for f in flying], False
+                return row.id, [(b, n) for b, n, handed in flying if handed], False
         except IntegrityError:
             continue
-    raise SendError(f"could not start the send of {plan.issue.slug} to {plan.list_name}")
+    raise SendError(f"could not start the send of {plan.issue.slug} to {plan.list_name}: other runners kept "
+                    "changing it; try again")
 
 
-def _alive_message(row) -> str:
-    age = ledger.heartbeat_age(row)
+def _settleable(conn, row, join: bool) -> list[int] | None:
+    """Which in-flight batches a new runner may settle: all of a send run by one process (None);
+    of a shared send, only those whose worker's lease is dead. A plain run refuses a shared send
+    whose live workers hold batches; `mailer send --workers` joins them."""
+    if not row.workers:
+        return None
+    live = leases.live_holders(conn, row.id)
+    if live and not join:
+        raise SendError(f"send #{row.id} of {row.issue} to {row.list_name} is shared by workers that are still "
+                        f"sending ({', '.join(live)}): wait for them, or join them with `mailer send {row.issue} "
+                        f"--list {row.list_name} --workers N`")
+    return [b for b, _, _ in leases.orphaned(conn, row.id)]
+
+
+def _name_in_flight(flying: list[tuple], on_interrupted: OnInterrupted, notice) -> None:
+    for batch, readers, handed in flying:
+        if not handed:
+            notice(f"batch {batch} ({readers:,} readers) was claimed but never handed to the provider: back to "
+                   "pending")
+            continue
+        verb = "resending it" if on_interrupted == OnInterrupted.RESEND else "skipping it"
+        notice(f"batch {batch} ({readers:,} readers) was in flight when the last run stopped: the "
+               f"provider may or may not have taken it; {verb} ([delivery] on_interrupted = "
+               f"\"{on_interrupted}\")")
+
+
+def _alive_message(row, at=None) -> str:
+    age = ledger.heartbeat_age(row, at)
     beat = f"{age.total_seconds():.0f} s ago" if age is not None else "never"
     return (f"send #{row.id} of {row.issue} to {row.list_name} is running in another process ({row.runner}, "
             f"last heartbeat {beat}); wait for it, or if you know that process is "
@@ -327,11 +356,15 @@ def _unfinished(plan: Plan, send_id: int) -> int:
         return ledger.unfinished(ledger.counts(conn, send_id))
 
 
-def _finish(plan: Plan, summary: SendSummary, status: SendStatus, error: str | None) -> None:
+def _finish(plan: Plan, summary: SendSummary, status: SendStatus, error: str | None) -> bool:
+    """End the run on the send's row, if it is still ours; False (and the row untouched) if another
+    runner took it over meanwhile."""
     assert summary.send_id is not None   # set when the send started
     with plan.engine.begin() as conn:
-        _fill(summary, ledger.finish(conn, summary.send_id, status, error))
-    summary.status = status.value
+        c, mine = ledger.finish(conn, summary.send_id, status, error)
+    _fill(summary, c)
+    summary.status = status.value if mine else "taken over"
+    return mine
 
 
 def _token_maker(settings: Settings, list_id: int, engine) -> Callable[..., str]:
