@@ -7,6 +7,7 @@ at the local SendGrid-compatible server."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -247,3 +248,49 @@ def test_workers_send_what_the_coordinator_composed_not_their_issues_folder(tmp_
     assert len(to) == 300 and set(to.values()) == {1}
     assert ledger.stored_issue(stored).slug == "special-edition"
     assert subjects == {ledger.stored_issue(stored).subject}
+
+
+def test_a_worker_whose_clock_is_five_minutes_fast_reclaims_nobody_and_stalls_nobody(tmp_path, repo, pg_url):
+    """Two `mailer worker`s on one shared send, one under libfaketime 5 minutes ahead: leases,
+    heartbeats and the shared SendGrid budget are compared with PostgreSQL's clock, so the fast one
+    neither takes its peer's live batches as dead nor holds the budget 5 minutes ahead of it."""
+    from mailer.compose.gate import compose_checked, issue_path
+    from mailer.config import load_settings
+    from mailer.migrate import connect
+    from mailer.send import dispatch
+    from tests.services import missing
+    from tests.test_schedule_process import libfaketime
+
+    lib = libfaketime()
+    if lib is None:
+        missing("Debian's faketime (libfaketime.so.1) is not installed: apt-get install faketime")
+    readers = 3000
+    seed_many(pg_url, readers)
+    with SendGridServer(keep_bodies=False) as server:
+        server.stall(0.3, accept=True, times=100_000)
+        config = configured(tmp_path, repo, pg_url, server)
+        settings = load_settings(config)
+        plan = dispatch.plan_send(settings, compose_checked(issue_path("2024-11", settings), settings), "crank")
+        send_id, _, _ = dispatch._start(plan, "resend", lambda message: None)   # a shared send, no coordinator
+        engine = connect(pg_url)
+        with engine.begin() as conn:
+            conn.execute(ledger.sends.update().values(workers=2))
+        fast_env = {**environment(), "LD_PRELOAD": str(lib), "FAKETIME": "+5m", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+                    "FAKETIME_NO_CACHE": "1"}
+        command = mailer(config, "worker", "--send", str(send_id))
+        procs = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for env in (environment(), fast_env)]
+        try:
+            results = [ended(p, timeout=240) for p in procs]
+        finally:
+            cleanup(*procs)
+        copies = copies_of(server)
+    with engine.connect() as conn:
+        row = conn.execute(select(ledger.sends)).one()
+    engine.dispose()
+    for code, _, err in results:
+        assert code == 0, err
+        assert "in flight on worker" not in err                        # nobody's live batch taken as dead
+    assert row.status == "done"
+    assert len(copies) == readers and set(copies.values()) == {1}
+    assert all(re.search(r": [1-9][\d,]* sent", out) for _, out, _ in results)   # both worked, neither stalled

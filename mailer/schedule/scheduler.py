@@ -308,8 +308,9 @@ class Scheduler:
         with self.engine.connect() as conn:
             rows = [(r, _send_of(conn, r.issue, r.list_name))
                     for r in states.in_state(conn, IssueState.SENDING)]
+            at = ledger.db_now(conn)   # heartbeats are judged by the database's clock, which stamps them
         for row, send in rows:
-            if _alive(row, send, self.runner) or not self._resumable(row, send, now):
+            if _alive(row, send, self.runner, at) or not self._resumable(row, send, now):
                 continue
             with self._handling(row.issue) as mine, self._exclusive(row.issue) as got:
                 if not (mine and got):
@@ -439,7 +440,7 @@ class Scheduler:
                     conn.commit()
 
 
-def _alive(row, send, runner: str) -> bool:
+def _alive(row, send, runner: str, at=None) -> bool:
     """Is the issue's runner still at work? Its send's heartbeat says (mailer.send.ledger.runner_alive);
     before its send row exists (claimed, composing), a runner on this host is judged by its pid, one
     elsewhere by how recently it touched the issue's row."""
@@ -448,7 +449,7 @@ def _alive(row, send, runner: str) -> bool:
     if row.runner == ledger.this_runner():  # this process: its other Scheduler, if any, is at work
         return runner != row.runner
     if send is not None and send.runner == row.runner:
-        return ledger.runner_alive(send)
+        return ledger.runner_alive(send, at)
     if row.runner.rpartition(":")[0] == socket.gethostname():
         return not ledger.pid_gone(row.runner)
     return ledger.runner_alive(SimpleNamespace(status=ledger.SendStatus.SENDING.value, runner=row.runner,
