@@ -5,6 +5,7 @@ SendGrid-compatible server."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections import Counter
 
@@ -117,3 +118,29 @@ def test_a_runner_changes_only_its_own_row(db_url):
         fresh = conn.execute(select(ledger.sends)).one()
         assert ledger.take_over(conn, fresh, "outbox") is True
     engine.dispose()
+
+
+def test_status_tells_a_live_runner_from_a_dead_one(tmp_path, repo, db_url, cli):
+    """`mailer send --status` names the runner and its heartbeat's age by the database's clock:
+    alive while it runs (not "lease expired"), dead once killed, with its batch named in flight."""
+    import os
+    import signal
+
+    seed(db_url, 600)
+    with SendGridServer(keep_bodies=False) as server:
+        server.stall(1.0, accept=True, times=100_000)
+        config = batched(project(tmp_path, repo, db_url, server=server))
+        a = start(config, tmp_path)
+        try:
+            wait_for(lambda: server.stats.accepted >= 1, what="the runner's first batch")
+            alive = cli("--config", config, "send", "--status", "2024-11", "--list", "crank")
+            os.kill(a.pid, signal.SIGKILL)
+            a.wait()
+            dead = cli("--config", config, "send", "--status", "2024-11")
+        finally:
+            finished(a)
+    assert alive.code == 0 and dead.code == 0, alive.err + dead.err
+    assert re.search(rf"runner \S+:{a.pid}: last heartbeat \d+ s ago \(database clock\): alive", alive.out), alive.out
+    assert "lease expired" not in alive.out and "its runner's batch on the wire" in alive.out
+    assert re.search(rf"runner \S+:{a.pid}: last heartbeat \d+ s ago \(database clock\): dead", dead.out), dead.out
+    assert "in flight when its runner stopped" in dead.out

@@ -31,7 +31,7 @@ from mailer.compose import tracking as links
 from mailer.compose.archived import neutral_copy
 from mailer.compose.personalize import Edition, Recipient, personalize, prepare
 from mailer.config import ClickTracking, OnInterrupted, Settings, database_url, secret_key, tracking_problem
-from mailer.errors import AmbiguousDelivery, ConfigError, DeliveryError, SendError, SendTakenOver
+from mailer.errors import AmbiguousDelivery, ConfigError, DeliveryError, SendBusy, SendError, SendTakenOver
 from mailer.i18n import known
 from mailer.model import ArchiveCopy, ComposedIssue
 from mailer.send import batches, leases, ledger, segments, tracking
@@ -168,25 +168,27 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
             loop.progress()  # the starting point, so a progress bar's rate counts this run only
             with sender:
                 loop.run(sleep)
-    except SendTakenOver:
+    except SendTakenOver as exc:
+        summary.status = "taken over"
+        exc.told(summary)
         raise  # the row is the new runner's now: leave it as it is
     except AmbiguousDelivery as exc:
         _finish(plan, summary, SendStatus.STOPPED, str(exc))
         raise SendError(f"send stopped after {summary.sent:,} sent: {exc}. The provider may or may not have "
                         f"taken the last batch ({summary.in_doubt:,} readers): it stays in flight, and the next "
                         f"run names it and applies [delivery] on_interrupted (now \"{d.on_interrupted}\")."
-                        ) from exc
+                        ).told(summary) from exc
     except DeliveryError as exc:
         _finish(plan, summary, SendStatus.STOPPED, str(exc))
         raise SendError(f"send stopped after {summary.sent:,} sent: {exc}. The ledger is intact: run the "
-                        "same command again to continue.") from exc
+                        "same command again to continue.").told(summary) from exc
     except BaseException:
         _finish(plan, summary, SendStatus.STOPPED, "interrupted")  # its batch stays `sending`: named next run
         raise
     left = summary.deferred + _unfinished(plan, send_id)
     if beat.lost or not _finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, None):
         raise SendTakenOver(f"send #{send_id} was taken over by another runner after this one's last batch; "
-                            "the send is the new runner's now")
+                            "the send is the new runner's now").told(summary)
     summary.duration = time.monotonic() - started
     return summary
 
@@ -294,7 +296,7 @@ def _start(plan: Plan, on_interrupted: OnInterrupted, notice, *, take_over: bool
                 at = ledger.db_now(conn)
                 if ledger.runner_alive(row, at):
                     if not take_over:
-                        raise SendError(_alive_message(row, at))
+                        raise SendBusy(_alive_message(row, at))
                     notice(f"taking send #{row.id} over from {row.runner} (--take-over); it stops at its next "
                            "heartbeat")
                 batches = _settleable(conn, row, join)
@@ -319,7 +321,7 @@ def _settleable(conn, row, join: bool) -> list[int] | None:
         return None
     live = leases.live_holders(conn, row.id)
     if live and not join:
-        raise SendError(f"send #{row.id} of {row.issue} to {row.list_name} is shared by workers that are still "
+        raise SendBusy(f"send #{row.id} of {row.issue} to {row.list_name} is shared by workers that are still "
                         f"sending ({', '.join(live)}): wait for them, or join them with `mailer send {row.issue} "
                         f"--list {row.list_name} --workers N`")
     return [b for b, _, _ in leases.orphaned(conn, row.id)]

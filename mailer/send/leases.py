@@ -137,11 +137,15 @@ def _claim_pg(conn: Connection, send_id: int, worker: str, size: int, after: int
 
 
 def live_holders(conn: Connection, send_id: int) -> list[str]:
-    """The workers with a live lease that hold `sending` readers of the send."""
-    alive = select(worker_leases.c.worker).where(worker_leases.c.lease_until > ledger.db_now(conn))
-    return list(conn.execute(select(deliveries.c.worker).distinct().where(
+    """The workers with a live lease that hold `sending` readers of the send or work on it now."""
+    stamp = ledger.db_now(conn)
+    alive = select(worker_leases.c.worker).where(worker_leases.c.lease_until > stamp)
+    holding = set(conn.execute(select(deliveries.c.worker).distinct().where(
         deliveries.c.send_id == send_id, deliveries.c.state == State.SENDING.value,
-        deliveries.c.worker.in_(alive)).order_by(deliveries.c.worker)).scalars())
+        deliveries.c.worker.in_(alive))).scalars())
+    working = set(conn.execute(select(worker_leases.c.worker).where(
+        worker_leases.c.send_id == send_id, worker_leases.c.lease_until > stamp)).scalars())
+    return sorted(holding | working)
 
 
 def hand(conn: Connection, send_id: int, batch: int, worker: str, lease: float) -> int:

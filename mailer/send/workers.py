@@ -250,14 +250,14 @@ def run_shared(settings: Settings, plan: dispatch.Plan, workers: int, *, config=
         dispatch._finish(plan, summary, SendStatus.STOPPED, stopped.last_error)
         with plan.engine.connect() as conn:
             summary.in_doubt = ledger.counts(conn, send_id)[State.SENDING]
-        raise SendError(f"send #{send_id} stopped after {summary.sent:,} sent: {stopped.last_error}")
+        raise SendError(f"send #{send_id} stopped after {summary.sent:,} sent: {stopped.last_error}").told(summary)
     failed = [p.returncode for p in procs if p.returncode]
     error = f"{len(failed)} of {workers} workers failed (exit {failed})" if failed else None
     dispatch._finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, error)
     summary.duration = time.monotonic() - started
     if left and failed:
         raise SendError(f"send #{send_id} stopped with {left:,} readers left: {error}; run the same command "
-                        "again to continue")
+                        "again to continue").told(summary)
     return summary
 
 
@@ -294,6 +294,20 @@ class Progress:
 
 # --- mailer send --status ------------------------------------------------------------------------
 
+def _runner_line(row, at, lines: list[str]) -> bool:
+    """The send's runner, its heartbeat's age by the database's clock, alive or dead; True if alive."""
+    if row.status != SendStatus.SENDING.value:
+        if row.status == SendStatus.STOPPED.value and row.last_error:
+            lines.append(f"  stopped: {row.last_error}")
+        return False
+    age = ledger.heartbeat_age(row, at)
+    alive = age is not None and age < ledger.HEARTBEAT_STALE and not ledger.pid_gone(row.runner or "")
+    beat = "never" if age is None else f"{max(0.0, age.total_seconds()):.0f} s ago"
+    verdict = "alive" if alive else "dead: the same `mailer send` resumes it"
+    lines.append(f"  runner {row.runner or '(none)'}: last heartbeat {beat} (database clock): {verdict}")
+    return alive
+
+
 def status_lines(settings: Settings, issue: str, list_name: str | None) -> list[str]:
     """Progress of every send of ISSUE (to one list): counts by state, workers holding batches."""
     engine = dispatch.open_store(settings)
@@ -306,6 +320,7 @@ def status_lines(settings: Settings, issue: str, list_name: str | None) -> list[
             where = f" to {list_name}" if list_name else ""
             raise SendError(f"no send of {issue}{where} yet (`mailer send {issue} --list NAME` starts one)")
         live = {w: until for w, _, until in leases.live_workers(conn)}
+        at = ledger.db_now(conn)
         lines = []
         for row in rows:
             c = ledger.counts(conn, row.id)
@@ -315,9 +330,16 @@ def status_lines(settings: Settings, issue: str, list_name: str | None) -> list[
             segment = f" ({row.segment})" if row.segment else ""
             lines.append(f"send #{row.id} {row.issue} to {row.list_name}{segment}: "
                          f"{row.status}, {done:,}/{total:,} done ({shown or 'no readers'})")
+            alive = _runner_line(row, at, lines)
             for worker, n in leases.holders(conn, row.id):
-                state = f"lease until {live[worker]:%H:%M:%S}" if worker in live else "lease expired: reclaimed next"
-                lines.append(f"  worker {worker or '(single run)'}: {n:,} readers in flight, {state}")
+                if worker is None:
+                    state = ("its runner's batch on the wire" if alive else
+                             "in flight when its runner stopped: the next run names it and applies on_interrupted")
+                    lines.append(f"  {n:,} readers in flight: {state}")
+                    continue
+                state = (f"lease {(live[worker] - at).total_seconds():.0f} s left" if worker in live
+                         else "lease expired: reclaimed next")
+                lines.append(f"  worker {worker}: {n:,} readers in flight, {state}")
             holding = dict(leases.holders(conn, row.id))
             idle = [w for w, s, _ in leases.live_workers(conn) if s == row.id and w not in holding]
             for worker in idle:
