@@ -429,3 +429,35 @@ def test_a_failed_slots_notice_goes_through_smtp_when_the_backend_that_failed_is
     assert [(m["To"], m["Subject"]) for m in notices] == [(EDITOR, "[CRANK Call scheduler] 2024-12 failed")]
     assert any("could not mail the editors (2024-12 failed) through sendgrid" in r.getMessage()
                for r in caplog.records)
+
+
+class TakenOverAfter(threading.Event):
+    """Between batches, after `n` of them, another runner takes the send over (as a second scheduler
+    does with one frozen past its heartbeat)."""
+
+    def __init__(self, engine, n: int):
+        super().__init__()
+        self.engine, self.left = engine, n
+
+    def is_set(self) -> bool:
+        self.left -= 1
+        if self.left == 0:
+            with self.engine.begin() as conn:
+                conn.execute(ledger.sends.update().values(runner="other-scheduler:7", heartbeat_at=ledger.db_now(conn)))
+        return super().is_set()
+
+
+def test_a_scheduler_whose_send_was_taken_over_tells_nobody_it_failed(sched, db_url, caplog):
+    caplog.set_level(logging.INFO, "mailer.schedule")
+    seed(db_url, 150, start=READERS)              # two outbox batches of 100
+    schedule_issue(sched, "2024-12", None, BEFORE)
+    runner = Scheduler(sched)
+    runner.stop = TakenOverAfter(runner.engine, 2)
+    runner.slot(DEC_SLOT)
+    row = state(sched)
+    assert row.state == "sending" and row.reason is None         # the issue is the other runner's to settle
+    assert editors_got(sched) == [] and sum(readers_got(sched).values()) == 100
+    assert any("left to the runner that took the send over" in r.getMessage() for r in caplog.records)
+    with runner.engine.connect() as conn:
+        send = conn.execute(ledger.sends.select()).one()
+    assert (send.runner, send.status) == ("other-scheduler:7", "sending")   # its row untouched by the loser

@@ -13,6 +13,7 @@ below both by the ledger's own claim. docs/schedule.md has the reasons.
 
 from __future__ import annotations
 
+import _thread
 import html
 import logging
 import signal
@@ -33,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailer.compose.gate import compose_checked, issue_path
 from mailer.config import ConfigError, Settings
-from mailer.errors import LintFailed, MailerError, ScheduleError, SendBusy
+from mailer.errors import LintFailed, MailerError, ScheduleError, SendBusy, SendTakenOver
 from mailer.model import ComposedIssue
 from mailer.schedule import states
 from mailer.schedule.slots import (
@@ -270,6 +271,8 @@ class Scheduler:
             plan = dispatch.plan_send(self.settings, composed, row.list_name)
             summary = dispatch.run_send(self.settings, plan, sleep=self.stop.wait, stop=self.stop.is_set,
                                         notice=lambda message: self.decide(later(), row, f"note: {message}"))
+        except SendTakenOver as exc:   # another runner took the send over (this process was frozen): its now
+            return self.decide(later(), row, f"left to the runner that took the send over: {exc}")
         except SendBusy as exc:   # a manual `mailer send` (or its workers) runs it now: not a failure
             why = f"another process is sending it now; the scheduler follows it ({exc})"
             self._settle(row, later(), IssueState.SENDING, why)
@@ -563,16 +566,58 @@ def _guarded(job: Callable[[], None], name: str) -> None:
 
 def run(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> None:
     """A BlockingScheduler with its jobs in the project's database, until SIGTERM or Ctrl-C."""
+    global _service  # noqa: PLW0603 - the one Scheduler of this process, for the stored jobs
+    schedule_list(settings)
+    trigger = slot_trigger(settings.schedule)
+    service = Scheduler(settings, clock=clock)
+    with _sqlite_lease(service):
+        _service = service
+        _run(settings, service, trigger, clock)
+
+
+LEASE_SECONDS = 60.0   # SQLite: a scheduler silent this long has lost the one scheduler's lease
+
+
+@contextmanager
+def _sqlite_lease(service: Scheduler):
+    """On SQLite, which has no advisory lock, one scheduler at a time: the lease row is taken
+    atomically at start (a second `mailer schedule run` is refused, naming the first) and renewed
+    by a heartbeat thread; a scheduler that finds it lost (it was frozen past the lease and another
+    took it) stops as on SIGTERM. PostgreSQL's advisory lock per issue lets several run."""
+    engine, me = service.engine, service.runner
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    with engine.begin() as conn:
+        holder = states.take_lease(conn, me, ledger.db_now(conn), LEASE_SECONDS)
+    if holder is not None:
+        raise ScheduleError(f"another scheduler ({holder}) runs on this SQLite database: SQLite has no advisory "
+                            "lock, so one `mailer schedule run` at a time there (use PostgreSQL to run several)")
+
+    def renew(conn) -> bool:
+        if states.take_lease(conn, me, ledger.db_now(conn), LEASE_SECONDS) is None:
+            return True
+        log.error("%s another scheduler took the lease (this one was silent past %.0f s): stopping",
+                  _stamp(service.clock()), LEASE_SECONDS)
+        _thread.interrupt_main()   # as Ctrl-C: the send in progress ends after its batch
+        return False
+
+    try:
+        with ledger.Heartbeat(engine, None, every=LEASE_SECONDS / 4, beat=renew):
+            yield
+    finally:
+        with engine.begin() as conn:
+            states.drop_lease(conn, me)
+
+
+def _run(settings: Settings, service: Scheduler, trigger, clock: Callable[[], datetime]) -> None:
     # APScheduler only for `mailer schedule run`: the editors' schedule commands import this module too
     from apscheduler.events import EVENT_SCHEDULER_STARTED
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.blocking import BlockingScheduler
 
-    global _service  # noqa: PLW0603 - the one Scheduler of this process, for the stored jobs
-    schedule_list(settings)
-    trigger = slot_trigger(settings.schedule)
-    _service = service = Scheduler(settings, clock=clock)
+    global _service  # noqa: PLW0603 - cleared when the scheduler stops
     scheduler = BlockingScheduler(
         jobstores={"default": SQLAlchemyJobStore(engine=service.engine, tablename=JOB_TABLE)},
         executors={"default": ThreadPoolExecutor(4)}, timezone=zone(settings.schedule),
