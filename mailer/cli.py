@@ -99,5 +99,24 @@ def main(argv: list[str] | None = None) -> int:
     except (MailerError, ConfigError, SubscriberError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)
+    except Exception as exc:
+        if not _database_away(exc):
+            raise   # a bug: its traceback
+        print(f"error: the database failed: {_first_line(exc)}; nothing was half-written (each change is one "
+              "transaction): run the same command again once it is back", file=sys.stderr)
+        return 1
     finally:
         engines.dispose_all()
+
+
+def _database_away(exc: BaseException) -> bool:
+    """A database that went away (PostgreSQL restarting, SQLite locked or its disk full), which a
+    command outside a send's retries (mailer/send/stall.py) meets: one line, not a traceback. sqlalchemy
+    is looked up, not imported: `mailer --help` never loads it (mailer/commands/__init__.py)."""
+    found = sys.modules.get("sqlalchemy.exc")
+    return found is not None and isinstance(exc, found.OperationalError | found.InterfaceError)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -102,6 +102,9 @@ class DeliverySettings:
     retry_wait_seconds: float = setting(600.0, 0, 3600)  # a run waits itself for deferred readers due within this long
     # a worker silent this long is presumed dead; its batches are reclaimed
     worker_lease_seconds: float = setting(60.0, 2, 3600)
+    # a statement failing during a send (database restarting, SQLite locked, disk full) is retried this long
+    database_retry_seconds: float = setting(300.0, 0, 3600)
+    journal_dir: Path = Path("journal")   # results the database would not take, applied by the next run
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
 
@@ -127,6 +130,9 @@ class ImapSettings:
     password_env: str = "MAILER_IMAP_PASSWORD"
     folder: str = "INBOX"
     processed_folder: str = "Processed"   # created when missing; processed mail moves here
+    failed_folder: str = "mailer-failed"  # created when missing; mail that crashed the reader moves here
+    ca_file: str = ""              # PEM file of CAs to trust for the server's certificate; empty: the system's
+    allow_plaintext_login: bool = False   # tls = false and no STARTTLS: send the password in clear anyway
 
 
 @dataclass(frozen=True)
@@ -463,17 +469,24 @@ def _check_send_edges(s: Settings) -> None:
     d = s.delivery
     if d.smtp.ca_file and not (s.root / d.smtp.ca_file).is_file():
         raise ConfigError(f"[delivery.smtp] ca_file: no such file {s.root / d.smtp.ca_file}")
+    imap = s.bounces.imap
+    if imap.ca_file and not (s.root / imap.ca_file).is_file():
+        raise ConfigError(f"[bounces.imap] ca_file: no such file {s.root / imap.ca_file}")
     if any(c in d.smtp.ehlo_name for c in " \t\r\n<>@"):
         raise ConfigError(f"[delivery.smtp] ehlo_name must be a host name, not {d.smtp.ehlo_name!r}")
 
 
 def _resolve_ca_file(s: Settings) -> Settings:
-    """[delivery.smtp] ca_file relative to the config file's folder, like every other path."""
-    smtp = s.delivery.smtp
-    if not smtp.ca_file or Path(smtp.ca_file).is_absolute():
-        return s
-    smtp = dataclasses.replace(smtp, ca_file=str(s.root / smtp.ca_file))
-    return dataclasses.replace(s, delivery=dataclasses.replace(s.delivery, smtp=smtp))
+    """[delivery.smtp] and [bounces.imap] ca_file relative to the config file's folder, like every
+    other path."""
+    smtp, imap = s.delivery.smtp, s.bounces.imap
+    if smtp.ca_file and not Path(smtp.ca_file).is_absolute():
+        smtp = dataclasses.replace(smtp, ca_file=str(s.root / smtp.ca_file))
+        s = dataclasses.replace(s, delivery=dataclasses.replace(s.delivery, smtp=smtp))
+    if imap.ca_file and not Path(imap.ca_file).is_absolute():
+        imap = dataclasses.replace(imap, ca_file=str(s.root / imap.ca_file))
+        s = dataclasses.replace(s, bounces=dataclasses.replace(s.bounces, imap=imap))
+    return s
 
 
 def database_url(settings: Settings) -> str:

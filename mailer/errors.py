@@ -11,6 +11,7 @@
       SendError                 a send run that cannot start or go on (empty list, already sent...)
         SendTakenOver           another runner took this send over (mailer send --take-over)
         SendBusy                another live process runs this send now (a runner, or workers)
+        DatabaseUnavailable     the database failed every try for [delivery] database_retry_seconds
       ListIsPrivate             a public form asked for a private list (`mailer lists embed`)
       LintFailed                an issue whose lint report has errors: nothing may be delivered
       ScheduleError             an issue that cannot be (un)scheduled: a bad --at, its state
@@ -153,3 +154,8 @@ class SendTakenOver(SendError):
 class SendBusy(SendError):
     """Another live process runs this send now (its runner's heartbeat is fresh, or live workers hold
     batches of it): nothing was changed; wait for it, or join it."""
+
+
+class DatabaseUnavailable(SendError):
+    """A send's statement failed (connection lost, SQLite locked, disk full) on every try for
+    [delivery] database_retry_seconds (mailer/send/stall.py); what the provider said is kept."""

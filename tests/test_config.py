@@ -162,7 +162,7 @@ def test_every_numeric_key_declares_its_default_and_range_together():
                 yield where, f
 
     keys = list(numeric(Settings, ""))
-    assert len(keys) == 36
+    assert len(keys) == 37
     for where, f in keys:
         low, high = f.metadata["range"]
         assert low <= f.default <= high, (where, f.name)

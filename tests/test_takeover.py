@@ -16,7 +16,7 @@ from tests.deliver.helpers import seed
 from tests.servers.sendgrid_server import SendGridServer
 from tests.test_workers import environment, mailer, project, wait_for
 
-READERS, BATCH = 1500, 100
+READERS, BATCH = 2000, 100
 
 
 def batched(config, size: int = BATCH):
@@ -60,12 +60,12 @@ def test_take_over_of_a_live_runner_no_deadlock_no_stolen_row_no_plain_take_over
         procs = [a]
         try:
             wait_for(lambda: server.stats.accepted >= 2, what="A's first batches")
+            server.faults.clear()
+            server.stall(2.0, accept=True, times=100_000)   # slow from now on: B and C start while A still sends
             a_runner = send_row(engine).runner
             b = start(config, tmp_path, "--take-over")
             procs.append(b)
             wait_for(lambda: send_row(engine).runner not in (None, a_runner), what="B to take the send over")
-            server.faults.clear()
-            server.stall(2.0, accept=True, times=100_000)   # B runs long enough for C to start and be refused
             c = start(config, tmp_path)
             procs.append(c)
             c_code, c_out, c_err = finished(c)

@@ -41,7 +41,8 @@ def fetch(ctx: typer.Context, dry_run: bool = DRY_RUN, as_json: bool = AS_JSON, 
 
     settings = app_context(ctx).settings
     with ImapBounces(settings.bounces.imap) as box:
-        _run(ctx, box.messages(), dry_run=dry_run, as_json=as_json, verbose=verbose, on_chunk=box.processed)
+        _run(ctx, box.messages(), dry_run=dry_run, as_json=as_json, verbose=verbose, on_chunk=box.processed,
+             on_failed=box.failed)
 
 
 @app.command("sync-sendgrid")
@@ -64,7 +65,7 @@ def sync_sendgrid(ctx: typer.Context, dry_run: bool = DRY_RUN,
                     f"subscribers changed {summary['changed']:,}.", markup=False)
 
 
-def _run(ctx, mails, *, dry_run: bool, as_json: bool, verbose: bool, on_chunk=None) -> None:
+def _run(ctx, mails, *, dry_run: bool, as_json: bool, verbose: bool, on_chunk=None, on_failed=None) -> None:
     from mailer.events import bounces
 
     rows: list[dict] = []
@@ -73,12 +74,13 @@ def _run(ctx, mails, *, dry_run: bool, as_json: bool, verbose: bool, on_chunk=No
     def each(scanned) -> None:
         if as_json:
             rows.append(scanned.as_dict())
-        elif verbose:
+        elif verbose and not scanned.error:
             d = scanned.as_dict()
             typer.echo(f"{d['file']}: {d['kind']} {', '.join(d['recipients'])}".rstrip())
 
     summary = bounces.scan(store_engine(ctx), mails, key=_key(ctx), limits=_limits(ctx), dry_run=dry_run,
-                           on_message=each, on_chunk=on_chunk)
+                           on_message=each, on_chunk=on_chunk, on_failed=on_failed)
+    _print_failed(summary.failed, moved=on_failed is not None and not dry_run)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -86,7 +88,8 @@ def _run(ctx, mails, *, dry_run: bool, as_json: bool, verbose: bool, on_chunk=No
 
 
 def _print_summary(out, summary) -> None:
-    kinds = ", ".join(f"{kind} {n:,}" for kind, n in summary.as_dict()["kinds"].items() if n)
+    counts = {**summary.as_dict()["kinds"], "unreadable": len(summary.failed)}
+    kinds = ", ".join(f"{kind} {n:,}" for kind, n in counts.items() if n)
     head = f"{summary.messages:,} messages" + (f": {kinds}" if kinds else "")
     out.print(head + ".", markup=False)
     if summary.dry_run:
@@ -95,14 +98,37 @@ def _print_summary(out, summary) -> None:
     else:
         out.print(f"New events {summary.stored:,}, already seen {summary.duplicates:,}, unknown addresses "
                   f"{summary.unknown:,}, subscribers changed {summary.changed:,}.", markup=False)
+    _print_unverified(out, summary.unverified)
+
+
+def _print_failed(failed: list, *, moved: bool) -> None:
+    """Messages no reader could read (on stderr): they changed nothing, and the rest were applied."""
+    if not failed:
+        return
+    where = "set aside in [bounces.imap] failed_folder" if moved else "left where they are"
+    typer.echo(f"warning: {len(failed):,} message(s) could not be read ({where}); the others were applied:",
+               err=True)
+    for item in failed:
+        typer.echo(f"  {item.label}: {item.error}", err=True)
+
+
+def _print_unverified(out, scanned: list) -> None:
+    """The reports that name someone but prove nothing (docs/bounces.md): they changed nobody."""
+    if not scanned:
+        return
+    out.print(f"Unverified {len(scanned):,}: not tied to a message we sent, so they changed nobody:", markup=False)
+    for item in scanned:                         # one line each, never wrapped: greppable
+        named = item.report.recipients
+        shown = ", ".join(named[:3]) + (f" and {len(named) - 3:,} more" if len(named) > 3 else "")
+        typer.echo(f"  {item.label}: {item.report.kind} {shown} ({item.why})")
 
 
 def _key(ctx) -> str:
-    """The secret key that signs refs; without it no ref is trusted and addresses decide."""
+    """The secret key that signs refs; without it no ref is trusted."""
     key = secret(ctx, required=False)
     if not key:
-        typer.echo("warning: MAILER_SECRET_KEY is not set: no ref can be verified, so only the addresses "
-                   "in the reports count", err=True)
+        typer.echo("warning: MAILER_SECRET_KEY is not set: no ref can be verified, so only reports quoting "
+                   "a Message-ID of ours that the ledger has can change a subscriber", err=True)
     return key or ""
 
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import warnings
+from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime
 
 import typer
 
 from mailer.commands import issue as issue_cmds
-from mailer.commands.common import app_context, console
+from mailer.commands.common import StopOnSignal, app_context, console
 from mailer.send.deliver.registry import BackendName
 
 # The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
@@ -42,6 +43,8 @@ def send(
                                    "(fresh heartbeat): only when you know that process is gone."),
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="Share the send among N local `mailer worker` "
                                 "processes (PostgreSQL; more can join from other machines)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Send again to the readers whose delivery "
+                                      "failed (refused); never to those accepted or in doubt."),
     status: bool = typer.Option(False, "--status", help="Show the progress of ISSUE's sends across all workers; "
                                 "send nothing."),
 ) -> None:
@@ -62,14 +65,18 @@ def send(
         from mailer.send.workers import refuse_on_sqlite
 
         refuse_on_sqlite(settings, f"--workers {workers}")
+    stopping = StopOnSignal()
     try:
         summary, subject = _send(ctx, settings, err, issue, list_name, yes=yes, dry_run=dry_run, backend=backend,
-                                 tags=tags, take_over=take_over, workers=workers)
+                                 tags=tags, take_over=take_over, workers=workers, retry_failed=retry_failed,
+                                 stopping=stopping)
     except SendError as exc:   # the run stopped: --json still prints what it did, with the error
         if as_json:
             _json(exc.summary, str(exc), issue=issue, list_name=list_name)
         raise
     _report(summary, subject, as_json)
+    if stopping.signal and summary.status == "stopped":
+        raise _interrupted(stopping, summary, rerun(issue, list_name, tags))
     unsettled = 0 if summary.already_sent or summary.dry_run else summary.failed + summary.in_doubt
     if unsettled:
         err.print(f"error: {summary.failed:,} readers failed and {summary.in_doubt:,} are in doubt "
@@ -78,7 +85,7 @@ def send(
 
 
 def _send(ctx, settings, err, issue: str, list_name: str, *, yes: bool, dry_run: bool, backend, tags,
-          take_over: bool, workers: int):
+          take_over: bool, workers: int, retry_failed: bool, stopping: StopOnSignal):
     """Compose, plan and run (or dry-run) the send; returns (summary, the subject as written)."""
     from mailer.send import dispatch
     from mailer.send.segments import describe
@@ -89,6 +96,12 @@ def _send(ctx, settings, err, issue: str, list_name: str, *, yes: bool, dry_run:
         if not dry_run:
             _ensure_key(settings, err)
         plan = dispatch.plan_send(settings, composed, list_name, backend.value if backend else None, tuple(tags or ()))
+        failed = dispatch.failed_readers(plan) if retry_failed and not dry_run else 0
+        if retry_failed and not dry_run:
+            err.print(f"note: {failed:,} readers of send #{plan.send_id} failed; --retry-failed sends to them again",
+                      markup=False, soft_wrap=True)
+        if failed:   # asked about below, put back to pending only once confirmed
+            plan = replace(plan, readers=plan.readers + failed, already_sent=False)
         if plan.already_sent:
             summary = dispatch.run_send(settings, plan)
         elif dry_run:
@@ -99,7 +112,10 @@ def _send(ctx, settings, err, issue: str, list_name: str, *, yes: bool, dry_run:
                 who = "remaining subscribers" if plan.send_id else "active subscribers"
                 typer.confirm(f"{verb} '{shown_subject(composed.subject)}' to {plan.readers:,} {who} of "
                               f"{describe(plan.list_name, plan.segment)} via {plan.backend}?", abort=True, err=True)
-            with _progress(err) as on_progress:
+            if failed:
+                dispatch.retry_failed(plan)
+            # one process: a signal stops it after the batch on the wire; workers have their own (worker.py)
+            with stopping if workers == 1 else nullcontext(), _progress(err) as on_progress:
                 if workers > 1:
                     from mailer.send.workers import run_shared
 
@@ -108,7 +124,8 @@ def _send(ctx, settings, err, issue: str, list_name: str, *, yes: bool, dry_run:
                                          notice=lambda message: err.print(f"note: {message}"))
                 else:
                     summary = dispatch.run_send(settings, plan, on_progress=on_progress, take_over=take_over,
-                                                notice=lambda message: err.print(f"note: {message}"))
+                                                notice=lambda message: err.print(f"note: {message}"),
+                                                stop=stopping)
     return summary, shown_subject(composed.subject)
 
 
@@ -120,6 +137,28 @@ def _json(summary, error: str | None, **known) -> None:
     if error is not None:
         data["error"] = error
     typer.echo(json.dumps(data))
+
+
+def rerun(issue: str, list_name: str, tags) -> str:
+    """The command that continues this send, as the operator would type it."""
+    import shlex
+
+    words = ["mailer", "send", issue, "--list", list_name]
+    for tag in tags or ():
+        words += ["--tag", tag]
+    return shlex.join(words)
+
+
+def _interrupted(stopping: StopOnSignal, summary, command: str):
+    """The one line `mailer send` ends with when a signal stopped it between batches."""
+    from mailer.errors import SendError
+
+    left = summary.total - summary.sent - summary.failed - summary.skipped
+    error = SendError(f"stopped by {stopping.signal.name if stopping.signal else 'a signal'} after "
+                      f"{summary.sent:,} sent; the batch on the wire was recorded and {left:,} readers are left: "
+                      f"run `{command}` to continue")
+    error.exit_code = stopping.exit_code
+    return error
 
 
 def proof(

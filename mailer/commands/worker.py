@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import signal
-
 import typer
 
-from mailer.commands.common import app_context, console
+from mailer.commands.common import StopOnSignal, app_context, console
 
 # The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
@@ -33,11 +31,10 @@ def worker(
     if lease is not None and not low <= lease <= high:
         raise typer.BadParameter(f"{lease} is not in the range {low}<=x<={high}.", param_hint="--lease")
     err = console(stderr=True)
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *a: stopping.append(True))  # finish the batch on the wire, then stop
-    report = run_worker(settings, forever=forever, only=send, lease=lease or settings.delivery.worker_lease_seconds,
-                        stop=lambda: bool(stopping),
-                        notice=lambda message: err.print(f"note: {message}", markup=False, soft_wrap=True))
+    with StopOnSignal("the worker") as stopping:   # SIGTERM or Ctrl-C: finish the batch on the wire, then stop
+        report = run_worker(settings, forever=forever, only=send,
+                            lease=lease or settings.delivery.worker_lease_seconds, stop=stopping,
+                            notice=lambda message: err.print(f"note: {message}", markup=False, soft_wrap=True))
     sent = sum(report.sends.values())
     typer.echo(f"worker {report.worker}: {sent:,} sent in {len(report.sends)} send(s), "
                f"{len(report.reclaimed)} batch(es) of dead workers reclaimed.")

@@ -42,6 +42,7 @@ from subscribers.normalize import (
 PER_RECIPIENT = ("name", "first_name", "email", "unsubscribe_url", "preferences_url", "track")  # archive_url: once
 ONE_CLICK = "List-Unsubscribe=One-Click"              # RFC 8058 section 3.1: this exact value
 ISSUE_HEADER = "X-Mailer-Issue"                        # the issue slug
+_LABEL_CHARS = re.compile(r"[^a-z0-9-]+")
 REF_HEADER = "X-Mailer-Ref"                            # opaque delivery reference (no PII)
 PROOF_PREFIX = "[PROOF] "
 
@@ -96,6 +97,11 @@ class Edition:
     untracked: Edition | None = None       # the same edition with direct links, for readers who opted out
     ours_only: bool = False                # our tracking is on: a provider's own must be off (sendgrid.py)
     language: str = "en"           # Content-Language: the footer's (the list's) language
+    list_id: str = ""              # RFC 2919 List-Id value (list_id_header); "" for proofs and notices
+
+    def bulk_headers(self) -> dict[str, str]:
+        """List-Id and `Precedence: bulk` for mail sent to a list (docs/mail-facts.md)."""
+        return {"List-Id": self.list_id, "Precedence": "bulk"} if self.list_id else {}
 
     @property
     def archive_url(self) -> str:
@@ -157,20 +163,33 @@ class Outgoing:
 
 
 def prepare(issue: ComposedIssue, newsletter: NewsletterSettings, *, proof: bool = False,
-            nonce: str | None = None, track: tracking.Plan | None = None) -> Edition:
+            nonce: str | None = None, track: tracking.Plan | None = None, list_name: str = "") -> Edition:
     """Do once per send everything that is the same for every reader; with `track`, links are
-    rewritten (and the direct edition kept beside it for readers who turned tracking off)."""
-    direct = _prepare(issue, newsletter, proof=proof, nonce=nonce)
+    rewritten (and the direct edition kept beside it for readers who turned tracking off).
+    `list_name`: the list it goes to (List-Id, Precedence: bulk); none for proofs and notices."""
+    direct = _prepare(issue, newsletter, proof=proof, nonce=nonce, list_name=list_name)
     if track is None or proof:
         return direct
     body_html, text = tracking.rewrite(issue.html, issue.text, direct.base_url, track.parts(), pixel=track.pixel())
     tracked = replace(issue, html=body_html, text=text)
-    edition = _prepare(tracked, newsletter, nonce=direct.nonce, boundary=direct.boundary, checked=True)
+    edition = _prepare(tracked, newsletter, nonce=direct.nonce, boundary=direct.boundary, checked=True,
+                       list_name=list_name)
     return replace(edition, tracker=track, untracked=replace(direct, ours_only=True), ours_only=True)
 
 
+def list_id_header(list_name: str, from_name: str, from_email: str) -> str:
+    """RFC 2919 `List-Id: phrase <list-label.domain>`: the list's name as the label (lower case,
+    anything outside a-z 0-9 - as "-"), the From address's domain as the namespace, the From name
+    as the phrase. The same list gives the same id in every issue, which is what filters key on."""
+    label = _LABEL_CHARS.sub("-", list_name.lower()).strip("-") or "list"
+    domain = ascii_address(from_email).rpartition("@")[2].lower()
+    name = _one_line(from_name)
+    return f"{_phrase(name)} <{label}.{domain}>" if name else f"<{label}.{domain}>"
+
+
 def _prepare(issue: ComposedIssue, newsletter: NewsletterSettings, *, proof: bool = False,
-             nonce: str | None = None, boundary: str | None = None, checked: bool = False) -> Edition:
+             nonce: str | None = None, boundary: str | None = None, checked: bool = False,
+             list_name: str = "") -> Edition:
     """`checked`: the direct edition was made from these settings already (and warned once)."""
     base_url = newsletter.base_url.rstrip("/") if checked else _check_base_url(newsletter.base_url)
     slug = _check_ref(issue.slug, "issue slug")
@@ -187,7 +206,9 @@ def _prepare(issue: ComposedIssue, newsletter: NewsletterSettings, *, proof: boo
                                                     MARKER["html"].findall(body_html))
                                  for spec in found if spec.partition("~")[0] in PER_RECIPIENT))
     boundary = boundary or "==mailer-" + secrets.token_hex(12)
-    head = _shared_head(newsletter, None if subject_parts else subject, slug, boundary, proof, issue.language)
+    list_id = list_id_header(list_name, newsletter.from_name, newsletter.from_email) if list_name and not proof else ""
+    head = _shared_head(newsletter, None if subject_parts else subject, slug, boundary, proof, issue.language,
+                        list_id)
     return Edition(slug=slug, subject=subject, from_email=newsletter.from_email,
                    from_name=_one_line(newsletter.from_name), reply_to=newsletter.reply_to,
                    base_url=base_url, domain=newsletter.from_email.rpartition("@")[2],
@@ -195,7 +216,7 @@ def _prepare(issue: ComposedIssue, newsletter: NewsletterSettings, *, proof: boo
                    proof=proof, head=head, subject_parts=subject_parts,
                    text_parts=_qp_template(text, "text", fields),
                    html_parts=_qp_template(body_html, "html", fields), boundary=boundary,
-                   language=issue.language)
+                   language=issue.language, list_id=list_id)
 
 
 def personalize(edition: Edition, recipient: Recipient) -> Outgoing:
@@ -326,13 +347,15 @@ def _encoded_words(text: str) -> str:
 
 
 def _shared_head(newsletter: NewsletterSettings, subject: str | None, slug: str, boundary: str,
-                 proof: bool, language: str) -> bytes:
+                 proof: bool, language: str, list_id: str = "") -> bytes:
     sender = Address(_one_line(newsletter.from_name), addr_spec=ascii_address(newsletter.from_email))
     lines = [_fold("From", sender), _fold("Reply-To", Address(addr_spec=ascii_address(newsletter.reply_to))),
              _fold("Subject", subject) if subject is not None else "", "MIME-Version: 1.0\r\n",
              f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n',
              f"Content-Language: {_check_language(language)}\r\n",   # RFC 3282: the footer's and system mails' language
              f"List-Unsubscribe-Post: {ONE_CLICK}\r\n", f"{ISSUE_HEADER}: {slug}\r\n"]
+    if list_id:            # RFC 2919; Precedence: bulk keeps many vacation replies away (RFC 3834 section 2)
+        lines += [_fold("List-Id", list_id), "Precedence: bulk\r\n"]
     if proof:
         lines.append("X-Mailer-Proof: yes\r\n")
     return "".join(lines).encode("ascii")

@@ -24,6 +24,7 @@ import email
 import email.parser
 import enum
 import hashlib
+import html
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,12 +70,19 @@ _AUTO_SUBJECT = re.compile(r"^\s*(automatic reply|auto(matic)?[- ]?(reply|respon
                            r"on vacation|away from|abwesenheit|r[ée]ponse automatique|auto:)", re.I)
 _VERP = re.compile(r"\+(\d{1,18}\.\d{1,18}(?:\.[A-Za-z2-7]{10})?)@")
 _REF_HEADER = re.compile(rb"^X-Mailer-Ref:[ \t]*([0-9A-Za-z.]{3,64})", re.I | re.M)
+_MESSAGE_ID = re.compile(rb"^(?:Message-ID|X-Original-Message-ID|Original-Message-ID):[ \t]*(<[!-;=?-~]{1,250}>)",
+                         re.I | re.M)
+_MAC_PART = re.compile(r"[A-Za-z2-7]{10}")
+MAX_REFS = 20
 _VERP_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "X-Delivered-To", "To")
 _NOT_SPAM = {"not-spam"}
 _GROUPED = {"message/delivery-status", "message/feedback-report"}
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _REPORT_PARTS = _GROUPED | {"message/rfc822", "text/rfc822-headers"}
 _DAEMONS = {"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "mdaemon", ""}
+_EXCHANGE = re.compile(r"^[ \t]*<?([^\s<>@]+@[^\s<>@]+?)>?[ \t]*\n(?:[ \t]*\n)*[ \t]*"
+                       r"#(\d{3})[ \t]+([245]\.\d{1,3}\.\d{1,3})[ \t]*([^#\n]*)##", re.M)
+_TAG = re.compile(r"<[^>]*>")
 _DAEMON_NAME = re.compile(r"mail delivery|postmaster|mailer|delivery (status|subsystem|system)", re.I)
 
 
@@ -93,6 +101,7 @@ class BounceReport:
     kind: BounceKind
     findings: tuple[Finding, ...] = ()
     refs: tuple[str, ...] = ()      # candidate delivery refs, VERP first
+    message_ids: tuple[str, ...] = ()   # Message-IDs of ours quoted in it ("<slug.REF.nonce@domain>")
     key: str = ""                   # stable id of this message (its Message-ID, else its bytes)
     at: datetime | None = None      # its Date
     reader: str = ""                # which reader understood it: arf, dsn, flufl:<detector>, auto-reply
@@ -123,8 +132,10 @@ def parse_bytes(data: bytes) -> BounceReport:
 
 
 def _base(msg: Message, data: bytes) -> dict:
-    return {"refs": _refs(msg, data), "key": _message_key(msg, data), "at": _date(msg),
-            "subject": _text(msg.get("Subject"))[:200]}
+    body = data or msg.as_bytes()
+    mids = _our_message_ids(body)
+    return {"refs": _refs(msg, body, mids), "message_ids": tuple(mids), "key": _message_key(msg, data),
+            "at": _date(msg), "subject": _text(msg.get("Subject"))[:200]}
 
 
 def _quick_tree(head: Message) -> Message | None:
@@ -162,9 +173,14 @@ def parse_message(msg: Message, data: bytes = b"") -> BounceReport:
             return _report(found[0], found[1], base)
     if _is_auto_reply(msg):
         return BounceReport(kind=BounceKind.IGNORED, reader="auto-reply", **base)
+    findings = _exchange(msg)
+    if findings:
+        return _report(findings, "exchange", base)
     findings, reader = _flufl(msg)
     if findings:
         return _report(findings, reader, base)
+    if _auto_submitted(msg):
+        return BounceReport(kind=BounceKind.IGNORED, reader="auto-reply", **base)
     return BounceReport(kind=BounceKind.UNRECOGNIZED, reader="", **base)
 
 
@@ -311,6 +327,29 @@ def _is_auto_reply(msg: Message) -> bool:
     return (msg.get("Auto-Submitted") or "").strip().lower().startswith("auto-replied") and not daemon
 
 
+def _auto_submitted(msg: Message) -> bool:
+    """RFC 3834 `Auto-Submitted: auto-replied`, whoever sent it (a vacation reply may come from the
+    null sender, as a daemon's notice does): asked only once no reader found a failure in it."""
+    return (msg.get("Auto-Submitted") or "").strip().lower().startswith("auto-replied")
+
+
+def _exchange(msg: Message) -> list[Finding]:
+    """Exchange 2007/2010's prose-only NDR: under "Diagnostic information for administrators",
+    each recipient's address on a line, then `#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##`."""
+    found = []
+    for part in msg.walk():
+        ctype = part.get_content_type()
+        if ctype not in ("text/plain", "text/html"):
+            continue
+        text = _part_text(part)
+        if ctype == "text/html":
+            text = html.unescape(_TAG.sub("\n", text))
+        for address, code, status, words in _EXCHANGE.findall(text.replace("\r\n", "\n")):
+            detail = f"{code} {status} {words.strip()}".strip()
+            found += [Finding(a, classify(status, detail), status, detail) for a in _addresses([address])]
+    return found
+
+
 def _from_daemon(msg: Message) -> bool:
     """Sent by a mail system (null or MAILER-DAEMON return path, postmaster, "Mail Delivery ...")."""
     return_path = parseaddr(_text(msg.get("Return-Path")))[1].lower()
@@ -363,6 +402,14 @@ def _fields_of(part: Message) -> Message:
     return email.message_from_string(_decoded(part).decode("utf-8", "replace"))
 
 
+def _part_text(part: Message) -> str:
+    raw = _decoded(part)
+    try:
+        return raw.decode(part.get_content_charset() or "utf-8", "replace")
+    except LookupError:                          # a charset Python does not know
+        return raw.decode("utf-8", "replace")
+
+
 def _decoded(part: Message) -> bytes:
     """A leaf part's body, transfer-decoded (b"" for a multipart, whose payload is its parts)."""
     payload = part.get_payload(decode=True)
@@ -376,14 +423,33 @@ def _enclosed(part: Message) -> Message | None:
     return email.message_from_bytes(_decoded(part))
 
 
-def _refs(msg: Message, data: bytes) -> tuple[str, ...]:
+def _refs(msg: Message, body: bytes, mids: list[str]) -> tuple[str, ...]:
+    """Candidate refs: the VERP address, then X-Mailer-Ref and our Message-IDs quoted anywhere in
+    the message (at most MAX_REFS: a forged report may quote thousands)."""
     found: list[str] = []
     for name in _VERP_HEADERS:
         for value in msg.get_all(name) or []:
             found += _VERP.findall(_text(value))
-    body = data or msg.as_bytes()
     found += [m.decode("ascii") for m in _REF_HEADER.findall(body)]
-    return tuple(dict.fromkeys(found))
+    found += [ref for ref in (ref_in_message_id(mid) for mid in mids) if ref]
+    return tuple(dict.fromkeys(found))[:MAX_REFS]
+
+
+def _our_message_ids(body: bytes) -> list[str]:
+    """Message-IDs quoted in the message that have the shape of ours (mailer/compose/personalize.py:
+    `<slug.REF.nonce@domain>`), at most MAX_REFS."""
+    found = [m.decode("ascii", "replace") for m in _MESSAGE_ID.findall(body)]
+    return list(dict.fromkeys(mid for mid in found if ref_in_message_id(mid)))[:MAX_REFS]
+
+
+def ref_in_message_id(mid: str) -> str | None:
+    """The delivery ref inside one of our Message-IDs, `<slug.SEND.SUBSCRIBER[.MAC].nonce@domain>`."""
+    parts = mid.strip("<>").rpartition("@")[0].split(".")
+    if len(parts) >= 5 and _MAC_PART.fullmatch(parts[-2]) and parts[-4].isdigit() and parts[-3].isdigit():
+        return ".".join(parts[-4:-1])
+    if len(parts) >= 4 and parts[-3].isdigit() and parts[-2].isdigit():
+        return ".".join(parts[-3:-1])
+    return None
 
 
 def _message_key(msg: Message, data: bytes) -> str:

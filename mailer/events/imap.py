@@ -1,9 +1,12 @@
 """Returned mail over IMAP ([bounces.imap]): read every message of `folder`, and after each chunk
-is committed, move those messages to `processed_folder` (created when missing), so the next
+is committed, move those messages to `processed_folder` and any that could not be read to
+`failed_folder` (both created when missing), so the next
 `mailer bounces fetch` starts where this one stopped and a crash re-reads at most one chunk (which
 counts nothing twice: events are deduplicated per message and recipient).
 
-imaplib, with implicit TLS (`tls = true`, port 993) or STARTTLS whenever the server offers it;
+imaplib, with implicit TLS (`tls = true`, port 993) or STARTTLS whenever the server offers it (the
+certificate checked against the system's CAs or `ca_file`'s); with `tls = false` and no STARTTLS,
+no login unless `allow_plaintext_login` (the password would cross the network in clear);
 MOVE (RFC 6851) when the server has it, else COPY + \\Deleted + EXPUNGE.
 """
 
@@ -31,7 +34,7 @@ class ImapBounces:
         self.settings = settings
         self.password = password if password is not None else \
             secret(settings.password_env, key="[bounces.imap] password_env")
-        self.ssl_context = ssl_context or ssl.create_default_context()
+        self.ssl_context = ssl_context or _context(settings.ca_file)
         self.conn: imaplib.IMAP4 | None = None
         self.where = f"{settings.host}:{settings.port}"
 
@@ -44,7 +47,20 @@ class ImapBounces:
                 self.conn = imaplib.IMAP4(s.host, s.port, timeout=TIMEOUT)
                 if "STARTTLS" in self.conn.capabilities:
                     self.conn.starttls(ssl_context=self.ssl_context)
+                elif not s.allow_plaintext_login:
+                    raise BounceSourceError(
+                        f"IMAP server {self.where} offers no STARTTLS and tls = false: refusing to send the "
+                        "password in clear (use tls = true, or set [bounces.imap] allow_plaintext_login = true "
+                        "for a server on this machine)")
             self.conn.login(s.username, self.password)
+        except BounceSourceError:
+            self._close()
+            raise
+        except ssl.SSLCertVerificationError as exc:
+            self._close()
+            raise BounceSourceError(
+                f"IMAP server {self.where}: its TLS certificate is not trusted ({exc.verify_message or exc}); "
+                "if it is signed by your own CA, set [bounces.imap] ca_file to that CA's PEM file") from exc
         except imaplib.IMAP4.abort as exc:        # the connection broke before or during login
             self._close()
             raise BounceSourceError(f"cannot reach IMAP server {self.where}: {_said(exc)}") from exc
@@ -71,7 +87,8 @@ class ImapBounces:
         if status != "OK":
             raise BounceSourceError(f"IMAP {self.where}: cannot open folder {self.settings.folder!r}: "
                                     f"{_said(data)}")
-        self._open.create(_quote(self.settings.processed_folder))   # "already exists" is fine
+        for folder in (self.settings.processed_folder, self.settings.failed_folder):
+            self._open.create(_quote(folder))    # "already exists" is fine
 
     def messages(self) -> Iterator[Mail]:
         """Every message now in the folder, oldest first (the UIDs are fixed when this starts)."""
@@ -91,10 +108,18 @@ class ImapBounces:
 
     def processed(self, mails: Sequence[Mail]) -> None:
         """Move these (committed) messages to processed_folder."""
+        self._move(mails, self.settings.processed_folder, "processed mail")
+
+    def failed(self, mails: Sequence[Mail]) -> None:
+        """Set aside messages that could not be read in failed_folder, so the next fetch does not
+        trip over them again (the scan reported them)."""
+        self._move(mails, self.settings.failed_folder, "mail that could not be read")
+
+    def _move(self, mails: Sequence[Mail], folder: str, what: str) -> None:
         uids = ",".join(m.label.rsplit(":", 1)[1] for m in mails if m.label.rsplit(":", 1)[1].isdigit())
         if not uids:
             return
-        target = _quote(self.settings.processed_folder)
+        target = _quote(folder)
         if "MOVE" in self._open.capabilities:
             status, data = self._open.uid("MOVE", uids, target)
         else:
@@ -103,8 +128,7 @@ class ImapBounces:
                 self._open.uid("STORE", uids, "+FLAGS.SILENT", r"(\Deleted)")
                 self._open.expunge()
         if status != "OK":
-            raise BounceSourceError(f"IMAP {self.where}: cannot move processed mail to "
-                                    f"{self.settings.processed_folder!r}: {_said(data)}")
+            raise BounceSourceError(f"IMAP {self.where}: cannot move {what} to {folder!r}: {_said(data)}")
 
     def _close(self) -> None:
         conn, self.conn = self.conn, None
@@ -116,6 +140,14 @@ class ImapBounces:
             conn.logout()
         except (imaplib.IMAP4.error, OSError):
             pass
+
+
+def _context(ca_file: str) -> ssl.SSLContext:
+    """Certificates checked against the system's CAs, or only `[bounces.imap] ca_file`'s."""
+    try:
+        return ssl.create_default_context(cafile=ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise BounceSourceError(f"[bounces.imap] ca_file {ca_file}: not a readable PEM file of CAs: {exc}") from exc
 
 
 def _quote(name: str) -> str:

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import distinct, func, select
 
 from mailer.errors import ReportError
+from mailer.events import unverified
 from mailer.reports import clicks
 from mailer.reports.clicks import LinkFigures
 from mailer.send.ledger import State, deliveries, sends
@@ -85,9 +86,20 @@ def build(conn, issue: str, list_name: str | None = None) -> Report:
     rates = _rates(figures)
     started = min((r.started_at for r in rows if r.started_at), default=None)
     notes = [clicks.OPENS_NOTE] if own or figures["opens"] else []
+    notes += _unverified_note(conn, started)
     return Report(issue=issue, lists=[r.list_name for r in rows], figures=figures, rates=rates,
                   warnings=_warnings(rates), timeline=_timeline(conn, issue, send_ids), started_at=started,
                   links=own.links if own else [], notes=notes)
+
+
+def _unverified_note(conn, started: datetime | None) -> list[str]:
+    """Bounce reports since the issue went out that proved nothing (docs/bounces.md): not in the
+    figures, since they cannot be tied to this issue, but worth knowing about."""
+    n = unverified.count_since(conn, started)
+    if not n:
+        return []
+    return [f"{n:,} bounce {'report' if n == 1 else 'reports'} received since this issue went out could not be "
+            "tied to a message we sent (unverified): they changed nobody. `mailer bounces scan` lists them."]
 
 
 def _in_send(send_ids):

@@ -1,3 +1,3 @@
 """Stage 5-6: ComposedIssue x list -> each reader's copy delivered once.
 
-Modules: dispatch, batches, ledger, workers, deliver/."""
+Modules: dispatch, batches, ledger, stall, workers, deliver/."""

@@ -21,17 +21,26 @@ import builtins
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from mailer import engines
 from mailer.compose import tracking as links
 from mailer.compose.archived import neutral_copy
 from mailer.compose.personalize import Edition, Recipient, personalize, prepare
 from mailer.config import ClickTracking, OnInterrupted, Settings, database_url, secret_key, tracking_problem
-from mailer.errors import AmbiguousDelivery, ConfigError, DeliveryError, SendBusy, SendError, SendTakenOver
+from mailer.errors import (
+    AmbiguousDelivery,
+    ConfigError,
+    DatabaseUnavailable,
+    DeliveryError,
+    SendBusy,
+    SendError,
+    SendTakenOver,
+)
 from mailer.i18n import known
 from mailer.model import ArchiveCopy, ComposedIssue
 from mailer.send import batches, leases, ledger, segments, tracking
@@ -40,6 +49,8 @@ from mailer.send.deliver.base import Backend
 from mailer.send.deliver.refusals import refusal_event
 from mailer.send.deliver.registry import create_backend
 from mailer.send.ledger import SendStatus, State
+from mailer.send.stall import Stall
+from mailer.send.stall import apply as apply_journal
 from subscribers.links import MembershipKeys
 from subscribers.models import lists
 from subscribers.policy import ingest
@@ -145,26 +156,26 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
         check_tracking(settings)
         ready = _Ready(_token_maker(settings, plan.list_id, plan.engine), ref_key_of(settings),
                        backend or create_backend(plan.backend, settings), archive_copy(plan.issue, settings.newsletter))
-    send_id, summary.interrupted, finished = _start(plan, on_interrupted or settings.delivery.on_interrupted,
+    d = settings.delivery
+    send_id, summary.interrupted, finished = _start(plan, on_interrupted or d.on_interrupted,
                                                     notice, take_over=take_over,
-                                                    archive=ready.archive if ready else None)
+                                                    archive=ready.archive if ready else None, journal=d.journal_dir)
     summary.send_id = send_id
-    with plan.engine.connect() as conn:
-        _fill(summary, ledger.counts(conn, send_id))
-        begun = ledger.started_at(conn, send_id)
+    stall = Stall(d.database_retry_seconds, notice=notice)   # the database briefly away: retried (stall.py)
+    begun = stall(lambda attempt: _counted(plan, summary, send_id), "reading the send")
     if finished:
         summary.already_sent, summary.status = True, SendStatus.DONE.value
         return summary
     assert ready is not None   # complete when planned means complete now: readers never rejoin a send
     tokens, ref_key, sender = ready.tokens, ready.ref_key, ready.backend
     edition = edition_for(settings, plan.engine, plan.issue, send_id)
-    d = settings.delivery
     retry = batches.Retry(begun, d.retry_hours, d.retry_first_seconds, d.retry_wait_seconds)
     try:
         with ledger.Heartbeat(plan.engine, send_id) as beat:
             loop = BatchLoop(plan.engine, send_id, plan.list_id, edition, tokens, sender, summary,
                              on_progress or (lambda s: None), started, retry=retry, ref_key=ref_key,
-                             refused=_bounce_policy(settings, send_id, ref_key), lost=lambda: beat.lost, stop=stop)
+                             refused=_bounce_policy(settings, send_id, ref_key), lost=lambda: beat.lost, stop=stop,
+                             stall=stall, journal=d.journal_dir)
             loop.progress()  # the starting point, so a progress bar's rate counts this run only
             with sender:
                 loop.run(sleep)
@@ -172,25 +183,50 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
         summary.status = "taken over"
         exc.told(summary)
         raise  # the row is the new runner's now: leave it as it is
+    except DatabaseUnavailable as exc:  # nothing more can be written: the send's row says `sending`, its runner gone
+        raise DatabaseUnavailable(f"send stopped after {summary.sent:,} sent: {exc}") from exc
     except AmbiguousDelivery as exc:
-        _finish(plan, summary, SendStatus.STOPPED, str(exc))
+        _finish(plan, summary, SendStatus.STOPPED, str(exc), stall)
         raise SendError(f"send stopped after {summary.sent:,} sent: {exc}. The provider may or may not have "
                         f"taken the last batch ({summary.in_doubt:,} readers): it stays in flight, and the next "
                         f"run names it and applies [delivery] on_interrupted (now \"{d.on_interrupted}\")."
                         ).told(summary) from exc
     except DeliveryError as exc:
-        _finish(plan, summary, SendStatus.STOPPED, str(exc))
+        _finish(plan, summary, SendStatus.STOPPED, str(exc), stall)
         raise SendError(f"send stopped after {summary.sent:,} sent: {exc}. The ledger is intact: run the "
                         "same command again to continue.").told(summary) from exc
     except BaseException:
-        _finish(plan, summary, SendStatus.STOPPED, "interrupted")  # its batch stays `sending`: named next run
+        try:
+            _finish(plan, summary, SendStatus.STOPPED, "interrupted")  # its batch stays `sending`: named next run
+        except SQLAlchemyError:   # the database is away too: the row stays `sending`, its runner gone
+            pass
         raise
-    left = summary.deferred + _unfinished(plan, send_id)
-    if beat.lost or not _finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, None):
+    left = summary.deferred + stall(lambda attempt: _unfinished(plan, send_id), "counting the readers left")
+    if beat.lost or not _finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, None, stall):
         raise SendTakenOver(f"send #{send_id} was taken over by another runner after this one's last batch; "
                             "the send is the new runner's now").told(summary)
     summary.duration = time.monotonic() - started
     return summary
+
+
+def failed_readers(plan: Plan) -> int:
+    """How many readers of the planned send failed (`mailer send --retry-failed` would send to them)."""
+    if plan.send_id is None:
+        raise SendError(f"{plan.issue.slug} was never sent to {segments.describe(plan.list_name, plan.segment)}: "
+                        "nothing failed to retry (leave out --retry-failed to send it)")
+    with plan.engine.connect() as conn:
+        return ledger.counts(conn, plan.send_id)[State.FAILED]
+
+
+def retry_failed(plan: Plan) -> int:
+    """`mailer send --retry-failed`: the send's failed readers back to pending, for this run to send;
+    never those accepted or in doubt (left `sending`, or skipped by on_interrupted). How many."""
+    assert plan.send_id is not None   # failed_readers said so
+    with plan.engine.begin() as conn:
+        row = conn.execute(select(ledger.sends).where(ledger.sends.c.id == plan.send_id)).one()
+        if ledger.runner_alive(row):
+            raise SendError(_alive_message(row))
+        return ledger.requeue_failed(conn, plan.send_id)
 
 
 class _Ready(NamedTuple):
@@ -212,7 +248,9 @@ def edition_for(settings: Settings, engine: Engine, issue: ComposedIssue, send_i
     """The send's edition (Message-IDs derive from the send); with [tracking] on, the issue's links
     are stored with the send (mailer/send/tracking.py) and rewritten, once, for every reader."""
     track = tracking_plan(settings, engine, issue, send_id)
-    return prepare(issue, settings.newsletter, nonce=f"s{send_id}", track=track)
+    with engine.connect() as conn:
+        list_name = conn.execute(select(ledger.sends.c.list_name).where(ledger.sends.c.id == send_id)).scalar() or ""
+    return prepare(issue, settings.newsletter, nonce=f"s{send_id}", track=track, list_name=list_name)
 
 
 def tracking_plan(settings: Settings, engine: Engine, issue: ComposedIssue, send_id: int) -> links.Plan | None:
@@ -253,7 +291,7 @@ def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
     started = time.monotonic()
     summary = SendSummary(plan.issue.slug, plan.list_name, plan.backend, send_id=plan.send_id,
                           total=plan.readers, dry_run=True, segment=plan.segment)
-    edition = prepare(plan.issue, settings.newsletter, nonce="dry")
+    edition = prepare(plan.issue, settings.newsletter, nonce="dry", list_name=plan.list_name)
     tokens = _token_maker(settings, plan.list_id, plan.engine)
     if plan.send_id is None:
         with plan.engine.connect() as conn:
@@ -273,44 +311,61 @@ def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
 
 
 def _start(plan: Plan, on_interrupted: OnInterrupted, notice, *, take_over: bool = False,
-           archive: ArchiveCopy | None = None, join: bool = False) -> tuple[int, list, bool]:
+           archive: ArchiveCopy | None = None, journal: Path | None = None,
+           join: bool = False) -> tuple[int, list, bool]:
     """Create the send (readers fixed now, the composed issue stored) or take over an earlier one,
-    settling what it left in flight. A shared send (`mailer send --workers`) whose live workers
-    still hold batches is joined (`join`: only batches whose worker's lease is dead are settled)
-    or refused.
+    applying its journal (results the database would not take: stall.py) and settling what it left
+    in flight. A shared send (`mailer send --workers`) whose live workers still hold batches is
+    joined (`join`: only batches whose worker's lease is dead are settled) or refused.
 
     Returns (send id, batches found in flight, whether the send was already complete)."""
     for _ in range(3):  # a concurrent first start loses the UNIQUE race, a take-over the compare-and-set
+        applied: list[Path] = []
         try:
-            with plan.engine.begin() as conn:
-                row = ledger.find_send(conn, plan.issue.slug, plan.list_id, plan.segment)
-                if row is None:
-                    chosen = segments.readers(conn, plan.issue.slug, plan.list_id, plan.segment)
-                    return ledger.create_send(conn, issue=plan.issue.slug, list_id=plan.list_id,
-                                              list_name=plan.list_name, subject=plan.issue.subject,
-                                              backend=plan.backend, recipients=chosen, segment=plan.segment,
-                                              archive=archive, composed=plan.issue), [], False
-                c = ledger.counts(conn, row.id)
-                if not ledger.unfinished(c):
-                    return row.id, [], True
-                at = ledger.db_now(conn)
-                if ledger.runner_alive(row, at):
-                    if not take_over:
-                        raise SendBusy(_alive_message(row, at))
-                    notice(f"taking send #{row.id} over from {row.runner} (--take-over); it stops at its next "
-                           "heartbeat")
-                batches = _settleable(conn, row, join)
-                if not ledger.take_over(conn, row, plan.backend):
-                    continue   # another runner changed the row since we read it: read it again
-                flying = ledger.in_flight_batches(conn, row.id, batches)
-                _name_in_flight(flying, on_interrupted, notice)
-                ledger.settle_in_flight(conn, row.id, on_interrupted == OnInterrupted.RESEND, batches)
-                ledger.requeue_due(conn, row.id)
-                return row.id, [(b, n) for b, n, handed in flying if handed], False
+            started = _start_once(plan, on_interrupted, notice, take_over, archive, journal, applied, join)
         except IntegrityError:
             continue
+        if started is None:
+            continue   # another runner changed the row since we read it: read it again
+        for path in applied:   # committed: the journal's results are the ledger's now
+            path.unlink(missing_ok=True)
+        return started
     raise SendError(f"could not start the send of {plan.issue.slug} to {plan.list_name}: other runners kept "
                     "changing it; try again")
+
+
+def _start_once(plan: Plan, on_interrupted: OnInterrupted, notice, take_over: bool, archive: ArchiveCopy | None,
+                journal: Path | None, applied: list[Path], join: bool) -> tuple[int, list, bool] | None:
+    with plan.engine.begin() as conn:
+        row = ledger.find_send(conn, plan.issue.slug, plan.list_id, plan.segment)
+        if row is None:
+            chosen = segments.readers(conn, plan.issue.slug, plan.list_id, plan.segment)
+            return ledger.create_send(conn, issue=plan.issue.slug, list_id=plan.list_id,
+                                      list_name=plan.list_name, subject=plan.issue.subject,
+                                      backend=plan.backend, recipients=chosen, segment=plan.segment,
+                                      archive=archive, composed=plan.issue), [], False
+        c = ledger.counts(conn, row.id)
+        if not ledger.unfinished(c):
+            return row.id, [], True
+        at = ledger.db_now(conn)
+        if ledger.runner_alive(row, at):
+            if not take_over:
+                raise SendBusy(_alive_message(row, at))
+            notice(f"taking send #{row.id} over from {row.runner} (--take-over); it stops at its next "
+                   "heartbeat")
+        batches = _settleable(conn, row, join)
+        if not ledger.take_over(conn, row, plan.backend):
+            return None
+        kept, path = apply_journal(conn, journal, row.id)
+        if path is not None:
+            applied.append(path)
+            notice(f"{kept:,} readers' results that the database would not take when the last run stopped were "
+                   f"applied from {path}")
+        flying = ledger.in_flight_batches(conn, row.id, batches)
+        _name_in_flight(flying, on_interrupted, notice)
+        ledger.settle_in_flight(conn, row.id, on_interrupted == OnInterrupted.RESEND, batches)
+        ledger.requeue_due(conn, row.id)
+        return row.id, [(b, n) for b, n, handed in flying if handed], False
 
 
 def _settleable(conn, row, join: bool) -> list[int] | None:
@@ -322,8 +377,8 @@ def _settleable(conn, row, join: bool) -> list[int] | None:
     live = leases.live_holders(conn, row.id)
     if live and not join:
         raise SendBusy(f"send #{row.id} of {row.issue} to {row.list_name} is shared by workers that are still "
-                        f"sending ({', '.join(live)}): wait for them, or join them with `mailer send {row.issue} "
-                        f"--list {row.list_name} --workers N`")
+                       f"sending ({', '.join(live)}): wait for them, or join them with `mailer send {row.issue} "
+                       f"--list {row.list_name} --workers N`")
     return [b for b, _, _ in leases.orphaned(conn, row.id)]
 
 
@@ -358,15 +413,33 @@ def _unfinished(plan: Plan, send_id: int) -> int:
         return ledger.unfinished(ledger.counts(conn, send_id))
 
 
-def _finish(plan: Plan, summary: SendSummary, status: SendStatus, error: str | None) -> bool:
+def _finish(plan: Plan, summary: SendSummary, status: SendStatus, error: str | None,
+            stall: Stall | None = None) -> bool:
     """End the run on the send's row, if it is still ours; False (and the row untouched) if another
     runner took it over meanwhile."""
-    assert summary.send_id is not None   # set when the send started
-    with plan.engine.begin() as conn:
-        c, mine = ledger.finish(conn, summary.send_id, status, error)
-    _fill(summary, c)
-    summary.status = status.value if mine else "taken over"
-    return mine
+    send_id = summary.send_id
+    assert send_id is not None   # set when the send started
+    mine: list[bool] = []
+
+    def write(attempt: int = 0) -> None:
+        with plan.engine.begin() as conn:
+            c, ours = ledger.finish(conn, send_id, status, error)
+        _fill(summary, c)
+        mine[:] = [ours]
+
+    if stall is None:
+        write()
+    else:
+        stall(write, "marking the send " + status.value)
+    summary.status = status.value if mine[0] else "taken over"
+    return mine[0]
+
+
+def _counted(plan: Plan, summary: SendSummary, send_id: int):
+    """The send's counts into `summary`; returns when it started."""
+    with plan.engine.connect() as conn:
+        _fill(summary, ledger.counts(conn, send_id))
+        return ledger.started_at(conn, send_id)
 
 
 def _token_maker(settings: Settings, list_id: int, engine) -> Callable[..., str]:

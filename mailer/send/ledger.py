@@ -420,6 +420,14 @@ def requeue_due(conn: Connection, send_id: int, at=None) -> int:
         .values(state=State.PENDING.value)).rowcount
 
 
+def requeue_failed(conn: Connection, send_id: int) -> int:
+    """`mailer send --retry-failed`: readers whose delivery failed (refused, or never handed over) go
+    back to pending; accepted, in flight (in doubt) and skipped readers are left as they are."""
+    return conn.execute(update(deliveries).where(
+        deliveries.c.send_id == send_id, deliveries.c.state == State.FAILED.value)
+        .values(state=State.PENDING.value, next_attempt_at=None, updated_at=now())).rowcount
+
+
 def next_due(conn: Connection, send_id: int):
     """When the earliest deferred reader of the send may be tried again (None: none deferred)."""
     return conn.execute(select(func.min(deliveries.c.next_attempt_at)).where(
@@ -546,6 +554,17 @@ def claim(conn: Connection, send_id: int, ids: list[int]) -> tuple[int | None, s
     return batch, set(conn.execute(select(deliveries.c.id).where(
         deliveries.c.send_id == send_id, deliveries.c.batch == batch,
         deliveries.c.state == State.SENDING.value)).scalars())
+
+
+def claimed_before(conn: Connection, send_id: int, ids: list[int]) -> tuple[int, set[int]] | None:
+    """(batch, ids) of these readers already `sending` under this send's latest batch: a claim whose
+    COMMIT took effect although the client saw it fail (mailer/send/stall.py retries it). None: none."""
+    rows = conn.execute(select(deliveries.c.id, deliveries.c.batch).where(
+        deliveries.c.send_id == send_id, deliveries.c.id.in_(ids), deliveries.c.state == State.SENDING.value)).all()
+    if not rows:
+        return None
+    batch = max(r.batch for r in rows)
+    return batch, {r.id for r in rows if r.batch == batch}
 
 
 def _suppressed(row: tuple) -> str | None:

@@ -5,7 +5,8 @@ Before signing, a ref was "SEND.SUBSCRIBER": two sequential integers anyone coul
 forged bounce to suppress somebody else. The MAC is a keyed HMAC-SHA256 over both numbers with
 the secret key (MAILER_SECRET_KEY), cut to 10 base32 characters (50 bits; lower case, because
 mail servers may fold the case of a VERP local part). `read_ref` still reads old unsigned refs
-and forged ones, but says they are unsigned: docs/bounces.md gives the rule for trusting them.
+and forged ones, but says they are unsigned: docs/bounces.md gives the rule for trusting them
+(an unsigned ref proves nothing).
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ class WorkerLoop(BatchLoop):
         self.unsent.add(batch)
         return [p]
 
-    def claim(self, conn, p: Prepared) -> Claimed:
+    def claim(self, conn, p: Prepared, again: bool = False) -> Claimed:
         """Claimed already, in _read_ahead; it leaves now, if it is still ours: checked in the
         database (leases.hand) in the transaction just before the request, which also stamps it as
         handed over. A batch reclaimed meanwhile (this worker was paused past its lease) or of a
@@ -223,7 +223,8 @@ def run_shared(settings: Settings, plan: dispatch.Plan, workers: int, *, config=
         dispatch.check_tracking(settings)
         create_backend(plan.backend, settings)
     send_id, summary.interrupted, finished = dispatch._start(plan, settings.delivery.on_interrupted, notice,
-                                                             take_over=take_over, archive=archive, join=True)
+                                                             take_over=take_over, archive=archive,
+                                                             journal=settings.delivery.journal_dir, join=True)
     summary.send_id = send_id
     if finished:
         with plan.engine.connect() as conn:

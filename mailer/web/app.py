@@ -53,14 +53,20 @@ def create_app(settings) -> FastAPI:
 
 
 def _add_basics(app: FastAPI) -> None:
-    @app.get("/healthz", summary="200 when the app and its database answer",
-             responses={503: {"description": "database unavailable"}})
+    @app.get("/healthz", summary="200 when the app and its database answer and take a write",
+             responses={503: {"description": "database unavailable, or it cannot write (disk full)"}})
     async def healthz(request: Request) -> JSONResponse:
+        web = request.app.state.web
         try:
-            await run_in_threadpool(_ping, request.app.state.web)
+            await run_in_threadpool(_ping, web)
         except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
             log.error("healthz: database does not answer: %s", exc)
             return JSONResponse({"status": "unavailable", "database": "error"}, status_code=503)
+        try:
+            await run_in_threadpool(web.can_write)
+        except Exception as exc:  # noqa: BLE001 - any failure means "cannot store an unsubscribe"
+            log.error("healthz: database cannot write: %s", str(exc).splitlines()[0])
+            return JSONResponse({"status": "unavailable", "database": "cannot write"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
     @app.get("/static/site.css", include_in_schema=False)

@@ -86,6 +86,24 @@ class WebContext:
                 log.warning("database locked by another process; retrying")
                 time.sleep(0.05 * (attempt + 1))
 
+    def can_write(self) -> None:
+        """Raise (OperationalError) unless the database takes a write now (/healthz). SQLite: one
+        page rewritten and committed (`PRAGMA user_version` set to itself, a value nothing else
+        uses), so a full disk or a file that cannot grow fails here as it would for an unsubscribe;
+        a rolled-back write would never reach the disk. PostgreSQL: an UPDATE of no row, rolled
+        back, which the server refuses when it takes no writes (read-only, as an operator sets it
+        when its disk fills; a standby; a database refusing new transactions)."""
+        engine, writer = self._opened()
+        if engine.dialect.name == "sqlite":
+            with writer, engine.connect() as conn:
+                version = int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+                conn.exec_driver_sql(f"PRAGMA user_version = {version}")   # an int: nothing to quote
+                conn.commit()
+            return
+        with engine.connect() as conn, conn.begin() as tx:
+            conn.exec_driver_sql("UPDATE lists SET id = id WHERE false")
+            tx.rollback()
+
     def exclusive(self):
         """This process's writer lock (SQLite) for work that opens its own transactions, such as
         an import: held, no other write of this process starts."""

@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Form, Query, Request
+from sqlalchemy.exc import InternalError, OperationalError
 from starlette.responses import HTMLResponse
 
 from mailer.i18n import N_
@@ -36,6 +37,7 @@ router = APIRouter()
 ListName = Annotated[str, Query(alias="list", max_length=100)]
 ListNames = Annotated[list[str], Form(alias="list", max_length=100)]
 MAX_CHOICES = 50
+RETRY_AFTER = 120   # seconds: a one-click unsubscribe the database could not store (RFC 8058 senders retry)
 TOKEN_PAGES: dict[int | str, dict[str, Any]] = {400: {"description": "forged, tampered or expired link"}}
 BAD_LINKS = {"confirmation": N_("This confirmation link is not valid or has expired. Nothing was changed."),
              "unsubscribe": N_("This unsubscribe link is not valid or has expired. Nothing was changed.")}
@@ -164,8 +166,14 @@ async def unsubscribe(token: str, request: Request) -> HTMLResponse:
     if claims is None:
         return _bad_link(web, "unsubscribe")
     who = readers.client(request)
-    targets = await asyncio.gather(*(asyncio.wrap_future(web.batch.submit(readers.unsubscribe_in, web, claim, who))
-                                     for claim in claims))
+    try:
+        targets = await asyncio.gather(*(asyncio.wrap_future(web.batch.submit(readers.unsubscribe_in, web, claim, who))
+                                         for claim in claims))
+    except (OperationalError, InternalError) as exc:   # a full disk, a database away or read-only: not stored
+                                                        # now, so "try again" (503), never 500
+        log.error("unsubscribe not stored, answered 503: %s", str(exc).splitlines()[0])
+        return web.pages.error(503, N_("Error"), N_("Please try again in a few minutes."),
+                               headers={"retry-after": str(RETRY_AFTER)})
     return web.pages.render("unsubscribed.html.j2", private=True, already=not any(t.changed for t in targets),
                             **_unsubscribe_values(targets, token))
 

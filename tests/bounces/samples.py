@@ -15,11 +15,15 @@ STATUS = {"hard": ("failed", "5.1.1", "550 5.1.1 <{rcpt}>: Recipient address rej
 
 
 def dsn(recipient: str, return_path: str, kind: str = "hard", *, ref: str | None = None, n: int = 0,
-        at: datetime | None = None) -> bytes:
+        at: datetime | None = None, original: str | None = None, message_id: str | None = None,
+        more: tuple[str, ...] = ()) -> bytes:
     """A Postfix DSN for `recipient`, delivered to the VERP `return_path`; `ref` goes into the
-    returned headers' X-Mailer-Ref."""
+    returned headers' X-Mailer-Ref, `message_id` is their Message-ID; `original` is the
+    Original-Recipient (else `recipient`); `more` adds a recipient group for each address."""
     action, status, diagnostic = STATUS[kind]
     diagnostic = diagnostic.format(rcpt=recipient)
+    quoted = (f"Message-ID: {message_id}\n" if message_id else "") + (f"X-Mailer-Ref: {ref}\n" if ref else "")
+    groups = "".join(f"\nFinal-Recipient: rfc822; {a}\nAction: {action}\nStatus: {status}\n" for a in more)
     date = format_datetime(at or datetime.now(UTC))
     queue = f"4Q{n:011X}"
     boundary = f"{queue}.1730815331/mx.news.example.org"
@@ -53,11 +57,11 @@ Reporting-MTA: dns; mx.news.example.org
 X-Postfix-Queue-ID: {queue}
 
 Final-Recipient: rfc822; {recipient}
-Original-Recipient: rfc822;{recipient}
+Original-Recipient: rfc822;{original or recipient}
 Action: {action}
 Status: {status}
 Diagnostic-Code: smtp; {diagnostic}
-
+{groups}
 --{boundary}
 Content-Description: Undelivered Message Headers
 Content-Type: text/rfc822-headers
@@ -66,10 +70,18 @@ Return-Path: <{return_path}>
 From: CRANK Call <crankcall@example.org>
 To: {recipient}
 Subject: CRANK Call | November 2024
-{f"X-Mailer-Ref: {ref}" if ref else ""}
-
+{quoted}
 --{boundary}--
 """.replace("\n", "\r\n").encode()
+
+
+def nested_multipart(depth: int = 1000) -> bytes:
+    """A message of `depth` multipart/mixed parts, each inside the last: the stdlib parser recurses
+    once per level and raises RecursionError."""
+    head = "From: x@example.net\r\nTo: bounces@news.example.org\r\nSubject: nested\r\nMIME-Version: 1.0\r\n"
+    opening = "".join(f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n' for i in range(depth))
+    closing = "".join(f"--b{i}--\r\n" for i in reversed(range(depth)))
+    return (head + opening + "Content-Type: text/plain\r\n\r\nhello\r\n" + closing).encode()
 
 
 def write_maildir(folder: Path, messages: list[bytes]) -> Path:

@@ -25,6 +25,8 @@ OWN = [  # file, kind, recipients
     ("arf_complaint.eml", "complaint", ["annoyed.reader@yahoo.com"]),
     ("office365_automatic_reply.eml", "ignored", []),
     ("gmail_vacation_reply.eml", "ignored", []),
+    ("exchange2010_recipient_not_found.eml", "hard", ["former.reader@contoso.com"]),  # prose only: "#550 5.1.1 ..."
+    ("sieve_vacation_null_sender.eml", "ignored", []),       # RFC 3834 auto-reply from the null sender
 ]
 
 
@@ -124,5 +126,9 @@ def test_verbose_gives_a_line_per_message_and_the_summary_counts_kinds(cli, boun
     lines = result.out.splitlines()
     assert f"{FIXTURES / 'own' / 'postfix_mailbox_full.eml'}: soft full.box@example.net" in lines
     assert f"{FIXTURES / 'own' / 'gmail_vacation_reply.eml'}: ignored" in lines
-    assert "9 messages: hard 3, soft 1, blocked 1, delayed 1, complaint 1, ignored 2." in lines
-    assert lines[-1] == "Dry run: 0 events for known subscribers, 7 for unknown addresses; nothing changed."
+    assert "11 messages: hard 4, soft 1, blocked 1, delayed 1, complaint 1, ignored 3." in lines
+    # the samples' refs carry made-up MACs: every report that names someone is unverified
+    assert "Dry run: 0 events for known subscribers, 0 for unknown addresses; nothing changed." in lines
+    assert "Unverified 8: not tied to a message we sent, so they changed nobody:" in lines
+    assert f"  {FIXTURES / 'own' / 'arf_complaint.eml'}: complaint annoyed.reader@yahoo.com (no ref in it verifies " \
+        "(unsigned, forged or another key's) and no Message-ID of ours matches the ledger)" in lines

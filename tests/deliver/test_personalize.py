@@ -96,6 +96,30 @@ def test_long_unsubscribe_url_stays_on_one_header_line(edition):
     assert f'href="{url}"' in content(parse(out), "html")  # the footer link too
 
 
+@pytest.mark.parametrize(("list_name", "proof", "from_name", "expected"), [
+    ("crank", False, "CRANK Call", "CRANK Call <crank.example.org>"),
+    ("Weekly News!", False, "CRANK Call", "CRANK Call <weekly-news.example.org>"),
+    ("crank", False, "", "<crank.example.org>"),
+    ("crank", True, "CRANK Call", None),        # a proof goes to no list
+    ("", False, "CRANK Call", None),            # notices and confirmation mail
+])
+def test_list_id_and_precedence_bulk_for_mail_to_a_list(sample_issue, settings, list_name, proof, from_name,
+                                                         expected):
+    import dataclasses
+    import warnings
+
+    from mailer.compose.personalize import prepare
+
+    newsletter = dataclasses.replace(settings.newsletter, from_name=from_name, from_email="news@Example.org")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        edition = prepare(sample_issue, newsletter, list_name=list_name, proof=proof)
+    msg = parse(personalize(edition, Recipient("1.2", "reader@example.org", "R", "t")))
+    assert msg["List-Id"] == expected
+    assert msg["Precedence"] == ("bulk" if expected else None)
+    assert edition.bulk_headers() == ({"List-Id": expected, "Precedence": "bulk"} if expected else {})
+
+
 def test_message_is_complete_and_ids_are_unique(edition):
     outs = [personalize(edition, Recipient(f"3.{i}", f"r{i}@example.org", f"R {i}", f"t{i}")) for i in range(50)]
     msgs = [parse(o) for o in outs]

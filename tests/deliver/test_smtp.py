@@ -218,6 +218,39 @@ def test_dkim_signature_covers_the_one_click_headers_and_verifies(settings, edit
         assert not dkim.verify(tampered, dnsfunc=dns)
 
 
+@pytest.mark.parametrize(("prepended", "verifies"), [
+    (b"From: Not Us <ceo@example.org>\r\n", False),
+    (b"Subject: Your account is suspended\r\n", False),
+    (b"List-Unsubscribe: <https://attacker.example/u>\r\n", False),
+    (b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n", False),
+    (b"List-Id: <other.example.org>\r\n", True),       # signed once, not over-signed: the control
+    (b"X-Added-In-Transit: yes\r\n", True),              # not signed at all: the control
+], ids=["from", "subject", "list-unsubscribe", "list-unsubscribe-post", "list-id", "unsigned"])
+def test_a_second_from_subject_or_one_click_header_prepended_breaks_the_signature(
+        settings, sample_issue, smtp_sink, dkim_pair, prepended, verifies):
+    """Over-signing (RFC 6376 section 8.15): From, Subject, List-Unsubscribe and
+    List-Unsubscribe-Post are named twice in h=, so a second one added above ours fails."""
+    import warnings
+
+    import dkim
+
+    from mailer.compose.personalize import prepare
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the test config's base_url is http on purpose
+        edition = prepare(sample_issue, settings.newsletter, list_name="crank")
+    pem, dns = dkim_pair
+    send_all(backend_for(settings, smtp_sink.port, dkim_domain="example.org", dkim_selector="news", dkim_key=pem),
+             readers(edition, 1))
+    [message] = smtp_sink.messages
+    assert dkim.verify(message.data, dnsfunc=dns)
+    signature = re.sub(rb"\s+", b"", re.search(rb"DKIM-Signature:(.*?)\r\n(?! )(?!\t)", message.data, re.S).group(1))
+    signed = re.search(rb"h=([^;]+)", signature).group(1).split(b":")
+    assert [h for h in signed if signed.count(h) == 2][::2] == [b"from", b"subject", b"list-unsubscribe",
+                                                                 b"list-unsubscribe-post"]
+    assert dkim.verify(prepended + message.data, dnsfunc=dns) is verifies
+
+
 def _kill(pool) -> None:
     for process in pool._pool._processes.values():
         process.kill()

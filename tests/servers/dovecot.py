@@ -5,7 +5,8 @@ foreground by the test and stopped by it. Nothing system-wide is touched.
 Dovecot cannot bind port 0 (`port = 0` disables a listener), and tests never pick a fixed port,
 so dovecot listens on a unix socket and `port` is a byte relay (tests/servers/relay.py) on 127.0.0.1:0 that
 hands each TCP connection to that socket. Logins arrive as local connections, so plaintext LOGIN
-is allowed without TLS, as on any loopback.
+is allowed without TLS, as on any loopback. With `tls_files` it offers STARTTLS with that
+certificate (a unix listener cannot do implicit TLS).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ state_dir = {root}/state
 log_path = {root}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:{root}/mail/%u
@@ -72,8 +73,11 @@ class Dovecot:
     """A running dovecot in its own folder under the system temp dir (pytest's own temp folders
     are private to root, and dovecot's auth and mail processes run as other users)."""
 
-    def __init__(self):
+    def __init__(self, tls_files: tuple[Path, Path] | None = None):
+        """`tls_files`: (certificate, key) PEM files; then dovecot offers STARTTLS with them."""
         import tempfile
+
+        self.tls_files = tls_files
 
         self.root = Path(tempfile.mkdtemp(prefix="mailer-dovecot-"))
         self.root.chmod(0o755)
@@ -89,7 +93,7 @@ class Dovecot:
         os.chown(self.root / "mail", nobody.pw_uid, nobody.pw_gid)
         (self.root / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
         conf = self.root / "dovecot.conf"
-        conf.write_text(CONFIG.format(root=self.root, uid=nobody.pw_uid, gid=nobody.pw_gid))
+        conf.write_text(CONFIG.format(root=self.root, uid=nobody.pw_uid, gid=nobody.pw_gid, ssl=self._ssl()))
         self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         sock = self.root / "imap.sock"
@@ -100,6 +104,7 @@ class Dovecot:
                                    f"{self.log()}")
             time.sleep(0.05)
         self.relay = Relay(connect=self._connect).__enter__()
+        self.relay.up.wait(10)             # it listens from its own thread: not before that
         self.port = self.relay.port
         return self
 
@@ -114,6 +119,14 @@ class Dovecot:
                 self.proc.kill()
                 self.proc.wait()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _ssl(self) -> str:
+        if self.tls_files is None:
+            return "ssl = no"
+        cert, key = self.root / "cert.pem", self.root / "key.pem"
+        shutil.copyfile(self.tls_files[0], cert)
+        shutil.copyfile(self.tls_files[1], key)
+        return f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}"
 
     def log(self) -> str:
         path = self.root / "dovecot.log"

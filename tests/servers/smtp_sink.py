@@ -9,6 +9,10 @@ connection, as servers that cap messages per connection do (docs/mail-facts.md, 
 many seconds after their first try (Postgrey's way; `sink.state.rcpt_tries` counts the tries);
 `drop_after_data={"x@example.org"}` queues the message, then drops the connection without the
 250 reply, once per recipient (the server took it; the client cannot know).
+`data_delay=0.2` waits that many seconds before answering each message's content (a slow relay: a
+batch stays on the wire long enough to signal the sender meanwhile). `refuse_rcpt="554 5.7.1 Relay
+access denied"` answers every RCPT so (a relay that will not relay for us). `down_after_drop=True`
+stops listening once a `drop_after_data` drop happened (the relay stays down: connections refused).
 `refuse_sender="553 5.7.1 Sender address rejected"` answers every MAIL FROM so once the sink has
 taken `refuse_sender_after` messages (a relay that stops accepting our return path).
 `tls_context` offers STARTTLS; `implicit_tls` serves TLS from the first byte (port 465 style);
@@ -19,6 +23,7 @@ which caps the sink's rate long before the client's (BENCHMARKS.md, "Send"); rea
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import threading
@@ -54,8 +59,11 @@ class SinkState:
 class _Handler:
     def __init__(self, state: SinkState, replies: dict[str, str], drop_after: int | None,
                  greylist: dict[str, float] | None = None, drop_after_data: set[str] | None = None,
-                 refuse_sender: tuple[str, int] | None = None):
+                 refuse_sender: tuple[str, int] | None = None, data_delay: float = 0.0,
+                 refuse_rcpt: str | None = None):
         self.state, self.replies, self.drop_after = state, replies, drop_after
+        self.data_delay, self.refuse_rcpt = data_delay, refuse_rcpt
+        self.on_drop = lambda: None   # SmtpSink: stop listening (down_after_drop)
         self.refuse_sender = refuse_sender
         self.greylist = {k.lower(): v for k, v in (greylist or {}).items()}
         self.drop_after_data = {a.lower() for a in (drop_after_data or ())}
@@ -92,13 +100,15 @@ class _Handler:
             first = self.first_try.setdefault(key, time.monotonic())
         if key in self.greylist and time.monotonic() - first < self.greylist[key]:
             return "450 4.7.1 Greylisted, please try again later"
-        reply = self.replies.get(key)
+        reply = self.replies.get(key) or self.refuse_rcpt
         if reply:
             return reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         session.sent = getattr(session, "sent", 0) + 1
         with self.lock:
             self.state.count += 1
@@ -111,6 +121,7 @@ class _Handler:
             with self.lock:
                 self.state.drops += 1
             server.transport.abort()
+            self.on_drop()
         return f"250 2.0.0 Ok: queued as Q{self.state.count}"
 
 
@@ -155,12 +166,16 @@ class SmtpSink:
     def __init__(self, *, replies: dict[str, str] | None = None, drop_after: int | None = None,
                  greylist: dict[str, float] | None = None, drop_after_data: set[str] | None = None,
                  refuse_sender: str | None = None, refuse_sender_after: int = 0,
+                 data_delay: float = 0.0, refuse_rcpt: str | None = None, down_after_drop: bool = False,
                  tls_context: ssl.SSLContext | None = None, implicit_tls: bool = False,
                  users: dict[str, str] | None = None, count_only: bool = False, bulk_data: bool = False):
         self.state = SinkState(count_only=count_only)
         handler = _Handler(self.state, {k.lower(): v for k, v in (replies or {}).items()}, drop_after,
                            greylist, drop_after_data,
-                           (refuse_sender, refuse_sender_after) if refuse_sender else None)
+                           (refuse_sender, refuse_sender_after) if refuse_sender else None,
+                           data_delay, refuse_rcpt)
+        if down_after_drop:
+            handler.on_drop = self._stop_listening
         kwargs: dict = {"data_size_limit": 40 * 1024 * 1024}
         if users is not None:
             kwargs.update(auth_required=True, auth_require_tls=False, authenticator=_authenticator(users))
@@ -177,6 +192,12 @@ class SmtpSink:
     @property
     def messages(self) -> list[Received]:
         return self.state.messages
+
+    def _stop_listening(self) -> None:
+        """New connections are refused from now on (called in the sink's own event loop)."""
+        server = self.controller.server
+        if server is not None:
+            server.close()
 
     def start(self) -> SmtpSink:
         self.controller.start()

@@ -274,7 +274,7 @@ def shared_fields(edition) -> dict:
             "content": [{"type": "text/plain", "value": edition.text},      # plain before html
                         {"type": "text/html", "value": edition.html}],
             "headers": {"List-Unsubscribe-Post": ONE_CLICK, ISSUE_HEADER: edition.slug,
-                        "Content-Language": edition.language},
+                        "Content-Language": edition.language, **edition.bulk_headers()},
             "custom_args": {ISSUE_ARG: edition.slug},
             "tracking_settings": _tracking_settings(edition)}
 

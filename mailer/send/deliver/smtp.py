@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+import re
 import smtplib
 import ssl
 import time
@@ -42,8 +43,11 @@ if TYPE_CHECKING:
     from mailer.send.deliver.dkim_sign import DkimSigner, SigningPool
 
 # Headers the DKIM signature covers; RFC 8058 section 4 names the two List-Unsubscribe ones.
-DKIM_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"mime-version",
-                b"content-type", b"list-unsubscribe", b"list-unsubscribe-post")
+# Over-signed (RFC 6376 section 8.15): named once more than they occur, so the signature also says
+# there is no other; a second From, Subject or List-Unsubscribe(-Post) prepended in transit breaks it.
+DKIM_HEADERS = (b"from", b"from", b"to", b"subject", b"subject", b"date", b"message-id", b"reply-to",
+                b"mime-version", b"content-type", b"list-id", b"list-unsubscribe", b"list-unsubscribe",
+                b"list-unsubscribe-post", b"list-unsubscribe-post")
 
 
 class Stage(enum.StrEnum):
@@ -309,9 +313,13 @@ class SmtpBackend(Backend["list[bytes | _Signing]"]):
         try:
             return self._transaction(sender, out, data)
         except _Dropped as first:
-            self._reconnect()
             if first.stage is Stage.CONTENT:  # the server may have taken it: RFC 5321 4.5.3.2.6
+                # in doubt first, reconnect later (the next message's `_send`): a relay that stays
+                # down must not turn this answer into an exception that loses it
+                _close(self._conn)
+                self._conn = None
                 return Result(out.ref, ResultStatus.IN_DOUBT, detail=f"connection lost after DATA: {first}")
+            self._reconnect()
         try:
             return self._transaction(sender, out, data)
         except _Dropped as again:
@@ -352,10 +360,21 @@ class SmtpBackend(Backend["list[bytes | _Signing]"]):
         except (smtplib.SMTPException, OSError):
             self._conn = None  # reopened by the next _send
         if stage is Stage.MAIL and code >= 500:
-            raise PermanentDelivery(f"the server refuses the return path {self.return_path}",
-                                    backend=self.name, status=code, detail=words)
+            raise PermanentDelivery(self._refused_sender(code, words), backend=self.name, status=code, detail=words)
         status = ResultStatus.RETRY_LATER if 400 <= code < 500 else ResultStatus.REJECTED
         return Result(out.ref, status, detail=f"{code} {words}", raw=f"{stage}: {code} {words}")
+
+
+    def _refused_sender(self, code: int, words: str) -> str:
+        """What a 5xx at MAIL FROM says is wrong with us: no login, relaying refused, or the return path."""
+        where = f"{self.settings.host}:{self.settings.port}"
+        if code == 530 or "authenticat" in words.lower():
+            login = ("set [delivery.smtp] username and password_env" if not self.settings.username
+                     else f"the login of {self.settings.username!r} was not enough")
+            return f"{where} requires authentication before it takes mail: {login}"
+        if re.search(r"relay|client host", words, re.I):   # a 5.7.1 about the return path keeps its own words
+            return f"{where} refuses to take mail from this host (relaying denied)"
+        return f"the server refuses the return path {self.return_path}"
 
 
 class _Unsigned(bytes):
