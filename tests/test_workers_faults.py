@@ -294,3 +294,48 @@ def test_a_worker_whose_clock_is_five_minutes_fast_reclaims_nobody_and_stalls_no
     assert row.status == "done"
     assert len(copies) == readers and set(copies.values()) == {1}
     assert all(re.search(r": [1-9][\d,]* sent", out) for _, out, _ in results)   # both worked, neither stalled
+
+
+def test_a_shared_send_without_a_stored_issue_is_refused_by_the_workers(tmp_path, repo, db_url):
+    """A send started before the composed issue was stored: no worker reads an issues/ folder
+    instead; each says how to store it."""
+    import pytest
+
+    from mailer.config import load_settings
+    from mailer.errors import SendError
+    from mailer.migrate import connect
+    from mailer.send.workers import run_worker
+    from tests.deliver.helpers import seed
+    from tests.test_workers import fixed_send
+
+    list_id = seed(db_url, 3)
+    engine = connect(db_url)
+    with engine.begin() as conn:
+        send_id = fixed_send(conn, list_id)
+        conn.execute(ledger.sends.update().values(workers=1))
+    engine.dispose()
+    settings = load_settings(project(tmp_path, repo, db_url))
+    with pytest.raises(SendError, match=r"send #1 has no stored composed issue .* `mailer send 2024-11 --list crank "
+                                        r"--workers N` again, which stores it"):
+        run_worker(settings, only=send_id)
+
+
+def test_the_schedulers_lease_is_taken_atomically_renewed_and_lost_when_it_expires(db_url):
+    from datetime import timedelta
+
+    from mailer.migrate import connect
+    from mailer.schedule import states
+    from subscribers.models import utcnow
+
+    engine = connect(db_url)
+    now = utcnow()
+    steps = [("a:1", now, None), ("b:2", now, "a:1"), ("a:1", now + timedelta(seconds=30), None),
+             ("b:2", now + timedelta(seconds=89), "a:1"), ("b:2", now + timedelta(seconds=91), None),
+             ("a:1", now + timedelta(seconds=92), "b:2")]
+    for runner, at, holder in steps:      # each row sees what the rows before it left; leases of 60 s
+        with engine.begin() as conn:
+            assert states.take_lease(conn, runner, at, 60) == holder, (runner, at - now)
+    with engine.begin() as conn:
+        states.drop_lease(conn, "b:2")
+        assert states.take_lease(conn, "a:1", now + timedelta(seconds=93), 60) is None
+    engine.dispose()

@@ -74,7 +74,7 @@ class SendStatus(enum.StrEnum):
 
 class State(enum.StrEnum):
     PENDING = "pending"
-    SENDING = "sending"            # claimed and handed to the backend: outcome not yet recorded
+    SENDING = "sending"            # claimed (handed to the backend once handed_at is set): outcome not recorded
     ACCEPTED = "accepted"
     DEFERRED = "deferred"          # temporary refusal (SMTP 4xx): retried later
     FAILED = "failed"              # permanent refusal or unusable address
