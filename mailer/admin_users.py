@@ -52,6 +52,7 @@ admin_users = Table(
     Column("role", String(16), nullable=False, server_default="owner"),   # Role
     Column("totp_secret", String(64)),          # base32; None: no second factor
     Column("totp_step", BigInteger),            # the last time step accepted: each code works once
+    Column("session_epoch", Integer, nullable=False, server_default="0"),   # logging out adds one
 )
 
 recovery_codes = Table(
@@ -248,36 +249,71 @@ def _code_hash(code: str) -> str:
 _DUMMY: list[str] = []
 
 
-def verify(conn: Connection, name: str, password: str) -> str | None:
-    """The user's session stamp when `password` is theirs, else None (same cost either way).
+class Stored(NamedTuple):
+    """A user's id and password hash, read before the (slow) check, outside any transaction."""
+    user_id: int
+    password_hash: str
+    epoch: int = 0
 
-    The stamp is derived from the stored hash: a new password (remove-user, add-user) changes it,
-    which ends every session made with the old one (mailer/web/admin/auth.py)."""
-    hasher = _hasher()
-    row = conn.execute(select(admin_users.c.id, admin_users.c.password_hash)
+
+def stored_password(conn: Connection, name: str) -> Stored | None:
+    row = conn.execute(select(admin_users.c.id, admin_users.c.password_hash, admin_users.c.session_epoch)
                        .where(admin_users.c.name == name)).first()
-    if row is None:
+    return None if row is None else Stored(row.id, row.password_hash, row.session_epoch)
+
+
+def check_password_hash(found: Stored | None, password: str) -> tuple[bool, str | None]:
+    """(right, a new hash when the stored one has outdated parameters): argon2 alone, 64 MiB and
+    a fraction of a second, so the caller runs it outside any transaction or lock. An unknown user
+    (`found` None) costs the same, against a dummy hash."""
+    hasher = _hasher()
+    if found is None:
         if not _DUMMY:
             _DUMMY.append(hasher.hash("not a password of anyone's"))
         try:
             hasher.verify(_DUMMY[0], password)
         except VerificationError:
             pass
-        return None
+        return False, None
     try:
-        hasher.verify(row.password_hash, password)
+        hasher.verify(found.password_hash, password)
     except (VerificationError, InvalidHashError):
-        return None
-    values = {"last_login_at": utcnow()}
-    if hasher.check_needs_rehash(row.password_hash):
-        values["password_hash"] = hasher.hash(password)
-    conn.execute(update(admin_users).where(admin_users.c.id == row.id).values(**values))
-    return stamp(values.get("password_hash", row.password_hash))
+        return False, None
+    return True, hasher.hash(password) if hasher.check_needs_rehash(found.password_hash) else None
 
 
-def stamp(password_hash: str) -> str:
-    """16 hex digits derived from the hash (never the hash itself: the cookie is readable)."""
-    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+def record_login(conn: Connection, found: Stored, new_hash: str | None = None) -> str | None:
+    """After a right password: the login time (and the re-hash) stored, the session stamp returned.
+    None when the password was changed (or the user removed) while it was being checked."""
+    values = {"last_login_at": utcnow(), **({"password_hash": new_hash} if new_hash else {})}
+    changed = conn.execute(update(admin_users).where(admin_users.c.id == found.user_id,
+                                                     admin_users.c.password_hash == found.password_hash)
+                           .values(**values)).rowcount
+    return stamp(new_hash or found.password_hash, found.epoch) if changed else None
+
+
+def verify(conn: Connection, name: str, password: str) -> str | None:
+    """The user's session stamp when `password` is theirs, else None (same cost either way).
+
+    The stamp is derived from the stored hash: a new password (remove-user, add-user) changes it,
+    which ends every session made with the old one (mailer/web/admin/auth.py). The web login does
+    the same in three steps, the check outside any transaction (mailer/web/admin/login.py)."""
+    found = stored_password(conn, name)
+    right, new_hash = check_password_hash(found, password)
+    return record_login(conn, found, new_hash) if right and found is not None else None
+
+
+def stamp(password_hash: str, epoch: int = 0) -> str:
+    """16 hex digits derived from the hash (never the hash itself: the cookie is readable) and the
+    user's session epoch, which logging out moves on (`end_sessions`)."""
+    text = password_hash if not epoch else f"{password_hash}|{epoch}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def end_sessions(conn: Connection, name: str) -> None:
+    """Every session of the user ends now, on the server: a copied cookie stops working too."""
+    conn.execute(update(admin_users).where(admin_users.c.name == name)
+                 .values(session_epoch=admin_users.c.session_epoch + 1))
 
 
 def current_stamp(conn: Connection, name: str) -> str | None:
@@ -287,8 +323,8 @@ def current_stamp(conn: Connection, name: str) -> str | None:
 
 
 def session_user(conn: Connection, name: str) -> tuple[str, Role] | None:
-    """(stamp, role) of the user, read on every request: a new password ends their sessions, a
-    new role applies at their next click. None when the user no longer exists."""
-    row = conn.execute(select(admin_users.c.password_hash, admin_users.c.role)
+    """(stamp, role) of the user, read on every request: a new password or a logout ends their
+    sessions, a new role applies at their next click. None when the user no longer exists."""
+    row = conn.execute(select(admin_users.c.password_hash, admin_users.c.role, admin_users.c.session_epoch)
                        .where(admin_users.c.name == name)).first()
-    return None if row is None else (stamp(row.password_hash), Role(row.role))
+    return None if row is None else (stamp(row.password_hash, row.session_epoch), Role(row.role))

@@ -75,6 +75,8 @@ class Action(enum.StrEnum):
     UNSCHEDULE = "issue.unschedule"
     SEND = "issue.send"
     RETRY = "issue.retry_failed"
+    TOKEN_CREATE = "token.create"                 # an API token made (`mailer admin token create`)
+    TOKEN_REVOKE = "token.revoke"
 
 
 class Who(NamedTuple):

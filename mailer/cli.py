@@ -28,6 +28,7 @@ from mailer.commands import (
     serve,
     subscribers,
     tags,
+    webhooks,
     worker,
 )
 from mailer.commands.common import AppContext
@@ -80,6 +81,7 @@ report.register(app)
 app.add_typer(admin.app, name="admin")
 tags.register(app)
 worker.register(app)
+app.add_typer(webhooks.app, name="webhooks")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -159,8 +159,18 @@ class SendGridWebhookSettings:
 
 
 @dataclass(frozen=True)
+class OutgoingWebhook:
+    """One `[[webhooks.out]]` table: where to post which events, signed with the Standard
+    Webhooks secret (`whsec_...`) in the environment variable `secret_env` (docs/api.md)."""
+    url: str
+    events: tuple[str, ...]
+    secret_env: str
+
+
+@dataclass(frozen=True)
 class WebhookSettings:
     sendgrid: SendGridWebhookSettings = field(default_factory=SendGridWebhookSettings)
+    out: tuple[OutgoingWebhook, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,6 +185,8 @@ class WebSettings:
     # login attempts per client address and per user name: at once ...
     admin_login_burst: int = setting(5, 1, 1000)
     admin_login_per_hour: int = setting(20, 1, 100_000)    # ... and sustained
+    # password checks (argon2: 64 MiB, a fraction of a second each) running at once; more answer 503
+    admin_login_checks: int = setting(2, 1, 64)
     # The public signup's defences (docs/signup.md): a proof-of-work the reader's browser solves
     # while they type (ALTCHA), a honeypot field, a minimum time to fill the form, and refusals of
     # throwaway and mail-less domains.
@@ -185,6 +197,13 @@ class WebSettings:
     min_fill_seconds: float = setting(2.0, 0, 600)          # a form sent sooner is sent again by a person
     blocked_domains: tuple[str, ...] = ()                   # refused like throwaway domains (and their subdomains)
     check_mx: bool = False                                  # refuse a domain with no MX, A or AAAA record
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The REST API under /api/v1 (docs/api.md): requests per token, at once and sustained."""
+    rate_burst: int = setting(60, 1, 100_000)
+    rate_per_hour: int = setting(3600, 1, 10_000_000)
 
 
 @dataclass(frozen=True)
@@ -239,6 +258,7 @@ class Settings:
     compose: ComposeSettings = field(default_factory=ComposeSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     dns: DnsSettings = field(default_factory=DnsSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     secret_key_env: str = "MAILER_SECRET_KEY"
 
     @property
@@ -356,6 +376,10 @@ def _value(kind, raw, key: str, where: str, root: Path):
         return p if p.is_absolute() else (root / p)
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
         return _choice(kind, raw, key)
+    if typing.get_origin(kind) is tuple and dataclasses.is_dataclass(typing.get_args(kind)[0]):   # [[tables]]
+        if not isinstance(raw, list):
+            raise ConfigError(f"{key} must be an array of tables ([[{where}]])")
+        return tuple(_build(typing.get_args(kind)[0], item, f"{where}.{i + 1}", root) for i, item in enumerate(raw))
     if typing.get_origin(kind) is tuple:  # a TOML array of strings
         if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
             raise ConfigError(f"{key} must be a list of strings, not {raw!r}")
@@ -403,6 +427,7 @@ def _check_ranges(section, where: str = "") -> None:
 
 def _check(s: Settings) -> None:
     _check_ranges(s)
+    _check_webhooks_out(s.webhooks.out)
     if s.delivery.backend not in BACKENDS:
         raise ConfigError(f"[delivery] backend must be one of {', '.join(BACKENDS)}, not {s.delivery.backend!r}")
     if not s.newsletter.base_url.startswith(("http://", "https://")):
@@ -410,10 +435,53 @@ def _check(s: Settings) -> None:
     _check_send_edges(s)
     _check_tracking(s)
     for key, address in (("from_email", s.newsletter.from_email), ("reply_to", s.newsletter.reply_to)):
-        if not is_sendable(address):
+        # (a line break would start a header of its own; is_sendable alone forgives a trailing one)
+        if not is_sendable(address) or any(ord(c) < 32 or ord(c) == 127 for c in address):
             raise ConfigError(f"[newsletter] {key} must be an email address, not {address!r}")
     _check_schedule(s.schedule)
     _check_languages(s)
+    _check_files(s)
+
+
+def _check_files(s: Settings) -> None:
+    """What `mailer serve` reads later, checked now: a mistake is named at start."""
+    key = s.webhooks.sendgrid.public_key
+    if key and not _is_ec_public_key(key):
+        raise ConfigError("[webhooks.sendgrid] public_key must be the base64 ECDSA key SendGrid shows "
+                          "(Settings, Mail Settings, Signed Event Webhook), not "
+                          f"{key[:16] + '...' if len(key) > 16 else key!r}")
+
+
+def _is_ec_public_key(text: str) -> bool:
+    import base64
+    import binascii
+
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    try:
+        return isinstance(load_der_public_key(base64.b64decode(text, validate=True)), ec.EllipticCurvePublicKey)
+    except (ValueError, binascii.Error, TypeError, UnsupportedAlgorithm):
+        return False
+
+
+def _check_webhooks_out(hooks: tuple[OutgoingWebhook, ...]) -> None:
+    if not hooks:
+        return
+    # (SQLAlchemy: only for a config that has outgoing webhooks)
+    from subscribers.outbox import EVENTS
+
+    for i, hook in enumerate(hooks, 1):
+        where = f"[[webhooks.out]] #{i}"
+        if not hook.url.startswith(("https://", "http://")) or len(hook.url) > 2000:
+            raise ConfigError(f"{where} url must be an http(s) URL, not {hook.url!r}")
+        unknown = [e for e in hook.events if e not in EVENTS]
+        if unknown or not hook.events:
+            named = repr(unknown[0]) if unknown else "none"
+            raise ConfigError(f"{where} events: {named} is not one of {', '.join(EVENTS)}")
+        if not hook.secret_env:
+            raise ConfigError(f"{where} secret_env must name the environment variable holding its whsec_ secret")
 
 
 def _check_languages(s: Settings) -> None:
@@ -496,3 +564,10 @@ def database_url(settings: Settings) -> str:
     if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
         return prefix + str(settings.root / url[len(prefix):])
     return url
+
+
+def check_templates(settings: Settings) -> None:
+    """The service's start: its pages and mails come from [compose] templates_dir, so a missing
+    folder is named now, not as a 500 on every page."""
+    if not Path(settings.compose.templates_dir).is_dir():
+        raise ConfigError(f"[compose] templates_dir: no such folder {settings.compose.templates_dir}")

@@ -159,3 +159,7 @@ class SendBusy(SendError):
 class DatabaseUnavailable(SendError):
     """A send's statement failed (connection lost, SQLite locked, disk full) on every try for
     [delivery] database_retry_seconds (mailer/send/stall.py); what the provider said is kept."""
+
+
+class ApiTokenError(MailerError):
+    """An API token that cannot be made, found or used as asked (`mailer admin token ...`)."""

@@ -24,6 +24,12 @@ MERGE_FIELDS = ("name", "first_name", "email")
 
 Part = Literal["html", "text"]
 
+# The unsubscribe and preferences "token" of copies that go to staff, not readers: a proof
+# (mailer issue proof, the admin's, the scheduler's) and a scheduler's notice. No signed token is
+# ever one of these words; their links open a page that says what the link does for a reader
+# (mailer/web/staff_copies.py).
+STAFF_TOKENS = ("proof", "copy")
+
 # SendGrid custom_args naming the issue and the delivery; SendGrid merges them into every webhook
 # event, which is how events find their way back (deliver/sendgrid.py writes, events/ reads).
 ISSUE_ARG = "mailer_issue"
@@ -71,6 +77,24 @@ def fill(text: str, values: dict[str, str], part: Part) -> str:
     return MARKER[part].sub(value, text) if "%%" in text else text
 
 
+def as_written(text: str) -> str:
+    """A subject (or any text with merge-field markers) as the editor wrote it: `%%first_name~cmVhZGVy%%`
+    -> `{{ first_name | default("reader") }}`, `%%email%%` -> `{{ email }}`. Everywhere an
+    operator reads a subject (the CLI, the scheduler's log and notices, the admin) shows this,
+    never the markers nor a reader's values."""
+    def written(found) -> str:
+        field, _, encoded = found.group(1).partition("~")
+        if not encoded:
+            return "{{ %s }}" % field
+        default = field_value(found.group(1), lambda f: "")
+        quote = "'" if '"' in default else '"'
+        return "{{ %s | default(%s%s%s) }}" % (field, quote, default, quote)
+
+    if "%%" not in text:
+        return text
+    return MARKER["text"].sub(written, MARKER["html"].sub(written, text))
+
+
 def first_name(name: str) -> str:
     """`{{ first_name }}`: the first word of the reader's name ("Ann" for "Ann Lee")."""
     return name.split(maxsplit=1)[0] if name and name.strip() else ""
@@ -88,6 +112,7 @@ class ComposedIssue:
     text: str
     date: dt.date | None = None   # the issue's date (front matter); None for mails that are not issues
     language: str = "en"          # what its own words (the footer, a system mail) are written in: Content-Language
+    archive: bool = True          # the issue file's `archive` setting: False keeps it off /archive
 
 
 class ArchiveCopy(NamedTuple):
@@ -97,3 +122,4 @@ class ArchiveCopy(NamedTuple):
     text: str
     date: dt.date | None
     preheader: str
+    listed: bool = True     # False: the issue file said `archive = false` (sends.archive)

@@ -2,7 +2,8 @@
 
 Accepts what admins really have: UTF-8 with or without BOM, comma, semicolon or tab, quoted fields
 with delimiters and line breaks, blank lines, and a Mailchimp audience export as it is ("Email
-Address", "First Name", "Last Name"; every other column becomes an attribute).
+Address", "First Name", "Last Name"; its bookkeeping columns, MAILCHIMP_BOOKKEEPING, are left out;
+every other column becomes an attribute).
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ SUBSCRIBED_AT = ("subscribed_at", "subscribed at")
 TAGS = ("tags",)                     # ours, and Mailchimp's TAGS ("a","b")
 # Mailchimp's consent record: the signup (OPTIN) and the double opt-in click (CONFIRM).
 CONSENT = ("optin_time", "optin_ip", "confirm_time", "confirm_ip")
+# Mailchimp's own bookkeeping in an audience export: its ids, its rating, the location and time zone
+# it guessed, its change time and notes, and where an unsubscribe or clean-up came from. Not the
+# reader's data: left out when the header is a Mailchimp export's (it has one of MAILCHIMP_MARKS),
+# so a file of our own with a `region` or `notes` column keeps it.
+MAILCHIMP_MARKS = ("leid", "euid", "member_rating")
+MAILCHIMP_BOOKKEEPING = ("member_rating", "leid", "euid", "latitude", "longitude", "gmtoff", "dstoff",
+                         "timezone", "cc", "region", "last_changed", "notes", "unsub_time",
+                         "unsub_campaign_title", "unsub_campaign_id", "clean_time", "clean_campaign_title",
+                         "clean_campaign_id")
 
 # A cell a spreadsheet would run as a formula (OWASP "CSV injection"): = + - @ tab CR.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -63,6 +73,7 @@ class Columns:
     tags: int | None = None
     consent: tuple[int | None, ...] = (None, None, None, None)   # CONSENT's columns, where present
     attributes: list[tuple[int, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)   # Mailchimp's bookkeeping columns, as named in the header
 
 
 def check_utf8(path: Path) -> None:
@@ -113,13 +124,20 @@ def map_columns(header: list[str], path: Path) -> Columns:
     cols = Columns(names, email, find(NAME), find(FIRST), find(LAST), find(STATUS), find(SUBSCRIBED_AT),
                    find(TAGS), tuple(find((c,)) for c in CONSENT))
     taken = {cols.email, cols.name, cols.first, cols.last, cols.status, cols.subscribed_at, cols.tags, *cols.consent}
+    if any(mark in lower for mark in MAILCHIMP_MARKS):
+        cols.ignored = [names[i] for i, name in enumerate(lower) if name in MAILCHIMP_BOOKKEEPING and i not in taken]
+        taken |= {i for i, name in enumerate(lower) if name in MAILCHIMP_BOOKKEEPING}
     used: set[str] = set()
+    tried: dict[str, int] = {}          # per name, the next "(n)" to try: 20,000 columns `x` stay linear
     for i, name in enumerate(names):
         if i in taken:
             continue
-        key, n = name or f"column {i + 1}", 2
+        base = name or f"column {i + 1}"
+        key = base
         while key in used:  # two columns with one name: keep both
-            key, n = f"{name or f'column {i + 1}'} ({n})", n + 1
+            n = tried.get(base, 2)
+            tried[base] = n + 1
+            key = f"{base} ({n})"
         used.add(key)
         cols.attributes.append((i, key))
     return cols

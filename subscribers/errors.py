@@ -33,9 +33,10 @@ class SubscriberError(Exception):
 
 
 class ListNotFound(SubscriberError):
-    def __init__(self, name: str):
+    def __init__(self, name: str, near: str | None = None):
         self.name = name
-        super().__init__(f"no list named {name!r} (see `mailer lists`; `mailer lists create {name}` makes it)")
+        hint = f"did you mean {near!r}? " if near else ""
+        super().__init__(f"no list named {name!r} ({hint}see `mailer lists`; `mailer lists create {name}` makes it)")
 
 
 class ListExists(SubscriberError):
@@ -96,9 +97,12 @@ class ImportInterrupted(CsvImportError):
 
     def __init__(self, cause: BaseException, summary):
         self.cause, self.summary = cause, summary
+        line = getattr(cause, "line", None)
+        again = (f"fix line {line:,} of the file first, then run the same import again"    # (it would stop there again)
+                 if isinstance(cause, CsvImportError) and line else "run the same import again")
         saved = (f"the first {summary.rows:,} rows are saved ({summary.imported:,} new, {summary.updated:,} "
-                 f"updated, {summary.unchanged:,} unchanged, {summary.suppressed:,} suppressed); run the same "
-                 "import again to finish the job (rows already saved are not added twice)")
+                 f"updated, {summary.unchanged:,} unchanged, {summary.suppressed:,} suppressed); {again} "
+                 "to finish the job (rows already saved are not added twice)")
         message = cause.message if isinstance(cause, CsvImportError) else str(cause).splitlines()[0]
         super().__init__(f"{message}; {saved}", path=getattr(cause, "path", None), line=getattr(cause, "line", None))
         self.message = f"{message}; {saved}"

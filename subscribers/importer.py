@@ -28,7 +28,8 @@ import pickle
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from itertools import islice
@@ -123,13 +124,16 @@ Progress = Callable[[int, int, ImportSummary], None]
 def import_csv(engine: Engine, path: str | Path, list_name: str, *, secret: str | None = None,
                status: Status = Status.ACTIVE, dry_run: bool = False, check_dns: bool = False,
                overwrite: bool = True, chunk_size: int | None = None, on_progress: Progress | None = None,
-               parallel: bool | None = None) -> ImportSummary:
+               parallel: bool | None = None, lock: AbstractContextManager | None = None) -> ImportSummary:
     """Import a CSV into an existing list (ListNotFound otherwise: a typo never creates one).
 
     `status`: what new members get (active, or unconfirmed); a `status` column overrides it per
     row. `dry_run`: everything in one transaction, rolled back. `secret` (MAILER_SECRET_KEY) is
     needed only once the store has forgotten addresses to check against. `parallel`: parse in a
-    second process (default: for files over 4 MB, where it pays for its start-up).
+    second process (default: for files over 4 MB, where it pays for its start-up). `lock`: held
+    around each chunk's writes and commit only, never while the file is read (the web service's
+    writer lock, mailer/web/context.py). On SQLite a dry run reads the whole file before its one
+    transaction (rolled back) begins, so no import holds SQLite's writer lock while it parses.
     """
     path = Path(path)
     if not path.is_file():
@@ -149,13 +153,20 @@ def import_csv(engine: Engine, path: str | Path, list_name: str, *, secret: str 
         try:
             _seen_reset(conn)
             _tune(conn, True)
-            for rows, position in reader(path, summary, Status(status), check_dns, chunk_size):
-                job.run(rows)
-                if not dry_run:
-                    conn.commit()
-                    saved = dataclasses.replace(summary, invalid_rows=[])
-                if on_progress:
-                    on_progress(position, size, summary)
+            chunks: Iterable = reader(path, summary, Status(status), check_dns, chunk_size)
+            if dry_run and not pg:
+                chunks = list(chunks)    # parsed first: the one transaction then only writes
+            held = lock or nullcontext()
+            with held if dry_run else nullcontext():      # a dry run: one transaction, held throughout
+                for rows, position in chunks:
+                    with nullcontext() if dry_run else held:
+                        job.run(rows)
+                        if not dry_run:
+                            conn.commit()
+                    if not dry_run:
+                        saved = dataclasses.replace(summary, invalid_rows=[])
+                    if on_progress:
+                        on_progress(position, size, summary)
         except (SubscriberError, SQLAlchemyError) as exc:
             if saved.rows:   # chunks were committed: say so, and that a rerun finishes the job
                 raise ImportInterrupted(exc, saved) from exc

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from subscribers import outbox
 from subscribers.bulk import Bulk
 from subscribers.models import (
     Action,
@@ -52,6 +53,7 @@ def _history(conn: Connection, rows: list[tuple], at) -> None:
     if rows:
         bulk = Bulk(conn)
         bulk.insert(history, HISTORY, rows, fixed={"at": bulk.time(at)})
+        outbox.from_history(conn, (row[:6] for row in rows))   # the events other systems hear of
 
 
 def _row(sid: int | None, list_id: int | None, action: Action, source: str, *, old=None, new=None,
@@ -177,4 +179,5 @@ def forget_many(conn: Connection, ids: list[int], secret: str, source: str) -> C
     conn.execute(delete(memberships).where(memberships.c.subscriber_id.in_(done)))
     conn.execute(delete(subscribers).where(subscribers.c.id.in_(done)))
     _history(conn, [_row(None, None, Action.FORGET, source) for _ in done], now)
+    outbox.forgotten(conn, done, source)
     return Changed(ids=done)

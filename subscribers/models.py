@@ -252,6 +252,26 @@ class History(Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
 
 
+class Outbox(Base):
+    """What happened to readers (and to sends, written by mailer), for other systems: one row per
+    event, written in the transaction of the change (subscribers/outbox.py); mailer's outgoing
+    webhooks deliver them (mailer/notify/). `email` is emptied when its reader is forgotten, so
+    no event still to be delivered carries the address. No foreign keys, like history."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index(None, "fanned_out", "id"), Index(None, "subscriber_id"), NEVER_REUSE)
+
+    id: Mapped[int] = mapped_column(HistoryId, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(40), unique=True)     # msg_...: the webhook-id of every try
+    type: Mapped[str] = mapped_column(String(32))                       # subscriber.created, send.finished, ...
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    subscriber_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    list_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    data: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    fanned_out: Mapped[bool] = mapped_column(Boolean, default=False)    # a delivery row per endpoint made
+
+
 class SubscriberTag(Base):
     """A subscriber's tags (tags.py says what a tag may be); a send can pick readers by tag."""
 
@@ -302,4 +322,5 @@ forgotten = Forgotten.__table__
 subscriber_tags = SubscriberTag.__table__
 store_meta = StoreMeta.__table__
 signup_requests = SignupRequest.__table__
+outbox = Outbox.__table__
 metadata = Base.metadata

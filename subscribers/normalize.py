@@ -75,6 +75,19 @@ def is_sendable(raw: str) -> bool:
     return True
 
 
+def unsendable_reason(raw: str) -> str | None:
+    """None when `is_sendable(raw)`, else what is wrong, worded to follow the address itself
+    ("'b@example' is incomplete: ..."), for the places a person types one (proofs)."""
+    if is_sendable(raw):
+        return None
+    local, at, domain = (raw or "").strip().rpartition("@")
+    if not at or not local:
+        return "is not an email address (write name@example.org)"
+    if domain and "." not in domain.strip("."):
+        return f"is incomplete: {domain!r} is not a whole domain (write e.g. {local}@{domain}.org)"
+    return "is not an email address (write name@example.org)"
+
+
 def needs_smtputf8(address: str) -> bool:
     """Whether a normalized address has a non-ASCII local part (its domain is punycode already):
     mail to it needs SMTPUTF8, which no delivery backend here speaks, so entry points that can

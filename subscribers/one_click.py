@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, text
 
-from subscribers import store
+from subscribers import outbox, store
 from subscribers.errors import SubscriberNotFound
 from subscribers.models import Action, Status, utcnow
 
@@ -38,7 +38,7 @@ WITH req AS (
 INSERT INTO history (subscriber_id, list_id, at, action, old_status, new_status, source, detail)
 SELECT todo.sid, todo.lid, :now, '{Action.STATUS.value}', todo.old, '{Status.UNSUBSCRIBED.value}', :source, todo.detail
 FROM todo JOIN upd ON upd.subscriber_id = todo.sid AND upd.list_id = todo.lid
-RETURNING subscriber_id, list_id
+RETURNING subscriber_id, list_id, old_status
 """
 
 
@@ -59,6 +59,9 @@ def unsubscribe_many(conn: Connection, requests: Sequence[tuple[int, int, str | 
                 pass
         return changed
     details = [json.dumps({"ip": ip, "user_agent": agent}) if ip or agent else None for _, _, ip, agent in requests]
-    return {tuple(row) for row in conn.execute(text(_MANY), {
+    done = conn.execute(text(_MANY), {
         "ords": list(range(len(requests))), "sids": [r[0] for r in requests], "lids": [r[1] for r in requests],
-        "details": details, "now": utcnow(), "source": source[:64]})}
+        "details": details, "now": utcnow(), "source": source[:64]}).all()
+    outbox.from_history(conn, [(sid, lid, Action.STATUS.value, old, Status.UNSUBSCRIBED.value, source[:64])
+                               for sid, lid, old in done])
+    return {(sid, lid) for sid, lid, _ in done}

@@ -88,7 +88,8 @@ class IngestResult:
     stored: int = 0          # new events written
     duplicates: int = 0      # seen before (same source and event id), ignored
     unknown: int = 0         # for addresses we do not know, ignored
-    changed: int = 0         # subscriber states the policy changed
+    changed: int = 0         # subscribers whose state the policy changed (people, not status changes)
+    changed_ids: frozenset[int] = frozenset()   # who they are, so callers with several batches count each once
 
     def as_dict(self) -> dict[str, int]:
         return {"stored": self.stored, "duplicates": self.duplicates, "unknown": self.unknown,
@@ -112,14 +113,14 @@ def ingest(conn: Connection, batch: Sequence[DeliveryEvent], limits: Limits, *,
     ids = subscriber_ids(conn, {e.recipient for e in batch})
     known = [e for e in batch if e.recipient in ids]
     new = record_events(conn, known, ids)
-    changed = 0
+    changed: set[int] = set()   # a bounce then a complaint from one reader: one person changed
     for event in sorted(new, key=lambda e: e.at):
         if event.type in _RULES:
             list_id = list_for(conn, event) if list_for else None
-            changed += apply_event(conn, event, limits, subscriber_id=ids[event.recipient],
-                                   list_id=list_id) is not None
+            if apply_event(conn, event, limits, subscriber_id=ids[event.recipient], list_id=list_id) is not None:
+                changed.add(ids[event.recipient])
     return IngestResult(stored=len(new), duplicates=len(known) - len(new),
-                        unknown=len(batch) - len(known), changed=changed)
+                        unknown=len(batch) - len(known), changed=len(changed), changed_ids=frozenset(changed))
 
 
 def subscriber_ids(conn: Connection, addresses: Iterable[str]) -> dict[str, int]:

@@ -44,8 +44,18 @@ def _escape_like(text: str) -> str:
 def _prefix(column, text: str, dialect: str):
     if dialect == "postgresql":
         return column.like(_escape_like(text) + "%", escape="\\")
-    upper = text[:-1] + chr(ord(text[-1]) + 1)
-    return and_(column >= text, column < upper)
+    upper = _next_prefix(text)
+    return column >= text if upper is None else and_(column >= text, column < upper)
+
+
+def _next_prefix(text: str) -> str | None:
+    """The first string after every string that starts with `text` (None: there is none, `text`
+    being U+10FFFF only); never a surrogate, which SQLite could not be given."""
+    stripped = text.rstrip("\U0010ffff")
+    if not stripped:
+        return None
+    after = ord(stripped[-1]) + 1
+    return stripped[:-1] + chr(0xE000 if 0xD800 <= after <= 0xDFFF else after)
 
 
 def match(text: str, dialect: str):

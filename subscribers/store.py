@@ -12,6 +12,7 @@ Read-only queries (counts, search, recipients) live in subscribers.queries and a
 
 from __future__ import annotations
 
+import difflib
 import enum
 import re
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from subscribers import outbox
 from subscribers.errors import (
     InvalidLanguage,
     InvalidListName,
@@ -83,8 +85,10 @@ def create_list(conn: Connection, name: str, title: str = "", description: str =
 
 def get_list(conn: Connection, name: str) -> List:
     row = conn.execute(select(lists).where(lists.c.name == name)).first()
-    if row is None:
-        raise ListNotFound(name)
+    if row is None:   # a typo: name the closest list (the messages go to admins only)
+        names = list(conn.execute(select(lists.c.name)).scalars())
+        near = difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.6)
+        raise ListNotFound(name, near[0] if near else None)
     return List(**row._mapping)
 
 
@@ -136,6 +140,7 @@ def record(conn: Connection, subscriber_id: int | None, list_id: int | None, act
     conn.execute(insert(history).values(
         subscriber_id=subscriber_id, list_id=list_id, at=at or utcnow(), action=str(action),
         old_status=_s(old), new_status=_s(new), source=str(source)[:64], detail=detail))
+    outbox.from_history(conn, [(subscriber_id, list_id, str(action), _s(old), _s(new), str(source)[:64])])
 
 
 def _s(status) -> str | None:
@@ -228,18 +233,21 @@ class AddResult:
 
 def add_subscriber(conn: Connection, email: str, list_id: int, *, name: str | None = None,
                    status: Status = Status.ACTIVE, source: ConsentSource = ConsentSource.ADMIN,
-                   force: bool = False, secret: str | None = None, actor: str = "admin") -> AddResult:
+                   force: bool = False, secret: str | None = None, actor: str = "admin",
+                   consent_ip: str | None = None, consent_at: datetime | None = None) -> AddResult:
     """Subscribe `email` to a list. A suppressed or forgotten address (new row or existing, the
     forget hash is checked for both) raises SuppressedAddress unless `force` (the admin's explicit
     override), which is an act of consent: consent time and history are updated. Never
-    downgrades active to unconfirmed."""
+    downgrades active to unconfirmed. `consent_ip` and `consent_at`: a consent given elsewhere
+    (the API's confirmed creates), kept in the membership's consent record."""
     address = normalize_email(email)
     name = clean_text(name)
     row = find_subscriber(conn, address)
     lifted = _check_forgotten(conn, address, secret, force, actor)
+    given = {"ip": consent_ip, "at": consent_at}
     if row is None:
         sid = _insert_subscriber(conn, address, name)
-        return _join(conn, sid, address, list_id, status, source, actor, ("subscribed",))
+        return _join(conn, sid, address, list_id, status, source, actor, ("subscribed",), **given)
     changes: list[str] = ["forgotten lifted"] if lifted else []
     if row.global_status:
         if not force:
@@ -252,13 +260,14 @@ def add_subscriber(conn: Connection, email: str, list_id: int, *, name: str | No
     current = conn.execute(select(memberships.c.status).where(
         memberships.c.subscriber_id == row.id, memberships.c.list_id == list_id)).scalar()
     if current is None:
-        return _join(conn, row.id, address, list_id, status, source, actor, (*changes, "subscribed"))
+        return _join(conn, row.id, address, list_id, status, source, actor, (*changes, "subscribed"), **given)
     current = Status(current)
     if current in SUPPRESSED and not force:
         raise SuppressedAddress(address, str(current), _list_name(conn, list_id), hint="--resubscribe overrides")
     target = current if current is Status.ACTIVE and status is Status.UNCONFIRMED else status
     if target != current or (changes and any(c.endswith("lifted") for c in changes)):
-        _set_membership(conn, row.id, list_id, target, actor, {"reason": "admin"}, consent=_consent(source))
+        _set_membership(conn, row.id, list_id, target, actor, {"reason": "admin"},
+                        consent=_consent(source, consent_ip, at=consent_at))
         if target != current:
             changes.append(f"{current} -> {target}")
         current = target
@@ -305,11 +314,12 @@ def _consent(source: ConsentSource, ip: str | None = None, user_agent: str | Non
                 consent_ip=normalize_ip(ip), consent_user_agent=(user_agent or None) and user_agent[:512])
 
 
-def _join(conn, sid, address, list_id, status, source, actor, changes, *, ip=None, user_agent=None) -> AddResult:
+def _join(conn, sid, address, list_id, status, source, actor, changes, *, ip=None, user_agent=None,
+          at=None) -> AddResult:
     now = utcnow()
     conn.execute(insert(memberships).values(
         list_id=list_id, subscriber_id=sid, status=str(status), created_at=now, updated_at=now,
-        token_key=new_key(), **_consent(source, ip, user_agent, now)))
+        token_key=new_key(), **_consent(source, ip, user_agent, at or now)))
     detail = {"ip": normalize_ip(ip), "user_agent": user_agent} if ip or user_agent else None
     record(conn, sid, list_id, Action.SUBSCRIBE, actor, new=status, detail=detail, at=now)
     return AddResult(sid, address, Outcome.ADDED, Status(status), tuple(changes))
@@ -528,6 +538,7 @@ def forget(conn: Connection, email: str, secret: str, *, source: str = "admin") 
     conn.execute(delete(memberships).where(memberships.c.subscriber_id == row.id))
     conn.execute(delete(subscribers).where(subscribers.c.id == row.id))
     record(conn, None, None, Action.FORGET, source)
+    outbox.forgotten(conn, [row.id], source)
     return row.id
 
 

@@ -23,5 +23,5 @@ def _help_commands() -> set[str]:
 def test_help_lists_every_command_module():
     modules = {p.stem for p in COMMANDS.glob("*.py")} - NOT_COMMANDS
     assert modules == {"admin", "bounces", "db", "init", "issue", "issues", "lists", "report", "schedule",
-                       "send", "serve", "subscribers", "tags", "worker"}
+                       "send", "serve", "subscribers", "tags", "webhooks", "worker"}
     assert modules <= _help_commands()

@@ -162,7 +162,7 @@ def test_every_numeric_key_declares_its_default_and_range_together():
                 yield where, f
 
     keys = list(numeric(Settings, ""))
-    assert len(keys) == 37
+    assert len(keys) >= 37  # a floor, not a census: every branch that adds a key would conflict here
     for where, f in keys:
         low, high = f.metadata["range"]
         assert low <= f.default <= high, (where, f.name)

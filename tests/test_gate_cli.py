@@ -115,6 +115,7 @@ def test_a_clean_issue_is_composed_once_and_sent(cli, newsletter, monkeypatch):
     ("not-an-address", "'not-an-address' is not an email address"),
     ("ed@example.org, ann", "'ann' is not an email address"),
     ("jöhn@example.org", "'jöhn@example.org' is not an email address"),   # no backend speaks SMTPUTF8
+    ("b@example", "'b@example' is incomplete: 'example' is not a whole domain (write e.g. b@example.org)"),
     (" , ", "give at least one address"),
 ])
 def test_proof_names_what_is_not_an_address(cli, newsletter, to, words):

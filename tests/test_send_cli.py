@@ -92,11 +92,21 @@ def test_missing_secret_is_named(cli, config_file, store, monkeypatch):
 
 
 def test_proof(cli, config_file, repo):
-    result = cli("--config", config_file, "issue", "proof", issue_file(repo), "--to", "ed@example.org, ed2@example.org")
-    assert result.code == 0, result.err
-    assert result.out.splitlines() == ["ed@example.org: accepted", "ed2@example.org: accepted"]
-    files = sorted((config_file.parent / "outbox").glob("*.eml"))
-    assert len(files) == 2 and b"Subject: [PROOF] CRANK Call | November 2024" in files[0].read_bytes()
+    """Every proof keeps its own file (a second proof overwrites nothing), and each line says which."""
+    outbox = config_file.parent / "outbox"
+    written = []
+    for _ in range(2):
+        result = cli("--config", config_file, "issue", "proof", issue_file(repo), "--to",
+                     "ed@example.org, ed2@example.org")
+        assert result.code == 0, result.err
+        lines = result.out.splitlines()
+        assert [line.split(": written to ")[0] for line in lines] == ["ed@example.org", "ed2@example.org"]
+        written += [Path(line.split(": written to ")[1]) for line in lines]
+    assert sorted(written) == sorted(outbox.glob("*.eml")) and len(set(written)) == 4
+    for path, to in zip(written, ["ed@example.org", "ed2@example.org"] * 2, strict=True):
+        assert path.name.startswith("2024-11.proof.") and path.parent == outbox
+        data = path.read_bytes()
+        assert b"Subject: [PROOF] CRANK Call | November 2024" in data and f"To: {to}".encode() in data
 
 
 def _config(tmp_path: Path, repo: Path, db_url: str, server_url: str) -> Path:

@@ -163,3 +163,59 @@ def log(ctx: typer.Context,
         _say("  ".join(p for p in parts if p))
     if page.has_older:
         _say(f"... older entries: --limit {limit * 2}")
+
+
+token_app = typer.Typer(help="Tokens of the REST API (/api/v1, docs/api.md): make, list, revoke.",
+                        no_args_is_help=True)
+app.add_typer(token_app, name="token")
+TOKEN_NAME = typer.Argument(..., help="The token's name: the audit log's actor for what it changes.",
+                            show_default=False)
+
+
+@token_app.command("create")
+def token_create(ctx: typer.Context, name: str = TOKEN_NAME,
+                 scope: list[str] = typer.Option(..., "--scope", help="lists:read, subscribers:read, "
+                                                 "subscribers:write, subscribers:import or reports:read; "
+                                                 "repeat for several.", show_default=False)) -> None:
+    """Make an API token. The token is printed once, as the last line: only its hash is stored."""
+    from mailer import api_tokens, audit
+
+    scopes = api_tokens.parse_scopes(scope)
+    engine, who = audited(ctx)
+    with engine.begin() as conn:
+        made = api_tokens.create(conn, name, scopes)
+        audit.record(conn, **who._asdict(), action=audit.Action.TOKEN_CREATE, target=name,
+                     detail={"scopes": sorted(scopes)})
+    _say(f"Made API token {name} ({', '.join(sorted(scopes))}). It is shown only now; keep it secret:")
+    typer.echo(made.token)
+
+
+@token_app.command("list")
+def token_list(ctx: typer.Context) -> None:
+    """The API tokens: name, scopes, when made, last used and revoked."""
+    from mailer import api_tokens
+
+    engine, _ = audited(ctx)
+    with engine.connect() as conn:
+        found = api_tokens.all_tokens(conn)
+    if not found:
+        _say("No API tokens. Make one with `mailer admin token create NAME --scope S`.")
+        return
+    for token in found:
+        used = f"{token.last_used_at:%Y-%m-%d %H:%M} UTC" if token.last_used_at else "never"
+        state = f"revoked {token.revoked_at:%Y-%m-%d %H:%M} UTC" if token.revoked_at else "live"
+        _say(f"{token.name}  {' '.join(sorted(token.scopes))}  (made {token.created_at:%Y-%m-%d}, "
+             f"last used {used}, {state})")
+
+
+@token_app.command("revoke")
+def token_revoke(ctx: typer.Context, name: str = TOKEN_NAME) -> None:
+    """Revoke a token: its next request is refused (401)."""
+    from mailer import api_tokens, audit
+
+    engine, who = audited(ctx)
+    with engine.begin() as conn:
+        changed = api_tokens.revoke(conn, name)
+        if changed:
+            audit.record(conn, **who._asdict(), action=audit.Action.TOKEN_REVOKE, target=name)
+    _say(f"Revoked API token {name}." if changed else f"API token {name} was revoked already; nothing changed.")

@@ -1,4 +1,5 @@
-"""`mailer issue build | preview`: an editor's view of one issue (stages 1-3 plus the lint report).
+"""`mailer issue build | preview | proof | schedule | unschedule`: an editor's view of one issue
+(stages 1-3 plus the lint report), its proof and its place on the schedule (`proof` is in send.py).
 
 Only typer is imported here; the stages load inside each command, so `mailer --help` and every
 other command stay fast.
@@ -14,16 +15,16 @@ from mailer.errors import MailerError
 
 # The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
 
-app = typer.Typer(help="Compose an issue: build it to files with a lint report, or preview it live.",
-                  no_args_is_help=True)
+app = typer.Typer(help="One issue: build it to files with a lint report, preview it live, send a proof, "
+                       "schedule or unschedule it.", no_args_is_help=True)
 
-ISSUE = typer.Argument(..., help="The issue file, e.g. issues/2024-11.md", show_default=False)
+ISSUE = typer.Argument(..., help="The issue file (issues/2024-12.md) or its name (2024-12).", show_default=False)
 
 
 @app.command()
 def build(
     ctx: typer.Context,
-    issue: Path = ISSUE,
+    issue: str = ISSUE,
     out: Path | None = typer.Option(None, "--out", help="Folder for email.mjml, email.html and "
                                        "email.txt (default: build/<issue name>)."),
     check_links: bool = typer.Option(False, "--check-links", help="Also fetch every web address the "
@@ -35,13 +36,15 @@ def build(
     Exits 1 on an error (the message names file and line) or an error-level lint finding;
     warnings are printed and do not fail the build.
     """
+    from mailer.compose.gate import issue_path
     from mailer.compose.lint import lint
     from mailer.compose.preview import fill_preview, preview_values
     from mailer.compose.render import compose, templates_dir
     from mailer.compose.source import read_issue
 
     settings = app_context(ctx).settings
-    parsed = read_issue(issue)
+    path = issue_path(issue, settings)
+    parsed = read_issue(path)
     composed = compose(parsed, settings)
     out = out or Path("build") / parsed.slug
     values = preview_values(settings, parsed.slug)
@@ -55,7 +58,7 @@ def build(
         raise MailerError(f"cannot write to {out}: {exc.strerror or exc}") from exc
     typer.echo(f"Wrote {out}/email.mjml, email.html and email.txt (for {values['email']}).")
     report = lint(parsed, composed, templates_dir(settings), online=check_links)
-    typer.echo(report.render(str(issue)))
+    typer.echo(report.render(str(path)))
     if report.errors:
         raise typer.Exit(1)
 
@@ -63,14 +66,17 @@ def build(
 @app.command()
 def preview(
     ctx: typer.Context,
-    issue: Path = ISSUE,
+    issue: str = ISSUE,
     port: int = typer.Option(8025, "--port", help="Port on 127.0.0.1."),
 ) -> None:
     """Serve ISSUE on http://127.0.0.1:PORT/, rebuilt whenever the file or a template changes."""
+    from mailer.compose.gate import issue_path
     from mailer.compose.preview import PreviewServer
 
+    settings = app_context(ctx).settings
+    issue = str(issue_path(issue, settings))
     try:
-        server = PreviewServer(issue, app_context(ctx).settings, port=port).start()
+        server = PreviewServer(issue, settings, port=port).start()
     except OSError as exc:        # most often: the port is taken
         raise MailerError(f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc} "
                           f"(try --port {port + 1})") from exc

@@ -6,6 +6,7 @@ Only typer is imported at module level; the store loads inside each command.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 
@@ -22,45 +23,54 @@ app = typer.Typer(help="Subscriber lists. Without a subcommand: a table of lists
 LANGUAGE_HELP = (f"The language its readers are served in: {', '.join(LANGUAGES)} (without one: the reader's "
                  "own where known, else \\[newsletter] language).")
 STATUS_COLUMNS = (Status.ACTIVE, Status.UNCONFIRMED, Status.UNSUBSCRIBED, Status.BOUNCED, Status.COMPLAINED)
+SHORT = {Status.UNCONFIRMED: "unconf.", Status.UNSUBSCRIBED: "unsub.", Status.COMPLAINED: "compl."}
 
 
 @app.callback(invoke_without_command=True)
 def lists(ctx: typer.Context,
           as_json: bool = typer.Option(False, "--json", help="Print the lists as JSON.")) -> None:
-    """Show every list with its members counted per (effective) status."""
+    """Show every list with its members counted per (effective) status: active, unconfirmed (unconf.),
+    unsubscribed (unsub.), bounced, complained (compl.)."""
     if ctx.invoked_subcommand is not None:
         return
+    from mailer.send.welcome import welcomes
     from subscribers import store
 
-    with engine(ctx).connect() as conn:
+    with audited(ctx)[0].connect() as conn:   # both schemas: the welcome mails are mailer's
         rows = store.list_counts(conn)
+        welcome = welcomes(conn)
     if as_json:
         typer.echo(json.dumps([{"name": r.name, "title": r.title, "description": r.description, "private": r.private,
-                                "language": r.language,
+                                "language": r.language, "welcome": welcome.get(r.id),
                                 "counts": {s: counts.get(s, 0) for s in STATUS_COLUMNS},
                                 "total": sum(counts.values())} for r, counts in rows], indent=2))
         return
     if not rows:
         console().print("No lists yet. Create one with `mailer lists create NAME --title TITLE`.", markup=False)
         return
-    console().print(_table(rows))
+    console().print(_table(rows, welcome))
 
 
-def _table(rows):
+def _table(rows, welcome: dict[int, str]):
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(box=None, pad_edge=False)
-    table.add_column("list")
-    table.add_column("title")
-    table.add_column("shown")
-    table.add_column("language")
+    # 80 columns: one space between columns and short headings for the counts (the JSON and
+    # `lists --help` spell them out); the name and the title are the columns that wrap (rich
+    # drops a column that finds no room, so the others never wrap).
+    table = Table(box=None, pad_edge=False, collapse_padding=True)
+    table.add_column("list", overflow="fold", min_width=6)
+    table.add_column("title", overflow="fold", min_width=8)
+    table.add_column("shown", no_wrap=True)
+    table.add_column("lang", no_wrap=True)
     for status in STATUS_COLUMNS:
-        table.add_column(status, justify="right")
-    table.add_column("total", justify="right")
+        table.add_column(SHORT.get(status, status), justify="right", no_wrap=True)
+    table.add_column("total", justify="right", no_wrap=True)
+    table.add_column("welcome")
     for row, counts in rows:  # Text(): a title is data, never rich markup
         table.add_row(Text(row.name), Text(row.title), "private" if row.private else "public", row.language or "-",
-                      *(f"{counts.get(s, 0):,}" for s in STATUS_COLUMNS), f"{sum(counts.values()):,}")
+                      *(f"{counts.get(s, 0):,}" for s in STATUS_COLUMNS), f"{sum(counts.values()):,}",
+                      Text(Path(welcome[row.id]).name if row.id in welcome else "-"))
     return table
 
 
@@ -117,6 +127,45 @@ def edit(ctx: typer.Context,
         console().print(f"Updated list {found.name}: {', '.join(changed)}.", markup=False, highlight=False)
     else:
         console().print(f"List {found.name} unchanged.", markup=False, highlight=False)
+
+
+@app.command()
+def welcome(ctx: typer.Context,
+            name: str = typer.Argument(..., help="The list.", show_default=False),
+            file: Path | None = typer.Argument(None, help="The welcome issue: a Markdown issue file (or an issue's "
+                                               "name in [compose] issues_dir).", show_default=False),
+            off: bool = typer.Option(False, "--off", help="Send no welcome mail any more.")) -> None:
+    """Set the mail each reader gets once, when they confirm this list (checked by the lint now and
+    before each sending; never archived)."""
+    from mailer import audit
+    from mailer.compose.gate import issue_path
+    from mailer.send import dispatch
+    from mailer.send import welcome as welcomes
+    from subscribers import store
+
+    if off == (file is not None):
+        raise typer.BadParameter("give a FILE, or --off", param_hint="FILE")
+    settings = app_context(ctx).settings
+    db, who = audited(ctx)
+    with db.connect() as conn:
+        found = store.get_list(conn, name)
+    if off:
+        with db.begin() as conn:
+            had = welcomes.clear_welcome(conn, found.id)
+            if had:
+                audit.record(conn, **who._asdict(), action=audit.Action.LIST_EDIT, target=name,
+                             detail={"welcome": "off"})
+        console().print(f"List {name} sends no welcome mail{' any more' if had else ''}.", markup=False)
+        return
+    assert file is not None
+    path = issue_path(str(file), settings)
+    composed = welcomes.check(settings, path, dispatch.language_of(settings, db, found.id))   # LintFailed: refused
+    with db.begin() as conn:
+        welcomes.set_welcome(conn, found.id, path, composed.slug, composed.subject)
+        audit.record(conn, **who._asdict(), action=audit.Action.LIST_EDIT, target=name,
+                     detail={"welcome": path.name})
+    console().print(f"List {name} welcomes each reader who confirms with {path} ({composed.subject!r}).",
+                    markup=False, highlight=False)
 
 
 app.command("set", help="Change a list's title, description, visibility or language (the same as `lists edit`).")(edit)

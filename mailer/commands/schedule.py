@@ -21,6 +21,7 @@ def show(
     count: int = typer.Option(3, "--count", "-n", min=1, max=120, help="How many slots to show."),
 ) -> None:
     """The next slots (local time and UTC) and the issue each would send."""
+    from mailer.model import as_written
     from mailer.schedule.scheduler import upcoming, utcnow
     from mailer.schedule.slots import shown
 
@@ -30,7 +31,7 @@ def show(
                f"grace {s.misfire_grace_minutes} min")
     rows = upcoming(settings, utcnow(), count)
     for when, issues in rows:
-        what = ", ".join(f"{r.issue} '{r.subject}'" + (" (--at)" if r.pinned else "") for r in issues)
+        what = ", ".join(f"{r.issue} '{as_written(r.subject)}'" + (" (--at)" if r.pinned else "") for r in issues)
         typer.echo(f"  {shown(when, s)}  {what or 'nothing scheduled (the editors get a notice)'}")
     if not any(issues for _, issues in rows):
         typer.echo("No issue is scheduled in these slots: `mailer issue schedule ISSUE` schedules one.")
@@ -55,6 +56,7 @@ def run(ctx: typer.Context) -> None:
 
 
 def print_scheduled(settings, issue: str, at: str | None) -> None:
+    from mailer.model import as_written
     from mailer.schedule.scheduler import schedule_issue, utcnow
     from mailer.schedule.slots import shown
     from mailer.schedule.states import IssueState
@@ -62,8 +64,8 @@ def print_scheduled(settings, issue: str, at: str | None) -> None:
     done = schedule_issue(settings, issue, at, utcnow())
     which = "the time given" if done.pinned else "the next free slot"
     moved = " (moved)" if done.previous == IssueState.SCHEDULED else ""
-    typer.echo(f"Scheduled {done.issue} '{done.subject}' for {shown(done.send_at, settings.schedule)}{moved}, "
-               f"{which}, to list {done.list_name}.")
+    typer.echo(f"Scheduled {done.issue} '{as_written(done.subject)}' for "
+               f"{shown(done.send_at, settings.schedule)}{moved}, {which}, to list {done.list_name}.")
     hours, editors = settings.schedule.proof_hours_before, settings.schedule.editors
     if hours and editors:
         typer.echo(f"A proof goes to {', '.join(editors)} from "
@@ -72,8 +74,13 @@ def print_scheduled(settings, issue: str, at: str | None) -> None:
 
 
 def print_unscheduled(settings, issue: str) -> None:
+    from mailer.compose.gate import issue_path
+    from mailer.errors import ScheduleError
     from mailer.schedule.scheduler import unschedule_issue, utcnow
 
     left = unschedule_issue(settings, issue, utcnow())
+    if left is None and not issue_path(issue, settings).is_file():
+        raise ScheduleError(f"no issue {issue!r}: no file {issue_path(issue, settings)} and nothing scheduled "
+                            "by that name (`mailer issues` lists them)")
     typer.echo(f"{issue} was not scheduled; nothing changed." if left is None
                else f"Unscheduled {issue} (was {left}); it is a draft again.")

@@ -105,7 +105,8 @@ def _send(ctx, settings, err, issue: str, list_name: str, *, yes: bool, dry_run:
         if plan.already_sent:
             summary = dispatch.run_send(settings, plan)
         elif dry_run:
-            summary = dispatch.dry_run(settings, plan, on_progress=None)
+            with _progress(err, "dry run") as on_progress:
+                summary = dispatch.dry_run(settings, plan, on_progress=on_progress)
         else:
             if not yes:
                 verb = "Resume sending" if plan.send_id else "Send"
@@ -168,23 +169,23 @@ def proof(
     backend: BackendName | None = BACKEND,
 ) -> None:
     """Send a copy of ISSUE marked as a proof ("[PROOF]" subject) to editors, outside the ledger."""
-    from mailer.send.dispatch import send_proof
-    from subscribers.normalize import is_sendable
+    from mailer.send.dispatch import proof_where, send_proof
+    from subscribers.normalize import unsendable_reason
 
     settings = app_context(ctx).settings
     addresses = [a.strip() for a in to.split(",") if a.strip()]
     if not addresses:
         raise typer.BadParameter("give at least one address", param_hint="--to")
     for address in addresses:
-        if not is_sendable(address):
-            raise typer.BadParameter(f"{address!r} is not an email address (write name@example.org)",
-                                     param_hint="--to")
+        if (why := unsendable_reason(address)) is not None:
+            raise typer.BadParameter(f"{address!r} {why}", param_hint="--to")
     err = console(stderr=True)
     with _warnings_to(err):
         composed = _gate(issue, settings, err, proof=True)
-        results = send_proof(settings, composed, addresses, backend_name=backend.value if backend else None)
-    for address, result in zip(addresses, results, strict=True):
-        typer.echo(f"{address}: {result.status.value}" + (f" ({result.detail})" if result.detail else ""))
+        name = backend.value if backend else settings.delivery.backend
+        results = send_proof(settings, composed, addresses, backend_name=name)
+    for address, result in zip(addresses, results, strict=True):   # each proof's own file or message
+        typer.echo(f"{address}: {proof_where(result, name)}")
     if not all(r.ok for r in results):
         raise typer.Exit(1)
 
@@ -210,10 +211,10 @@ def _ensure_key(settings, err) -> None:
 
 
 def shown_subject(subject: str) -> str:
-    """The subject as the editor wrote it: merge fields as {{ first_name }}, not markers."""
-    from mailer.model import MARKER
+    """The subject as the editor wrote it: merge fields with their fallbacks, not markers."""
+    from mailer.model import as_written
 
-    return MARKER["text"].sub(lambda m: "{{ %s }}" % m.group(1).partition("~")[0], subject)
+    return as_written(subject)
 
 
 def _report(summary, subject: str, as_json: bool) -> None:
@@ -249,12 +250,12 @@ def _when(iso: str | None) -> str:
 class _progress:
     """A rich progress bar on stderr: sent, failed, rate and time left."""
 
-    def __init__(self, err):
+    def __init__(self, err, label: str = "sending"):
         from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
         self.err, self.first = err, 0
         self.task: TaskID | None = None
-        self.bar = Progress(TextColumn("sending"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+        self.bar = Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
                             TextColumn("sent {task.fields[sent]:,} · failed {task.fields[failed]:,}"),
                             TextColumn("{task.fields[rate]:,.0f}/s"), TimeRemainingColumn(),
                             console=self.err, transient=False)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mailer.commands.common import console
+from mailer.commands.common import app_context, console
 from mailer.commands.db import audited, engine, secret
 from subscribers.errors import SubscriberNotFound
 from subscribers.status import Status
@@ -39,15 +39,21 @@ def _say(text: str) -> None:
 def add(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST,
         name: str | None = typer.Option(None, "--name", help="The subscriber's name."),
         unconfirmed: bool = typer.Option(False, "--unconfirmed", help="Add as unconfirmed (awaiting opt-in)."),
+        confirmed: bool = typer.Option(False, "--confirmed", help="Add as active (the default), and say so: "
+                                       "the list's welcome mail goes out."),
         resubscribe: bool = typer.Option(False, "--resubscribe", "--force",
                                          help="Override a suppression: an unsubscribed, bounced, complained "
                                               "or forgotten address is subscribed again.")) -> None:
-    """Subscribe EMAIL to a list (an admin's consent record)."""
+    """Subscribe EMAIL to a list (an admin's consent record); an active reader gets the list's welcome mail once."""
     from mailer import audit
+    from mailer.send import welcome
     from subscribers import store
     from subscribers.models import Status
 
+    if confirmed and unconfirmed:
+        raise typer.BadParameter("--confirmed and --unconfirmed contradict each other", param_hint="--confirmed")
     db, who = audited(ctx)
+    welcomed = None
     with db.begin() as conn:
         found = store.get_list(conn, list_name)
         result = store.add_subscriber(conn, email, found.id, name=name, force=resubscribe,
@@ -58,6 +64,8 @@ def add(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST,
             action = audit.Action.RESUBSCRIBE if lifted else audit.Action.SUBSCRIBER_ADD
             audit.record(conn, **who._asdict(), action=action, subscriber_id=result.subscriber_id, target=found.name,
                          detail={"status": result.status, "changes": list(result.changes)})
+            if result.status is Status.ACTIVE:
+                welcomed = welcome.enqueue(conn, app_context(ctx).settings, result.subscriber_id, found.id)
     if result.outcome is store.Outcome.ADDED:
         extra = f" ({', '.join(c for c in result.changes if c != 'subscribed')})" if len(result.changes) > 1 else ""
         _say(f"Added {result.email} to {found.name} ({result.status}){extra}.")
@@ -65,6 +73,19 @@ def add(ctx: typer.Context, email: str = EMAIL, list_name: str = LIST,
         _say(f"Updated {result.email} on {found.name}: {', '.join(result.changes)}.")
     else:
         _say(f"{result.email} is already on {found.name} ({result.status}); nothing changed.")
+    if welcomed is not None:
+        _welcome(ctx, welcomed, found.name)
+
+
+def _welcome(ctx: typer.Context, send_id: int, list_name: str) -> None:
+    """Send the welcome mails due now; say whether this one went."""
+    from mailer.send import welcome
+
+    sent = welcome.send_due(app_context(ctx).settings)
+    if sent.get(send_id):
+        _say(f"Sent {list_name}'s welcome mail.")
+    else:
+        _say(f"{list_name}'s welcome mail was not sent now (see `mailer issues` and the log); it stays due.")
 
 
 @app.command()
@@ -114,7 +135,8 @@ def _show_json(who, members, history, tags) -> dict:
 
 
 def _print_show(who, members, history, tags) -> None:
-    from rich.table import Table
+    """Short lines that fit 80 columns: one line per membership and per history entry, the long
+    parts (a browser's user agent, an entry's detail) on an indented line of their own."""
     from rich.text import Text
 
     from subscribers.normalize import display_email
@@ -128,20 +150,24 @@ def _print_show(who, members, history, tags) -> None:
     out.print(Text(f"tags: {', '.join(tags) or '-'}"))
     for key, value in sorted((who.attributes or {}).items()):
         out.print(Text(f"{key}: {value}"))
-    table = Table("list", "status", "consent", "since (UTC)", "signup asked (UTC)", box=None, pad_edge=False,
-                  title="memberships", title_justify="left")
+    width = max([len(m.list) for m in members] + [len(h.list or "*") for h in history] + [1])
+    out.print("memberships (times in UTC)")
     for m in members:
-        consent = " ".join(filter(None, [m.consent_source, m.consent_ip, m.consent_user_agent]))
-        asked = " ".join(filter(None, [_when(m.optin_at), m.optin_ip]))
-        table.add_row(Text(m.list), Text(m.effective), Text(consent), _when(m.consent_at), Text(asked))
-    out.print(table)
-    log = Table("at (UTC)", "list", "action", "status", "source", "detail", box=None, pad_edge=False, title="history",
-                title_justify="left")
+        consent = f"consent: {m.consent_source}" if m.consent_source else "no consent recorded"
+        out.print(Text(f"  {m.list:<{width}}  {m.effective}" + (f" since {_when(m.consent_at)}" if m.consent_at else "")
+                       + f"; {consent}"))
+        origin = ", ".join(filter(None, [m.consent_ip, m.consent_user_agent]))
+        if origin:
+            out.print(Text(f"  {'':<{width}}  consent from {origin}"))
+        if m.optin_at:
+            out.print(Text(f"  {'':<{width}}  signup asked {_when(m.optin_at)}"
+                           + (f" from {m.optin_ip}" if m.optin_ip else "")))
+    out.print("history (times in UTC)")
     for h in history:
-        change = f"{h.old_status or ''} -> {h.new_status}" if h.new_status else ""
-        log.add_row(_when(h.at), Text(h.list or "*"), Text(h.action), Text(change), Text(h.source),
-                    Text(json.dumps(h.detail, ensure_ascii=False) if h.detail else ""))
-    out.print(log)
+        change = f" {h.old_status or '(none)'} -> {h.new_status}" if h.new_status else ""
+        out.print(Text(f"  {_when(h.at)}  {h.list or '*':<{width}}  {h.action}{change} ({h.source})"))
+        if h.detail:
+            out.print(Text(f"  {'':16}  {'':<{width}}  {json.dumps(h.detail, ensure_ascii=False)}"))
 
 
 def _when(at) -> str:
@@ -262,7 +288,7 @@ def import_(ctx: typer.Context,
         summary = import_csv(db, file, list_name, secret=secret(ctx, required=False),
                              status=Status.UNCONFIRMED if unconfirmed else Status.ACTIVE, dry_run=dry_run,
                              check_dns=check_dns, overwrite=not no_overwrite,
-                             on_progress=progress and (lambda done, total, _s: progress(done, total)))
+                             on_progress=progress and (lambda done, total, s: progress(done, total, s.rows)))
     if not dry_run:
         with db.begin() as conn:
             audit.record(conn, **who._asdict(), action=audit.Action.IMPORT, target=list_name,
@@ -336,11 +362,15 @@ class _progress:
             TimeRemainingColumn,
         )
 
-        self.bar = bar = Progress(TextColumn(self.label), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+        # The rows so far beside the bar: an import's bar moves by bytes read (its total is the
+        # file's size, known at once), but people count rows.
+        self.bar = bar = Progress(TextColumn(self.label), BarColumn(), TaskProgressColumn(),
+                                  TextColumn("{task.fields[rows]:,} rows"), TimeRemainingColumn(),
                                   console=err, transient=True)
         bar.start()
-        task = bar.add_task(self.label, total=None)
-        return lambda done, total: bar.update(task, completed=done, total=total or None)
+        task = bar.add_task(self.label, total=None, rows=0)
+        return lambda done, total, rows=None: bar.update(task, completed=done, total=total or None,
+                                                         rows=done if rows is None else rows)
 
     def __exit__(self, *exc):
         if self.bar is not None:

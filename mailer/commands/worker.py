@@ -24,6 +24,7 @@ def worker(
 ) -> None:
     """Send batches of every running shared send (`mailer send --workers N`) until none has work left."""
     from mailer.config import key_range
+    from mailer.notify.delivery import Notifier
     from mailer.send.workers import run_worker
 
     settings = app_context(ctx).settings
@@ -31,10 +32,16 @@ def worker(
     if lease is not None and not low <= lease <= high:
         raise typer.BadParameter(f"{lease} is not in the range {low}<=x<={high}.", param_hint="--lease")
     err = console(stderr=True)
-    with StopOnSignal("the worker") as stopping:   # SIGTERM or Ctrl-C: finish the batch on the wire, then stop
-        report = run_worker(settings, forever=forever, only=send,
-                            lease=lease or settings.delivery.worker_lease_seconds, stop=stopping,
-                            notice=lambda message: err.print(f"note: {message}", markup=False, soft_wrap=True))
+    notifier = Notifier(settings)    # the outgoing webhooks, meanwhile (docs/api.md)
+    if settings.webhooks.out:
+        notifier.start()
+    try:
+        with StopOnSignal("the worker") as stopping:   # SIGTERM or Ctrl-C: finish the batch on the wire, then stop
+            report = run_worker(settings, forever=forever, only=send,
+                                lease=lease or settings.delivery.worker_lease_seconds, stop=stopping,
+                                notice=lambda message: err.print(f"note: {message}", markup=False, soft_wrap=True))
+    finally:
+        notifier.stop()
     sent = sum(report.sends.values())
     typer.echo(f"worker {report.worker}: {sent:,} sent in {len(report.sends)} send(s), "
                f"{len(report.reclaimed)} batch(es) of dead workers reclaimed.")

@@ -29,7 +29,6 @@ The gate that every command that delivers runs first is mailer/compose/gate.py.
 
 from __future__ import annotations
 
-import base64
 import functools
 import re
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from mailer.compose.render import (
     shown_path,
     template_files,
 )
-from mailer.model import MARKER, MERGE_FIELDS, Part, fill, marker
+from mailer.model import MARKER, MERGE_FIELDS, Part, as_written, fill, marker
 
 __all__ = ["CLIP_BYTES", "Finding", "LintReport", "Severity", "fill_for_sizing", "lint"]
 
@@ -105,19 +104,7 @@ def lint(issue, composed, templates_dir: str | Path, *, online: bool = False) ->
     findings = [*check_size(size), *check_unresolved(composed, locate), *check_empty(issue),
                 *check_lengths(issue), *(locate.finding(p) for p in problems)]
     return LintReport(size, tuple(sorted(findings, key=lambda f: (f.path or "", f.line or 0))),
-                      as_written(issue.subject, "text"), as_written(issue.preheader, "html"))
-
-
-def as_written(text: str, part: Part) -> str:
-    """Merge-field markers back as the editor writes them: `{{ first_name | default("reader") }}`."""
-    def written(found) -> str:
-        name, _, encoded = found.group(1).partition("~")
-        if not encoded:
-            return "{{ %s }}" % name
-        default = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
-        return '{{ %s | default("%s") }}' % (name, default)
-
-    return MARKER[part].sub(written, text) if "%%" in text else text
+                      as_written(issue.subject), as_written(issue.preheader))
 
 
 def shown_length(text: str) -> int:
@@ -169,7 +156,7 @@ def check_lengths(issue) -> list[Finding]:
     """A subject or preheader longer than inboxes show (a warning at the setting's line)."""
     findings = []
     for key, limit, tail in LENGTHS:
-        length = shown_length(as_written(getattr(issue, key), "text" if key == "subject" else "html"))
+        length = shown_length(as_written(getattr(issue, key)))
         if length > limit:
             findings.append(Finding(Severity.WARNING, key, f"the {key} has {length} characters: "
                                     + tail.format(limit=limit), str(issue.path), _setting_line(issue.path, key)))

@@ -97,6 +97,7 @@ class Edition:
     untracked: Edition | None = None       # the same edition with direct links, for readers who opted out
     ours_only: bool = False                # our tracking is on: a provider's own must be off (sendgrid.py)
     language: str = "en"           # Content-Language: the footer's (the list's) language
+    browser_link: str = ""         # the view-in-browser link when not the issue's public page (dispatch.edition_for)
     list_id: str = ""              # RFC 2919 List-Id value (list_id_header); "" for proofs and notices
 
     def bulk_headers(self) -> dict[str, str]:
@@ -106,11 +107,15 @@ class Edition:
     @property
     def archive_url(self) -> str:
         # A proof's issue is not in the web archive yet, and its readers hold no unsubscribe
-        # token: its links go to pages that exist (the archive, the subscription page).
+        # token: its links go to pages that exist (the archive, mailer/web/staff_copies.py's).
+        if self.browser_link:
+            return self.browser_link
         return f"{self.base_url}/archive" if self.proof else f"{self.base_url}/archive/{self.slug}"
 
     def unsubscribe_url(self, token: str) -> str:
-        return f"{self.base_url}/subscribe" if self.proof else f"{self.base_url}/unsubscribe/{token}"
+        # A proof's or notice's token is mailer.model.STAFF_TOKENS': the page says what the link
+        # does in a reader's copy (mailer/web/staff_copies.py).
+        return f"{self.base_url}/unsubscribe/{token}"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -163,17 +168,19 @@ class Outgoing:
 
 
 def prepare(issue: ComposedIssue, newsletter: NewsletterSettings, *, proof: bool = False,
-            nonce: str | None = None, track: tracking.Plan | None = None, list_name: str = "") -> Edition:
+            nonce: str | None = None, track: tracking.Plan | None = None, list_name: str = "",
+            browser_link: str = "") -> Edition:
     """Do once per send everything that is the same for every reader; with `track`, links are
     rewritten (and the direct edition kept beside it for readers who turned tracking off).
-    `list_name`: the list it goes to (List-Id, Precedence: bulk); none for proofs and notices."""
-    direct = _prepare(issue, newsletter, proof=proof, nonce=nonce, list_name=list_name)
+    `list_name`: the list it goes to (List-Id, Precedence: bulk); none for proofs and notices.
+    `browser_link`: the view-in-browser address when it is not /archive/ISSUE (a private send's)."""
+    direct = _prepare(issue, newsletter, proof=proof, nonce=nonce, list_name=list_name, browser_link=browser_link)
     if track is None or proof:
         return direct
     body_html, text = tracking.rewrite(issue.html, issue.text, direct.base_url, track.parts(), pixel=track.pixel())
     tracked = replace(issue, html=body_html, text=text)
     edition = _prepare(tracked, newsletter, nonce=direct.nonce, boundary=direct.boundary, checked=True,
-                       list_name=list_name)
+                       list_name=list_name, browser_link=browser_link)
     return replace(edition, tracker=track, untracked=replace(direct, ours_only=True), ours_only=True)
 
 
@@ -189,14 +196,14 @@ def list_id_header(list_name: str, from_name: str, from_email: str) -> str:
 
 def _prepare(issue: ComposedIssue, newsletter: NewsletterSettings, *, proof: bool = False,
              nonce: str | None = None, boundary: str | None = None, checked: bool = False,
-             list_name: str = "") -> Edition:
+             list_name: str = "", browser_link: str = "") -> Edition:
     """`checked`: the direct edition was made from these settings already (and warned once)."""
     base_url = newsletter.base_url.rstrip("/") if checked else _check_base_url(newsletter.base_url)
     slug = _check_ref(issue.slug, "issue slug")
     subject = _one_line(issue.subject) or issue.slug
     if proof:
         subject = PROOF_PREFIX + subject
-    archive = f"{base_url}/archive" if proof else f"{base_url}/archive/{slug}"
+    archive = browser_link or (f"{base_url}/archive" if proof else f"{base_url}/archive/{slug}")
     text = _NEWLINES.sub("\n", issue.text).replace(marker("archive_url", "text"), archive)
     body_html = _NEWLINES.sub("\n", issue.html).replace(marker("archive_url", "html"), html.escape(archive))
     if marker("unsubscribe_url", "html") not in body_html and not checked:
@@ -216,7 +223,7 @@ def _prepare(issue: ComposedIssue, newsletter: NewsletterSettings, *, proof: boo
                    proof=proof, head=head, subject_parts=subject_parts,
                    text_parts=_qp_template(text, "text", fields),
                    html_parts=_qp_template(body_html, "html", fields), boundary=boundary,
-                   language=issue.language, list_id=list_id)
+                   language=issue.language, list_id=list_id, browser_link=browser_link)
 
 
 def personalize(edition: Edition, recipient: Recipient) -> Outgoing:

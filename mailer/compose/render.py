@@ -81,7 +81,8 @@ def compose(issue, settings, *, proof: bool = False, language: str | None = None
     except ComposeError as exc:
         raise _blame(issue, settings, proof, exc, language) from exc
     return ComposedIssue(slug=issue.slug, subject=issue.subject, preheader=issue.preheader,
-                         mjml=mjml, html=html, text=text, date=issue.date, language=language)
+                         mjml=mjml, html=html, text=text, date=issue.date, language=language,
+                         archive=issue.meta.get("archive", True) is not False)
 
 
 _KIND = {"Paragraph": "paragraph", "Image": "picture", "ItemList": "list", "Table": "table",

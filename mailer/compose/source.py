@@ -34,7 +34,10 @@ from mailer.model import MARKER, MERGE_FIELDS, Part, marker, with_default
 FENCE = "+++"
 REQUIRED = {"subject": str, "preheader": str, "date": dt.date}
 # The lead image at the top of the issue (optional): its URL, what it shows, credit and caption.
-OPTIONAL = {"image": str, "image_alt": str, "image_credit": str, "image_caption": str}
+OPTIONAL = {"image": str, "image_alt": str, "image_credit": str, "image_caption": str,
+            # `archive = false`: never on /archive (docs/readers.md); `true` cannot publish a
+            # private list's or a segment's issue.
+            "archive": bool}
 # The one rule for an issue's name (its file name without .md): it names the ledger's row
 # (sends.issue, 64 characters), the archive URL /archive/NAME, the outbox files, the X-Mailer-Issue
 # header and SendGrid's custom_args. Everything that takes a name calls `issue_name_problem`.
@@ -225,6 +228,19 @@ def parse_issue(text: str, path: str | Path) -> Issue:
                  stray=tuple(reader.stray))
 
 
+def archive_setting(path: str | Path) -> bool | None:
+    """The `archive = true/false` setting of the issue file at `path`, read from its settings
+    alone (the web archive asks on every listing); None when the file, its settings or the
+    setting is missing or unreadable."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        fences = [i for i, line in enumerate(lines) if line.strip() == FENCE][:2]
+        value = tomllib.loads("\n".join(lines[1:fences[1]])).get("archive") if fences[:1] == [0] else None
+    except (OSError, UnicodeDecodeError, IndexError, tomllib.TOMLDecodeError):
+        return None
+    return value if isinstance(value, bool) else None
+
+
 def merge_fields(text: str, part: Part) -> str:
     """`{{ first_name | default("reader") }}` -> the marker personalize fills per reader.
     Anything else in `{{ }}` stays as written, and the lint report names it (an error)."""
@@ -369,6 +385,9 @@ def _check_meta(meta: dict, lines: list[str], where: str, end: int,
         if kind is dt.date and (not isinstance(value, dt.date) or isinstance(value, dt.datetime)):
             problems.append(IssueSourceError(f"settings: {key} must be a date like 2024-11-01 (no "
                                              f"quotes), not {value!r}", path=where, line=line_of(key)))
+        if kind is bool and not isinstance(value, bool):
+            problems.append(IssueSourceError(f"settings: {key} must be true or false (no quotes), not {value!r}",
+                                             path=where, line=line_of(key)))
         if kind is str and (not isinstance(value, str) or not value.strip()):
             problems.append(IssueSourceError(f'settings: {key} must be non-empty text in "double '
                                              f'quotes", not {value!r}', path=where, line=line_of(key)))

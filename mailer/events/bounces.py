@@ -76,10 +76,11 @@ class ScanSummary:
     stored: int = 0                 # new events written
     duplicates: int = 0             # seen in an earlier scan
     unknown: int = 0                # for addresses we do not know
-    changed: int = 0                # subscriber states the policy changed
+    changed: int = 0                # subscribers the policy changed: people, each once, not status changes
     unverified: list = field(default_factory=list)   # Scanned reports that prove nothing
     failed: list = field(default_factory=list)       # Scanned messages that could not be read: set aside
     dry_run: bool = False
+    changed_ids: set[int] = field(default_factory=set)
 
     def as_dict(self) -> dict:
         return {"messages": self.messages, "kinds": {k: self.kinds.get(k, 0) for k in KINDS},
@@ -169,7 +170,8 @@ def _apply(engine, chunk, reports, key, limits, dry_run, summary) -> list[Scanne
                 summary.stored += result.stored
                 summary.duplicates += result.duplicates
                 summary.unknown += result.unknown
-                summary.changed += result.changed
+                summary.changed_ids |= result.changed_ids
+                summary.changed = len(summary.changed_ids)
     out = []
     for mail, report, (events, why) in zip(chunk, reports, made, strict=True):
         summary.kinds[report.kind] += 1
@@ -231,11 +233,14 @@ def _finding_for(report: BounceReport, address: str) -> Finding:
 
 def _ledger_matches(conn, mids: set[str]) -> dict[str, Ref]:
     """{Message-ID: its ref} for the quoted Message-IDs the ledger has for that very reader (SMTP
-    and outbox deliveries keep the Message-ID they sent as provider_id)."""
+    and outbox deliveries keep the Message-ID they sent as provider_id), when they carry a MAC (made
+    with any key, ours before a change included): one without is the issue's slug, two numbers and
+    the send's, which a stranger can write, and a copy mailed before refs were signed had one."""
     pairs = {}
     for mid in mids:
-        found = read_ref(ref_in_message_id(mid))
-        if found is not None:
+        ref = ref_in_message_id(mid) or ""
+        found = read_ref(ref)
+        if found is not None and ref.count(".") == 2:   # with a MAC: "SEND.SUBSCRIBER.sSEND" anyone can write
             pairs[(found.send_id, found.subscriber_id)] = mid
     out: dict[str, Ref] = {}
     wanted = sorted(pairs)

@@ -35,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mailer.compose.gate import compose_checked, issue_path
 from mailer.config import ConfigError, Settings
 from mailer.errors import LintFailed, MailerError, ScheduleError, SendBusy, SendTakenOver
-from mailer.model import ComposedIssue
+from mailer.model import ComposedIssue, as_written
 from mailer.schedule import states
 from mailer.schedule.slots import (
     last_slot,
@@ -255,7 +255,7 @@ class Scheduler:
             if not states.miss(conn, row.issue, row.send_at, reason, now):
                 return
         self.decide(now, row, f"not sent: {reason}")
-        self.notify(now, f"{row.issue} missed its slot", f"{row.subject} ({row.issue}) was not sent to "
+        self.notify(now, f"{row.issue} missed its slot", f"{as_written(row.subject)} ({row.issue}) was not sent to "
                     f"{row.list_name}.\n\n{reason}.")
 
     # sending -> sent | failed | still sending (stopped, deferred readers)
@@ -299,9 +299,9 @@ class Scheduler:
     def _failed(self, row, now: datetime, reason: str) -> None:
         self._settle(row, now, IssueState.FAILED, reason)
         self.decide(now, row, f"failed: {reason}")
-        self.notify(now, f"{row.issue} failed", f"{row.subject} ({row.issue}) to {row.list_name} failed:\n\n"
-                    f"{reason}\n\nFix it, then `mailer issue schedule {row.issue}` (a partial send continues "
-                    "where it stopped).")
+        self.notify(now, f"{row.issue} failed", f"{as_written(row.subject)} ({row.issue}) to {row.list_name} "
+                    f"failed:\n\n{reason}\n\nFix it, then `mailer issue schedule {row.issue}` (a partial send "
+                    "continues where it stopped).")
 
     def _settle(self, row, now: datetime, state: IssueState, reason: str | None, send_id: int | None = None) -> None:
         with self.engine.begin() as conn:
@@ -395,8 +395,10 @@ class Scheduler:
                 states.unclaim_proof(conn, row.issue)  # the next tick tries again
             return self.decide(now, row, f"proof not sent, retrying: {exc}")
         took = sum(1 for r in results if r.ok)
+        where = "; ".join(f"{editor} {dispatch.proof_where(r, self.settings.delivery.backend)}"
+                          for editor, r in zip(editors, results, strict=True))
         self.decide(now, row, f"proof sent to {took} of {len(editors)} editors for the slot "
-                              f"{shown(row.send_at, self.settings.schedule)}")
+                              f"{shown(row.send_at, self.settings.schedule)}: {where}")
 
     def check_empty_slot(self, now: datetime) -> None:
         slot = last_slot(self.settings.schedule, now)

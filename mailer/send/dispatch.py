@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from mailer import engines
 from mailer.compose import tracking as links
-from mailer.compose.archived import neutral_copy
+from mailer.compose.archived import archive_key, neutral_copy
 from mailer.compose.personalize import Edition, Recipient, personalize, prepare
 from mailer.config import ClickTracking, OnInterrupted, Settings, database_url, secret_key, tracking_problem
 from mailer.errors import (
@@ -42,7 +42,7 @@ from mailer.errors import (
     SendTakenOver,
 )
 from mailer.i18n import known
-from mailer.model import ArchiveCopy, ComposedIssue
+from mailer.model import STAFF_TOKENS, ArchiveCopy, ComposedIssue
 from mailer.send import batches, leases, ledger, segments, tracking
 from mailer.send.batches import BatchLoop
 from mailer.send.deliver.base import Backend
@@ -52,7 +52,7 @@ from mailer.send.ledger import SendStatus, State
 from mailer.send.stall import Stall
 from mailer.send.stall import apply as apply_journal
 from subscribers.links import MembershipKeys
-from subscribers.models import lists
+from subscribers.models import lists, utcnow
 from subscribers.policy import ingest
 from subscribers.store import get_list
 from subscribers.tokens import token_maker
@@ -224,8 +224,9 @@ def retry_failed(plan: Plan) -> int:
     assert plan.send_id is not None   # failed_readers said so
     with plan.engine.begin() as conn:
         row = conn.execute(select(ledger.sends).where(ledger.sends.c.id == plan.send_id)).one()
-        if ledger.runner_alive(row):
-            raise SendError(_alive_message(row))
+        at = ledger.db_now(conn)
+        if ledger.runner_alive(row, at):
+            raise SendBusy(_alive_message(row, at))
         return ledger.requeue_failed(conn, plan.send_id)
 
 
@@ -250,7 +251,20 @@ def edition_for(settings: Settings, engine: Engine, issue: ComposedIssue, send_i
     track = tracking_plan(settings, engine, issue, send_id)
     with engine.connect() as conn:
         list_name = conn.execute(select(ledger.sends.c.list_name).where(ledger.sends.c.id == send_id)).scalar() or ""
-    return prepare(issue, settings.newsletter, nonce=f"s{send_id}", track=track, list_name=list_name)
+    return prepare(issue, settings.newsletter, nonce=f"s{send_id}", track=track, list_name=list_name,
+                   browser_link=browser_link(settings, engine, issue.slug, send_id))
+
+
+def browser_link(settings: Settings, engine: Engine, slug: str, send_id: int) -> str:
+    """The send's view-in-browser link when it is not the issue's public page ("" when it is): a
+    private list's or a segment's readers get the page with its key, an `archive = false` issue's
+    the archive's index (docs/readers.md#what-the-archive-shows)."""
+    with engine.connect() as conn:
+        kind = ledger.browser_link_kind(conn, send_id)
+    base = settings.newsletter.base_url.rstrip("/")
+    if kind == "key":
+        return f"{base}/archive/{slug}?key={archive_key(secret_key(settings), slug)}"
+    return f"{base}/archive" if kind == "none" else ""
 
 
 def tracking_plan(settings: Settings, engine: Engine, issue: ComposedIssue, send_id: int) -> links.Plan | None:
@@ -273,6 +287,16 @@ def archive_copy(issue: ComposedIssue, newsletter) -> ArchiveCopy:
     return neutral_copy(issue, newsletter.base_url)
 
 
+def proof_where(result, backend: str) -> str:
+    """Where one proof (or notice) went, for the person who sent it: the outbox file, or the
+    backend and its id for the message; what was refused says why."""
+    if not result.ok:
+        return f"{result.status.value}" + (f" ({result.detail})" if result.detail else "")
+    if backend == "outbox":
+        return f"written to {result.raw}"
+    return f"accepted by {backend}" + (f" as {result.provider_id}" if result.provider_id else "")
+
+
 def _bounce_policy(settings: Settings, send_id: int, ref_key: str):
     """A permanent per-reader refusal at RCPT with a hard-bounce status (5.1.x, 5.2.1, 5.4.4)
     becomes a hard-bounce DeliveryEvent through subscribers.policy, the webhook's own policy."""
@@ -286,8 +310,12 @@ def _bounce_policy(settings: Settings, send_id: int, ref_key: str):
     return refused
 
 
+DRY_RUN_STEP = 1000   # readers between two progress reports of a dry run (200,000 readers take ~14 s)
+
+
 def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
-    """Everything but delivery: personalize each reader a new send would fix; write nothing."""
+    """Everything but delivery: personalize each reader a new send would fix; write nothing.
+    `on_progress(summary)` hears every DRY_RUN_STEP readers and at the end, as a send's does."""
     started = time.monotonic()
     summary = SendSummary(plan.issue.slug, plan.list_name, plan.backend, send_id=plan.send_id,
                           total=plan.readers, dry_run=True, segment=plan.segment)
@@ -304,9 +332,14 @@ def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
                     summary.sent += 1
                 except DeliveryError:
                     summary.failed += 1
+                if on_progress and (summary.sent + summary.failed) % DRY_RUN_STEP == 0:
+                    summary.duration = time.monotonic() - started
+                    on_progress(summary)
     else:
         summary.sent = plan.readers  # a resumed send: its readers were checked when it started
     summary.duration = time.monotonic() - started
+    if on_progress:
+        on_progress(summary)
     return summary
 
 
@@ -457,10 +490,15 @@ def ref_key_of(settings: Settings) -> str:
 def send_proof(settings: Settings, issue: ComposedIssue, addresses: list[str], *, backend_name: str | None = None,
                backend: Backend | None = None, proof: bool = True) -> list:
     """A copy marked as a proof ("[PROOF] " subject, X-Mailer-Proof) to each address; no ledger.
-    With proof=False, a plain copy (the scheduler's notices to the editors)."""
+    With proof=False, a plain copy (the scheduler's notices to the editors).
+
+    Each copy's ref names this run (the time and the edition's random nonce), so every proof keeps
+    its own outbox file (`2024-12.proof.20241130T090000Z.3f9a1c2b7d4e.1.eml`) and Message-ID, and
+    `proof_where` says where each went."""
     edition = prepare(issue, settings.newsletter, proof=proof)
-    kind = "proof" if proof else "copy"
-    outs = [personalize(edition, Recipient(f"{kind}.{i}", address, "", kind))
+    kind = STAFF_TOKENS[0] if proof else STAFF_TOKENS[1]
+    run = f"{kind}.{utcnow():%Y%m%dT%H%M%SZ}.{edition.nonce}"
+    outs = [personalize(edition, Recipient(f"{run}.{i}", address, "", kind))
             for i, address in enumerate(addresses, 1)]
     backend = backend or create_backend(backend_name or settings.delivery.backend, settings)
     with backend:

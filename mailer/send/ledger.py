@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Date,
@@ -59,11 +60,15 @@ from sqlalchemy.engine import Connection, Row
 
 from mailer.model import ArchiveCopy, ComposedIssue
 from mailer.send.refs import read_ref, sign_ref
+from subscribers import outbox
 from subscribers.models import Status, UtcDateTime, lists, memberships, subscribers
 from subscribers.models import utcnow as now
 from subscribers.pg_copy import may_skip_fk_checks
 
 metadata = MetaData()
+
+
+WELCOME = "welcome"   # the segment of a list's welcome mail (mailer/send/welcome.py); tag segments start "tag:"
 
 
 class SendStatus(enum.StrEnum):
@@ -105,6 +110,7 @@ sends = Table(
     Column("archive_text", Text),
     Column("archive_date", Date),  # the issue's date (front matter) and preheader, for the archive pages
     Column("archive_preheader", Text),
+    Column("archive", Boolean),   # the issue file's `archive` setting when the send started; NULL: before it existed
     Column("workers", Integer, nullable=False, default=0, server_default="0"),  # > 0: shared by workers (workers.py)
     Column("composed", Text),  # the composed issue (JSON, markers kept) every worker sends: `stored_issue`
     UniqueConstraint("issue", "list_id", "segment"),
@@ -215,12 +221,13 @@ def create_send(conn: Connection, *, issue: str, list_id: int, list_name: str, s
     """The sends row (with the archive copy: html, text, date, preheader, and the composed issue) and one
     pending delivery per reader, fixed now, in one INSERT ... SELECT."""
     stamp = now()
-    html, text, date, preheader = archive or (None, None, None, None)
+    html, text, date, preheader, listed = archive or (None, None, None, None, None)
     send_id = conn.execute(insert(sends).values(
         issue=issue, list_id=list_id, list_name=list_name, subject=subject[:998], backend=backend, segment=segment,
         status=SendStatus.SENDING.value, started_at=stamp, runner=this_runner(), heartbeat_at=db_now(conn),
         archive_html=html, archive_text=text, archive_date=date, archive_preheader=preheader,
         composed=composed_json(composed) if composed else None,
+        archive=listed,
     ).returning(sends.c.id)).scalar_one()
     fk_off = _skip_fk_checks(conn)
     if fk_off:  # the lock each reader's foreign-key check would take, taken in the same statement
@@ -237,6 +244,9 @@ def create_send(conn: Connection, *, issue: str, list_id: int, list_name: str, s
         # Statistics that know the send's rows now: without them a fresh table looks empty and the
         # planner reads every pending reader of the send at each batch (docs/postgresql.md).
         conn.exec_driver_sql("ANALYZE deliveries")
+    if segment != WELCOME:   # for the outgoing webhooks (mailer/notify/); a welcome's are not sends of an issue
+        outbox.emit(conn, "send.started", list_name=list_name,
+                    data={"send_id": send_id, "issue": issue, "segment": segment, "readers": total})
     return send_id
 
 
@@ -369,12 +379,18 @@ def finish(conn: Connection, send_id: int, status: SendStatus, error: str | None
     runner's send as it is. A worker (`shared`) is no runner: it may end only a shared send that is
     still `sending` (its last reader done, or the run stopped for the operator)."""
     c = counts(conn, send_id)
+    was = conn.execute(select(sends.c.status, sends.c.issue, sends.c.list_name, sends.c.segment)
+                       .where(sends.c.id == send_id)).one()
     mine = (and_(sends.c.workers > 0, sends.c.status == SendStatus.SENDING.value) if shared
             else sends.c.runner == this_runner())
     changed = conn.execute(update(sends).where(sends.c.id == send_id, mine).values(
         status=status.value, sent=c[State.ACCEPTED], failed=c[State.FAILED], skipped=c[State.SKIPPED],
         finished_at=now() if status is SendStatus.DONE else None, last_error=error,
         heartbeat_at=db_now(conn))).rowcount == 1
+    if changed and status is SendStatus.DONE and was.status != SendStatus.DONE.value and was.segment != WELCOME:
+        outbox.emit(conn, "send.finished", list_name=was.list_name, data={   # once: only the change to done
+            "send_id": send_id, "issue": was.issue, "accepted": c[State.ACCEPTED], "failed": c[State.FAILED],
+            "skipped": c[State.SKIPPED]})
     return c, changed
 
 
@@ -449,15 +465,48 @@ def started_at(conn: Connection, send_id: int):
 
 # --- the archive copy -------------------------------------------------------------------------
 # An issue is in the archive once a send of it has started and stored its copy (status sending,
-# which a crash leaves as it is) or once a send delivered to anyone (sends from before copies
-# were stored have no copy: the web recomposes those from the issue file).
+# which a crash leaves as it is; or stopped after a batch went out, which may have reached
+# readers) or once a send delivered to anyone (sends from before copies were stored have no copy:
+# the web recomposes those from the issue file). Only a send to a
+# public list as a whole publishes it (docs/readers.md#what-the-archive-shows): not a private
+# list's, not a `--tag` segment's, not one whose list is gone (it may have been private), and not
+# when the issue file said `archive = false`. Judged when read, so a list made private later
+# takes its issues off the web; the copies stay on the rows. A private or segment send's readers
+# get a browser link with a key (mailer.compose.archived.archive_key) that opens its copy
+# (`keyed_copy`), unless the file said `archive = false`.
 
-_VISIBLE = or_(sends.c.sent > 0, and_(sends.c.status == SendStatus.SENDING.value, sends.c.archive_html.is_not(None)))
+_SENT = or_(sends.c.sent > 0, and_(sends.c.archive_html.is_not(None),
+                                   or_(sends.c.status == SendStatus.SENDING.value, sends.c.batches > 0)))
+_KEPT = or_(sends.c.archive.is_(None), sends.c.archive)
+_PUBLIC = and_(sends.c.segment == "", lists.c.private.is_(False), _KEPT)   # (a welcome's segment: WELCOME)
+_VISIBLE = and_(_SENT, _PUBLIC)
+_PUBLISHED = sends.join(lists, lists.c.id == sends.c.list_id)
+
+
+def browser_link_kind(conn: Connection, send_id: int) -> str:
+    """What a send's view-in-browser link opens: "public" (/archive/ISSUE), "key" (a private
+    list's or a segment's: the page with its key) or "none" (`archive = false`: the archive's index)."""
+    row = conn.execute(select(sends.c.archive, sends.c.segment, lists.c.private)
+                       .select_from(sends.outerjoin(lists, lists.c.id == sends.c.list_id))
+                       .where(sends.c.id == send_id)).one()
+    if row.archive is False:
+        return "none"
+    return "public" if row.segment == "" and row.private is False else "key"
+
+
+def keyed_copy(conn: Connection, issue: str):
+    """The stored copy a browser link with the issue's key opens: any send's that stored one and
+    went out, whatever its list, unless the file said `archive = false`; None otherwise."""
+    return conn.execute(select(sends.c.subject, sends.c.archive_html, sends.c.archive_text, sends.c.archive_date,
+                               sends.c.archive_preheader, sends.c.started_at)
+                        .where(sends.c.issue == issue, _SENT, _KEPT, sends.c.archive_html.is_not(None),
+                               sends.c.segment != WELCOME)
+                        .order_by(sends.c.id)).first()
 
 
 def archived(conn: Connection) -> list[tuple[str, str, object]]:
     """(issue, subject, started_at) of every issue in the archive, newest sent first, one row each."""
-    first = (select(sends.c.issue, func.min(sends.c.id).label("id")).where(_VISIBLE)
+    first = (select(sends.c.issue, func.min(sends.c.id).label("id")).select_from(_PUBLISHED).where(_VISIBLE)
              .group_by(sends.c.issue).subquery())
     return [tuple(r) for r in conn.execute(
         select(sends.c.issue, sends.c.subject, sends.c.started_at).join(first, first.c.id == sends.c.id)
@@ -468,7 +517,7 @@ def archived_copy(conn: Connection, issue: str):
     """The stored copy of `issue` (subject, archive_html, archive_text) from its first send that
     has one; a row with html None when only an older send (before copies were kept) shows it."""
     rows = conn.execute(select(sends.c.subject, sends.c.archive_html, sends.c.archive_text, sends.c.archive_date,
-                               sends.c.archive_preheader, sends.c.started_at)
+                               sends.c.archive_preheader, sends.c.started_at).select_from(_PUBLISHED)
                         .where(sends.c.issue == issue, _VISIBLE).order_by(sends.c.id)).all()
     return next((r for r in rows if r.archive_html is not None), rows[0] if rows else None)
 

@@ -17,7 +17,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from mailer.i18n import N_
-from mailer.web import admin, archive, challenge, preferences, public, tracking, webhooks
+from mailer.notify.delivery import Notifier
+from mailer.web import admin, api, archive, challenge, preferences, public, tracking, webhooks
 from mailer.web.context import WebContext
 from mailer.web.language import Negotiation
 from mailer.web.security import BodyLimit, SecurityHeaders
@@ -26,7 +27,7 @@ log = logging.getLogger("mailer.web")
 
 FORM_LIMIT = 64 * 1024                 # a subscribe form is a few hundred bytes
 WEBHOOK_LIMIT = 8 * 1024 * 1024        # SendGrid batches up to 768 KB (docs/mail-facts.md); room to spare
-API_PATHS = ("/webhooks/", "/healthz")  # answered in JSON; everything else is a page
+API_PATHS = ("/webhooks/", "/healthz", "/api/")  # answered in JSON; everything else is a page
 # The error page of a status, in the reader's language (the detail is for the API's JSON only).
 ERRORS = {404: (N_("Page not found"), N_("There is nothing at this address.")),
           405: (N_("Not allowed"), N_("This page cannot be used that way.")),
@@ -38,8 +39,9 @@ def create_app(settings) -> FastAPI:
                   docs_url=None, redoc_url=None)   # the Swagger UI needs inline script: CSP forbids it
     app.state.web = WebContext(settings)
     app.state.web.tracking = tracking.Tracking(app.state.web)
-    for module in (public, preferences, webhooks, archive, challenge, tracking):
+    for module in (public, preferences, webhooks, archive, challenge, tracking, api):
         app.include_router(module.router)
+    app.include_router(api.docs_router)
     admin.install(app, app.state.web)
     _add_basics(app)
     _add_error_pages(app)
@@ -47,6 +49,9 @@ def create_app(settings) -> FastAPI:
                                                                "/admin/lists/": admin.UPLOAD_LIMIT})
     app.add_middleware(Negotiation, default=settings.newsletter.language)   # each page in its reader's language
     app.add_middleware(SecurityHeaders, https=settings.newsletter.base_url.startswith("https://"))
+    notifier = Notifier(settings)        # the outgoing webhooks (a bad whsec_ secret stops us here)
+    app.router.add_event_handler("startup", notifier.start)
+    app.router.add_event_handler("shutdown", notifier.stop)
     app.router.add_event_handler("shutdown", app.state.web.tracking.close)   # its last clicks, then the database
     app.router.add_event_handler("shutdown", app.state.web.close)
     return app
@@ -101,6 +106,9 @@ def _add_error_pages(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        if request.url.path.startswith("/api/"):   # what is wrong, where (never the value sent)
+            problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+            return JSONResponse({"detail": "invalid request", "errors": problems}, status_code=422)
         if request.url.path.startswith(API_PATHS):
             return JSONResponse({"detail": "invalid request"}, status_code=400)
         return request.app.state.web.pages.error(400, N_("Bad request"), N_("The request is not valid."))

@@ -8,6 +8,9 @@ from the first message on, and what was mailed even if the issue file or the tem
 later; nothing is composed to list or show it. Only sends from before copies were kept have none:
 those are composed from their issue file, cached until its mtime changes.
 
+Only an issue sent to a public list as a whole is shown, and never one whose file says
+`archive = false` (mailer.send.ledger._VISIBLE, `withdrawn` here; docs/readers.md).
+
 The page is not the email: archive_page.py keeps the email's content and styles and drops what
 only makes sense in an inbox (the footer with "you are receiving", unsubscribe and view-online
 links); the site's own header, footer, date, subscribe invitation and previous/next links go
@@ -17,20 +20,21 @@ around it (templates/web/issue.html.j2). Docs: docs/readers.md, docs/exactly-onc
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse, Response
 
-from mailer.compose.archived import neutral_copy, neutral_values
+from mailer.compose.archived import archive_key, neutral_copy, neutral_values
 from mailer.compose.render import compose
-from mailer.compose.source import read_issue, valid_issue_name
+from mailer.compose.source import archive_setting, read_issue, valid_issue_name
 from mailer.model import fill
-from mailer.send.ledger import archived, archived_copy
+from mailer.send.ledger import archived, archived_copy, keyed_copy
 from mailer.web.archive_page import web_content
 from mailer.web.security import ARCHIVE_CSP
 
@@ -60,6 +64,7 @@ class Archive:
         self._copies: dict[str, ArchivedIssue] = {}         # stored copies never change
         self._cache: dict[Path, tuple[float, ArchivedIssue]] = {}
         self._pages: dict[str, tuple[ArchivedIssue, object]] = {}
+        self._settings: dict[Path, tuple[float, bool]] = {}    # the files' `archive = false`, by mtime
         self._lock = threading.Lock()
 
     # --- the data source ------------------------------------------------------------------------
@@ -70,8 +75,10 @@ class Archive:
         no longer composes stays listed from its ledger row (its page answers 503) and is logged."""
         found = []
         for slug, subject, started in self.read(archived):
-            try:
-                issue = self.get(slug)
+            if self.withdrawn(slug):
+                continue
+            try:   # listed by `archived`, so shown: a copy read before needs no second look
+                issue = self._copies.get(slug) or self.get(slug)
             except Exception as exc:  # noqa: BLE001 - one bad file must not hide the others
                 log.warning("archive: %s cannot be shown: %s", slug, exc)
                 issue = ArchivedIssue(slug=slug, date=started.date(), subject=subject, preheader="", html="",
@@ -82,13 +89,14 @@ class Archive:
 
     def get(self, slug: str) -> ArchivedIssue | None:
         """The issue as mailed, or None when no send of that name has started."""
-        if not valid_issue_name(slug):
+        if not valid_issue_name(slug) or self.withdrawn(slug):
             return None
-        if slug in self._copies:
-            return self._copies[slug]
-        row = self.read(archived_copy, slug)
+        row = self.read(archived_copy, slug)   # asked each time: whether it is shown may change
         if row is None:
             return None
+        hit = self._copies.get(slug)
+        if hit is not None and hit.sent_at == row.started_at:
+            return hit
         if row.archive_html is None:  # a send from before copies were stored
             return self._load(self.settings.compose.issues_dir / f"{slug}.md")
         values = self.neutral_values(slug)
@@ -98,6 +106,36 @@ class Archive:
         with self._lock:
             self._copies[slug] = found
         return found
+
+    def withdrawn(self, slug: str) -> bool:
+        """Whether the issue file says `archive = false` now (read again when it changes): an
+        editor can take a sent issue off the web; a send made with it never stored it as public."""
+        path = self.settings.compose.issues_dir / f"{slug}.md"
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return False
+        with self._lock:
+            hit = self._settings.get(path)
+        if hit is None or hit[0] != mtime:
+            hit = (mtime, archive_setting(path) is False)
+            with self._lock:
+                self._settings[path] = hit
+        return hit[1]
+
+    def keyed(self, slug: str, key: str, secret: str) -> ArchivedIssue | None:
+        """The copy a private send's browser link opens (`?key=`), or None: a wrong key, no such
+        send, or `archive = false` in the file or on the send. Not cached: rarely asked."""
+        if not key or not valid_issue_name(slug) or self.withdrawn(slug):
+            return None
+        if not hmac.compare_digest(key.encode(), archive_key(secret, slug).encode()):
+            return None
+        row = self.read(keyed_copy, slug)
+        if row is None:
+            return None
+        return ArchivedIssue(slug=slug, date=row.archive_date or row.started_at.date(),
+                             subject=fill(row.subject, self.neutral_values(slug), "text"),
+                             preheader=row.archive_preheader or "", html=row.archive_html, sent_at=row.started_at)
 
     def _load(self, path: Path) -> ArchivedIssue | None:
         if not path.is_file():
@@ -172,10 +210,16 @@ def archive_feed(request: Request) -> Response:
 
 @router.get("/archive/{issue}", response_class=HTMLResponse, summary="One issue, as a page of the site",
             responses={404: {"description": "no such issue"}})
-def archive_issue(issue: str, request: Request) -> HTMLResponse:
+def archive_issue(issue: str, request: Request, key: str = Query("", max_length=100)) -> HTMLResponse:
     web = request.app.state.web
     if not valid_issue_name(issue):
         return web.pages.error(404, "No such issue", "There is no issue by that name in the archive.")
+    if key:   # a private send's browser link: its page, unlisted, not cached, not indexed
+        found = web.archive.keyed(issue, key, web.secret)
+        if found is not None:
+            return web.pages.render("issue.html.j2", issue=found, content=web.archive.content(found), older=None,
+                                    newer=None, private=True,
+                                    headers={"content-security-policy": ARCHIVE_CSP})
     try:
         older, found, newer = web.archive.neighbours(issue)
         content = web.archive.content(found) if found else None

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
 from mailer import engines
-from mailer.config import database_url, secret_key
+from mailer.config import check_templates, database_url, secret_key
 from mailer.send.ledger import parse_ref, sends
 from mailer.web.addresses import AddressRules
 from mailer.web.archive import Archive
@@ -42,6 +42,7 @@ class WebContext:
         self.settings = settings
         n = settings.newsletter
         self.secret = secret_key(settings)  # tokens: fail at start
+        check_templates(settings)            # a missing folder: a config error at start, not a 500 a page
         self.guard = Guard(settings, self.secret, spend=lambda signature, until: self.write(spend, signature, until))
         self.addresses = AddressRules.from_settings(settings)
         self.pages = Pages(settings.compose.templates_dir, newsletter_name=n.name, base_url=n.base_url,
@@ -49,13 +50,14 @@ class WebContext:
                            signup_challenge=settings.web.signup_challenge, form_started=self.guard.started)
         per_ip = Rate(burst=settings.web.subscribe_burst, per_hour=settings.web.subscribe_per_hour)
         self.limiter = RateLimiter({"subscribe": per_ip, "preferences": per_ip})  # fresh links: same rate
+        self.api_limiter: RateLimiter | None = None   # per API token, made at the first request (mailer/web/api.py)
         self.archive = Archive(settings, read=self.read)
         self._engine: Engine | None = None
         self._lock = threading.Lock()
         self._writer: AbstractContextManager = nullcontext()
         self._lists: dict[int, tuple[float, tuple[str, str, str | None] | None]] = {}
         self.batch = GroupWriter(self)
-        self._send_lists: dict[int, int | None] = {}
+        self._send_lists: dict[int, int] = {}
 
     @property
     def engine(self) -> Engine:
@@ -132,8 +134,10 @@ class WebContext:
             return None
         send_id = ref[0]
         if send_id not in self._send_lists:
-            self._send_lists[send_id] = conn.execute(
-                select(sends.c.list_id).where(sends.c.id == send_id)).scalar()
+            found = conn.execute(select(sends.c.list_id).where(sends.c.id == send_id)).scalar()
+            if found is None:
+                return None       # not remembered: the send may be created after this event came
+            self._send_lists[send_id] = found
         return self._send_lists[send_id]
 
     def close(self) -> None:

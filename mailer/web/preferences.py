@@ -4,8 +4,10 @@ GET/POST /preferences/{token}, POST /preferences/{token}/leave.
 Every email's footer links to /preferences/{token}; there the reader sees their lists, changes
 which ones they get, changes their name, or leaves everything (one-click unsubscribe stays as it
 is). A reader whose link is broken or old enters their address and gets a fresh link by mail, to
-that address only; the page answers the same whatever the address's state, and both the client
-IP (token bucket) and the address (one mail per [web] confirm_resend_minutes) are limited.
+that address only; the page answers the same whatever the address's state, after the same work:
+the address is looked up, and the mail sent, after the response (a background task), so neither
+the answer nor its timing tells a subscribed address from another. Both the client IP (token
+bucket) and the address (one mail per [web] confirm_resend_minutes) are limited.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from fastapi import APIRouter, BackgroundTasks, Form, Request
 from starlette.responses import HTMLResponse
 
 from mailer.i18n import N_
-from mailer.web import prefs, readers
+from mailer.web import prefs, readers, staff_copies
 from mailer.web.challenge import Form as GuardFields
 from mailer.web.challenge import Verdict
 from mailer.web.language import current, speak
@@ -51,9 +53,8 @@ def ask(request: Request, background: BackgroundTasks,
         problem = readers.address_problem(web, email)
         if problem:
             return web.pages.render("preferences_ask.html.j2", 400, email=email, error=problem)
-        mail = prefs.request_link(web, email, current().language)
-        if mail is not None:
-            background.add_task(prefs.send_link_mail, web, mail)
+        # every address: the same answer after the same work; the lookup and the mail come after
+        background.add_task(prefs.mail_link, web, email, current().language)
     elif verdict is not Verdict.HONEYPOT:   # the honeypot: robots fill it, people never see it; the usual page
         return web.pages.render("preferences_ask.html.j2", 400, email=email, error=GUARD_MESSAGES[verdict])
     return web.pages.render("link_sent.html.j2", private=True)
@@ -63,6 +64,8 @@ def ask(request: Request, background: BackgroundTasks,
             responses=TOKEN_PAGES)
 def page(token: str, request: Request) -> HTMLResponse:
     web = request.app.state.web
+    if (staff := staff_copies.page(web, "preferences", token)) is not None:
+        return staff
     reader = _reader(web, token)
     if reader is None:
         return _bad_link(web)

@@ -210,8 +210,21 @@ def _link_tokens(conn, web, mail) -> tuple[str, str]:
             link_token(conn, web.secret, "unsubscribe", mail.subscriber_id, mail.list_id))
 
 
+def mail_link(web, email: str, language: str) -> None:
+    """Background task after the response to any "email me a link" (subscribed or not, so the
+    answer and its time say nothing): look the address up, and mail a fresh link if it is a
+    reader's. A failure is logged; the reader may ask again later."""
+    try:
+        mail = request_link(web, email, language)
+    except Exception:  # nobody is waiting for this; the log must say why
+        log.exception("a preferences link request failed")
+        return
+    if mail is not None:
+        send_link_mail(web, mail)
+
+
 def send_link_mail(web, mail: LinkMail) -> None:
-    """Background task after the response: a failure is logged, the reader may ask again later."""
+    """The fresh link's mail: a failure is logged, the reader may ask again later."""
     try:
         send_preferences_link(web.settings, mail, *web.read(_link_tokens, web, mail))
     except Exception:  # nobody is waiting for this; the log must say why

@@ -25,10 +25,11 @@ from sqlalchemy.exc import InternalError, OperationalError
 from starlette.responses import HTMLResponse
 
 from mailer.i18n import N_
-from mailer.web import prefs, readers
+from mailer.web import prefs, readers, staff_copies
 from mailer.web.challenge import Form as GuardFields
 from mailer.web.challenge import Verdict
 from mailer.web.language import mail_language, speak
+from mailer.web.ratelimit import client_key
 from subscribers.status import Status
 
 log = logging.getLogger("mailer.web")
@@ -127,7 +128,7 @@ def confirm_page(token: str, request: Request) -> HTMLResponse:
 
 @router.post("/confirm/{token}", response_class=HTMLResponse, summary="Confirm the subscription (every list it names)",
              responses={**TOKEN_PAGES, 409: {"description": "the link no longer applies"}})
-def confirm(token: str, request: Request) -> HTMLResponse:
+def confirm(token: str, request: Request, background: BackgroundTasks) -> HTMLResponse:
     web = request.app.state.web
     targets = readers.targets_for(web, "confirm", token, max_age=_confirm_age(web))
     if targets is None:
@@ -136,6 +137,7 @@ def confirm(token: str, request: Request) -> HTMLResponse:
     if readers.all_active(web, targets):
         return web.pages.render("confirmed.html.j2", private=True, titles=titles, already=True)
     confirmed = readers.confirm(web, targets, readers.client(request))
+    background.add_task(readers.send_welcomes, web)
     if not confirmed:
         return web.pages.error(409, N_("This link no longer applies"), CHANGED_SINCE,
                                list_name=targets[0].list_name if len(targets) == 1 else "")
@@ -146,6 +148,8 @@ def confirm(token: str, request: Request) -> HTMLResponse:
             responses=TOKEN_PAGES)
 def unsubscribe_page(token: str, request: Request) -> HTMLResponse:
     web = request.app.state.web
+    if (staff := staff_copies.page(web, "unsubscribe", token)) is not None:
+        return staff
     targets = readers.targets_for(web, "unsubscribe", token)
     if targets is None:
         return _bad_link(web, "unsubscribe")
@@ -162,6 +166,8 @@ async def unsubscribe(token: str, request: Request) -> HTMLResponse:
     the group commit (context.GroupWriter). The body is never read. A group token (the one
     confirmation mail of a signup for several lists) unsubscribes from each of them."""
     web = request.app.state.web
+    if (staff := staff_copies.page(web, "unsubscribe", token)) is not None:
+        return staff
     claims = readers.verify(web, "unsubscribe", token)
     if claims is None:
         return _bad_link(web, "unsubscribe")
@@ -180,7 +186,7 @@ async def unsubscribe(token: str, request: Request) -> HTMLResponse:
 
 def too_many(web, bucket: str, client) -> HTMLResponse | None:
     """The 429 page when this client IP's bucket is empty, else None (a token was taken)."""
-    if web.limiter.allow(bucket, client.ip):
+    if web.limiter.allow(bucket, client_key(client.ip)):   # (IPv6: by /64)
         return None
     return web.pages.error(429, N_("Too many requests"), N_("Please try again in a few minutes."),
                            headers={"retry-after": "120"})

@@ -7,6 +7,8 @@ X-Forwarded-For (it trusts 127.0.0.1 by default; FORWARDED_ALLOW_IPS widens that
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +23,20 @@ class Rate:
     @property
     def per_second(self) -> float:
         return self.per_hour / 3600.0
+
+
+def client_key(ip: str | None) -> str:
+    """The limits' key for a client address: an IPv6 address counts by its /64 (a host there may
+    take any of 2^64 addresses, so one per address would be no limit), IPv4 as it is."""
+    try:
+        found = ipaddress.ip_address(ip or "")
+    except ValueError:
+        return ip or "unknown"
+    if isinstance(found, ipaddress.IPv6Address):
+        if found.ipv4_mapped is not None:
+            return str(found.ipv4_mapped)
+        return str(ipaddress.IPv6Network((found, 64), strict=False))
+    return str(found)
 
 
 class RateLimiter:
@@ -77,3 +93,58 @@ class RateLimiter:
         if len(kept) > self.max_keys // 2:
             kept = sorted(kept, key=lambda item: item[1][1])[-(self.max_keys // 2):]
         self._buckets = dict(kept)
+
+
+class Gate:
+    """At most `limit` holders at once; one more is refused at once, never queued (a flood of
+    slow work, such as password checks, then costs a refusal each, not a thread and its memory).
+    `peak` is the most ever inside together."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.inside = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        with self._lock:
+            if self.inside >= self.limit:
+                return False
+            self.inside += 1
+            self.peak = max(self.peak, self.inside)
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.inside -= 1
+
+
+class Backoff:
+    """A growing delay per key (a client and a user name): after `free` failures in a row, each
+    next attempt must wait twice as long as the last (1 s, 2 s, 4 s, ... up to `most`); a success
+    clears it. Thread-safe; at most `max_keys` keys, the oldest dropped first."""
+
+    def __init__(self, *, free: int = 3, most: float = 900.0, max_keys: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.free, self.most, self.max_keys, self.clock = free, most, max_keys, clock
+        self._keys: dict[tuple, tuple[int, float]] = {}      # -> (failures in a row, not before)
+        self._lock = threading.Lock()
+
+    def wait(self, key: tuple) -> int:
+        """Whole seconds until this key may try again (0: now)."""
+        with self._lock:
+            _, until = self._keys.get(key, (0, 0.0))
+        left = until - self.clock()
+        return 0 if left <= 0 else math.ceil(left)
+
+    def failed(self, key: tuple) -> None:
+        with self._lock:
+            failures = self._keys.pop(key, (0, 0.0))[0] + 1
+            delay = 0.0 if failures <= self.free else min(self.most, 2.0 ** (failures - self.free - 1))
+            self._keys[key] = (failures, self.clock() + delay)
+            while len(self._keys) > self.max_keys:
+                del self._keys[next(iter(self._keys))]
+
+    def succeeded(self, key: tuple) -> None:
+        with self._lock:
+            self._keys.pop(key, None)

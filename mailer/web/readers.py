@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from mailer.send import welcome
 from mailer.web.addresses import address_problem as check_address
 from mailer.web.confirm_mail import send_confirmation
 from mailer.web.context import batched
@@ -20,7 +21,7 @@ from subscribers import store
 from subscribers.errors import SubscriberNotFound, TokenError
 from subscribers.links import bound, new_key
 from subscribers.models import Status, memberships, subscribers
-from subscribers.normalize import clean_text, normalize_ip
+from subscribers.normalize import clean_text, normalize_email, normalize_ip
 from subscribers.one_click import unsubscribe_many
 from subscribers.tokens import SEALED, make_group_token, open_request, seal_request, verify_claims
 
@@ -92,6 +93,11 @@ def sign_up(web, chosen: list, email: str, name: str, who: Client, language: str
     confirming, or None (all active already, or all mailed a moment ago). The same statements run
     whatever the address's state (see store.subscribe_unconfirmed)."""
     return web.write(_sign_up, web, chosen, email, name, who, language)
+
+
+def sign_up_in(conn, web, chosen: list, email: str, name: str, who: Client, language: str) -> ConfirmationMail | None:
+    """`sign_up` in the caller's transaction (the API's creates: with their audit entry)."""
+    return _sign_up(conn, web, chosen, email, name, who, language)
 
 
 def _sign_up(conn, web, chosen: list, email: str, name: str, who: Client, language: str) -> ConfirmationMail | None:
@@ -195,9 +201,27 @@ def confirm(web, targets: list[Target], who: Client) -> list[Target]:
 
 
 def _confirm_all(conn, web, targets: list[Target], who: Client) -> list[Target]:
-    return [target for target in targets
-            if (_confirm_sealed(conn, web, target.list_id, target.sealed, who) if target.sealed
-                else _confirm(conn, web, target, who))]
+    confirmed = [target for target in targets
+                 if (_confirm_sealed(conn, web, target.list_id, target.sealed, who) if target.sealed
+                     else _confirm(conn, web, target, who))]
+    for target in confirmed:   # each list's welcome mail, once (mailer/send/welcome.py), sent after the commit
+        sid = target.subscriber_id or _id_of(conn, target.sealed[0] if target.sealed else "")
+        if sid:
+            welcome.enqueue(conn, web.settings, sid, target.list_id)
+    return confirmed
+
+
+def _id_of(conn, address: str) -> int | None:
+    return conn.execute(select(subscribers.c.id).where(subscribers.c.email == normalize_email(address))).scalar() \
+        if address else None
+
+
+def send_welcomes(web) -> None:
+    """Background task after a confirmation: the welcome mails now due (a failure is logged)."""
+    try:
+        welcome.send_due(web.settings)
+    except Exception:  # nobody is waiting for this; the log must say why
+        log.exception("welcome mails failed")
 
 
 def _confirm(conn, web, target: Target, who: Client) -> bool:

@@ -260,6 +260,21 @@ def test_without_the_key_only_our_message_id_in_the_ledger_proves_a_report(cli, 
     assert "Unverified 1:" in result.out
 
 
+def test_a_message_id_without_a_mac_proves_nothing_even_when_the_ledger_has_it(cli, store, tmp_path):
+    """A copy mailed before refs were signed: its Message-ID (slug, two numbers, the send's nonce)
+    is in the ledger, but anyone can write it."""
+    from mailer.send.ledger import deliveries
+
+    config, engine, ids, send_id = store
+    guessable = f"<2024-11.{send_id}.{ids['bob@example.org']}.s{send_id}@example.org>"
+    with engine.begin() as conn:
+        conn.execute(deliveries.update().where(deliveries.c.subscriber_id == ids["bob@example.org"])
+                     .values(provider_id=guessable))
+    box = write_maildir(tmp_path / "box", [dsn("bob@example.org", "bounces@news.example.org", message_id=guessable)])
+    assert "Unverified 1:" in scan(cli, config, box).out
+    assert statuses(engine)["bob@example.org"] is None and events(engine) == []
+
+
 def test_one_forged_dsn_naming_ten_thousand_readers_bounces_nobody(cli, store, tmp_path):
     """The issue's case: a 1 MB DSN naming every subscriber (and 10,000 more) suppresses nobody; it
     is recorded once, counted and listed, and a rescan adds nothing."""

@@ -138,19 +138,20 @@ def test_a_server_that_hangs_up_is_one_clear_line(cli, bounce_config, monkeypatc
 
 # ----------------------------------------------------------------------------- TLS and the password
 
-@pytest.fixture
-def tls_imap(tls_files):
-    """dovecot offering STARTTLS with a self-signed certificate for 127.0.0.1."""
+@pytest.fixture(params=["starttls", "implicit"])
+def tls_imap(request, tls_files):
+    """dovecot with a self-signed certificate for 127.0.0.1: offering STARTTLS on a plain port
+    (tls = false), or TLS from the first byte (tls = true)."""
     reason = dc.missing()
     if reason:
         missing(reason)
-    with dc.Dovecot(tls_files) as server:
+    with dc.Dovecot(tls_files, implicit_tls=request.param == "implicit") as server:
         yield server
 
 
-def imap_config(config, port: int, **keys: str):
+def imap_config(config, port: int, *, tls: bool = False, **keys: str):
     text = config.read_text().replace('host = ""', 'host = "127.0.0.1"', 1).replace("port = 993", f"port = {port}")
-    text = text.replace("tls = true", "tls = false").replace(
+    text = text.replace("tls = true", f"tls = {'true' if tls else 'false'}").replace(
         'username = ""\npassword_env = "MAILER_IMAP', f'username = "{dc.USER}"\npassword_env = "MAILER_IMAP')
     head, section, imap = text.partition("[bounces.imap]")
     for key, value in keys.items():
@@ -159,9 +160,9 @@ def imap_config(config, port: int, **keys: str):
     return config
 
 
-def test_starttls_with_the_ca_file_logs_in(cli, bounce_config, tls_imap, tls_files, monkeypatch):
+def test_tls_with_the_ca_file_logs_in(cli, bounce_config, tls_imap, tls_files, monkeypatch):
     monkeypatch.setenv("MAILER_IMAP_PASSWORD", dc.PASSWORD)
-    config = imap_config(bounce_config, tls_imap.port, ca_file=f'"{tls_files[0]}"')
+    config = imap_config(bounce_config, tls_imap.port, tls=tls_imap.implicit_tls, ca_file=f'"{tls_files[0]}"')
     tls_imap.append("INBOX", [(REPO / "tests/fixtures/bounces/own/office365_automatic_reply.eml").read_bytes()])
     result = cli("--config", config, "bounces", "fetch")
     assert result.code == 0, result.err
@@ -172,7 +173,7 @@ def test_starttls_with_the_ca_file_logs_in(cli, bounce_config, tls_imap, tls_fil
 def test_a_certificate_we_do_not_trust_says_so(cli, bounce_config, tls_imap, monkeypatch):
     """The self-signed certificate without ca_file: a certificate failure, not "cannot reach"."""
     monkeypatch.setenv("MAILER_IMAP_PASSWORD", dc.PASSWORD)
-    result = cli("--config", imap_config(bounce_config, tls_imap.port), "bounces", "fetch")
+    result = cli("--config", imap_config(bounce_config, tls_imap.port, tls=tls_imap.implicit_tls), "bounces", "fetch")
     assert result.code == 1
     assert result.err.startswith(f"error: IMAP server 127.0.0.1:{tls_imap.port}: its TLS certificate is not trusted (")
     assert "set [bounces.imap] ca_file" in result.err and "cannot reach" not in result.err

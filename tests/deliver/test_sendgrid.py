@@ -28,6 +28,15 @@ def make_backend(settings, sendgrid_server, sleeps):
     return make
 
 
+def test_mail_to_a_list_carries_list_id_and_precedence_bulk(make_backend, sendgrid_server, edition):
+    to_a_list = dataclasses.replace(edition, list_id="CRANK Call <crank.example.org>")
+    with make_backend() as backend:
+        assert all(r.ok for r in backend.send_batch(readers(to_a_list, 2)))
+    (body,) = sendgrid_server.accepted
+    assert body["headers"]["List-Id"] == "CRANK Call <crank.example.org>"
+    assert body["headers"]["Precedence"] == "bulk"
+
+
 def test_a_thousand_readers_in_one_request_each_with_their_own_values(make_backend, sendgrid_server, edition):
     batch = readers(edition, 1000, names=lambda i: f"Reader, {i}; <b>")
     with make_backend() as backend:

@@ -6,7 +6,8 @@ Dovecot cannot bind port 0 (`port = 0` disables a listener), and tests never pic
 so dovecot listens on a unix socket and `port` is a byte relay (tests/servers/relay.py) on 127.0.0.1:0 that
 hands each TCP connection to that socket. Logins arrive as local connections, so plaintext LOGIN
 is allowed without TLS, as on any loopback. With `tls_files` it offers STARTTLS with that
-certificate (a unix listener cannot do implicit TLS).
+certificate; a unix listener cannot do implicit TLS, so with `implicit_tls` the relay does the
+server's half of it.
 """
 
 from __future__ import annotations
@@ -73,11 +74,12 @@ class Dovecot:
     """A running dovecot in its own folder under the system temp dir (pytest's own temp folders
     are private to root, and dovecot's auth and mail processes run as other users)."""
 
-    def __init__(self, tls_files: tuple[Path, Path] | None = None):
-        """`tls_files`: (certificate, key) PEM files; then dovecot offers STARTTLS with them."""
+    def __init__(self, tls_files: tuple[Path, Path] | None = None, *, implicit_tls: bool = False):
+        """`tls_files`: (certificate, key) PEM files; then dovecot offers STARTTLS with them, or,
+        with `implicit_tls`, the port speaks TLS from the first byte (as port 993 does)."""
         import tempfile
 
-        self.tls_files = tls_files
+        self.tls_files, self.implicit_tls = tls_files, implicit_tls
 
         self.root = Path(tempfile.mkdtemp(prefix="mailer-dovecot-"))
         self.root.chmod(0o755)
@@ -103,7 +105,7 @@ class Dovecot:
                 raise RuntimeError(f"dovecot did not start: {self.proc.stderr.read().decode()} "
                                    f"{self.log()}")
             time.sleep(0.05)
-        self.relay = Relay(connect=self._connect).__enter__()
+        self.relay = Relay(connect=self._connect, wrap=self._tls_wrap()).__enter__()
         self.relay.up.wait(10)             # it listens from its own thread: not before that
         self.port = self.relay.port
         return self
@@ -120,8 +122,17 @@ class Dovecot:
                 self.proc.wait()
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def _tls_wrap(self):
+        if not (self.implicit_tls and self.tls_files):
+            return None
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*self.tls_files)
+        return lambda client: context.wrap_socket(client, server_side=True)
+
     def _ssl(self) -> str:
-        if self.tls_files is None:
+        if self.tls_files is None or self.implicit_tls:
             return "ssl = no"
         cert, key = self.root / "cert.pem", self.root / "key.pem"
         shutil.copyfile(self.tls_files[0], cert)
@@ -140,7 +151,13 @@ class Dovecot:
     def client(self):
         import imaplib
 
-        conn = imaplib.IMAP4("127.0.0.1", self.port, timeout=20)
+        if self._tls_wrap() is not None:
+            import ssl
+
+            trusting = ssl.create_default_context(cafile=str(self.tls_files[0]))
+            conn: imaplib.IMAP4 = imaplib.IMAP4_SSL("127.0.0.1", self.port, ssl_context=trusting, timeout=20)
+        else:
+            conn = imaplib.IMAP4("127.0.0.1", self.port, timeout=20)
         conn.login(USER, PASSWORD)
         return conn
 

@@ -7,7 +7,8 @@ to `target_port` on 127.0.0.1. `relay.up.wait()` waits for the moment it came ba
     with Relay(sink.port, down=2.0) as relay:   # relay.port refuses for 2 s, then forwards
 
 `connect` replaces the target port with any way of reaching the server (tests/servers/dovecot.py
-relays to a unix socket).
+relays to a unix socket); `wrap` is applied to each accepted connection first (dovecot.py: implicit
+TLS in front of it).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from collections.abc import Callable
 
 class Relay:
     def __init__(self, target_port: int | None = None, *, down: float = 0.0,
-                 connect: Callable[[], socket.socket] | None = None):
+                 connect: Callable[[], socket.socket] | None = None,
+                 wrap: Callable[[socket.socket], socket.socket] | None = None):
         self.down = down
+        self.wrap = wrap          # e.g. a server-side TLS handshake (implicit TLS in front of the server)
         self.connect = connect or (lambda: socket.create_connection(("127.0.0.1", target_port)))
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -40,6 +43,12 @@ class Relay:
             except OSError:
                 return
             self.accepted += 1
+            if self.wrap is not None:
+                try:
+                    client = self.wrap(client)
+                except OSError:               # a client that refused our certificate
+                    client.close()
+                    continue
             server = self.connect()
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=_pipe, args=(a, b), daemon=True).start()

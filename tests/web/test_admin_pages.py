@@ -182,9 +182,16 @@ def test_issue_preview_lint_text_and_proof(admin, repo):
     assert sent.status_code == 200 and "Proof to editor@example.org: " in sent.text
     proofs = sorted(admin.settings.delivery.outbox_dir.rglob("*.eml"))
     assert len(proofs) == 2 and all(b"[PROOF]" in p.read_bytes() for p in proofs)
+    assert all(f"written to {p}" in sent.text for p in proofs)          # where each proof went
+    post(admin, "/admin/issues/2024-11/proof", {"to": "editor@example.org", "confirm": "yes"})
+    assert len(list(admin.settings.delivery.outbox_dir.rglob("*.eml"))) == 3   # its own file: none overwritten
     for to in ("nobody", "editor@example.org, ann@localhost", "jöhn@example.org"):   # the CLI's rule
         bad = post(admin, "/admin/issues/2024-11/proof", {"to": to})
         assert bad.status_code == 400 and "email addresses" in bad.text
+    incomplete = post(admin, "/admin/issues/2024-11/proof", {"to": "b@example"})    # named, with what to write
+    assert incomplete.status_code == 400
+    assert "&#39;b@example&#39; is incomplete: &#39;example&#39; is not a whole domain (write e.g. b@example.org)" \
+        in incomplete.text
 
 
 def test_report_and_dashboard_figures(admin, repo, signer):
@@ -252,7 +259,7 @@ def test_stale_uploads_are_deleted_after_a_day(tmp_path, monkeypatch):
     folder = lists.uploads()
     old, new = folder / ("a" * 32), folder / ("b" * 32)
     for upload in (old, new):
-        upload.mkdir()
+        upload.mkdir(mode=0o700)
         (upload / "audience.csv").write_text("email\n")
     os.utime(old, (time.time() - 2 * 86400,) * 2)
     lists.uploads()

@@ -12,10 +12,11 @@ import pytest
 def mark_sent(live, slug: str, sent: int = 1, subject: str = "CRANK Call | November 2024") -> None:
     """A send of `slug` in mailer's ledger, as a `mailer send` from before archive copies leaves it."""
     from mailer.send.ledger import sends
-    from subscribers.models import utcnow
+    from subscribers.models import lists, utcnow
 
     with live.web.engine.begin() as conn:
-        conn.execute(sends.insert().values(issue=slug, list_id=None, list_name="crank", subject=subject,
+        crank = conn.execute(lists.select().where(lists.c.name == "crank")).one().id
+        conn.execute(sends.insert().values(issue=slug, list_id=crank, list_name="crank", subject=subject,
                                            backend="outbox", status="done", total=sent, sent=sent,
                                            started_at=utcnow()))
 

@@ -36,6 +36,11 @@ def wait_for(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> httpx.R
 
 
 def test_serve_answers_healthz(config_file):
+    from tests.conftest import REPO
+
+    text = config_file.read_text(encoding="utf-8")       # (the service will not start without its templates)
+    config_file.write_text(text.replace('templates_dir = "templates"', f'templates_dir = "{REPO / "templates"}"'),
+                           encoding="utf-8")
     env = {**os.environ, "MAILER_SECRET_KEY": "serve-test-secret-0123456789"}
     proc = subprocess.Popen([str(MAILER), "--config", str(config_file), "serve", "--host", "127.0.0.1",
                              "--port", "0"], env=env, stdout=subprocess.PIPE,

@@ -1,7 +1,7 @@
 """Exactly once with workers: when a batch was handed to the backend, and what the coordinator composed.
 
 Revision ID: m0013_exactly_once_b
-Revises: m0014_strangers_a
+Revises: m0016_truthful_a
 Create Date: 2026-12-08
 
 - deliveries.handed_at: set when a reader's batch is handed to the backend (a single run in the
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "m0013_exactly_once_b"
-down_revision = "m0014_strangers_a"
+down_revision = "m0016_truthful_a"
 branch_labels = None
 depends_on = None
 

@@ -302,11 +302,14 @@ def _by_edition(batch: Sequence) -> list[list[int]]:
 
 class _NoBodies(logging.Filter):
     """python-http-client debug-logs every request payload and every error response body, both of
-    which hold readers' addresses; its records keep their first words only."""
+    which hold readers' addresses, and every request's headers, which hold the API key
+    (`Authorization: Bearer SG...`); its records keep their first words only."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = str(record.msg)
-        if message.startswith("PAYLOAD") or "Response:" in message:
+        if message.startswith("HEADERS"):
+            record.msg, record.args = "HEADERS: (withheld: they hold the API key)", ()
+        elif message.startswith("PAYLOAD") or "Response:" in message:
             record.msg, record.args = message.split(":", 1)[0] + ": (body withheld)", ()
         return True
 

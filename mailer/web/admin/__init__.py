@@ -30,6 +30,7 @@ from starlette.responses import (
 )
 
 from mailer.admin_users import Role, session_user
+from mailer.model import as_written
 from mailer.web.admin import dashboard, issues, lists, login, people, users
 from mailer.web.admin.auth import (
     SESSION_COOKIE,
@@ -39,9 +40,10 @@ from mailer.web.admin.auth import (
     current_admin,
     is_page_request,
     login_redirect_target,
+    plain_request,
 )
 from mailer.web.admin.search import CountCache
-from mailer.web.ratelimit import Rate, RateLimiter
+from mailer.web.ratelimit import Backoff, Gate, Rate, RateLimiter
 
 # Admin pages show personal data: never cached, never indexed.
 NO_STORE = {"cache-control": "no-store", "x-robots-tag": "noindex, nofollow"}
@@ -57,7 +59,9 @@ class AdminContext:
         self.sessions = Sessions(web.secret, hours=settings.web.admin_session_hours,
                                  https=self.base_url.startswith("https://"))
         rate = Rate(burst=settings.web.admin_login_burst, per_hour=settings.web.admin_login_per_hour)
-        self.limiter = RateLimiter({"login-address": rate, "login-user": rate})
+        self.limiter = RateLimiter({"login-address": rate, "login-client-user": rate})
+        self.backoff = Backoff()                # per client and user name: a growing delay after failures
+        self.checks = Gate(settings.web.admin_login_checks)   # password checks at once
 
         self.counts = CountCache(web.read)
         self.dir = Path(settings.compose.templates_dir) / "admin"
@@ -65,6 +69,7 @@ class AdminContext:
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.env.globals.update(newsletter=settings.newsletter.name)
         self.env.filters["n"] = lambda value: f"{value or 0:,}"
+        self.env.filters["as_written"] = as_written   # a subject as the editor wrote it (mailer/model.py)
         self.env.filters["when"] = lambda at: at.strftime("%Y-%m-%d %H:%M") if at else ""
 
     def page(self, request: Request, template: str, code: int = 200, /, **context) -> HTMLResponse:
@@ -108,7 +113,8 @@ def install(app: FastAPI, web) -> None:
     app.state.admin = AdminContext(web)
     app.include_router(login.router)
     for module in (dashboard, lists, people, issues, users):
-        app.include_router(module.router, prefix="/admin", dependencies=[Depends(current_admin)])
+        app.include_router(module.router, prefix="/admin", dependencies=[Depends(current_admin),
+                                                                          Depends(plain_request)])
 
     @app.get("/admin/static/admin.css", include_in_schema=False)
     def stylesheet(request: Request) -> Response:

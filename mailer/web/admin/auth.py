@@ -23,6 +23,7 @@ from urllib.parse import quote, urlsplit
 
 from fastapi import Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.exceptions import HTTPException
 
 from mailer.admin_users import Role
 from mailer.audit import Via, Who
@@ -213,3 +214,20 @@ def needs(admin: Admin, role: Role) -> None:
 async def owner(request: Request) -> None:
     """The dependency of the routes that manage lists and users (after current_admin)."""
     needs(request.state.admin, Role.OWNER)
+
+
+MAX_ID = 2**31 - 1                    # ids are INTEGER (PostgreSQL: 4 bytes); nothing is numbered past it
+ID_PARAMS = frozenset({"subscriber_id", "after", "before", "subscriber"})
+
+
+async def plain_request(request: Request) -> None:
+    """The dependency after current_admin: a NUL anywhere in the path or the query (no database
+    stores one), or an id past any id there is, answers 400 before any query sees it, not 500."""
+    for key, value in (*request.query_params.multi_items(), *request.path_params.items()):
+        if not isinstance(value, str):
+            continue
+        if "\x00" in value:
+            raise HTTPException(400, "A NUL character is not allowed in the address.")
+        number = value.strip()
+        if key in ID_PARAMS and number.lstrip("-").isdigit() and abs(int(number[:20])) > MAX_ID:
+            raise HTTPException(400 if key != "subscriber_id" else 404, f"No such {key.replace('_', ' ')}.")

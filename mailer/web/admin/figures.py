@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Select, func, literal_column, select
 
+from mailer.model import as_written
 from mailer.schedule import states
 from mailer.schedule.states import IssueState
 from mailer.send import ledger
@@ -53,7 +54,7 @@ class IssueFigures:
 def scheduled(conn) -> list[str]:
     """Every scheduled issue, soonest first, as "ISSUE to LIST at TIME UTC"."""
     rows = sorted(states.in_state(conn, IssueState.SCHEDULED), key=lambda r: r.send_at)
-    return [f"{r.issue} ({r.subject}) to {r.list_name} at {r.send_at:%Y-%m-%d %H:%M} UTC" for r in rows]
+    return [f"{r.issue} ({as_written(r.subject)}) to {r.list_name} at {r.send_at:%Y-%m-%d %H:%M} UTC" for r in rows]
 
 
 def issue_state(conn, slug: str):

@@ -31,10 +31,11 @@ from mailer.compose.gate import gate
 from mailer.compose.preview import build_preview
 from mailer.compose.source import read_issue, valid_issue_name
 from mailer.errors import MailerError, SendError
+from mailer.model import as_written
 from mailer.reports import clicks
 from mailer.schedule.scheduler import schedule_issue, shown, unschedule_issue, utcnow
 from mailer.send import dispatch
-from mailer.send.dispatch import send_proof
+from mailer.send.dispatch import proof_where, send_proof
 from mailer.send.retry import requeue_failed
 from mailer.web.admin import figures
 from mailer.web.admin.lists import uploads
@@ -43,7 +44,7 @@ from subscribers import store
 from subscribers.csvfile import neutralize
 from subscribers.errors import SubscriberError
 from subscribers.models import Status
-from subscribers.normalize import is_sendable
+from subscribers.normalize import unsendable_reason
 
 log = logging.getLogger("mailer.web")
 
@@ -82,7 +83,7 @@ def _build(settings, path: Path):
 
 def _subject(path: Path) -> str:
     try:
-        return read_issue(path).subject
+        return as_written(read_issue(path).subject)
     except MailerError as exc:
         return f"(does not read: {exc})"
 
@@ -196,14 +197,18 @@ async def proof(request: Request, slug: str, to: str = Form(""), confirm: str = 
     path = _path(request, slug)
     addresses = [a.strip() for a in to.replace(";", ",").split(",") if a.strip()]
     error, results = "", None
-    if not addresses or len(addresses) > MAX_PROOF_ADDRESSES or not all(map(is_sendable, addresses)):
-        error = f"Give one to {MAX_PROOF_ADDRESSES} email addresses, separated by commas."
+    bad = next(((a, why) for a in addresses if (why := unsendable_reason(a)) is not None), None)
+    if not addresses or len(addresses) > MAX_PROOF_ADDRESSES or bad:
+        error = f"Give one to {MAX_PROOF_ADDRESSES} email addresses, separated by commas" + (
+            f": {bad[0]!r} {bad[1]}." if bad else ".")
     elif confirm != "yes":
         return await _confirm(request, slug, "proof", "", {"to": to})
     else:
         try:
             outcome = await run_in_threadpool(_send_proof, ctx.settings, path, addresses)
-            results = list(zip(addresses, outcome, strict=True))
+            backend = ctx.settings.delivery.backend
+            results = [(address, proof_where(result, backend)) for address, result in zip(addresses, outcome,
+                                                                                           strict=True)]
             await run_in_threadpool(ctx.web.write, _note, request.state.admin, audit.Action.PROOF, slug,
                                     {"to": len(addresses)})
         except MailerError as exc:

@@ -1,5 +1,6 @@
 """/admin/lists...: create, edit, delete (after a confirmation page), members a page at a time,
-CSV import by upload (a dry run first, then the same file applied) and CSV export.
+CSV import by upload (a dry run first, then the same file applied), CSV export, and the welcome
+mail (an issue file of [compose] issues_dir, lint-gated as `mailer lists welcome` does).
 
 List changes go through subscribers.store and imports through subscribers.importer, exactly as
 `mailer lists` and `mailer subscribers import|export` do; the report is the CLI's.
@@ -7,10 +8,14 @@ List changes go through subscribers.store and imports through subscribers.import
 
 from __future__ import annotations
 
+import atexit
+import os
 import re
 import secrets
 import shutil
+import stat
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +27,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from mailer import audit
+from mailer.errors import MailerError
+from mailer.send import welcome
 from mailer.web.admin import search
 from mailer.web.admin.auth import owner
 from subscribers import store
@@ -37,19 +44,44 @@ UPLOAD_DAYS = 1                       # an upload not applied within a day is de
 
 
 def uploads() -> Path:
-    folder = Path(tempfile.gettempdir()) / "mailer-admin-uploads"
-    folder.mkdir(mode=0o700, exist_ok=True)
+    """This process's private folder for uploads and downloads: made by mkdtemp (0700, owned by
+    this process's user, a fresh random name), checked at every use; if it is gone or was
+    changed (another owner, wider rights, a symlink), a new one is made and the old not trusted."""
+    with _private_lock:
+        if not _private or not _is_private(_private[0]):
+            _private[:] = [Path(tempfile.mkdtemp(prefix="mailer-admin-uploads-"))]
+            atexit.register(shutil.rmtree, _private[0], ignore_errors=True)
+        folder = _private[0]
     for old in folder.iterdir():      # tidy: dry runs never applied, exports never fetched
-        if time.time() - old.stat().st_mtime > UPLOAD_DAYS * 86400:
-            shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+        if time.time() - old.lstat().st_mtime > UPLOAD_DAYS * 86400:
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink(missing_ok=True)
     return folder
 
 
+_private: list[Path] = []
+_private_lock = threading.Lock()
+
+
+def _is_private(folder: Path) -> bool:
+    try:
+        found = os.lstat(folder)
+    except OSError:
+        return False
+    return stat.S_ISDIR(found.st_mode) and found.st_uid == os.geteuid() and not found.st_mode & 0o077
+
+
 def _upload_file(upload_id: str) -> Path | None:
-    """The uploaded file, kept under its own name (the import's history names the file)."""
+    """The uploaded file, kept under its own name (the import's history names the file); None
+    unless the upload's folder and its one file are real (no symlink) and ours."""
     if not UPLOAD_ID.fullmatch(upload_id):
         return None
-    return next((uploads() / upload_id).glob("*"), None)
+    folder = uploads() / upload_id
+    if not _is_private(folder):
+        return None
+    found = list(folder.iterdir())
+    if len(found) != 1 or not stat.S_ISREG(found[0].lstat().st_mode):
+        return None
+    return found[0]
 
 
 def _safe_name(name: str | None) -> str:
@@ -101,6 +133,16 @@ def _one(conn, counts_cache, name: str, status: Status | None, after: int | None
     return found, counts, search.members(conn, found.id, status=status, after=after, before=before)
 
 
+def _welcome_of(conn, list_id: int) -> str:
+    path = welcome.welcomes(conn).get(list_id)
+    return Path(path).stem if path else ""
+
+
+def _issue_files(settings) -> list[str]:
+    folder = settings.compose.issues_dir
+    return sorted(p.stem for p in folder.glob("*.md")) if folder.is_dir() else []
+
+
 async def _get(request: Request, name: str, *args):
     try:
         ctx = request.app.state.admin
@@ -123,9 +165,10 @@ async def one(request: Request, name: str, status: str = "", after: int | None =
     ctx = request.app.state.admin
     chosen = _status(status)
     found, counts, page = await _get(request, name, chosen, after, before)
+    current = await run_in_threadpool(ctx.web.read, _welcome_of, found.id)
     return ctx.page(request, "list.html.j2", lst=found, counts=counts, total=sum(counts.values()), page=page,
                     status=chosen.value if chosen else "", statuses=STATUSES, created=bool(created),
-                    saved=bool(saved), error="")
+                    saved=bool(saved), error="", welcome=current, issue_files=_issue_files(ctx.web.settings))
 
 
 @router.post("/{name}", include_in_schema=False, dependencies=[Depends(owner)])
@@ -138,6 +181,37 @@ async def edit(request: Request, name: str, title: str = Form(""), description: 
     except SubscriberError as exc:
         raise HTTPException(404, str(exc)) from None
     return _redirect(f"/admin/lists/{name}?saved=1")
+
+
+@router.post("/{name}/welcome", include_in_schema=False, dependencies=[Depends(owner)])
+async def set_welcome(request: Request, name: str, file: str = Form("")) -> Response:
+    """An issue file of issues_dir as the list's welcome mail (refused with its lint errors), or none."""
+    ctx = request.app.state.admin
+    settings = ctx.web.settings
+    found = (await _get(request, name, None, None, None))[0]
+    if file and file not in _issue_files(settings):
+        raise HTTPException(400, f"no issue file {file!r} in {settings.compose.issues_dir}")
+    composed = None
+    path = settings.compose.issues_dir / f"{file}.md"
+    if file:
+        try:
+            composed = await run_in_threadpool(welcome.check, settings, path, found.language)
+        except MailerError as exc:
+            return ctx.page(request, "message.html.j2", 400, title="Refused", message=str(exc),
+                            back=f"/admin/lists/{name}")
+    await run_in_threadpool(ctx.web.write, _set_welcome, request.state.admin, found, path, composed)
+    return _redirect(f"/admin/lists/{name}?saved=1")
+
+
+def _set_welcome(conn, admin, found, path: Path, composed) -> None:
+    if composed is None:
+        changed = welcome.clear_welcome(conn, found.id)
+    else:
+        welcome.set_welcome(conn, found.id, path, composed.slug, composed.subject)
+        changed = True
+    if changed:
+        audit.record(conn, **admin.who._asdict(), action=audit.Action.LIST_EDIT, target=found.name,
+                     detail={"welcome": path.name if composed else "off"})
 
 
 @router.get("/{name}/delete", include_in_schema=False)
@@ -161,10 +235,10 @@ async def delete(request: Request, name: str) -> Response:
 # ---------------------------------------------------------------- import and export
 
 def _run_import(web, path: Path, name: str, *, unconfirmed: bool, overwrite: bool, dry_run: bool):
-    with web.exclusive():            # one writer at a time, as for every other write of this process
-        return import_csv(web.engine, path, name, secret=web.secret,
-                          status=Status.UNCONFIRMED if unconfirmed else Status.ACTIVE,
-                          dry_run=dry_run, overwrite=overwrite)
+    # this process's writer lock, around each chunk's writes only: never while the file is parsed
+    return import_csv(web.engine, path, name, secret=web.secret,
+                      status=Status.UNCONFIRMED if unconfirmed else Status.ACTIVE,
+                      dry_run=dry_run, overwrite=overwrite, lock=web.exclusive())
 
 
 async def _import_page(request: Request, name: str, path: Path, upload_id: str, unconfirmed: bool,
@@ -199,7 +273,7 @@ async def import_upload(request: Request, name: str) -> Response:
     folder = uploads() / upload_id
     folder.mkdir(mode=0o700)
     path = folder / _safe_name(file.filename)
-    with open(path, "wb") as out:
+    with open(path, "xb") as out:                # O_EXCL: never through a symlink put there
         await run_in_threadpool(shutil.copyfileobj, file.file, out)
     return await _import_page(request, name, path, upload_id, bool(form.get("unconfirmed")),
                               not form.get("no_overwrite"), dry_run=True)

@@ -1,13 +1,17 @@
 """/admin/login, /admin/login/code and /admin/logout: a name and a password (and, for a user with a
 second factor, a TOTP or recovery code) -> a session cookie, rate limited.
 
-Login attempts are limited per client address and per user name (token buckets, [web]
-admin_login_burst and admin_login_per_hour); a failed attempt takes a token from both, a
-successful one gives it back, so people who log in often are never locked out by it. Over the
-limit: 429 with Retry-After, and no password check at all. An unknown name and a wrong password
-get the same answer in the same time (mailer/admin_users.py). A right password for a user with a
-second factor leads to the code form, holding a signed cookie for five minutes; the code is
-limited by the same buckets.
+Login attempts are limited per client address and per client and user name together (token
+buckets, [web] admin_login_burst and admin_login_per_hour), never per user name alone, so a
+stranger's guesses cannot lock the user out; a failed attempt takes a token from both, a
+successful one gives it back, so people who log in often are never locked out by it. After three
+failures in a row, the same client at the same name waits 1, 2, 4, ... seconds (up to 15 minutes)
+between tries. Over the limit: 429 with Retry-After, and no password check at all. The password check (argon2) runs
+outside any transaction, at most [web] admin_login_checks at once; one more answers 503 with
+Retry-After at once instead of waiting for a thread (docs/admin.md, "Login rate limits").
+An unknown name and a wrong password get the same answer in the same time
+(mailer/admin_users.py). A right password for a user with a second factor leads to the code form,
+holding a signed cookie for five minutes; the code is limited by the same buckets.
 """
 
 from __future__ import annotations
@@ -16,7 +20,15 @@ from fastapi import APIRouter, Depends, Form, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
-from mailer.admin_users import check_code, has_totp, verify
+from mailer.admin_users import (
+    Stored,
+    check_code,
+    check_password_hash,
+    end_sessions,
+    has_totp,
+    record_login,
+    stored_password,
+)
 from mailer.web.admin.auth import (
     CODE_COOKIE,
     SESSION_COOKIE,
@@ -26,9 +38,10 @@ from mailer.web.admin.auth import (
     current_admin,
     safe_next,
 )
+from mailer.web.ratelimit import client_key
 
 router = APIRouter(prefix="/admin")
-BUCKETS = ("login-address", "login-user")
+BUCKETS = ("login-address", "login-client-user")
 
 
 def _login_page(request: Request, status: int = 200, *, error: str = "", username: str = "",
@@ -45,22 +58,41 @@ def _login_page(request: Request, status: int = 200, *, error: str = "", usernam
 
 
 def _keys(request: Request, name: str) -> tuple[str, str]:
-    return (request.client.host if request.client else "unknown"), name.lower()
+    """(the client, the client with the user name): a stranger's guesses at a name count against
+    the stranger, never against the user logging in from elsewhere. IPv6 clients by their /64."""
+    client = client_key(request.client.host if request.client else None)
+    return client, f"{client} {name.lower()}"
 
 
 def _limited(request: Request, name: str) -> int:
-    """0 when this attempt may go ahead (a token taken from both buckets); else Retry-After seconds."""
-    limiter = request.app.state.admin.limiter
+    """0 when this attempt may go ahead (a token taken from both buckets); else Retry-After seconds:
+    the growing delay after failures of this client at this name, or an empty bucket."""
+    ctx = request.app.state.admin
     keys = _keys(request, name)
+    delay = ctx.backoff.wait(keys)
+    if delay:
+        return delay
+    limiter = ctx.limiter
     if all(limiter.allow(bucket, key) for bucket, key in zip(BUCKETS, keys, strict=True)):
         return 0
     return max(limiter.wait(bucket, key) for bucket, key in zip(BUCKETS, keys, strict=True)) or 1
 
 
 def _refund(request: Request, name: str) -> None:
-    limiter = request.app.state.admin.limiter
+    """An attempt that does not count (no check was made): its tokens back."""
+    ctx = request.app.state.admin
     for bucket, key in zip(BUCKETS, _keys(request, name), strict=True):
-        limiter.refund(bucket, key)
+        ctx.limiter.refund(bucket, key)
+
+
+def _succeeded(request: Request, name: str) -> None:
+    """A login that succeeded: its tokens back, and no delay left for this client at this name."""
+    _refund(request, name)
+    request.app.state.admin.backoff.succeeded(_keys(request, name))
+
+
+def _failed(request: Request, name: str) -> None:
+    request.app.state.admin.backoff.failed(_keys(request, name))
 
 
 async def _checked(request: Request, csrf: str) -> None:
@@ -81,9 +113,12 @@ def login_form(request: Request, next: str = "/admin") -> Response:
     return _login_page(request, next_url=next)
 
 
-def _verify(conn, name: str, password: str) -> tuple[str | None, bool]:
-    stamp = verify(conn, name, password)
+def _recorded(conn, name: str, found: Stored, new_hash: str | None) -> tuple[str | None, bool]:
+    stamp = record_login(conn, found, new_hash)
     return stamp, stamp is not None and has_totp(conn, name)
+
+
+BUSY = "The server is checking other logins right now. Try again in a moment."
 
 
 @router.post("/login", include_in_schema=False)
@@ -95,16 +130,29 @@ async def login(request: Request, username: str = Form(""), password: str = Form
     wait = _limited(request, name)
     if wait:
         return _login_page(request, 429, username=name, next_url=next, error=TOO_MANY, retry_after=wait)
-    stamp, second = (await run_in_threadpool(ctx.web.write, _verify, name, password) if name and password
-                     else (None, False))
+    stamp, second = None, False
+    if name and password:
+        # read, check, record: the slow check (argon2) holds no transaction and no writer lock,
+        # and only `admin_login_checks` of them run at once; one more is refused, not queued
+        found = await run_in_threadpool(ctx.web.read, stored_password, name)
+        if not ctx.checks.enter():
+            _refund(request, name)
+            return _login_page(request, 503, username=name, next_url=next, error=BUSY, retry_after=1)
+        try:
+            right, new_hash = await run_in_threadpool(check_password_hash, found, password)
+        finally:
+            ctx.checks.leave()
+        if right and found is not None:
+            stamp, second = await run_in_threadpool(ctx.web.write, _recorded, name, found, new_hash)
     if stamp is None:
+        _failed(request, name)
         return _login_page(request, 401, username=name, next_url=next,
                            error="That user name and password do not match.")
     if second:
         page = _login_page(request, username=name, next_url=next, template="login_code.html.j2")
         ctx.sessions.set_code(page, ctx.sessions.issue_code(name, stamp))
         return page
-    _refund(request, name)
+    _succeeded(request, name)
     return _signed_in(request, name, stamp, next)
 
 
@@ -130,14 +178,17 @@ async def login_code(request: Request, code: str = Form(""), csrf: str = Form(""
         return _login_page(request, 429, username=name, next_url=next, error=TOO_MANY, retry_after=wait,
                            template="login_code.html.j2")
     if not code.strip() or not await run_in_threadpool(ctx.web.write, check_code, name, code[:64]):
+        _failed(request, name)
         return _login_page(request, 401, username=name, next_url=next, template="login_code.html.j2",
                            error="That code is not right (or was used already). Try the next one.")
-    _refund(request, name)
+    _succeeded(request, name)
     return _signed_in(request, name, pending["s"], next)
 
 
 @router.post("/logout", include_in_schema=False)
-def logout(request: Request, admin: Admin = Depends(current_admin)) -> Response:
+async def logout(request: Request, admin: Admin = Depends(current_admin)) -> Response:
+    # ended on the server: this cookie, and any copy of it, stops working (so do the user's others)
+    await run_in_threadpool(request.app.state.admin.web.write, end_sessions, admin.name)
     response = RedirectResponse("/admin/login", status_code=303)
     request.app.state.admin.sessions.clear(response)
     return response
