@@ -10,6 +10,7 @@
       SignatureError            a webhook or token that does not verify
       SendError                 a send run that cannot start or go on (empty list, already sent...)
         SendTakenOver           another runner took this send over (mailer send --take-over)
+        SendBusy                another live process runs this send now (a runner, or workers)
         DatabaseUnavailable     the database failed every try for [delivery] database_retry_seconds
       ListIsPrivate             a public form asked for a private list (`mailer lists embed`)
       LintFailed                an issue whose lint report has errors: nothing may be delivered
@@ -102,7 +103,14 @@ class SignatureError(MailerError):
 
 
 class SendError(MailerError):
-    """A send run that cannot start or go on."""
+    """A send run that cannot start or go on; `summary` (a dispatch.SendSummary) holds the send's
+    counts when it stopped, for `mailer send --json`."""
+
+    summary: object | None = None
+
+    def told(self, summary: object) -> SendError:
+        self.summary = summary
+        return self
 
 
 class ListIsPrivate(MailerError):
@@ -141,6 +149,11 @@ class ConfigError(Exception):
 
 class SendTakenOver(SendError):
     """Another runner took this send over; this one stops without touching the send's row."""
+
+
+class SendBusy(SendError):
+    """Another live process runs this send now (its runner's heartbeat is fresh, or live workers hold
+    batches of it): nothing was changed; wait for it, or join it."""
 
 
 class DatabaseUnavailable(SendError):

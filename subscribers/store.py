@@ -398,12 +398,14 @@ def _request(conn, list_id: int, digest: str, wanted: bool, resend_after: timede
 
 
 def confirm(conn: Connection, subscriber_id: int, list_id: int, *, secret: str, ip: str | None = None,
-            user_agent: str | None = None) -> bool:
+            user_agent: str | None = None, issued: int | None = None) -> bool:
     """The person clicked their confirmation link: active, with consent recorded. True if changed.
 
     A suppressed member (unsubscribed here, or bounced or complained anywhere) is reactivated
     only when their own request (the form) came after the suppression: an old confirm link never
-    undoes a later unsubscribe. Every confirmation is an act of consent: consent time, IP, user
+    undoes a later unsubscribe. `issued` (Unix seconds): when the link was made; it must also
+    have been made after the suppression, so a stranger's new request for the address does not
+    bring an old link back to life. Every confirmation is an act of consent: consent time, IP, user
     agent and a history row, also when only a global suppression is lifted.
     """
     current = Status(_membership(conn, subscriber_id, list_id).status)
@@ -413,7 +415,7 @@ def confirm(conn: Connection, subscriber_id: int, list_id: int, *, secret: str, 
     if current is Status.ACTIVE and not glob:
         return False
     if (current in SUPPRESSED or glob) and not _asked_since_change(conn, subscriber_id, list_id,
-                                                                    forget_hash(secret, row.email)):
+                                                                    forget_hash(secret, row.email), issued):
         return False
     detail = {"ip": ip, "user_agent": user_agent}
     if glob:
@@ -422,9 +424,10 @@ def confirm(conn: Connection, subscriber_id: int, list_id: int, *, secret: str, 
                            consent=_consent(ConsentSource.WEB, ip, user_agent))
 
 
-def _asked_since_change(conn, subscriber_id: int, list_id: int, digest: str) -> bool:
+def _asked_since_change(conn, subscriber_id: int, list_id: int, digest: str, issued: int | None = None) -> bool:
     """Whether the latest web request for this list came after the membership's (or the
-    subscriber's global) latest status change."""
+    subscriber's global) latest status change, and the link (made at `issued`, whole seconds)
+    was made for such a request, not for one before the change."""
     changed = conn.execute(select(func.max(history.c.at)).where(
         history.c.subscriber_id == subscriber_id,
         (history.c.list_id == list_id) | history.c.list_id.is_(None),
@@ -433,6 +436,8 @@ def _asked_since_change(conn, subscriber_id: int, list_id: int, digest: str) -> 
         signup_requests.c.list_id == list_id, signup_requests.c.address_hash == digest)).scalar()
     if asked is None:
         return False
+    if changed is not None and issued is not None and issued < int(changed.timestamp()):
+        return False                  # an old link: its request came before the change
     return changed is None or asked > changed
 
 

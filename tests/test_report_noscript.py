@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 
-from mailer.reports.clicks import LinkFigures
-from mailer.reports.report import LABELS, Report, render_html
+import pytest
+
+from mailer.reports.report import _link
 from tests.test_report import sent  # noqa: F401 - the fixture
 
 SCRIPTS = re.compile(r"<script|\son\w+\s*=|href\s*=\s*[\"']?\s*(javascript|data|vbscript):", re.I)
@@ -20,12 +21,10 @@ def test_the_html_report_runs_no_script(cli, sent, tmp_path):  # noqa: F811
     assert "script-src 'none'" in text                     # and a browser would refuse one anyway
 
 
-def test_links_that_are_not_web_addresses_are_only_text():
-    report = Report(issue="2024-11", lists=["crank"], figures=dict.fromkeys(LABELS, 1), rates={}, warnings=[],
-                    timeline={"delivered": [("2024-11-01", 3)]},
-                    links=[LinkFigures("javascript:alert(1)", "a", 3, 0), LinkFigures("DATA:text/html,x", "b", 2, 0),
-                           LinkFigures("https://example.org/?a=1&b=2", "c", 1, 0)])
-    text = render_html(report)
-    assert not SCRIPTS.search(text)
-    assert '<td class="url">javascript:alert(1)</td>' in text
-    assert '<a href="https://example.org/?a=1&amp;b=2">' in text
+@pytest.mark.parametrize("url, cell", [
+    ("javascript:alert(1)", "javascript:alert(1)"),
+    ("DATA:text/html,<b>x</b>", "DATA:text/html,&lt;b&gt;x&lt;/b&gt;"),
+    ("https://example.org/?a=1&b=2", '<a href="https://example.org/?a=1&amp;b=2">https://example.org/?a=1&amp;b=2</a>'),
+])
+def test_links_that_are_not_web_addresses_are_only_text(url, cell):
+    assert _link(url) == cell and not SCRIPTS.search(cell)

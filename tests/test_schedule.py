@@ -324,19 +324,65 @@ class StopAfter(threading.Event):
         return self.left < 0 or super().is_set()
 
 
-def test_a_stopped_send_resumes_and_everyone_gets_it_once(sched, db_url, caplog):
-    caplog.set_level(logging.INFO, "mailer.schedule")
+def stopped_at_the_slot(sched, db_url):
+    """The slot's send stopped after its first batch (as by SIGTERM), its last heartbeat at the slot."""
     seed(db_url, 150, start=READERS)              # 155 readers: two outbox batches of 100
     schedule_issue(sched, "2024-12", None, BEFORE)
     Scheduler(sched, stop=StopAfter(1)).slot(DEC_SLOT)
     row = state(sched)
     assert row.state == "sending" and row.runner is None and "resumes when the scheduler runs again" in row.reason
     assert sum(readers_got(sched).values()) == 100
-    Scheduler(sched).tick(DEC_SLOT + timedelta(hours=5))   # restarted later: resumes whatever the grace
+    with Scheduler(sched).engine.begin() as conn:   # the database's clock, on the test's timeline
+        conn.execute(ledger.sends.update().values(heartbeat_at=DEC_SLOT + timedelta(seconds=5)))
+
+
+def test_a_stopped_send_resumes_within_the_grace_time_and_everyone_gets_it_once(sched, db_url, caplog):
+    caplog.set_level(logging.INFO, "mailer.schedule")
+    stopped_at_the_slot(sched, db_url)
+    Scheduler(sched).tick(DEC_SLOT + timedelta(minutes=59))   # restarted within misfire_grace_minutes
     got = readers_got(sched)
     assert len(got) == 155 and set(got.values()) == {1}
     assert state(sched).state == "sent"
     assert any("resuming the send" in r.getMessage() for r in caplog.records)
+
+
+def test_a_send_interrupted_beyond_the_grace_time_waits_for_an_operator(sched, db_url, caplog):
+    """Restarted 5 hours later: not resumed by itself; failed, the editors told how to continue;
+    scheduling it again continues the same ledger, everyone once."""
+    caplog.set_level(logging.INFO, "mailer.schedule")
+    stopped_at_the_slot(sched, db_url)
+    Scheduler(sched).tick(DEC_SLOT + timedelta(hours=5))
+    row = state(sched)
+    assert sum(readers_got(sched).values()) == 100 and row.state == "failed"
+    assert "beyond the 60-minute grace time: not resumed automatically" in row.reason
+    assert "`mailer send 2024-12 --list crank`" in row.reason
+    assert editors_got(sched) == ["[CRANK Call scheduler] 2024-12 failed"]
+    again = schedule_issue(sched, "2024-12", "2026-12-01 15:00", DEC_SLOT + timedelta(hours=5))
+    Scheduler(sched).tick(again.send_at + timedelta(seconds=1))
+    got = readers_got(sched)
+    assert len(got) == 155 and set(got.values()) == {1} and state(sched).state == "sent"
+
+
+def test_a_manual_send_running_at_the_slot_is_not_a_failure(sched, db_url, caplog):
+    """An editor's `mailer send` (another live process: fresh heartbeat) runs the issue when the slot
+    comes: the scheduler leaves it alone, the issue stays `sending`, nobody is told it failed."""
+    from mailer.send import segments
+    from subscribers.models import lists
+
+    caplog.set_level(logging.INFO, "mailer.schedule")
+    schedule_issue(sched, "2024-12", None, BEFORE)
+    runner = Scheduler(sched)
+    with runner.engine.begin() as conn:
+        list_id = conn.execute(lists.select()).first().id
+        ledger.create_send(conn, issue="2024-12", list_id=list_id, list_name="crank", subject="s", backend="outbox",
+                           recipients=segments.readers(conn, "2024-12", list_id, ""))
+        conn.execute(ledger.sends.update().values(runner="editors-laptop:4242"))   # alive: heartbeat just now
+    runner.slot(DEC_SLOT + timedelta(seconds=1))
+    runner.tick(DEC_SLOT + timedelta(seconds=31))
+    row = state(sched)
+    assert row.state == "sending" and "another process is sending it now" in row.reason
+    assert editors_got(sched) == [] and readers_got(sched) == Counter()
+    assert not any("failed" in r.getMessage() for r in caplog.records)
 
 
 def test_unschedule_and_move(sched):
@@ -361,3 +407,57 @@ def test_the_next_free_slot_skips_taken_ones_and_a_sent_issue_is_refused(sched):
         schedule_issue(sched, "2024-12", None, DEC_SLOT)
     with pytest.raises(ScheduleError, match="already sent"):
         unschedule_issue(sched, "2024-12", DEC_SLOT)
+
+
+def test_a_failed_slots_notice_goes_through_smtp_when_the_backend_that_failed_is_sendgrid(sched, monkeypatch, caplog):
+    """SendGrid refuses the key (401): the send fails, and the editors' "failed" notice, which the
+    same 401 would swallow, goes out through SMTP; each refusal is a line in the log."""
+    from tests.servers.sendgrid_server import SendGridServer
+    from tests.servers.smtp_sink import SmtpSink
+
+    caplog.set_level(logging.INFO, "mailer.schedule")
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.revoked")
+    schedule_issue(sched, "2024-12", None, BEFORE)
+    with SendGridServer() as server, SmtpSink() as sink:
+        d = sched.delivery
+        settings = dataclasses.replace(sched, delivery=dataclasses.replace(
+            d, backend="sendgrid", sendgrid=dataclasses.replace(d.sendgrid, host=server.url, max_retries=0),
+            smtp=dataclasses.replace(d.smtp, port=sink.port, starttls=False)))
+        Scheduler(settings).slot(DEC_SLOT + timedelta(seconds=1))
+        notices = [email.message_from_bytes(m.data, policy=email.policy.default) for m in sink.messages]
+    assert state(sched).state == "failed" and "401" in state(sched).reason
+    assert [(m["To"], m["Subject"]) for m in notices] == [(EDITOR, "[CRANK Call scheduler] 2024-12 failed")]
+    assert any("could not mail the editors (2024-12 failed) through sendgrid" in r.getMessage()
+               for r in caplog.records)
+
+
+class TakenOverAfter(threading.Event):
+    """Between batches, after `n` of them, another runner takes the send over (as a second scheduler
+    does with one frozen past its heartbeat)."""
+
+    def __init__(self, engine, n: int):
+        super().__init__()
+        self.engine, self.left = engine, n
+
+    def is_set(self) -> bool:
+        self.left -= 1
+        if self.left == 0:
+            with self.engine.begin() as conn:
+                conn.execute(ledger.sends.update().values(runner="other-scheduler:7", heartbeat_at=ledger.db_now(conn)))
+        return super().is_set()
+
+
+def test_a_scheduler_whose_send_was_taken_over_tells_nobody_it_failed(sched, db_url, caplog):
+    caplog.set_level(logging.INFO, "mailer.schedule")
+    seed(db_url, 150, start=READERS)              # two outbox batches of 100
+    schedule_issue(sched, "2024-12", None, BEFORE)
+    runner = Scheduler(sched)
+    runner.stop = TakenOverAfter(runner.engine, 2)
+    runner.slot(DEC_SLOT)
+    row = state(sched)
+    assert row.state == "sending" and row.reason is None         # the issue is the other runner's to settle
+    assert editors_got(sched) == [] and sum(readers_got(sched).values()) == 100
+    assert any("left to the runner that took the send over" in r.getMessage() for r in caplog.records)
+    with runner.engine.connect() as conn:
+        send = conn.execute(ledger.sends.select()).one()
+    assert (send.runner, send.status) == ("other-scheduler:7", "sending")   # its row untouched by the loser

@@ -134,3 +134,37 @@ def test_schedule_run_sends_the_issue_at_the_slot_under_faketime(project):
     listed = subprocess.run(mailer("issues"), cwd=project, env=environment(), capture_output=True, text=True,
                             timeout=120, check=False)
     assert re.search(r"^2024-11\s+sent\s+.*sample: 5 sent, 0 failed, 0 skipped$", listed.stdout, re.M), listed.stdout
+
+
+def test_a_second_scheduler_on_sqlite_is_refused_while_the_first_runs(project):
+    """SQLite has no advisory lock: the first `mailer schedule run` takes the scheduler's lease, a
+    second is refused with one line naming it; once the first stops, the lease is free again."""
+    log = project / "first.log"
+    with log.open("w") as err:
+        first = subprocess.Popen(mailer("schedule", "run"), cwd=project, stdout=subprocess.DEVNULL, stderr=err,
+                                 env=environment())
+        try:
+            assert wait_for(lambda: "scheduler started" in log.read_text(), 90), log.read_text()
+            second = subprocess.run(mailer("schedule", "run"), cwd=project, capture_output=True, text=True,
+                                    env=environment(), timeout=120, check=False)
+            first.send_signal(signal.SIGTERM)
+            code = first.wait(60)
+        finally:
+            if first.poll() is None:
+                first.kill()
+    assert second.returncode == 1
+    assert re.fullmatch(rf"error: another scheduler \(\S+:{first.pid}\) runs on this SQLite database: SQLite has no "
+                        r"advisory lock, so one `mailer schedule run` at a time there \(use PostgreSQL to run "
+                        r"several\)\n", second.stderr), second.stderr
+    assert code == 0, log.read_text()
+    third = subprocess.Popen(mailer("schedule", "run"), cwd=project, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, env=environment())
+    try:
+        time.sleep(3)
+        assert third.poll() is None                 # the lease was given back: this one runs
+        third.send_signal(signal.SIGTERM)
+        _, third_err = third.communicate(timeout=60)
+    finally:
+        if third.poll() is None:
+            third.kill()
+    assert "scheduler started" in third_err and third.returncode == 0

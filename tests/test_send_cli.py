@@ -247,3 +247,54 @@ def test_a_dkim_signed_send_from_the_real_command_signs_every_message_in_its_sig
     assert "300 sent, 0 failed, 0 skipped" in done.stdout
     assert sorted(m.rcpt_tos[0] for m in messages) == sorted(f"r{i}@example.org" for i in range(300))
     assert all(dkim.verify(m.data, dnsfunc=lambda name, timeout=5: record) for m in messages)
+
+
+def test_a_reader_that_failed_makes_mailer_send_exit_non_zero(cli, config_file, store, repo):
+    from tests.servers.smtp_sink import SmtpSink
+
+    with SmtpSink(replies={"r1@example.org": "550 5.1.1 No such user"}) as sink:
+        text = config_file.read_text(encoding="utf-8")
+        text = text.replace("port = 587", f"port = {sink.port}").replace("starttls = true", "starttls = false")
+        config_file.write_text(text, encoding="utf-8")
+        result = cli("--config", config_file, "send", issue_file(repo), "--list", "crank", "--yes", "--backend", "smtp")
+    assert result.code == 1
+    assert "2 sent, 1 failed, 0 skipped" in result.out
+    assert "error: 1 readers failed and 0 are in doubt" in result.err
+
+
+def test_json_prints_the_summary_when_the_run_stops_with_an_error(cli, config_file, store, repo, monkeypatch):
+    """SendGrid refuses the key (401): the run stops with readers pending; --json still says what it did."""
+    from tests.servers.sendgrid_server import SendGridServer
+
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.revoked")
+    with SendGridServer() as server:
+        text = config_file.read_text(encoding="utf-8")
+        config_file.write_text(text.replace('host = "https://api.sendgrid.com"', f'host = "{server.url}"'),
+                               encoding="utf-8")
+        result = cli("--config", config_file, "send", issue_file(repo), "--list", "crank", "--yes", "--backend",
+                     "sendgrid", "--json")
+    assert result.code == 1 and "error: send stopped after 0 sent" in result.err
+    summary = json.loads(result.out)
+    assert (summary["sent"], summary["total"], summary["status"]) == (0, 3, "stopped")
+    assert summary["error"].startswith("send stopped after 0 sent") and "401" in summary["error"]
+
+
+def test_json_prints_the_error_when_the_send_is_refused_before_it_starts(cli, config_file, store, repo):
+    from sqlalchemy import update
+
+    from mailer.migrate import connect
+    from mailer.send import ledger
+
+    first = cli("--config", config_file, "send", issue_file(repo), "--list", "crank", "--yes")
+    assert first.code == 0
+    engine = connect(store)
+    with engine.begin() as conn:   # the same send, running in another live process elsewhere
+        conn.execute(update(ledger.sends).values(status="sending", runner="elsewhere:1",
+                                                 heartbeat_at=ledger.db_now(conn)))
+        conn.execute(update(ledger.deliveries).where(ledger.deliveries.c.id == 1).values(state="pending"))
+    engine.dispose()
+    refused = cli("--config", config_file, "send", issue_file(repo), "--list", "crank", "--yes", "--json")
+    assert refused.code == 1
+    assert json.loads(refused.out) == {"issue": issue_file(repo), "list": "crank",
+                                       "error": json.loads(refused.out)["error"]}
+    assert "is running in another process (elsewhere:1" in json.loads(refused.out)["error"]

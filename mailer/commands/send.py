@@ -51,19 +51,19 @@ def send(
                                 "(1,000, 2,000, 5,000, 10,000, doubling), the most engaged readers first."),
 ) -> None:
     """Send ISSUE to every active subscriber of a list (or of a segment: --tag), exactly once (a rerun resumes)."""
-    from mailer.send import dispatch
-    from mailer.send.segments import describe
+    from mailer.errors import SendError
 
     settings = app_context(ctx).settings
     err = console(stderr=True)
     if status:
         from mailer.compose.gate import issue_path
+        from mailer.send.dispatch import open_store
         from mailer.send.warmup import status_lines as warmup_lines
         from mailer.send.workers import status_lines
 
         slug = issue_path(issue, settings).stem
         typer.echo("\n".join(status_lines(settings, slug, list_name)
-                              + warmup_lines(dispatch.open_store(settings), slug, list_name)))
+                              + warmup_lines(open_store(settings), slug, list_name)))
         return
     if warmup:  # [delivery.pacing] warmup for this send (mailer/send/warmup.py)
         pacing = replace(settings.delivery.pacing, warmup=True)
@@ -78,6 +78,30 @@ def send(
 
         refuse_on_sqlite(settings, f"--workers {workers}")
     stopping = StopOnSignal()
+    try:
+        summary, subject = _send(ctx, settings, err, issue, list_name, yes=yes, dry_run=dry_run, backend=backend,
+                                 tags=tags, take_over=take_over, workers=workers, retry_failed=retry_failed,
+                                 stopping=stopping)
+    except SendError as exc:   # the run stopped: --json still prints what it did, with the error
+        if as_json:
+            _json(exc.summary, str(exc), issue=issue, list_name=list_name)
+        raise
+    _report(summary, subject, as_json)
+    if stopping.signal and summary.status == "stopped":
+        raise _interrupted(stopping, summary, rerun(issue, list_name, tags))
+    unsettled = 0 if summary.already_sent or summary.dry_run else summary.failed + summary.in_doubt
+    if unsettled:
+        err.print(f"error: {summary.failed:,} readers failed and {summary.in_doubt:,} are in doubt "
+                  f"(`mailer send {issue} --status` lists the send)", markup=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _send(ctx, settings, err, issue: str, list_name: str, *, yes: bool, dry_run: bool, backend, tags,
+          take_over: bool, workers: int, retry_failed: bool, stopping: StopOnSignal):
+    """Compose, plan and run (or dry-run) the send; returns (summary, the subject as written)."""
+    from mailer.send import dispatch
+    from mailer.send.segments import describe
+
     with _warnings_to(err):
         # lint errors stop here: no ledger row, no mail; the footer speaks the list's language
         composed = _gate(issue, settings, err, language=dispatch.list_language(settings, list_name))
@@ -115,9 +139,17 @@ def send(
                     summary = dispatch.run_send(settings, plan, on_progress=on_progress, take_over=take_over,
                                                 notice=lambda message: err.print(f"note: {message}"),
                                                 stop=stopping)
-    _report(summary, shown_subject(composed.subject), as_json)
-    if stopping.signal and summary.status == "stopped":
-        raise _interrupted(stopping, summary, rerun(issue, list_name, tags))
+    return summary, shown_subject(composed.subject)
+
+
+def _json(summary, error: str | None, **known) -> None:
+    """The summary as one JSON line on stdout; with `error` when the run stopped (and only what is
+    known, when it stopped before the send was found or made)."""
+    data: dict[str, object] = ({"issue": known.get("issue"), "list": known.get("list_name")} if summary is None
+                               else {**summary.as_dict(), "duration": round(summary.duration, 3)})
+    if error is not None:
+        data["error"] = error
+    typer.echo(json.dumps(data))
 
 
 def rerun(issue: str, list_name: str, tags) -> str:
@@ -203,9 +235,7 @@ def _report(summary, subject: str, as_json: bool) -> None:
     if not as_json:  # "crank (tags: press)" in the lines below
         summary = replace(summary, list=describe(summary.list, summary.segment))
     if as_json:
-        data = summary.as_dict()
-        data["duration"] = round(data["duration"], 3)
-        typer.echo(json.dumps(data))
+        _json(summary, None)
     elif summary.already_sent:
         typer.echo(f"'{subject}' was already sent to {summary.list} (send #{summary.send_id}: {summary.sent:,} "
                    f"sent, {summary.failed:,} failed, {summary.skipped:,} skipped); nothing sent.")

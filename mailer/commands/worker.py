@@ -45,3 +45,7 @@ def worker(
     sent = sum(report.sends.values())
     typer.echo(f"worker {report.worker}: {sent:,} sent in {len(report.sends)} send(s), "
                f"{len(report.reclaimed)} batch(es) of dead workers reclaimed.")
+    for send_id, why in report.stopped:
+        err.print(f"error: send #{send_id} stopped: {why}", markup=False, soft_wrap=True)
+    if report.stopped:
+        raise typer.Exit(1)

@@ -13,6 +13,7 @@ below both by the ledger's own claim. docs/schedule.md has the reasons.
 
 from __future__ import annotations
 
+import _thread
 import html
 import logging
 import signal
@@ -33,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailer.compose.gate import compose_checked, issue_path
 from mailer.config import ConfigError, Settings
-from mailer.errors import LintFailed, MailerError, ScheduleError
+from mailer.errors import LintFailed, MailerError, ScheduleError, SendBusy, SendTakenOver
 from mailer.model import ComposedIssue, as_written
 from mailer.schedule import states
 from mailer.schedule.slots import (
@@ -274,6 +275,12 @@ class Scheduler:
             plan = dispatch.plan_send(self.settings, composed, row.list_name)
             summary = dispatch.run_send(self.settings, plan, sleep=self.stop.wait, stop=self.stop.is_set,
                                         notice=lambda message: self.decide(later(), row, f"note: {message}"))
+        except SendTakenOver as exc:   # another runner took the send over (this process was frozen): its now
+            return self.decide(later(), row, f"left to the runner that took the send over: {exc}")
+        except SendBusy as exc:   # a manual `mailer send` (or its workers) runs it now: not a failure
+            why = f"another process is sending it now; the scheduler follows it ({exc})"
+            self._settle(row, later(), IssueState.SENDING, why)
+            return self.decide(later(), row, why)
         except (MailerError, SubscriberError, ConfigError) as exc:
             return self._failed(row, later(), str(exc))
         except BaseException:
@@ -312,8 +319,13 @@ class Scheduler:
         with self.engine.connect() as conn:
             rows = [(r, _send_of(conn, r.issue, r.list_name))
                     for r in states.in_state(conn, IssueState.SENDING)]
+            at = ledger.db_now(conn)   # heartbeats are judged by the database's clock, which stamps them
         for row, send in rows:
-            if _alive(row, send, self.runner) or not self._resumable(row, send, now):
+            if _alive(row, send, self.runner, at) or (send is not None and ledger.runner_alive(send, at)):
+                continue   # its runner (this scheduler's other thread, another one, a manual send) is at work
+            if not self._resumable(row, send, now):
+                continue
+            if self._past_grace(row, send, now):
                 continue
             with self._handling(row.issue) as mine, self._exclusive(row.issue) as got:
                 if not (mine and got):
@@ -323,6 +335,29 @@ class Scheduler:
                         continue
                 self.decide(now, row, "resuming the send (" + (row.reason or "its last run stopped") + ")")
                 self._send(row, now)
+
+    def _past_grace(self, row, send, now: datetime) -> bool:
+        """A send interrupted (readers pending or in flight, its runner gone) longer ago than
+        misfire_grace_minutes is not resumed by the scheduler: the issue is marked failed and the
+        editors told, and an operator reruns it (`mailer send`, or `mailer issue schedule`)."""
+        if send is None:
+            return False
+        with self.engine.connect() as conn:
+            c = ledger.counts(conn, send.id)
+        if not (c[State.PENDING] or c[State.SENDING]):
+            return False   # only deferred readers left: their retry is not a resume
+        last = max(t for t in (row.updated_at, send.heartbeat_at) if t is not None)
+        if now - last <= self.grace:
+            return False
+        reason = (f"interrupted {_span(now - last)} ago with {c[State.PENDING] + c[State.SENDING]:,} readers left, "
+                  f"beyond the {self.settings.schedule.misfire_grace_minutes}-minute grace time: not resumed "
+                  f"automatically. Continue it with `mailer send {row.issue} --list {row.list_name}` or "
+                  f"`mailer issue schedule {row.issue}` (the ledger keeps its place)")
+        with self.engine.begin() as conn:
+            if not states.take_over(conn, row.issue, row.runner, self.runner, now):
+                return True
+        self._failed(row, now, reason)
+        return True
 
     def _resumable(self, row, send, now: datetime) -> bool:
         if send is not None and warmup.capped_today(self.engine, send.id, now):
@@ -393,19 +428,28 @@ class Scheduler:
                     "Schedule one with `mailer issue schedule ISSUE` (next slot) or `--at \"YYYY-MM-DD HH:MM\"`.")
 
     def notify(self, now: datetime, subject: str, body: str) -> None:
-        """A plain mail to the editors through the configured backend (outside the ledger)."""
+        """Tell the editors (what happened is already in the log: each caller's `decide` line) with a
+        plain mail outside the ledger through the configured backend; if that one fails (a SendGrid
+        401 is also why a send failed), through SMTP, then into the outbox folder, so the notice never
+        rides only on the backend that failed. Each backend that fails is one `error` line."""
         editors = list(self.settings.schedule.editors)
         if not editors:
             return
         notice = ComposedIssue(slug=f"notice-{now:%Y%m%dT%H%M%S}", subject=f"[{self.settings.newsletter.name} "
                                f"scheduler] {subject}", preheader="", mjml="",
                                html=f"<pre>{html.escape(body)}</pre>", text=body)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")   # a notice has no unsubscribe link: it goes to staff only
-                dispatch.send_proof(self.settings, notice, editors, proof=False)
-        except (MailerError, ConfigError) as exc:
-            log.error("%s could not mail the editors (%s): %s", _stamp(now), subject, exc)
+        for name in _notice_backends(self.settings.delivery.backend):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")   # a notice has no unsubscribe link: it goes to staff only
+                    results = dispatch.send_proof(self.settings, notice, editors, backend=_quick(self.settings, name),
+                                                  proof=False)
+                if all(r.ok for r in results):
+                    return
+                problem = "; ".join(r.detail or r.status.value for r in results if not r.ok)
+            except (MailerError, ConfigError) as exc:
+                problem = str(exc)
+            log.error("%s could not mail the editors (%s) through %s: %s", _stamp(now), subject, name, problem)
 
     # helpers
     def decide(self, now: datetime, row, what: str) -> None:
@@ -447,7 +491,25 @@ class Scheduler:
                     conn.commit()
 
 
-def _alive(row, send, runner: str) -> bool:
+def _notice_backends(configured: str) -> list[str]:
+    """The configured backend first, then SMTP, then the outbox folder (which cannot fail for the
+    network's reasons), each once."""
+    return list(dict.fromkeys([configured, "smtp", "outbox"]))
+
+
+def _quick(settings: Settings, name: str):
+    """The backend `name` for a notice: an unreachable SMTP relay is not retried for a minute."""
+    from dataclasses import replace
+
+    from mailer.send.deliver.registry import create_backend
+
+    if name == "smtp":
+        smtp = replace(settings.delivery.smtp, connect_retry_seconds=0.0)
+        settings = replace(settings, delivery=replace(settings.delivery, smtp=smtp))
+    return create_backend(name, settings)
+
+
+def _alive(row, send, runner: str, at=None) -> bool:
     """Is the issue's runner still at work? Its send's heartbeat says (mailer.send.ledger.runner_alive);
     before its send row exists (claimed, composing), a runner on this host is judged by its pid, one
     elsewhere by how recently it touched the issue's row."""
@@ -456,7 +518,7 @@ def _alive(row, send, runner: str) -> bool:
     if row.runner == ledger.this_runner():  # this process: its other Scheduler, if any, is at work
         return runner != row.runner
     if send is not None and send.runner == row.runner:
-        return ledger.runner_alive(send)
+        return ledger.runner_alive(send, at)
     if row.runner.rpartition(":")[0] == socket.gethostname():
         return not ledger.pid_gone(row.runner)
     return ledger.runner_alive(SimpleNamespace(status=ledger.SendStatus.SENDING.value, runner=row.runner,
@@ -512,16 +574,58 @@ def _guarded(job: Callable[[], None], name: str) -> None:
 
 def run(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> None:
     """A BlockingScheduler with its jobs in the project's database, until SIGTERM or Ctrl-C."""
+    global _service  # noqa: PLW0603 - the one Scheduler of this process, for the stored jobs
+    schedule_list(settings)
+    trigger = slot_trigger(settings.schedule)
+    service = Scheduler(settings, clock=clock)
+    with _sqlite_lease(service):
+        _service = service
+        _run(settings, service, trigger, clock)
+
+
+LEASE_SECONDS = 60.0   # SQLite: a scheduler silent this long has lost the one scheduler's lease
+
+
+@contextmanager
+def _sqlite_lease(service: Scheduler):
+    """On SQLite, which has no advisory lock, one scheduler at a time: the lease row is taken
+    atomically at start (a second `mailer schedule run` is refused, naming the first) and renewed
+    by a heartbeat thread; a scheduler that finds it lost (it was frozen past the lease and another
+    took it) stops as on SIGTERM. PostgreSQL's advisory lock per issue lets several run."""
+    engine, me = service.engine, service.runner
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    with engine.begin() as conn:
+        holder = states.take_lease(conn, me, ledger.db_now(conn), LEASE_SECONDS)
+    if holder is not None:
+        raise ScheduleError(f"another scheduler ({holder}) runs on this SQLite database: SQLite has no advisory "
+                            "lock, so one `mailer schedule run` at a time there (use PostgreSQL to run several)")
+
+    def renew(conn) -> bool:
+        if states.take_lease(conn, me, ledger.db_now(conn), LEASE_SECONDS) is None:
+            return True
+        log.error("%s another scheduler took the lease (this one was silent past %.0f s): stopping",
+                  _stamp(service.clock()), LEASE_SECONDS)
+        _thread.interrupt_main()   # as Ctrl-C: the send in progress ends after its batch
+        return False
+
+    try:
+        with ledger.Heartbeat(engine, None, every=LEASE_SECONDS / 4, beat=renew):
+            yield
+    finally:
+        with engine.begin() as conn:
+            states.drop_lease(conn, me)
+
+
+def _run(settings: Settings, service: Scheduler, trigger, clock: Callable[[], datetime]) -> None:
     # APScheduler only for `mailer schedule run`: the editors' schedule commands import this module too
     from apscheduler.events import EVENT_SCHEDULER_STARTED
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.blocking import BlockingScheduler
 
-    global _service  # noqa: PLW0603 - the one Scheduler of this process, for the stored jobs
-    schedule_list(settings)
-    trigger = slot_trigger(settings.schedule)
-    _service = service = Scheduler(settings, clock=clock)
+    global _service  # noqa: PLW0603 - cleared when the scheduler stops
     scheduler = BlockingScheduler(
         jobstores={"default": SQLAlchemyJobStore(engine=service.engine, tablename=JOB_TABLE)},
         executors={"default": ThreadPoolExecutor(4)}, timezone=zone(settings.schedule),

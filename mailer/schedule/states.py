@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import (
     Boolean,
@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     insert,
+    or_,
     select,
     update,
 )
@@ -71,7 +72,41 @@ schedule_slots = Table(
     Column("decided_at", UtcDateTime, nullable=False),
 )
 
+# SQLite has no advisory lock: one scheduler at a time there holds this lease (`take_lease`), taken
+# and renewed atomically with the database's clock; a second `mailer schedule run` is refused.
+scheduler_lease = Table(
+    "scheduler_lease", metadata,
+    Column("name", String(32), primary_key=True),            # "scheduler": one row
+    Column("runner", String(300), nullable=False),
+    Column("lease_until", UtcDateTime, nullable=False),
+)
+
 _S = IssueState
+
+
+def take_lease(conn: Connection, runner: str, now: datetime, seconds: float) -> str | None:
+    """Take or renew the one scheduler's lease; returns None when it is ours now, else the live
+    holder. One conditional UPDATE (free, expired or already ours), or the first INSERT."""
+    until = now + timedelta(seconds=seconds)
+    took = conn.execute(update(scheduler_lease).where(
+        scheduler_lease.c.name == "scheduler",
+        or_(scheduler_lease.c.runner == runner, scheduler_lease.c.lease_until <= now))
+        .values(runner=runner, lease_until=until)).rowcount
+    if took:
+        return None
+    holder = conn.execute(select(scheduler_lease.c.runner).where(scheduler_lease.c.name == "scheduler")).scalar()
+    if holder is not None:
+        return holder
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(scheduler_lease).values(name="scheduler", runner=runner, lease_until=until))
+        return None
+    except IntegrityError:   # another scheduler inserted it first
+        return conn.execute(select(scheduler_lease.c.runner)).scalar() or "another scheduler"
+
+
+def drop_lease(conn: Connection, runner: str) -> None:
+    conn.execute(scheduler_lease.delete().where(scheduler_lease.c.runner == runner))
 
 
 def find(conn: Connection, issue: str):

@@ -182,8 +182,13 @@ class BatchLoop:
         raise PermanentDelivery(cause, backend=self.backend.name)   # one_pass puts the batch back to pending
 
     def commit(self, done: tuple | None, ready: Prepared | None):
-        """One transaction: the results of the batch just sent, then the claim of the next one. The
-        results are worked out once, in memory; the transaction is retried while the database is
+        """One transaction: the claim of the next batch, then the results of the batch just sent.
+
+        The claim goes first because it starts on the send's row (its batch number): every
+        transaction that changes a send's row and its deliveries locks them in that order, so a
+        runner taking over (dispatch._start) never deadlocks with this one. A claim refused because
+        the send is no longer ours still lets the results be written (they are facts), then stops.
+        The results are worked out once, in memory; the transaction is retried while the database is
         briefly away (stall.Stall), and when it stays away they go to the journal (stall.keep)."""
         result = self.outcome(*done) if done else None
         what = f"recording batch {done[0]}" if done else "claiming the next batch"
@@ -196,13 +201,17 @@ class BatchLoop:
             self._count(mark.state)
         if done:
             self.progress()
+        if ready and claimed.batch is None:
+            raise SendTakenOver(f"send #{self.send_id} was taken over by another runner (mailer send "
+                                "--take-over); this one stops")
         return claimed
 
     def _commit(self, result: Outcome | None, ready: Prepared | None, attempt: int) -> Claimed:
-        with self.engine.begin() as conn:
+        with self.engine.begin() as conn:   # the claim first: the send's row, then the deliveries
+            claimed = self.claim(conn, ready, again=attempt > 0) if ready else Claimed(None, None)
             if result:
                 self.write(conn, result)
-            return self.claim(conn, ready, again=attempt > 0) if ready else Claimed(None, None)
+            return claimed
 
     def _kept(self, exc: DatabaseUnavailable, result: Outcome | None) -> DatabaseUnavailable:
         """The run gives up on the database: the batch's results go to the journal, if there is one."""
@@ -266,6 +275,8 @@ class BatchLoop:
         are ours (one runner claims a send's readers: nobody else could have)."""
         earlier = ledger.claimed_before(conn, self.send_id, p.ids) if again else None
         batch, mine = earlier or ledger.claim(conn, self.send_id, p.ids)
+        if batch is None:   # the send is no longer ours (taken over): nothing claimed
+            return Claimed(None, None)
         if mine is not None:  # a rival took some: re-encode what is left to us
             outs = [o for o in p.outs if p.readers[o.ref].delivery_id in mine]
             p = Prepared(p.ids, outs, p.readers, [m for m in p.marks if m.delivery_id in mine], p.last_id,

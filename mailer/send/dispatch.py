@@ -37,12 +37,13 @@ from mailer.errors import (
     ConfigError,
     DatabaseUnavailable,
     DeliveryError,
+    SendBusy,
     SendError,
     SendTakenOver,
 )
 from mailer.i18n import known
 from mailer.model import STAFF_TOKENS, ArchiveCopy, ComposedIssue
-from mailer.send import batches, ledger, pacing, segments, tracking, warmup
+from mailer.send import batches, leases, ledger, pacing, segments, tracking, warmup
 from mailer.send.batches import BatchLoop
 from mailer.send.deliver.base import Backend
 from mailer.send.deliver.refusals import refusal_event
@@ -183,7 +184,9 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
             loop.progress()  # the starting point, so a progress bar's rate counts this run only
             with sender:
                 loop.run(sleep)
-    except SendTakenOver:
+    except SendTakenOver as exc:
+        summary.status = "taken over"
+        exc.told(summary)
         raise  # the row is the new runner's now: leave it as it is
     except DatabaseUnavailable as exc:  # nothing more can be written: the send's row says `sending`, its runner gone
         raise DatabaseUnavailable(f"send stopped after {summary.sent:,} sent: {exc}") from exc
@@ -192,26 +195,26 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
         raise SendError(f"send stopped after {summary.sent:,} sent: {exc}. The provider may or may not have "
                         f"taken the last batch ({summary.in_doubt:,} readers): it stays in flight, and the next "
                         f"run names it and applies [delivery] on_interrupted (now \"{d.on_interrupted}\")."
-                        ) from exc
+                        ).told(summary) from exc
     except DeliveryError as exc:
         _finish(plan, summary, SendStatus.STOPPED, str(exc), stall)
         raise SendError(f"send stopped after {summary.sent:,} sent: {exc}. The ledger is intact: run the "
-                        "same command again to continue.") from exc
+                        "same command again to continue.").told(summary) from exc
     except BaseException:
         try:
             _finish(plan, summary, SendStatus.STOPPED, "interrupted")  # its batch stays `sending`: named next run
         except SQLAlchemyError:   # the database is away too: the row stays `sending`, its runner gone
             pass
         raise
-    if beat.lost:  # taken over after our last batch: the row is the new runner's now
-        return summary
     left = summary.deferred + stall(lambda attempt: _unfinished(plan, send_id), "counting the readers left")
     if limit is not None and left and limit.reached:
         warmup.mark_capped(plan.engine, send_id)
         notice(f"warm-up day {limit.day.number + 1}: today's cap of {limit.day.cap:,} is reached; the other "
                f"{left:,} readers go on the next days (the scheduler continues the send, or run the same command "
                "tomorrow)")
-    _finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, None, stall)
+    if beat.lost or not _finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, None, stall):
+        raise SendTakenOver(f"send #{send_id} was taken over by another runner after this one's last batch; "
+                            "the send is the new runner's now").told(summary)
     summary.duration = time.monotonic() - started
     return summary
 
@@ -231,8 +234,9 @@ def retry_failed(plan: Plan) -> int:
     assert plan.send_id is not None   # failed_readers said so
     with plan.engine.begin() as conn:
         row = conn.execute(select(ledger.sends).where(ledger.sends.c.id == plan.send_id)).one()
-        if ledger.runner_alive(row):
-            raise SendError(_alive_message(row))
+        at = ledger.db_now(conn)
+        if ledger.runner_alive(row, at):
+            raise SendBusy(_alive_message(row, at))
         return ledger.requeue_failed(conn, plan.send_id)
 
 
@@ -363,25 +367,31 @@ def _paced(settings: Settings, plan: Plan, sleep) -> pacing.Paced | None:
 
 
 def _start(plan: Plan, on_interrupted: OnInterrupted, notice, *, take_over: bool = False,
-           archive: ArchiveCopy | None = None, journal: Path | None = None, order=None) -> tuple[int, list, bool]:
-    """Create the send (readers fixed now, in pacing's `order` when paced) or take over an earlier one,
-    applying its journal (results the database would not take: stall.py) and settling its batch in flight.
+           archive: ArchiveCopy | None = None, journal: Path | None = None,
+           join: bool = False, order=None) -> tuple[int, list, bool]:
+    """Create the send (readers fixed now, in pacing's `order` when paced; the composed issue stored)
+    or take over an earlier one, applying its journal (results the database would not take: stall.py)
+    and settling what it left in flight. A shared send (`mailer send --workers`) whose live workers
+    still hold batches is joined (`join`: only batches whose worker's lease is dead are settled) or refused.
 
     Returns (send id, batches found in flight, whether the send was already complete)."""
-    for _ in range(2):  # a concurrent first start loses the UNIQUE race once, then resumes
+    for _ in range(3):  # a concurrent first start loses the UNIQUE race, a take-over the compare-and-set
         applied: list[Path] = []
         try:
-            started = _start_once(plan, on_interrupted, notice, take_over, archive, journal, applied, order)
+            started = _start_once(plan, on_interrupted, notice, take_over, archive, journal, applied, join, order)
         except IntegrityError:
             continue
+        if started is None:
+            continue   # another runner changed the row since we read it: read it again
         for path in applied:   # committed: the journal's results are the ledger's now
             path.unlink(missing_ok=True)
         return started
-    raise SendError(f"could not start the send of {plan.issue.slug} to {plan.list_name}")
+    raise SendError(f"could not start the send of {plan.issue.slug} to {plan.list_name}: other runners kept "
+                    "changing it; try again")
 
 
 def _start_once(plan: Plan, on_interrupted: OnInterrupted, notice, take_over: bool, archive: ArchiveCopy | None,
-                journal: Path | None, applied: list[Path], order=None) -> tuple[int, list, bool]:
+                journal: Path | None, applied: list[Path], join: bool, order=None) -> tuple[int, list, bool] | None:
     with plan.engine.begin() as conn:
         row = ledger.find_send(conn, plan.issue.slug, plan.list_id, plan.segment)
         if row is None:
@@ -391,34 +401,59 @@ def _start_once(plan: Plan, on_interrupted: OnInterrupted, notice, take_over: bo
             return ledger.create_send(conn, issue=plan.issue.slug, list_id=plan.list_id,
                                       list_name=plan.list_name, subject=plan.issue.subject,
                                       backend=plan.backend, recipients=chosen, segment=plan.segment,
-                                      archive=archive), [], False
+                                      archive=archive, composed=plan.issue), [], False
         c = ledger.counts(conn, row.id)
         if not ledger.unfinished(c):
             return row.id, [], True
-        if ledger.runner_alive(row):
+        at = ledger.db_now(conn)
+        if ledger.runner_alive(row, at):
             if not take_over:
-                raise SendError(_alive_message(row))
+                raise SendBusy(_alive_message(row, at))
             notice(f"taking send #{row.id} over from {row.runner} (--take-over); it stops at its next "
                    "heartbeat")
-        ledger.take_over(conn, row.id, plan.backend)
+        batches = _settleable(conn, row, join)
+        if not ledger.take_over(conn, row, plan.backend):
+            return None
         kept, path = apply_journal(conn, journal, row.id)
         if path is not None:
             applied.append(path)
             notice(f"{kept:,} readers' results that the database would not take when the last run stopped were "
                    f"applied from {path}")
-        flying = ledger.in_flight(conn, row.id)
-        for batch, readers in flying:
-            verb = "resending it" if on_interrupted == OnInterrupted.RESEND else "skipping it"
-            notice(f"batch {batch} ({readers:,} readers) was in flight when the last run stopped: the "
-                   f"provider may or may not have taken it; {verb} ([delivery] on_interrupted = "
-                   f"\"{on_interrupted}\")")
-        ledger.settle_in_flight(conn, row.id, resend=on_interrupted == OnInterrupted.RESEND)
+        flying = ledger.in_flight_batches(conn, row.id, batches)
+        _name_in_flight(flying, on_interrupted, notice)
+        ledger.settle_in_flight(conn, row.id, on_interrupted == OnInterrupted.RESEND, batches)
         ledger.requeue_due(conn, row.id)
-        return row.id, [tuple(f) for f in flying], False
+        return row.id, [(b, n) for b, n, handed in flying if handed], False
 
 
-def _alive_message(row) -> str:
-    age = ledger.heartbeat_age(row)
+def _settleable(conn, row, join: bool) -> list[int] | None:
+    """Which in-flight batches a new runner may settle: all of a send run by one process (None);
+    of a shared send, only those whose worker's lease is dead. A plain run refuses a shared send
+    whose live workers hold batches; `mailer send --workers` joins them."""
+    if not row.workers:
+        return None
+    live = leases.live_holders(conn, row.id)
+    if live and not join:
+        raise SendBusy(f"send #{row.id} of {row.issue} to {row.list_name} is shared by workers that are still "
+                       f"sending ({', '.join(live)}): wait for them, or join them with `mailer send {row.issue} "
+                       f"--list {row.list_name} --workers N`")
+    return [b for b, _, _ in leases.orphaned(conn, row.id)]
+
+
+def _name_in_flight(flying: list[tuple], on_interrupted: OnInterrupted, notice) -> None:
+    for batch, readers, handed in flying:
+        if not handed:
+            notice(f"batch {batch} ({readers:,} readers) was claimed but never handed to the provider: back to "
+                   "pending")
+            continue
+        verb = "resending it" if on_interrupted == OnInterrupted.RESEND else "skipping it"
+        notice(f"batch {batch} ({readers:,} readers) was in flight when the last run stopped: the "
+               f"provider may or may not have taken it; {verb} ([delivery] on_interrupted = "
+               f"\"{on_interrupted}\")")
+
+
+def _alive_message(row, at=None) -> str:
+    age = ledger.heartbeat_age(row, at)
     beat = f"{age.total_seconds():.0f} s ago" if age is not None else "never"
     return (f"send #{row.id} of {row.issue} to {row.list_name} is running in another process ({row.runner}, "
             f"last heartbeat {beat}); wait for it, or if you know that process is "
@@ -437,19 +472,25 @@ def _unfinished(plan: Plan, send_id: int) -> int:
 
 
 def _finish(plan: Plan, summary: SendSummary, status: SendStatus, error: str | None,
-            stall: Stall | None = None) -> None:
+            stall: Stall | None = None) -> bool:
+    """End the run on the send's row, if it is still ours; False (and the row untouched) if another
+    runner took it over meanwhile."""
     send_id = summary.send_id
     assert send_id is not None   # set when the send started
+    mine: list[bool] = []
 
     def write(attempt: int = 0) -> None:
         with plan.engine.begin() as conn:
-            _fill(summary, ledger.finish(conn, send_id, status, error))
+            c, ours = ledger.finish(conn, send_id, status, error)
+        _fill(summary, c)
+        mine[:] = [ours]
 
     if stall is None:
         write()
     else:
         stall(write, "marking the send " + status.value)
-    summary.status = status.value
+    summary.status = status.value if mine[0] else "taken over"
+    return mine[0]
 
 
 def _counted(plan: Plan, summary: SendSummary, send_id: int):

@@ -43,7 +43,7 @@ worker_leases = Table(
 )
 
 def acquire(conn: Connection, worker: str, lease: float) -> None:
-    stamp = now()
+    stamp = ledger.db_now(conn)
     conn.execute(delete(worker_leases).where(or_(worker_leases.c.worker == worker,    # and long-dead workers'
                                                  worker_leases.c.lease_until < stamp - timedelta(days=1))))
     conn.execute(insert(worker_leases).values(worker=worker, started_at=stamp,
@@ -53,7 +53,7 @@ def acquire(conn: Connection, worker: str, lease: float) -> None:
 def renewer(worker: str, lease: float, send_id=lambda: None):
     """The heartbeat's beat for a worker: False once its lease expired (its batches may be reclaimed)."""
     def renew(conn: Connection) -> bool:
-        stamp = now()
+        stamp = ledger.db_now(conn)
         return conn.execute(update(worker_leases).where(worker_leases.c.worker == worker,
                                                         worker_leases.c.lease_until > stamp)
                             .values(lease_until=stamp + timedelta(seconds=lease), send_id=send_id())).rowcount == 1
@@ -67,7 +67,7 @@ def release(conn: Connection, worker: str) -> None:
 def live_workers(conn: Connection, besides: str | None = None) -> Sequence[Row]:
     """(worker, send_id, lease_until) of every live lease."""
     q = select(worker_leases.c.worker, worker_leases.c.send_id, worker_leases.c.lease_until).where(
-        worker_leases.c.lease_until > now())
+        worker_leases.c.lease_until > ledger.db_now(conn))
     if besides:
         q = q.where(worker_leases.c.worker != besides)
     return conn.execute(q.order_by(worker_leases.c.worker)).all()
@@ -84,7 +84,15 @@ def shared_sends(conn: Connection, only: int | None = None) -> Sequence[Row]:
 def claim_next(conn: Connection, send_id: int, worker: str, size: int, after: int) -> tuple[int, list[int]] | None:
     """Claim up to `size` pending readers (ids above `after` first, then from the start) as a new
     batch of `worker`; returns (the batch number, the ids claimed, ascending), or None when no reader
-    is pending."""
+    is pending or the send no longer runs (stopped for the operator: docs/workers.md).
+
+    The send's row is locked first (the one lock order: the send's row, then its deliveries), which
+    also makes claims of one send take turns, as they did on the batch counter."""
+    lock = select(sends.c.status).where(sends.c.id == send_id)
+    if conn.dialect.name == "postgresql":
+        lock = lock.with_for_update(key_share=True)   # FOR NO KEY UPDATE: what the batch counter's UPDATE takes
+    if conn.execute(lock).scalar() != SendStatus.SENDING.value:
+        return None
     take = _claim_pg if conn.dialect.name == "postgresql" else _claim
     return take(conn, send_id, worker, size, after) or (take(conn, send_id, worker, size, 0) if after else None)
 
@@ -99,7 +107,7 @@ def _claim(conn: Connection, send_id: int, worker: str, size: int, after: int) -
     batch = conn.execute(ledger._NEXT_BATCH, {"b_send": send_id}).scalar_one()
     conn.execute(update(deliveries).where(deliveries.c.id.in_(ids), deliveries.c.state == State.PENDING.value)
                  .values(state=State.SENDING.value, batch=batch, worker=worker, attempts=deliveries.c.attempts + 1,
-                         updated_at=now()))
+                         updated_at=now(), handed_at=None))
     return batch, ids
 
 
@@ -114,7 +122,7 @@ WITH picked AS (
 numbered AS (
   UPDATE sends SET batches = batches + 1 WHERE id = :send AND EXISTS (SELECT 1 FROM picked) RETURNING batches)
 UPDATE deliveries SET state = 'sending', batch = numbered.batches, worker = :worker, attempts = attempts + 1,
-  updated_at = :now
+  updated_at = :now, handed_at = NULL
 FROM numbered WHERE deliveries.id = ANY(ARRAY(SELECT id FROM picked)) AND deliveries.state = 'pending'
 RETURNING deliveries.id, numbered.batches
 """)
@@ -128,9 +136,39 @@ def _claim_pg(conn: Connection, send_id: int, worker: str, size: int, after: int
     return rows[0][1], sorted(r[0] for r in rows)
 
 
+def live_holders(conn: Connection, send_id: int) -> list[str]:
+    """The workers with a live lease that hold `sending` readers of the send or work on it now."""
+    stamp = ledger.db_now(conn)
+    alive = select(worker_leases.c.worker).where(worker_leases.c.lease_until > stamp)
+    holding = set(conn.execute(select(deliveries.c.worker).distinct().where(
+        deliveries.c.send_id == send_id, deliveries.c.state == State.SENDING.value,
+        deliveries.c.worker.in_(alive))).scalars())
+    working = set(conn.execute(select(worker_leases.c.worker).where(
+        worker_leases.c.send_id == send_id, worker_leases.c.lease_until > stamp)).scalars())
+    return sorted(holding | working)
+
+
+def hand(conn: Connection, send_id: int, batch: int, worker: str, lease: float) -> int:
+    """Just before a worker hands `batch` to the backend: in one transaction, renew its lease (only
+    if still live, by the database's clock), check that the send still runs, and stamp the readers
+    still `sending` under its name as handed over. Returns how many are; 0 means the batch is no
+    longer this worker's (its lease expired and the batch was reclaimed, or the send was stopped)
+    and must not be sent. The lease row is locked before the readers, as `reclaim` does: a
+    reclaim either sees the renewed lease or makes this renewal fail, never half of each."""
+    stamp = ledger.db_now(conn)
+    if not renewer(worker, lease, lambda: send_id)(conn):
+        return 0
+    running = conn.execute(select(sends.c.status).where(sends.c.id == send_id)).scalar()
+    if running != SendStatus.SENDING.value:
+        return 0
+    return conn.execute(update(deliveries).where(
+        deliveries.c.send_id == send_id, deliveries.c.batch == batch, deliveries.c.worker == worker,
+        deliveries.c.state == State.SENDING.value).values(handed_at=stamp)).rowcount
+
+
 def orphaned(conn: Connection, send_id: int) -> list[tuple[int, int, str | None]]:
     """(batch, readers, worker) still `sending` under no live lease: in flight on a dead worker."""
-    alive = select(worker_leases.c.worker).where(worker_leases.c.lease_until > now())
+    alive = select(worker_leases.c.worker).where(worker_leases.c.lease_until > ledger.db_now(conn))
     return [tuple(r) for r in conn.execute(
         select(deliveries.c.batch, func.count(), func.max(deliveries.c.worker))
         .where(deliveries.c.send_id == send_id, deliveries.c.state == State.SENDING.value,
@@ -138,16 +176,30 @@ def orphaned(conn: Connection, send_id: int) -> list[tuple[int, int, str | None]
         .group_by(deliveries.c.batch).order_by(deliveries.c.batch)).all()]
 
 
+def dead_batches(conn: Connection, send_id: int) -> list[tuple[int, int, str | None, bool]]:
+    """(batch, readers, worker, handed over?) in flight on dead workers, their lease rows locked
+    (PostgreSQL) and found dead again under the lock: a worker renewing its lease in `hand` at this
+    moment either finishes first (and its batch is not dead) or finds its lease gone. The lease row
+    before the readers: the lock order `hand` keeps too."""
+    found = orphaned(conn, send_id)
+    workers = sorted({w for _, _, w in found if w is not None})
+    if workers and conn.dialect.name == "postgresql":
+        rows = conn.execute(select(worker_leases.c.worker, worker_leases.c.lease_until)
+                            .where(worker_leases.c.worker.in_(workers)).order_by(worker_leases.c.worker)
+                            .with_for_update()).all()
+        stamp = ledger.db_now(conn)
+        revived = {w for w, until in rows if until > stamp}
+        found = [f for f in found if f[2] not in revived]
+    flying = {b: handed for b, _, handed in ledger.in_flight_batches(conn, send_id, [b for b, _, _ in found])}
+    return [(b, n, w, flying.get(b, False)) for b, n, w in found]
+
+
 def reclaim(conn: Connection, send_id: int, batches: list[int], resend: bool) -> int:
-    """Apply on_interrupted to these orphaned batches (resend: pending again; skip: skipped)."""
+    """Settle these orphaned batches: readers never handed over go back to pending; the rest get
+    on_interrupted (resend: pending again; skip: skipped)."""
     if not batches:
         return 0
-    values = ({"state": State.PENDING.value, "worker": None} if resend else
-              {"state": State.SKIPPED.value, "last_error": "in flight on a worker that died; skipped "
-                                                          "(on_interrupted = skip)"})
-    return conn.execute(update(deliveries).where(
-        deliveries.c.send_id == send_id, deliveries.c.batch.in_(batches), deliveries.c.state == State.SENDING.value)
-        .values(updated_at=now(), **values)).rowcount
+    return ledger.settle_in_flight(conn, send_id, resend, batches, why="in flight on a worker that died")
 
 
 def others_in_flight(conn: Connection, send_id: int, worker: str) -> int:

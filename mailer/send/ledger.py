@@ -19,7 +19,10 @@ when each batch is prepared and `forget` needs nothing from mailer.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import enum
+import json
 import os
 import socket
 import threading
@@ -44,6 +47,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    case,
     func,
     insert,
     literal,
@@ -54,7 +58,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Row
 
-from mailer.model import ArchiveCopy
+from mailer.model import ArchiveCopy, ComposedIssue
 from mailer.send.refs import read_ref, sign_ref
 from subscribers import outbox
 from subscribers.models import Status, UtcDateTime, lists, memberships, subscribers
@@ -75,7 +79,7 @@ class SendStatus(enum.StrEnum):
 
 class State(enum.StrEnum):
     PENDING = "pending"
-    SENDING = "sending"            # claimed and handed to the backend: outcome not yet recorded
+    SENDING = "sending"            # claimed (handed to the backend once handed_at is set): outcome not recorded
     ACCEPTED = "accepted"
     DEFERRED = "deferred"          # temporary refusal (SMTP 4xx): retried later
     FAILED = "failed"              # permanent refusal or unusable address
@@ -108,6 +112,7 @@ sends = Table(
     Column("archive_preheader", Text),
     Column("archive", Boolean),   # the issue file's `archive` setting when the send started; NULL: before it existed
     Column("workers", Integer, nullable=False, default=0, server_default="0"),  # > 0: shared by workers (workers.py)
+    Column("composed", Text),  # the composed issue (JSON, markers kept) every worker sends: `stored_issue`
     UniqueConstraint("issue", "list_id", "segment"),
     CheckConstraint("status IN ('sending', 'stopped', 'done')"),
 )
@@ -125,6 +130,7 @@ deliveries = Table(
     Column("updated_at", UtcDateTime),
     Column("next_attempt_at", UtcDateTime),   # a deferred reader is tried again from then on
     Column("worker", String(300)),            # the worker that claimed it (mailer/send/leases.py)
+    Column("handed_at", UtcDateTime),         # when its batch was handed to the backend; None: never left
     UniqueConstraint("send_id", "subscriber_id"),
     # (send_id, id), not (send_id, state, ...): an index on state would be rewritten at every state
     # change, twice per reader, which costs more than scanning a send's rows in id order.
@@ -187,16 +193,40 @@ def find_send(conn: Connection, issue: str, list_id: int, segment: str = ""):
                                             sends.c.segment == segment)).first()
 
 
+def db_now(conn: Connection) -> dt.datetime:
+    """The database server's clock: what leases, heartbeats and the shared rate budget are compared
+    with, so a process whose own clock is fast or stepped back judges nobody wrongly (PostgreSQL's
+    clock_timestamp(): the time now, not the transaction's start). SQLite lives on one host: its clock."""
+    if conn.dialect.name == "postgresql":
+        return conn.exec_driver_sql("SELECT clock_timestamp()").scalar_one()
+    return now()
+
+
+def composed_json(issue: ComposedIssue) -> str:
+    """The composed issue as stored on its send (`sends.composed`): what every worker sends."""
+    data = dataclasses.asdict(issue)
+    data["date"] = issue.date.isoformat() if issue.date else None
+    return json.dumps(data)
+
+
+def stored_issue(text: str) -> ComposedIssue:
+    data = json.loads(text)
+    data["date"] = dt.date.fromisoformat(data["date"]) if data.get("date") else None
+    return ComposedIssue(**data)
+
+
 def create_send(conn: Connection, *, issue: str, list_id: int, list_name: str, subject: str,
-                backend: str, recipients, segment: str = "", archive: ArchiveCopy | None = None) -> int:
-    """The sends row (with the archive copy: html, text, date, preheader) and one pending delivery per reader,
-    fixed now, in one INSERT ... SELECT."""
+                backend: str, recipients, segment: str = "", archive: ArchiveCopy | None = None,
+                composed: ComposedIssue | None = None) -> int:
+    """The sends row (with the archive copy: html, text, date, preheader, and the composed issue) and one
+    pending delivery per reader, fixed now, in one INSERT ... SELECT."""
     stamp = now()
     html, text, date, preheader, listed = archive or (None, None, None, None, None)
     send_id = conn.execute(insert(sends).values(
         issue=issue, list_id=list_id, list_name=list_name, subject=subject[:998], backend=backend, segment=segment,
-        status=SendStatus.SENDING.value, started_at=stamp, runner=this_runner(), heartbeat_at=stamp,
+        status=SendStatus.SENDING.value, started_at=stamp, runner=this_runner(), heartbeat_at=db_now(conn),
         archive_html=html, archive_text=text, archive_date=date, archive_preheader=preheader,
+        composed=composed_json(composed) if composed else None,
         archive=listed,
     ).returning(sends.c.id)).scalar_one()
     fk_off = _skip_fk_checks(conn)
@@ -236,10 +266,17 @@ def _skip_fk_checks(conn: Connection) -> bool:
     return True
 
 
-def take_over(conn: Connection, send_id: int, backend: str) -> None:
-    conn.execute(update(sends).where(sends.c.id == send_id).values(
-        runner=this_runner(), heartbeat_at=now(), status=SendStatus.SENDING.value, backend=backend,
-        last_error=None))
+def take_over(conn: Connection, row, backend: str) -> bool:
+    """Make the send ours, only if nobody changed its runner, heartbeat or status since we read `row`
+    (compare and set: of two runners taking over at once, the second finds the row changed and reads
+    it again, now with a live runner). The send's row is locked first, its deliveries after: the
+    one lock order of every transaction that changes both (docs/exactly-once.md)."""
+    return conn.execute(update(sends).where(
+        sends.c.id == row.id, sends.c.status == row.status,
+        sends.c.runner.is_(None) if row.runner is None else sends.c.runner == row.runner,
+        sends.c.heartbeat_at.is_(None) if row.heartbeat_at is None else sends.c.heartbeat_at == row.heartbeat_at,
+    ).values(runner=this_runner(), heartbeat_at=db_now(conn), status=SendStatus.SENDING.value, backend=backend,
+             last_error=None)).rowcount == 1
 
 
 # --- liveness: who runs a send ---------------------------------------------------------------
@@ -249,15 +286,17 @@ def take_over(conn: Connection, send_id: int, backend: str) -> None:
 # a live pid proves nothing (pids are reused), so it never keeps a stale send blocked.
 
 def heartbeat_age(row, at=None) -> timedelta | None:
-    """How long ago the send's runner last gave a sign of life (None: never)."""
+    """How long ago the send's runner last gave a sign of life (None: never); `at` is the database's
+    clock (`db_now`), which stamped it."""
     return None if row.heartbeat_at is None else (at or now()) - row.heartbeat_at
 
 
-def runner_alive(row) -> bool:
-    """Is another process still running this send? Judged by heartbeat age everywhere."""
+def runner_alive(row, at=None) -> bool:
+    """Is another process still running this send? Judged by heartbeat age everywhere, by the
+    database's clock `at` (`db_now`: the one that stamped the heartbeat)."""
     if row.status != SendStatus.SENDING.value or not row.runner or row.runner == this_runner():
         return False
-    age = heartbeat_age(row)
+    age = heartbeat_age(row, at)
     if age is None or age >= HEARTBEAT_STALE:
         return False
     return not pid_gone(row.runner)
@@ -280,7 +319,7 @@ def pid_gone(runner: str) -> bool:
 def heartbeat(conn: Connection, send_id: int) -> bool:
     """Stamp our sign of life; False when the send is no longer ours (taken over)."""
     return conn.execute(update(sends).where(sends.c.id == send_id, sends.c.runner == this_runner())
-                        .values(heartbeat_at=now())).rowcount == 1
+                        .values(heartbeat_at=db_now(conn))).rowcount == 1
 
 
 def _beat_for(send_id: int | None) -> Callable[[Connection], bool]:
@@ -334,18 +373,27 @@ def unfinished(c: dict[State, int]) -> int:
     return c[State.PENDING] + c[State.SENDING] + c[State.DEFERRED]
 
 
-def finish(conn: Connection, send_id: int, status: SendStatus, error: str | None = None) -> dict[State, int]:
+def finish(conn: Connection, send_id: int, status: SendStatus, error: str | None = None, *,
+           shared: bool = False) -> tuple[dict[State, int], bool]:
+    """Set the send's end state and figures; returns (counts, whether the row was ours to change).
+
+    A runner changes only its own row (`runner = me`): one that was taken over leaves the new
+    runner's send as it is. A worker (`shared`) is no runner: it may end only a shared send that is
+    still `sending` (its last reader done, or the run stopped for the operator)."""
     c = counts(conn, send_id)
     was = conn.execute(select(sends.c.status, sends.c.issue, sends.c.list_name, sends.c.segment)
                        .where(sends.c.id == send_id)).one()
-    if status is SendStatus.DONE and was.status != SendStatus.DONE.value and was.segment != WELCOME:   # once
-        outbox.emit(conn, "send.finished", list_name=was.list_name, data={
+    mine = (and_(sends.c.workers > 0, sends.c.status == SendStatus.SENDING.value) if shared
+            else sends.c.runner == this_runner())
+    changed = conn.execute(update(sends).where(sends.c.id == send_id, mine).values(
+        status=status.value, sent=c[State.ACCEPTED], failed=c[State.FAILED], skipped=c[State.SKIPPED],
+        finished_at=now() if status is SendStatus.DONE else None, last_error=error,
+        heartbeat_at=db_now(conn))).rowcount == 1
+    if changed and status is SendStatus.DONE and was.status != SendStatus.DONE.value and was.segment != WELCOME:
+        outbox.emit(conn, "send.finished", list_name=was.list_name, data={   # once: only the change to done
             "send_id": send_id, "issue": was.issue, "accepted": c[State.ACCEPTED], "failed": c[State.FAILED],
             "skipped": c[State.SKIPPED]})
-    conn.execute(update(sends).where(sends.c.id == send_id).values(
-        status=status.value, sent=c[State.ACCEPTED], failed=c[State.FAILED], skipped=c[State.SKIPPED],
-        finished_at=now() if status is SendStatus.DONE else None, last_error=error, heartbeat_at=now()))
-    return c
+    return c, changed
 
 
 # --- batches ----------------------------------------------------------------------------------
@@ -357,12 +405,29 @@ def in_flight(conn: Connection, send_id: int) -> Sequence[Row]:
         .group_by(deliveries.c.batch).order_by(deliveries.c.batch)).all()
 
 
-def settle_in_flight(conn: Connection, send_id: int, resend: bool) -> int:
-    values = ({"state": State.PENDING.value} if resend else
-              {"state": State.SKIPPED.value, "last_error": "in flight at a crash; skipped (on_interrupted = skip)"})
-    return conn.execute(update(deliveries).where(deliveries.c.send_id == send_id,
-                                                 deliveries.c.state == State.SENDING.value)
-                        .values(updated_at=now(), **values)).rowcount
+def in_flight_batches(conn: Connection, send_id: int, batches: list[int] | None = None) -> list[tuple]:
+    """(batch, readers, handed over?) of the send's `sending` readers (of `batches` only, if given)."""
+    handed = func.max(case((deliveries.c.handed_at.is_not(None), 1), else_=0))
+    q = select(deliveries.c.batch, func.count(), handed).where(
+        deliveries.c.send_id == send_id, deliveries.c.state == State.SENDING.value)
+    if batches is not None:
+        q = q.where(deliveries.c.batch.in_(batches))
+    return [(b, n, bool(h)) for b, n, h in conn.execute(q.group_by(deliveries.c.batch).order_by(deliveries.c.batch))]
+
+
+def settle_in_flight(conn: Connection, send_id: int, resend: bool, batches: list[int] | None = None,
+                     why: str = "in flight at a crash") -> int:
+    """Readers left `sending` (of `batches`, if given): those never handed to the backend go back to
+    pending whatever on_interrupted says (nobody can have them); the rest get on_interrupted."""
+    where = [deliveries.c.send_id == send_id, deliveries.c.state == State.SENDING.value]
+    if batches is not None:
+        where.append(deliveries.c.batch.in_(batches))
+    stamp = now()
+    back = conn.execute(update(deliveries).where(*where, deliveries.c.handed_at.is_(None))
+                        .values(state=State.PENDING.value, worker=None, updated_at=stamp)).rowcount
+    values = ({"state": State.PENDING.value, "worker": None, "handed_at": None} if resend else
+              {"state": State.SKIPPED.value, "last_error": f"{why}; skipped (on_interrupted = skip)"})
+    return back + conn.execute(update(deliveries).where(*where).values(updated_at=stamp, **values)).rowcount
 
 
 def requeue_due(conn: Connection, send_id: int, at=None) -> int:
@@ -474,13 +539,14 @@ _PEEK = (_READERS
          .order_by(deliveries.c.id).limit(bindparam("b_size")))
 _NEXT_BATCH = (update(sends).where(sends.c.id == bindparam("b_send")).values(batches=sends.c.batches + 1)
                .returning(sends.c.batches))
+_NEXT_OWN_BATCH = _NEXT_BATCH.where(sends.c.runner == bindparam("b_runner"))
 
 
 def _claim_where(ids):
     return (update(deliveries)
             .where(deliveries.c.send_id == bindparam("b_send"), ids, deliveries.c.state == State.PENDING.value)
             .values(state=State.SENDING.value, batch=bindparam("b_batch"), attempts=deliveries.c.attempts + 1,
-                    updated_at=bindparam("b_now")))
+                    updated_at=bindparam("b_now"), handed_at=bindparam("b_now")))
 
 
 # The batch's ids as one array on PostgreSQL: a thousand bind parameters cost the client more to
@@ -521,12 +587,17 @@ def batch_readers(conn: Connection, send_id: int, list_id: int | None, batch: in
     return [Reader(r[0], r[1], r[2], r[3], r[4], _suppressed(r), r[7], bool(r[8])) for r in rows]
 
 
-def claim(conn: Connection, send_id: int, ids: list[int]) -> tuple[int, set[int] | None]:
-    """Atomically mark these readers `sending` under a new batch number, if still pending.
+def claim(conn: Connection, send_id: int, ids: list[int]) -> tuple[int | None, set[int] | None]:
+    """Atomically mark these readers `sending` under a new batch number, if still pending, and
+    handed to the backend (a single run sends a batch as soon as the claim commits).
 
-    Returns (batch, None) when all were claimed, else (batch, the ids actually claimed): another
-    worker may have taken some (on PostgreSQL its row locks make us wait, then skip them)."""
-    batch = conn.execute(_NEXT_BATCH, {"b_send": send_id}).scalar_one()
+    The batch number comes first, from the send's row, and only while this process is its runner
+    (the lock order: the send's row, then its deliveries). Returns (None, set()) when the send was
+    taken over; (batch, None) when all were claimed, else (batch, the ids actually claimed):
+    another process may have taken some (on PostgreSQL its row locks make us wait, then skip them)."""
+    batch = conn.execute(_NEXT_OWN_BATCH, {"b_send": send_id, "b_runner": this_runner()}).scalar()
+    if batch is None:
+        return None, set()
     claimed = conn.execute(_CLAIM[conn.dialect.name],
                            {"b_send": send_id, "b_ids": ids, "b_batch": batch, "b_now": now()}).rowcount
     if claimed == len(ids):
@@ -585,5 +656,5 @@ def release(conn: Connection, send_id: int, batch: int, error: str) -> None:
     429/5xx after the retries) goes back to pending for the next run."""
     conn.execute(update(deliveries).where(
         deliveries.c.send_id == send_id, deliveries.c.batch == batch, deliveries.c.state == State.SENDING.value)
-        .values(state=State.PENDING.value, last_error=error[:2000], updated_at=now()))
+        .values(state=State.PENDING.value, last_error=error[:2000], updated_at=now(), handed_at=None))
 

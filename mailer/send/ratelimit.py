@@ -4,7 +4,8 @@ A token bucket: `tokens` refill at `rate` per second up to `burst`; each request
 conditional UPDATE (refill, take, stamp) that either succeeds or leaves the row alone, so any number
 of workers on any machines draw from the same budget without a lock held across a request. A 429
 sets `wait_until` (SendGrid's X-RateLimit-Reset) for everyone: no worker takes a token before then.
-Times are epoch seconds from each worker's clock (keep the machines on NTP). docs/workers.md.
+Times are epoch seconds by the database server's clock (`ledger.db_now`), so a worker whose own
+clock is fast or slow neither takes tokens early nor stalls the others. docs/workers.md.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from sqlalchemy import Column, Float, String, Table, case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from mailer.send import ledger
 from mailer.send.ledger import metadata
 
 rate_budget = Table(
@@ -30,10 +32,10 @@ _c = rate_budget.c
 class SharedBudget:
     """`take()` blocks until a request may start; `hold_until(epoch)` after a 429."""
 
-    def __init__(self, engine, name: str, rate: float, *, clock=time.time, sleep=time.sleep):
+    def __init__(self, engine, name: str, rate: float, *, clock=None, sleep=time.sleep):
         self.engine, self.name, self.rate = engine, name, rate
         self.burst = max(1.0, rate)           # at most a second's worth at once
-        self.clock, self.sleep = clock, sleep
+        self.clock, self.sleep = clock, sleep   # clock: a test's; None: the database's
         self.waited = 0.0                     # seconds this process waited on the budget
 
     def take(self) -> None:
@@ -46,10 +48,10 @@ class SharedBudget:
 
     def _try(self) -> float:
         """0 when a token was taken, else how long to wait before trying again."""
-        now = self.clock()
-        refilled = _c.tokens + self.rate * (now - _c.stamp)
-        level = case((refilled > self.burst, self.burst), else_=refilled)
         with self.engine.begin() as conn:
+            now = self.clock() if self.clock else ledger.db_now(conn).timestamp()
+            refilled = _c.tokens + self.rate * (now - _c.stamp)
+            level = case((refilled > self.burst, self.burst), else_=refilled)
             if conn.dialect.name == "postgresql":  # a token lost to a crash costs nothing (docs/postgresql.md)
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             took = conn.execute(update(rate_budget)   # 1e-5: epoch seconds as floats are exact to ~1e-7

@@ -18,11 +18,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from mailer.compose.gate import compose_checked, issue_path
 from mailer.config import OnInterrupted, Settings, database_url
-from mailer.errors import SendError, SendTakenOver
+from mailer.errors import AmbiguousDelivery, SendError, SendTakenOver
 from mailer.reports.figures import failure_lines
 from mailer.send import dispatch, leases, ledger
 from mailer.send.batches import BatchLoop, Claimed, Prepared, Retry
@@ -48,9 +47,9 @@ class WorkerLoop(BatchLoop):
     """BatchLoop that claims before it reads: each batch is taken with SKIP LOCKED under this
     worker's name, then personalized (other workers never see it pending meanwhile)."""
 
-    def __init__(self, *args, worker: str, **kwargs):
+    def __init__(self, *args, worker: str, lease: float, **kwargs):
         super().__init__(*args, **kwargs)
-        self.worker = worker
+        self.worker, self.lease = worker, lease
         self.unsent: set[int] = set()   # batches claimed and prepared, not yet handed to the backend
 
     def give_back(self) -> None:
@@ -77,7 +76,14 @@ class WorkerLoop(BatchLoop):
         return [p]
 
     def claim(self, conn, p: Prepared, again: bool = False) -> Claimed:
-        ledger.mark(conn, p.marks)   # claimed already, in _read_ahead; it leaves now
+        """Claimed already, in _read_ahead; it leaves now, if it is still ours: checked in the
+        database (leases.hand) in the transaction just before the request, which also stamps it as
+        handed over. A batch reclaimed meanwhile (this worker was paused past its lease) or of a
+        send stopped for the operator is not sent (None: the loop stops)."""
+        assert p.batch is not None
+        if leases.hand(conn, self.send_id, p.batch, self.worker, self.lease) < len(p.outs):
+            return Claimed(None, None)
+        ledger.mark(conn, p.marks)
         self.unsent.discard(p.batch)
         return Claimed(p.batch, p)
 
@@ -87,6 +93,7 @@ class WorkerReport:
     worker: str
     sends: dict = field(default_factory=dict)       # send id -> readers this worker sent
     reclaimed: list = field(default_factory=list)   # (send id, batch, readers, dead worker)
+    stopped: list = field(default_factory=list)     # (send id, why): a batch in doubt stopped the send
     editions: dict = field(default_factory=dict, repr=False)  # send id -> the issue prepared for it
 
 
@@ -112,7 +119,7 @@ def run_worker(settings: Settings, *, forever: bool = False, only: int | None = 
                     running = leases.shared_sends(conn, only)
                 for row in running:
                     current[0] = row.id
-                    busy |= _work_on(settings, engine, row, me, report, notice, lambda: beat.lost, stop)
+                    busy |= _work_on(settings, engine, row, me, report, notice, lambda: beat.lost, stop, lease)
                 if not busy and not forever:
                     break
                 time.sleep(poll)
@@ -122,26 +129,26 @@ def run_worker(settings: Settings, *, forever: bool = False, only: int | None = 
     return report
 
 
-def _work_on(settings: Settings, engine, row, me: str, report: WorkerReport, notice, lost, stop) -> bool:
+def _work_on(settings: Settings, engine, row, me: str, report: WorkerReport, notice, lost, stop,
+             lease: float) -> bool:
     """One pass over a send: reclaim dead workers' batches, send what is pending. True while the
     send still has work (pending, or in flight on another worker whose lease may yet expire)."""
-    on_interrupted = settings.delivery.on_interrupted
-    with engine.begin() as conn:
-        dead = leases.orphaned(conn, row.id)
-        leases.reclaim(conn, row.id, [b for b, _, _ in dead], resend=on_interrupted == OnInterrupted.RESEND)
-    for batch, readers, worker in dead:
-        verb = "resending it" if on_interrupted == OnInterrupted.RESEND else "skipping it"
-        notice(f"send #{row.id}: batch {batch} ({readers:,} readers) was in flight on worker {worker}, whose "
-               f"lease expired: the provider may or may not have taken it; {verb} ([delivery] on_interrupted = "
-               f"\"{on_interrupted}\")")
-        report.reclaimed.append((row.id, batch, readers, worker))
+    _reclaim(engine, row, settings.delivery.on_interrupted, report, notice)
     summary = dispatch.SendSummary(row.issue, row.list_name, row.backend, send_id=row.id)
-    loop = _loop(settings, engine, row, me, summary, lost, stop, report.editions)
+    loop = _loop(settings, engine, row, me, summary, lost, stop, report.editions, lease)
     try:
         with loop.backend:
             loop.run(time.sleep)
     except SendTakenOver:
-        return False   # our lease expired: what we held is someone else's to reclaim
+        return False   # our lease expired, or the send was stopped: what we held is not ours to send
+    except AmbiguousDelivery as exc:   # in doubt: it stays so, and the run stops for the operator
+        why = (f"batch in doubt on worker {me}: {exc}. The provider may or may not have taken it: it stays in "
+               "flight, and the next `mailer send --workers N` names it and applies [delivery] on_interrupted")
+        with engine.begin() as conn:
+            ledger.finish(conn, row.id, SendStatus.STOPPED, why, shared=True)
+        notice(f"send #{row.id} stopped: {why}")
+        report.stopped.append((row.id, why))
+        return False
     finally:
         loop.give_back()
     report.sends[row.id] = report.sends.get(row.id, 0) + summary.sent
@@ -149,14 +156,36 @@ def _work_on(settings: Settings, engine, row, me: str, report: WorkerReport, not
         c = ledger.counts(conn, row.id)
         others = leases.others_in_flight(conn, row.id, me)
         if not ledger.unfinished(c):
-            ledger.finish(conn, row.id, SendStatus.DONE)
+            ledger.finish(conn, row.id, SendStatus.DONE, shared=True)
     return bool(c[State.PENDING] or others)
 
 
-def _loop(settings: Settings, engine, row, me: str, summary, lost, stop, editions: dict) -> WorkerLoop:
-    if row.id not in editions:  # composed once per worker and send
-        composed = compose_checked(issue_path(row.issue, settings), settings,
-                                   dispatch.language_of(settings, engine, row.list_id))
+def _reclaim(engine, row, on_interrupted: OnInterrupted, report: WorkerReport, notice) -> None:
+    """Settle the batches of the send held by dead workers: never handed over -> pending; handed
+    over -> on_interrupted, named."""
+    with engine.begin() as conn:
+        dead = leases.dead_batches(conn, row.id)
+        leases.reclaim(conn, row.id, [b for b, _, _, _ in dead], resend=on_interrupted == OnInterrupted.RESEND)
+    for batch, readers, worker, handed in dead:
+        if not handed:
+            notice(f"send #{row.id}: batch {batch} ({readers:,} readers) was claimed by worker {worker}, whose lease "
+                   "expired, and never handed to the provider: back to pending")
+            continue
+        verb = "resending it" if on_interrupted == OnInterrupted.RESEND else "skipping it"
+        notice(f"send #{row.id}: batch {batch} ({readers:,} readers) was in flight on worker {worker}, whose "
+               f"lease expired: the provider may or may not have taken it; {verb} ([delivery] on_interrupted = "
+               f"\"{on_interrupted}\")")
+        report.reclaimed.append((row.id, batch, readers, worker))
+
+
+def _loop(settings: Settings, engine, row, me: str, summary, lost, stop, editions: dict,
+          lease: float) -> WorkerLoop:
+    if row.id not in editions:  # prepared once per worker and send, from what the coordinator composed
+        if row.composed is None:
+            raise SendError(f"send #{row.id} has no stored composed issue (started before workers read it from "
+                            f"the database): run `mailer send {row.issue} --list {row.list_name} --workers N` "
+                            "again, which stores it")
+        composed = ledger.stored_issue(row.composed)
         editions[row.id] = dispatch.edition_for(settings, engine, composed, row.id)  # same Message-IDs, links
     edition = editions[row.id]
     ref_key = dispatch.ref_key_of(settings)
@@ -165,7 +194,7 @@ def _loop(settings: Settings, engine, row, me: str, summary, lost, stop, edition
     return WorkerLoop(engine, row.id, row.list_id, edition, dispatch._token_maker(settings, row.list_id, engine),
                       _backend(settings, engine, row.backend), summary, lambda s: None, time.monotonic(),
                       retry=retry, ref_key=ref_key, refused=dispatch._bounce_policy(settings, row.id, ref_key),
-                      lost=lost, stop=stop, worker=me)
+                      lost=lost, stop=stop, worker=me, lease=lease)
 
 
 def _backend(settings: Settings, engine, name: str):
@@ -196,15 +225,16 @@ def run_shared(settings: Settings, plan: dispatch.Plan, workers: int, *, config=
         create_backend(plan.backend, settings)
     send_id, summary.interrupted, finished = dispatch._start(plan, settings.delivery.on_interrupted, notice,
                                                              take_over=take_over, archive=archive,
-                                                             journal=settings.delivery.journal_dir)
+                                                             journal=settings.delivery.journal_dir, join=True)
     summary.send_id = send_id
     if finished:
         with plan.engine.connect() as conn:
             dispatch._fill(summary, ledger.counts(conn, send_id))
         summary.already_sent, summary.status = True, SendStatus.DONE.value
         return summary
-    with plan.engine.begin() as conn:
-        conn.execute(ledger.sends.update().where(ledger.sends.c.id == send_id).values(workers=workers))
+    with plan.engine.begin() as conn:   # what every worker sends: composed here, once (an older send gets it now)
+        conn.execute(ledger.sends.update().where(ledger.sends.c.id == send_id).values(
+            workers=workers, composed=func.coalesce(ledger.sends.c.composed, ledger.composed_json(plan.issue))))
     command = [sys.executable, "-m", "mailer"] + (["--config", str(config)] if config else []) + [
         "worker", "--send", str(send_id)]
     with ledger.Heartbeat(plan.engine, send_id):
@@ -215,13 +245,21 @@ def run_shared(settings: Settings, plan: dispatch.Plan, workers: int, *, config=
             shown.now()
             _wait_for_one(procs, POLL)
     left = dispatch._unfinished(plan, send_id)
+    with plan.engine.connect() as conn:
+        stopped = conn.execute(select(ledger.sends.c.status, ledger.sends.c.last_error)
+                               .where(ledger.sends.c.id == send_id)).one()
+    if stopped.status == SendStatus.STOPPED.value and stopped.last_error:   # a worker stopped it: in doubt
+        dispatch._finish(plan, summary, SendStatus.STOPPED, stopped.last_error)
+        with plan.engine.connect() as conn:
+            summary.in_doubt = ledger.counts(conn, send_id)[State.SENDING]
+        raise SendError(f"send #{send_id} stopped after {summary.sent:,} sent: {stopped.last_error}").told(summary)
     failed = [p.returncode for p in procs if p.returncode]
     error = f"{len(failed)} of {workers} workers failed (exit {failed})" if failed else None
     dispatch._finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, error)
     summary.duration = time.monotonic() - started
     if left and failed:
         raise SendError(f"send #{send_id} stopped with {left:,} readers left: {error}; run the same command "
-                        "again to continue")
+                        "again to continue").told(summary)
     return summary
 
 
@@ -258,6 +296,20 @@ class Progress:
 
 # --- mailer send --status ------------------------------------------------------------------------
 
+def _runner_line(row, at, lines: list[str]) -> bool:
+    """The send's runner, its heartbeat's age by the database's clock, alive or dead; True if alive."""
+    if row.status != SendStatus.SENDING.value:
+        if row.status == SendStatus.STOPPED.value and row.last_error:
+            lines.append(f"  stopped: {row.last_error}")
+        return False
+    age = ledger.heartbeat_age(row, at)
+    alive = age is not None and age < ledger.HEARTBEAT_STALE and not ledger.pid_gone(row.runner or "")
+    beat = "never" if age is None else f"{max(0.0, age.total_seconds()):.0f} s ago"
+    verdict = "alive" if alive else "dead: the same `mailer send` resumes it"
+    lines.append(f"  runner {row.runner or '(none)'}: last heartbeat {beat} (database clock): {verdict}")
+    return alive
+
+
 def status_lines(settings: Settings, issue: str, list_name: str | None) -> list[str]:
     """Progress of every send of ISSUE (to one list): counts by state, workers holding batches."""
     engine = dispatch.open_store(settings)
@@ -270,6 +322,7 @@ def status_lines(settings: Settings, issue: str, list_name: str | None) -> list[
             where = f" to {list_name}" if list_name else ""
             raise SendError(f"no send of {issue}{where} yet (`mailer send {issue} --list NAME` starts one)")
         live = {w: until for w, _, until in leases.live_workers(conn)}
+        at = ledger.db_now(conn)
         lines = []
         for row in rows:
             c = ledger.counts(conn, row.id)
@@ -279,9 +332,16 @@ def status_lines(settings: Settings, issue: str, list_name: str | None) -> list[
             segment = f" ({row.segment})" if row.segment else ""
             lines.append(f"send #{row.id} {row.issue} to {row.list_name}{segment}: "
                          f"{row.status}, {done:,}/{total:,} done ({shown or 'no readers'})")
+            alive = _runner_line(row, at, lines)
             for worker, n in leases.holders(conn, row.id):
-                state = f"lease until {live[worker]:%H:%M:%S}" if worker in live else "lease expired: reclaimed next"
-                lines.append(f"  worker {worker or '(single run)'}: {n:,} readers in flight, {state}")
+                if worker is None:
+                    state = ("its runner's batch on the wire" if alive else
+                             "in flight when its runner stopped: the next run names it and applies on_interrupted")
+                    lines.append(f"  {n:,} readers in flight: {state}")
+                    continue
+                state = (f"lease {(live[worker] - at).total_seconds():.0f} s left" if worker in live
+                         else "lease expired: reclaimed next")
+                lines.append(f"  worker {worker}: {n:,} readers in flight, {state}")
             holding = dict(leases.holders(conn, row.id))
             idle = [w for w, s, _ in leases.live_workers(conn) if s == row.id and w not in holding]
             for worker in idle:

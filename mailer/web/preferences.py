@@ -77,10 +77,11 @@ def page(token: str, request: Request) -> HTMLResponse:
 def save(token: str, request: Request, list_names: Names = [],  # noqa: B006 - FastAPI copies defaults
          name: Annotated[str, Form(max_length=400)] = "") -> HTMLResponse:
     web = request.app.state.web
-    subscriber_id = _subscriber(web, token)
-    if subscriber_id is None:
+    found = _holder(web, token)
+    if found is None:
         return _bad_link(web)
-    changed = prefs.save(web, subscriber_id, set(list_names[:200]), name, readers.client(request))
+    subscriber_id = found.subscriber_id
+    changed = prefs.save(web, subscriber_id, set(list_names[:200]), name, readers.client(request), fresh=found.fresh)
     reader = None if changed is None else prefs.load(web, subscriber_id)
     if reader is None:
         return _bad_link(web)
@@ -93,9 +94,10 @@ def tracking_choice(token: str, request: Request,
                     tracking: Annotated[str, Form(max_length=10)] = "off") -> HTMLResponse:
     """`tracking` = "off" (anything but "on" refuses: the safe reading of a mangled form)."""
     web = request.app.state.web
-    subscriber_id = _subscriber(web, token)
-    changed = None if subscriber_id is None else prefs.set_tracking(web, subscriber_id, tracking == "on",
-                                                                    readers.client(request))
+    found = _holder(web, token)
+    subscriber_id = None if found is None else found.subscriber_id
+    changed = None if found is None else prefs.set_tracking(web, found.subscriber_id, tracking == "on",
+                                                            readers.client(request), fresh=found.fresh)
     reader = None if changed is None or subscriber_id is None else prefs.load(web, subscriber_id)
     if reader is None:
         return _bad_link(web)
@@ -113,13 +115,17 @@ def leave(token: str, request: Request) -> HTMLResponse:
     return web.pages.render("left_all.html.j2", private=True, left=left, action=f"/preferences/{token}")
 
 
-def _subscriber(web, token: str) -> int | None:
-    """The subscriber the link names; the page speaks the language of the list the link came with."""
+def _holder(web, token: str) -> prefs.Holder | None:
+    """Who the link names; the page speaks the language of the list the link came with."""
     found = prefs.holder(web, token)
-    if found is None:
-        return None
-    speak(found[1])
-    return found[0]
+    if found is not None:
+        speak(found.language)
+    return found
+
+
+def _subscriber(web, token: str) -> int | None:
+    found = _holder(web, token)
+    return None if found is None else found.subscriber_id
 
 
 def _reader(web, token: str):
@@ -128,9 +134,13 @@ def _reader(web, token: str):
 
 
 def _render(web, token: str, reader, saved) -> HTMLResponse:
+    """The page; for an email's footer link (never expiring, forwarded with the issue) a page
+    that can only leave lists, and says how to get a fresh link for the rest."""
+    found = prefs.holder(web, token)
     return web.pages.render("preferences.html.j2", private=True, reader=reader, saved=saved,
                             action=f"/preferences/{token}", tracking=web.settings.tracking,
-                            privacy_url=web.settings.newsletter.privacy_url)
+                            privacy_url=web.settings.newsletter.privacy_url,
+                            limited=found is not None and not found.fresh)
 
 
 def _bad_link(web) -> HTMLResponse:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NamedTuple
 
 from sqlalchemy import func, select
 
@@ -87,19 +88,26 @@ def _offered(conn) -> list:
                   key=lambda lst: (lst.title or lst.name).lower())
 
 
-def holder(web, token: str) -> tuple[int, str | None] | None:
-    """(the subscriber a preferences or unsubscribe token names, the language of the list it was
-    made for); None for a bad or expired token."""
+class Holder(NamedTuple):
+    subscriber_id: int
+    language: str | None       # of the list the link was made for
+    fresh: bool                # a fresh link by mail (expires); False: an email's footer link (never expires)
+
+
+def holder(web, token: str) -> Holder | None:
+    """Who a preferences or unsubscribe token names, the language of the list it was made for,
+    and whether it is a fresh link; None for a bad or expired token."""
     return web.read(_holder, web, token, int(timedelta(days=web.settings.web.confirm_link_days).total_seconds()))
 
 
-def _holder(conn, web, token: str, max_age: int) -> tuple[int, str | None] | None:
+def _holder(conn, web, token: str, max_age: int) -> Holder | None:
     """A genuine token whose membership is still the one it was made for (subscribers.links)."""
-    claim = (resolve(conn, web.secret, "preferences", token, max_age=max_age)
-             or resolve(conn, web.secret, "unsubscribe", token))
+    fresh = resolve(conn, web.secret, "preferences", token, max_age=max_age)
+    claim = fresh or resolve(conn, web.secret, "unsubscribe", token)
     if claim is None:
         return None
-    return claim.subscriber_id, conn.execute(select(lists.c.language).where(lists.c.id == claim.list_id)).scalar()
+    language = conn.execute(select(lists.c.language).where(lists.c.id == claim.list_id)).scalar()
+    return Holder(claim.subscriber_id, language, fresh is not None)
 
 
 def load(web, subscriber_id: int) -> Reader | None:
@@ -124,13 +132,15 @@ def _load(conn, subscriber_id: int) -> Reader | None:
                   not row.no_tracking)
 
 
-def save(web, subscriber_id: int, wanted: set[str], name: str, who) -> list[Change] | None:
+def save(web, subscriber_id: int, wanted: set[str], name: str, who, *, fresh: bool = True) -> list[Change] | None:
     """Apply the form: join the wanted lists, leave the others, set the name. Returns what
-    changed (None: the subscriber is gone)."""
-    return web.write(_save, web, subscriber_id, wanted, name, who)
+    changed (None: the subscriber is gone). An email's footer link (`fresh` False) never expires
+    and travels with every forwarded issue, so it only leaves lists: joining one or a new name
+    is an act of the reader's own, which needs a fresh link, mailed to them."""
+    return web.write(_save, web, subscriber_id, wanted, name, who, fresh)
 
 
-def _save(conn, web, subscriber_id: int, wanted: set[str], name: str, who) -> list[Change] | None:
+def _save(conn, web, subscriber_id: int, wanted: set[str], name: str, who, fresh: bool = True) -> list[Change] | None:
     reader = _load(conn, subscriber_id)
     if reader is None:
         return None
@@ -140,20 +150,28 @@ def _save(conn, web, subscriber_id: int, wanted: set[str], name: str, who) -> li
         if reader.suppressed or choice.name not in ids:
             continue
         if choice.name in wanted and not choice.active:
-            if store.opt_in(conn, subscriber_id, ids[choice.name], ip=who.ip, user_agent=who.user_agent):
+            if fresh and store.opt_in(conn, subscriber_id, ids[choice.name], ip=who.ip, user_agent=who.user_agent):
                 changed.append(Change(JOINED, choice.title))
         elif choice.name not in wanted and choice.status in (Status.ACTIVE, Status.UNCONFIRMED):  # noqa: SIM102 - as above
             if store.unsubscribe(conn, subscriber_id, ids[choice.name], source="web", ip=who.ip,
                                  user_agent=who.user_agent):
                 changed.append(Change(LEFT, choice.title))
-    if store.rename(conn, subscriber_id, name):
+    if fresh and store.rename(conn, subscriber_id, name):
         changed.append(Change(NAME_SAVED))
     return changed
 
 
-def set_tracking(web, subscriber_id: int, allowed: bool, who) -> list[Change] | None:
-    """Allow or refuse click and open tracking; what changed, in words (None: the subscriber is gone)."""
+def set_tracking(web, subscriber_id: int, allowed: bool, who, *, fresh: bool = True) -> list[Change] | None:
+    """Allow or refuse click and open tracking; what changed, in words (None: the subscriber is
+    gone). Allowing it is consent: an email's footer link (`fresh` False) may only refuse it."""
+    if allowed and not fresh:
+        return web.read(_unchanged, subscriber_id)
     return web.write(_set_tracking, subscriber_id, allowed, who)
+
+
+def _unchanged(conn, subscriber_id: int) -> list[Change] | None:
+    found = conn.execute(select(subscribers.c.id).where(subscribers.c.id == subscriber_id)).first()
+    return None if found is None else []
 
 
 def _set_tracking(conn, subscriber_id: int, allowed: bool, who) -> list[Change] | None:

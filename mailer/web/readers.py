@@ -46,6 +46,7 @@ class Target:
     changed: bool = True       # unsubscribe: False when the link had been used already
     sealed: tuple | None = None
     language: str | None = None   # the list's own (mailer/i18n.py)
+    issued: int | None = None     # when the token was signed (Unix seconds)
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def targets_for(web, purpose: str, token: str, *, max_age: int | None = None) ->
 
 
 def _live_targets(conn, web, claims) -> list[Target]:
-    return [_target(conn, web, *claim) for claim in claims if bound(conn, claim)]
+    return [replace(_target(conn, web, *claim), issued=claim.issued) for claim in claims if bound(conn, claim)]
 
 
 def _sealed_targets(web, token: str, max_age: int | None) -> list[Target] | None:
@@ -227,7 +228,7 @@ def send_welcomes(web) -> None:
 def _confirm(conn, web, target: Target, who: Client) -> bool:
     try:
         store.confirm(conn, target.subscriber_id, target.list_id, secret=web.secret, ip=who.ip,
-                      user_agent=who.user_agent)
+                      user_agent=who.user_agent, issued=target.issued)
     except SubscriberNotFound:   # forgotten, or the list was deleted since
         return False
     row = conn.execute(select(memberships.c.status, subscribers.c.global_status)

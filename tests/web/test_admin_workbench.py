@@ -465,7 +465,8 @@ def test_successful_logins_do_not_count_and_429_says_when_to_come_back(live):
     form = form_token(client.get("/admin/login").text)
     codes = [client.post("/admin/login", data={"username": USER, "password": "wrong password!", "csrf": form}
                          ).status_code for _ in range(6)]
-    assert codes == [401] * 5 + [429]
+    # (after three failures a growing delay: the fifth may come too soon, the sixth meets an empty bucket)
+    assert codes[:4] == [401] * 4 and codes[4] in (401, 429) and codes[5] == 429
     refused = client.post("/admin/login", data={"username": USER, "password": PASSWORD, "csrf": form})
     assert refused.status_code == 429 and 0 < int(refused.headers["retry-after"]) <= 3600
 

@@ -173,7 +173,7 @@ def test_a_used_unsubscribe_link_says_so(live):
 
 def test_preferences_show_lists_and_save_choices_and_name(lists):
     sid, lid = member(lists, LIST)
-    token = link(lists, "unsubscribe", sid, lid)        # the link in every email's footer
+    token = link(lists, "preferences", sid, lid)        # a fresh link by mail (the footer's: test_strangers.py)
     page = lists.http.get(f"/preferences/{token}")
     assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
     assert checkboxes(page.text) == {"crank": True, "digest": False}      # staff: private, not a member
@@ -206,7 +206,7 @@ def test_a_bounced_reader_can_rename_but_not_rejoin(lists):
     sid, lid = member(lists, LIST)
     with lists.web.engine.begin() as conn:
         store.set_status(conn, sid, None, Status.BOUNCED, "test")
-    token = link(lists, "unsubscribe", sid, lid)
+    token = link(lists, "preferences", sid, lid)
     page = lists.http.get(f"/preferences/{token}").text
     assert "Mail to this address bounced" in page and page.count(" disabled>") == 2
     saved = lists.http.post(f"/preferences/{token}", data={"list": ["crank", "digest"], "name": "Ann B"})
@@ -261,8 +261,8 @@ def test_fresh_link_is_mailed_to_that_address_only_and_works(lists):
                for address in ("nobody@example.com", "ANN@example.com", ANN)]
     assert [r.status_code for r in answers] == [200, 200, 200]
     assert len({r.text for r in answers}) == 1                 # the same answer, whatever the state
+    [mail] = link_mails(lists, 1)                              # (looked up and mailed after the answer)
     assert link_requests(lists, ANN) == 1                       # the third came too soon: no mail
-    [mail] = link_mails(lists, 1)
     assert mail["To"].addresses[0].addr_spec == ANN and mail["Subject"] == "Your CRANK Call preferences"
     text = mail.get_body(("plain",)).get_content()
     url = re.search(r"https?://\S+/preferences/[A-Za-z0-9_.\-]+", text).group(0)

@@ -422,3 +422,84 @@ def test_ipv6_clients_of_one_64_share_a_limit(live):
     assert [ask(f"2001:db8:aa:bb::{n}") for n in range(1, 6)] == [200] * 5   # burst 5, five addresses
     assert ask("2001:db8:aa:bb:ffff::1") == 429                                # the same /64
     assert ask("2001:db8:aa:bc::1") == 200                                     # the next /64
+
+
+def test_no_redirect_loop_after_a_password_reset(live):
+    """The old password's cookie is still signed, but its stamp is not the user's any more: the
+    login form shows itself (and drops the cookie) instead of sending the browser back to /admin."""
+    from mailer import admin_users
+    from tests.web.admin_helpers import login
+
+    add_user(live)
+    client = login(live)
+    with live.web.engine.begin() as conn:                    # `mailer admin remove-user` + `add-user`
+        admin_users.remove_user(conn, USER)
+        admin_users.add_user(conn, USER, "a brand new password")
+    first = client.get("/admin", headers=HTML)
+    assert first.status_code == 303 and first.headers["location"].startswith("/admin/login?next=")
+    form = client.get(first.headers["location"], headers=HTML)
+    assert form.status_code == 200 and 'name="password"' in form.text
+    assert "mailer_admin" not in client.cookies
+    assert login(live, USER, "a brand new password").get("/admin", headers=HTML).status_code == 200
+
+
+# ---------------------------------------------------------------- an old confirmation link and a stranger's new request
+
+def test_an_old_confirm_link_does_not_revive_a_reader_when_a_stranger_asks_again(live):
+    """The reader confirms, then unsubscribes. A stranger posts /subscribe with their address: a new
+    request, and a new mail to the reader. The old link (its request came before the unsubscribe)
+    changes nothing; only the new mail's link, the reader's own answer to the new request, does."""
+    import time
+
+    from tests.web.outbox_mail import wait_for_mails
+    from tests.web.test_readers import link, state, subscribe
+
+    reader = "ann@example.com"
+    subscribe(live, reader)
+    [first] = wait_for_mails(live.settings.delivery.outbox_dir, 1)
+    assert live.http.post(first.confirm_url).status_code == 200
+    time.sleep(1.1)                                           # (links carry their time in whole seconds)
+    assert live.http.post(first.unsubscribe_url).status_code == 200
+    time.sleep(1.1)
+    subscribe(live, reader, ip="203.0.113.99")                # the stranger (no second mail so soon)
+    assert live.http.post(first.confirm_url).status_code == 409
+    assert state(live, reader)["status"] == "unsubscribed"
+    row = state(live, reader)
+    fresh = link(live, "confirm", row["subscriber_id"], row["list_id"])   # a link made for the new request
+    assert live.http.post(f"/confirm/{fresh}").status_code == 200
+    assert state(live, reader)["status"] == "active"
+
+
+# ---------------------------------------------------------------- the footer's never-expiring preferences link
+
+def test_the_footer_link_can_leave_and_show_lists_but_not_join_rename_or_allow_tracking(live):
+    """A forwarded issue hands its footer link to whoever reads it: it shows the reader's lists and
+    takes them off lists, but joining a list, a new name or allowing click counting needs a fresh
+    link, mailed to the reader."""
+    from tests.web.test_audience_pages import checkboxes
+    from tests.web.test_readers import link
+
+    with live.web.engine.begin() as conn:
+        store.create_list(conn, "digest", "The Digest")
+        lst = store.get_list(conn, LIST)
+        sid = store.add_subscriber(conn, "ann@example.com", lst.id, name="Ann", status=Status.ACTIVE,
+                                   secret=SECRET).subscriber_id
+    footer = link(live, "unsubscribe", sid, lst.id)
+    page = live.http.get(f"/preferences/{footer}")
+    assert page.status_code == 200 and "ann@example.com" in page.text and "get a fresh link" in page.text
+    assert checkboxes(page.text) == {"crank": True, "digest": False}
+    assert 'value="digest" disabled>' in page.text and "readonly" in page.text
+    tried = live.http.post(f"/preferences/{footer}", data={"list": ["crank", "digest"], "name": "Mallory"})
+    assert tried.status_code == 200 and "Saved; nothing changed." in tried.text
+    assert live.http.post(f"/preferences/{footer}/tracking", data={"tracking": "off"}).status_code == 200
+    allowed = live.http.post(f"/preferences/{footer}/tracking", data={"tracking": "on"})
+    assert allowed.status_code == 200 and "Saved; nothing changed." in allowed.text
+    with live.web.engine.connect() as conn:
+        reader = store.get_subscriber(conn, "ann@example.com")
+    assert (reader.name, reader.no_tracking) == ("Ann", True)
+    left = live.http.post(f"/preferences/{footer}", data={"name": "Mallory"})    # crank unticked: leaves
+    assert "Saved: left CRANK Call." in left.text
+    assert statuses(live, [sid]) == {"unsubscribed"}
+    fresh = link(live, "preferences", sid, lst.id)                              # the reader's own, by mail
+    joined = live.http.post(f"/preferences/{fresh}", data={"list": ["digest"], "name": "Ann Lee"})
+    assert "joined The Digest" in joined.text and "name saved" in joined.text and "get a fresh link" not in joined.text

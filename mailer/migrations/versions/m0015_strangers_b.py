@@ -1,7 +1,7 @@
 """Logging out ends the session on the server.
 
 Revision ID: m0015_strangers_b
-Revises: m0011_admin_workbench
+Revises: m0014_strangers_a
 Create Date: 2026-12-08
 
 - admin_users.session_epoch: a counter in every session's stamp (mailer/admin_users.py `stamp`).

@@ -1,7 +1,7 @@
 """Pacing by mailbox provider, and warm-up.
 
 Revision ID: m0019_pacing
-Revises: m0016_truthful_a
+Revises: m0013_exactly_once_b
 Create Date: 2026-12-08
 
 - mail_providers: a domain's mailbox provider (gmail, microsoft, yahoo, other), found from its MX
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "m0019_pacing"
-down_revision = "m0016_truthful_a"
+down_revision = "m0013_exactly_once_b"
 branch_labels = None
 depends_on = None
 

@@ -69,13 +69,10 @@ def _limited(request: Request, name: str) -> int:
     the growing delay after failures of this client at this name, or an empty bucket."""
     ctx = request.app.state.admin
     keys = _keys(request, name)
-    delay = ctx.backoff.wait(keys)
-    if delay:
-        return delay
     limiter = ctx.limiter
-    if all(limiter.allow(bucket, key) for bucket, key in zip(BUCKETS, keys, strict=True)):
-        return 0
-    return max(limiter.wait(bucket, key) for bucket, key in zip(BUCKETS, keys, strict=True)) or 1
+    if not all(limiter.allow(bucket, key) for bucket, key in zip(BUCKETS, keys, strict=True)):
+        return max(limiter.wait(bucket, key) for bucket, key in zip(BUCKETS, keys, strict=True)) or 1
+    return ctx.backoff.wait(keys)        # (a try during the delay still took its tokens)
 
 
 def _refund(request: Request, name: str) -> None:
@@ -106,11 +103,15 @@ TOO_MANY = "Too many login attempts. Wait a few minutes, then try again."
 
 
 @router.get("/login", include_in_schema=False)
-def login_form(request: Request, next: str = "/admin") -> Response:
+async def login_form(request: Request, next: str = "/admin") -> Response:
     ctx = request.app.state.admin
-    if ctx.sessions.read(request.cookies.get(SESSION_COOKIE)):
+    data = ctx.sessions.read(request.cookies.get(SESSION_COOKIE))
+    if data is not None and await ctx.session_valid(data["u"], data["s"]):
         return RedirectResponse(safe_next(next), status_code=303)
-    return _login_page(request, next_url=next)
+    page = _login_page(request, next_url=next)
+    if data is not None:          # signed but ended (a new password, a logout elsewhere): no loop back
+        ctx.sessions.clear(page)
+    return page
 
 
 def _recorded(conn, name: str, found: Stored, new_hash: str | None) -> tuple[str | None, bool]:
