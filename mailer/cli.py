@@ -18,6 +18,7 @@ from mailer.commands import (
     admin,
     bounces,
     db,
+    doctor,
     init,
     issue,
     issues,
@@ -82,6 +83,7 @@ app.add_typer(admin.app, name="admin")
 tags.register(app)
 worker.register(app)
 app.add_typer(webhooks.app, name="webhooks")
+doctor.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,6 +93,25 @@ class OnInterrupted(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class PacingSettings:
+    """[delivery.pacing]: messages per second per mailbox provider (0: no limit), readers grouped by
+    their domain's MX (mailer/send/pacing.py, docs/deliverability.md). Any limit, or `warmup`,
+    also interleaves the providers through the send instead of one domain's readers in a burst."""
+    gmail: float = setting(0.0, 0, 10_000)        # gmail.com, googlemail.com and Google-hosted domains
+    microsoft: float = setting(0.0, 0, 10_000)    # outlook.com, hotmail, live, msn and Microsoft 365 domains
+    yahoo: float = setting(0.0, 0, 10_000)        # yahoo, aol, ymail and Yahoo-hosted domains
+    other: float = setting(0.0, 0, 10_000)
+    hold_seconds: float = setting(60.0, 0, 3600)  # a "rate limited" answer: that provider waits this long
+    lookups: int = setting(500, 0, 100_000)       # domains whose MX a send looks up (most readers first)
+    warmup: bool = False                          # a new sending domain: each day's sends capped on a ramp
+    warmup_first_day: int = setting(1000, 1, 10_000_000)   # the first day's cap; then 2x, 5x, 10x, doubling
+
+    @property
+    def on(self) -> bool:
+        return self.warmup or any((self.gmail, self.microsoft, self.yahoo, self.other))
+
+
+@dataclass(frozen=True)
 class DeliverySettings:
     backend: str = "outbox"
     outbox_dir: Path = Path("outbox")
@@ -107,6 +126,7 @@ class DeliverySettings:
     journal_dir: Path = Path("journal")   # results the database would not take, applied by the next run
     sendgrid: SendGridSettings = field(default_factory=SendGridSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    pacing: PacingSettings = field(default_factory=PacingSettings)
 
 
 @dataclass(frozen=True)
@@ -214,6 +234,14 @@ class DnsSettings:
     timeout: float = setting(3.0, 0.1, 60)                   # seconds for one question, all tries included
 
 
+@dataclass(frozen=True)
+class DoctorSettings:
+    """`mailer doctor` (mailer/doctor/): the resolvers it asks about SPF, DKIM, DMARC and MX, as
+    "HOST" or "HOST:PORT"; empty: `[dns] nameservers` (and so the system's when that is empty too)."""
+    nameservers: tuple[str, ...] = ()
+    timeout: float = setting(5.0, 0.1, 60)                   # seconds for one question, and for each server it tries
+
+
 class ClickTracking(enum.StrEnum):
     """What `[tracking] clicks` keeps (docs/tracking.md)."""
 
@@ -258,6 +286,7 @@ class Settings:
     compose: ComposeSettings = field(default_factory=ComposeSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     dns: DnsSettings = field(default_factory=DnsSettings)
+    doctor: DoctorSettings = field(default_factory=DoctorSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     secret_key_env: str = "MAILER_SECRET_KEY"
 
@@ -492,10 +521,16 @@ def _check_languages(s: Settings) -> None:
     for domain in s.web.blocked_domains:
         if not domain or "@" in domain or not is_sendable(f"postmaster@{domain}"):
             raise ConfigError(f"[web] blocked_domains must be domain names such as \"mailinator.com\", not {domain!r}")
-    for server in s.dns.nameservers:
-        host, _, port = server.partition(":") if server.count(":") == 1 else (server, "", "")
-        if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
-            raise ConfigError(f"[dns] nameservers must be \"HOST\" or \"HOST:PORT\", not {server!r}")
+    for where, servers in (("dns", s.dns.nameservers), ("doctor", s.doctor.nameservers)):
+        for server in servers:
+            if nameserver_problem(server):
+                raise ConfigError(f"[{where}] nameservers must be \"HOST\" or \"HOST:PORT\", not {server!r}")
+
+
+def nameserver_problem(server: str) -> bool:
+    """True when `server` is not written as "HOST" or "HOST:PORT" (mailer/resolver.py reads them)."""
+    host, _, port = server.partition(":") if server.count(":") == 1 else (server, "", "")
+    return not host or bool(port and not (port.isdigit() and 0 < int(port) < 65536))
 
 
 def _check_schedule(s: ScheduleSettings) -> None:

@@ -22,6 +22,6 @@ def _help_commands() -> set[str]:
 
 def test_help_lists_every_command_module():
     modules = {p.stem for p in COMMANDS.glob("*.py")} - NOT_COMMANDS
-    assert modules == {"admin", "bounces", "db", "init", "issue", "issues", "lists", "report", "schedule",
+    assert modules == {"admin", "bounces", "db", "doctor", "init", "issue", "issues", "lists", "report", "schedule",
                        "send", "serve", "subscribers", "tags", "webhooks", "worker"}
     assert modules <= _help_commands()

@@ -50,6 +50,7 @@ BAD = [
     ('[web]\ncheck_mx = 1\n', "[web] check_mx must be bool"),
     ('[dns]\nnameservers = ["127.0.0.1:99999"]\n', "[dns] nameservers must be \"HOST\" or \"HOST:PORT\""),
     ('[dns]\nnameservers = [":53"]\n', "[dns] nameservers must be"),
+    ('[doctor]\nnameservers = ["127.0.0.1:0"]\n', "[doctor] nameservers must be \"HOST\" or \"HOST:PORT\""),
 ]
 
 

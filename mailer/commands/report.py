@@ -30,8 +30,8 @@ def report(ctx: typer.Context,
                                                     "with a chart of events over time.")) -> None:
     """Readers, deliveries, bounces, blocks, complaints, unsubscribes, opens and clicks (our own
     [tracking]'s, people and machines apart, with each link; else the provider's), each with its
-    rate, the warnings a bulk sender must heed, and each failed reader with the reason and time
-    (the same figures as `mailer issues`, the dashboard and the admin report)."""
+    rate, deferrals by mailbox provider, the warnings a bulk sender must heed, and each failed reader
+    with the reason and time (the same figures as `mailer issues`, the dashboard and the admin report)."""
     from mailer.reports import report as reports
 
     slug = Path(issue).stem if issue.endswith(".md") else issue
@@ -46,6 +46,8 @@ def report(ctx: typer.Context,
     out.print(_table(found, reports.rows(found)))
     if found.links:
         out.print(_links(reports.link_rows(found)))
+    if len(found.providers) > 1 or any(p.deferred for p in found.providers):
+        out.print(_providers(found.providers))
     if found.failures:
         out.print(_failures(found.failures[:FAILURES_SHOWN], len(found.failures)))
         if len(found.failures) > FAILURES_SHOWN:
@@ -81,6 +83,17 @@ def _links(rows):
     table.add_column("machine", justify="right")
     for row in rows:
         table.add_row(*row)
+    return table
+
+
+def _providers(figures):
+    from rich.table import Table
+
+    table = Table(title="Deferrals by mailbox provider", box=None, pad_edge=False)
+    for name in ("provider", "readers", "deferred", "rate"):
+        table.add_column(name, justify="left" if name == "provider" else "right")
+    for f in figures:
+        table.add_row(f.provider, f"{f.readers:,}", f"{f.deferred:,}", f"{f.rate:.1%}")
     return table
 
 

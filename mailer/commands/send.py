@@ -47,6 +47,8 @@ def send(
                                       "failed (refused); never to those accepted or in doubt."),
     status: bool = typer.Option(False, "--status", help="Show the progress of ISSUE's sends across all workers; "
                                 "send nothing."),
+    warmup: bool = typer.Option(False, "--warmup", help="A new sending domain: cap each day's sends on a ramp "
+                                "(1,000, 2,000, 5,000, 10,000, doubling), the most engaged readers first."),
 ) -> None:
     """Send ISSUE to every active subscriber of a list (or of a segment: --tag), exactly once (a rerun resumes)."""
     from mailer.errors import SendError
@@ -55,12 +57,22 @@ def send(
     err = console(stderr=True)
     if status:
         from mailer.compose.gate import issue_path
+        from mailer.send.dispatch import open_store
+        from mailer.send.warmup import status_lines as warmup_lines
         from mailer.send.workers import status_lines
 
-        typer.echo("\n".join(status_lines(settings, issue_path(issue, settings).stem, list_name)))
+        slug = issue_path(issue, settings).stem
+        typer.echo("\n".join(status_lines(settings, slug, list_name)
+                              + warmup_lines(open_store(settings), slug, list_name)))
         return
+    if warmup:  # [delivery.pacing] warmup for this send (mailer/send/warmup.py)
+        pacing = replace(settings.delivery.pacing, warmup=True)
+        settings = replace(settings, delivery=replace(settings.delivery, pacing=pacing))
     if list_name is None:
         raise typer.BadParameter("name the list to send to", param_hint="--list")
+    if warmup and workers > 1:
+        raise typer.BadParameter("a warm-up send runs in one process (mailer/send/warmup.py): drop --workers",
+                                 param_hint="--warmup")
     if workers > 1:  # before anything is composed or asked
         from mailer.send.workers import refuse_on_sqlite
 

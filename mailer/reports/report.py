@@ -1,5 +1,6 @@
 """`mailer report`'s page: an issue's figures (mailer/reports/figures.py, what every surface shows),
-its failed readers by name, and its events over time. `render_html` writes one self-contained page
+its failed readers by name, its deferrals by mailbox provider (mailer/reports/providers.py: naming a
+provider that pushes back), and its events over time. `render_html` writes one self-contained page
 whose chart is an SVG drawn by pygal (no script, no font or style from the network).
 """
 
@@ -14,7 +15,9 @@ from sqlalchemy import select
 
 from mailer.events import unverified
 from mailer.reports import figures as issue_figures
+from mailer.reports import providers
 from mailer.reports.figures import Failure, Figures
+from mailer.reports.providers import ProviderFigures
 from subscribers.events import EventType
 from subscribers.policy import events
 
@@ -28,6 +31,7 @@ class Report:
     failures: list[Failure] = field(default_factory=list)
     timeline: dict[str, list[tuple[str, int]]] = field(default_factory=dict)   # type -> [(bucket, n)]
     more_notes: list[str] = field(default_factory=list)   # the report's own (unverified bounce reports)
+    providers: list[ProviderFigures] = field(default_factory=list)   # deferrals by mailbox provider
 
     @property
     def figures(self) -> dict[str, int | None]:
@@ -59,10 +63,11 @@ class Report:
 
     @property
     def warnings(self) -> list[str]:
-        return self.fig.warnings
+        return self.fig.warnings + providers.pushing_back(self.providers)
 
     def as_dict(self) -> dict:
         return {**self.fig.as_dict(), "notes": self.notes, "failures": [f.as_dict() for f in self.failures],
+                "warnings": self.warnings, "providers": [p.as_dict() for p in self.providers],
                 "timeline": {k: [{"at": at, "count": n} for at, n in v] for k, v in self.timeline.items()}}
 
 
@@ -74,7 +79,8 @@ def build(conn, issue: str, list_name: str | None = None) -> Report:
     if list_name:
         names = set(found.lists)
         every_failure = [f for f in every_failure if f.list_name in names]
-    return Report(found, every_failure, _timeline(conn, issue, send_ids), _unverified_note(conn, found.started_at))
+    return Report(found, every_failure, _timeline(conn, issue, send_ids), _unverified_note(conn, found.started_at),
+                  providers.by_provider(conn, issue, send_ids))
 
 
 def _unverified_note(conn, started: datetime | None) -> list[str]:

@@ -46,7 +46,7 @@ from mailer.schedule.slots import (
     zone,
 )
 from mailer.schedule.states import IssueState
-from mailer.send import dispatch, ledger
+from mailer.send import dispatch, ledger, warmup
 from mailer.send.ledger import State
 from subscribers.errors import SubscriberError
 from subscribers.models import lists
@@ -360,6 +360,8 @@ class Scheduler:
         return True
 
     def _resumable(self, row, send, now: datetime) -> bool:
+        if send is not None and warmup.capped_today(self.engine, send.id, now):
+            return False    # a warm-up send has used today's cap: tomorrow (mailer/send/warmup.py)
         if send is None or row.runner is not None:
             return True
         with self.engine.connect() as conn:

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -71,7 +72,7 @@ class BatchLoop:
 
     def __init__(self, engine, send_id, list_id, edition, tokens, backend, summary, on_progress, started, *,
                  retry: Retry, ref_key: str, refused=None, lost=lambda: False, stop=lambda: False,
-                 stall: Stall | None = None, journal: Path | None = None):
+                 stall: Stall | None = None, journal: Path | None = None, pacer=None):
         self.stop = stop  # asked between batches: True ends the run with the rest pending (resumable)
         self.stall = stall or Stall()     # a database briefly away: each step retried (stall.py)
         self.journal = journal            # where results go when it stays away (None: left in flight)
@@ -83,6 +84,9 @@ class BatchLoop:
         self.lost = lost                                                # the heartbeat says: taken over
         self.ahead: deque[Prepared] = deque()
         self.accepted_any = False   # a reader of this run was accepted: a refusal is about readers from now on
+        # [delivery.pacing]: a pacing.Pacer (or a warm-up's day in front of it) between the loop and the backend
+        self.deliver = (self.backend.send_batch if pacer is None else
+                        partial(pacer.deliver, self.backend.send_batch, self.backend.encode))
 
     def run(self, sleep) -> None:
         """Every pending reader once; then deferred readers due within [delivery]
@@ -139,7 +143,7 @@ class BatchLoop:
             if self.stop():
                 break                    # the batch on the wire is recorded below; nothing more is claimed
             batch, current = self.commit(done, ready)  # record the last batch, claim this one
-            sending = (wire.submit(self.backend.send_batch, current.outs, current.encoded)
+            sending = (wire.submit(self.deliver, current.outs, current.encoded)
                        if current.outs else None)
             try:
                 ready = self.prepare(current.last_id)     # overlaps the request

@@ -43,7 +43,7 @@ from mailer.errors import (
 )
 from mailer.i18n import known
 from mailer.model import STAFF_TOKENS, ArchiveCopy, ComposedIssue
-from mailer.send import batches, leases, ledger, segments, tracking
+from mailer.send import batches, leases, ledger, pacing, segments, tracking, warmup
 from mailer.send.batches import BatchLoop
 from mailer.send.deliver.base import Backend
 from mailer.send.deliver.refusals import refusal_event
@@ -157,9 +157,11 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
         ready = _Ready(_token_maker(settings, plan.list_id, plan.engine), ref_key_of(settings),
                        backend or create_backend(plan.backend, settings), archive_copy(plan.issue, settings.newsletter))
     d = settings.delivery
+    paced = _paced(settings, plan, sleep) if ready else None
     send_id, summary.interrupted, finished = _start(plan, on_interrupted or d.on_interrupted,
                                                     notice, take_over=take_over,
-                                                    archive=ready.archive if ready else None, journal=d.journal_dir)
+                                                    archive=ready.archive if ready else None, journal=d.journal_dir,
+                                                    order=paced.order if paced else None)
     summary.send_id = send_id
     stall = Stall(d.database_retry_seconds, notice=notice)   # the database briefly away: retried (stall.py)
     begun = stall(lambda attempt: _counted(plan, summary, send_id), "reading the send")
@@ -170,12 +172,15 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
     tokens, ref_key, sender = ready.tokens, ready.ref_key, ready.backend
     edition = edition_for(settings, plan.engine, plan.issue, send_id)
     retry = batches.Retry(begun, d.retry_hours, d.retry_first_seconds, d.retry_wait_seconds)
+    pacer = paced.pacer if paced else None
+    limit = warmup.for_run(plan.engine, send_id, settings, sender, pacer)   # a warm-up's day, in front of the pacer
+    halt = stop if limit is None else (lambda: stop() or limit())
     try:
         with ledger.Heartbeat(plan.engine, send_id) as beat:
             loop = BatchLoop(plan.engine, send_id, plan.list_id, edition, tokens, sender, summary,
                              on_progress or (lambda s: None), started, retry=retry, ref_key=ref_key,
-                             refused=_bounce_policy(settings, send_id, ref_key), lost=lambda: beat.lost, stop=stop,
-                             stall=stall, journal=d.journal_dir)
+                             refused=_bounce_policy(settings, send_id, ref_key), lost=lambda: beat.lost, stop=halt,
+                             stall=stall, journal=d.journal_dir, pacer=limit or pacer)
             loop.progress()  # the starting point, so a progress bar's rate counts this run only
             with sender:
                 loop.run(sleep)
@@ -202,6 +207,11 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
             pass
         raise
     left = summary.deferred + stall(lambda attempt: _unfinished(plan, send_id), "counting the readers left")
+    if limit is not None and left and limit.reached:
+        warmup.mark_capped(plan.engine, send_id)
+        notice(f"warm-up day {limit.day.number + 1}: today's cap of {limit.day.cap:,} is reached; the other "
+               f"{left:,} readers go on the next days (the scheduler continues the send, or run the same command "
+               "tomorrow)")
     if beat.lost or not _finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, None, stall):
         raise SendTakenOver(f"send #{send_id} was taken over by another runner after this one's last batch; "
                             "the send is the new runner's now").told(summary)
@@ -344,19 +354,31 @@ def dry_run(settings: Settings, plan: Plan, *, on_progress=None) -> SendSummary:
     return summary
 
 
+def _paced(settings: Settings, plan: Plan, sleep) -> pacing.Paced | None:
+    """[delivery.pacing] (mailer/send/pacing.py): the readers' order and the pacer, or None."""
+    if not settings.delivery.pacing.on:
+        return None
+    readers = None
+    if plan.send_id is None:
+        with plan.engine.connect() as conn:
+            readers = segments.readers(conn, plan.issue.slug, plan.list_id, plan.segment)
+    tier = warmup.engagement if settings.delivery.pacing.warmup else None   # the engaged first
+    return pacing.for_send(settings, plan.engine, readers, tier=tier, sleep=sleep)
+
+
 def _start(plan: Plan, on_interrupted: OnInterrupted, notice, *, take_over: bool = False,
            archive: ArchiveCopy | None = None, journal: Path | None = None,
-           join: bool = False) -> tuple[int, list, bool]:
-    """Create the send (readers fixed now, the composed issue stored) or take over an earlier one,
-    applying its journal (results the database would not take: stall.py) and settling what it left
-    in flight. A shared send (`mailer send --workers`) whose live workers still hold batches is
-    joined (`join`: only batches whose worker's lease is dead are settled) or refused.
+           join: bool = False, order=None) -> tuple[int, list, bool]:
+    """Create the send (readers fixed now, in pacing's `order` when paced; the composed issue stored)
+    or take over an earlier one, applying its journal (results the database would not take: stall.py)
+    and settling what it left in flight. A shared send (`mailer send --workers`) whose live workers
+    still hold batches is joined (`join`: only batches whose worker's lease is dead are settled) or refused.
 
     Returns (send id, batches found in flight, whether the send was already complete)."""
     for _ in range(3):  # a concurrent first start loses the UNIQUE race, a take-over the compare-and-set
         applied: list[Path] = []
         try:
-            started = _start_once(plan, on_interrupted, notice, take_over, archive, journal, applied, join)
+            started = _start_once(plan, on_interrupted, notice, take_over, archive, journal, applied, join, order)
         except IntegrityError:
             continue
         if started is None:
@@ -369,11 +391,13 @@ def _start(plan: Plan, on_interrupted: OnInterrupted, notice, *, take_over: bool
 
 
 def _start_once(plan: Plan, on_interrupted: OnInterrupted, notice, take_over: bool, archive: ArchiveCopy | None,
-                journal: Path | None, applied: list[Path], join: bool) -> tuple[int, list, bool] | None:
+                journal: Path | None, applied: list[Path], join: bool, order=None) -> tuple[int, list, bool] | None:
     with plan.engine.begin() as conn:
         row = ledger.find_send(conn, plan.issue.slug, plan.list_id, plan.segment)
         if row is None:
             chosen = segments.readers(conn, plan.issue.slug, plan.list_id, plan.segment)
+            if order is not None:   # [delivery.pacing]: providers interleaved, the engaged first (pacing.py)
+                chosen = order(conn, chosen)
             return ledger.create_send(conn, issue=plan.issue.slug, list_id=plan.list_id,
                                       list_name=plan.list_name, subject=plan.issue.subject,
                                       backend=plan.backend, recipients=chosen, segment=plan.segment,

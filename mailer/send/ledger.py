@@ -233,9 +233,11 @@ def create_send(conn: Connection, *, issue: str, list_id: int, list_name: str, s
     if fk_off:  # the lock each reader's foreign-key check would take, taken in the same statement
         recipients = recipients.with_for_update(read=True, key_share=True, of=subscribers)
     chosen = recipients.subquery()
+    # paced sends give each reader a place (mailer/send/pacing.py): the ids follow it
+    order = [chosen.c.send_order] if "send_order" in chosen.c else []
     conn.execute(insert(deliveries).from_select(
         ["send_id", "subscriber_id", "state", "attempts"],
-        select(literal(send_id), chosen.c.subscriber_id, literal(State.PENDING.value), literal(0))))
+        select(literal(send_id), chosen.c.subscriber_id, literal(State.PENDING.value), literal(0)).order_by(*order)))
     if fk_off:
         conn.exec_driver_sql("SET LOCAL session_replication_role = DEFAULT")
     total = conn.execute(select(func.count()).where(deliveries.c.send_id == send_id)).scalar_one()

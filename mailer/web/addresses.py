@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 
 import dns.exception
 import dns.name
-import dns.nameserver
 import dns.resolver
 from disposable_email_domains import blocklist
 
 from mailer.i18n import N_
+from mailer.resolver import make_resolver
 from subscribers.errors import InvalidAddress
 from subscribers.normalize import needs_smtputf8, normalize_email
 
@@ -60,11 +60,7 @@ class MailDomains:
 
     def __init__(self, nameservers: tuple[str, ...] = (), timeout: float = 3.0, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.resolver = dns.resolver.Resolver(configure=not nameservers)
-        if nameservers:
-            self.resolver.nameservers = [dns.nameserver.Do53Nameserver(*_host_port(server))
-                                         for server in nameservers]
-        self.resolver.lifetime = self.resolver.timeout = timeout
+        self.resolver = make_resolver(nameservers, timeout)
         self.clock = clock
         self._cache: dict[str, tuple[float, bool | None]] = {}
         self._lock = threading.Lock()
@@ -102,17 +98,6 @@ class MailDomains:
                 log.warning("check_mx: no answer about %s (%s); not refused", domain, type(exc).__name__)
                 return None
         return False
-
-
-def _host_port(server: str) -> tuple[str, int]:
-    """"HOST", "HOST:PORT", "[V6]:PORT" or a bare IPv6 address -> (host, port)."""
-    if server.startswith("["):
-        host, _, port = server[1:].partition("]")
-        return host, int(port.lstrip(":") or 53)
-    if server.count(":") == 1:
-        host, _, port = server.partition(":")
-        return host, int(port)
-    return server, 53
 
 
 @dataclass(frozen=True)

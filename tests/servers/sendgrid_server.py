@@ -18,6 +18,9 @@ counts and the set of `mailer_ref`s are kept.
 Suppression lists (`GET /v3/suppression/{bounces,blocks,spam_reports,invalid_emails,unsubscribes}`
 with `limit` (at most 500) and `offset`) serve what a test puts in `server.suppressions[name]`.
 
+`GET /v3/scopes` lists `server.scopes` for the key (`mailer doctor`); the forbidden key gets a list
+without `mail.send`.
+
 Run alone: `python -m tests.servers.sendgrid_server --port 8025` (GET /_stats gives the counts).
 """
 
@@ -210,6 +213,7 @@ class SendGridServer:
         self.in_flight = 0
         self.suppressions: dict[str, list[dict]] = {name: [] for name in SUPPRESSION_LISTS}
         self.suppression_requests: list[str] = []
+        self.scopes: tuple[str, ...] = ("mail.send", "suppression.read")   # what GET /v3/scopes lists for api_key
 
     def settle(self, timeout: float = 5.0) -> None:
         """Wait until no request is being handled (a stalled one may still be sleeping)."""
@@ -289,6 +293,8 @@ def _handler(server: SendGridServer):
                                    "duplicate_refs": st.duplicate_refs})
             elif self.path.startswith("/v3/suppression/"):
                 self._suppressions()
+            elif self.path.rstrip("/") == "/v3/scopes":
+                self._scopes()
             else:
                 self._answer(404, {"errors": [error("not found")]})
 
@@ -312,6 +318,15 @@ def _handler(server: SendGridServer):
             if not 1 <= limit <= MAX_SUPPRESSION_PAGE or offset < 0:
                 return self._answer(400, {"errors": [error(f"limit must be 1-{MAX_SUPPRESSION_PAGE}", "limit")]})
             self._answer(200, server.suppressions[name][offset:offset + limit])
+
+        def _scopes(self):
+            """GET /v3/scopes: the key's permissions (`mailer doctor`); the forbidden key lacks mail.send."""
+            auth = self.headers.get("Authorization", "")
+            if auth == f"Bearer {server.api_key}":
+                return self._answer(200, {"scopes": list(server.scopes)})
+            if auth == f"Bearer {server.forbidden_key}":
+                return self._answer(200, {"scopes": ["suppression.read"]})
+            self._answer(401, {"errors": [error(_UNAUTHORIZED)]})
 
         def do_POST(self):
             with server.lock:

@@ -17,14 +17,18 @@ def free_socket() -> socket.socket:
 
 
 @contextlib.contextmanager
-def serve_in_thread(app, *, sock: socket.socket | None = None, timeout: float = 15.0) -> Iterator[str]:
-    """Yield the base URL of `app` served by a real uvicorn on 127.0.0.1:<free port> (or `sock`)."""
+def serve_in_thread(app, *, sock: socket.socket | None = None, timeout: float = 15.0,
+                    tls_files: tuple | None = None) -> Iterator[str]:
+    """Yield the base URL of `app` served by a real uvicorn on 127.0.0.1:<free port> (or `sock`);
+    over https with `tls_files` (certificate file, key file)."""
     import uvicorn
 
     sock = sock or free_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False,
-                                          server_header=False))
+                                          server_header=False,
+                                          ssl_certfile=tls_files and str(tls_files[0]),
+                                          ssl_keyfile=tls_files and str(tls_files[1])))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
                               name=f"uvicorn-{port}")
     thread.start()
@@ -34,7 +38,7 @@ def serve_in_thread(app, *, sock: socket.socket | None = None, timeout: float = 
             raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{port}")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls_files else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout)
