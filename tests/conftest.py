@@ -126,3 +126,14 @@ def cli(capsys, monkeypatch):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def playwright():
+    """The one Playwright of this test process: its sync API runs an event loop of its own, and a
+    second `sync_playwright()` started while the first lives fails ("Sync API inside the asyncio
+    loop"), so every browser fixture (tests/web/conftest.py, tests/browser/) launches from this."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        yield pw

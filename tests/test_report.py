@@ -87,25 +87,23 @@ def test_an_issue_never_sent_is_one_clear_line(cli, sent):
 
 
 @pytest.mark.browser
-def test_the_html_page_is_self_contained_and_shows_the_chart(cli, sent, tmp_path):
+def test_the_html_page_is_self_contained_and_shows_the_chart(cli, sent, tmp_path, request):
     if not os.access(CHROMIUM, os.X_OK):
         missing(f"Debian's chromium is not installed at {CHROMIUM}")
     page_file = tmp_path / "report.html"
     assert cli("--config", sent, "report", "2024-11", "--html", page_file).code == 0
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1000, "height": 900})
-        requests: list[str] = []
-        page.on("request", lambda request: requests.append(request.url))
-        page.goto(page_file.as_uri())
-        assert page.locator("h1").inner_text() == "Issue 2024-11"
-        assert page.get_by_role("alert").count() == 2
-        svg = page.locator("figure svg")
-        assert svg.bounding_box()["width"] > 500
-        assert page.locator("figure svg .series").count() >= 5      # delivered, bounced, blocked, ...
-        assert "opened" in svg.text_content()
-        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        browser.close()
+    playwright = request.getfixturevalue("playwright")   # the process's one (tests/conftest.py)
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(page_file.as_uri())
+    assert page.locator("h1").inner_text() == "Issue 2024-11"
+    assert page.get_by_role("alert").count() == 2
+    svg = page.locator("figure svg")
+    assert svg.bounding_box()["width"] > 500
+    assert page.locator("figure svg .series").count() >= 5      # delivered, bounced, blocked, ...
+    assert "opened" in svg.text_content()
+    page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    browser.close()
     assert requests == [page_file.as_uri()]                           # nothing from the network

@@ -97,6 +97,16 @@ class WorkerReport:
     editions: dict = field(default_factory=dict, repr=False)  # send id -> the issue prepared for it
 
 
+def _nap(seconds: float) -> None:
+    """Wait between polls. Python sleeps until an absolute time on the monotonic clock; under a
+    shifted clock (libfaketime, as tests/test_workers_faults.py runs a worker 5 minutes fast) that
+    call can fail with EINVAL, and a nap cut short only means the next poll comes sooner."""
+    try:
+        time.sleep(seconds)
+    except OSError:
+        pass
+
+
 def run_worker(settings: Settings, *, forever: bool = False, only: int | None = None,
                lease: float | None = None, notice=lambda message: None, poll: float = POLL,
                stop=lambda: False) -> WorkerReport:
@@ -122,7 +132,7 @@ def run_worker(settings: Settings, *, forever: bool = False, only: int | None = 
                     busy |= _work_on(settings, engine, row, me, report, notice, lambda: beat.lost, stop, lease)
                 if not busy and not forever:
                     break
-                time.sleep(poll)
+                _nap(poll)
     finally:
         with engine.begin() as conn:
             leases.release(conn, me)

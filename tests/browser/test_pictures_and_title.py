@@ -77,15 +77,13 @@ def email_html(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(request):
     if not os.access(CHROMIUM, os.X_OK):
         missing(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
+    playwright = request.getfixturevalue("playwright")   # the process's one (tests/conftest.py)
+    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    yield chromium
+    chromium.close()
 
 
 PICTURE = png(1600, 900)

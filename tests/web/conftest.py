@@ -86,16 +86,14 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
-def chromium():
+def chromium(request):
     """Debian's Chromium under Playwright (never `playwright install`)."""
     if not CHROMIUM.exists() or not shutil.which(str(CHROMIUM)):
         missing(f"browser tests skipped: {CHROMIUM} is missing (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
+    pw = request.getfixturevalue("playwright")   # the process's one Playwright (tests/conftest.py)
+    browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture
