@@ -16,7 +16,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DisconnectionError,
@@ -30,6 +30,11 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "alembic_version"
 _LOCK_ID = 0x5CB5_0001  # pg_advisory_xact_lock key: one migrator at a time
 IDLE_PING_SECONDS = 10.0
+# A process frozen inside a transaction (SIGSTOP, a suspended VM, a debugger) holds its row locks
+# until PostgreSQL ends that session: every other worker, the web service and a rerun queue behind
+# it. None of our transactions waits on anything but the database (docs/exactly-once.md), so one
+# idle this long belongs to a frozen process; its work is redone by the lease rules.
+IDLE_IN_TRANSACTION_SECONDS = 30
 _upgraded: set[str] = set()  # URLs already brought to head in this process
 
 
@@ -49,11 +54,19 @@ def create(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, parsed.database)
     try:
-        engine = create_engine(url)
+        engine = create_engine(url, connect_args={"options": _pg_options(parsed)})
     except (ArgumentError, SQLAlchemyError, ImportError) as exc:
         raise StoreError(f"cannot use database {parsed.render_as_string(hide_password=True)}: {exc}") from exc
     _ping_when_idle(engine)
     return engine
+
+
+def _pg_options(parsed: URL) -> str:
+    """libpq's `options` for our sessions: the URL's own (a search_path, say), then the bound on
+    a transaction left idle (IDLE_IN_TRANSACTION_SECONDS)."""
+    given = parsed.query.get("options", "")
+    own = given if isinstance(given, str) else " ".join(given)
+    return f"{own} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_SECONDS * 1000}".strip()
 
 
 def _ping_when_idle(engine: Engine) -> None:
