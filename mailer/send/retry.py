@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, select, update
 
-from mailer.send.ledger import SendStatus, State, deliveries, sends
+from mailer.send import ledger
+from mailer.send.ledger import SendStatus, sends
 
 
 def requeue_failed(conn: Connection, issue: str, list_id: int | None = None) -> int:
@@ -22,9 +23,7 @@ def requeue_failed(conn: Connection, issue: str, list_id: int | None = None) -> 
         query = query.where(sends.c.list_id == list_id)
     moved = 0
     for send_id in conn.execute(query).scalars().all():
-        n = conn.execute(update(deliveries).where(deliveries.c.send_id == send_id,
-                                                  deliveries.c.state == State.FAILED.value)
-                         .values(state=State.PENDING.value, batch=None, next_attempt_at=None)).rowcount
+        n = ledger.requeue_failed(conn, send_id)   # the rows as `mailer send --retry-failed` moves them
         if n:
             conn.execute(update(sends).where(sends.c.id == send_id)
                          .values(failed=sends.c.failed - n, status=SendStatus.STOPPED.value))
