@@ -61,17 +61,40 @@ class Terminator:
     """Terminates every PostgreSQL backend of one application_name, again and again, from its own
     session: the send's connections die mid-statement, and so do the new ones it opens."""
 
-    def __init__(self, plain_url: str, name: str):
-        self.plain, self.name = plain_url, name
+    def __init__(self, plain_url: str, name: str, schema_url: str | None = None):
+        self.plain, self.name, self.schema_url = plain_url, name, schema_url
         self.stopping = threading.Event()
         self.killed = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         with psycopg.connect(self.plain, autocommit=True) as conn:
-            while not self.stopping.wait(0.02):
-                self.killed += len(conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                                "WHERE application_name = %s", (self.name,)).fetchall())
+            holder = self._hold(conn)
+            try:
+                while not self.stopping.wait(0.02):
+                    self._kill(conn)
+            finally:
+                if holder is not None:
+                    holder.close()
+
+    def _kill(self, conn) -> None:
+        self.killed += len(conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                        "WHERE application_name = %s", (self.name,)).fetchall())
+
+    def _hold(self, conn):
+        """With `schema_url`, also hold the send's tables locked (ACCESS EXCLUSIVE) from another
+        session for the whole outage, so not one of the send's statements slips in between two
+        rounds of terminations: the database is away until the outage ends."""
+        if self.schema_url is None:
+            return None
+        holder = psycopg.connect(self.schema_url)
+        lock = "LOCK TABLE sends, deliveries IN ACCESS EXCLUSIVE MODE"
+        locking = threading.Thread(target=holder.execute, args=(lock,))
+        locking.start()
+        while locking.is_alive():   # the send's open transaction is in the way until terminated
+            self._kill(conn)
+            locking.join(0.02)
+        return holder
 
     def __enter__(self):
         self.thread.start()
@@ -93,7 +116,7 @@ def test_postgresql_connections_terminated_mid_send(tmp_path, repo, pg_url, outa
         proc = start(config, tmp_path)
         wait_for(lambda: len(sink.messages) >= BATCH + 1 or proc.poll() is not None, what="the second batch")
         assert proc.poll() is None, finish(proc)
-        with Terminator(plain, name) as terminator:
+        with Terminator(plain, name, pg_url.replace("postgresql+psycopg", "postgresql")) as terminator:
             if outage is not None:
                 time.sleep(outage)
             else:   # the database stays away until the send gives up
