@@ -70,7 +70,7 @@ def test_a_429_to_one_worker_holds_every_worker_until_the_reset(engine, sendgrid
     with one, two:
         assert all(r.ok for r in one.send_batch(readers(edition, 2)))    # 429, waited for the reset, sent
         waited_by_one = one.budget.waited
-        assert 2 <= waited_by_one <= 3 and one.calls == 2
+        assert 1.9 <= waited_by_one <= 3 and one.calls == 2   # (the reset: whole seconds, server clock)
         assert all(r.ok for r in two.send_batch(readers(edition, 2, start=2)))
     assert two.budget.waited == 0          # the reset had passed on the shared clock: nothing more to wait
     assert sendgrid_server.stats.requests == 3 and sendgrid_server.stats.accepted == 2
