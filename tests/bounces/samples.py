@@ -75,6 +75,37 @@ Subject: CRANK Call | November 2024
 """.replace("\n", "\r\n").encode()
 
 
+def complaint(ref: str, *, n: int = 1) -> bytes:
+    """An ARF abuse report from a feedback loop about ann@example.org, quoting our X-Mailer-Ref."""
+    return f"""From: feedback@arf.example.net
+To: fbl@news.example.org
+Subject: complaint
+Message-ID: <fbl-{n}@arf.example.net>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="b"
+
+--b
+Content-Type: text/plain
+
+An abuse report.
+--b
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+Version: 1
+Original-Rcpt-To: <ann@example.org>
+
+--b
+Content-Type: text/rfc822-headers
+
+From: CRANK Call <crankcall@example.org>
+To: ann@example.org
+X-Mailer-Ref: {ref}
+
+--b--
+""".encode()
+
+
 def nested_multipart(depth: int = 1000) -> bytes:
     """A message of `depth` multipart/mixed parts, each inside the last: the stdlib parser recurses
     once per level and raises RecursionError."""

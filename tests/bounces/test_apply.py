@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from mailer.send.refs import read_ref, sign_ref
 from tests.bounces.conftest import SECRET, with_database
-from tests.bounces.samples import dsn, write_maildir
+from tests.bounces.samples import complaint, dsn, write_maildir
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # http base_url on purpose
@@ -319,34 +319,7 @@ def test_kinds_go_through_the_one_policy(cli, store, tmp_path):
     config, engine, ids, send_id = store
     ann, bob, cat = (sign_ref(SECRET, send_id, ids[a]) for a in ("ann@example.org", "bob@example.org",
                                                                  "cat@example.org"))
-    complaint = f"""From: feedback@arf.example.net
-To: fbl@news.example.org
-Subject: complaint
-Message-ID: <fbl-1@arf.example.net>
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=feedback-report; boundary="b"
-
---b
-Content-Type: text/plain
-
-An abuse report.
---b
-Content-Type: message/feedback-report
-
-Feedback-Type: abuse
-Version: 1
-Original-Rcpt-To: <ann@example.org>
-
---b
-Content-Type: text/rfc822-headers
-
-From: CRANK Call <crankcall@example.org>
-To: ann@example.org
-X-Mailer-Ref: {ann}
-
---b--
-""".encode()
-    box = write_maildir(tmp_path / "box", [complaint, dsn("bob@example.org", VERP.format(ref=bob), "blocked", n=1),
+    box = write_maildir(tmp_path / "box", [complaint(ann), dsn("bob@example.org", VERP.format(ref=bob), "blocked", n=1),
                                             dsn("cat@example.org", VERP.format(ref=cat), "delayed", n=2)])
     scan(cli, config, box)
     assert statuses(engine) == {"ann@example.org": "complained", "bob@example.org": None, "cat@example.org": None}

@@ -5,44 +5,15 @@ from __future__ import annotations
 
 from mailer.send.refs import sign_ref
 from tests.bounces.conftest import SECRET
-from tests.bounces.samples import dsn, write_maildir
+from tests.bounces.samples import complaint, dsn, write_maildir
 from tests.bounces.test_apply import VERP, events, scan, statuses, store  # noqa: F401 - the fixture
-
-
-def _complaint(ref: str) -> bytes:
-    return f"""From: feedback@arf.example.net
-To: fbl@news.example.org
-Subject: complaint
-Message-ID: <fbl-2@arf.example.net>
-MIME-Version: 1.0
-Content-Type: multipart/report; report-type=feedback-report; boundary="b"
-
---b
-Content-Type: text/plain
-
-An abuse report.
---b
-Content-Type: message/feedback-report
-
-Feedback-Type: abuse
-Version: 1
-Original-Rcpt-To: <ann@example.org>
-
---b
-Content-Type: text/rfc822-headers
-
-From: CRANK Call <crankcall@example.org>
-To: ann@example.org
-X-Mailer-Ref: {ref}
-
---b--
-""".encode()
 
 
 def test_one_reader_changed_twice_is_one_person(cli, store, tmp_path):  # noqa: F811
     config, engine, ids, send_id = store
     ann, bob = (sign_ref(SECRET, send_id, ids[a]) for a in ("ann@example.org", "bob@example.org"))
-    box = write_maildir(tmp_path / "box", [dsn("ann@example.org", VERP.format(ref=ann), "hard", n=1), _complaint(ann),
+    box = write_maildir(tmp_path / "box", [dsn("ann@example.org", VERP.format(ref=ann), "hard", n=1),
+                                            complaint(ann, n=2),
                                             dsn("bob@example.org", VERP.format(ref=bob), "hard", n=2)])
     out = scan(cli, config, box).out
     assert statuses(engine) == {"ann@example.org": "complained", "bob@example.org": "bounced", "cat@example.org": None}
