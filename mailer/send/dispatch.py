@@ -440,16 +440,20 @@ def _settleable(conn, row, join: bool) -> list[int] | None:
     return [b for b, _, _ in leases.orphaned(conn, row.id)]
 
 
+def fate_of_interrupted(handed: bool, on_interrupted: OnInterrupted) -> str:
+    """What happens to a batch whose runner stopped, for the operator: never handed over, it goes
+    back to pending; handed over, nobody can tell, and on_interrupted decides. (A single run's
+    rerun here, a dead worker's lease in mailer/send/workers.py.)"""
+    if not handed:
+        return "never handed to the provider: back to pending"
+    verb = "resending it" if on_interrupted == OnInterrupted.RESEND else "skipping it"
+    return f"the provider may or may not have taken it; {verb} ([delivery] on_interrupted = \"{on_interrupted}\")"
+
+
 def _name_in_flight(flying: list[tuple], on_interrupted: OnInterrupted, notice) -> None:
     for batch, readers, handed in flying:
-        if not handed:
-            notice(f"batch {batch} ({readers:,} readers) was claimed but never handed to the provider: back to "
-                   "pending")
-            continue
-        verb = "resending it" if on_interrupted == OnInterrupted.RESEND else "skipping it"
-        notice(f"batch {batch} ({readers:,} readers) was in flight when the last run stopped: the "
-               f"provider may or may not have taken it; {verb} ([delivery] on_interrupted = "
-               f"\"{on_interrupted}\")")
+        state = "was claimed but" if not handed else "was in flight when the last run stopped:"
+        notice(f"batch {batch} ({readers:,} readers) {state} {fate_of_interrupted(handed, on_interrupted)}")
 
 
 def _alive_message(row, at=None) -> str:

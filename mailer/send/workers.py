@@ -177,15 +177,12 @@ def _reclaim(engine, row, on_interrupted: OnInterrupted, report: WorkerReport, n
         dead = leases.dead_batches(conn, row.id)
         leases.reclaim(conn, row.id, [b for b, _, _, _ in dead], resend=on_interrupted == OnInterrupted.RESEND)
     for batch, readers, worker, handed in dead:
-        if not handed:
-            notice(f"send #{row.id}: batch {batch} ({readers:,} readers) was claimed by worker {worker}, whose lease "
-                   "expired, and never handed to the provider: back to pending")
-            continue
-        verb = "resending it" if on_interrupted == OnInterrupted.RESEND else "skipping it"
-        notice(f"send #{row.id}: batch {batch} ({readers:,} readers) was in flight on worker {worker}, whose "
-               f"lease expired: the provider may or may not have taken it; {verb} ([delivery] on_interrupted = "
-               f"\"{on_interrupted}\")")
-        report.reclaimed.append((row.id, batch, readers, worker))
+        state = (f"was in flight on worker {worker}, whose lease expired:" if handed
+                 else f"was claimed by worker {worker}, whose lease expired, and")
+        notice(f"send #{row.id}: batch {batch} ({readers:,} readers) {state} "
+               f"{dispatch.fate_of_interrupted(handed, on_interrupted)}")
+        if handed:
+            report.reclaimed.append((row.id, batch, readers, worker))
 
 
 def _loop(settings: Settings, engine, row, me: str, summary, lost, stop, editions: dict,
