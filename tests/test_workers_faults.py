@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections import Counter
 
+import pytest
 from sqlalchemy import select
 
 from mailer.send import ledger
@@ -122,6 +123,10 @@ def test_a_rerun_after_the_coordinator_died_joins_the_live_workers_and_settles_n
     assert len(copies) == readers and set(copies.values()) == {1}   # everyone once: nothing of theirs resent
 
 
+# A worker frozen inside a transaction keeps its locks until PostgreSQL ends that session
+# (subscribers/db.py IDLE_IN_TRANSACTION_SECONDS, 30 s), so about half the runs wait that long on
+# top of the send: more than the suite's 120 s under a loaded CI.
+@pytest.mark.timeout(240)
 def test_a_worker_paused_past_its_lease_never_sends_a_batch_that_was_reclaimed(tmp_path, repo, pg_url):
     """SIGSTOP one worker of two for longer than its lease, SIGCONT it: the batch it had claimed
     ahead was given back and sent by the other; on waking it checks its claim in the database
