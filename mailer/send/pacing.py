@@ -253,10 +253,12 @@ class SharedPacer(Pacer):
     worker holds that provider for every worker and halves its rate there (once per hold)."""
 
     def __init__(self, engine: Engine, send_id: int, limits: dict[Provider, float], providers: dict[str, Provider],
-                 hold_seconds: float, *, sleep: Callable[[float], object] = time.sleep):
+                 hold_seconds: float, *, sleep: Callable[[float], object] = time.sleep,
+                 clock: Callable[[], float] | None = None):
         super().__init__(limits, providers, hold_seconds, sleep=sleep)
-        self.budgets = {p: SharedBudget(engine, f"pace:{send_id}:{p.value}", float(limits.get(p, 0.0)), sleep=sleep)
-                        for p in Provider}
+        # clock: epoch seconds, a test's; None: the database's
+        self.budgets = {p: SharedBudget(engine, f"pace:{send_id}:{p.value}", float(limits.get(p, 0.0)),
+                                        clock=clock, sleep=sleep) for p in Provider}
 
     def held(self, kinds: set[Provider]) -> set[Provider]:
         found = set()
