@@ -236,9 +236,13 @@ class Pacer:
                     self.slow_down(provider)
 
     def slow_down(self, provider: Provider) -> None:
-        """That provider only: held for hold_seconds, and its limit halved (1 a second when it had none)."""
+        """That provider only: held for hold_seconds, and its limit halved (1 a second when it had none),
+        once per hold: the rest of the batch answered the same way while it is held changes nothing
+        (as SharedPacer across workers)."""
         with self._lock:
             now = self.clock()
+            if self.held_until.get(provider, 0.0) > now:
+                return
             self.held_until[provider] = now + self.hold_seconds
             rate = self.limits.get(provider, 0.0)
             self.limits[provider] = rate / 2 if rate > 0 else 1.0
