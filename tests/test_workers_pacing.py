@@ -1,7 +1,8 @@
 """[delivery.pacing] and warm-up across `mailer send --workers N`: real worker processes on PostgreSQL,
 sending to the real SMTP sink. The per-provider limits are shared (a rate_budget row per send and
 provider, by the database's clock), a `421 4.7.0` to any worker slows that provider for all, and a
-warm-up's daily cap holds for the workers together (their claims are cut to what is left today)."""
+warm-up's daily cap holds for the workers together (their claims are cut to what is left today;
+the claims themselves also on SQLite)."""
 
 from __future__ import annotations
 
@@ -171,3 +172,33 @@ def yesterday(engine) -> None:
             claimed_on=row.claimed_on - timedelta(days=1) if row.claimed_on else None))
         conn.execute(update(ledger.deliveries).where(ledger.deliveries.c.updated_at.is_not(None))
                      .values(updated_at=utcnow() - timedelta(days=1)))
+
+
+def test_claims_of_a_warmup_send_stop_at_the_days_cap(db_url):
+    """leases.claim_next on both databases: a warm-up send whose day 1 cap is 5 gives claims of 2, 2,
+    then 1 (cut to what is left), then none; a batch given back still counts (never over the cap);
+    the next day's claims count again, from the ledger."""
+    from mailer.migrate import connect
+    from mailer.send import leases
+    from tests.deliver.helpers import seed as seed_readers
+    from tests.test_workers import fixed_send
+
+    list_id = seed_readers(db_url, 20)
+    engine = connect(db_url)
+    with engine.begin() as conn:
+        send_id = fixed_send(conn, list_id)
+        warmup.begin(conn, send_id, 5)
+    sizes = []
+    for _ in range(4):
+        with engine.begin() as conn:
+            got = leases.claim_next(conn, send_id, "a:1", 2, 0)
+        sizes.append(len(got[1]) if got else None)
+    assert sizes == [2, 2, 1, None]
+    with engine.begin() as conn:
+        ledger.release(conn, send_id, 1, "given back")
+        assert leases.claim_next(conn, send_id, "a:1", 2, 0) is None   # counted when claimed: not again today
+    yesterday(engine)
+    with engine.begin() as conn:
+        got = leases.claim_next(conn, send_id, "a:1", 20, 0)
+    assert got is not None and len(got[1]) == 10                       # day 2: twice the first
+    engine.dispose()
