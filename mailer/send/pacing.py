@@ -44,6 +44,7 @@ from sqlalchemy import Column, Float, Select, String, Table, func, literal, sele
 from sqlalchemy.engine import Connection, Engine
 
 from mailer.resolver import make_resolver
+from mailer.send import ratelimit
 from mailer.send.deliver.base import Result, ResultStatus
 from mailer.send.ledger import metadata
 from mailer.send.ratelimit import SharedBudget
@@ -260,22 +261,23 @@ class SharedPacer(Pacer):
                  hold_seconds: float, *, sleep: Callable[[float], object] = time.sleep,
                  clock: Callable[[], float] | None = None):
         super().__init__(limits, providers, hold_seconds, sleep=sleep)
+        self.engine = engine
+        self._seen: dict[Provider, ratelimit.State] = {}
         # clock: epoch seconds, a test's; None: the database's
         self.budgets = {p: SharedBudget(engine, f"pace:{send_id}:{p.value}", float(limits.get(p, 0.0)),
                                         clock=clock, sleep=sleep) for p in Provider}
 
     def held(self, kinds: set[Provider]) -> set[Provider]:
-        found = set()
-        for provider in kinds:
-            state = self.budgets[provider].state()
-            if state.wait_until > state.now:
-                found.add(provider)
-        return found
+        """Read once per batch (one query for its providers), and kept for `_wait`."""
+        order = sorted(kinds)
+        self._seen = dict(zip(order, ratelimit.states(self.engine, [self.budgets[p] for p in order]), strict=True))
+        return {p for p, state in self._seen.items() if state.wait_until > state.now}
 
     def _wait(self, counts: Counter) -> None:
         for provider, n in counts.items():
             budget = self.budgets[provider]
-            if budget.rate <= 0 and budget.state().rate <= 0:
+            seen = self._seen.get(provider)
+            if (seen.rate if seen is not None else budget.rate) <= 0:
                 continue   # no limit, and never slowed down
             before = budget.waited
             budget.take(n)

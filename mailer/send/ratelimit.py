@@ -104,12 +104,7 @@ class SharedBudget:
 
     def state(self) -> State:
         """The rate in force and the hold, by the database's clock (a row not yet made: configured, no hold)."""
-        with self.engine.connect() as conn:
-            now = self._now(conn)
-            row = conn.execute(select(_c.rate, _c.wait_until).where(_c.name == self.name)).first()
-        if row is None:
-            return State(self.rate, 0.0, now)
-        return State(row.rate or self.rate, row.wait_until, now)
+        return states(self.engine, [self])[0]
 
     def slow_down(self, hold_seconds: float) -> bool:
         """A "rate limited" answer: nobody takes from this budget for `hold_seconds`, and its rate is
@@ -133,3 +128,15 @@ class SharedBudget:
                 return True
             except IntegrityError:  # another worker slowed it down first
                 return False
+
+
+def states(engine, budgets: list[SharedBudget]) -> list[State]:
+    """Each budget's State, read in one query (a paced batch asks about every provider in it)."""
+    if not budgets:
+        return []
+    with engine.connect() as conn:
+        now = budgets[0]._now(conn)
+        rows = {r.name: r for r in conn.execute(select(_c.name, _c.rate, _c.wait_until)
+                                                .where(_c.name.in_([b.name for b in budgets])))}
+    return [State(row.rate or b.rate, row.wait_until, now) if (row := rows.get(b.name)) is not None
+            else State(b.rate, 0.0, now) for b in budgets]

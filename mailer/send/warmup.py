@@ -112,16 +112,28 @@ def claimable(conn: Connection, send_id: int, now: datetime) -> int | None:
     ledger handed out today (a single run's readers too); each claim then adds its own
     (`count_claim`). A batch given back unsent still counts: a day may end a little under its cap,
     never over."""
+    left, counted = _left(conn, send_id, now)
+    if counted is not None:   # the day's first claim: what the ledger says went today, kept from now on
+        conn.execute(update(send_warmups).where(send_warmups.c.send_id == send_id)
+                     .values(claimed_on=now.date(), claimed=counted))
+    return left
+
+
+def left_today(conn: Connection, send_id: int, now: datetime) -> int | None:
+    """What `claimable` would say, written nowhere (a worker deciding whether to wait for tomorrow)."""
+    return _left(conn, send_id, now)[0]
+
+
+def _left(conn: Connection, send_id: int, now: datetime) -> tuple[int | None, int | None]:
+    """(readers left today, or None for no warm-up; today's count from the ledger when it was not kept yet)."""
     row = conn.execute(select(send_warmups).where(send_warmups.c.send_id == send_id)).first()
     if row is None:
-        return None
+        return None, None
     if row.claimed_on == now.date() and row.claimed is not None:
-        return max(0, cap(row.first_cap, (now.date() - row.first_day).days) - row.claimed)
+        return max(0, cap(row.first_cap, (now.date() - row.first_day).days) - row.claimed), None
     day = today(conn, send_id, now)
     assert day is not None   # its send_warmups row was just read
-    conn.execute(update(send_warmups).where(send_warmups.c.send_id == send_id)
-                 .values(claimed_on=now.date(), claimed=day.used))
-    return day.left
+    return day.left, day.used
 
 
 def count_claim(conn: Connection, send_id: int, readers: int) -> None:

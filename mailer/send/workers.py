@@ -167,7 +167,7 @@ def _work_on(settings: Settings, engine, row, me: str, report: WorkerReport, not
         others = leases.others_in_flight(conn, row.id, me)
         if not ledger.unfinished(c):
             ledger.finish(conn, row.id, SendStatus.DONE, shared=True)
-        left_today = warmup.claimable(conn, row.id, ledger.db_now(conn))
+        left_today = warmup.left_today(conn, row.id, ledger.db_now(conn))
     if left_today == 0:   # a warm-up send at today's cap: the rest waits for tomorrow
         return bool(others)
     return bool(c[State.PENDING] or others)
@@ -283,9 +283,9 @@ def run_shared(settings: Settings, plan: dispatch.Plan, workers: int, *, config=
 
 def _capped(engine, send_id: int, left: int, notice) -> None:
     """A warm-up send whose workers stopped at today's cap: marked so (the scheduler continues it tomorrow)."""
-    with engine.begin() as conn:
+    with engine.connect() as conn:
         at = ledger.db_now(conn)
-        if warmup.claimable(conn, send_id, at) != 0:
+        if warmup.left_today(conn, send_id, at) != 0:
             return
         day = warmup.today(conn, send_id, at)
     assert day is not None   # a warm-up send
