@@ -236,9 +236,34 @@ def test_dkim_key_under_1024_bits_fails():
     ("example.co.uk", "news.example.co.uk", True),
     ("other.co.uk", "example.co.uk", False),
     ("example.net", "example.org", False),
+    ("mail.news.example.co.uk", "example.co.uk", True),
+    ("example.co.uk", "co.uk", False),                  # a public suffix is nobody's organization
+    ("a.github.io", "b.github.io", False),              # the list's private part: two owners
+    ("mail.a.github.io", "a.github.io", True),
+    ("bar.blogspot.com", "foo.blogspot.com", False),
 ])
 def test_relaxed_alignment(dkim_domain, from_domain, aligned):
     assert records.aligned(dkim_domain, from_domain) is aligned
+
+
+@pytest.mark.parametrize(("domain", "organizational"), [
+    ("example.co.uk", "example.co.uk"),
+    ("www.example.co.uk", "example.co.uk"),
+    ("News.Example.CO.UK.", "example.co.uk"),
+    ("co.uk", "co.uk"),
+    ("a.b.example.org", "example.org"),
+    ("mail.example.com.au", "example.com.au"),
+    ("x.user.github.io", "user.github.io"),
+])
+def test_the_organizational_domain_is_the_public_suffix_lists(domain, organizational):
+    """By the Public Suffix List the publicsuffixlist package bundles (no download: the file is the package's)."""
+    from pathlib import Path
+
+    import publicsuffixlist
+
+    assert records.organizational_domain(domain) == organizational
+    bundled = Path(publicsuffixlist.__file__).parent
+    assert any(bundled.glob("public_suffix_list*.dat"))
 
 
 # (zone, path, allowed: True / False / "error")

@@ -246,3 +246,40 @@ def test_over_sendgrid_the_limits_shape_the_requests(settings, db_url, composed,
     # 10 Gmail readers a request at 5 a second: each request waits for the one before's 2 seconds (the
     # clock does not move while this test's sleep is called, so the waits add up)
     assert len(slept) == 2 and slept[0] == pytest.approx(2.0, abs=0.5) and slept[1] == pytest.approx(4.0, abs=0.5)
+
+
+def test_a_421_rate_limit_at_rcpt_defers_and_slows_that_provider_only(settings, db_url, composed):
+    """The relay answers `421 4.7.0` (and closes the channel) for gmail.com's readers for a while: the
+    send goes on, those readers are deferred and tried again once the hold is over, each is received
+    once, the other providers' readers go on their first try, and the report names Google."""
+    from collections import Counter
+
+    from mailer.reports import report as reports
+    from subscribers.models import subscribers
+
+    seed(db_url, READERS)
+    with dns_server(ZONE) as (address, _), SmtpSink(rate_limit={"gmail.com": 1.5}) as sink:
+        s = paced(settings, db_url, address, gmail=1000, hold_seconds=1)
+        s = dataclasses.replace(s, delivery=dataclasses.replace(
+            s.delivery, backend="smtp", retry_first_seconds=1, retry_wait_seconds=120,
+            smtp=dataclasses.replace(s.delivery.smtp, port=sink.port, starttls=False, batch_size=2, connections=1,
+                                     return_path="bounces@example.org")))
+        summary = dispatch.run_send(s, dispatch.plan_send(s, composed, "crank"))
+        got = Counter(r for m in sink.messages for r in m.rcpt_tos)
+        tries = dict(sink.state.rcpt_tries)
+        limited = dict(sink.state.rate_limited)
+    assert got == Counter(READERS)                              # every reader, exactly once
+    assert summary.sent == len(READERS) and summary.deferred == 0 and summary.status == "done"
+    assert limited["gmail.com"] >= 1 and set(limited) == {"gmail.com"}
+    google = ("gmail.com", "hosted.example")
+    assert all(tries[a] == 1 for a in READERS if not a.endswith(google))    # never held, never refused
+    with dispatch.open_store(s).connect() as conn:
+        attempts = dict(conn.execute(select(subscribers.c.email, ledger.deliveries.c.attempts).join_from(
+            ledger.deliveries, subscribers, subscribers.c.id == ledger.deliveries.c.subscriber_id)).all())
+        found = reports.build(conn, "2024-11")
+    assert all(attempts[a] == 1 for a in READERS if not a.endswith(google))
+    assert all(attempts[a] > 1 for a in READERS if a.endswith("gmail.com"))
+    rates = {p.provider: p.deferred for p in found.providers}
+    assert rates["gmail"] >= 6 and rates["yahoo"] == rates["microsoft"] == rates["other"] == 0
+    assert [w.split(":")[0] for w in found.warnings] == ["gmail is pushing back"]
+

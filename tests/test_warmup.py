@@ -131,7 +131,3 @@ def test_the_scheduler_waits_for_tomorrow(settings, db_url, composed):
     assert scheduler._resumable(row, send, utcnow()) is False
     assert scheduler._resumable(row, send, utcnow() + timedelta(days=1)) is True
 
-
-def test_warmup_runs_in_one_process(cli, config_file, repo):
-    result = cli("--config", config_file, "send", "2024-11", "--list", "crank", "--yes", "--warmup", "--workers", "2")
-    assert result.code == 2 and "a warm-up send runs in one process" in result.err

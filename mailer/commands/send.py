@@ -70,9 +70,6 @@ def send(
         settings = replace(settings, delivery=replace(settings.delivery, pacing=pacing))
     if list_name is None:
         raise typer.BadParameter("name the list to send to", param_hint="--list")
-    if warmup and workers > 1:
-        raise typer.BadParameter("a warm-up send runs in one process (mailer/send/warmup.py): drop --workers",
-                                 param_hint="--warmup")
     if workers > 1:  # before anything is composed or asked
         from mailer.send.workers import refuse_on_sqlite
 

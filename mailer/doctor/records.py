@@ -1,28 +1,29 @@
 """The DNS side of `mailer doctor`: SPF, DKIM, DMARC and the return path's MX, each -> a Check.
 
 DMARC passes when SPF or DKIM passes *aligned* with the From domain; relaxed alignment (RFC 7489
-3.1) compares organizational domains. Without the Public Suffix List (not a dependency) the
-organizational domain is taken as the last two labels, or three under a two-letter country code
-whose second level is a generic one (`example.co.uk`); docs/deliverability.md says so.
+3.1) compares organizational domains: the registrable domain by the Public Suffix List (RFC 7489
+3.2), as the `publicsuffixlist` package bundles it (read from the package, never downloaded), so
+`news.example.co.uk` and `mail.example.co.uk` align while `a.github.io` and `b.github.io` do not.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 
 import dns.exception
 import dns.name
 import dns.resolver
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
+from publicsuffixlist import PublicSuffixList
 
 from mailer.config import Settings, secret
 from mailer.doctor.result import Check, failed, passed, warned
 from mailer.doctor.spf import Evaluator, Path, SpfError, spf_record, txt_records
 from mailer.errors import ConfigError
 
-_SECOND_LEVELS = {"co", "com", "org", "net", "ac", "gov", "edu", "ne", "or", "go"}
 DMARC_POLICIES = ("none", "quarantine", "reject")
 
 
@@ -30,10 +31,15 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower().rstrip(".")
 
 
+@functools.cache
+def _suffixes() -> PublicSuffixList:
+    return PublicSuffixList()   # the list the package ships (about 10k rules, read once)
+
+
 def organizational_domain(domain: str) -> str:
-    labels = domain.lower().rstrip(".").split(".")
-    keep = 3 if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVELS else 2
-    return ".".join(labels[-keep:])
+    """The public suffix and one label more (RFC 7489 3.2); a public suffix itself stays as it is."""
+    name = domain.lower().rstrip(".")
+    return _suffixes().privatesuffix(name) or name
 
 
 def aligned(one: str, other: str) -> bool:

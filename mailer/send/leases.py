@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Row
 
-from mailer.send import ledger
+from mailer.send import ledger, warmup
 from mailer.send.ledger import SendStatus, State, deliveries, metadata, sends
 from subscribers.models import UtcDateTime
 from subscribers.models import utcnow as now
@@ -84,7 +84,8 @@ def shared_sends(conn: Connection, only: int | None = None) -> Sequence[Row]:
 def claim_next(conn: Connection, send_id: int, worker: str, size: int, after: int) -> tuple[int, list[int]] | None:
     """Claim up to `size` pending readers (ids above `after` first, then from the start) as a new
     batch of `worker`; returns (the batch number, the ids claimed, ascending), or None when no reader
-    is pending or the send no longer runs (stopped for the operator: docs/workers.md).
+    is pending, the send no longer runs (stopped for the operator: docs/workers.md) or, for a
+    warm-up send, today's cap is handed out (a batch is cut to what is left of it: warmup.py).
 
     The send's row is locked first (the one lock order: the send's row, then its deliveries), which
     also makes claims of one send take turns, as they did on the batch counter."""
@@ -94,7 +95,15 @@ def claim_next(conn: Connection, send_id: int, worker: str, size: int, after: in
     if conn.execute(lock).scalar() != SendStatus.SENDING.value:
         return None
     take = _claim_pg if conn.dialect.name == "postgresql" else _claim
-    return take(conn, send_id, worker, size, after) or (take(conn, send_id, worker, size, 0) if after else None)
+    allowed = warmup.claimable(conn, send_id, ledger.db_now(conn))   # a warm-up's cap is the send's: kept
+    if allowed is not None:                                          # here, under the send's row lock
+        size = min(size, allowed)
+        if size <= 0:
+            return None
+    claimed = take(conn, send_id, worker, size, after) or (take(conn, send_id, worker, size, 0) if after else None)
+    if allowed is not None and claimed:
+        warmup.count_claim(conn, send_id, len(claimed[1]))
+    return claimed
 
 
 def _claim(conn: Connection, send_id: int, worker: str, size: int, after: int) -> tuple[int, list[int]] | None:

@@ -17,7 +17,11 @@ order interleaving the providers, and each provider's messages per second kept u
   same way. A temporary refusal that says it is about rate ("421", or 4.7.x with "rate", "too
   many", "throttl", "unusual", "volume") holds that provider for `hold_seconds` and halves its limit: its
   readers in the next batches are not sent but deferred (the ledger retries them), while the
-  other providers go on at their own pace.
+  other providers go on at their own pace. The SMTP backend answers a `421 4.7.x` at MAIL, RCPT
+  or DATA so (deliver/smtp.py): the reader is deferred, never sent twice, and the send goes on.
+- **Across workers.** `mailer send --workers N` and `mailer worker` pace with `SharedPacer`: the
+  same limits and holds, kept per send and provider in `rate_budget` (ratelimit.py) by the
+  database's clock, so they hold for the workers together.
 
 docs/deliverability.md has the reasons; `mailer report` shows the deferrals per provider.
 """
@@ -40,8 +44,10 @@ from sqlalchemy import Column, Float, Select, String, Table, func, literal, sele
 from sqlalchemy.engine import Connection, Engine
 
 from mailer.resolver import make_resolver
+from mailer.send import ratelimit
 from mailer.send.deliver.base import Result, ResultStatus
 from mailer.send.ledger import metadata
+from mailer.send.ratelimit import SharedBudget
 from subscribers.models import UtcDateTime, subscribers, utcnow
 
 CACHE_DAYS = 30
@@ -186,8 +192,8 @@ class Pacer:
         """`send_batch(outs, encoded)` for the readers whose provider is not held, after waiting for
         their providers' pace; the held ones come back RETRY_LATER without being sent."""
         kinds = {o.ref: self.provider(o.email) for o in outs}
-        now = self.clock()
-        held = [o for o in outs if self.held_until.get(kinds[o.ref], 0.0) > now]
+        holding = self.held(set(kinds.values()))
+        held = [o for o in outs if kinds[o.ref] in holding]
         if held:
             refs = {o.ref for o in held}
             outs = [o for o in outs if o.ref not in refs]
@@ -201,6 +207,11 @@ class Pacer:
         sent = send_batch(outs, encoded)
         self.observe([kinds[r.ref] for r in sent], sent)
         return results + sent
+
+    def held(self, kinds: set[Provider]) -> set[Provider]:
+        """Which of these providers asked us to slow down and are held now."""
+        now = self.clock()
+        return {p for p in kinds if self.held_until.get(p, 0.0) > now}
 
     def _wait(self, counts: Counter) -> None:
         with self._lock:
@@ -226,13 +237,54 @@ class Pacer:
                     self.slow_down(provider)
 
     def slow_down(self, provider: Provider) -> None:
-        """That provider only: held for hold_seconds, and its limit halved (1 a second when it had none)."""
+        """That provider only: held for hold_seconds, and its limit halved (1 a second when it had none),
+        once per hold: the rest of the batch answered the same way while it is held changes nothing
+        (as SharedPacer across workers)."""
         with self._lock:
             now = self.clock()
+            if self.held_until.get(provider, 0.0) > now:
+                return
             self.held_until[provider] = now + self.hold_seconds
             rate = self.limits.get(provider, 0.0)
             self.limits[provider] = rate / 2 if rate > 0 else 1.0
             self.next_free[provider] = max(self.next_free.get(provider, now), now + self.hold_seconds)
+
+
+class SharedPacer(Pacer):
+    """The pacer of a shared send (`mailer send --workers N`, `mailer worker`): each provider's rate
+    and hold live in the database, one ratelimit.SharedBudget row per send and provider
+    (`pace:SEND:PROVIDER`), by the database's clock. The limits hold for all workers together (two
+    workers at gmail = 20 send 20 a second between them, not 40), and a "rate limited" answer to any
+    worker holds that provider for every worker and halves its rate there (once per hold)."""
+
+    def __init__(self, engine: Engine, send_id: int, limits: dict[Provider, float], providers: dict[str, Provider],
+                 hold_seconds: float, *, sleep: Callable[[float], object] = time.sleep,
+                 clock: Callable[[], float] | None = None):
+        super().__init__(limits, providers, hold_seconds, sleep=sleep)
+        self.engine = engine
+        self._seen: dict[Provider, ratelimit.State] = {}
+        # clock: epoch seconds, a test's; None: the database's
+        self.budgets = {p: SharedBudget(engine, f"pace:{send_id}:{p.value}", float(limits.get(p, 0.0)),
+                                        clock=clock, sleep=sleep) for p in Provider}
+
+    def held(self, kinds: set[Provider]) -> set[Provider]:
+        """Read once per batch (one query for its providers), and kept for `_wait`."""
+        order = sorted(kinds)
+        self._seen = dict(zip(order, ratelimit.states(self.engine, [self.budgets[p] for p in order]), strict=True))
+        return {p for p, state in self._seen.items() if state.wait_until > state.now}
+
+    def _wait(self, counts: Counter) -> None:
+        for provider, n in counts.items():
+            budget = self.budgets[provider]
+            seen = self._seen.get(provider)
+            if (seen.rate if seen is not None else budget.rate) <= 0:
+                continue   # no limit, and never slowed down
+            before = budget.waited
+            budget.take(n)
+            self.waited += budget.waited - before
+
+    def slow_down(self, provider: Provider) -> None:
+        self.budgets[provider].slow_down(self.hold_seconds)
 
 
 def limits_of(pacing) -> dict[Provider, float]:
@@ -245,6 +297,14 @@ class Paced(NamedTuple):
     """What a paced send hands the dispatcher: the readers' order, and the pacer for the batch loop."""
     order: Callable[[Connection, Select], Select]
     pacer: Pacer
+
+
+def for_worker(settings, engine: Engine, send_id: int) -> SharedPacer | None:
+    """A worker's pacer for a shared send ([delivery.pacing] as this worker's settings say), or None."""
+    pacing = settings.delivery.pacing
+    if not pacing.on:
+        return None
+    return SharedPacer(engine, send_id, limits_of(pacing), providers_of(engine), pacing.hold_seconds)
 
 
 def for_send(settings, engine: Engine, readers: Select | None, *, tier: Callable | None = None,

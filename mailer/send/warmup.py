@@ -48,6 +48,10 @@ send_warmups = Table(
     Column("first_day", Date, nullable=False),        # the UTC day the warm-up began
     Column("first_cap", Integer, nullable=False),     # [delivery.pacing] warmup_first_day then
     Column("capped_on", Date),                        # the last UTC day a run stopped at the day's cap
+    # workers' claims (leases.claim_next): readers claimed on `claimed_on`, counted from the ledger once
+    # that day, then kept up by each claim, so a claim does not count the send's deliveries
+    Column("claimed_on", Date),
+    Column("claimed", Integer),
 )
 
 
@@ -101,6 +105,47 @@ def today(conn: Connection, send_id: int, now: datetime | None = None) -> Day | 
     return Day(number, cap(row.first_cap, number), used)
 
 
+def claimable(conn: Connection, send_id: int, now: datetime) -> int | None:
+    """How many readers a worker may still claim today (None: the send is no warm-up). Called under
+    the send's row lock (leases.claim_next), so claims of one send take turns and the day's total
+    never passes the cap, however many workers claim. The first claim of a day counts what the
+    ledger handed out today (a single run's readers too); each claim then adds its own
+    (`count_claim`). A batch given back unsent still counts: a day may end a little under its cap,
+    never over."""
+    left, counted = _left(conn, send_id, now)
+    if counted is not None:   # the day's first claim: what the ledger says went today, kept from now on
+        conn.execute(update(send_warmups).where(send_warmups.c.send_id == send_id)
+                     .values(claimed_on=now.date(), claimed=counted))
+    return left
+
+
+def left_today(conn: Connection, send_id: int, now: datetime) -> int | None:
+    """What `claimable` would say, written nowhere (a worker deciding whether to wait for tomorrow)."""
+    return _left(conn, send_id, now)[0]
+
+
+def _left(conn: Connection, send_id: int, now: datetime) -> tuple[int | None, int | None]:
+    """(readers left today, or None for no warm-up; today's count from the ledger when it was not kept yet)."""
+    row = conn.execute(select(send_warmups).where(send_warmups.c.send_id == send_id)).first()
+    if row is None:
+        return None, None
+    if row.claimed_on == now.date() and row.claimed is not None:
+        return max(0, cap(row.first_cap, (now.date() - row.first_day).days) - row.claimed), None
+    day = today(conn, send_id, now)
+    assert day is not None   # its send_warmups row was just read
+    return day.left, day.used
+
+
+def count_claim(conn: Connection, send_id: int, readers: int) -> None:
+    conn.execute(update(send_warmups).where(send_warmups.c.send_id == send_id)
+                 .values(claimed=send_warmups.c.claimed + readers))
+
+
+def forget_claims(conn: Connection, send_id: int) -> None:
+    """A single run of the send counts today's readers itself: the workers' next claim counts again."""
+    conn.execute(update(send_warmups).where(send_warmups.c.send_id == send_id).values(claimed_on=None, claimed=None))
+
+
 def capped_today(engine: Engine, send_id: int, now: datetime | None = None) -> bool:
     """True for a warm-up send a run stopped at today's cap (the scheduler waits for tomorrow)."""
     with engine.connect() as conn:
@@ -144,6 +189,7 @@ def for_run(engine: Engine, send_id: int, settings, backend, pacer=None) -> Limi
     with engine.begin() as conn:
         if pacing.warmup:
             begin(conn, send_id, pacing.warmup_first_day)
+        forget_claims(conn, send_id)
         day = today(conn, send_id)
     if day is None:
         return None

@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from mailer.config import OnInterrupted, Settings, database_url
 from mailer.errors import AmbiguousDelivery, SendError, SendTakenOver
 from mailer.reports.figures import failure_lines
-from mailer.send import dispatch, leases, ledger
+from mailer.send import dispatch, leases, ledger, pacing, warmup
 from mailer.send.batches import BatchLoop, Claimed, Prepared, Retry
 from mailer.send.deliver.registry import create_backend
 from mailer.send.ledger import SendStatus, State
@@ -167,6 +167,9 @@ def _work_on(settings: Settings, engine, row, me: str, report: WorkerReport, not
         others = leases.others_in_flight(conn, row.id, me)
         if not ledger.unfinished(c):
             ledger.finish(conn, row.id, SendStatus.DONE, shared=True)
+        left_today = warmup.left_today(conn, row.id, ledger.db_now(conn))
+    if left_today == 0:   # a warm-up send at today's cap: the rest waits for tomorrow
+        return bool(others)
     return bool(c[State.PENDING] or others)
 
 
@@ -201,7 +204,8 @@ def _loop(settings: Settings, engine, row, me: str, summary, lost, stop, edition
     return WorkerLoop(engine, row.id, row.list_id, edition, dispatch._token_maker(settings, row.list_id, engine),
                       _backend(settings, engine, row.backend), summary, lambda s: None, time.monotonic(),
                       retry=retry, ref_key=ref_key, refused=dispatch._bounce_policy(settings, row.id, ref_key),
-                      lost=lost, stop=stop, worker=me, lease=lease)
+                      lost=lost, stop=stop, worker=me, lease=lease,
+                      pacer=pacing.for_worker(settings, engine, row.id))   # limits shared by the workers
 
 
 def _backend(settings: Settings, engine, name: str):
@@ -230,10 +234,15 @@ def run_shared(settings: Settings, plan: dispatch.Plan, workers: int, *, config=
         dispatch.ref_key_of(settings)
         dispatch.check_tracking(settings)
         create_backend(plan.backend, settings)
+    paced = dispatch._paced(settings, plan, time.sleep) if not plan.already_sent else None
     send_id, summary.interrupted, finished = dispatch._start(plan, settings.delivery.on_interrupted, notice,
                                                              take_over=take_over, archive=archive,
-                                                             journal=settings.delivery.journal_dir, join=True)
+                                                             journal=settings.delivery.journal_dir, join=True,
+                                                             order=paced.order if paced else None)
     summary.send_id = send_id
+    if settings.delivery.pacing.warmup and not finished:   # the cap is the send's: the workers' claims keep it
+        with plan.engine.begin() as conn:
+            warmup.begin(conn, send_id, settings.delivery.pacing.warmup_first_day)
     if finished:
         with plan.engine.connect() as conn:
             dispatch._fill(summary, ledger.counts(conn, send_id))
@@ -262,12 +271,27 @@ def run_shared(settings: Settings, plan: dispatch.Plan, workers: int, *, config=
         raise SendError(f"send #{send_id} stopped after {summary.sent:,} sent: {stopped.last_error}").told(summary)
     failed = [p.returncode for p in procs if p.returncode]
     error = f"{len(failed)} of {workers} workers failed (exit {failed})" if failed else None
+    if left and not failed:
+        _capped(plan.engine, send_id, left, notice)
     dispatch._finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, error)
     summary.duration = time.monotonic() - started
     if left and failed:
         raise SendError(f"send #{send_id} stopped with {left:,} readers left: {error}; run the same command "
                         "again to continue").told(summary)
     return summary
+
+
+def _capped(engine, send_id: int, left: int, notice) -> None:
+    """A warm-up send whose workers stopped at today's cap: marked so (the scheduler continues it tomorrow)."""
+    with engine.connect() as conn:
+        at = ledger.db_now(conn)
+        if warmup.left_today(conn, send_id, at) != 0:
+            return
+        day = warmup.today(conn, send_id, at)
+    assert day is not None   # a warm-up send
+    warmup.mark_capped(engine, send_id)
+    notice(f"warm-up day {day.number + 1}: today's cap of {day.cap:,} is reached; the other {left:,} readers go "
+           "on the next days (the scheduler continues the send, or run the same command tomorrow)")
 
 
 def _wait_for_one(procs: list, most: float) -> None:

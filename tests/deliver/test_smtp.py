@@ -73,6 +73,7 @@ def test_a_dropped_connection_is_reopened_and_nobody_is_missed_or_doubled(settin
 A, LATER, REFUSED, DOUBT = ResultStatus.ACCEPTED, ResultStatus.RETRY_LATER, ResultStatus.REJECTED, ResultStatus.IN_DOUBT
 CLOSING = "421 4.3.2 Service shutting down"
 SENDER_REFUSED = "553 5.7.1 Sender address rejected: not owned by user"
+SLOW_DOWN = "421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume"
 
 
 @pytest.mark.parametrize("case, lanes, sink_options, statuses, received, connections", [
@@ -95,6 +96,22 @@ SENDER_REFUSED = "553 5.7.1 Sender address rejected: not owned by user"
      [0, 1, 2, 3, 4], 2),
     ("return path refused mid-batch: the rest waits", 1,
      {"refuse_sender": SENDER_REFUSED, "refuse_sender_after": 3}, [A, A, A, LATER, LATER], [0, 1, 2], 1),
+    # "slow down" (421 4.7.x, or words about rate): that reader waits, not retried at once; the next
+    # message goes on a new connection, and a first message so answered does not stop the batch
+    ("421 4.7.0 at RCPT: that reader waits", 1, {"replies": {"r2@example.org": SLOW_DOWN}},
+     [A, A, LATER, A, A], [0, 1, 3, 4], 2),
+    ("421 too many at RCPT: that reader waits", 1,
+     {"replies": {"r0@example.org": "421 4.4.5 Too many connections from your host"}}, [LATER, A, A, A, A],
+     [1, 2, 3, 4], 2),
+    ("421 4.7.0 at MAIL mid-batch: the rest waits", 1, {"refuse_sender": SLOW_DOWN, "refuse_sender_after": 3},
+     [A, A, A, LATER, LATER], [0, 1, 2], 2),
+    ("421 4.7.0 at DATA: that reader waits", 1, {"data_replies": {"r2@example.org": SLOW_DOWN}},
+     [A, A, LATER, A, A], [0, 1, 3, 4], 2),
+    ("421 shutting down at DATA twice: the rest waits", 1, {"data_replies": {"r2@example.org": CLOSING}},
+     [A, A, LATER, LATER, LATER], [0, 1], 2),
+    ("421 4.7.0 and closed for the whole domain", 1, {"rate_limit": {"example.org": 60}}, [LATER] * 5, [], 5),
+    ("two connections, 421 4.7.0 at RCPT", 2, {"replies": {"r1@example.org": SLOW_DOWN}},
+     [A, LATER, A, A, A], [0, 2, 3, 4], 3),
 ])
 def test_a_batch_goes_message_by_message_with_one_result_per_reader(settings, edition, case, lanes, sink_options,
                                                                      statuses, received, connections):

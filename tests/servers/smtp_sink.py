@@ -7,6 +7,11 @@ Faults: `replies={"x@example.org": "450 4.2.1 Mailbox busy"}` answers RCPT for c
 connection, as servers that cap messages per connection do (docs/mail-facts.md, Yahoo).
 `greylist={"x@example.org": 2.0}` answers RCPT for chosen recipients with 450 4.7.1 until that
 many seconds after their first try (Postgrey's way; `sink.state.rcpt_tries` counts the tries);
+`rate_limit={"gmail.com": 3.0}` answers RCPT for every recipient in that domain with `421 4.7.0` and
+closes the connection, for that many seconds after the domain's first RCPT (a provider that finds us
+too fast; `sink.state.rate_limited` counts those answers by domain);
+`data_replies={"x@example.org": "421 4.7.0 ..."}` answers the DATA command of a message to that
+recipient so, before any content (a 421 then closes the channel);
 `drop_after_data={"x@example.org"}` queues the message, then drops the connection without the
 250 reply, once per recipient (the server took it; the client cannot know).
 `data_delay=0.2` waits that many seconds before answering each message's content (a slow relay: a
@@ -43,6 +48,7 @@ class Received:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     data: bytes                    # the raw message as received (CRLF line ends)
+    at: float = 0.0                # time.monotonic() when its content arrived (pacing's spacing)
 
 
 @dataclass
@@ -54,14 +60,18 @@ class SinkState:
     count: int = 0
     rcpt_tries: dict = field(default_factory=dict)   # address -> RCPT commands seen
     helo_names: list = field(default_factory=list)   # the names clients gave in EHLO/HELO
+    rate_limited: dict = field(default_factory=dict)  # domain -> 421 4.7.0 answers given
 
 
 class _Handler:
     def __init__(self, state: SinkState, replies: dict[str, str], drop_after: int | None,
                  greylist: dict[str, float] | None = None, drop_after_data: set[str] | None = None,
                  refuse_sender: tuple[str, int] | None = None, data_delay: float = 0.0,
-                 refuse_rcpt: str | None = None):
+                 refuse_rcpt: str | None = None, rate_limit: dict[str, float] | None = None,
+                 data_replies: dict[str, str] | None = None):
         self.state, self.replies, self.drop_after = state, replies, drop_after
+        self.data_replies = {k.lower(): v for k, v in (data_replies or {}).items()}
+        self.rate_limit = {k.lower(): v for k, v in (rate_limit or {}).items()}
         self.data_delay, self.refuse_rcpt = data_delay, refuse_rcpt
         self.on_drop = lambda: None   # SmtpSink: stop listening (down_after_drop)
         self.refuse_sender = refuse_sender
@@ -100,6 +110,16 @@ class _Handler:
             first = self.first_try.setdefault(key, time.monotonic())
         if key in self.greylist and time.monotonic() - first < self.greylist[key]:
             return "450 4.7.1 Greylisted, please try again later"
+        domain = key.rpartition("@")[2]
+        if domain in self.rate_limit:
+            with self.lock:
+                since = self.first_try.setdefault("@" + domain, time.monotonic())
+                limited = time.monotonic() - since < self.rate_limit[domain]
+                if limited:
+                    self.state.rate_limited[domain] = self.state.rate_limited.get(domain, 0) + 1
+            if limited:   # the answer goes out, then the channel closes (RFC 5321 3.8)
+                asyncio.get_running_loop().call_soon(server.transport.close)
+                return "421 4.7.0 Try again later, closing connection. (rate limited)"
         reply = self.replies.get(key) or self.refuse_rcpt
         if reply:
             return reply
@@ -114,7 +134,8 @@ class _Handler:
             self.state.count += 1
             if not self.state.count_only:
                 self.state.messages.append(Received(envelope.mail_from, tuple(envelope.rcpt_tos),
-                                                    bytes(envelope.original_content or envelope.content)))
+                                                    bytes(envelope.original_content or envelope.content),
+                                                    time.monotonic()))
             dropping = [a for a in envelope.rcpt_tos if a.lower() in self.drop_after_data]
             self.drop_after_data.difference_update(a.lower() for a in dropping)
         if dropping:  # queued, but the client never hears so
@@ -125,7 +146,23 @@ class _Handler:
         return f"250 2.0.0 Ok: queued as Q{self.state.count}"
 
 
-class _BulkDataSMTP(SMTP):
+class _SinkSMTP(SMTP):
+    """aiosmtpd's SMTP with the DATA command itself answerable per recipient (`data_replies`): a
+    `421` there is sent, then the channel closed, before any content."""
+
+    async def smtp_DATA(self, arg: str) -> None:
+        wanted = getattr(self.event_handler, "data_replies", {})
+        reply = next((wanted[a.lower()] for a in self.envelope.rcpt_tos if a.lower() in wanted), None)
+        if reply is None:
+            return await super().smtp_DATA(arg)
+        await self.push(reply)
+        if reply.startswith("421"):
+            self.transport.close()
+        else:
+            self._set_rset_state()
+
+
+class _BulkDataSMTP(_SinkSMTP):
     """aiosmtpd's SMTP with DATA read up to the terminating dot in one call (RFC 5321 4.5.2)."""
 
     async def smtp_DATA(self, arg: str) -> None:
@@ -150,7 +187,7 @@ class _Controller(Controller):
         self.bulk_data = bulk_data
 
     def factory(self):
-        return _BulkDataSMTP(self.handler, **self.SMTP_kwargs) if self.bulk_data else super().factory()
+        return (_BulkDataSMTP if self.bulk_data else _SinkSMTP)(self.handler, **self.SMTP_kwargs)
 
     def _create_server(self):
         """Listen on a socket bound to port 0 here (no port picked, closed and reused: others run
@@ -167,13 +204,14 @@ class SmtpSink:
                  greylist: dict[str, float] | None = None, drop_after_data: set[str] | None = None,
                  refuse_sender: str | None = None, refuse_sender_after: int = 0,
                  data_delay: float = 0.0, refuse_rcpt: str | None = None, down_after_drop: bool = False,
+                 rate_limit: dict[str, float] | None = None, data_replies: dict[str, str] | None = None,
                  tls_context: ssl.SSLContext | None = None, implicit_tls: bool = False,
                  users: dict[str, str] | None = None, count_only: bool = False, bulk_data: bool = False):
         self.state = SinkState(count_only=count_only)
         handler = _Handler(self.state, {k.lower(): v for k, v in (replies or {}).items()}, drop_after,
                            greylist, drop_after_data,
                            (refuse_sender, refuse_sender_after) if refuse_sender else None,
-                           data_delay, refuse_rcpt)
+                           data_delay, refuse_rcpt, rate_limit, data_replies)
         if down_after_drop:
             handler.on_drop = self._stop_listening
         kwargs: dict = {"data_size_limit": 40 * 1024 * 1024}

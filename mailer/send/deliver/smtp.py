@@ -1,7 +1,10 @@
 """Stage 6b: outgoing batch -> SMTP transactions over one reused connection (smtplib).
 
 One connection serves the whole send (docs/mail-facts.md: reuse connections); when the server drops
-it or answers 421, we reconnect and retry that message once. A batch (`[delivery.smtp] batch_size`
+it or answers 421, we reconnect and retry that message once, unless the 421 says we send too fast
+(`421 4.7.x`, or words about rate: `rate_limited`) at MAIL, RCPT or DATA: then that reader is
+RETRY_LATER (the ledger defers them; [delivery.pacing] slows their provider down, pacing.py) and
+the next message reconnects, the message never having been sent. A batch (`[delivery.smtp] batch_size`
 messages, so one ledger claim and one results write per batch, not per message) goes one message
 after another over that connection; with `connections` above 1, each of that many connections
 sends its own contiguous part of the batch at once (results keep the batch's order: measured on
@@ -353,6 +356,13 @@ class SmtpBackend(Backend["list[bytes | _Signing]"]):
 
     def _refused(self, out, stage: Stage, code: int, reply: bytes) -> Result:
         words = _words(reply)
+        if code == 421 and stage is not Stage.CONTENT and rate_limited(words):
+            # "try later, you send too fast": nothing of this message was sent. The reader waits (the
+            # ledger defers them, pacing.py slows that provider down) instead of being retried at once;
+            # the server may have closed the channel, so the next message starts on a new connection.
+            _close(self._conn)
+            self._conn = None
+            return Result(out.ref, ResultStatus.RETRY_LATER, detail=f"{code} {words}", raw=f"{stage}: {code} {words}")
         if code == 421:  # "closing transmission channel": reconnect and retry once
             raise _Dropped(stage, f"{code} {words}")
         try:
@@ -375,6 +385,17 @@ class SmtpBackend(Backend["list[bytes | _Signing]"]):
         if re.search(r"relay|client host", words, re.I):   # a 5.7.1 about the return path keeps its own words
             return f"{where} refuses to take mail from this host (relaying denied)"
         return f"the server refuses the return path {self.return_path}"
+
+
+_RATE_WORDS = re.compile(r"rate|too many|throttl|unusual|volume", re.I)
+
+
+def rate_limited(words: str) -> bool:
+    """A 421's text that says "slow down" rather than "going away": an enhanced status 4.7.x (RFC
+    3463: a policy refusal, as Gmail's `421 4.7.28`, Yahoo's `421 4.7.0 [TSS04]`, Microsoft's
+    `421 4.7.500 Server busy` give), or words about rate, volume or throttling. A plain `421 4.3.2
+    Service shutting down` is not: that message is retried at once on a new connection."""
+    return bool(re.match(r"4\.7\.\d{1,3}\b", words.strip())) or bool(_RATE_WORDS.search(words))
 
 
 class _Unsigned(bytes):
