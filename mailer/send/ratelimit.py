@@ -15,8 +15,10 @@ import time
 from sqlalchemy import Column, Float, String, Table, case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from mailer.errors import DatabaseUnavailable, TemporaryDelivery
 from mailer.send import ledger
 from mailer.send.ledger import metadata
+from mailer.send.stall import Stall
 
 rate_budget = Table(
     "rate_budget", metadata,
@@ -32,15 +34,21 @@ _c = rate_budget.c
 class SharedBudget:
     """`take()` blocks until a request may start; `hold_until(epoch)` after a 429."""
 
-    def __init__(self, engine, name: str, rate: float, *, clock=None, sleep=time.sleep):
+    def __init__(self, engine, name: str, rate: float, *, clock=None, sleep=time.sleep, stall: Stall | None = None):
         self.engine, self.name, self.rate = engine, name, rate
+        self.stall = stall or Stall(0)        # the database briefly away: retried (stall.py); by default, one try
         self.burst = max(1.0, rate)           # at most a second's worth at once
         self.clock, self.sleep = clock, sleep   # clock: a test's; None: the database's
         self.waited = 0.0                     # seconds this process waited on the budget
 
     def take(self) -> None:
+        """A database that stays away raises TemporaryDelivery: the request was not made, so its
+        batch provably did not go (back to pending)."""
         while True:
-            wait = self._try()
+            try:
+                wait = self.stall(lambda attempt: self._try(), "taking from the shared rate budget")
+            except DatabaseUnavailable as exc:
+                raise TemporaryDelivery(f"{exc}; the request was not made", backend=self.name) from exc
             if wait <= 0:
                 return
             self.waited += wait
@@ -74,7 +82,13 @@ class SharedBudget:
         return max(0.001, (1 - have) / self.rate)
 
     def hold_until(self, epoch: float) -> None:
-        """A 429: every worker waits until `epoch` (never moved earlier)."""
-        with self.engine.begin() as conn:
-            conn.execute(update(rate_budget).where(_c.name == self.name, _c.wait_until < epoch)
-                         .values(wait_until=epoch))
+        """A 429: every worker waits until `epoch` (never moved earlier). A database that stays away
+        loses only the shared wait: the next take() raises, or SendGrid answers 429 again."""
+        def hold(attempt: int) -> None:
+            with self.engine.begin() as conn:
+                conn.execute(update(rate_budget).where(_c.name == self.name, _c.wait_until < epoch)
+                             .values(wait_until=epoch))
+        try:
+            self.stall(hold, "holding the shared rate budget after a 429")
+        except DatabaseUnavailable:
+            pass
