@@ -147,3 +147,47 @@ def test_a_second_signal_to_the_parent_stops_it_and_its_workers_at_once(tmp_path
     assert set(got.values()) == {1}
     after = counts(url)
     assert after["accepted"] + after["skipped"] == READERS and after["sending"] == after["pending"] == 0
+
+
+def test_a_peer_applies_a_dead_workers_journal_before_it_settles_its_batch(tmp_path, db_url):
+    """A worker gave up on the database (its journal on this host) and exited without releasing
+    its lease; a peer that survived reclaims its batch: the journaled results first (accepted and
+    refused readers keep them, never resent), on_interrupted only for the rest, the file deleted.
+    Its pid being gone makes it dead at once, before its lease runs out."""
+    import socket
+
+    from sqlalchemy import select
+
+    from mailer.config import OnInterrupted
+    from mailer.migrate import connect
+    from mailer.send import ledger, workers
+    from mailer.send.ledger import Mark
+    from mailer.send.stall import keep
+    from tests.deliver.helpers import seed
+    from tests.test_workers import fixed_send
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    dead = f"{socket.gethostname()}:{ended.pid}"   # a pid of this host that no longer runs
+    list_id = seed(db_url, 6)
+    engine = connect(db_url)
+    with engine.begin() as conn:
+        send_id = fixed_send(conn, list_id)
+        conn.execute(ledger.sends.update().values(workers=2))
+        leases.acquire(conn, dead, 60)                                 # its lease is still live
+        batch, ids = leases.claim_next(conn, send_id, dead, 4, 0)
+        assert leases.hand(conn, send_id, batch, dead, 60) == 4        # on the wire when it gave up
+    journal = tmp_path / "journal"
+    keep(journal, send_id, [Mark(ids[0], "accepted", "m1", None), Mark(ids[1], "failed", None, "550 no")], [],
+         writer=dead)
+    with engine.connect() as conn:
+        row = conn.execute(select(ledger.sends)).one()
+    notes: list[str] = []
+    workers._reclaim(engine, row, OnInterrupted.SKIP, workers.WorkerReport("peer:1"), notes.append, journal)
+    with engine.connect() as conn:
+        states = dict(conn.execute(select(ledger.deliveries.c.id, ledger.deliveries.c.state)).all())
+    engine.dispose()
+    assert [states[i] for i in ids] == ["accepted", "failed", "skipped", "skipped"]   # the rest: on_interrupted
+    assert not list(journal.glob("*.jsonl"))
+    assert "2 readers' results that dead workers could not record were applied" in notes[0], notes
+    assert f"batch {batch} (2 readers) was in flight on worker {dead}" in notes[1], notes

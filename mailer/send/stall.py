@@ -118,6 +118,11 @@ def apply(conn, folder: Path | None, send_id: int) -> tuple[int, list[Path]]:
     if folder is None:
         return 0, []
     paths = journal_files(folder, send_id)
+    return apply_files(conn, paths, send_id), paths
+
+
+def apply_files(conn, paths: list[Path], send_id: int) -> int:
+    """`apply` for these journal files (a dead worker's own, when a peer reclaims its batches)."""
     done = 0
     d = ledger.deliveries
     still = d.c.state == State.SENDING.value
@@ -136,4 +141,4 @@ def apply(conn, folder: Path | None, send_id: int) -> tuple[int, list[Path]]:
                                      .values(state=State.DEFERRED.value, last_error=error,
                                              next_attempt_at=datetime.fromisoformat(at),
                                              updated_at=ledger.now())).rowcount
-    return done, paths
+    return done

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
@@ -31,7 +32,7 @@ from mailer.send.batches import BatchLoop, Claimed, Prepared, Retry
 from mailer.send.deliver.registry import create_backend
 from mailer.send.ledger import SendStatus, State
 from mailer.send.ratelimit import SharedBudget
-from mailer.send.stall import Stall, journal_files, transient
+from mailer.send.stall import Stall, apply_files, journal_file, journal_files, transient
 
 POLL = 1.0   # seconds between looks at the ledger while waiting (for other workers, or --forever)
 PROGRESS_SHARE = 0.02   # at most this share of the time counting readers for `send --workers`'s bar
@@ -193,8 +194,8 @@ def _work_on(settings: Settings, engine, row, me: str, report: WorkerReport, not
     send still has work (pending, or in flight on another worker whose lease may yet expire).
     Every database step is retried while the database is briefly away (`stall`); when it stays
     away, DatabaseUnavailable, the batch's results in this worker's journal (BatchLoop.commit)."""
-    stall(lambda attempt: _reclaim(engine, row, settings.delivery.on_interrupted, report, notice),
-          "settling dead workers' batches")
+    stall(lambda attempt: _reclaim(engine, row, settings.delivery.on_interrupted, report, notice,
+                                   settings.delivery.journal_dir), "settling dead workers' batches")
     summary = dispatch.SendSummary(row.issue, row.list_name, row.backend, send_id=row.id)
     loop = stall(lambda attempt: _loop(settings, engine, row, me, summary, lost, stop, report.editions, lease, stall),
                  "preparing the send")
@@ -241,12 +242,25 @@ def _left(engine, send_id: int, me: str) -> tuple[dict, int]:
     return c, others
 
 
-def _reclaim(engine, row, on_interrupted: OnInterrupted, report: WorkerReport, notice) -> None:
-    """Settle the batches of the send held by dead workers: never handed over -> pending; handed
-    over -> on_interrupted, named."""
+def _reclaim(engine, row, on_interrupted: OnInterrupted, report: WorkerReport, notice,
+             journal: Path | None = None) -> None:
+    """Settle the batches of the send held by dead workers: first what a dead worker journaled on
+    this host (it gave up on the database: its results are facts, applied to readers still
+    `sending`), then what is left: never handed over -> pending; handed over -> on_interrupted, named."""
     with engine.begin() as conn:
         dead = leases.dead_batches(conn, row.id)
+        whose = {b: w for b, _, w, _ in dead}
+        kept = [path for path in (journal_file(journal, row.id, w) for w in sorted({w for w in whose.values() if w}))
+                if path.is_file()] if journal is not None else []
+        applied = apply_files(conn, kept, row.id)
+        if kept:   # what is still in flight of those batches once their journals are applied
+            dead = [(b, n, whose[b], h) for b, n, h in ledger.in_flight_batches(conn, row.id, list(whose))]
         leases.reclaim(conn, row.id, [b for b, _, _, _ in dead], resend=on_interrupted == OnInterrupted.RESEND)
+    for path in kept:   # committed: the journal's results are the ledger's now
+        path.unlink(missing_ok=True)
+    if kept:
+        notice(f"send #{row.id}: {applied:,} readers' results that dead workers could not record were applied "
+               f"from {', '.join(map(str, kept))}")
     for batch, readers, worker, handed in dead:
         state = (f"was in flight on worker {worker}, whose lease expired:" if handed
                  else f"was claimed by worker {worker}, whose lease expired, and")
