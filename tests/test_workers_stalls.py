@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 from sqlalchemy import create_engine
+from sqlalchemy.exc import OperationalError
 
 from mailer.send import leases
 from tests.servers.smtp_sink import SmtpSink
@@ -191,3 +192,55 @@ def test_a_peer_applies_a_dead_workers_journal_before_it_settles_its_batch(tmp_p
     assert not list(journal.glob("*.jsonl"))
     assert "2 readers' results that dead workers could not record were applied" in notes[0], notes
     assert f"batch {batch} (2 readers) was in flight on worker {dead}" in notes[1], notes
+
+
+def test_after_an_outage_longer_than_the_lease_nobody_reclaims_a_peer_that_is_still_coming_back(
+        tmp_path, repo, db_url):
+    """Every lease looks expired after such an outage. A worker whose own lease expired settles
+    nobody's batches (it is the one taken for dead, and stops); one whose database just came back
+    waits a lease (plus the longest retry wait) before it judges others, so a peer still retrying
+    can find its own lease lost and record its batch on the wire instead of having it resent."""
+    import time as clock
+    from datetime import timedelta
+
+    from sqlalchemy import select, update
+
+    from mailer.config import load_settings
+    from mailer.migrate import connect
+    from mailer.send import ledger, workers
+    from mailer.send.stall import LONGEST_WAIT, Stall
+    from subscribers.models import utcnow
+    from tests.deliver.helpers import seed
+    from tests.test_workers import fixed_send, project
+
+    list_id = seed(db_url, 6)
+    engine = connect(db_url)
+    with engine.begin() as conn:
+        send_id = fixed_send(conn, list_id)
+        conn.execute(ledger.sends.update().values(workers=2))
+        leases.acquire(conn, "peer.example:1", 60)
+        leases.acquire(conn, "me.example:2", 60)
+        batch, _ = leases.claim_next(conn, send_id, "peer.example:1", 3, 0)
+        leases.hand(conn, send_id, batch, "peer.example:1", 60)
+        conn.execute(update(leases.worker_leases).values(lease_until=utcnow() - timedelta(seconds=5)))  # both
+        row = conn.execute(select(ledger.sends)).one()
+    settings = load_settings(project(tmp_path, repo, db_url))
+    notes: list[str] = []
+    busy = workers._work_on(settings, engine, row, "me.example:2", workers.WorkerReport("me.example:2"),
+                            notes.append, lambda: False, lambda: False, 60, Stall(0))
+    with engine.connect() as conn:
+        still = ledger.counts(conn, send_id)["sending"]
+    engine.dispose()
+    assert busy is False and still == 3 and notes == []    # the peer's batch on the wire left alone
+
+    stall = Stall(10, sleep=lambda s: None)
+    assert workers._may_reclaim(stall, 60)                 # the database never went away
+    failures = [OperationalError("UPDATE ...", {}, Exception("terminating connection"))]
+
+    def once(attempt: int) -> None:
+        if failures:
+            raise failures.pop()
+    stall(once, "renewing the worker's lease")             # it came back just now
+    assert not workers._may_reclaim(stall, 60)
+    stall.recovered = clock.monotonic() - 60 - LONGEST_WAIT
+    assert workers._may_reclaim(stall, 60)

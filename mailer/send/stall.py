@@ -52,6 +52,11 @@ class Stall:
 
     def __init__(self, seconds: float = 300.0, *, sleep=time.sleep, notice: Callable[[str], None] = lambda m: None):
         self.seconds, self.sleep, self.notice = seconds, sleep, notice
+        self.recovered: float | None = None   # time.monotonic() when a step last went through after failing
+
+    def since_recovered(self) -> float:
+        """Seconds since the database last came back for this process (inf: it never went away)."""
+        return float("inf") if self.recovered is None else time.monotonic() - self.recovered
 
     def __call__(self, work: Callable[[int], T], what: str) -> T:
         """work(attempt) until it returns; attempt is 0, 1, ... (a retry may find its own earlier try committed)."""
@@ -59,7 +64,10 @@ class Stall:
         delay, attempt = FIRST_WAIT, 0
         while True:
             try:
-                return work(attempt)
+                done = work(attempt)
+                if attempt:
+                    self.recovered = time.monotonic()
+                return done
             except DBAPIError as exc:
                 if not transient(exc):
                     raise

@@ -32,7 +32,7 @@ from mailer.send.batches import BatchLoop, Claimed, Prepared, Retry
 from mailer.send.deliver.registry import create_backend
 from mailer.send.ledger import SendStatus, State
 from mailer.send.ratelimit import SharedBudget
-from mailer.send.stall import Stall, apply_files, journal_file, journal_files, transient
+from mailer.send.stall import LONGEST_WAIT, Stall, apply_files, journal_file, journal_files, transient
 
 POLL = 1.0   # seconds between looks at the ledger while waiting (for other workers, or --forever)
 PROGRESS_SHARE = 0.02   # at most this share of the time counting readers for `send --workers`'s bar
@@ -194,8 +194,11 @@ def _work_on(settings: Settings, engine, row, me: str, report: WorkerReport, not
     send still has work (pending, or in flight on another worker whose lease may yet expire).
     Every database step is retried while the database is briefly away (`stall`); when it stays
     away, DatabaseUnavailable, the batch's results in this worker's journal (BatchLoop.commit)."""
-    stall(lambda attempt: _reclaim(engine, row, settings.delivery.on_interrupted, report, notice,
-                                   settings.delivery.journal_dir), "settling dead workers' batches")
+    if not stall(lambda attempt: _renew(engine, me, lease, row.id), "renewing the worker's lease"):
+        return False   # our lease expired: we are the one taken for dead, and stop
+    if _may_reclaim(stall, lease):
+        stall(lambda attempt: _reclaim(engine, row, settings.delivery.on_interrupted, report, notice,
+                                       settings.delivery.journal_dir), "settling dead workers' batches")
     summary = dispatch.SendSummary(row.issue, row.list_name, row.backend, send_id=row.id)
     loop = stall(lambda attempt: _loop(settings, engine, row, me, summary, lost, stop, report.editions, lease, stall),
                  "preparing the send")
@@ -224,6 +227,20 @@ def _work_on(settings: Settings, engine, row, me: str, report: WorkerReport, not
                 raise
     c, others = stall(lambda attempt: _left(engine, row.id, me), "counting what is left of the send")
     return bool(c[State.PENDING] or others)
+
+
+def _renew(engine, me: str, lease: float, send_id: int) -> bool:
+    """Renew this worker's lease, committed, before it judges others' (False: it had expired)."""
+    with engine.begin() as conn:
+        return leases.renewer(me, lease, lambda: send_id)(conn)
+
+
+def _may_reclaim(stall: Stall, lease: float) -> bool:
+    """May this worker (its own lease just renewed) settle dead workers' batches now? Not within a
+    lease, plus the longest wait between two retries, of the database coming back: after an outage
+    longer than the lease every lease looks expired, and the peers, still retrying, must first find
+    theirs lost and record their batches on the wire, rather than have them reclaimed and resent."""
+    return stall.since_recovered() >= lease + LONGEST_WAIT
 
 
 def _finish(engine, send_id: int, status: SendStatus, why: str | None = None) -> None:
