@@ -7,6 +7,7 @@ Copies counted per reader at the sink (docs/exactly-once.md)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -36,9 +37,10 @@ from tests.test_workers_faults import gone
 WORKERS = ("--workers", "2")
 
 
-def start_shared(config, cwd) -> subprocess.Popen:
+def start_shared(config, cwd, group: bool = False) -> subprocess.Popen:
+    """`mailer send --workers 2`; `group`: in a process group of its own, as a terminal's job is."""
     return subprocess.Popen(command(config, *WORKERS), cwd=cwd, env=environment(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, process_group=0 if group else None)
 
 
 def live_workers(url: str) -> list[int]:
@@ -95,15 +97,22 @@ def test_workers_and_their_parent_through_a_postgresql_outage(tmp_path, repo, pg
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_to_the_parent_stops_each_worker_after_its_batch_on_the_wire(tmp_path, repo, pg_url, sig, code):
-    """The signal goes to the parent's pid only (a service manager's or `kill`'s, not the terminal's
-    process group): it asks its workers to stop; each records its batch; the rerun sends the rest once."""
+@pytest.mark.parametrize("sig, code, group", [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, False),
+                                              (signal.SIGINT, 130, True)])
+def test_a_signal_to_the_parent_stops_each_worker_after_its_batch_on_the_wire(tmp_path, repo, pg_url, sig, code,
+                                                                               group):
+    """The signal goes to the parent's pid only (a service manager's or `kill`'s): it asks its
+    workers to stop; each records its batch; the rerun sends the rest once. Or (`group`) to the
+    whole process group, as Ctrl-C at a terminal does: each worker gets it too, once, and the
+    parent's word is not taken for a second signal."""
     with SmtpSink(data_delay=0.15) as sink:
         config, url = project(tmp_path, repo, sink.port, url=pg_url)
-        proc = start_shared(config, tmp_path)
+        proc = start_shared(config, tmp_path, group)
         wait_for(lambda: len(sink.messages) >= BATCH + 2 or proc.poll() is not None, what="batches on the wire")
-        proc.send_signal(sig)
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         _, err = finish(proc)
         assert proc.returncode == code, err
         stopped = counts(url)
