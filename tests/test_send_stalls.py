@@ -193,16 +193,20 @@ def test_the_journal_is_applied_to_readers_still_in_flight_only_and_a_cut_line_i
          [Deferral(ids[1], "450 busy", at)])
     with journal_file(tmp_path / "journal", send_id).open("a") as f:
         f.write('{"marks": [[')   # cut short by a crash
+    worker = keep(tmp_path / "journal", send_id, [Mark(ids[2], "failed", None, "550 no")], [], writer="box:42")
+    other = keep(tmp_path / "journal", send_id + 10, [Mark(ids[2], "accepted", "m9", None)], [])  # send #11's
+    assert worker.name == f"send-{send_id}.box-42.jsonl"   # a worker's own file: none shared
     with engine.begin() as conn:
         applied, path = apply(conn, tmp_path / "journal", send_id)
-        assert apply(conn, None, send_id) == (0, None) and apply(conn, tmp_path / "none", send_id) == (0, None)
+        assert apply(conn, None, send_id) == (0, []) and apply(conn, tmp_path / "none", send_id) == (0, [])
         rows = {r.id: (r.state, r.provider_id, r.next_attempt_at)
                 for r in conn.execute(select(ledger.deliveries).order_by(ledger.deliveries.c.id))}
         assert ledger.claimed_before(conn, send_id, ids[3:]) is None
     engine.dispose()
-    assert applied == 2 and path == journal_file(tmp_path / "journal", send_id)
+    assert applied == 3 and path == [worker, journal_file(tmp_path / "journal", send_id)]   # every file of the send
+    assert other.is_file() and other not in path
     assert rows == {ids[0]: ("accepted", "m1", None), ids[1]: ("deferred", None, at),
-                    ids[2]: ("sending", None, None), ids[3]: ("accepted", "m4", None)}
+                    ids[2]: ("failed", None, None), ids[3]: ("accepted", "m4", None)}
 
 
 @pytest.mark.parametrize("error, one_line", [

@@ -9,6 +9,7 @@ import re
 import subprocess
 from collections import Counter
 
+import pytest
 from sqlalchemy import select
 
 from mailer.send import ledger
@@ -144,3 +145,76 @@ def test_status_tells_a_live_runner_from_a_dead_one(tmp_path, repo, db_url, cli)
     assert "lease expired" not in alive.out and "its runner's batch on the wire" in alive.out
     assert re.search(rf"runner \S+:{a.pid}: last heartbeat \d+ s ago \(database clock\): dead", dead.out), dead.out
     assert "in flight when its runner stopped" in dead.out
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")   # http base_url on purpose
+def test_a_take_over_waits_behind_the_live_runners_commit_and_never_deadlocks(settings, pg_url, monkeypatch):
+    """The interleaving forced, on PostgreSQL: the live runner A is held inside the transaction that
+    records its batch and claims the next (`BatchLoop._commit`), after its last statement, before
+    COMMIT; then B takes the send over (`dispatch._start`: the send's row, then its deliveries).
+    B must wait behind A's locks (checked with pg_blocking_pids, so the race really happened) and
+    go on when A commits; A then finds the send taken over. With A's order reversed (the results
+    before the claim: deliveries, then the send's row) PostgreSQL reports a deadlock here."""
+    import dataclasses
+    import threading
+    import uuid
+
+    import psycopg
+
+    from mailer.compose.gate import compose_checked, issue_path
+    from mailer.config import OnInterrupted
+    from mailer.errors import SendTakenOver
+    from mailer.send import dispatch
+    from mailer.send.batches import BatchLoop
+
+    name = f"i22c_lock_{uuid.uuid4().hex[:8]}"
+    url = f"{pg_url}&application_name={name}"
+    seed(url, 250)
+    s = dataclasses.replace(settings, database=dataclasses.replace(settings.database, url=url))
+    monkeypatch.setenv("MAILER_SECRET_KEY", "test-secret-key-0123456789abcdef")
+    composed = compose_checked(issue_path("2024-11", s), s)
+    runner_b = f"{ledger.socket.gethostname()}:b-{uuid.uuid4().hex[:6]}"   # B is another runner (a thread here)
+    own = ledger.this_runner
+    monkeypatch.setattr(ledger, "this_runner", lambda: runner_b if threading.current_thread().name == "B" else own())
+    holding, go = threading.Event(), threading.Event()
+    write = BatchLoop.write
+
+    def held_write(self, conn, outcome):   # A's last statement of the transaction; then it waits for B
+        write(self, conn, outcome)
+        if not holding.is_set():
+            holding.set()
+            go.wait(60)
+    monkeypatch.setattr(BatchLoop, "write", held_write)
+    errors: dict[str, BaseException] = {}
+    notes: list[str] = []
+
+    def run(who: str, work) -> threading.Thread:
+        def body() -> None:
+            try:
+                work()
+            except BaseException as exc:  # noqa: BLE001 - asserted below
+                errors[who] = exc
+        thread = threading.Thread(target=body, name=who)
+        thread.start()
+        return thread
+
+    a = run("A", lambda: dispatch.run_send(s, dispatch.plan_send(s, composed, "crank"), notice=notes.append))
+    assert holding.wait(120), errors
+    b = run("B", lambda: dispatch._start(dispatch.plan_send(s, composed, "crank"), OnInterrupted.RESEND,
+                                         notes.append, take_over=True))
+    plain = pg_url.split("?")[0].replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(plain, autocommit=True) as watch:
+        def b_waits() -> bool:
+            return bool(watch.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND "
+                                      "cardinality(pg_blocking_pids(pid)) > 0", (name,)).fetchone()[0])
+        wait_for(lambda: b_waits() or not b.is_alive(), what="B to reach A's locks")
+        waited = b.is_alive()
+    go.set()
+    a.join(120)
+    b.join(120)
+    assert waited, "B was not blocked behind A: the interleaving did not happen"
+    assert not any("deadlock" in str(e).lower() for e in errors.values()), errors
+    assert not any("deadlock" in n.lower() for n in notes), notes   # not even one retried by the stall
+    assert "B" not in errors, errors["B"]
+    assert "A" not in errors or isinstance(errors["A"], SendTakenOver), errors["A"]
+    assert any("taking send #1 over" in n for n in notes)

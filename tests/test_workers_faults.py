@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from collections import Counter
 
 import pytest
@@ -175,15 +174,17 @@ def test_a_killed_workers_batch_claimed_ahead_is_sent_even_under_skip(tmp_path, 
         config = configured(tmp_path, repo, pg_url, server, on_interrupted="skip")
         parent = start(config, tmp_path, *send_args("--workers", "2"))
         try:
-            def killed_with_a_batch_ahead():
-                for pid in workers_of(engine):
+            def killed_with_a_batch_ahead():   # paused, its batch ahead read, then killed: once its pid is
+                for pid in workers_of(engine):  # gone a peer may reclaim it at once (leases.alive)
                     if holding(engine, pid, handed=False):
-                        os.kill(pid, signal.SIGKILL)
-                        return pid
+                        os.kill(pid, signal.SIGSTOP)
+                        ahead = holding(engine, pid, handed=False)
+                        if ahead:
+                            os.kill(pid, signal.SIGKILL)
+                            return pid, ahead
+                        os.kill(pid, signal.SIGCONT)
                 return None
-            victim = wait_for(killed_with_a_batch_ahead, what="a worker with a batch claimed ahead")
-            time.sleep(0.2)
-            ahead = holding(engine, victim, handed=False)
+            _, ahead = wait_for(killed_with_a_batch_ahead, what="a worker with a batch claimed ahead")
             code, _, err = ended(parent, timeout=600)
         finally:
             cleanup(parent)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,10 @@ class StopOnSignal:
         with StopOnSignal("the send") as stopping:
             run_send(..., stop=stopping)
         if stopping.signal: ...            # stopped early: say how to continue
+
+    `on_first` and `on_again` run in the handler (the first signal; just before stopping at once):
+    `mailer send --workers N` asks its workers to stop, or kills them (workers.Coordinated). `ask()`
+    stops the run as a first signal would, without being one: how such a worker hears its parent.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -63,10 +68,17 @@ class StopOnSignal:
     def __init__(self, what: str = "the send"):
         self.what = what
         self.signal: signal.Signals | None = None
+        self.asked = False
+        self.on_first: Callable[[], None] = lambda: None
+        self.on_again: Callable[[], None] = lambda: None
         self._previous: dict = {}
 
     def __call__(self) -> bool:
-        return self.signal is not None
+        return self.signal is not None or self.asked
+
+    def ask(self) -> None:
+        """Stop after the batch on the wire, as on a first signal (the caller says why)."""
+        self.asked = True
 
     @property
     def exit_code(self) -> int:
@@ -87,10 +99,14 @@ class StopOnSignal:
             self.signal = signal.Signals(number)
             _say(f"\n{self.signal.name}: {self.what} stops after the batch on the wire is recorded "
                  "(signal again to stop at once)\n")
+            self.on_first()
             return
         _say(f"\n{signal.Signals(number).name} again: stopping at once; the batch on the wire stays in flight, "
              "and the next run names it and applies [delivery] on_interrupted\n")
-        os._exit(128 + number)   # like kill -9 for the ledger: every change so far is committed
+        try:
+            self.on_again()
+        finally:
+            os._exit(128 + number)   # like kill -9 for the ledger: every change so far is committed
 
 
 def _say(line: str) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime
 
@@ -85,7 +84,7 @@ def send(
         raise
     _report(summary, subject, as_json)
     if stopping.signal and summary.status == "stopped":
-        raise _interrupted(stopping, summary, rerun(issue, list_name, tags))
+        raise _interrupted(stopping, summary, rerun(issue, list_name, tags, workers), workers)
     unsettled = 0 if summary.already_sent or summary.dry_run else summary.failed + summary.in_doubt
     if unsettled:
         err.print(f"error: {summary.failed:,} readers failed and {summary.in_doubt:,} are in doubt "
@@ -124,13 +123,13 @@ def _send(ctx, settings, err, issue: str, list_name: str, *, yes: bool, dry_run:
                               f"{describe(plan.list_name, plan.segment)} via {plan.backend}?", abort=True, err=True)
             if failed:
                 dispatch.retry_failed(plan)
-            # one process: a signal stops it after the batch on the wire; workers have their own (worker.py)
-            with stopping if workers == 1 else nullcontext(), _progress(err) as on_progress:
+            # a signal stops the run after the batch on the wire; with workers, each worker's (run_shared)
+            with stopping, _progress(err) as on_progress:
                 if workers > 1:
                     from mailer.send.workers import run_shared
 
                     summary = run_shared(settings, plan, workers, config=app_context(ctx).config,
-                                         on_progress=on_progress, take_over=take_over,
+                                         on_progress=on_progress, take_over=take_over, stopping=stopping,
                                          notice=lambda message: err.print(f"note: {message}"))
                 else:
                     summary = dispatch.run_send(settings, plan, on_progress=on_progress, take_over=take_over,
@@ -149,23 +148,26 @@ def _json(summary, error: str | None, **known) -> None:
     typer.echo(json.dumps(data))
 
 
-def rerun(issue: str, list_name: str, tags) -> str:
+def rerun(issue: str, list_name: str, tags, workers: int = 1) -> str:
     """The command that continues this send, as the operator would type it."""
     import shlex
 
     words = ["mailer", "send", issue, "--list", list_name]
     for tag in tags or ():
         words += ["--tag", tag]
+    if workers > 1:
+        words += ["--workers", str(workers)]
     return shlex.join(words)
 
 
-def _interrupted(stopping: StopOnSignal, summary, command: str):
+def _interrupted(stopping: StopOnSignal, summary, command: str, workers: int = 1):
     """The one line `mailer send` ends with when a signal stopped it between batches."""
     from mailer.errors import SendError
 
     left = summary.total - summary.sent - summary.failed - summary.skipped
+    wire = "the batch on the wire was" if workers == 1 else "each worker's batch on the wire was"
     error = SendError(f"stopped by {stopping.signal.name if stopping.signal else 'a signal'} after "
-                      f"{summary.sent:,} sent; the batch on the wire was recorded and {left:,} readers are left: "
+                      f"{summary.sent:,} sent; {wire} recorded and {left:,} readers are left: "
                       f"run `{command}` to continue")
     error.exit_code = stopping.exit_code
     return error

@@ -21,6 +21,9 @@ def worker(
     lease: float | None = typer.Option(None, "--lease", show_default=False,
                                           help="Override [delivery] worker_lease_seconds: how long a batch stays ours "
                                           "without a heartbeat (renewed 4 times per lease)."),
+    coordinated: bool = typer.Option(False, "--coordinated", hidden=True,
+                                     help="Started by `mailer send --workers N`: a line \"stop\" on stdin stops "
+                                     "the worker after the batch on the wire, as a first signal does."),
 ) -> None:
     """Send batches of every running shared send (`mailer send --workers N`) until none has work left."""
     from mailer.config import key_range
@@ -37,6 +40,8 @@ def worker(
         notifier.start()
     try:
         with StopOnSignal("the worker") as stopping:   # SIGTERM or Ctrl-C: finish the batch on the wire, then stop
+            if coordinated:
+                _listen(stopping)
             report = run_worker(settings, forever=forever, only=send,
                                 lease=lease or settings.delivery.worker_lease_seconds, stop=stopping,
                                 notice=lambda message: err.print(f"note: {message}", markup=False, soft_wrap=True))
@@ -49,3 +54,17 @@ def worker(
         err.print(f"error: send #{send_id} stopped: {why}", markup=False, soft_wrap=True)
     if report.stopped:
         raise typer.Exit(1)
+
+
+def _listen(stopping) -> None:
+    """Hear the parent (`mailer send --workers N`, workers.Coordinated) on stdin: "stop" stops this
+    worker after its batch on the wire, as a first signal does. The parent's end (EOF: it died)
+    says nothing: the worker goes on, as workers of a dead coordinator do (docs/workers.md)."""
+    import sys
+    import threading
+
+    def hear() -> None:
+        for line in sys.stdin:
+            if line.strip() == "stop":
+                stopping.ask()
+    threading.Thread(target=hear, name="coordinator", daemon=True).start()

@@ -76,6 +76,7 @@ class BatchLoop:
         self.stop = stop  # asked between batches: True ends the run with the rest pending (resumable)
         self.stall = stall or Stall()     # a database briefly away: each step retried (stall.py)
         self.journal = journal            # where results go when it stays away (None: left in flight)
+        self.writer: str | None = None    # a worker's own journal file (stall.journal_file); None: the send's
         self.engine, self.send_id, self.list_id, self.ref_key = engine, send_id, list_id, ref_key
         self.edition, self.tokens, self.backend = edition, tokens, backend
         self.summary, self.on_progress, self.started = summary, on_progress, started
@@ -119,7 +120,8 @@ class BatchLoop:
         except DatabaseUnavailable as exc:
             if unsent is None or self.journal is None:
                 raise
-            path = keep(self.journal, self.send_id, [Mark(i, State.PENDING.value, None, error) for i in unsent.ids], [])
+            path = keep(self.journal, self.send_id, [Mark(i, State.PENDING.value, None, error) for i in unsent.ids], [],
+                        self.writer)
             raise DatabaseUnavailable(f"{exc}. Batch {batch} did not go; that is kept in {path} for the next run"
                                       ) from exc
 
@@ -195,7 +197,7 @@ class BatchLoop:
         try:
             claimed = self.stall(lambda attempt: self._commit(result, ready, attempt), what)
         except DatabaseUnavailable as exc:
-            raise self._kept(exc, result) from exc
+            raise self._kept(exc, result, ready) from exc
         counted = (result.marks if result else []) + (claimed.prepared.marks if claimed.prepared else [])
         for mark in counted:
             self._count(mark.state)
@@ -213,13 +215,19 @@ class BatchLoop:
                 self.write(conn, result)
             return claimed
 
-    def _kept(self, exc: DatabaseUnavailable, result: Outcome | None) -> DatabaseUnavailable:
-        """The run gives up on the database: the batch's results go to the journal, if there is one."""
+    def _kept(self, exc: DatabaseUnavailable, result: Outcome | None, ready: Prepared | None) -> DatabaseUnavailable:
+        """The run gives up on the database: the batch's results go to the journal, if there is one,
+        and so does the claim being made, as never handed over (a COMMIT that took effect unseen
+        would otherwise leave it looking in flight, for on_interrupted)."""
+        unsent = [Mark(i, State.PENDING.value, None, "claimed as the database went away; never handed over")
+                  for i in (ready.ids if ready else [])]
+        if (result is None and not unsent) or self.journal is None:
+            return exc if result is None else DatabaseUnavailable(f"{exc}; batch {result.batch} stays in flight "
+                                                                  "for the next run")
+        path = keep(self.journal, self.send_id, (result.others + result.each if result else []) + unsent,
+                    result.deferrals if result else [], self.writer)
         if result is None:
             return exc
-        if self.journal is None:
-            return DatabaseUnavailable(f"{exc}; batch {result.batch} stays in flight for the next run")
-        path = keep(self.journal, self.send_id, result.others + result.each, result.deferrals)
         return DatabaseUnavailable(f"{exc}. The results of batch {result.batch} ({len(result.ids):,} readers) are "
                                    f"kept in {path}: the next run of this send applies them")
 

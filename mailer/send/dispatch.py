@@ -414,11 +414,11 @@ def _start_once(plan: Plan, on_interrupted: OnInterrupted, notice, take_over: bo
         batches = _settleable(conn, row, join)
         if not ledger.take_over(conn, row, plan.backend):
             return None
-        kept, path = apply_journal(conn, journal, row.id)
-        if path is not None:
-            applied.append(path)
+        kept, paths = apply_journal(conn, journal, row.id)
+        applied.extend(paths)
+        if paths:
             notice(f"{kept:,} readers' results that the database would not take when the last run stopped were "
-                   f"applied from {path}")
+                   f"applied from {', '.join(str(p) for p in paths)}")
         flying = ledger.in_flight_batches(conn, row.id, batches)
         _name_in_flight(flying, on_interrupted, notice)
         ledger.settle_in_flight(conn, row.id, on_interrupted == OnInterrupted.RESEND, batches)

@@ -145,16 +145,38 @@ def _claim_pg(conn: Connection, send_id: int, worker: str, size: int, after: int
     return rows[0][1], sorted(r[0] for r in rows)
 
 
+def alive(conn: Connection) -> list[str]:
+    """The workers whose lease is live by the database's clock, less those certainly dead: on this
+    host, a worker whose pid no longer exists is dead now (ledger.pid_gone, as for a runner), so the
+    next run need not wait out the lease of a worker that exited without releasing it (the
+    database was away). A live pid proves nothing: the lease decides."""
+    found = conn.execute(select(worker_leases.c.worker).where(
+        worker_leases.c.lease_until > ledger.db_now(conn))).scalars()
+    return [w for w in found if not ledger.pid_gone(w)]
+
+
 def live_holders(conn: Connection, send_id: int) -> list[str]:
-    """The workers with a live lease that hold `sending` readers of the send or work on it now."""
-    stamp = ledger.db_now(conn)
-    alive = select(worker_leases.c.worker).where(worker_leases.c.lease_until > stamp)
+    """The live workers (`alive`) that hold `sending` readers of the send or work on it now."""
+    living = alive(conn)
     holding = set(conn.execute(select(deliveries.c.worker).distinct().where(
         deliveries.c.send_id == send_id, deliveries.c.state == State.SENDING.value,
-        deliveries.c.worker.in_(alive))).scalars())
+        deliveries.c.worker.in_(living))).scalars())
     working = set(conn.execute(select(worker_leases.c.worker).where(
-        worker_leases.c.send_id == send_id, worker_leases.c.lease_until > stamp)).scalars())
+        worker_leases.c.send_id == send_id, worker_leases.c.worker.in_(living))).scalars())
     return sorted(holding | working)
+
+
+def claimed_unhanded(conn: Connection, send_id: int, worker: str, besides) -> tuple[int, list[int]] | None:
+    """A batch `sending` under `worker`, never handed over and not among `besides` (the batches it
+    knows it holds): claimed by a try whose COMMIT took effect although the worker saw it fail.
+    (batch, ids ascending), or None."""
+    rows = conn.execute(select(deliveries.c.batch, deliveries.c.id).where(
+        deliveries.c.send_id == send_id, deliveries.c.state == State.SENDING.value, deliveries.c.worker == worker,
+        deliveries.c.handed_at.is_(None), deliveries.c.batch.not_in(sorted(besides)))
+        .order_by(deliveries.c.batch, deliveries.c.id)).all()
+    if not rows:
+        return None
+    return rows[0][0], [i for b, i in rows if b == rows[0][0]]
 
 
 def hand(conn: Connection, send_id: int, batch: int, worker: str, lease: float) -> int:
@@ -177,11 +199,10 @@ def hand(conn: Connection, send_id: int, batch: int, worker: str, lease: float) 
 
 def orphaned(conn: Connection, send_id: int) -> list[tuple[int, int, str | None]]:
     """(batch, readers, worker) still `sending` under no live lease: in flight on a dead worker."""
-    alive = select(worker_leases.c.worker).where(worker_leases.c.lease_until > ledger.db_now(conn))
     return [tuple(r) for r in conn.execute(
         select(deliveries.c.batch, func.count(), func.max(deliveries.c.worker))
         .where(deliveries.c.send_id == send_id, deliveries.c.state == State.SENDING.value,
-               or_(deliveries.c.worker.is_(None), deliveries.c.worker.not_in(alive)))
+               or_(deliveries.c.worker.is_(None), deliveries.c.worker.not_in(alive(conn))))
         .group_by(deliveries.c.batch).order_by(deliveries.c.batch)).all()]
 
 
@@ -197,7 +218,7 @@ def dead_batches(conn: Connection, send_id: int) -> list[tuple[int, int, str | N
                             .where(worker_leases.c.worker.in_(workers)).order_by(worker_leases.c.worker)
                             .with_for_update()).all()
         stamp = ledger.db_now(conn)
-        revived = {w for w, until in rows if until > stamp}
+        revived = {w for w, until in rows if until > stamp and not ledger.pid_gone(w)}
         found = [f for f in found if f[2] not in revived]
     flying = {b: handed for b, _, handed in ledger.in_flight_batches(conn, send_id, [b for b, _, _ in found])}
     return [(b, n, w, flying.get(b, False)) for b, n, w in found]

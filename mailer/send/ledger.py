@@ -313,7 +313,17 @@ def pid_gone(runner: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _zombie(int(pid))
+
+
+def _zombie(pid: int) -> bool:
+    """An exited process not yet reaped (its parent was killed and nothing reaps orphans, as in some
+    containers) still answers kill(pid, 0): on Linux, /proc says it is a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def heartbeat(conn: Connection, send_id: int) -> bool:

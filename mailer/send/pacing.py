@@ -48,6 +48,7 @@ from mailer.send import ratelimit
 from mailer.send.deliver.base import Result, ResultStatus
 from mailer.send.ledger import metadata
 from mailer.send.ratelimit import SharedBudget
+from mailer.send.stall import Stall
 from subscribers.models import UtcDateTime, subscribers, utcnow
 
 CACHE_DAYS = 30
@@ -259,18 +260,21 @@ class SharedPacer(Pacer):
 
     def __init__(self, engine: Engine, send_id: int, limits: dict[Provider, float], providers: dict[str, Provider],
                  hold_seconds: float, *, sleep: Callable[[float], object] = time.sleep,
-                 clock: Callable[[], float] | None = None):
+                 clock: Callable[[], float] | None = None, stall: Stall | None = None):
         super().__init__(limits, providers, hold_seconds, sleep=sleep)
         self.engine = engine
+        self.stall = stall or Stall(0)   # the database briefly away: retried (mailer/send/stall.py)
         self._seen: dict[Provider, ratelimit.State] = {}
         # clock: epoch seconds, a test's; None: the database's
         self.budgets = {p: SharedBudget(engine, f"pace:{send_id}:{p.value}", float(limits.get(p, 0.0)),
-                                        clock=clock, sleep=sleep) for p in Provider}
+                                        clock=clock, sleep=sleep, stall=self.stall) for p in Provider}
 
     def held(self, kinds: set[Provider]) -> set[Provider]:
         """Read once per batch (one query for its providers), and kept for `_wait`."""
         order = sorted(kinds)
-        self._seen = dict(zip(order, ratelimit.states(self.engine, [self.budgets[p] for p in order]), strict=True))
+        seen = self.stall(lambda attempt: ratelimit.states(self.engine, [self.budgets[p] for p in order]),
+                          "reading the providers' shared pace")
+        self._seen = dict(zip(order, seen, strict=True))
         return {p for p, state in self._seen.items() if state.wait_until > state.now}
 
     def _wait(self, counts: Counter) -> None:
@@ -299,12 +303,12 @@ class Paced(NamedTuple):
     pacer: Pacer
 
 
-def for_worker(settings, engine: Engine, send_id: int) -> SharedPacer | None:
+def for_worker(settings, engine: Engine, send_id: int, stall: Stall | None = None) -> SharedPacer | None:
     """A worker's pacer for a shared send ([delivery.pacing] as this worker's settings say), or None."""
     pacing = settings.delivery.pacing
     if not pacing.on:
         return None
-    return SharedPacer(engine, send_id, limits_of(pacing), providers_of(engine), pacing.hold_seconds)
+    return SharedPacer(engine, send_id, limits_of(pacing), providers_of(engine), pacing.hold_seconds, stall=stall)
 
 
 def for_send(settings, engine: Engine, readers: Select | None, *, tier: Callable | None = None,

@@ -22,8 +22,10 @@ from typing import NamedTuple
 from sqlalchemy import Column, Float, String, Table, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from mailer.errors import DatabaseUnavailable, TemporaryDelivery
 from mailer.send import ledger
 from mailer.send.ledger import metadata
+from mailer.send.stall import Stall
 
 rate_budget = Table(
     "rate_budget", metadata,
@@ -47,8 +49,9 @@ class State(NamedTuple):
 class SharedBudget:
     """`take()` blocks until a request may start; `hold_until(epoch)` after a 429."""
 
-    def __init__(self, engine, name: str, rate: float, *, clock=None, sleep=time.sleep):
+    def __init__(self, engine, name: str, rate: float, *, clock=None, sleep=time.sleep, stall: Stall | None = None):
         self.engine, self.name, self.rate = engine, name, rate
+        self.stall = stall or Stall(0)        # the database briefly away: retried (stall.py); by default, one try
         self.burst = max(1.0, rate)           # at most a second's worth at once
         self.clock, self.sleep = clock, sleep   # clock: a test's; None: the database's
         self.waited = 0.0                     # seconds this process waited on the budget
@@ -58,9 +61,14 @@ class SharedBudget:
 
     def take(self, n: float = 1.0) -> None:
         """Take n tokens (a request: 1; a paced batch: its messages for this provider), waiting for
-        at least one to be there; the rest is debt that the next taker waits out."""
+        at least one to be there; the rest is debt that the next taker waits out. A database that
+        stays away raises TemporaryDelivery: the request was not made, so its batch provably did not
+        go (back to pending)."""
         while True:
-            wait = self._try(n)
+            try:
+                wait = self.stall(lambda attempt: self._try(n), "taking from the shared rate budget")
+            except DatabaseUnavailable as exc:
+                raise TemporaryDelivery(f"{exc}; the request was not made", backend=self.name) from exc
             if wait <= 0:
                 return
             self.waited += wait
@@ -97,10 +105,16 @@ class SharedBudget:
         return max(0.001, (1 - have) / speed)
 
     def hold_until(self, epoch: float) -> None:
-        """A 429: every worker waits until `epoch` (never moved earlier)."""
-        with self.engine.begin() as conn:
-            conn.execute(update(rate_budget).where(_c.name == self.name, _c.wait_until < epoch)
-                         .values(wait_until=epoch))
+        """A 429: every worker waits until `epoch` (never moved earlier). A database that stays away
+        loses only the shared wait: the next take() raises, or SendGrid answers 429 again."""
+        def hold(attempt: int) -> None:
+            with self.engine.begin() as conn:
+                conn.execute(update(rate_budget).where(_c.name == self.name, _c.wait_until < epoch)
+                             .values(wait_until=epoch))
+        try:
+            self.stall(hold, "holding the shared rate budget after a 429")
+        except DatabaseUnavailable:
+            pass
 
     def state(self) -> State:
         """The rate in force and the hold, by the database's clock (a row not yet made: configured, no hold)."""
@@ -109,7 +123,14 @@ class SharedBudget:
     def slow_down(self, hold_seconds: float) -> bool:
         """A "rate limited" answer: nobody takes from this budget for `hold_seconds`, and its rate is
         halved (1 a second when it had none), once per hold: answers that arrive while it is held
-        (other workers', or the rest of the same batch) do not halve it again. True if it did."""
+        (other workers', or the rest of the same batch) do not halve it again. True if it did. A
+        database that stays away loses only this slowing down (the provider answers so again)."""
+        try:
+            return self.stall(lambda attempt: self._slow_down(hold_seconds), "slowing a provider down")
+        except DatabaseUnavailable:
+            return False
+
+    def _slow_down(self, hold_seconds: float) -> bool:
         with self.engine.begin() as conn:
             now = self._now(conn)
             rate = func.coalesce(_c.rate, self.rate)

@@ -13,21 +13,26 @@ The argument: docs/workers.md.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 
 from mailer.config import OnInterrupted, Settings, database_url
-from mailer.errors import AmbiguousDelivery, SendError, SendTakenOver
+from mailer.errors import AmbiguousDelivery, DatabaseUnavailable, SendError, SendTakenOver
 from mailer.reports.figures import failure_lines
 from mailer.send import dispatch, leases, ledger, pacing, warmup
 from mailer.send.batches import BatchLoop, Claimed, Prepared, Retry
 from mailer.send.deliver.registry import create_backend
 from mailer.send.ledger import SendStatus, State
 from mailer.send.ratelimit import SharedBudget
+from mailer.send.stall import LONGEST_WAIT, Stall, apply_files, journal_file, journal_files, transient
 
 POLL = 1.0   # seconds between looks at the ledger while waiting (for other workers, or --forever)
 PROGRESS_SHARE = 0.02   # at most this share of the time counting readers for `send --workers`'s bar
@@ -50,30 +55,48 @@ class WorkerLoop(BatchLoop):
     def __init__(self, *args, worker: str, lease: float, **kwargs):
         super().__init__(*args, **kwargs)
         self.worker, self.lease = worker, lease
+        self.writer = worker             # its own journal file (stall.journal_file): never shared with a peer
         self.unsent: set[int] = set()   # batches claimed and prepared, not yet handed to the backend
 
-    def give_back(self) -> None:
+    def give_back(self, stall: Stall | None = None) -> None:
         """Batches claimed ahead but never sent (the run stopped first) go back to pending: nobody
-        may have them, so on_interrupted does not apply."""
-        with self.engine.begin() as conn:
-            for batch in sorted(self.unsent):
-                ledger.release(conn, self.send_id, batch, "claimed by a worker that stopped before sending it")
+        may have them, so on_interrupted does not apply. Retried while the database is briefly away;
+        if it stays away they stay claimed, never handed over, and whoever settles them (a peer's
+        reclaim, the next run) puts them back to pending all the same."""
+        if not self.unsent:
+            return
+
+        def back(attempt: int) -> None:
+            with self.engine.begin() as conn:
+                for batch in sorted(self.unsent):
+                    ledger.release(conn, self.send_id, batch, "claimed by a worker that stopped before sending it")
+        (stall or self.stall)(back, "giving back the batches claimed ahead")
         self.unsent.clear()
 
     def _read_ahead(self, after: int) -> list[Prepared]:
-        with self.engine.begin() as conn:
-            claimed = leases.claim_next(conn, self.send_id, self.worker, self.backend.max_batch, after)
+        claimed = self.stall(lambda attempt: self._claim_next(after, attempt), "claiming the next batch")
         if claimed is None:
             return []
         batch, ids = claimed
-        with self.engine.connect() as conn:
-            rows = ledger.batch_readers(conn, self.send_id, self.list_id, batch, ids)
+        self.unsent.add(batch)   # from now on given back if the run stops before it is handed over
+        rows = self.stall_step(lambda: self._batch_readers(batch, ids), f"reading batch {batch}")
         if not rows:  # reclaimed under us (our lease had expired): nothing of it is ours
+            self.unsent.discard(batch)
             return self._read_ahead(after)
         p = self._personalize(rows)
         p.batch = batch
-        self.unsent.add(batch)
         return [p]
+
+    def _claim_next(self, after: int, attempt: int) -> tuple[int, list[int]] | None:
+        """leases.claim_next; a retry first takes back a batch an earlier try claimed (its COMMIT took
+        effect although the worker saw it fail), which would otherwise sit claimed under a live lease."""
+        with self.engine.begin() as conn:
+            earlier = leases.claimed_unhanded(conn, self.send_id, self.worker, self.unsent) if attempt else None
+            return earlier or leases.claim_next(conn, self.send_id, self.worker, self.backend.max_batch, after)
+
+    def _batch_readers(self, batch: int, ids: list[int]) -> list:
+        with self.engine.connect() as conn:
+            return ledger.batch_readers(conn, self.send_id, self.list_id, batch, ids)
 
     def claim(self, conn, p: Prepared, again: bool = False) -> Claimed:
         """Claimed already, in _read_ahead; it leaves now, if it is still ours: checked in the
@@ -116,36 +139,70 @@ def run_worker(settings: Settings, *, forever: bool = False, only: int | None = 
     me = ledger.this_runner()
     report = WorkerReport(me)
     current: list = [None]
-    with engine.begin() as conn:
-        if engine.dialect.name == "sqlite" and leases.live_workers(conn, besides=me):
-            raise SendError(sqlite_refusal("a second worker") + f"; {leases.live_workers(conn)[0][0]} is running")
-        leases.acquire(conn, me, lease)
+    # the database briefly away: every step retried ([delivery] database_retry_seconds), as a single run's (stall.py)
+    stall = Stall(settings.delivery.database_retry_seconds, notice=notice)
+    stall(lambda attempt: _register(engine, me, lease), "registering the worker's lease")
     beat = ledger.Heartbeat(engine, None, every=lease / 4, beat=leases.renewer(me, lease, lambda: current[0]))
+    gave_up = False
     try:
         with beat:
             while not stop() and not beat.lost:
                 busy = False
-                with engine.connect() as conn:
-                    running = leases.shared_sends(conn, only)
+                running = stall(lambda attempt: _shared_sends(engine, only), "looking for shared sends")
                 for row in running:
                     current[0] = row.id
-                    busy |= _work_on(settings, engine, row, me, report, notice, lambda: beat.lost, stop, lease)
+                    busy |= _work_on(settings, engine, row, me, report, notice, lambda: beat.lost, stop, lease,
+                                     stall)
                 if not busy and not forever:
                     break
                 _nap(poll)
+    except DatabaseUnavailable as exc:   # one line: what is known was recorded or journaled
+        gave_up = True
+        raise DatabaseUnavailable(f"worker {me} stopped after {sum(report.sends.values()):,} sent: {exc}") from exc
     finally:
-        with engine.begin() as conn:
-            leases.release(conn, me)
+        _release(engine, me, Stall(0) if gave_up else stall)
     return report
 
 
+def _register(engine, me: str, lease: float) -> None:
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite" and leases.live_workers(conn, besides=me):
+            raise SendError(sqlite_refusal("a second worker") + f"; {leases.live_workers(conn)[0][0]} is running")
+        leases.acquire(conn, me, lease)
+
+
+def _shared_sends(engine, only: int | None) -> list:
+    with engine.connect() as conn:
+        return list(leases.shared_sends(conn, only))
+
+
+def _release(engine, me: str, stall: Stall) -> None:
+    """Drop the worker's lease; a database that stays away lets it expire by itself (and on this
+    host a peer or the next run sees its pid gone at once: leases.alive)."""
+    def drop(attempt: int) -> None:
+        with engine.begin() as conn:
+            leases.release(conn, me)
+    try:
+        stall(drop, "releasing the worker's lease")
+    except DatabaseUnavailable:
+        pass
+
+
 def _work_on(settings: Settings, engine, row, me: str, report: WorkerReport, notice, lost, stop,
-             lease: float) -> bool:
+             lease: float, stall: Stall) -> bool:
     """One pass over a send: reclaim dead workers' batches, send what is pending. True while the
-    send still has work (pending, or in flight on another worker whose lease may yet expire)."""
-    _reclaim(engine, row, settings.delivery.on_interrupted, report, notice)
+    send still has work (pending, or in flight on another worker whose lease may yet expire).
+    Every database step is retried while the database is briefly away (`stall`); when it stays
+    away, DatabaseUnavailable, the batch's results in this worker's journal (BatchLoop.commit)."""
+    if not stall(lambda attempt: _renew(engine, me, lease, row.id), "renewing the worker's lease"):
+        return False   # our lease expired: we are the one taken for dead, and stop
+    if _may_reclaim(stall, lease):
+        stall(lambda attempt: _reclaim(engine, row, settings.delivery.on_interrupted, report, notice,
+                                       settings.delivery.journal_dir), "settling dead workers' batches")
     summary = dispatch.SendSummary(row.issue, row.list_name, row.backend, send_id=row.id)
-    loop = _loop(settings, engine, row, me, summary, lost, stop, report.editions, lease)
+    loop = stall(lambda attempt: _loop(settings, engine, row, me, summary, lost, stop, report.editions, lease, stall),
+                 "preparing the send")
+    gave_up = False
     try:
         with loop.backend:
             loop.run(time.sleep)
@@ -154,31 +211,76 @@ def _work_on(settings: Settings, engine, row, me: str, report: WorkerReport, not
     except AmbiguousDelivery as exc:   # in doubt: it stays so, and the run stops for the operator
         why = (f"batch in doubt on worker {me}: {exc}. The provider may or may not have taken it: it stays in "
                "flight, and the next `mailer send --workers N` names it and applies [delivery] on_interrupted")
-        with engine.begin() as conn:
-            ledger.finish(conn, row.id, SendStatus.STOPPED, why, shared=True)
+        stall(lambda attempt: _finish(engine, row.id, SendStatus.STOPPED, why), "stopping the send")
         notice(f"send #{row.id} stopped: {why}")
         report.stopped.append((row.id, why))
         return False
+    except DatabaseUnavailable:
+        gave_up = True
+        raise
     finally:
-        loop.give_back()
-    report.sends[row.id] = report.sends.get(row.id, 0) + summary.sent
-    with engine.begin() as conn:
-        c = ledger.counts(conn, row.id)
-        others = leases.others_in_flight(conn, row.id, me)
-        if not ledger.unfinished(c):
-            ledger.finish(conn, row.id, SendStatus.DONE, shared=True)
-        left_today = warmup.left_today(conn, row.id, ledger.db_now(conn))
+        report.sends[row.id] = report.sends.get(row.id, 0) + summary.sent
+        try:   # after giving up, one try: never handed over, they go back to pending at the next settling anyway
+            loop.give_back(Stall(0) if gave_up else stall)
+        except DatabaseUnavailable:
+            if not gave_up:
+                raise
+    c, others, left_today = stall(lambda attempt: _left(engine, row.id, me), "counting what is left of the send")
     if left_today == 0:   # a warm-up send at today's cap: the rest waits for tomorrow
         return bool(others)
     return bool(c[State.PENDING] or others)
 
 
-def _reclaim(engine, row, on_interrupted: OnInterrupted, report: WorkerReport, notice) -> None:
-    """Settle the batches of the send held by dead workers: never handed over -> pending; handed
-    over -> on_interrupted, named."""
+def _renew(engine, me: str, lease: float, send_id: int) -> bool:
+    """Renew this worker's lease, committed, before it judges others' (False: it had expired)."""
+    with engine.begin() as conn:
+        return leases.renewer(me, lease, lambda: send_id)(conn)
+
+
+def _may_reclaim(stall: Stall, lease: float) -> bool:
+    """May this worker (its own lease just renewed) settle dead workers' batches now? Not within a
+    lease, plus the longest wait between two retries, of the database coming back: after an outage
+    longer than the lease every lease looks expired, and the peers, still retrying, must first find
+    theirs lost and record their batches on the wire, rather than have them reclaimed and resent."""
+    return stall.since_recovered() >= lease + LONGEST_WAIT
+
+
+def _finish(engine, send_id: int, status: SendStatus, why: str | None = None) -> None:
+    with engine.begin() as conn:
+        ledger.finish(conn, send_id, status, why, shared=True)
+
+
+def _left(engine, send_id: int, me: str) -> tuple[dict, int, int | None]:
+    """The send's counts, the readers in flight on other workers, and what a warm-up send may still
+    claim today (None: no cap); the send is marked done when nothing is left."""
+    with engine.begin() as conn:
+        c = ledger.counts(conn, send_id)
+        others = leases.others_in_flight(conn, send_id, me)
+        if not ledger.unfinished(c):
+            ledger.finish(conn, send_id, SendStatus.DONE, shared=True)
+        left_today = warmup.left_today(conn, send_id, ledger.db_now(conn))
+    return c, others, left_today
+
+
+def _reclaim(engine, row, on_interrupted: OnInterrupted, report: WorkerReport, notice,
+             journal: Path | None = None) -> None:
+    """Settle the batches of the send held by dead workers: first what a dead worker journaled on
+    this host (it gave up on the database: its results are facts, applied to readers still
+    `sending`), then what is left: never handed over -> pending; handed over -> on_interrupted, named."""
     with engine.begin() as conn:
         dead = leases.dead_batches(conn, row.id)
+        whose = {b: w for b, _, w, _ in dead}
+        kept = [path for path in (journal_file(journal, row.id, w) for w in sorted({w for w in whose.values() if w}))
+                if path.is_file()] if journal is not None else []
+        applied = apply_files(conn, kept, row.id)
+        if kept:   # what is still in flight of those batches once their journals are applied
+            dead = [(b, n, whose[b], h) for b, n, h in ledger.in_flight_batches(conn, row.id, list(whose))]
         leases.reclaim(conn, row.id, [b for b, _, _, _ in dead], resend=on_interrupted == OnInterrupted.RESEND)
+    for path in kept:   # committed: the journal's results are the ledger's now
+        path.unlink(missing_ok=True)
+    if kept:
+        notice(f"send #{row.id}: {applied:,} readers' results that dead workers could not record were applied "
+               f"from {', '.join(map(str, kept))}")
     for batch, readers, worker, handed in dead:
         state = (f"was in flight on worker {worker}, whose lease expired:" if handed
                  else f"was claimed by worker {worker}, whose lease expired, and")
@@ -189,7 +291,7 @@ def _reclaim(engine, row, on_interrupted: OnInterrupted, report: WorkerReport, n
 
 
 def _loop(settings: Settings, engine, row, me: str, summary, lost, stop, editions: dict,
-          lease: float) -> WorkerLoop:
+          lease: float, stall: Stall) -> WorkerLoop:
     if row.id not in editions:  # prepared once per worker and send, from what the coordinator composed
         if row.composed is None:
             raise SendError(f"send #{row.id} has no stored composed issue (started before workers read it from "
@@ -202,27 +304,31 @@ def _loop(settings: Settings, engine, row, me: str, summary, lost, stop, edition
     d = settings.delivery
     retry = Retry(row.started_at, d.retry_hours, d.retry_first_seconds, d.retry_wait_seconds)
     return WorkerLoop(engine, row.id, row.list_id, edition, dispatch._token_maker(settings, row.list_id, engine),
-                      _backend(settings, engine, row.backend), summary, lambda s: None, time.monotonic(),
+                      _backend(settings, engine, row.backend, stall), summary, lambda s: None, time.monotonic(),
                       retry=retry, ref_key=ref_key, refused=dispatch._bounce_policy(settings, row.id, ref_key),
-                      lost=lost, stop=stop, worker=me, lease=lease,
-                      pacer=pacing.for_worker(settings, engine, row.id))   # limits shared by the workers
+                      lost=lost, stop=stop, worker=me, lease=lease, stall=stall, journal=d.journal_dir,
+                      pacer=pacing.for_worker(settings, engine, row.id, stall))   # limits shared by the workers
 
 
-def _backend(settings: Settings, engine, name: str):
+def _backend(settings: Settings, engine, name: str, stall: Stall):
     """The send's backend; SendGrid draws on the budget all workers share (mailer/send/ratelimit.py)."""
     rate = settings.delivery.sendgrid.requests_per_second
     if name != "sendgrid" or not rate:
         return create_backend(name, settings)
-    return create_backend(name, settings, budget=SharedBudget(engine, "sendgrid", rate))
+    return create_backend(name, settings, budget=SharedBudget(engine, "sendgrid", rate, stall=stall))
 
 
 # --- mailer send --workers N ---------------------------------------------------------------------
 
 def run_shared(settings: Settings, plan: dispatch.Plan, workers: int, *, config=None, on_progress=None,
-               notice=lambda message: None, take_over: bool = False,
-               on_started=lambda procs: None) -> dispatch.SendSummary:
+               notice=lambda message: None, take_over: bool = False, stopping=None) -> dispatch.SendSummary:
     """Start (or resume) the send, mark it shared, run `workers` local `mailer worker` processes on it
-    and wait for them; the parent keeps the send's heartbeat, so a plain `mailer send` waits."""
+    and wait for them; the parent keeps the send's heartbeat, so a plain `mailer send` waits.
+
+    `stopping` (commands.common.StopOnSignal, held by the caller): the first SIGINT or SIGTERM to
+    this parent asks each worker, through its stdin, to stop after its batch on the wire is recorded
+    (Coordinated); the parent then ends the send `stopped`. A second one kills the workers and this
+    process at once, their batches left in flight for the next run (docs/exactly-once.md)."""
     if workers > 1:
         refuse_on_sqlite(settings, f"--workers {workers}")
     started = time.monotonic()
@@ -248,50 +354,141 @@ def run_shared(settings: Settings, plan: dispatch.Plan, workers: int, *, config=
             dispatch._fill(summary, ledger.counts(conn, send_id))
         summary.already_sent, summary.status = True, SendStatus.DONE.value
         return summary
+    stall = Stall(settings.delivery.database_retry_seconds, notice=notice)   # the database briefly away (stall.py)
+    stall(lambda attempt: _share(plan, send_id, workers), "marking the send shared")
+    command = [sys.executable, "-m", "mailer"] + (["--config", str(config)] if config else []) + [
+        "worker", "--send", str(send_id), "--coordinated"]
+    crew = Coordinated(command)
+    if stopping is not None:
+        stopping.on_first, stopping.on_again = crew.stop, crew.kill
+    halted = stopping or (lambda: False)
+    with ledger.Heartbeat(plan.engine, send_id):
+        crew.start(workers, halted)
+        shown = Progress(plan.engine, summary, started, on_progress)
+        while any(p.poll() is None for p in crew.procs):
+            shown.now()
+            _wait_for_one(crew.procs, POLL)
+    crew.close()
+    failed = [p.returncode for p in crew.procs if p.returncode]
+    error = f"{len(failed)} of {workers} workers failed (exit {failed})" if failed else None
+    try:
+        return _ended(plan, summary, send_id, error, stall, started, halted, notice)
+    except DatabaseUnavailable as exc:   # one line; what the workers could not record is in their journals
+        kept = journal_files(settings.delivery.journal_dir, send_id)
+        where = (f"; the workers kept the results the database would not take in {', '.join(map(str, kept))}"
+                 if kept else "")
+        raise DatabaseUnavailable(f"send #{send_id} stopped{' (' + error + ')' if error else ''}: {exc}{where}; "
+                                  "run the same command again once the database is back: it applies them and "
+                                  "continues").told(summary) from exc
+
+
+def _share(plan: dispatch.Plan, send_id: int, workers: int) -> None:
     with plan.engine.begin() as conn:   # what every worker sends: composed here, once (an older send gets it now)
         conn.execute(ledger.sends.update().where(ledger.sends.c.id == send_id).values(
             workers=workers, composed=func.coalesce(ledger.sends.c.composed, ledger.composed_json(plan.issue))))
-    command = [sys.executable, "-m", "mailer"] + (["--config", str(config)] if config else []) + [
-        "worker", "--send", str(send_id)]
-    with ledger.Heartbeat(plan.engine, send_id):
-        procs = [subprocess.Popen(command, stdout=subprocess.DEVNULL) for _ in range(workers)]
-        on_started(procs)
-        shown = Progress(plan.engine, summary, started, on_progress)
-        while any(p.poll() is None for p in procs):
-            shown.now()
-            _wait_for_one(procs, POLL)
-    left = dispatch._unfinished(plan, send_id)
-    with plan.engine.connect() as conn:
-        stopped = conn.execute(select(ledger.sends.c.status, ledger.sends.c.last_error)
-                               .where(ledger.sends.c.id == send_id)).one()
+
+
+def _ended(plan: dispatch.Plan, summary, send_id: int, error: str | None, stall: Stall, started: float,
+           halted, notice) -> dispatch.SendSummary:
+    """The workers are gone: end the send's run, `done`, or `stopped` (readers left, a batch in doubt,
+    a signal). Readers left pending or in flight with no signal and no failed worker (each worker
+    found its lease lost) stop it too, saying so: never an exit 0 with readers unsent."""
+    c = stall(lambda attempt: _counts(plan, send_id), "counting the readers left")
+    left = ledger.unfinished(c)
+    stopped = stall(lambda attempt: _status(plan, send_id), "reading the send's state")
     if stopped.status == SendStatus.STOPPED.value and stopped.last_error:   # a worker stopped it: in doubt
-        dispatch._finish(plan, summary, SendStatus.STOPPED, stopped.last_error)
-        with plan.engine.connect() as conn:
-            summary.in_doubt = ledger.counts(conn, send_id)[State.SENDING]
+        dispatch._finish(plan, summary, SendStatus.STOPPED, stopped.last_error, stall)
+        summary.in_doubt = stall(lambda attempt: _in_flight(plan, send_id), "counting the readers in doubt")
         raise SendError(f"send #{send_id} stopped after {summary.sent:,} sent: {stopped.last_error}").told(summary)
-    failed = [p.returncode for p in procs if p.returncode]
-    error = f"{len(failed)} of {workers} workers failed (exit {failed})" if failed else None
-    if left and not failed:
-        _capped(plan.engine, send_id, left, notice)
-    dispatch._finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, error)
+    capped = bool(left) and not error and stall(lambda attempt: _capped(plan.engine, send_id, left, notice),
+                                                "checking the day's warm-up cap")
+    dispatch._finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, error, stall)
     summary.duration = time.monotonic() - started
-    if left and failed:
-        raise SendError(f"send #{send_id} stopped with {left:,} readers left: {error}; run the same command "
-                        "again to continue").told(summary)
+    unsent = c[State.PENDING] + c[State.SENDING]
+    if (left and error) or (unsent and not halted() and not capped):
+        raise SendError(f"send #{send_id} stopped with {left:,} readers left: {error or 'the workers ended first'}; "
+                        "run the same command again to continue").told(summary)
     return summary
 
 
-def _capped(engine, send_id: int, left: int, notice) -> None:
+def _capped(engine, send_id: int, left: int, notice) -> bool:
     """A warm-up send whose workers stopped at today's cap: marked so (the scheduler continues it tomorrow)."""
     with engine.connect() as conn:
         at = ledger.db_now(conn)
         if warmup.left_today(conn, send_id, at) != 0:
-            return
+            return False
         day = warmup.today(conn, send_id, at)
     assert day is not None   # a warm-up send
     warmup.mark_capped(engine, send_id)
     notice(f"warm-up day {day.number + 1}: today's cap of {day.cap:,} is reached; the other {left:,} readers go "
            "on the next days (the scheduler continues the send, or run the same command tomorrow)")
+    return True
+
+
+def _counts(plan: dispatch.Plan, send_id: int) -> dict:
+    with plan.engine.connect() as conn:
+        return ledger.counts(conn, send_id)
+
+
+def _status(plan: dispatch.Plan, send_id: int):
+    with plan.engine.connect() as conn:
+        return conn.execute(select(ledger.sends.c.status, ledger.sends.c.last_error)
+                            .where(ledger.sends.c.id == send_id)).one()
+
+
+def _in_flight(plan: dispatch.Plan, send_id: int) -> int:
+    with plan.engine.connect() as conn:
+        return ledger.counts(conn, send_id)[State.SENDING]
+
+
+class Coordinated:
+    """The local `mailer worker --coordinated` processes of `mailer send --workers N`. A stop is asked
+    through each worker's stdin ("stop"), not by a signal: a worker that also got the signal itself
+    (Ctrl-C reaches the terminal's whole process group, a service manager may signal every process of
+    the unit) must not count the parent's word as a second signal and drop its batch on the wire."""
+
+    def __init__(self, command: list[str]):
+        self.command = command
+        self.procs: list[subprocess.Popen] = []
+        self.told: set[int] = set()
+        self.stopping = False
+
+    def start(self, workers: int, halted) -> None:
+        for _ in range(workers):
+            if halted():   # stopped before every worker started: the others are not started
+                break
+            self.procs.append(subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL))
+            if self.stopping:
+                self.stop()
+
+    def stop(self) -> None:
+        """Ask every worker to stop after its batch on the wire (called from a signal handler too)."""
+        self.stopping = True
+        for p in list(self.procs):
+            if p.pid in self.told or p.stdin is None:
+                continue
+            self.told.add(p.pid)
+            try:
+                os.write(p.stdin.fileno(), b"stop\n")
+            except (OSError, ValueError):   # it ended already (a broken pipe, a closed file)
+                pass
+
+    def kill(self) -> None:
+        """Stop every worker at once, like kill -9: its batch on the wire stays in flight."""
+        for p in list(self.procs):
+            if p.returncode is None:
+                try:
+                    os.kill(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.stdin is not None:
+                try:
+                    p.stdin.close()
+                except OSError:
+                    pass
 
 
 def _wait_for_one(procs: list, most: float) -> None:
@@ -317,8 +514,14 @@ class Progress:
         if self.on_progress is None or time.monotonic() < self.next:
             return
         began = time.monotonic()
-        with self.engine.connect() as conn:
-            dispatch._fill(self.summary, ledger.counts(conn, self.summary.send_id))
+        try:
+            with self.engine.connect() as conn:
+                dispatch._fill(self.summary, ledger.counts(conn, self.summary.send_id))
+        except DBAPIError as exc:   # the database briefly away: the bar waits (the workers retry their own steps)
+            if not transient(exc):
+                raise
+            self.next = began + POLL
+            return
         done = time.monotonic()
         self.next = done + (done - began) / PROGRESS_SHARE
         self.summary.duration = done - self.started
