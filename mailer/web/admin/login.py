@@ -7,8 +7,9 @@ stranger's guesses cannot lock the user out; a failed attempt takes a token from
 successful one gives it back, so people who log in often are never locked out by it. After three
 failures in a row, the same client at the same name waits 1, 2, 4, ... seconds (up to 15 minutes)
 between tries. Over the limit: 429 with Retry-After, and no password check at all. The password check (argon2) runs
-outside any transaction, at most [web] admin_login_checks at once; one more answers 503 with
-Retry-After at once instead of waiting for a thread (docs/admin.md, "Login rate limits").
+outside any transaction, at most [web] admin_login_checks at once, on threads of the lowest OS
+priority (mailer/web/lowpriority.py); one more answers 503 with Retry-After at once, before any
+database read, instead of waiting for a thread (docs/admin.md, "Login rate limits").
 An unknown name and a wrong password get the same answer in the same time
 (mailer/admin_users.py). A right password for a user with a second factor leads to the code form,
 holding a signed cookie for five minutes; the code is limited by the same buckets.
@@ -133,14 +134,15 @@ async def login(request: Request, username: str = Form(""), password: str = Form
         return _login_page(request, 429, username=name, next_url=next, error=TOO_MANY, retry_after=wait)
     stamp, second = None, False
     if name and password:
-        # read, check, record: the slow check (argon2) holds no transaction and no writer lock,
-        # and only `admin_login_checks` of them run at once; one more is refused, not queued
-        found = await run_in_threadpool(ctx.web.read, stored_password, name)
+        # only `admin_login_checks` at once; one more is refused before any database read, not
+        # queued. Read, check, record: the slow check (argon2) holds no transaction and no writer
+        # lock, and runs on a thread of the lowest OS priority (mailer/web/lowpriority.py)
         if not ctx.checks.enter():
             _refund(request, name)
             return _login_page(request, 503, username=name, next_url=next, error=BUSY, retry_after=1)
         try:
-            right, new_hash = await run_in_threadpool(check_password_hash, found, password)
+            found = await run_in_threadpool(ctx.web.read, stored_password, name)
+            right, new_hash = await ctx.checkers.run(check_password_hash, found, password)
         finally:
             ctx.checks.leave()
         if right and found is not None:
