@@ -123,8 +123,28 @@ def test_over_the_bound_a_login_is_refused_at_once_with_retry_after(live_db, mon
     assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
     assert "checking other logins" in busy.text
     assert reads == []                                                 # refused before any read
+    assert "content-security-policy" in busy.headers and busy.headers["cache-control"] == "no-store"
     assert attempt(live_db.url, USER, PASSWORD).status_code == 303   # its token was given back
     assert reads == [USER]
+
+
+def test_a_full_gate_answers_at_the_door_before_the_form_is_read(live_db):
+    """With every check slot taken, a login post is answered 503 before routing: even one with
+    no CSRF token or no form at all gets the busy page; once a
+    slot is free the same post meets the route again."""
+    checks = live_db.app.state.admin.checks
+    bare = {"username": "anyone", "password": "anything"}             # no csrf field
+    assert checks.enter() and checks.enter()
+    try:
+        busy = live_db.http.post("/admin/login", data=bare)
+        empty = live_db.http.post("/admin/login", content=b"\xff" * 10)
+        page = live_db.http.get("/admin/login", headers=HTML)          # the form itself still answers
+    finally:
+        checks.leave()
+        checks.leave()
+    assert (busy.status_code, empty.status_code, page.status_code) == (503, 503, 200)
+    assert "checking other logins" in busy.text and busy.headers["retry-after"] == "1"
+    assert live_db.http.post("/admin/login", data=bare).status_code == 403      # the route: no CSRF token
 
 
 def nice_of(tid: int) -> int:

@@ -120,6 +120,7 @@ def is_admin_path(path: str) -> bool:
 def install(app: FastAPI, web) -> None:
     app.state.admin = AdminContext(web)
     app.router.add_event_handler("shutdown", app.state.admin.checkers.close)
+    app.add_middleware(login.BusyDoor, checks=app.state.admin.checks)   # inside the security headers
     app.include_router(login.router)
     for module in (dashboard, lists, people, issues, users):
         app.include_router(module.router, prefix="/admin", dependencies=[Depends(current_admin),

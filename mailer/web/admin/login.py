@@ -39,7 +39,7 @@ from mailer.web.admin.auth import (
     current_admin,
     safe_next,
 )
-from mailer.web.ratelimit import client_key
+from mailer.web.ratelimit import Gate, client_key
 
 router = APIRouter(prefix="/admin")
 BUCKETS = ("login-address", "login-client-user")
@@ -121,6 +121,30 @@ def _recorded(conn, name: str, found: Stored, new_hash: str | None) -> tuple[str
 
 
 BUSY = "The server is checking other logins right now. Try again in a moment."
+# The answer at the door (BusyDoor): a page of its own, made once, linking back to the form.
+BUSY_PAGE = ('<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Busy</title>'
+             '<link rel="stylesheet" href="/admin/static/admin.css"></head><body><main><h1>Busy</h1>'
+             f'<p>{BUSY}</p><p><a href="/admin/login">Log in</a></p></main></body></html>').encode()
+BUSY_HEADERS = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(BUSY_PAGE)).encode()),
+                (b"retry-after", b"1"), (b"cache-control", b"no-store"), (b"x-robots-tag", b"noindex, nofollow")]
+
+
+class BusyDoor:
+    """Pure ASGI: a login post while every password check slot is taken is answered 503 here,
+    before routing, form parsing, the CSRF check, the rate limits and any template, so a flood's
+    refusals cost the event loop (which also answers readers' unsubscribes) next to nothing. It
+    takes nothing (no token, no slot); a post that gets past the door meets the route's own gate."""
+
+    def __init__(self, app, *, checks: Gate) -> None:
+        self.app, self.checks = app, checks
+
+    async def __call__(self, scope, receive, send) -> None:
+        if (scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/admin/login"
+                and self.checks.full()):
+            await send({"type": "http.response.start", "status": 503, "headers": BUSY_HEADERS})
+            await send({"type": "http.response.body", "body": BUSY_PAGE})
+            return
+        await self.app(scope, receive, send)
 
 
 @router.post("/login", include_in_schema=False)
