@@ -32,6 +32,7 @@ from bench.web import drop_pg, reset_pg, seed, start_server, write_config  # noq
 from tests.events.signing import Signer  # noqa: E402
 
 FLOODERS = 6
+P99S: list[float] = []                                      # each run's p99 during the flood, ms
 
 
 def _config(folder: Path, db_url: str, checks: int) -> Path:
@@ -98,8 +99,9 @@ def run(label: str, db_url: str, requests: int, checks: int) -> str:
             proc.terminate()
             proc.wait(10)
     answers = ", ".join(f"{code}: {n:,}" for code, n in sorted(codes.items()))
+    P99S.append(float(_ms(busy, .99)))
     return (f"| {label} | {checks} | {_ms(quiet, .5)} / {_ms(quiet, .99)} | {_ms(busy, .5)} / {_ms(busy, .99)} / "
-            f"{max(busy) * 1000:.1f} | {answers} | {peak / 1024:.0f} MB |")
+            f"{max(busy) * 1000:.1f} | {answers} | {peak / 1024:.0f} MB | {os.getloadavg()[0]:.1f} |")
 
 
 def main() -> None:
@@ -119,23 +121,28 @@ def main() -> None:
                 drop_pg([schema])
     print("\n".join(rows))
     load = os.getloadavg()[0]
+    met = ("met in every run above" if P99S and max(P99S) < 50 else
+           f"not met in {sum(p >= 50 for p in P99S)} of the {len(P99S)} runs above")
     body = f"""## Web service: one-click unsubscribes during an admin login flood
 
 {FLOODERS} threads post wrong passwords to `/admin/login` without pause (each a new name and the login limits
 raised, so no limit refuses them) while {args.requests} one-click unsubscribes are sent one after another;
 before the flood, {args.requests} more are the baseline. The password check runs outside any transaction or
-lock, at most `[web] admin_login_checks` at once (2 by default); more answer 503 at once
-(`bench/login_flood.py`, `tests/web/test_strangers.py`). Milliseconds, from the client; load average
-{load:.1f} at the end of the run.
+lock, at most `[web] admin_login_checks` at once (2 by default), on threads at the lowest CPU priority
+(nice 19); while both slots are taken a login post is refused 503 at the door, before routing, form
+parsing and templates (`bench/login_flood.py`, `tests/web/test_strangers.py`, docs/admin.md "Login
+rate limits"). Milliseconds, from the client; the load average (1 min) after each run is in the last
+column, {load:.1f} at the end (2 cores, shared with other work).
 
 The server's memory stays flat (90 attempts once took the service on PostgreSQL from 121 MB
-to 1 GB), and no unsubscribe waits on a lock held by a login (the test shows it). The issue's goal,
-p99 under 50 ms during the flood, is not met on this machine: the flood's own requests (a login
-page and a 503 page each, and the argon2 checks, on 2 shared cores) compete for the CPU and the one
-server process with the unsubscribes; the figures vary with the machine's load from run to run.
+to 1 GB), and no unsubscribe waits on a lock held by a login or on a password check for the CPU
+(the tests show both). The issue's goal, p99 under 50 ms during the flood, is {met}. What remains is
+the one event loop that answers the flood's own requests (a login form and a refusal each) and the
+unsubscribes alike, and on a loaded machine whatever else runs: compare the quiet column, taken
+moments before on the same machine.
 
-| database | checks at once | quiet p50 / p99 | flood p50 / p99 / max | login answers | server peak memory |
-|---|---|---|---|---|---|
+| database | checks at once | quiet p50 / p99 | flood p50 / p99 / max | login answers | server peak memory | load |
+|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 """
     write_section("login_flood", body, "bench/run login_flood")

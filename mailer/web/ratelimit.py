@@ -118,6 +118,10 @@ class Gate:
         with self._lock:
             self.inside -= 1
 
+    def full(self) -> bool:
+        """True when `enter` would refuse now (a hint without the lock: `enter` decides)."""
+        return self.inside >= self.limit
+
 
 class Backoff:
     """A growing delay per key (a client and a user name): after `free` failures in a row, each

@@ -5,6 +5,8 @@ password check holds no lock and no transaction, and that no more checks run at 
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import threading
 
 import httpx
@@ -103,9 +105,15 @@ def test_the_password_check_holds_no_lock_and_no_connection(live_db, monkeypatch
     assert answers[0].status_code == 303                       # logged in after all
 
 
-def test_over_the_bound_a_login_is_refused_at_once_with_retry_after(live_db):
+def test_over_the_bound_a_login_is_refused_at_once_with_retry_after(live_db, monkeypatch):
+    """One login more than `admin_login_checks` is refused before it reads the database."""
+    from mailer.web.admin import login as login_module
+
     checks = live_db.app.state.admin.checks
     add_user(live_db)
+    reads: list[str] = []
+    real = login_module.stored_password
+    monkeypatch.setattr(login_module, "stored_password", lambda conn, name: reads.append(name) or real(conn, name))
     assert checks.enter() and checks.enter() and not checks.enter()   # both slots taken
     try:
         busy = attempt(live_db.url, USER, PASSWORD)
@@ -114,7 +122,67 @@ def test_over_the_bound_a_login_is_refused_at_once_with_retry_after(live_db):
         checks.leave()
     assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
     assert "checking other logins" in busy.text
+    assert reads == []                                                 # refused before any read
+    assert "content-security-policy" in busy.headers and busy.headers["cache-control"] == "no-store"
     assert attempt(live_db.url, USER, PASSWORD).status_code == 303   # its token was given back
+    assert reads == [USER]
+
+
+def test_a_full_gate_answers_at_the_door_before_the_form_is_read(live_db):
+    """With every check slot taken, a login post is answered 503 before routing: even one with
+    no CSRF token or no form at all gets the busy page; once a
+    slot is free the same post meets the route again."""
+    checks = live_db.app.state.admin.checks
+    bare = {"username": "anyone", "password": "anything"}             # no csrf field
+    assert checks.enter() and checks.enter()
+    try:
+        busy = live_db.http.post("/admin/login", data=bare)
+        empty = live_db.http.post("/admin/login", content=b"\xff" * 10)
+        page = live_db.http.get("/admin/login", headers=HTML)          # the form itself still answers
+    finally:
+        checks.leave()
+        checks.leave()
+    assert (busy.status_code, empty.status_code, page.status_code) == (503, 503, 200)
+    assert "checking other logins" in busy.text and busy.headers["retry-after"] == "1"
+    assert live_db.http.post("/admin/login", data=bare).status_code == 403      # the route: no CSRF token
+
+
+def nice_of(tid: int) -> int:
+    """A thread's nice value as the kernel holds it: field 19 of /proc/self/task/TID/stat."""
+    with open(f"/proc/self/task/{tid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_the_password_check_runs_at_the_lowest_priority_and_nothing_else_does(live_db, monkeypatch):
+    """The argon2 check runs on a thread of nice 19, so on a busy machine the kernel gives the
+    threads that answer unsubscribes the CPU first; the thread that read the user's hash (the
+    shared pool that serves readers too) and the process keep their priority, and the login
+    still succeeds."""
+    from mailer.web.admin import login as login_module
+
+    add_user(live_db)
+    seen: dict[str, tuple[int, int]] = {}
+    read, check = login_module.stored_password, login_module.check_password_hash
+
+    def reading(conn, name):
+        tid = threading.get_native_id()
+        seen["read"] = (tid, nice_of(tid))
+        return read(conn, name)
+
+    def checking(found, password):
+        tid = threading.get_native_id()
+        seen["check"] = (tid, nice_of(tid))
+        return check(found, password)
+
+    monkeypatch.setattr(login_module, "stored_password", reading)
+    monkeypatch.setattr(login_module, "check_password_hash", checking)
+    before = nice_of(threading.get_native_id())
+    assert before < 19
+    assert attempt(live_db.url, USER, PASSWORD).status_code == 303
+    assert seen["check"][1] == 19
+    assert seen["read"][1] == before and seen["read"][0] != seen["check"][0]
+    assert nice_of(threading.get_native_id()) == before and nice_of(os.getpid()) == before
 
 
 def test_unsubscribes_succeed_during_a_login_flood(live_db):

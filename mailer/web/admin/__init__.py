@@ -44,6 +44,7 @@ from mailer.web.admin.auth import (
     plain_request,
 )
 from mailer.web.admin.search import CountCache
+from mailer.web.lowpriority import LowPriorityPool
 from mailer.web.ratelimit import Backoff, Gate, Rate, RateLimiter
 from subscribers.normalize import display_email
 
@@ -63,7 +64,9 @@ class AdminContext:
         rate = Rate(burst=settings.web.admin_login_burst, per_hour=settings.web.admin_login_per_hour)
         self.limiter = RateLimiter({"login-address": rate, "login-client-user": rate})
         self.backoff = Backoff()                # per client and user name: a growing delay after failures
-        self.checks = Gate(settings.web.admin_login_checks)   # password checks at once
+        self.checks = Gate(settings.web.admin_login_checks)   # password checks at once ...
+        # ... each on a thread of its own at the lowest OS priority (mailer/web/lowpriority.py)
+        self.checkers = LowPriorityPool(settings.web.admin_login_checks, "mailer-login-check")
 
         self.counts = CountCache(web.read)
         self.dir = Path(settings.compose.templates_dir) / "admin"
@@ -116,6 +119,8 @@ def is_admin_path(path: str) -> bool:
 
 def install(app: FastAPI, web) -> None:
     app.state.admin = AdminContext(web)
+    app.router.add_event_handler("shutdown", app.state.admin.checkers.close)
+    app.add_middleware(login.BusyDoor, checks=app.state.admin.checks)   # inside the security headers
     app.include_router(login.router)
     for module in (dashboard, lists, people, issues, users):
         app.include_router(module.router, prefix="/admin", dependencies=[Depends(current_admin),

@@ -7,8 +7,9 @@ stranger's guesses cannot lock the user out; a failed attempt takes a token from
 successful one gives it back, so people who log in often are never locked out by it. After three
 failures in a row, the same client at the same name waits 1, 2, 4, ... seconds (up to 15 minutes)
 between tries. Over the limit: 429 with Retry-After, and no password check at all. The password check (argon2) runs
-outside any transaction, at most [web] admin_login_checks at once; one more answers 503 with
-Retry-After at once instead of waiting for a thread (docs/admin.md, "Login rate limits").
+outside any transaction, at most [web] admin_login_checks at once, on threads of the lowest OS
+priority (mailer/web/lowpriority.py); one more answers 503 with Retry-After at once, before any
+database read, instead of waiting for a thread (docs/admin.md, "Login rate limits").
 An unknown name and a wrong password get the same answer in the same time
 (mailer/admin_users.py). A right password for a user with a second factor leads to the code form,
 holding a signed cookie for five minutes; the code is limited by the same buckets.
@@ -38,7 +39,7 @@ from mailer.web.admin.auth import (
     current_admin,
     safe_next,
 )
-from mailer.web.ratelimit import client_key
+from mailer.web.ratelimit import Gate, client_key
 
 router = APIRouter(prefix="/admin")
 BUCKETS = ("login-address", "login-client-user")
@@ -120,6 +121,30 @@ def _recorded(conn, name: str, found: Stored, new_hash: str | None) -> tuple[str
 
 
 BUSY = "The server is checking other logins right now. Try again in a moment."
+# The answer at the door (BusyDoor): a page of its own, made once, linking back to the form.
+BUSY_PAGE = ('<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Busy</title>'
+             '<link rel="stylesheet" href="/admin/static/admin.css"></head><body><main><h1>Busy</h1>'
+             f'<p>{BUSY}</p><p><a href="/admin/login">Log in</a></p></main></body></html>').encode()
+BUSY_HEADERS = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(BUSY_PAGE)).encode()),
+                (b"retry-after", b"1"), (b"cache-control", b"no-store"), (b"x-robots-tag", b"noindex, nofollow")]
+
+
+class BusyDoor:
+    """Pure ASGI: a login post while every password check slot is taken is answered 503 here,
+    before routing, form parsing, the CSRF check, the rate limits and any template, so a flood's
+    refusals cost the event loop (which also answers readers' unsubscribes) next to nothing. It
+    takes nothing (no token, no slot); a post that gets past the door meets the route's own gate."""
+
+    def __init__(self, app, *, checks: Gate) -> None:
+        self.app, self.checks = app, checks
+
+    async def __call__(self, scope, receive, send) -> None:
+        if (scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/admin/login"
+                and self.checks.full()):
+            await send({"type": "http.response.start", "status": 503, "headers": BUSY_HEADERS})
+            await send({"type": "http.response.body", "body": BUSY_PAGE})
+            return
+        await self.app(scope, receive, send)
 
 
 @router.post("/login", include_in_schema=False)
@@ -133,14 +158,15 @@ async def login(request: Request, username: str = Form(""), password: str = Form
         return _login_page(request, 429, username=name, next_url=next, error=TOO_MANY, retry_after=wait)
     stamp, second = None, False
     if name and password:
-        # read, check, record: the slow check (argon2) holds no transaction and no writer lock,
-        # and only `admin_login_checks` of them run at once; one more is refused, not queued
-        found = await run_in_threadpool(ctx.web.read, stored_password, name)
+        # only `admin_login_checks` at once; one more is refused before any database read, not
+        # queued. Read, check, record: the slow check (argon2) holds no transaction and no writer
+        # lock, and runs on a thread of the lowest OS priority (mailer/web/lowpriority.py)
         if not ctx.checks.enter():
             _refund(request, name)
             return _login_page(request, 503, username=name, next_url=next, error=BUSY, retry_after=1)
         try:
-            right, new_hash = await run_in_threadpool(check_password_hash, found, password)
+            found = await run_in_threadpool(ctx.web.read, stored_password, name)
+            right, new_hash = await ctx.checkers.run(check_password_hash, found, password)
         finally:
             ctx.checks.leave()
         if right and found is not None:
