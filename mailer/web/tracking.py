@@ -5,6 +5,13 @@ so it is no open redirect: a token that is not ours, was changed, or names a lin
 not have answers 404 and redirects nowhere. The request is answered at once; what it counts is
 decided and written later, in batches, by mailer.events.clicks.Recorder (people or machines), and
 only while `[tracking]` still asks for it. docs/tracking.md.
+
+These are the service's busiest paths (every reader's every click, while a send runs), so
+`FastPath`, a pure ASGI middleware, answers them before FastAPI's routing, exception and
+dependency layers, which cost several times what the answer itself does (BENCHMARKS.md,
+"Tracking"); what it declines (a token that is not ours, a link the send lacks) goes on to the
+routes below, which answer the 404 page in the reader's language. Both call the same `Tracking`
+methods, so the two ways cannot answer differently.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from mailer.config import ClickTracking
 from mailer.events.clicks import Hit, Recorder, Rules
 from mailer.send import tracking
 from mailer.send.tracking import Kind
-from mailer.web.readers import client
+from mailer.web.readers import clean_agent
 
 router = APIRouter()
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")   # 1x1, transparent
@@ -52,17 +59,41 @@ class Tracking:
             loaded = self.links[token.send_id] = (time.monotonic(), found)
         return loaded[1].get(token.link)
 
+    async def redirect(self, token: str, request: Request) -> Response | None:
+        """The redirect a click token names, the click handed to the recorder; None (nothing
+        recorded) when the token is not ours or names no link of its send."""
+        found = self.signer.read(token)
+        if found is None or found.link is None:
+            return None
+        url = await self.target(found)
+        if url is None:
+            return None
+        self.hit(Kind.CLICK, found, request)
+        return RedirectResponse(url, status_code=302, headers=NOT_CACHED)
+
+    def image(self, token: str, request: Request) -> Response | None:
+        """The open image of a copy, the open handed to the recorder; None when the token is not
+        an open token of ours."""
+        found = self.signer.read(token)
+        if found is None or found.link is not None:
+            return None
+        self.hit(Kind.OPEN, found, request)
+        return Response(GIF, media_type="image/gif", headers=NOT_CACHED)
+
     def counted(self, kind: Kind) -> bool:
         return self.settings.opens if kind is Kind.OPEN else self.settings.clicks is not ClickTracking.OFF
 
     def hit(self, kind: Kind, token: Token, request: Request) -> None:
         if not self.counted(kind):
             return
-        who = client(request)
         named = token.reader and self.settings.clicks is ClickTracking.READER
+        agent = request.headers.get("user-agent")
+        # The address as it came (no parse here, on the request's path): only an open's is looked
+        # at, by the recorder (mailer/events/scanners.py image_proxy), and nothing stores it.
         self.recorder.add(Hit(kind, token.send_id, token.link, f"{'r' if token.reader else 'a'}{token.copy:x}",
                               token.copy if named else None, token.made_at, self.clock(),
-                              request.method == "HEAD", who.user_agent, who.ip))
+                              request.method == "HEAD", clean_agent(agent) if agent else None,
+                              request.client.host if request.client else None))
 
     def _write(self, decided) -> None:
         self.web.write(tracking.record, decided)
@@ -79,22 +110,33 @@ class Tracking:
 @router.head("/c/{token}", include_in_schema=False)
 async def click(token: str, request: Request) -> Response:
     web = request.app.state.web
-    found = web.tracking.signer.read(token)
-    url = None if found is None or found.link is None else await web.tracking.target(found)
-    if url is None:
-        return web.pages.error(404, "This link does not work", "This link is not one of ours, or it was changed "
-                               "on the way. Nothing was recorded.")
-    web.tracking.hit(Kind.CLICK, found, request)
-    return RedirectResponse(url, status_code=302, headers=NOT_CACHED)
+    return await web.tracking.redirect(token, request) or web.pages.error(
+        404, "This link does not work", "This link is not one of ours, or it was changed on the way. Nothing was "
+        "recorded.")
 
 
 @router.get("/o/{token}", summary="The open image of a copy (HEAD too)",
             responses={200: {"description": "a 1x1 transparent GIF"}, 404: {"description": "not ours"}})
 @router.head("/o/{token}", include_in_schema=False)
 async def opened(token: str, request: Request) -> Response:
-    web = request.app.state.web
-    found = web.tracking.signer.read(token)
-    if found is None or found.link is not None:
-        return Response(status_code=404, headers=NOT_CACHED)
-    web.tracking.hit(Kind.OPEN, found, request)
-    return Response(GIF, media_type="image/gif", headers=NOT_CACHED)
+    return request.app.state.web.tracking.image(token, request) or Response(status_code=404, headers=NOT_CACHED)
+
+
+class FastPath:
+    """Pure ASGI middleware: GET and HEAD of /c/{token} and /o/{token} answered here when the
+    token is good, before FastAPI's layers; anything else goes on to the app (the routes above)."""
+
+    def __init__(self, app, *, tracking: Tracking) -> None:
+        self.app, self.tracking = app, tracking
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            path: str = scope["path"]
+            response = None
+            if path.startswith("/c/"):
+                response = await self.tracking.redirect(path[3:], Request(scope))
+            elif path.startswith("/o/"):
+                response = self.tracking.image(path[3:], Request(scope))
+            if response is not None:
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)

@@ -105,6 +105,9 @@ def test_a_readers_click_goes_to_the_story_and_counts_them_once(live, repo, tmp_
     first = live.http.get(path(ann[0]), headers={"user-agent": CHROME})
     assert (first.status_code, first.headers["location"]) == (302, STORY)
     assert first.headers["cache-control"].startswith("no-store")
+    # answered before FastAPI's routing (mailer/web/tracking.py FastPath), still with our headers:
+    # the token in the address goes to no other site
+    assert (first.headers["referrer-policy"], first.headers["x-content-type-options"]) == ("no-referrer", "nosniff")
     clock.now += 60
     again = live.http.get(path(ann[0]), headers={"user-agent": CHROME})   # the same link, a minute later
     assert again.headers["location"] == STORY
