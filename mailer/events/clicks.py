@@ -92,7 +92,7 @@ class Recorder:
     """Holds each hit until its sweep window has passed, then decides it and writes it in a batch."""
 
     def __init__(self, rules: Rules, write: Callable[[list[Decided]], object], *,
-                 clock: Callable[[], float] = time.time, every: float = 0.5) -> None:
+                 clock: Callable[[], float] = time.time, every: float = 0.1) -> None:
         self.rules, self.write, self.clock, self.every = rules, write, clock, every
         self.pending: deque[Hit] = deque()                       # not yet decided, in arrival order
         self.kept: deque[Hit] = deque()                          # decided, kept as later ones' neighbours

@@ -31,7 +31,6 @@ from sqlalchemy import (
     delete,
     insert,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -160,28 +159,29 @@ def _tracked(conn: Connection, decided: Sequence[Decided]) -> list[Decided]:
 
 
 def _consenting(conn: Connection, decided: Sequence[Decided]) -> list[Decided]:
+    """Leave out the named readers who have turned tracking off, or are gone (forget)."""
     ids = {d.subscriber_id for d in decided if d.subscriber_id is not None}
     if not ids:
         return list(decided)
-    refused = set(conn.execute(select(subscribers.c.id).where(subscribers.c.id.in_(ids),
-                                                              subscribers.c.no_tracking.is_(True))).scalars())
-    gone = ids - set(conn.execute(select(subscribers.c.id).where(subscribers.c.id.in_(ids))).scalars())
-    return [d for d in decided if d.subscriber_id is None or d.subscriber_id not in refused | gone]
+    willing = set(conn.execute(select(subscribers.c.id).where(subscribers.c.id.in_(ids),
+                                                              subscribers.c.no_tracking.isnot(True))).scalars())
+    return [d for d in decided if d.subscriber_id is None or d.subscriber_id in willing]
 
 
 def _seen(conn: Connection, people: Sequence[Decided]) -> set:
     """(send, kind, copy, link) already in the hits for these copies, and (send, kind, copy) for
-    copies with any hit of that kind."""
-    pairs = {(d.send_id, d.copy) for d in people}
-    if not pairs:
-        return set()
-    found = conn.execute(select(tracking_hits.c.send_id, tracking_hits.c.kind, tracking_hits.c.copy,
-                                tracking_hits.c.link)
-                         .where(tuple_(tracking_hits.c.send_id, tracking_hits.c.copy).in_(list(pairs)))).all()
+    copies with any hit of that kind. One query per send (a batch is nearly always one send's):
+    `copy IN (...)` binds half the values a (send, copy) pair list would."""
+    copies: dict[int, set[str]] = {}
+    for d in people:
+        copies.setdefault(d.send_id, set()).add(d.copy)
     seen: set = set()
-    for send_id, kind, copy, link in found:
-        seen.add((send_id, Kind(kind), copy, link))
-        seen.add((send_id, Kind(kind), copy))
+    for send_id, theirs in copies.items():
+        found = conn.execute(select(tracking_hits.c.kind, tracking_hits.c.copy, tracking_hits.c.link)
+                             .where(tracking_hits.c.send_id == send_id, tracking_hits.c.copy.in_(theirs)))
+        for kind, copy, link in found:
+            seen.add((send_id, Kind(kind), copy, link))
+            seen.add((send_id, Kind(kind), copy))
     return seen
 
 

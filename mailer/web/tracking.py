@@ -16,6 +16,7 @@ methods, so the two ways cannot answer differently.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 
@@ -45,6 +46,7 @@ class Tracking:
         self.settings = web.settings.tracking
         self.signer = Signer.from_secret(web.secret)
         self.links: dict[int, tuple[float, dict[int, str]]] = {}   # send -> (loaded at, index -> URL)
+        self.loading: dict[int, asyncio.Task] = {}                 # send -> the one read of its links under way
         self.recorder = Recorder(Rules(self.settings.sweep_seconds, self.settings.after_accept_seconds),
                                  self._write)
         self.purged_at = 0.0
@@ -55,9 +57,25 @@ class Tracking:
         assert token.link is not None
         loaded = self.links.get(token.send_id)
         if loaded is None or (token.link not in loaded[1] and time.monotonic() - loaded[0] > RELOAD_SECONDS):
-            found = await run_in_threadpool(self.web.read, tracking.links_of, token.send_id)
-            loaded = self.links[token.send_id] = (time.monotonic(), found)
+            loaded = await self._load(token.send_id)
         return loaded[1].get(token.link)
+
+    async def _load(self, send_id: int) -> tuple[float, dict[int, str]]:
+        """Read the send's links, once however many requests wait for them: the first clicks of
+        an issue come in a burst, and each its own read would queue them all behind the threads."""
+        task = self.loading.get(send_id)
+        if task is None or task.get_loop() is not asyncio.get_running_loop():
+            task = self.loading[send_id] = asyncio.ensure_future(self._read_links(send_id))
+        return await asyncio.shield(task)     # a client that goes away does not cancel the others' read
+
+    async def _read_links(self, send_id: int) -> tuple[float, dict[int, str]]:
+        try:
+            found = await run_in_threadpool(self.web.read, tracking.links_of, send_id)
+            loaded = self.links[send_id] = (time.monotonic(), found)
+            return loaded
+        finally:
+            if self.loading.get(send_id) is asyncio.current_task():
+                del self.loading[send_id]
 
     async def redirect(self, token: str, request: Request) -> Response | None:
         """The redirect a click token names, the click handed to the recorder; None (nothing
