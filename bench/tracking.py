@@ -11,8 +11,9 @@
      and link of that send with a browser's User-Agent; latency from scheduled start to full
      response. READERS is large enough that the send is still running when the clicks end (part 1
      sends 100,000 tracked readers in about 4.6 s on a quiet machine, so 300,000 take about 14 s
-     besides the clicks; the table says whether it ran throughout, and how long it went on after). Then the server is stopped (it writes what its
-     recorder holds) and the counts must add up to the requests answered.
+     besides the clicks; the table says whether it ran throughout, and how long it went on after).
+     Then the server is stopped (it writes what its recorder holds) and the counts must add up to
+     the requests answered.
 
     .venv/bin/python bench/tracking.py [--rate 500] [--seconds 10] [--readers 300000]
                                        [--sendgrid 100000] [--smtp 2000] [--repeat 2] [--sqlite-only]
@@ -171,20 +172,27 @@ class Getter:
             writer.close()
 
 
-async def _click(client: Getter, path: str, due: float, out: list) -> None:
+async def _click(client: Getter, path: str, offset: float, go: asyncio.Future, out: list) -> None:
+    due = await go + offset
     await asyncio.sleep(max(0.0, due - time.perf_counter()))
     try:
         ok = await client.get(path) == 302
     except (OSError, asyncio.IncompleteReadError, ValueError):
         ok = False
-    out.append((time.perf_counter() - due, ok))
+    out.append((time.perf_counter() - due, ok, offset))
 
 
 async def _load(port: int, paths: list[str], rate: float) -> list:
+    """(latency, answered, scheduled offset) per request. Every request's task is made before the
+    clock starts: making thousands takes a loaded machine longer than any head start, and the
+    first requests would be late before they were sent."""
     out: list = []
     client = Getter(port)
-    start = time.perf_counter() + 0.2
-    await asyncio.gather(*(_click(client, p, start + i / rate, out) for i, p in enumerate(paths)))
+    go: asyncio.Future = asyncio.get_running_loop().create_future()
+    tasks = [asyncio.ensure_future(_click(client, p, i / rate, go, out)) for i, p in enumerate(paths)]
+    await asyncio.sleep(0)
+    go.set_result(time.perf_counter() + 0.2)
+    await asyncio.gather(*tasks)
     client.close()
     return out
 
@@ -240,9 +248,12 @@ def click_run(label: str, db_url: str, args) -> dict:
             server.send_signal(signal.SIGTERM)
             server.wait(30)
             sg_stop()
-        answered = sum(ok for _, ok in results)
+        answered = sum(ok for _, ok, _ in results)
         recorded = counted(db_url)
-    latencies = sorted(1000 * lat for lat, ok in results if ok)
+    latencies = sorted(1000 * lat for lat, ok, _ in results if ok)
+    slowest = sorted(results, reverse=True)[:len(results) // 100]
+    print(f"[{label}] the slowest 1 % were scheduled at (s): "
+          f"{sorted(round(offset, 1) for _, _, offset in slowest)}", flush=True)
     q = statistics.quantiles(latencies, n=100)
     row = {"requests": len(results), "errors": len(results) - answered, "median": statistics.median(latencies),
            "p99": q[98], "max": latencies[-1], "recorded": recorded, "answered": answered,
