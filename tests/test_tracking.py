@@ -146,6 +146,12 @@ def test_the_scanner_list_knows_no_ordinary_browser():
     assert scanners.image_proxy(None, "not an address") is None
 
 
+def test_every_name_on_the_scanner_list_is_found_in_any_case_anywhere_in_the_agent():
+    for name in scanners.SCANNER_NAMES:
+        for written in (name, name.upper(), name.title()):
+            assert scanners.scanner(f"Mozilla/5.0 (compatible; {written} 1.0)"), written
+
+
 class Clock:
     def __init__(self, at: float) -> None:
         self.at = at

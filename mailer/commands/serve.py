@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from mailer.commands.common import app_context
 
 # The stages are imported inside each command, not here: start-up (mailer/commands/__init__.py).
+
+SWITCH_INTERVAL = 0.001      # seconds a thread may hold the GIL while another waits for it
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +34,10 @@ def register(app: typer.Typer) -> None:
         # proxy_headers: behind a local reverse proxy (127.0.0.1 trusted by default, or
         # FORWARDED_ALLOW_IPS), the client address comes from X-Forwarded-For.
         # No access log: confirm and unsubscribe URLs carry tokens, which a log must not collect.
+        # The event loop takes the GIL back from a busy thread (the click recorder's batch, a sync
+        # route's work) within 1 ms, not Python's default 5 ms: a request that arrives meanwhile
+        # waits that long (BENCHMARKS.md, "Tracking"; docs/tracking.md).
+        sys.setswitchinterval(SWITCH_INTERVAL)
         uvicorn.run(web, host=host, port=port, proxy_headers=True, server_header=False, access_log=False,
                     log_level="info")
 

@@ -16,7 +16,10 @@ HEAD, a scanner's, early, or comes from Apple's or Google's image proxy. The rul
 limits: docs/tracking.md.
 
 Nothing here touches the request path but `add` (a lock, an append); one background thread decides
-and writes, every `every` seconds, so the web's latency does not depend on the database.
+and writes, every `every` seconds, so the web's latency does not depend on the database. What that
+thread does holds the GIL beside the web's event loop, so it is kept small: batches of a tenth of
+a second, the lock held only to take and to forget, no regular expression per request
+(mailer/events/scanners.py). BENCHMARKS.md, "Tracking".
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ class Hit:
     at: float                      # Unix seconds of the request
     head: bool
     agent: str | None
-    ip: str | None = None
+    ip: str | None = None          # the client address as it came (behind a proxy: any text)
 
 
 def classify(hit: Hit, neighbours: list[Hit], rules: Rules) -> Machine | None:
@@ -89,11 +92,13 @@ class Recorder:
     """Holds each hit until its sweep window has passed, then decides it and writes it in a batch."""
 
     def __init__(self, rules: Rules, write: Callable[[list[Decided]], object], *,
-                 clock: Callable[[], float] = time.time, every: float = 0.5) -> None:
+                 clock: Callable[[], float] = time.time, every: float = 0.1) -> None:
         self.rules, self.write, self.clock, self.every = rules, write, clock, every
         self.pending: deque[Hit] = deque()                       # not yet decided, in arrival order
+        self.kept: deque[Hit] = deque()                          # decided, kept as later ones' neighbours
         self.recent: dict[tuple[int, str], list[Hit]] = {}      # (send, copy) -> its requests lately
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()                             # `add` (the request) against the flush
+        self.flushing = threading.Lock()                         # one flush at a time, decided to written
         self.wake = threading.Event()
         self.thread: threading.Thread | None = None
         self.stopping = False
@@ -109,16 +114,21 @@ class Recorder:
     def flush(self, everything: bool = False) -> int:
         """Decide and write the hits whose window has passed (all of them with `everything`);
         returns how many were written."""
-        now = self.clock()
-        with self.lock:
-            due = []
-            while self.pending and (everything or self.pending[0].at <= now - self.rules.sweep_seconds):
-                due.append(self.pending.popleft())
+        with self.flushing:
+            now = self.clock()
+            with self.lock:
+                due = []
+                while self.pending and (everything or self.pending[0].at <= now - self.rules.sweep_seconds):
+                    due.append(self.pending.popleft())
+            # Decided without the lock, which the requests take: meanwhile `add` only appends later
+            # requests to the lists read here, and only a flush removes from them.
             decided = [self._decide(hit) for hit in due]
-            self._forget_older_than(now - 3 * self.rules.sweep_seconds - self.every)
-        if decided:
-            self.write(decided)
-        return len(decided)
+            with self.lock:
+                self.kept.extend(due)
+                self._forget_older_than(now - 3 * self.rules.sweep_seconds - self.every)
+            if decided:
+                self.write(decided)
+            return len(decided)
 
     def stop(self) -> None:
         with self.lock:
@@ -136,13 +146,17 @@ class Recorder:
                        datetime.fromtimestamp(hit.at, UTC), machine.value if machine else None)
 
     def _forget_older_than(self, cutoff: float) -> None:
-        oldest_pending = self.pending[0].at if self.pending else cutoff
-        cutoff = min(cutoff, oldest_pending - self.rules.sweep_seconds)
-        for key, hits in list(self.recent.items()):
-            if hits[-1].at < cutoff:
+        """Drop the decided requests older than `cutoff` from `recent`: only those (the oldest
+        first, each the first of its copy's list), not a walk over every copy seen lately."""
+        if self.pending:
+            cutoff = min(cutoff, self.pending[0].at - self.rules.sweep_seconds)
+        while self.kept and self.kept[0].at < cutoff:
+            hit = self.kept.popleft()
+            key = (hit.send_id, hit.copy)
+            hits = self.recent[key]
+            del hits[next(i for i, h in enumerate(hits) if h is hit)]
+            if not hits:
                 del self.recent[key]
-            elif hits[0].at < cutoff:
-                self.recent[key] = [h for h in hits if h.at >= cutoff]
 
     def _run(self) -> None:
         while not self.stopping:

@@ -1,6 +1,6 @@
 """The machines that fetch a newsletter's links and images: the one list, kept here.
 
-A request whose User-Agent matches `SCANNER` is a machine's click (mail security gateways that
+A request whose User-Agent holds one of `SCANNER_NAMES` is a machine's click (mail security gateways that
 follow every link of a message, link previewers, HTTP libraries, headless browsers); an image
 request from `IMAGE_PROXY` is a machine's open (Apple Mail Privacy Protection fetches every image of
 every message it receives, Gmail's proxy fetches once and caches). User agents can be anything, so
@@ -14,8 +14,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
-# Matched case-insensitively anywhere in the User-Agent.
-_SCANNER_NAMES = (
+# Matched case-insensitively anywhere in the User-Agent (all lower case here).
+SCANNER_NAMES = (
     # mail security gateways and link protection (they follow every link on delivery)
     "barracuda", "mimecast", "proofpoint", "urldefense", "ppops", "symantec", "messagelabs", "trend micro",
     "trendmicro", "forcepoint", "sophos", "fireeye", "trellix", "ironport", "cisco", "zscaler", "checkpoint",
@@ -29,7 +29,6 @@ _SCANNER_NAMES = (
     "okhttp", "java/", "libwww-perl", "apache-httpclient", "axios", "node-fetch", "undici", "headlesschrome",
     "phantomjs", "scrapy", "httpclient",
 )
-SCANNER = re.compile("|".join(re.escape(name) for name in _SCANNER_NAMES), re.IGNORECASE)
 
 # Image proxies that fetch on the reader's behalf, or on nobody's: (name, User-Agent pattern).
 IMAGE_PROXY = (
@@ -42,8 +41,16 @@ APPLE_NETWORK = ipaddress.ip_network("17.0.0.0/8")
 
 
 def scanner(agent: str | None) -> bool:
-    """A machine's User-Agent: one of the list's, or none at all (browsers always send one)."""
-    return not agent or not agent.strip() or SCANNER.search(agent) is not None
+    """A machine's User-Agent: one of the list's, or none at all (browsers always send one).
+
+    Substring tests on the lowered agent, not one regular expression of the names: `re` tries the
+    whole alternation at each position of a browser's agent (about 0.2 ms each, with the GIL held,
+    in the recorder's batch beside the web's event loop); the tests take a few microseconds.
+    """
+    if not agent or not agent.strip():
+        return True
+    lowered = agent.lower()
+    return any(name in lowered for name in SCANNER_NAMES)
 
 
 def image_proxy(agent: str | None, ip: str | None) -> str | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from sqlalchemy import (
@@ -31,13 +31,13 @@ from sqlalchemy import (
     delete,
     insert,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.engine import Connection
 
 from mailer.compose.tracking import Link
 from mailer.send.ledger import metadata, sends
+from subscribers.bulk import Bulk
 from subscribers.models import UtcDateTime, subscribers, utcnow
 
 
@@ -88,8 +88,11 @@ class Decided(NamedTuple):
     link: int | None
     copy: str                      # "r<subscriber>" or "a<random>"
     subscriber_id: int | None      # "reader" mode only
-    at: object                     # aware datetime
+    at: datetime                   # aware
     machine: str | None            # why it is a machine's (mailer/events/clicks.py), None: a person
+
+
+HIT_COLUMNS = ("send_id", "kind", "link", "copy", "subscriber_id", "at")
 
 
 def store_links(conn: Connection, send_id: int, links: Sequence[Link]) -> dict[str, int]:
@@ -123,7 +126,8 @@ def record(conn: Connection, decided: Sequence[Decided]) -> int:
     decided = _consenting(conn, _tracked(conn, decided))
     people = [d for d in decided if d.machine is None]
     seen = _seen(conn, people)
-    rows: list[dict] = []
+    rows: list[tuple] = []
+    bulk = Bulk(conn)
     link_people: dict[tuple, int] = {}
     copies: dict[tuple, int] = {}
     for d in people:
@@ -131,15 +135,16 @@ def record(conn: Connection, decided: Sequence[Decided]) -> int:
         if (*key, d.link) in seen:
             continue
         seen.add((*key, d.link))
-        rows.append({"send_id": d.send_id, "kind": d.kind.value, "link": d.link, "copy": d.copy,
-                     "subscriber_id": d.subscriber_id, "at": d.at})
+        rows.append((d.send_id, d.kind.value, d.link, d.copy, d.subscriber_id, bulk.time(d.at)))
         if d.kind is Kind.CLICK:
             link_people[d.send_id, d.link] = link_people.get((d.send_id, d.link), 0) + 1
         if key not in seen:
             seen.add(key)
             copies[d.send_id, d.kind] = copies.get((d.send_id, d.kind), 0) + 1
     if rows:
-        conn.execute(insert(tracking_hits), rows)
+        # straight to the driver (subscribers/bulk.py): SQLAlchemy's per-row work was most of what a
+        # batch cost the web's recorder thread, beside the event loop
+        bulk.insert(tracking_hits, HIT_COLUMNS, rows)
     machine_links: dict[tuple, int] = {}
     machine_sends: dict[tuple, int] = {}
     for d in decided:
@@ -160,28 +165,29 @@ def _tracked(conn: Connection, decided: Sequence[Decided]) -> list[Decided]:
 
 
 def _consenting(conn: Connection, decided: Sequence[Decided]) -> list[Decided]:
+    """Leave out the named readers who have turned tracking off, or are gone (forget)."""
     ids = {d.subscriber_id for d in decided if d.subscriber_id is not None}
     if not ids:
         return list(decided)
-    refused = set(conn.execute(select(subscribers.c.id).where(subscribers.c.id.in_(ids),
-                                                              subscribers.c.no_tracking.is_(True))).scalars())
-    gone = ids - set(conn.execute(select(subscribers.c.id).where(subscribers.c.id.in_(ids))).scalars())
-    return [d for d in decided if d.subscriber_id is None or d.subscriber_id not in refused | gone]
+    willing = set(conn.execute(select(subscribers.c.id).where(subscribers.c.id.in_(ids),
+                                                              subscribers.c.no_tracking.isnot(True))).scalars())
+    return [d for d in decided if d.subscriber_id is None or d.subscriber_id in willing]
 
 
 def _seen(conn: Connection, people: Sequence[Decided]) -> set:
     """(send, kind, copy, link) already in the hits for these copies, and (send, kind, copy) for
-    copies with any hit of that kind."""
-    pairs = {(d.send_id, d.copy) for d in people}
-    if not pairs:
-        return set()
-    found = conn.execute(select(tracking_hits.c.send_id, tracking_hits.c.kind, tracking_hits.c.copy,
-                                tracking_hits.c.link)
-                         .where(tuple_(tracking_hits.c.send_id, tracking_hits.c.copy).in_(list(pairs)))).all()
+    copies with any hit of that kind. One query per send (a batch is nearly always one send's):
+    `copy IN (...)` binds half the values a (send, copy) pair list would."""
+    copies: dict[int, set[str]] = {}
+    for d in people:
+        copies.setdefault(d.send_id, set()).add(d.copy)
     seen: set = set()
-    for send_id, kind, copy, link in found:
-        seen.add((send_id, Kind(kind), copy, link))
-        seen.add((send_id, Kind(kind), copy))
+    for send_id, theirs in copies.items():
+        found = conn.execute(select(tracking_hits.c.kind, tracking_hits.c.copy, tracking_hits.c.link)
+                             .where(tracking_hits.c.send_id == send_id, tracking_hits.c.copy.in_(theirs)))
+        for kind, copy, link in found:
+            seen.add((send_id, Kind(kind), copy, link))
+            seen.add((send_id, Kind(kind), copy))
     return seen
 
 

@@ -48,6 +48,7 @@ def create_app(settings) -> FastAPI:
     app.add_middleware(BodyLimit, limit=FORM_LIMIT, overrides={"/webhooks/": WEBHOOK_LIMIT,
                                                                "/admin/lists/": admin.UPLOAD_LIMIT})
     app.add_middleware(Negotiation, default=settings.newsletter.language)   # each page in its reader's language
+    app.add_middleware(tracking.FastPath, tracking=app.state.web.tracking)   # /c/ and /o/: the busiest paths
     app.add_middleware(SecurityHeaders, https=settings.newsletter.base_url.startswith("https://"))
     notifier = Notifier(settings)        # the outgoing webhooks (a bad whsec_ secret stops us here)
     app.router.add_event_handler("startup", notifier.start)
