@@ -1,17 +1,28 @@
 """Finding people by any part of a name or an address, in any script, on both databases.
 
-    contains("Lee", dialect)      # a WHERE clause: "Ann Lee", "lee@example.org", "Ødegaard", "bücher"
+    matches("Lee", dialect)       # a WHERE clause: "Ann Lee", "lee@example.org", "Ødegaard", "bücher"
 
 - SQLite: `subscribers.search` holds the name and the address casefolded (Unicode NFKC, then
   `str.casefold`, so "Ødegaard", "МАРИЯ" and "Łukasz" fold as Python folds them; SQLite's own
   lower() folds ASCII only), the address once with its domain in Unicode and once as stored
-  (punycode). It is written wherever a subscriber's name or address is (subscribers/store.py,
-  subscribers/importer.py) and filled for existing rows by migration 0014_i24b. A row without it
-  (written by an older version) is still found by its address and ASCII name.
+  (punycode), one per line. It is written wherever a subscriber's name or address is
+  (subscribers/store.py, subscribers/importer.py) and filled for existing rows by migration
+  0014_i24b. `subscribers_search` (migration 0016_i24c, FTS5 with the trigram tokenizer) indexes
+  "\n" + that column, kept in step by triggers; a quoted phrase of three characters or more is a
+  substring match through it. A row whose `search` an older version left empty is still found
+  by the start of its address and ASCII name.
 - PostgreSQL: `lower(coalesce(name, '') || ' ' || email)` (lower() folds every script in a UTF-8
   database) under a pg_trgm GIN index (migration 0014_i24b), which answers `LIKE '%text%'`
-  for three characters or more; shorter text, or a database without pg_trgm, scans the table.
+  for three characters or more; `@text` is a range of the btree on the address from its "@"
+  (0016_i24c). Without pg_trgm the search scans the table.
 
+What matches (the same on both; docs/admin.md says why):
+- three characters or more: anywhere in the name or the address;
+- `@text` (three characters or more): where the domain starts (an address holds one "@"; on
+  SQLite a name holding it too);
+- two characters: where the name, a word of it (after a space), the address or its domain starts
+  (SQLite: the phrases "\nxy", " xy" and "@xy"; "le" finds "Ann Lee", not every "example");
+- one character: where the address or the name starts.
 The typed text is matched as written and, when it holds non-ASCII domain labels, with those
 labels in punycode, so "bücher" finds `…@xn--bcher-kva.example` on both.
 """
@@ -130,10 +141,9 @@ def _postgresql(found: list[str]):
     expression = pg_expression()
     arms = []
     for f in found:
-        if f.startswith("@"):       # where the domain starts (an address holds one @)
-            arms.append(prefix(pg_domain(), f, "postgresql"))
-        elif len(f) >= SHORT:
-            arms.append(expression.like(_like(f), escape="\\"))
+        if len(f) >= SHORT:         # "@...": where the domain starts (an address holds one @)
+            arms.append(prefix(pg_domain(), f, "postgresql") if f.startswith("@") else
+                        expression.like(_like(f), escape="\\"))
         else:   # the name or the address starts with it; with two, also a word after a space, a domain
             arms += [prefix(subscribers.c.email, f, "postgresql"), prefix(func.lower(subscribers.c.name), f,
                                                                           "postgresql")]

@@ -49,8 +49,12 @@ def has_status(status: Status):
     """A WHERE clause on `subscribers`: see the module's docstring."""
     if status in GLOBAL_STATUSES:
         return subscribers.c.global_status == status.value
-    return and_(subscribers.c.global_status.is_(None),
-                exists().where(memberships.c.subscriber_id == subscribers.c.id, memberships.c.status == status.value))
+    # OFFSET 0 keeps PostgreSQL probing the membership index row by row, as SQLite does: made a semi
+    # join, it walked memberships from the first subscriber to reach a page `after` the middle
+    # (a second at a million, where the probes of 51 rows take a millisecond).
+    on_a_list = select(memberships.c.subscriber_id).where(memberships.c.subscriber_id == subscribers.c.id,
+                                                          memberships.c.status == status.value).offset(0)
+    return and_(subscribers.c.global_status.is_(None), on_a_list.exists())
 
 
 def has_tags(tags: tuple[str, ...]):

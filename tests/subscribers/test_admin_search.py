@@ -68,6 +68,7 @@ FOUND = [
     ("Ма", ["maria@example.ru"]),  # noqa: RUF001 (Cyrillic: "Мария" starts so)
     ("a", ["ann@example.com", "anna@example.org"]),
     ("@an", ["carl@annex.example"]),
+    ("@a", []),                                                 # a domain's start needs two letters
 ]
 
 
