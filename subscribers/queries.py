@@ -21,7 +21,7 @@ from subscribers.models import (
     subscribers,
 )
 from subscribers.normalize import normalize_email
-from subscribers.search import contains
+from subscribers.search import matches
 
 
 def effective_status(membership_status: str | Status, global_status: str | None) -> Status:
@@ -117,7 +117,7 @@ def list_counts(conn: Connection) -> list[tuple]:
 def search(conn: Connection, text: str, limit: int = 50) -> tuple[int, list]:
     """(total, first `limit` rows of id, email, name, lists) whose address or name contains `text`
     (any case, any script: subscribers/search.py). `lists` is "name:status, ..." for display."""
-    match = contains(text, conn.dialect.name)
+    match = matches(text, conn.dialect.name)
     total = conn.execute(select(func.count()).select_from(subscribers).where(match)).scalar_one()
     rows = conn.execute(select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.global_status)
                         .where(match).order_by(subscribers.c.email).limit(limit)).all()

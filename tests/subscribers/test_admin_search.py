@@ -60,6 +60,15 @@ FOUND = [
     ("xn--bcher", [JOSE]),
     ("josé", [JOSE]),
     ("nobody", []),
+    # One or two characters (subscribers/search.py): where a name, a word of it, an address or a
+    # domain starts, not anywhere ("le" is inside every "example", but starts only "Lee").
+    ("le", ["ann@example.com"]),
+    ("An", ["ann@example.com", "anna@example.org", "bob@example.com", "carl@annex.example"]),  # Annan, @annex
+    ("ød", ["kari@example.no"]),
+    ("Ма", ["maria@example.ru"]),  # noqa: RUF001 (Cyrillic: "Мария" starts so)
+    ("a", ["ann@example.com", "anna@example.org"]),
+    ("@an", ["carl@annex.example"]),
+    ("@a", []),                                                 # a domain's start needs two letters
 ]
 
 
@@ -228,3 +237,51 @@ def test_count_cache_serves_a_minute_then_refreshes_behind_the_scenes(people, cr
                 thread.join(10)
         cache.ttl = 60
         assert cache.get(conn, crank) == {Status.ACTIVE: 8}
+
+
+def test_every_writer_keeps_the_search_index_in_step(everyone, crank, tmp_path):
+    """Added, renamed, imported (new and updated), forgotten: the search finds the rows as they
+    are now, never as they were (SQLite's trigram index follows `search` by triggers, 0016_i24c)."""
+    from subscribers import store
+    from subscribers.importer import import_csv
+    from subscribers.selection import Selection
+
+    def found(text: str) -> list[str]:
+        with everyone.connect() as conn:
+            return [row[1] for row in Selection.of(text).page(conn)[0]]
+
+    with everyone.begin() as conn:
+        store.rename(conn, store.get_subscriber(conn, "ann@example.com").id, "Ann Þórsdóttir", source="test")
+    assert (found("þórs"), found("Lee")) == (["ann@example.com"], [])
+    data = tmp_path / "people.csv"
+    data.write_text("email,name\nbob@example.com,Robert Quill\nnew@example.com,Wilhelmina Oyelaran\n",
+                    encoding="utf-8")
+    import_csv(everyone, data, "crank")
+    assert (found("quill"), found("Annan"), found("oyelaran")) == (["bob@example.com"], [], ["new@example.com"])
+    with everyone.begin() as conn:
+        store.forget(conn, "new@example.com", "secret", source="test")
+    assert found("oyelaran") == [] and found("wilh") == []
+
+
+def test_a_search_with_more_than_a_thousand_matches_sorts_a_thousand(engine, crank):
+    """Past SORTED (1,000) matches the page is 50 of the first 1,001 found, by address, and says
+    "more than" (the count stops there): sorting every match is what a million rows cannot afford."""
+    from sqlalchemy import insert
+
+    from mailer.migrate import upgrade
+    from subscribers.models import subscribers
+    from subscribers.search import search_text
+    from subscribers.selection import SORTED, Selection
+
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(subscribers), [
+            {"email": f"reader{i:05d}@example.com", "name": "Ann Reader", "attributes": {},
+             "search": search_text(f"reader{i:05d}@example.com", "Ann Reader")} for i in range(1200)])
+    with engine.connect() as conn:
+        for text in ("reader", "ann r", "re"):
+            rows = Selection.of(text).page(conn)[0]
+            assert len(rows) == 50 and rows[0].matched == SORTED + 1
+            assert [row.email for row in rows] == sorted(row.email for row in rows)
+            assert Selection.of(text).count(conn, cap=SORTED) == SORTED + 1
+        assert Selection.of("reader00007").page(conn)[0][0].matched == 1

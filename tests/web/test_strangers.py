@@ -387,7 +387,7 @@ def test_admin_pages_answer_odd_requests_with_4xx(live_db, path, code):
     ("ab", "ac"), ("a\U0010ffff", "b"), ("\U0010ffff\U0010ffff", None), ("a\ud7ff", "a\ue000"),
 ])
 def test_the_prefix_range_never_passes_the_last_character(text, after):
-    from subscribers.selection import _next_prefix
+    from subscribers.search import _next_prefix
 
     assert _next_prefix(text) == after
 

@@ -35,7 +35,7 @@ from subscribers.errors import SubscriberError
 from subscribers.exporter import export_selection
 from subscribers.models import Status
 from subscribers.normalize import deliverable, normalize_email
-from subscribers.selection import PAGE, Selection
+from subscribers.selection import Selection
 
 T = TypeVar("T")
 
@@ -57,8 +57,12 @@ def _view(q: str, tag: list[str], status: str) -> Selection:
 
 def _rows(conn, view: Selection, after: int | None, before: int | None):
     rows, has_before, has_after = view.page(conn, after=after, before=before)
-    whole = after is None and before is None and not has_after and (not view.by_address or len(rows) < PAGE)
-    total = len(rows) if whole else view.count(conn, cap=search.COUNT_CAP)   # the first page is all there is
+    if view.by_address:            # a text search's page says how many it found (capped), no second reading
+        total = rows[0].matched if rows else 0
+    elif after is None and before is None and not has_after:
+        total = len(rows)          # the first page is all there is
+    else:
+        total = view.count(conn, cap=search.COUNT_CAP)
     return {"rows": search.with_lists(conn, rows), "total": total,
             "has_before": has_before, "has_after": has_after, "lists": store.all_lists(conn)}
 

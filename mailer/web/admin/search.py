@@ -22,9 +22,10 @@ from subscribers import store
 from subscribers.models import Status, lists, memberships, subscribers
 from subscribers.normalize import display_email
 from subscribers.queries import effective_status, effective_status_sql
+from subscribers.selection import SORTED
 
 PAGE = 50
-COUNT_CAP = 1000
+COUNT_CAP = SORTED      # a text search's page counts what it sorted (subscribers.selection)
 
 
 def with_lists(conn, rows) -> list:
