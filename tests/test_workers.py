@@ -19,7 +19,7 @@ from tests.deliver.helpers import seed
 from tests.servers.sendgrid_server import SendGridServer
 
 SECRET = "test-secret-key-0123456789abcdef"
-READERS = int(os.environ.get("MAILER_TEST_WORKER_READERS", "50000"))   # docs/workers.md; fewer by hand for a quick run
+READERS = int(os.environ.get("MAILER_TEST_WORKER_READERS", "20000"))   # docs/workers.md; fewer by hand for a quick run
 
 
 @pytest.fixture(autouse=True)
