@@ -18,6 +18,7 @@ from mailer.send import ledger, warmup
 from mailer.send.ratelimit import rate_budget
 from subscribers.models import subscribers, utcnow
 from tests.servers.smtp_sink import SmtpSink
+from tests.test_pacing import seed
 from tests.test_workers import environment, mailer
 
 pytestmark = pytest.mark.timeout(240)
@@ -44,20 +45,6 @@ def project(tmp_path, repo, url: str, sink: SmtpSink, **pacing) -> object:
     path = tmp_path / "config.toml"
     path.write_text(config, encoding="utf-8")
     return path
-
-
-def seed(url: str, addresses: list[str]) -> None:
-    from subscribers.db import connect
-    from subscribers.store import add_subscriber, create_list
-
-    engine = connect(url)
-    try:
-        with engine.begin() as conn:
-            found = create_list(conn, "crank")
-            for address in addresses:
-                add_subscriber(conn, address, found.id)
-    finally:
-        engine.dispose()
 
 
 def send(config, tmp_path, *extra: str) -> subprocess.CompletedProcess:
