@@ -208,10 +208,7 @@ def run_send(settings: Settings, plan: Plan, *, backend: Backend | None = None,
         raise
     left = summary.deferred + stall(lambda attempt: _unfinished(plan, send_id), "counting the readers left")
     if limit is not None and left and limit.reached:
-        warmup.mark_capped(plan.engine, send_id)
-        notice(f"warm-up day {limit.day.number + 1}: today's cap of {limit.day.cap:,} is reached; the other "
-               f"{left:,} readers go on the next days (the scheduler continues the send, or run the same command "
-               "tomorrow)")
+        warmup.stopped_at_cap(plan.engine, send_id, limit.day, left, notice)
     if beat.lost or not _finish(plan, summary, SendStatus.STOPPED if left else SendStatus.DONE, None, stall):
         raise SendTakenOver(f"send #{send_id} was taken over by another runner after this one's last batch; "
                             "the send is the new runner's now").told(summary)

@@ -159,6 +159,14 @@ def mark_capped(engine: Engine, send_id: int, now: datetime | None = None) -> No
                      .values(capped_on=(now or utcnow()).date()))
 
 
+def stopped_at_cap(engine: Engine, send_id: int, day: Day, left: int, notice) -> None:
+    """A run (a single one, or the workers of `send --workers N`) that stopped at today's cap: the
+    send marked so (the scheduler continues it tomorrow), and the operator told."""
+    mark_capped(engine, send_id)
+    notice(f"warm-up day {day.number + 1}: today's cap of {day.cap:,} is reached; the other {left:,} readers go "
+           "on the next days (the scheduler continues the send, or run the same command tomorrow)")
+
+
 class Limit:
     """The batch loop's `stop`: True before a batch that would take today's handed-out readers over
     the cap (a batch is at most `max_batch`). It counts the readers handed to the backend by standing

@@ -398,7 +398,7 @@ def _ended(plan: dispatch.Plan, summary, send_id: int, error: str | None, stall:
     stopped = stall(lambda attempt: _status(plan, send_id), "reading the send's state")
     if stopped.status == SendStatus.STOPPED.value and stopped.last_error:   # a worker stopped it: in doubt
         dispatch._finish(plan, summary, SendStatus.STOPPED, stopped.last_error, stall)
-        summary.in_doubt = stall(lambda attempt: _in_flight(plan, send_id), "counting the readers in doubt")
+        summary.in_doubt = stall(lambda attempt: _counts(plan, send_id), "counting the readers in doubt")[State.SENDING]
         raise SendError(f"send #{send_id} stopped after {summary.sent:,} sent: {stopped.last_error}").told(summary)
     capped = bool(left) and not error and stall(lambda attempt: _capped(plan.engine, send_id, left, notice),
                                                 "checking the day's warm-up cap")
@@ -419,9 +419,7 @@ def _capped(engine, send_id: int, left: int, notice) -> bool:
             return False
         day = warmup.today(conn, send_id, at)
     assert day is not None   # a warm-up send
-    warmup.mark_capped(engine, send_id)
-    notice(f"warm-up day {day.number + 1}: today's cap of {day.cap:,} is reached; the other {left:,} readers go "
-           "on the next days (the scheduler continues the send, or run the same command tomorrow)")
+    warmup.stopped_at_cap(engine, send_id, day, left, notice)
     return True
 
 
@@ -434,11 +432,6 @@ def _status(plan: dispatch.Plan, send_id: int):
     with plan.engine.connect() as conn:
         return conn.execute(select(ledger.sends.c.status, ledger.sends.c.last_error)
                             .where(ledger.sends.c.id == send_id)).one()
-
-
-def _in_flight(plan: dispatch.Plan, send_id: int) -> int:
-    with plan.engine.connect() as conn:
-        return ledger.counts(conn, send_id)[State.SENDING]
 
 
 class Coordinated:
