@@ -100,6 +100,20 @@ def counts(url: str) -> dict:
         engine.dispose()
 
 
+def stopped_between_batches(url: str, sink, err: str, sig: signal.Signals, continuing: str) -> dict:
+    """A send stopped by `sig` the clean way: every batch on the wire recorded (none left
+    `sending`), as many accepted as the sink took, in whole batches, the rest pending, and the last
+    line says how to continue (`continuing`). The ledger's counts."""
+    stopped = counts(url)
+    assert stopped["sending"] == 0                                # the batch on the wire was recorded
+    assert stopped["accepted"] == len(sink.messages) and stopped["accepted"] % BATCH == 0
+    assert stopped["pending"] == READERS - stopped["accepted"] > 0
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: stopped by {sig.name} after {stopped['accepted']} sent"), err
+    assert f"run `{continuing}` to continue" in last
+    return stopped
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_finishes_and_records_the_batch_on_the_wire_and_the_rerun_sends_the_rest_once(
         tmp_path, repo, sig, code):
@@ -110,13 +124,7 @@ def test_a_signal_finishes_and_records_the_batch_on_the_wire_and_the_rerun_sends
         proc.send_signal(sig)
         _, err = finish(proc)
         assert proc.returncode == code, err
-        stopped = counts(url)
-        assert stopped["sending"] == 0                                # the batch on the wire was recorded
-        assert stopped["accepted"] == len(sink.messages) and stopped["accepted"] % BATCH == 0
-        assert stopped["pending"] == READERS - stopped["accepted"] > 0
-        last = err.strip().splitlines()[-1]
-        assert last.startswith(f"error: stopped by {sig.name} after {stopped['accepted']} sent")
-        assert "run `mailer send 2024-11 --list crank` to continue" in last
+        stopped_between_batches(url, sink, err, sig, "mailer send 2024-11 --list crank")
         assert "Traceback" not in err
         again = rerun(config, tmp_path)
         assert again.returncode == 0, again.stderr
