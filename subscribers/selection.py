@@ -39,12 +39,6 @@ def _capped(conn: Connection, ids) -> int:
     return conn.execute(select(func.count()).select_from(ids.limit(DRIVER_CAP).subquery())).scalar_one()
 
 
-def match(text: str, dialect: str):
-    """Address or name containing `text` anywhere, in any case and script, and the prefix arms that
-    let an index answer the usual "starts with" at once (subscribers/search.py)."""
-    return matches(text, dialect)
-
-
 def has_status(status: Status):
     """A WHERE clause on `subscribers`: see the module's docstring."""
     if status in GLOBAL_STATUSES:
@@ -94,7 +88,7 @@ class Selection:
         """The whole view as one condition on `subscribers` (the CSV reads every row anyway)."""
         clauses = []
         if self.text:
-            clauses.append(match(self.text, dialect))
+            clauses.append(matches(self.text, dialect))
         if self.tags:
             clauses.append(has_tags(self.tags))
         if self.status is not None:
